@@ -1,0 +1,197 @@
+"""Ports: the interfaces the core needs from the outside world.
+
+Adapters in :mod:`engine.adapters` implement them. The core never imports an adapter.
+
+Tenancy is enforced here: every read and write names its tenant, and adapters keep each
+tenant's records apart (SQLite: tenant in every primary key; Firestore: one subtree per
+tenant), so a record of tenant A cannot be read with tenant B's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from engine.records import (
+    ApiKeyRecord,
+    EventRecord,
+    ExecutionRecord,
+    Page,
+    StepRecord,
+    TriggerRecord,
+    WorkflowVersionRecord,
+)
+from engine.states import ExecutionStatus, StepStatus
+
+T = TypeVar("T")
+
+#: The timestamp field that decides when a step in each status is due for the reconciler.
+DUE_FIELD: dict[StepStatus, str] = {
+    StepStatus.QUEUED: "dispatched_at",
+    StepStatus.RUNNING: "lease_until",
+    StepStatus.RETRY_WAIT: "wake_at",
+    StepStatus.WAITING: "wake_at",
+}
+
+
+class Transaction(Protocol):
+    """Reads and buffered writes that commit atomically.
+
+    Writes are buffered until commit; a read of a record written earlier in the same
+    transaction returns the written version. ``Store.atomic`` may run the function
+    again on contention, so it must not have side effects outside the transaction.
+    """
+
+    def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None: ...
+
+    def find_execution_by_key(self, tenant: str, idempotency_key: str) -> ExecutionRecord | None: ...
+
+    def get_steps(self, tenant: str, execution_id: str, keys: Sequence[str]) -> dict[str, StepRecord]:
+        """The step records among ``keys`` that exist, by key."""
+        ...
+
+    def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]: ...
+
+    def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None: ...
+
+    def put_workflow_version(self, record: WorkflowVersionRecord) -> None:
+        """Create a version; committing raises ``AlreadyExists`` if that number is taken."""
+        ...
+
+    def put_execution(self, record: ExecutionRecord) -> None:
+        """Create or replace the header; a new ``idempotency_key`` is indexed with it."""
+        ...
+
+    def put_step(self, record: StepRecord) -> None: ...
+
+    def add_event(self, event: EventRecord) -> None:
+        """Append to the execution's history; an event id already present is not written twice."""
+        ...
+
+
+class Store(Protocol):
+    """The persistence port: one transaction entry point plus read-only listings."""
+
+    def atomic(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn`` in a serializable transaction and commit; retried on contention."""
+        ...
+
+    # workflows
+    def get_workflow_version(
+        self, tenant: str, name: str, version: int | None = None
+    ) -> WorkflowVersionRecord | None:
+        """A given version, or the latest one when ``version`` is None."""
+        ...
+
+    def list_workflows(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
+        """Latest version of each workflow, ordered by name."""
+        ...
+
+    def list_workflow_versions(
+        self, tenant: str, name: str, *, cursor: str | None = None, limit: int = 50
+    ) -> Page:
+        """Versions of one workflow, newest first."""
+        ...
+
+    def set_workflow_archived(self, tenant: str, name: str, archived: bool) -> None:
+        """Archive or restore every version of a workflow; ``NotFound`` if it has none."""
+        ...
+
+    # executions
+    def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None: ...
+
+    def list_executions(
+        self,
+        tenant: str,
+        *,
+        status: ExecutionStatus | None = None,
+        workflow: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """Executions newest first, filtered."""
+        ...
+
+    def count_active_executions(self, tenant: str) -> int: ...
+
+    def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]: ...
+
+    def list_events(
+        self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500
+    ) -> Page:
+        """History in order of event id, starting after the event id ``after``."""
+        ...
+
+    # reconciler scans; these cross tenants on purpose and are used only by Beat
+    def due_steps(self, status: StepStatus, before: float, limit: int = 200) -> list[StepRecord]:
+        """Steps in ``status`` whose ``DUE_FIELD[status]`` is set and not after ``before``."""
+        ...
+
+    def overdue_executions(self, before: float, limit: int = 200) -> list[ExecutionRecord]:
+        """Active executions whose deadline is not after ``before``."""
+        ...
+
+    # triggers
+    def put_trigger(self, record: TriggerRecord) -> None: ...
+
+    def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None: ...
+
+    def list_triggers(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page: ...
+
+    def delete_trigger(self, tenant: str, trigger_id: str) -> bool: ...
+
+    def due_triggers(self, before: float, limit: int = 200) -> list[TriggerRecord]:
+        """Enabled triggers whose ``next_fire_at`` is not after ``before`` (all tenants)."""
+        ...
+
+    # API keys
+    def put_api_key(self, record: ApiKeyRecord) -> None: ...
+
+    def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """Look a key up by its hash (across tenants: the key decides the tenant)."""
+        ...
+
+    def list_api_keys(self, tenant: str) -> list[ApiKeyRecord]: ...
+
+    # operations
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` if the backend cannot be reached."""
+        ...
+
+    def schema_version(self) -> int: ...
+
+    def set_schema_version(self, version: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Ask a worker to run one step; ``countdown`` is only ever a few seconds."""
+
+    tenant: str
+    execution_id: str
+    step_key: str
+    queue: str | None = None
+    countdown: float = 0.0
+
+
+class Dispatcher(Protocol):
+    """Sends step messages to workers (Celery in production)."""
+
+    def dispatch(self, dispatches: Sequence[Dispatch]) -> None: ...
+
+
+class EventSink(Protocol):
+    """Live fan-out of committed events (a Redis Stream per execution)."""
+
+    def publish(self, events: Sequence[EventRecord]) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        ...

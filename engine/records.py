@@ -1,0 +1,140 @@
+"""Persistent records: what the store keeps for workflows, executions, steps and events.
+
+Records are plain mutable dataclasses so use cases can build the next version of a record
+and hand it to the store inside a transaction. Every record carries its tenant and the
+schema version it was written with (see :mod:`engine.migrations`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.states import ExecutionStatus, StepStatus
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class WorkflowVersionRecord:
+    """One immutable, numbered version of a workflow definition."""
+
+    tenant: str
+    name: str
+    version: int
+    definition: dict[str, Any]
+    digest: str
+    created_at: float
+    archived: bool = False
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class ExecutionRecord:
+    """The small header of one execution; steps live in their own records."""
+
+    id: str
+    tenant: str
+    workflow: str
+    version: int
+    status: ExecutionStatus
+    input: Any
+    created_at: float
+    updated_at: float
+    output: Any = None
+    error: dict[str, Any] | None = None
+    deadline_at: float | None = None
+    finished_at: float | None = None
+    idempotency_key: str | None = None
+    run: int = 1
+    parent: dict[str, str] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class StepRecord:
+    """One step (or one foreach item) of one execution.
+
+    ``key`` is the step id, or ``"<id>[<index>]"`` for a foreach item. ``lease_epoch`` grows on
+    every claim; a completion must present the epoch it claimed with (fencing).
+    """
+
+    execution_id: str
+    tenant: str
+    key: str
+    step_id: str
+    status: StepStatus
+    attempt: int = 0
+    lease_epoch: int = 0
+    lease_until: float | None = None
+    dispatched_at: float | None = None
+    wake_at: float | None = None
+    queue: str | None = None
+    index: int | None = None
+    item: Any = None
+    items: list[Any] | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    wait: dict[str, Any] | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    run: int = 1
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class EventRecord:
+    """One entry of an execution's history: every transition emits exactly one."""
+
+    id: str
+    execution_id: str
+    tenant: str
+    type: str
+    at: float
+    step_key: str | None = None
+    status: str | None = None
+    attempt: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class TriggerRecord:
+    """A schedule or event trigger that starts a workflow."""
+
+    id: str
+    tenant: str
+    workflow: str
+    kind: str
+    spec: dict[str, Any]
+    enabled: bool = True
+    input: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    next_fire_at: float | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class ApiKeyRecord:
+    """An API key: only its hash is stored."""
+
+    id: str
+    tenant: str
+    role: str
+    key_hash: str
+    name: str
+    created_at: float
+    expires_at: float | None = None
+    revoked: bool = False
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of a listing; ``next_cursor`` is opaque and ``None`` on the last page."""
+
+    items: list[Any]
+    next_cursor: str | None = None

@@ -1,0 +1,33 @@
+"""Shared fixtures: real backends, started or reused, never skipped."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.services import emulator, redis_url
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator() -> Iterator[str]:
+    with emulator("emulators firestore", "FIRESTORE_EMULATOR_HOST", []) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[str]:
+    with emulator("beta emulators pubsub", "PUBSUB_EMULATOR_HOST", ["--project=conveyor-test"]) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> str:
+    return redis_url()
+
+
+@pytest.fixture
+def unique_project() -> str:
+    """A Firestore project id of its own, so tests never see each other's documents."""
+    return f"conveyor-test-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,82 @@
+"""Real backend services for tests: reuse a running one, or start it; never skip.
+
+``FIRESTORE_EMULATOR_HOST`` / ``PUBSUB_EMULATOR_HOST`` / ``CONVEYOR_TEST_REDIS_URL`` point at
+running services (``.ci/run`` starts them). When unset, the emulator is started from
+google-cloud-cli for the test session. A service that cannot be reached fails the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(host: str, port: int, seconds: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.25)
+    pytest.fail(f"{what} did not start on {host}:{port}", pytrace=False)
+
+
+@contextlib.contextmanager
+def emulator(kind: str, env_var: str, extra_args: list[str]) -> Iterator[str]:
+    """Yield ``host:port`` of a running emulator, starting one when ``env_var`` is unset."""
+    existing = os.environ.get(env_var)
+    if existing:
+        host, _, port = existing.rpartition(":")
+        if not port_open(host, int(port), timeout=2):
+            pytest.fail(f"{env_var}={existing} is set but nothing listens there", pytrace=False)
+        yield existing
+        return
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        pytest.fail(f"google-cloud-cli is needed to start the {kind} emulator", pytrace=False)
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    command = [gcloud, *kind.split(), "start", f"--host-port={address}", *extra_args]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for("127.0.0.1", port, 90, f"{kind} emulator", proc)
+        os.environ[env_var] = address
+        yield address
+    finally:
+        os.environ.pop(env_var, None)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def redis_url() -> str:
+    """The Redis used by tests; fails (never skips) when it is not reachable."""
+    url = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis at {url} is not reachable: {exc}", pytrace=False)
+    return url
