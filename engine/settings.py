@@ -1,0 +1,76 @@
+"""Settings, read from the environment with the ``CONVEYOR_`` prefix (or a ``.env`` file).
+
+See the configuration table in README.md; every field here is listed there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of Conveyor. Defaults run embedded on a laptop with no services."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", env_file=".env", extra="ignore")
+
+    profile: Literal["development", "production"] = "development"
+
+    # storage
+    store: Literal["sqlite", "firestore"] = "sqlite"
+    state_dir: Path = Path(".conveyor")
+    sqlite_path: Path | None = None
+    firestore_project: str = "conveyor-local"
+    firestore_database: str = "(default)"
+
+    # messaging
+    broker_url: str | None = None
+    redis_url: str | None = None
+    visibility_timeout: int = 3600
+    default_queue: str = "conveyor"
+    event_stream_maxlen: int = 10_000
+
+    # execution behaviour
+    imports: list[str] = Field(default_factory=list)
+    lease_seconds: float = 30.0
+    redispatch_after: float = 30.0
+    reconcile_interval: float = 5.0
+    short_timer_threshold: float = 5.0
+    max_payload_bytes: int = 8 * 1024 * 1024
+    inline_payload_bytes: int = 256 * 1024
+    max_foreach_items: int = 10_000
+
+    # api
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    auth_enabled: bool = True
+    max_concurrent_executions: int = 10_000
+    max_request_bytes: int = 1024 * 1024
+    rate_limit: str = "600/minute"
+    tenant_rate_limit: str = "6000/minute"
+    allowed_origins: list[str] = Field(default_factory=lambda: ["http://localhost", "http://127.0.0.1"])
+    oidc_jwks_url: str | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    oidc_tenant_claim: str = "tenant"
+    oidc_role_claim: str = "role"
+    graphql_introspection: bool | None = None
+    graphql_max_depth: int = 12
+    graphql_max_aliases: int = 30
+    graphql_max_tokens: int = 5000
+
+    # logging
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    def resolved_sqlite_path(self) -> Path:
+        return self.sqlite_path or self.state_dir / "conveyor.db"
+
+    def introspection_enabled(self) -> bool:
+        if self.graphql_introspection is not None:
+            return self.graphql_introspection
+        return self.profile != "production"
