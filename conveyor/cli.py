@@ -1,0 +1,22 @@
+"""The ``conveyor`` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="conveyor",
+    help="Durable workflows on Celery: run, validate and operate Conveyor.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+#: Command modules under conveyor.commands; each exposes register(app).
+COMMAND_MODULES = [
+    "definitions",
+]
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"conveyor.commands.{_module}").register(app)
