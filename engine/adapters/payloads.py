@@ -1,0 +1,92 @@
+"""Record and payload helpers shared by the store adapters.
+
+``record_to_dict`` / ``record_from_dict`` turn the dataclasses of :mod:`engine.records` into
+plain JSON-shaped dicts and back, so every backend stores the same shape and a record read
+back compares equal to the one written. ``json_size`` measures a payload the way the size
+limits are defined: the UTF-8 bytes of its compact JSON text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import typing
+from collections.abc import Mapping
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from engine.errors import PayloadTooLarge
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")
+
+
+def record_to_dict(record: DataclassInstance) -> dict[str, Any]:
+    """The fields of ``record`` as a fresh JSON-shaped dict (enums become their values).
+
+    Nested dicts and lists are copied, so later changes to the record do not reach the
+    dict (the adapters buffer this dict as the written version).
+    """
+    return {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
+
+
+def record_from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
+    """Rebuild a ``cls`` record from :func:`record_to_dict` output.
+
+    Enum fields get their enum type back. Keys that ``cls`` does not know are ignored and
+    missing optional fields take their defaults, so records written by a neighbouring
+    schema version still load (migrations fill in the meaning).
+    """
+    enums = _enum_fields(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        enum = enums.get(f.name)
+        kwargs[f.name] = enum(value) if enum is not None and value is not None else value
+    return cls(**kwargs)
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON text of ``value`` (the form sizes are measured in)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_size(value: Any) -> int:
+    """Size in bytes of ``value`` as compact UTF-8 JSON."""
+    # surrogatepass: a lone surrogate in a string must be measured, not crash the check.
+    return len(to_json(value).encode("utf-8", "surrogatepass"))
+
+
+def check_payload_size(value: Any, limit: int, what: str) -> None:
+    """Raise :class:`PayloadTooLarge` if ``value`` is larger than ``limit`` bytes as JSON."""
+    size = json_size(value)
+    if size > limit:
+        raise PayloadTooLarge(f"{what} is {size} bytes as JSON; the limit is {limit} bytes")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+@functools.cache
+def _enum_fields(cls: type[DataclassInstance]) -> dict[str, type[Enum]]:
+    """Field name -> enum type, for fields typed ``SomeEnum`` or ``SomeEnum | None``."""
+    hints = typing.get_type_hints(cls)
+    found: dict[str, type[Enum]] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        for candidate in (hint, *typing.get_args(hint)):
+            if isinstance(candidate, type) and issubclass(candidate, Enum):
+                found[f.name] = candidate
+    return found
