@@ -1,0 +1,45 @@
+"""Events: one per transition, written to the history and fanned out live.
+
+Event ids sort by time (microseconds, then a per-process sequence), so history listings and
+``after`` cursors follow the order in which transitions were recorded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from typing import Any
+
+from engine.records import EventRecord, ExecutionRecord, StepRecord
+
+_sequence = itertools.count()
+
+
+def new_event_id(at: float) -> str:
+    return f"{int(at * 1_000_000):016x}{next(_sequence) % 0x10000:04x}{secrets.token_hex(3)}"
+
+
+def execution_event(execution: ExecutionRecord, at: float, data: dict[str, Any] | None = None) -> EventRecord:
+    return EventRecord(
+        id=new_event_id(at),
+        execution_id=execution.id,
+        tenant=execution.tenant,
+        type=f"execution.{execution.status.lower()}",
+        at=at,
+        status=str(execution.status),
+        data=data or {},
+    )
+
+
+def step_event(step: StepRecord, at: float, data: dict[str, Any] | None = None) -> EventRecord:
+    return EventRecord(
+        id=new_event_id(at),
+        execution_id=step.execution_id,
+        tenant=step.tenant,
+        type=f"step.{step.status.lower()}",
+        at=at,
+        step_key=step.key,
+        status=str(step.status),
+        attempt=step.attempt,
+        data=data or {},
+    )

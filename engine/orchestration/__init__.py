@@ -1,0 +1,1 @@
+"""Use cases over the Store port: each runs inside one transaction and returns effects."""

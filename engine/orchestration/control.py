@@ -1,0 +1,138 @@
+"""Use cases over a whole execution: start, cancel, retry, pause, resume, time out."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from engine.compile import CompiledWorkflow
+from engine.errors import TransitionRefused
+from engine.orchestration import progress
+from engine.orchestration.recorder import Recorder
+from engine.orchestration.steps import WorkflowLoader, load
+from engine.records import ExecutionRecord, StepRecord
+from engine.states import EXECUTION_TERMINAL, Cause, ExecutionStatus, StepStatus, propose
+
+
+def new_execution_id() -> str:
+    # Random, never monotonic: Firestore spreads random ids across its key range.
+    return uuid.uuid4().hex
+
+
+def start(
+    rec: Recorder,
+    compiled: CompiledWorkflow,
+    *,
+    tenant: str,
+    version: int,
+    input: Any,
+    idempotency_key: str | None = None,
+    labels: dict[str, str] | None = None,
+    parent: dict[str, str] | None = None,
+) -> tuple[ExecutionRecord, bool]:
+    """Create the execution and its first ready steps; an idempotency key returns the original."""
+    if idempotency_key is not None:
+        existing = rec.tx.find_execution_by_key(tenant, idempotency_key)
+        if existing is not None:
+            return existing, False
+    definition = compiled.definition
+    execution = ExecutionRecord(
+        id=new_execution_id(),
+        tenant=tenant,
+        workflow=definition.name,
+        version=version,
+        status=ExecutionStatus.RUNNING,
+        input=input,
+        created_at=rec.now,
+        updated_at=rec.now,
+        deadline_at=rec.now + definition.deadline if definition.deadline else None,
+        idempotency_key=idempotency_key,
+        labels=labels or {},
+        parent=parent,
+    )
+    rec.create_execution(execution, {"workflow": definition.name, "version": version})
+    progress.advance(rec, compiled, execution, {})
+    return execution, True
+
+
+def _refuse_unless(execution: ExecutionRecord, target: ExecutionStatus, cause: Cause) -> None:
+    decision = propose(execution.status, target, cause)
+    if not decision.accepted:
+        raise TransitionRefused(f"execution {execution.id} is {execution.status}: {decision.reason}")
+
+
+def cancel(rec: Recorder, tenant: str, execution_id: str, reason: str = "cancelled by request") -> ExecutionRecord:
+    execution, records = load(rec.tx, tenant, execution_id)
+    _refuse_unless(execution, ExecutionStatus.CANCELLED, Cause.CANCEL)
+    progress.end_execution(rec, execution, records, ExecutionStatus.CANCELLED, Cause.CANCEL, reason)
+    return execution
+
+
+def time_out(rec: Recorder, tenant: str, execution_id: str) -> None:
+    """The execution's deadline passed (called by the reconciler)."""
+    execution, records = load(rec.tx, tenant, execution_id)
+    due = execution.deadline_at is not None and execution.deadline_at <= rec.now
+    if execution.status in EXECUTION_TERMINAL or not due:
+        return
+    progress.end_execution(rec, execution, records, ExecutionStatus.TIMED_OUT, Cause.DEADLINE, "deadline passed")
+
+
+def pause(rec: Recorder, tenant: str, execution_id: str) -> ExecutionRecord:
+    """Stop claiming new steps; running steps finish and their successors wait in QUEUED."""
+    execution, _ = load(rec.tx, tenant, execution_id)
+    _refuse_unless(execution, ExecutionStatus.PAUSED, Cause.PAUSE)
+    rec.move_execution(execution, ExecutionStatus.PAUSED, Cause.PAUSE)
+    return execution
+
+
+def resume(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str) -> ExecutionRecord:
+    execution, records = load(rec.tx, tenant, execution_id)
+    _refuse_unless(execution, ExecutionStatus.RUNNING, Cause.RESUME)
+    rec.move_execution(execution, ExecutionStatus.RUNNING, Cause.RESUME)
+    for record in records.values():
+        if record.status is StepStatus.QUEUED:
+            rec.queue_dispatch(record)
+            rec.tx.put_step(record)
+    progress.advance(rec, load_workflow(tenant, execution.workflow, execution.version), execution, records)
+    return execution
+
+
+def retry(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str) -> ExecutionRecord:
+    """Run a failed or timed-out execution again from its failed steps, keeping every success."""
+    execution, records = load(rec.tx, tenant, execution_id)
+    _refuse_unless(execution, ExecutionStatus.RUNNING, Cause.RETRY)
+    compiled = load_workflow(tenant, execution.workflow, execution.version)
+    execution.run += 1
+    execution.error = None
+    execution.output = None
+    rec.move_execution(execution, ExecutionStatus.RUNNING, Cause.RETRY, {"run": execution.run})
+    for record in list(records.values()):
+        if record.status in (StepStatus.FAILED, StepStatus.CANCELLED):
+            _revive(rec, compiled, execution, records, record)
+    progress.advance(rec, compiled, execution, records)
+    return execution
+
+
+def _revive(
+    rec: Recorder,
+    compiled: CompiledWorkflow,
+    execution: ExecutionRecord,
+    records: dict[str, StepRecord],
+    record: StepRecord,
+) -> None:
+    record.attempt = 0
+    record.error = None
+    record.run = execution.run
+    is_foreach_parent = record.index is None and compiled.step(record.step_id).foreach is not None
+    if not is_foreach_parent:
+        rec.move_step(record, StepStatus.QUEUED, Cause.RETRY)
+        return
+    if record.items is None:
+        # The foreach expression itself failed: plan the step afresh.
+        rec.move_step(record, StepStatus.QUEUED, Cause.RETRY, dispatch=False)
+        rec.move_step(record, StepStatus.CANCELLED, Cause.RETRY, {"reason": "re-planned"})
+        del records[record.key]
+        return
+    # A foreach parent is a container, not a claimable step: it goes straight back to RUNNING.
+    rec.move_step(record, StepStatus.QUEUED, Cause.RETRY, dispatch=False)
+    rec.move_step(record, StepStatus.RUNNING, Cause.CLAIM, {"reason": "retrying failed items"})

@@ -1,0 +1,90 @@
+"""Apply transitions inside a transaction, one event each, and collect the effects.
+
+Every status change in the engine goes through :class:`Recorder`, which asks
+:func:`engine.states.require` first. That is what makes "every transition is recorded
+exactly once" hold: the record, its event and the effects commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.events import execution_event, step_event
+from engine.ports import Dispatch, Transaction
+from engine.records import EventRecord, ExecutionRecord, StepRecord
+from engine.states import Cause, ExecutionStatus, StepStatus, require
+
+
+@dataclass
+class Effects:
+    """What the caller performs after commit: live events, then step dispatches."""
+
+    events: list[EventRecord] = field(default_factory=list)
+    dispatches: list[Dispatch] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> None:
+        self.events.extend(other.events)
+        self.dispatches.extend(other.dispatches)
+
+
+class Recorder:
+    """Writes records and their events into ``tx`` and gathers :class:`Effects`."""
+
+    def __init__(self, tx: Transaction, now: float) -> None:
+        self.tx = tx
+        self.now = now
+        self.effects = Effects()
+
+    def _emit(self, event: EventRecord) -> None:
+        self.tx.add_event(event)
+        self.effects.events.append(event)
+
+    def create_execution(self, execution: ExecutionRecord, data: dict[str, Any] | None = None) -> None:
+        self.tx.put_execution(execution)
+        self._emit(execution_event(execution, self.now, data))
+
+    def move_execution(
+        self, execution: ExecutionRecord, target: ExecutionStatus, cause: Cause, data: dict[str, Any] | None = None
+    ) -> None:
+        require(execution.status, target, cause)
+        execution.status = target
+        execution.updated_at = self.now
+        execution.finished_at = self.now if target not in (ExecutionStatus.RUNNING, ExecutionStatus.PAUSED) else None
+        self.tx.put_execution(execution)
+        self._emit(execution_event(execution, self.now, data))
+
+    def create_step(self, step: StepRecord, data: dict[str, Any] | None = None) -> None:
+        step.created_at = self.now
+        if step.status is StepStatus.QUEUED:
+            self.queue_dispatch(step)
+        self.tx.put_step(step)
+        self._emit(step_event(step, self.now, data))
+
+    def move_step(
+        self,
+        step: StepRecord,
+        target: StepStatus,
+        cause: Cause,
+        data: dict[str, Any] | None = None,
+        *,
+        dispatch: bool = True,
+    ) -> None:
+        """Move ``step`` to ``target``; a step entering QUEUED is dispatched unless told otherwise."""
+        require(step.status, target, cause)
+        step.status = target
+        if target is StepStatus.QUEUED and dispatch:
+            self.queue_dispatch(step)
+        if target in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
+            step.finished_at = self.now
+            step.lease_until = None
+            step.wake_at = None
+        self.tx.put_step(step)
+        self._emit(step_event(step, self.now, data))
+
+    def queue_dispatch(self, step: StepRecord, countdown: float = 0.0) -> None:
+        """Send the step after commit; ``dispatched_at`` lets the reconciler resend a lost message."""
+        step.dispatched_at = self.now + countdown
+        self.effects.dispatches.append(
+            Dispatch(step.tenant, step.execution_id, step.key, queue=step.queue, countdown=countdown)
+        )

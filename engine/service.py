@@ -1,0 +1,347 @@
+"""The application service: every use case, wrapped in a transaction, effects performed after commit.
+
+The API, Celery tasks, Beat and the CLI talk to Conveyor only through :class:`Service`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from engine.compile import CompiledWorkflow, compile_workflow
+from engine.errors import NotFound, PayloadTooLarge, QuotaExceeded
+from engine.model import canonical_json
+from engine.orchestration import control
+from engine.orchestration import steps as step_cases
+from engine.orchestration.recorder import Effects, Recorder
+from engine.ports import Clock, Dispatcher, EventSink, Store, Transaction
+from engine.records import (
+    EventRecord,
+    ExecutionRecord,
+    Page,
+    StepRecord,
+    WorkflowVersionRecord,
+)
+from engine.settings import Settings
+from engine.states import ExecutionStatus, StepStatus
+
+T = TypeVar("T")
+_COMPILED_CACHE_SIZE = 512
+
+
+class SystemClock:
+    """Wall-clock time."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass(frozen=True)
+class StartResult:
+    execution: ExecutionRecord
+    created: bool
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    version: WorkflowVersionRecord
+    created: bool
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """What one reconciler pass did, by kind."""
+
+    expired_leases: int = 0
+    timers: int = 0
+    redispatched: int = 0
+    timed_out: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.expired_leases + self.timers + self.redispatched + self.timed_out
+
+
+def payload_size(value: Any) -> int:
+    return len(canonical_json(value).encode())
+
+
+class Service:
+    """Conveyor's use cases over a store, a dispatcher and a live event sink."""
+
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        events: EventSink,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.events = events
+        self.settings = settings or Settings()
+        self.clock: Clock = clock or SystemClock()
+        self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
+        self._compiled: OrderedDict[tuple[str, str, int], CompiledWorkflow] = OrderedDict()
+        self._compiled_lock = threading.Lock()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _run(self, use_case: Callable[[Recorder], T]) -> T:
+        """Run a use case in one transaction, then publish its events and dispatch its steps."""
+        effects = Effects()
+
+        def body(tx: Transaction) -> T:
+            rec = Recorder(tx, self.clock.now())
+            result = use_case(rec)
+            effects.events[:] = rec.effects.events
+            effects.dispatches[:] = rec.effects.dispatches
+            return result
+
+        result = self.store.atomic(body)
+        self.perform(effects)
+        return result
+
+    def perform(self, effects: Effects) -> None:
+        if effects.events:
+            self.events.publish(effects.events)
+        if effects.dispatches:
+            self.dispatcher.dispatch(effects.dispatches)
+
+    def check_payload(self, value: Any, what: str) -> None:
+        size = payload_size(value)
+        if size > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {self.settings.max_payload_bytes} bytes")
+
+    # --- workflows ------------------------------------------------------------------------
+
+    def validate_workflow(self, definition: dict[str, Any] | str) -> CompiledWorkflow:
+        """Compile a definition without saving it; raises ``DefinitionInvalid`` with every problem."""
+        return compile_workflow(definition)
+
+    def apply_workflow(self, tenant: str, definition: dict[str, Any] | str) -> ApplyResult:
+        """Save a definition as the next version; an unchanged definition returns the latest version."""
+        compiled = compile_workflow(definition)
+        document = compiled.definition.to_document()
+        self.check_payload(document, "workflow definition")
+        digest = hashlib.sha256(canonical_json(document).encode()).hexdigest()
+
+        def body(tx: Transaction) -> ApplyResult:
+            latest = tx.latest_workflow_version(tenant, compiled.definition.name)
+            if latest is not None and latest.digest == digest and not latest.archived:
+                return ApplyResult(latest, False)
+            record = WorkflowVersionRecord(
+                tenant=tenant,
+                name=compiled.definition.name,
+                version=(latest.version + 1) if latest else 1,
+                definition=document,
+                digest=digest,
+                created_at=self.clock.now(),
+            )
+            tx.put_workflow_version(record)
+            return ApplyResult(record, True)
+
+        return self.store.atomic(body)
+
+    def get_workflow(self, tenant: str, name: str, version: int | None = None) -> WorkflowVersionRecord:
+        record = self.store.get_workflow_version(tenant, name, version)
+        if record is None:
+            which = f"version {version} of " if version is not None else ""
+            raise NotFound(f"{which}workflow {name!r} not found")
+        return record
+
+    def list_workflows(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
+        return self.store.list_workflows(tenant, cursor=cursor, limit=limit)
+
+    def list_workflow_versions(self, tenant: str, name: str, *, cursor: str | None = None, limit: int = 50) -> Page:
+        return self.store.list_workflow_versions(tenant, name, cursor=cursor, limit=limit)
+
+    def archive_workflow(self, tenant: str, name: str, archived: bool = True) -> None:
+        self.store.set_workflow_archived(tenant, name, archived)
+
+    def compiled(self, tenant: str, name: str, version: int) -> CompiledWorkflow:
+        """The compiled definition of an immutable version, cached in process."""
+        key = (tenant, name, version)
+        with self._compiled_lock:
+            found = self._compiled.get(key)
+            if found is not None:
+                self._compiled.move_to_end(key)
+                return found
+        compiled = compile_workflow(self.get_workflow(tenant, name, version).definition)
+        with self._compiled_lock:
+            self._compiled[key] = compiled
+            if len(self._compiled) > _COMPILED_CACHE_SIZE:
+                self._compiled.popitem(last=False)
+        return compiled
+
+    # --- executions -----------------------------------------------------------------------
+
+    def start(
+        self,
+        tenant: str,
+        workflow: str,
+        input: Any = None,
+        *,
+        version: int | None = None,
+        idempotency_key: str | None = None,
+        labels: dict[str, str] | None = None,
+        enforce_quota: bool = False,
+    ) -> StartResult:
+        """Start an execution of a workflow version (the latest by default)."""
+        record = self.get_workflow(tenant, workflow, version)
+        if record.archived and version is None:
+            raise NotFound(f"workflow {workflow!r} is archived")
+        compiled = self.compiled(tenant, workflow, record.version)
+        payload = {} if input is None else input
+        self.check_payload(payload, "execution input")
+        compiled.validate_input(payload)
+        if enforce_quota:
+            active = self.store.count_active_executions(tenant)
+            if active >= self.settings.max_concurrent_executions:
+                raise QuotaExceeded(
+                    f"tenant has {active} active executions; the limit is {self.settings.max_concurrent_executions}"
+                )
+        execution, created = self._run(
+            lambda rec: control.start(
+                rec,
+                compiled,
+                tenant=tenant,
+                version=record.version,
+                input=payload,
+                idempotency_key=idempotency_key,
+                labels=labels,
+            )
+        )
+        return StartResult(execution, created)
+
+    def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord:
+        execution = self.store.get_execution(tenant, execution_id)
+        if execution is None:
+            raise NotFound(f"execution {execution_id!r} not found")
+        return execution
+
+    def list_executions(self, tenant: str, **filters: Any) -> Page:
+        return self.store.list_executions(tenant, **filters)
+
+    def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
+        self.get_execution(tenant, execution_id)
+        return self.store.list_steps(tenant, execution_id)
+
+    def list_events(self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500) -> Page:
+        self.get_execution(tenant, execution_id)
+        return self.store.list_events(tenant, execution_id, after=after, limit=limit)
+
+    def cancel(self, tenant: str, execution_id: str) -> ExecutionRecord:
+        return self._run(lambda rec: control.cancel(rec, tenant, execution_id))
+
+    def retry(self, tenant: str, execution_id: str) -> ExecutionRecord:
+        return self._run(lambda rec: control.retry(rec, self.compiled, tenant, execution_id))
+
+    def pause(self, tenant: str, execution_id: str) -> ExecutionRecord:
+        return self._run(lambda rec: control.pause(rec, tenant, execution_id))
+
+    def resume(self, tenant: str, execution_id: str) -> ExecutionRecord:
+        return self._run(lambda rec: control.resume(rec, self.compiled, tenant, execution_id))
+
+    def signal(self, tenant: str, execution_id: str, step_key: str, payload: Any) -> StepRecord:
+        self.check_payload(payload, "signal payload")
+        return self._run(lambda rec: step_cases.signal(rec, self.compiled, tenant, execution_id, step_key, payload))
+
+    # --- steps (called by workers) ----------------------------------------------------------
+
+    def claim(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
+        return self._run(
+            lambda rec: step_cases.claim(rec, self.compiled, tenant, execution_id, step_key, self.timing)
+        )
+
+    def heartbeat(self, tenant: str, execution_id: str, step_key: str, epoch: int) -> None:
+        self._run(lambda rec: step_cases.heartbeat(rec, tenant, execution_id, step_key, epoch, self.timing))
+
+    def complete(self, tenant: str, execution_id: str, step_key: str, epoch: int, output: Any) -> None:
+        self.check_payload(output, f"output of step {step_key!r}")
+        self._run(lambda rec: step_cases.complete(rec, self.compiled, tenant, execution_id, step_key, epoch, output))
+
+    def park(
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        epoch: int,
+        *,
+        until: float | None,
+        on_wake: str = "succeed",
+        match: dict[str, Any] | None = None,
+    ) -> None:
+        self._run(
+            lambda rec: step_cases.park(
+                rec,
+                tenant,
+                execution_id,
+                step_key,
+                epoch,
+                until=until,
+                on_wake=on_wake,
+                match=match or {},
+                timing=self.timing,
+            )
+        )
+
+    def fail(
+        self, tenant: str, execution_id: str, step_key: str, epoch: int, error: dict[str, Any], *, retryable: bool
+    ) -> None:
+        self._run(
+            lambda rec: step_cases.fail(
+                rec, self.compiled, tenant, execution_id, step_key, epoch, error, retryable, self.timing
+            )
+        )
+
+    # --- reconciler -------------------------------------------------------------------------
+
+    def reconcile(self, limit: int = 200) -> ReconcileReport:
+        """One pass: expired leases, due timers, lost dispatches and passed deadlines."""
+        now = self.clock.now()
+        expired = self.store.due_steps(StepStatus.RUNNING, now, limit)
+        for step in expired:
+            self._run(
+                lambda rec, s=step: step_cases.expire_lease(rec, self.compiled, s.tenant, s.execution_id, s.key)
+            )
+        timers = [
+            *self.store.due_steps(StepStatus.RETRY_WAIT, now, limit),
+            *self.store.due_steps(StepStatus.WAITING, now, limit),
+        ]
+        for step in timers:
+            self._run(lambda rec, s=step: self._wake(rec, s))
+        stale_before = now - self.settings.redispatch_after
+        stale = self.store.due_steps(StepStatus.QUEUED, stale_before, limit)
+        for step in stale:
+            self._run(
+                lambda rec, s=step: step_cases.redispatch(rec, s.tenant, s.execution_id, s.key, stale_before)
+            )
+        overdue = self.store.overdue_executions(now, limit)
+        for execution in overdue:
+            self._run(lambda rec, e=execution: control.time_out(rec, e.tenant, e.id))
+        return ReconcileReport(len(expired), len(timers), len(stale), len(overdue))
+
+    def _wake(self, rec: Recorder, step: StepRecord) -> None:
+        execution, records = step_cases.load(rec.tx, step.tenant, step.execution_id)
+        if step.key not in records or execution.status is not ExecutionStatus.RUNNING:
+            return
+        compiled = self.compiled(step.tenant, execution.workflow, execution.version)
+        step_cases.wake(rec, compiled, execution, records, step.key)
+
+    def events_after(self, tenant: str, execution_id: str, after: str | None) -> list[EventRecord]:
+        """All history events after ``after`` (used to fill gaps when a live stream resumes)."""
+        events: list[EventRecord] = []
+        cursor = after
+        while True:
+            page = self.store.list_events(tenant, execution_id, after=cursor, limit=500)
+            events.extend(page.items)
+            if page.next_cursor is None or not page.items:
+                return events
+            cursor = page.items[-1].id
