@@ -1,0 +1,809 @@
+"""SQLite store: the embedded default backend.
+
+One database file is shared by every worker process and thread on a machine. WAL mode lets
+readers run beside the single writer, and every write transaction starts with
+``BEGIN IMMEDIATE``: it takes the write lock before its first read, so read-modify-write
+cycles are serializable across threads and processes without optimistic retries.
+
+Each record is one JSON document (``doc``) plus copies of the scalar columns that queries
+filter or sort on; both are written by one function per table so they cannot drift apart.
+Every primary key starts with the tenant. Execution and step fields whose JSON is larger
+than ``inline_payload_bytes`` live out of line in ``payloads`` (claim-check, as in the
+Firestore adapter), which keeps the hot rows that the reconciler scans small.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from engine.adapters.payloads import record_from_dict, record_to_dict
+from engine.errors import AlreadyExists, ConveyorError, InvalidRequest, NotFound, StoreUnavailable
+from engine.ports import DUE_FIELD, Transaction
+from engine.records import (
+    SCHEMA_VERSION,
+    ApiKeyRecord,
+    EventRecord,
+    ExecutionRecord,
+    Page,
+    StepRecord,
+    TriggerRecord,
+    WorkflowVersionRecord,
+)
+from engine.states import EXECUTION_ACTIVE, ExecutionStatus, StepStatus
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T")
+R = TypeVar("R", bound="DataclassInstance")
+
+_BUSY_TIMEOUT_SECONDS = 30.0
+_ATTEMPTS = 8
+_BACKOFF_SECONDS = 0.01
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS workflow_versions (
+        tenant TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, doc TEXT NOT NULL,
+        PRIMARY KEY (tenant, name, version))""",
+    """CREATE TABLE IF NOT EXISTS executions (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, workflow TEXT NOT NULL, status TEXT NOT NULL,
+        created_at REAL NOT NULL, deadline_at REAL, idempotency_key TEXT,
+        doc TEXT NOT NULL, spilled TEXT,
+        PRIMARY KEY (tenant, id))""",
+    """CREATE UNIQUE INDEX IF NOT EXISTS executions_by_key
+        ON executions (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL""",
+    "CREATE INDEX IF NOT EXISTS executions_by_created ON executions (tenant, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS executions_by_status ON executions (tenant, status)",
+    """CREATE INDEX IF NOT EXISTS executions_by_deadline
+        ON executions (deadline_at) WHERE deadline_at IS NOT NULL""",
+    """CREATE TABLE IF NOT EXISTS steps (
+        tenant TEXT NOT NULL, execution_id TEXT NOT NULL, key TEXT NOT NULL, status TEXT NOT NULL,
+        dispatched_at REAL, lease_until REAL, wake_at REAL, doc TEXT NOT NULL, spilled TEXT,
+        PRIMARY KEY (tenant, execution_id, key))""",
+    "CREATE INDEX IF NOT EXISTS steps_by_dispatched ON steps (status, dispatched_at)",
+    "CREATE INDEX IF NOT EXISTS steps_by_lease ON steps (status, lease_until)",
+    "CREATE INDEX IF NOT EXISTS steps_by_wake ON steps (status, wake_at)",
+    """CREATE TABLE IF NOT EXISTS payloads (
+        tenant TEXT NOT NULL, execution_id TEXT NOT NULL, step_key TEXT NOT NULL,
+        field TEXT NOT NULL, body TEXT NOT NULL,
+        PRIMARY KEY (tenant, execution_id, step_key, field))""",
+    """CREATE TABLE IF NOT EXISTS events (
+        tenant TEXT NOT NULL, execution_id TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL,
+        PRIMARY KEY (tenant, execution_id, id))""",
+    """CREATE TABLE IF NOT EXISTS triggers (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, enabled INTEGER NOT NULL, next_fire_at REAL,
+        doc TEXT NOT NULL, PRIMARY KEY (tenant, id))""",
+    """CREATE INDEX IF NOT EXISTS triggers_by_next_fire
+        ON triggers (next_fire_at) WHERE enabled = 1""",
+    """CREATE TABLE IF NOT EXISTS api_keys (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, key_hash TEXT NOT NULL, created_at REAL NOT NULL,
+        doc TEXT NOT NULL, PRIMARY KEY (tenant, id))""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS api_keys_by_hash ON api_keys (key_hash)",
+)
+
+# Executions and steps are always selected as (doc, spilled, tenant, execution id, step key),
+# the shape ``_load_spilled`` expects; the execution header's step key is ''.
+_SELECT_EXECUTION = "SELECT doc, spilled, tenant, id, '' FROM executions WHERE tenant = ? AND id = ?"
+_SELECT_EXECUTION_BY_KEY = (
+    "SELECT doc, spilled, tenant, id, '' FROM executions WHERE tenant = ? AND idempotency_key = ?"
+)
+_SELECT_STEPS = (
+    "SELECT doc, spilled, tenant, execution_id, key FROM steps"
+    " WHERE tenant = ? AND execution_id = ? ORDER BY key"
+)
+_SELECT_STEPS_IN = (
+    "SELECT doc, spilled, tenant, execution_id, key FROM steps"
+    " WHERE tenant = ? AND execution_id = ? AND key IN (SELECT value FROM json_each(?))"
+)
+_SELECT_LATEST_VERSION = (
+    "SELECT doc FROM workflow_versions WHERE tenant = ? AND name = ? ORDER BY version DESC LIMIT 1"
+)
+_LIST_EXECUTIONS = """
+    SELECT doc, spilled, tenant, id, '' FROM executions
+    WHERE tenant = ?1
+      AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR workflow = ?3)
+      AND (?4 IS NULL OR created_at >= ?4) AND (?5 IS NULL OR created_at < ?5)
+      AND (?6 IS NULL OR created_at < ?6 OR (created_at = ?6 AND id < ?7))
+    ORDER BY created_at DESC, id DESC LIMIT ?8"""
+_LIST_WORKFLOWS = """
+    SELECT doc, name FROM workflow_versions AS w
+    WHERE tenant = ?1 AND (?2 IS NULL OR name > ?2)
+      AND version = (SELECT MAX(version) FROM workflow_versions WHERE tenant = w.tenant AND name = w.name)
+    ORDER BY name LIMIT ?3"""
+_LIST_WORKFLOW_VERSIONS = """
+    SELECT doc, version FROM workflow_versions
+    WHERE tenant = ?1 AND name = ?2 AND (?3 IS NULL OR version < ?3)
+    ORDER BY version DESC LIMIT ?4"""
+_LIST_EVENTS = """
+    SELECT doc, id FROM events WHERE tenant = ?1 AND execution_id = ?2 AND (?3 IS NULL OR id > ?3)
+    ORDER BY id LIMIT ?4"""
+_LIST_TRIGGERS = """
+    SELECT doc, id FROM triggers WHERE tenant = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"""
+# The due column differs per status (``DUE_FIELD``); ``<=`` also excludes NULL.
+_DUE_STEPS = {
+    "dispatched_at": "SELECT doc, spilled, tenant, execution_id, key FROM steps"
+    " WHERE status = ? AND dispatched_at <= ? ORDER BY dispatched_at LIMIT ?",
+    "lease_until": "SELECT doc, spilled, tenant, execution_id, key FROM steps"
+    " WHERE status = ? AND lease_until <= ? ORDER BY lease_until LIMIT ?",
+    "wake_at": "SELECT doc, spilled, tenant, execution_id, key FROM steps"
+    " WHERE status = ? AND wake_at <= ? ORDER BY wake_at LIMIT ?",
+}
+_OVERDUE_EXECUTIONS = """
+    SELECT doc, spilled, tenant, id, '' FROM executions
+    WHERE deadline_at <= ? AND status IN (SELECT value FROM json_each(?))
+    ORDER BY deadline_at LIMIT ?"""
+_ACTIVE_STATUSES = json.dumps(sorted(EXECUTION_ACTIVE))
+
+_UPSERT_EXECUTION = """
+    INSERT INTO executions
+      (tenant, id, workflow, status, created_at, deadline_at, idempotency_key, doc, spilled)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (tenant, id) DO UPDATE SET
+      workflow = excluded.workflow, status = excluded.status, created_at = excluded.created_at,
+      deadline_at = excluded.deadline_at, idempotency_key = excluded.idempotency_key,
+      doc = excluded.doc, spilled = excluded.spilled"""
+_UPSERT_STEP = """
+    INSERT INTO steps (tenant, execution_id, key, status, dispatched_at, lease_until, wake_at, doc, spilled)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (tenant, execution_id, key) DO UPDATE SET
+      status = excluded.status, dispatched_at = excluded.dispatched_at,
+      lease_until = excluded.lease_until, wake_at = excluded.wake_at,
+      doc = excluded.doc, spilled = excluded.spilled"""
+_UPSERT_TRIGGER = """
+    INSERT INTO triggers (tenant, id, enabled, next_fire_at, doc) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (tenant, id) DO UPDATE SET
+      enabled = excluded.enabled, next_fire_at = excluded.next_fire_at, doc = excluded.doc"""
+# Upsert on the primary key only: a key hash taken by another key still fails (AlreadyExists).
+_UPSERT_API_KEY = """
+    INSERT INTO api_keys (tenant, id, key_hash, created_at, doc) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (tenant, id) DO UPDATE SET
+      key_hash = excluded.key_hash, created_at = excluded.created_at, doc = excluded.doc"""
+
+
+class SqliteStore:
+    """The :class:`~engine.ports.Store` port on one SQLite file (WAL, one connection per thread).
+
+    Safe for several processes and several threads per process. Fields of executions and
+    steps larger than ``inline_payload_bytes`` as JSON are stored out of line.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, inline_payload_bytes: int = 256 * 1024) -> None:
+        self._path = os.fspath(path)
+        if self._path == ":memory:":
+            # Every thread would get a database of its own.
+            raise ValueError("SqliteStore needs a file path; ':memory:' is not shared between threads")
+        self._codec = _DocCodec(inline_payload_bytes)
+        self._connections = _Connections(self._path)
+        self._write(_create_schema)
+
+    # transactions
+
+    def atomic(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn`` under the database write lock and commit its buffered writes."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            tx = _SqliteTransaction(conn, self._codec)
+            result = fn(tx)
+            tx.apply()
+            return result
+
+        return self._write(run)
+
+    # workflows
+
+    def get_workflow_version(
+        self, tenant: str, name: str, version: int | None = None
+    ) -> WorkflowVersionRecord | None:
+        if version is None:
+            row = self._read(lambda c: c.execute(_SELECT_LATEST_VERSION, (tenant, name)).fetchone())
+        else:
+            row = self._read(
+                lambda c: c.execute(
+                    "SELECT doc FROM workflow_versions WHERE tenant = ? AND name = ? AND version = ?",
+                    (tenant, name, version),
+                ).fetchone()
+            )
+        return None if row is None else _load(WorkflowVersionRecord, row[0])
+
+    def list_workflows(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
+        (after,) = _decode_cursor(cursor, (str,))
+        rows = self._read(
+            lambda c: c.execute(_LIST_WORKFLOWS, (tenant, after, _fetch_count(limit))).fetchall()
+        )
+        return _page(rows, limit, lambda row: _load(WorkflowVersionRecord, row[0]), lambda row: [row[1]])
+
+    def list_workflow_versions(
+        self, tenant: str, name: str, *, cursor: str | None = None, limit: int = 50
+    ) -> Page:
+        (before,) = _decode_cursor(cursor, (int,))
+        rows = self._read(
+            lambda c: c.execute(
+                _LIST_WORKFLOW_VERSIONS, (tenant, name, before, _fetch_count(limit))
+            ).fetchall()
+        )
+        return _page(rows, limit, lambda row: _load(WorkflowVersionRecord, row[0]), lambda row: [row[1]])
+
+    def set_workflow_archived(self, tenant: str, name: str, archived: bool) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            rows = conn.execute(
+                "SELECT version, doc FROM workflow_versions WHERE tenant = ? AND name = ?", (tenant, name)
+            ).fetchall()
+            if not rows:
+                raise NotFound(f"workflow {name!r} not found")
+            for version, doc in rows:
+                data = json.loads(doc)
+                data["archived"] = archived
+                conn.execute(
+                    "UPDATE workflow_versions SET doc = ? WHERE tenant = ? AND name = ? AND version = ?",
+                    (_dumps(data), tenant, name, version),
+                )
+
+        self._write(update)
+
+    # executions
+
+    def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None:
+        def read(conn: sqlite3.Connection) -> ExecutionRecord | None:
+            row = conn.execute(_SELECT_EXECUTION, (tenant, execution_id)).fetchone()
+            return None if row is None else _load_spilled(conn, ExecutionRecord, row)
+
+        return self._read(read)
+
+    def list_executions(
+        self,
+        tenant: str,
+        *,
+        status: ExecutionStatus | None = None,
+        workflow: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """Executions newest first; ``created_after`` is inclusive, ``created_before`` exclusive."""
+        last_created, last_id = _decode_cursor(cursor, (float, str))
+        params = (
+            tenant,
+            status,
+            workflow,
+            created_after,
+            created_before,
+            last_created,
+            last_id,
+            _fetch_count(limit),
+        )
+
+        def read(conn: sqlite3.Connection) -> list[ExecutionRecord]:
+            rows = conn.execute(_LIST_EXECUTIONS, params).fetchall()
+            return [_load_spilled(conn, ExecutionRecord, row) for row in rows]
+
+        records = self._read(read)
+        return _page(records, limit, lambda r: r, lambda r: [r.created_at, r.id])
+
+    def count_active_executions(self, tenant: str) -> int:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT COUNT(*) FROM executions WHERE tenant = ?"
+                " AND status IN (SELECT value FROM json_each(?))",
+                (tenant, _ACTIVE_STATUSES),
+            ).fetchone()
+        )
+        return int(row[0])
+
+    def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
+        return self._read(
+            lambda c: _load_all(c, StepRecord, c.execute(_SELECT_STEPS, (tenant, execution_id)))
+        )
+
+    def list_events(
+        self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500
+    ) -> Page:
+        """Events by id; ``next_cursor`` is the last event id of the page, to pass as ``after``."""
+        rows = self._read(
+            lambda c: c.execute(_LIST_EVENTS, (tenant, execution_id, after, _fetch_count(limit))).fetchall()
+        )
+        items = [_load(EventRecord, row[0]) for row in rows[:limit]]
+        return Page(items, items[-1].id if len(rows) > limit else None)
+
+    # reconciler scans
+
+    def due_steps(self, status: StepStatus, before: float, limit: int = 200) -> list[StepRecord]:
+        sql = _DUE_STEPS[DUE_FIELD[status]]
+        return self._read(lambda c: _load_all(c, StepRecord, c.execute(sql, (status.value, before, limit))))
+
+    def overdue_executions(self, before: float, limit: int = 200) -> list[ExecutionRecord]:
+        params = (before, _ACTIVE_STATUSES, limit)
+        return self._read(lambda c: _load_all(c, ExecutionRecord, c.execute(_OVERDUE_EXECUTIONS, params)))
+
+    # triggers
+
+    def put_trigger(self, record: TriggerRecord) -> None:
+        params = (
+            record.tenant,
+            record.id,
+            int(record.enabled),
+            record.next_fire_at,
+            _dumps(record_to_dict(record)),
+        )
+        self._write(lambda c: c.execute(_UPSERT_TRIGGER, params))
+
+    def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT doc FROM triggers WHERE tenant = ? AND id = ?", (tenant, trigger_id)
+            ).fetchone()
+        )
+        return None if row is None else _load(TriggerRecord, row[0])
+
+    def list_triggers(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
+        (after,) = _decode_cursor(cursor, (str,))
+        rows = self._read(
+            lambda c: c.execute(_LIST_TRIGGERS, (tenant, after, _fetch_count(limit))).fetchall()
+        )
+        return _page(rows, limit, lambda row: _load(TriggerRecord, row[0]), lambda row: [row[1]])
+
+    def delete_trigger(self, tenant: str, trigger_id: str) -> bool:
+        cursor = self._write(
+            lambda c: c.execute("DELETE FROM triggers WHERE tenant = ? AND id = ?", (tenant, trigger_id))
+        )
+        return cursor.rowcount > 0
+
+    def due_triggers(self, before: float, limit: int = 200) -> list[TriggerRecord]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT doc FROM triggers WHERE enabled = 1 AND next_fire_at <= ?"
+                " ORDER BY next_fire_at LIMIT ?",
+                (before, limit),
+            ).fetchall()
+        )
+        return [_load(TriggerRecord, row[0]) for row in rows]
+
+    # API keys
+
+    def put_api_key(self, record: ApiKeyRecord) -> None:
+        params = (
+            record.tenant,
+            record.id,
+            record.key_hash,
+            record.created_at,
+            _dumps(record_to_dict(record)),
+        )
+        try:
+            self._write(lambda c: c.execute(_UPSERT_API_KEY, params))
+        except AlreadyExists:
+            raise AlreadyExists("an API key with that hash already exists") from None
+
+    def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        row = self._read(
+            lambda c: c.execute("SELECT doc FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+        )
+        return None if row is None else _load(ApiKeyRecord, row[0])
+
+    def list_api_keys(self, tenant: str) -> list[ApiKeyRecord]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT doc FROM api_keys WHERE tenant = ? ORDER BY created_at, id", (tenant,)
+            ).fetchall()
+        )
+        return [_load(ApiKeyRecord, row[0]) for row in rows]
+
+    # operations
+
+    def ping(self) -> None:
+        self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    def schema_version(self) -> int:
+        row = self._read(
+            lambda c: c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    def set_schema_version(self, version: int) -> None:
+        self._write(
+            lambda c: c.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(version),),
+            )
+        )
+
+    def close(self) -> None:
+        self._connections.close()
+
+    # plumbing
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connections.get()
+        if conn.in_transaction:
+            # A nested write would silently join (and commit or roll back with) the outer one.
+            raise RuntimeError("store writes cannot run inside Store.atomic; use its Transaction")
+        return _run(conn, "BEGIN IMMEDIATE", work)
+
+    def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connections.get()
+        if conn.in_transaction:
+            # Called from inside ``atomic`` on this thread: read within that transaction.
+            return work(conn)
+        # A deferred transaction gives multi-statement reads (a row and its payloads) one snapshot.
+        return _run(conn, "BEGIN", work)
+
+
+class _SqliteTransaction:
+    """A :class:`~engine.ports.Transaction`: reads see the buffered writes, ``apply`` writes them."""
+
+    def __init__(self, conn: sqlite3.Connection, codec: _DocCodec) -> None:
+        self._conn = conn
+        self._codec = codec
+        # Buffered writes, as record_to_dict output, keyed by record identity.
+        self._executions: dict[tuple[str, str], dict[str, Any]] = {}
+        self._steps: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._events: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # A list, not a dict: putting one version twice must fail like any taken number.
+        self._versions: list[dict[str, Any]] = []
+
+    def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None:
+        buffered = self._executions.get((tenant, execution_id))
+        if buffered is not None:
+            return _fresh(ExecutionRecord, buffered)
+        row = self._conn.execute(_SELECT_EXECUTION, (tenant, execution_id)).fetchone()
+        return None if row is None else _load_spilled(self._conn, ExecutionRecord, row)
+
+    def find_execution_by_key(self, tenant: str, idempotency_key: str) -> ExecutionRecord | None:
+        for (buffered_tenant, _), data in self._executions.items():
+            if buffered_tenant == tenant and data["idempotency_key"] == idempotency_key:
+                return _fresh(ExecutionRecord, data)
+        row = self._conn.execute(_SELECT_EXECUTION_BY_KEY, (tenant, idempotency_key)).fetchone()
+        if row is None or (tenant, row[3]) in self._executions:
+            # Absent, or the stored header was rewritten in this transaction with another key.
+            return None
+        return _load_spilled(self._conn, ExecutionRecord, row)
+
+    def get_steps(self, tenant: str, execution_id: str, keys: Sequence[str]) -> dict[str, StepRecord]:
+        found = {
+            step.key: step
+            for step in _load_all(
+                self._conn,
+                StepRecord,
+                self._conn.execute(_SELECT_STEPS_IN, (tenant, execution_id, _dumps(keys))),
+            )
+        }
+        for key in keys:
+            buffered = self._steps.get((tenant, execution_id, key))
+            if buffered is not None:
+                found[key] = _fresh(StepRecord, buffered)
+        return found
+
+    def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
+        steps = {
+            step.key: step
+            for step in _load_all(
+                self._conn, StepRecord, self._conn.execute(_SELECT_STEPS, (tenant, execution_id))
+            )
+        }
+        for (step_tenant, step_execution, key), data in self._steps.items():
+            if (step_tenant, step_execution) == (tenant, execution_id):
+                steps[key] = _fresh(StepRecord, data)
+        return [steps[key] for key in sorted(steps)]
+
+    def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None:
+        row = self._conn.execute(_SELECT_LATEST_VERSION, (tenant, name)).fetchone()
+        candidates = [data for data in self._versions if (data["tenant"], data["name"]) == (tenant, name)]
+        if row is not None:
+            candidates.append(json.loads(row[0]))
+        if not candidates:
+            return None
+        return _fresh(WorkflowVersionRecord, max(candidates, key=lambda data: int(data["version"])))
+
+    def put_workflow_version(self, record: WorkflowVersionRecord) -> None:
+        self._versions.append(record_to_dict(record))
+
+    def put_execution(self, record: ExecutionRecord) -> None:
+        self._executions[(record.tenant, record.id)] = record_to_dict(record)
+
+    def put_step(self, record: StepRecord) -> None:
+        self._steps[(record.tenant, record.execution_id, record.key)] = record_to_dict(record)
+
+    def add_event(self, event: EventRecord) -> None:
+        # The first write of an id wins, as it does against events already stored.
+        self._events.setdefault((event.tenant, event.execution_id, event.id), record_to_dict(event))
+
+    def apply(self) -> None:
+        """Write every buffered record; the caller commits."""
+        for data in self._versions:
+            self._insert_version(data)
+        for data in self._executions.values():
+            self._upsert_execution(data)
+        for data in self._steps.values():
+            self._upsert_step(data)
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO events (tenant, execution_id, id, doc) VALUES (?, ?, ?, ?)",
+            [(d["tenant"], d["execution_id"], d["id"], _dumps(d)) for d in self._events.values()],
+        )
+
+    def _insert_version(self, data: dict[str, Any]) -> None:
+        try:
+            self._conn.execute(
+                "INSERT INTO workflow_versions (tenant, name, version, doc) VALUES (?, ?, ?, ?)",
+                (data["tenant"], data["name"], data["version"], _dumps(data)),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(
+                f"workflow {data['name']!r} version {data['version']} already exists"
+            ) from exc
+
+    def _upsert_execution(self, data: dict[str, Any]) -> None:
+        tenant, execution_id = data["tenant"], data["id"]
+        doc, spilled = self._codec.encode(data)
+        try:
+            self._conn.execute(
+                _UPSERT_EXECUTION,
+                (
+                    tenant,
+                    execution_id,
+                    data["workflow"],
+                    data["status"],
+                    data["created_at"],
+                    data["deadline_at"],
+                    data["idempotency_key"],
+                    doc,
+                    _spilled_names(spilled),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(
+                f"idempotency key {data['idempotency_key']!r} is already used by another execution"
+            ) from exc
+        _write_payloads(self._conn, (tenant, execution_id, ""), spilled)
+
+    def _upsert_step(self, data: dict[str, Any]) -> None:
+        owner = (data["tenant"], data["execution_id"], data["key"])
+        doc, spilled = self._codec.encode(data)
+        self._conn.execute(
+            _UPSERT_STEP,
+            (
+                *owner,
+                data["status"],
+                data["dispatched_at"],
+                data["lease_until"],
+                data["wake_at"],
+                doc,
+                _spilled_names(spilled),
+            ),
+        )
+        _write_payloads(self._conn, owner, spilled)
+
+
+class _DocCodec:
+    """Splits a record dict into its inline JSON document and its out-of-line fields."""
+
+    def __init__(self, inline_bytes: int) -> None:
+        self._inline_bytes = inline_bytes
+
+    def encode(self, data: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        """The inline document, and JSON text by field name of the fields stored out of line."""
+        doc = _dumps(data)
+        # _dumps escapes non-ASCII, so the text length is its size in bytes.
+        if len(doc) <= self._inline_bytes:
+            return doc, {}
+        spilled = {
+            name: text for name, value in data.items() if len(text := _dumps(value)) > self._inline_bytes
+        }
+        inline = {name: value for name, value in data.items() if name not in spilled}
+        return _dumps(inline), spilled
+
+
+class _Connections:
+    """One connection per thread (and per process: connections never cross a fork)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._owned: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        # Connections opened by a parent process before fork(). SQLite forbids using them in the
+        # child, and closing them there could disturb the parent's locks, so they are kept
+        # referenced (never garbage-collected, hence never closed) and never used.
+        self._inherited: list[sqlite3.Connection] = []
+        self._closed = False
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._pid == os.getpid():
+            return conn
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("the store is closed")
+            self._close_orphans()
+            conn = _connect(self._path)
+            self._owned.append((threading.current_thread(), conn))
+        self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for _, conn in self._owned:
+                conn.close()
+            self._owned = []
+
+    def _after_fork(self) -> None:
+        # Only the forking thread exists in a fresh child, so the lock may be replaced
+        # (a copy of it could be held forever by a thread that did not survive the fork).
+        self._lock = threading.Lock()
+        self._inherited.extend(conn for _, conn in self._owned)
+        self._owned = []
+        self._pid = os.getpid()
+
+    def _close_orphans(self) -> None:
+        """Close the connections of threads that have ended, so short-lived threads do not leak."""
+        alive = []
+        for thread, conn in self._owned:
+            if thread.is_alive():
+                alive.append((thread, conn))
+            else:
+                conn.close()
+        self._owned = alive
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    try:
+        # isolation_level=None: this module issues BEGIN/COMMIT itself. check_same_thread=False
+        # only so close() can close every thread's connection; each is used by one thread.
+        conn = sqlite3.connect(
+            path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit the caller was told about survives power loss, not only a crash.
+        conn.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"cannot open SQLite store {path!r}: {exc}") from exc
+    return conn
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    # A fresh store is created at the current schema; an existing one keeps its version.
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+    )
+
+
+def _run(conn: sqlite3.Connection, begin: str, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` in a transaction opened by ``begin``, retrying when the database is busy."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            return _once(conn, begin, work)
+        except sqlite3.OperationalError as exc:
+            if not _is_contention(exc) or attempt == _ATTEMPTS - 1:
+                raise _translate(exc) from exc
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+        # busy_timeout already waited; this covers the busy cases SQLite reports without waiting.
+        time.sleep(_BACKOFF_SECONDS * 2**attempt * random.uniform(0.5, 1.5))  # noqa: S311 - jitter only
+    raise AssertionError("unreachable")
+
+
+def _once(conn: sqlite3.Connection, begin: str, work: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute(begin)
+    try:
+        result = work(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _is_contention(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        # Extended codes (SQLITE_BUSY_SNAPSHOT, ...) keep the primary code in the low byte.
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _translate(exc: sqlite3.Error) -> ConveyorError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        if "UNIQUE" in str(exc):
+            return AlreadyExists(f"a record with that identity already exists ({exc})")
+        return ConveyorError(f"the store rejected a write: {exc}")
+    return StoreUnavailable(f"SQLite store error: {exc}")
+
+
+def _dumps(value: Any) -> str:
+    # ensure_ascii (the default) escapes lone surrogates, which SQLite's UTF-8 text cannot hold.
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _spilled_names(spilled: dict[str, str]) -> str | None:
+    return _dumps(sorted(spilled)) if spilled else None
+
+
+def _write_payloads(conn: sqlite3.Connection, owner: tuple[str, str, str], spilled: dict[str, str]) -> None:
+    # Replace, not merge: a field that shrank back inline must not keep a stale payload.
+    conn.execute("DELETE FROM payloads WHERE tenant = ? AND execution_id = ? AND step_key = ?", owner)
+    conn.executemany(
+        "INSERT INTO payloads (tenant, execution_id, step_key, field, body) VALUES (?, ?, ?, ?, ?)",
+        [(*owner, name, body) for name, body in spilled.items()],
+    )
+
+
+def _load(cls: type[R], doc: str) -> R:
+    return record_from_dict(cls, json.loads(doc))
+
+
+def _fresh(cls: type[R], data: dict[str, Any]) -> R:
+    """A record built from a buffered dict that does not share its nested values."""
+    return _load(cls, _dumps(data))
+
+
+def _load_spilled(conn: sqlite3.Connection, cls: type[R], row: Sequence[Any]) -> R:
+    """Load an execution or step row (doc, spilled, owner...) with its out-of-line payloads."""
+    doc, spilled, *owner = row
+    data = json.loads(doc)
+    if spilled is not None:
+        for name, body in conn.execute(
+            "SELECT field, body FROM payloads WHERE tenant = ? AND execution_id = ? AND step_key = ?", owner
+        ):
+            data[name] = json.loads(body)
+    return record_from_dict(cls, data)
+
+
+def _load_all(conn: sqlite3.Connection, cls: type[R], rows: Iterable[Sequence[Any]]) -> list[R]:
+    return [_load_spilled(conn, cls, row) for row in list(rows)]
+
+
+def _page(
+    rows: Sequence[Any], limit: int, item: Callable[[Any], Any], sort_key: Callable[[Any], list[Any]]
+) -> Page:
+    """A page from ``limit + 1`` rows: the extra row only tells that another page exists."""
+    items = [item(row) for row in rows[:limit]]
+    cursor = _encode_cursor(sort_key(rows[limit - 1])) if len(rows) > limit else None
+    return Page(items, cursor)
+
+
+def _fetch_count(limit: int) -> int:
+    """Rows to fetch for a page of ``limit``: one more, to learn whether another page exists."""
+    if limit < 1:
+        raise InvalidRequest(f"limit must be at least 1, not {limit}")
+    return limit + 1
+
+
+def _encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(_dumps(values).encode()).decode()
+
+
+def _decode_cursor(cursor: str | None, types: tuple[type, ...]) -> list[Any]:
+    """The sort key a cursor carries, or Nones for the first page."""
+    if cursor is None:
+        return [None] * len(types)
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest("the cursor is not valid") from exc
+    valid = (
+        isinstance(values, list)
+        and len(values) == len(types)
+        and all(
+            isinstance(v, t) or (t is float and isinstance(v, int))
+            for v, t in zip(values, types, strict=True)
+        )
+    )
+    if not valid:
+        raise InvalidRequest("the cursor is not valid")
+    return list(values)
