@@ -619,7 +619,7 @@ class _Connections:
 
     def get(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._pid == os.getpid():
+        if conn is not None and self._pid == os.getpid() and not self._closed:
             return conn
         if self._pid != os.getpid():
             self._after_fork()

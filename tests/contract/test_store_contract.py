@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from engine.errors import AlreadyExists, NotFound
+from engine.errors import AlreadyExists, InvalidRequest, NotFound
 from engine.ports import DUE_FIELD, Store, Transaction
 from engine.records import (
     SCHEMA_VERSION,
@@ -106,8 +106,13 @@ def put(tx: Transaction, record: Record) -> None:
 def save(store: Store, *records: Record) -> None:
     """Write ``records``: transactional ones in one transaction, the others directly."""
     buffered = [r for r in records if not isinstance(r, TriggerRecord | ApiKeyRecord)]
+
+    def write(tx: Transaction) -> None:
+        for record in buffered:
+            put(tx, record)
+
     if buffered:
-        store.atomic(lambda tx: [put(tx, r) for r in buffered])
+        store.atomic(write)
     for record in records:
         if isinstance(record, TriggerRecord):
             store.put_trigger(record)
@@ -341,7 +346,12 @@ def test_an_idempotency_key_belongs_to_one_execution_per_tenant(store: Store) ->
     save(store, first, step("fetch", "ex-1"))
 
     with pytest.raises(AlreadyExists):
-        save(store, execution("ex-2", idempotency_key="order-o-1"), step("fetch", "ex-2"), event("e-1", "ex-2"))
+        save(
+            store,
+            execution("ex-2", idempotency_key="order-o-1"),
+            step("fetch", "ex-2"),
+            event("e-1", "ex-2"),
+        )
 
     assert store.get_execution(A, "ex-2") is None
     assert store.list_steps(A, "ex-2") == []
@@ -354,6 +364,16 @@ def test_an_idempotency_key_belongs_to_one_execution_per_tenant(store: Store) ->
     save(store, updated, other)
     assert read(store, lambda tx: tx.find_execution_by_key(A, "order-o-1")) == updated
     assert read(store, lambda tx: tx.find_execution_by_key(B, "order-o-1")) == other
+
+
+def test_a_key_given_up_in_a_transaction_is_not_found_in_it(store: Store) -> None:
+    save(store, execution(idempotency_key="old"))
+
+    def rekey(tx: Transaction) -> list[ExecutionRecord | None]:
+        tx.put_execution(execution(idempotency_key="new"))
+        return [tx.find_execution_by_key(A, "old"), tx.find_execution_by_key(A, "new")]
+
+    assert store.atomic(rekey) == [None, execution(idempotency_key="new")]
 
 
 def test_two_executions_with_one_key_in_one_transaction_fail(store: Store) -> None:
@@ -449,6 +469,21 @@ def test_events_are_ordered_by_id_and_paged_after_an_id(store: Store) -> None:
 # listings
 
 
+@pytest.mark.parametrize("cursor", ["not a cursor", "e30=", "W251bGwsbnVsbCxudWxsXQ=="])
+def test_an_invalid_cursor_is_an_invalid_request(store: Store, cursor: str) -> None:
+    save(store, workflow(), execution(), trigger())
+
+    listings: list[Callable[[], Page]] = [
+        lambda: store.list_workflows(A, cursor=cursor),
+        lambda: store.list_workflow_versions(A, "orders", cursor=cursor),
+        lambda: store.list_executions(A, cursor=cursor),
+        lambda: store.list_triggers(A, cursor=cursor),
+    ]
+    for listing in listings:
+        with pytest.raises(InvalidRequest):
+            listing()
+
+
 def test_list_workflows_gives_the_latest_version_of_each_name(store: Store) -> None:
     names = ["delta", "alpha", "echo", "charlie", "bravo"]
     save(store, *[workflow(name, v) for i, name in enumerate(names) for v in range(1, i + 2)])
@@ -522,7 +557,9 @@ def test_list_executions_newest_first_with_pagination(store: Store) -> None:
         ({"created_before": T0 + 2}, lambda r: r.created_at < T0 + 2),
         (
             {"status": ExecutionStatus.FAILED, "workflow": "orders", "created_after": T0 + 1},
-            lambda r: r.status is ExecutionStatus.FAILED and r.workflow == "orders" and r.created_at >= T0 + 1,
+            lambda r: (
+                r.status is ExecutionStatus.FAILED and r.workflow == "orders" and r.created_at >= T0 + 1
+            ),
         ),
         (
             {"created_after": T0 + 1, "created_before": T0 + 4},
@@ -598,17 +635,19 @@ def test_api_keys_are_found_by_hash_and_listed_per_tenant(store: Store) -> None:
 
 @pytest.mark.parametrize("status", list(DUE_FIELD))
 def test_due_steps_uses_the_due_field_of_each_status(store: Store, status: StepStatus) -> None:
-    field = DUE_FIELD[status]
+    def at(moment: float) -> dict[str, Any]:
+        return {DUE_FIELD[status]: moment}
+
     other_status = next(s for s in StepStatus if s is not status)
-    due_early = step("a", status=status, **{field: T0 - 10})
-    due_now = step("b", "ex-2", tenant=B, status=status, **{field: T0})
+    due_early = step("a", status=status, **at(T0 - 10))
+    due_now = step("b", "ex-2", tenant=B, status=status, **at(T0))
     save(
         store,
         due_early,
         due_now,
-        step("c", status=status, **{field: T0 + 1}),
+        step("c", status=status, **at(T0 + 1)),
         step("d", status=status),
-        step("e", status=other_status, **{field: T0 - 10}),
+        step("e", status=other_status, **at(T0 - 10)),
     )
 
     due = store.due_steps(status, T0)

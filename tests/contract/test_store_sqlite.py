@@ -1,0 +1,89 @@
+"""SQLite-only behaviour beyond the shared contract: processes, forks, payload layout, errors."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.adapters.store_sqlite import SqliteStore
+from engine.errors import StoreUnavailable
+from engine.ports import Transaction
+from engine.records import StepRecord
+from engine.states import StepStatus
+
+TENANT = "tenant-a"
+
+
+def _step(**fields: Any) -> StepRecord:
+    return StepRecord(
+        execution_id="ex-1", tenant=TENANT, key="fetch", step_id="fetch", status=StepStatus.RUNNING, **fields
+    )
+
+
+def _bump(tx: Transaction) -> None:
+    current = tx.get_steps(TENANT, "ex-1", ["fetch"])["fetch"]
+    tx.put_step(replace(current, lease_epoch=current.lease_epoch + 1))
+
+
+def _bump_many(store: SqliteStore, times: int) -> None:
+    for _ in range(times):
+        store.atomic(_bump)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    return SqliteStore(tmp_path / "conveyor.db", inline_payload_bytes=1024)
+
+
+def test_forked_worker_processes_serialize_their_transactions(store: SqliteStore) -> None:
+    # The parent has used the store before forking, so each child must open its own
+    # connection instead of reusing the inherited one.
+    store.atomic(lambda tx: tx.put_step(_step()))
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_bump_many, args=(store, 25)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    _bump_many(store, 25)
+    for worker in workers:
+        worker.join(timeout=60)
+
+    assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+    assert store.list_steps(TENANT, "ex-1")[0].lease_epoch == 125
+    store.close()
+
+
+def test_large_fields_live_out_of_line(store: SqliteStore, tmp_path: Path) -> None:
+    record = _step(output="x" * 4096, item={"small": True})
+    store.atomic(lambda tx: tx.put_step(record))
+
+    with sqlite3.connect(tmp_path / "conveyor.db") as raw:
+        doc, spilled = raw.execute("SELECT doc, spilled FROM steps").fetchone()
+        fields = [row[0] for row in raw.execute("SELECT field FROM payloads")]
+    assert len(doc) < 1024
+    assert spilled == '["output"]'
+    assert fields == ["output"]
+    assert store.list_steps(TENANT, "ex-1") == [record]
+    store.close()
+
+
+def test_writes_cannot_nest_inside_atomic(store: SqliteStore) -> None:
+    with pytest.raises(RuntimeError, match=r"inside Store\.atomic"):
+        store.atomic(lambda tx: store.set_schema_version(7))
+    assert store.schema_version() == 1
+    store.close()
+
+
+def test_a_closed_store_is_unavailable(store: SqliteStore) -> None:
+    store.close()
+    with pytest.raises(StoreUnavailable):
+        store.ping()
+
+
+def test_an_unreachable_path_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable):
+        SqliteStore(tmp_path / "missing-dir" / "conveyor.db")
