@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,34 +105,37 @@ class StepRunner:
                 return RunReport("lease-lost", step_key)
             except Exception as exc:  # user code may raise anything: it is recorded, never lost
                 bound.info("step attempt failed", error=str(exc))
+                error, retryable = _error(exc), _retryable(exc)
                 return self._record(
                     lambda: self.service.fail(
-                        tenant, execution_id, step_key, step.lease_epoch, _error(exc), retryable=_retryable(exc)
+                        tenant, execution_id, step_key, step.lease_epoch, error, retryable=retryable
                     ),
                     "failed",
                     step_key,
                 )
         if isinstance(outcome, Wait):
+            wait = outcome
             return self._record(
                 lambda: self.service.park(
                     tenant,
                     execution_id,
                     step_key,
                     step.lease_epoch,
-                    until=outcome.until,
-                    on_wake=outcome.on_wake,
-                    match=dict(outcome.match),
+                    until=wait.until,
+                    on_wake=wait.on_wake,
+                    match=dict(wait.match),
                 ),
                 "waiting",
                 step_key,
             )
+        output = outcome.output
         return self._record(
-            lambda: self.service.complete(tenant, execution_id, step_key, step.lease_epoch, outcome.output),
+            lambda: self.service.complete(tenant, execution_id, step_key, step.lease_epoch, output),
             "succeeded",
             step_key,
         )
 
-    def _record(self, action: Any, outcome: str, step_key: str) -> RunReport:
+    def _record(self, action: Callable[[], None], outcome: str, step_key: str) -> RunReport:
         try:
             action()
         except LeaseLost:
@@ -149,7 +152,8 @@ class StepRunner:
         try:
             config: StepConfig = step_type.Config.model_validate(render(definition.config, variables))
         except ValidationError as exc:
-            raise StepFailure(f"step configuration is invalid: {exc}", retryable=False, error_type="ConfigInvalid") from None
+            message = f"step configuration is invalid: {exc}"
+            raise StepFailure(message, retryable=False, error_type="ConfigInvalid") from None
         ctx = StepContext(
             tenant=step.tenant,
             execution_id=step.execution_id,

@@ -308,32 +308,40 @@ class Service:
         now = self.clock.now()
         expired = self.store.due_steps(StepStatus.RUNNING, now, limit)
         for step in expired:
-            self._run(
-                lambda rec, s=step: step_cases.expire_lease(rec, self.compiled, s.tenant, s.execution_id, s.key)
-            )
+            self._run(self._expire(step))
         timers = [
             *self.store.due_steps(StepStatus.RETRY_WAIT, now, limit),
             *self.store.due_steps(StepStatus.WAITING, now, limit),
         ]
         for step in timers:
-            self._run(lambda rec, s=step: self._wake(rec, s))
+            self._run(self._wake(step))
         stale_before = now - self.settings.redispatch_after
         stale = self.store.due_steps(StepStatus.QUEUED, stale_before, limit)
         for step in stale:
-            self._run(
-                lambda rec, s=step: step_cases.redispatch(rec, s.tenant, s.execution_id, s.key, stale_before)
-            )
+            self._run(self._redispatch(step, stale_before))
         overdue = self.store.overdue_executions(now, limit)
         for execution in overdue:
-            self._run(lambda rec, e=execution: control.time_out(rec, e.tenant, e.id))
+            self._run(self._time_out(execution))
         return ReconcileReport(len(expired), len(timers), len(stale), len(overdue))
 
-    def _wake(self, rec: Recorder, step: StepRecord) -> None:
-        execution, records = step_cases.load(rec.tx, step.tenant, step.execution_id)
-        if step.key not in records or execution.status is not ExecutionStatus.RUNNING:
-            return
-        compiled = self.compiled(step.tenant, execution.workflow, execution.version)
-        step_cases.wake(rec, compiled, execution, records, step.key)
+    def _expire(self, step: StepRecord) -> Callable[[Recorder], None]:
+        return lambda rec: step_cases.expire_lease(rec, self.compiled, step.tenant, step.execution_id, step.key)
+
+    def _redispatch(self, step: StepRecord, stale_before: float) -> Callable[[Recorder], None]:
+        return lambda rec: step_cases.redispatch(rec, step.tenant, step.execution_id, step.key, stale_before)
+
+    def _time_out(self, execution: ExecutionRecord) -> Callable[[Recorder], None]:
+        return lambda rec: control.time_out(rec, execution.tenant, execution.id)
+
+    def _wake(self, step: StepRecord) -> Callable[[Recorder], None]:
+        def wake(rec: Recorder) -> None:
+            execution, records = step_cases.load(rec.tx, step.tenant, step.execution_id)
+            if step.key not in records or execution.status is not ExecutionStatus.RUNNING:
+                return
+            compiled = self.compiled(step.tenant, execution.workflow, execution.version)
+            step_cases.wake(rec, compiled, execution, records, step.key)
+
+        return wake
 
     def events_after(self, tenant: str, execution_id: str, after: str | None) -> list[EventRecord]:
         """All history events after ``after`` (used to fill gaps when a live stream resumes)."""

@@ -130,7 +130,7 @@ S = TypeVar("S", ExecutionStatus, StepStatus)
 def propose(current: S, target: S, cause: Cause) -> Decision:
     """Decide whether ``current -> target`` is allowed for ``cause``."""
     table: dict[S, dict[S, Cause | None]] = (
-        EXECUTION_ALLOWED if isinstance(current, ExecutionStatus) else STEP_ALLOWED  # type: ignore[assignment]
+        EXECUTION_ALLOWED if isinstance(current, ExecutionStatus) else STEP_ALLOWED
     )
     kind = "execution" if isinstance(current, ExecutionStatus) else "step"
     edges = table[current]

@@ -174,7 +174,11 @@ def fail(
 
 
 def _after(
-    rec: Recorder, compiled: CompiledWorkflow, execution: ExecutionRecord, records: dict[str, StepRecord], step: StepRecord
+    rec: Recorder,
+    compiled: CompiledWorkflow,
+    execution: ExecutionRecord,
+    records: dict[str, StepRecord],
+    step: StepRecord,
 ) -> None:
     if planner.is_item(step):
         progress.item_finished(rec, compiled, execution, records, step)

@@ -64,9 +64,9 @@ def test_edge_outside_the_table_is_refused_for_every_cause(current, target):
 
 
 def test_terminal_and_active_sets_partition_each_machine():
-    assert EXECUTION_TERMINAL | EXECUTION_ACTIVE == set(ExecutionStatus)
+    assert set(ExecutionStatus) == EXECUTION_TERMINAL | EXECUTION_ACTIVE
     assert not EXECUTION_TERMINAL & EXECUTION_ACTIVE
-    assert STEP_TERMINAL | STEP_ACTIVE == set(StepStatus)
+    assert set(StepStatus) == STEP_TERMINAL | STEP_ACTIVE
     assert not STEP_TERMINAL & STEP_ACTIVE
 
 
