@@ -1,7 +1,7 @@
 """Run one step end to end: claim, render, run the handler with a lease heartbeat, record.
 
-The handler runs outside any transaction. While it runs, a heartbeat thread extends the
-lease; if the lease is lost (the step was cancelled or taken over), the context reports
+The handler runs outside any transaction. While it runs, the runner's lease keeper extends
+the lease; if the lease is lost (the step was cancelled or taken over), the context reports
 ``cancelled()`` and the late result is refused by fencing.
 """
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from engine.errors import ConveyorError, LeaseLost, StepFailure
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
 from engine.orchestration.steps import Claimed
+from engine.records import StepRecord
 from engine.service import Service
 from engine.steptypes.base import StepConfig, StepContext, Succeeded, Wait
 
@@ -36,37 +39,65 @@ class RunReport:
     step_key: str
 
 
-class _Heartbeat:
-    """Extends a lease every third of its length until stopped or lost."""
+class Lease:
+    """One running step's lease as seen by its worker: ``lost`` is set once fencing refused it."""
 
-    def __init__(self, service: Service, claimed: Claimed) -> None:
-        self.service = service
-        self.step = claimed.step
+    def __init__(self, step: StepRecord, now: float) -> None:
+        self.step = step
+        self.last_beat = now
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{self.step.key}", daemon=True)
 
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
+class LeaseKeeper:
+    """One thread per runner that extends the lease of every step running in this process.
 
-    def beat(self) -> None:
+    A step that finishes within a third of its lease never costs a heartbeat write; a
+    long one is extended every third of the lease until it ends or the lease is lost.
+    """
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self._leases: dict[int, Lease] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def hold(self, step: StepRecord) -> Iterator[Lease]:
+        lease = Lease(step, time.monotonic())
+        with self._lock:
+            self._leases[id(lease)] = lease
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="conveyor-lease-keeper", daemon=True)
+                self._thread.start()
         try:
-            self.service.heartbeat(self.step.tenant, self.step.execution_id, self.step.key, self.step.lease_epoch)
+            yield lease
+        finally:
+            with self._lock:
+                del self._leases[id(lease)]
+
+    def beat(self, lease: Lease) -> None:
+        step = lease.step
+        lease.last_beat = time.monotonic()
+        try:
+            self.service.heartbeat(step.tenant, step.execution_id, step.key, step.lease_epoch)
         except LeaseLost:
-            self.lost.set()
+            lease.lost.set()
 
     def _loop(self) -> None:
-        interval = max(0.2, self.service.settings.lease_seconds / 3)
-        while not self._stop.wait(interval) and not self.lost.is_set():
-            try:
-                self.beat()
-            except ConveyorError as exc:
-                log.warning("heartbeat failed", error=str(exc))
+        interval = self.service.settings.lease_seconds / 3
+        while True:
+            time.sleep(min(interval / 4, 1.0))
+            with self._lock:
+                due = [
+                    lease
+                    for lease in self._leases.values()
+                    if not lease.lost.is_set() and time.monotonic() - lease.last_beat >= interval
+                ]
+            for lease in due:
+                try:
+                    self.beat(lease)
+                except ConveyorError as exc:
+                    log.warning("heartbeat failed", step_key=lease.step.key, error=str(exc))
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -91,6 +122,16 @@ class StepRunner:
     def __init__(self, service: Service, services: Mapping[str, Any] | None = None) -> None:
         self.service = service
         self.services = dict(services or {})
+        self.leases = LeaseKeeper(service)
+        self._loops = threading.local()
+
+    def _event_loop(self) -> asyncio.Runner:
+        # One event loop per worker thread, reused across steps: creating a loop per step
+        # costs more than many steps do.
+        runner: asyncio.Runner | None = getattr(self._loops, "runner", None)
+        if runner is None:
+            runner = self._loops.runner = asyncio.Runner()
+        return runner
 
     def run(self, tenant: str, execution_id: str, step_key: str) -> RunReport:
         claimed = self.service.claim(tenant, execution_id, step_key)
@@ -98,9 +139,9 @@ class StepRunner:
             return RunReport("ignored", step_key)
         step = claimed.step
         bound = log.bind(execution_id=execution_id, step_key=step_key, attempt=step.attempt)
-        with _Heartbeat(self.service, claimed) as heartbeat:
+        with self.leases.hold(step) as lease:
             try:
-                outcome = asyncio.run(self._handle(claimed, heartbeat))
+                outcome = self._event_loop().run(self._handle(claimed, lease))
             except LeaseLost:
                 return RunReport("lease-lost", step_key)
             except Exception as exc:  # user code may raise anything: it is recorded, never lost
@@ -142,7 +183,7 @@ class StepRunner:
             return RunReport("lease-lost", step_key)
         return RunReport(outcome, step_key)
 
-    async def _handle(self, claimed: Claimed, heartbeat: _Heartbeat) -> Succeeded | Wait:
+    async def _handle(self, claimed: Claimed, lease: Lease) -> Succeeded | Wait:
         step, execution, compiled = claimed.step, claimed.execution, claimed.compiled
         definition = compiled.step(step.step_id)
         step_type = steptypes.get(definition.type)
@@ -165,8 +206,8 @@ class StepRunner:
             index=step.index,
             now=self.service.clock.now,
             evaluate=lambda source: compile_expression(source).evaluate(variables),
-            heartbeat=heartbeat.beat,
-            cancelled=heartbeat.lost.is_set,
+            heartbeat=lambda: self.leases.beat(lease),
+            cancelled=lease.lost.is_set,
             services=self.services,
         )
         running = step_type.run(ctx, config)

@@ -408,3 +408,33 @@ def test_apply_is_idempotent_and_versions_are_immutable(h):
     definition["steps"][0]["with"]["args"]["value"] = 2
     assert h.apply(definition) == 2
     assert h.service.get_workflow("t1", "ver", 1).definition["steps"][0]["with"]["args"]["value"] == 1
+
+
+def test_long_step_is_kept_alive_by_heartbeats(tmp_path):
+    h = Harness(tmp_path, lease_seconds=0.3)
+    beats = []
+    original = h.service.heartbeat
+    h.service.heartbeat = lambda *args: (beats.append(args), original(*args))[1]
+    h.apply({"name": "long", "steps": [task("s", "slow", seconds=0.5)]})
+    execution_id = h.start("long")
+    h.drain()
+    assert len(beats) >= 2
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
+
+
+def test_running_step_sees_cancellation_through_its_context(tmp_path):
+    import threading
+
+    h = Harness(tmp_path, lease_seconds=0.3)
+    h.apply({"name": "coop", "steps": [task("s", "wait_for_cancel", seconds=5)]})
+    execution_id = h.start("coop")
+    h.dispatcher.sent.clear()
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("r", h.runner.run("t1", execution_id, "s")))
+    worker.start()
+    while h.steps(execution_id)["s"].status is not StepStatus.RUNNING:
+        pass
+    h.service.cancel("t1", execution_id)
+    worker.join(timeout=5)
+    assert result["r"].outcome == "lease-lost"
+    assert h.steps(execution_id)["s"].status is StepStatus.CANCELLED
