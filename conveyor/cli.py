@@ -6,12 +6,23 @@ import importlib
 
 import typer
 
+from engine.logging import configure_logging
+from engine.settings import Settings
+
 app = typer.Typer(
     name="conveyor",
     help="Durable workflows on Celery: run, validate and operate Conveyor.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+
+@app.callback()
+def main() -> None:
+    """Durable workflows on Celery. Settings come from CONVEYOR_* environment variables."""
+    configure_logging(Settings())
+
 
 #: Command modules under conveyor.commands; each exposes register(app).
 COMMAND_MODULES = [
