@@ -212,8 +212,11 @@ class StepRunner:
         )
         running = step_type.run(ctx, config)
         try:
-            if definition.timeout is None:
-                return await running
-            return await asyncio.wait_for(running, definition.timeout)
+            outcome = await (running if definition.timeout is None else asyncio.wait_for(running, definition.timeout))
         except TimeoutError:
             raise StepFailure(f"step timed out after {definition.timeout:g}s", error_type="StepTimeout") from None
+        if isinstance(outcome, Succeeded):
+            # Checked here, not at commit, so an oversized result fails the step instead of
+            # leaving it RUNNING until its lease expires.
+            self.service.check_payload(outcome.output, f"output of step {step.key!r}")
+        return outcome
