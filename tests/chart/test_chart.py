@@ -1,0 +1,669 @@
+"""Deployment artefacts: Helm chart, docker-compose.yml, Dockerfile and the CI entry point.
+
+Helm is usually not installed where the tests run, so the chart is rendered with the strict
+Go-template subset renderer in ``tests/chart/gotemplate.py`` and the manifests are checked
+structurally. When ``helm`` is on PATH, ``helm lint`` and ``helm template`` run too and their
+output must match the renderer's objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from engine.settings import Settings
+from tests.chart.gotemplate import Renderer, TemplateError
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "conveyor"
+COMPOSE = ROOT / "docker-compose.yml"
+
+#: The ``conveyor`` CLI's subcommands (conveyor/cli.py).
+CONVEYOR_SUBCOMMANDS = {"run", "validate", "graph", "worker", "beat", "bridge", "api", "dev", "migrate", "keys"}
+#: Environment variables that are not Conveyor settings but are read by libraries we use.
+LIBRARY_ENV = {"FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "FLOWER_BASIC_AUTH"}
+#: Set by the chart from the downward API, for logs; not settings.
+POD_ENV = {"POD_NAME", "POD_NAMESPACE"}
+
+SETTINGS_ENV = {f"CONVEYOR_{name.upper()}" for name in Settings.model_fields}
+
+# Every optional feature switched on, with two worker pools.
+FULL_VALUES: dict[str, Any] = {
+    "image": {"repository": "europe-docker.pkg.dev/acme/conveyor/conveyor", "digest": "sha256:" + "a" * 64},
+    "imagePullSecrets": [{"name": "registry"}],
+    "serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "conveyor@acme.iam.gserviceaccount.com"}},
+    "settings": {
+        "imports": ["acme.steps", "acme.more_steps"],
+        "allowed_origins": ["https://conveyor.acme.dev"],
+        "max_payload_bytes": 8388608,
+        "lease_seconds": 12.5,
+        "graphql_introspection": None,
+    },
+    "firestore": {"project": "acme-prod", "database": "conveyor"},
+    "pubsub": {"project": "acme-events"},
+    "redis": {"existingSecret": "conveyor-redis"},
+    "auth": {
+        "existingSecret": "conveyor-secrets",
+        "oidc": {
+            "jwksUrl": "https://www.googleapis.com/oauth2/v3/certs",
+            "issuer": "https://accounts.google.com",
+            "audience": "conveyor",
+        },
+    },
+    "env": [{"name": "OTEL_SERVICE_NAME", "value": "conveyor"}],
+    "envFrom": [{"secretRef": {"name": "llm-keys"}}],
+    "nodeSelector": {"pool": "general"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "conveyor", "effect": "NoSchedule"}],
+    "topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+    ],
+    "priorityClassName": "conveyor",
+    "api": {"autoscaling": {"enabled": True, "targetMemoryUtilizationPercentage": 80}},
+    "worker": {
+        "livenessProbe": {"exec": {"command": ["sh", "-c", "celery -A tasks.app inspect ping"]}},
+        "pools": [
+            {"name": "default", "queues": ["conveyor"], "concurrency": 8, "replicas": 3},
+            {
+                "name": "gpu",
+                "queues": ["ai", "ai-batch"],
+                "concurrency": 1,
+                "autoscaling": {
+                    "enabled": True,
+                    "minReplicas": 1,
+                    "maxReplicas": 4,
+                    "targetCPUUtilizationPercentage": 60,
+                },
+                "nodeSelector": {"accelerator": "nvidia-l4"},
+                "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
+            },
+        ],
+    },
+    "bridge": {"replicas": 2, "podDisruptionBudget": {"enabled": True}},
+    "flower": {"basicAuth": {"existingSecret": "flower-auth"}},
+    "ingress": {
+        "enabled": True,
+        "className": "nginx",
+        "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"},
+        "hosts": [{"host": "conveyor.acme.dev", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+        "tls": [{"secretName": "conveyor-tls", "hosts": ["conveyor.acme.dev"]}],
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "apiFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+        "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(CHART)
+
+
+def objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(deployment["spec"]["template"]["spec"]["containers"])
+
+
+def assert_settings_env(env: dict[str, str], where: str, allowed: frozenset[str] | set[str] = frozenset()) -> None:
+    """CONVEYOR_* names are Settings fields; other names are known library variables (or ``allowed``)."""
+    unknown = sorted(k for k in env if k.startswith("CONVEYOR_") and k not in SETTINGS_ENV)
+    assert not unknown, f"{where}: not Settings fields: {unknown}"
+    foreign = sorted(k for k in env if not k.startswith("CONVEYOR_") and k not in LIBRARY_ENV | POD_ENV | allowed)
+    assert not foreign, f"{where}: unexpected environment variables {foreign}"
+
+
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in [k for k in os.environ if k.startswith("CONVEYOR_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("CONVEYOR_"):
+            monkeypatch.setenv(key, value)
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+# ------------------------------------------------------------------------------- chart: static
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "conveyor"
+    assert chart["type"] == "application"
+    assert re.fullmatch(r"\d+\.\d+\.\d+(?:[-+].+)?", chart["version"])
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert chart["appVersion"] == pyproject["project"]["version"], "appVersion follows the package version"
+
+
+def _values_paths(template_text: str) -> set[tuple[str, ...]]:
+    pattern = r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)"
+    return {tuple(m.group(1).split(".")[1:]) for m in re.finditer(pattern, template_text)}
+
+
+def test_every_values_path_in_templates_exists_in_values_yaml() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = []
+    for path in sorted((CHART / "templates").iterdir()):
+        for ref in sorted(_values_paths(path.read_text())):
+            node: Any = values
+            for i, key in enumerate(ref):
+                if not isinstance(node, dict) or key not in node:
+                    missing.append(f"{path.name}: .Values.{'.'.join(ref)} (no {'.'.join(ref[: i + 1])})")
+                    break
+                node = node[key]
+    assert not missing, "\n".join(missing)
+
+
+def test_values_settings_are_settings_fields() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    unknown = sorted(set(values["settings"]) - set(Settings.model_fields))
+    assert not unknown, f"values.yaml settings that are not Settings fields: {unknown}"
+    named = set(re.findall(r"\bCONVEYOR_[A-Z0-9_]+\b", "".join(p.read_text() for p in CHART.rglob("*") if p.is_file())))
+    assert not sorted(named - SETTINGS_ENV), (
+        f"CONVEYOR_ variables in the chart that are not Settings fields: {named - SETTINGS_ENV}"
+    )
+
+
+def test_security_defaults() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["podSecurityContext"]["runAsNonRoot"] is True
+    assert values["securityContext"]["readOnlyRootFilesystem"] is True
+    assert values["securityContext"]["allowPrivilegeEscalation"] is False
+    assert values["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert values["serviceAccount"]["automountServiceAccountToken"] is False
+    assert values["auth"]["enabled"] is True
+    assert values["settings"]["profile"] == "production"
+
+
+# ----------------------------------------------------------------------------- chart: rendered
+
+
+def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Structural checks every rendering must pass."""
+    seen = set()
+    for doc in docs:
+        assert doc.get("apiVersion") and doc.get("kind"), doc
+        meta = doc["metadata"]
+        key = (doc["kind"], meta["name"])
+        assert key not in seen, f"duplicate {key}"
+        seen.add(key)
+        assert len(meta["name"]) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", meta["name"]), meta["name"]
+        assert meta["labels"]["app.kubernetes.io/instance"] == "demo"
+
+    configmaps = objects(docs, "ConfigMap")
+    assert len(configmaps) == 1
+    (configmap,) = configmaps.values()
+    data = configmap["data"]
+    assert all(isinstance(v, str) for v in data.values()), "ConfigMap values must be strings"
+    assert_settings_env(data, "ConfigMap")
+    settings = settings_from(data, monkeypatch)
+    assert settings.store == "firestore"
+    assert settings.api_host == "0.0.0.0"
+
+    deployments = objects(docs, "Deployment")
+    pod_labels = {name: d["spec"]["template"]["metadata"]["labels"] for name, d in deployments.items()}
+    for name, deployment in deployments.items():
+        spec = deployment["spec"]
+        selector = spec["selector"]["matchLabels"]
+        assert selector.items() <= pod_labels[name].items(), f"{name}: selector does not match its pods"
+        pod = spec["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["serviceAccountName"]
+        volumes = {v["name"] for v in pod["volumes"]}
+        for container in containers(deployment):
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts.get("/tmp") in volumes, f"{name}: /tmp must be writable"
+            assert container["envFrom"][0]["configMapRef"]["name"] == configmap["metadata"]["name"]
+            env_names = {e["name"] for e in container.get("env", [])}
+            user_env = {e["name"] for e in values.get("env", [])}
+            assert_settings_env(dict.fromkeys(env_names, ""), f"{name} env", user_env)
+            command = container["command"]
+            if command[0] == "conveyor":
+                assert command[1] in CONVEYOR_SUBCOMMANDS, f"{name}: unknown subcommand {command[1]}"
+            else:
+                assert command[:4] == ["celery", "-A", "tasks.app", "flower"], command
+        # no other selector may select these pods (one owner per pod)
+        for other, labels in pod_labels.items():
+            if other != name:
+                assert not selector.items() <= labels.items(), f"{name}'s selector also matches {other}"
+
+    component = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in deployments.values()}
+    assert {"api", "worker", "beat", "bridge", "flower"} <= set(component)
+
+    beat = [d for d in deployments.values() if d["metadata"]["labels"]["app.kubernetes.io/component"] == "beat"]
+    assert len(beat) == 1
+    assert beat[0]["spec"]["replicas"] == 1
+    assert beat[0]["spec"]["strategy"] == {"type": "Recreate"}
+    assert containers(beat[0])[0]["command"] == ["conveyor", "beat"]
+
+    api = component["api"]
+    (api_container,) = containers(api)
+    assert api_container["command"] == ["conveyor", "api"]
+    assert api_container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api_container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    (http_port,) = api_container["ports"]
+    assert http_port["name"] == "http"
+    assert str(http_port["containerPort"]) == data["CONVEYOR_API_PORT"]
+
+    pools = (
+        values.get("worker", {}).get("pools") or yaml.safe_load((CHART / "values.yaml").read_text())["worker"]["pools"]
+    )
+    workers = {
+        d["metadata"]["labels"]["conveyor.io/worker-pool"]: d
+        for d in deployments.values()
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+    }
+    assert set(workers) == {p["name"] for p in pools}
+    for pool in pools:
+        command = containers(workers[pool["name"]])[0]["command"]
+        assert command[:2] == ["conveyor", "worker"]
+        assert command[command.index("--queues") + 1] == ",".join(pool["queues"])
+        assert command[command.index("--concurrency") + 1] == str(pool["concurrency"])
+
+    for service in objects(docs, "Service").values():
+        selected = [n for n, labels in pod_labels.items() if service["spec"]["selector"].items() <= labels.items()]
+        assert len(selected) == 1, f"service {service['metadata']['name']} selects {selected}"
+        ports = {p["name"] for c in containers(deployments[selected[0]]) for p in c.get("ports", [])}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in ports
+
+    for hpa in objects(docs, "HorizontalPodAutoscaler").values():
+        target = hpa["spec"]["scaleTargetRef"]["name"]
+        assert target in deployments
+        assert "replicas" not in deployments[target]["spec"], (
+            f"{target} is autoscaled: replicas must be left to the HPA"
+        )
+        assert hpa["spec"]["metrics"]
+        assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+    for pdb in objects(docs, "PodDisruptionBudget").values():
+        selected = [
+            n for n, labels in pod_labels.items() if pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert len(selected) == 1, f"PDB {pdb['metadata']['name']} selects {selected}"
+        assert ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"])
+
+    for ingress in objects(docs, "Ingress").values():
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                assert backend["name"] in objects(docs, "Service")
+
+
+def test_default_values_render(renderer: Renderer, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = renderer.manifests()
+    check_manifests(docs, {}, monkeypatch)
+    kinds = sorted({d["kind"] for d in docs})
+    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    configmap = next(iter(objects(docs, "ConfigMap").values()))
+    assert configmap["data"]["CONVEYOR_BROKER_URL"].startswith("redis://")
+
+
+def test_full_values_render(renderer: Renderer, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = renderer.manifests(copy.deepcopy(FULL_VALUES))
+    check_manifests(docs, FULL_VALUES, monkeypatch)
+    kinds = {d["kind"] for d in docs}
+    assert {"HorizontalPodAutoscaler", "Ingress", "NetworkPolicy", "PodDisruptionBudget"} <= kinds
+
+    data = next(iter(objects(docs, "ConfigMap").values()))["data"]
+    assert data["CONVEYOR_IMPORTS"] == '["acme.steps","acme.more_steps"]'
+    assert data["CONVEYOR_MAX_PAYLOAD_BYTES"] == "8388608", "large integers must not render as 8.388608e+06"
+    assert data["CONVEYOR_LEASE_SECONDS"] == "12.5"
+    assert "CONVEYOR_GRAPHQL_INTROSPECTION" not in data, "null settings are left to the code's default"
+    assert "CONVEYOR_BROKER_URL" not in data, "with redis.existingSecret the URLs come from the Secret"
+    assert data["GOOGLE_CLOUD_PROJECT"] == "acme-events"
+    assert json.loads(data["CONVEYOR_OIDC_ALGORITHMS"]) == ["RS256"]
+    settings = settings_from(data, monkeypatch)
+    assert settings.imports == ["acme.steps", "acme.more_steps"]
+    assert settings.oidc_audience == "conveyor"
+
+    deployments = objects(docs, "Deployment")
+    api = deployments["demo-conveyor-api"]
+    assert "replicas" not in api["spec"]
+    (container,) = containers(api)
+    assert container["image"].endswith("@sha256:" + "a" * 64)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CONVEYOR_BROKER_URL"]["valueFrom"]["secretKeyRef"] == {"name": "conveyor-redis", "key": "broker-url"}
+    assert {"secretRef": {"name": "conveyor-secrets"}} in container["envFrom"]
+    assert {"secretRef": {"name": "llm-keys"}} in container["envFrom"]
+    pod = api["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "general"}
+    assert pod["priorityClassName"] == "conveyor"
+
+    gpu = deployments["demo-conveyor-worker-gpu"]
+    assert gpu["spec"]["template"]["spec"]["nodeSelector"] == {"accelerator": "nvidia-l4"}, (
+        "a pool's own nodeSelector wins"
+    )
+    assert "replicas" not in gpu["spec"]
+    assert deployments["demo-conveyor-worker-default"]["spec"]["replicas"] == 3
+    assert containers(gpu)[0]["livenessProbe"]["exec"]
+
+    flower_env = {e["name"]: e for e in containers(deployments["demo-conveyor-flower"])[0]["env"]}
+    assert flower_env["FLOWER_BASIC_AUTH"]["valueFrom"]["secretKeyRef"] == {"name": "flower-auth", "key": "basic-auth"}
+
+    sa = objects(docs, "ServiceAccount")["demo-conveyor"]
+    assert sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith("iam.gserviceaccount.com")
+
+    policies = objects(docs, "NetworkPolicy")
+    assert policies["demo-conveyor-no-ingress"]["spec"]["policyTypes"] == ["Ingress"]
+    assert "ingress" not in policies["demo-conveyor-no-ingress"]["spec"]
+    egress = policies["demo-conveyor-egress"]["spec"]["egress"]
+    assert egress[0]["ports"][0]["port"] == 53 and len(egress) == 2
+
+    ingress = objects(docs, "Ingress")["demo-conveyor-api"]
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"][0]["secretName"] == "conveyor-tls"
+
+
+def test_components_can_be_disabled(renderer: Renderer) -> None:
+    docs = renderer.manifests(
+        {
+            "api": {"enabled": False},
+            "flower": {"enabled": False},
+            "bridge": {"enabled": False},
+            "ingress": {"enabled": True},
+            "networkPolicy": {"enabled": True},
+        }
+    )
+    names = {d["metadata"]["name"] for d in docs}
+    assert not any(n.endswith(("-api", "-flower", "-bridge")) for n in names), names
+    assert "demo-conveyor-beat" in names
+
+
+def test_config_change_rolls_pods(renderer: Renderer) -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        beat = objects(renderer.manifests(values), "Deployment")["demo-conveyor-beat"]
+        return str(beat["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+    assert checksum({}) != checksum({"settings": {"log_level": "DEBUG"}})
+
+
+def test_release_name_containing_chart_name(renderer: Renderer) -> None:
+    docs = renderer.manifests(release="conveyor-prod")
+    assert "conveyor-prod-api" in objects(docs, "Deployment")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"settings": {"broker_url": "redis://x"}}, "settings.broker_url has a dedicated value"),
+        ({"settings": {"store": "sqlite"}}, "settings.store has a dedicated value"),
+        ({"firestore": {"project": ""}}, "firestore.project is required"),
+        ({"redis": {"brokerUrl": ""}}, "redis.brokerUrl"),
+        ({"worker": {"pools": [{"name": "x", "queues": []}]}}, "must list at least one queue"),
+        ({"worker": {"pools": [{"queues": ["q"]}]}}, "worker.pools[0].name is required"),
+        ({"auth": {"oidc": {"jwksUrl": "https://issuer/jwks"}}}, "auth.oidc.issuer is required"),
+        (
+            {"api": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}},
+            "autoscaling needs targetCPUUtilizationPercentage",
+        ),
+    ],
+)
+def test_invalid_values_are_refused(renderer: Renderer, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(TemplateError, match=re.escape(message)):
+        renderer.render(values)
+
+
+def test_notes_render(renderer: Renderer) -> None:
+    notes = renderer.render()["conveyor/templates/NOTES.txt"]
+    assert "port-forward svc/demo-conveyor-api" in notes
+    assert "WARNING: Flower runs without authentication" in notes
+    full = renderer.render(copy.deepcopy(FULL_VALUES))["conveyor/templates/NOTES.txt"]
+    assert "https://conveyor.acme.dev/" in full
+    assert "WARNING" not in full
+
+
+# ------------------------------------------------------------------- the renderer's own rules
+
+
+def _render_snippet(tmp_path: Path, template: str, values: dict[str, Any] | None = None) -> str:
+    chart = tmp_path / "snippet"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: snippet\nversion: 0.1.0\nappVersion: '1'\n")
+    (chart / "values.yaml").write_text(yaml.safe_dump(values or {}))
+    (chart / "templates" / "t.yaml").write_text(template)
+    return Renderer(chart).render()["snippet/templates/t.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "expected"),
+    [
+        ("a: {{ .Values.n }}", {"n": 8388608}, "a: 8.388608e+06"),  # Helm's float64 values
+        ("a: {{ .Values.n }}", {"n": 3600}, "a: 3600"),
+        ("x  {{- 1 -}}  \n y", {}, "x1y"),
+        ("{{ if and .Values.a (eq .Values.a.b 2.0) }}yes{{ else }}no{{ end }}", {"a": None}, "no"),
+        ("{{ range $k, $v := .Values.m }}{{ $k }}={{ $v }};{{ end }}", {"m": {"b": 2, "a": "x"}}, "a=x;b=2;"),
+        ("{{ $x := 1 }}{{ if true }}{{ $x = 2 }}{{ end }}{{ $x }}", {}, "2"),
+        ('{{ define "t" }}[{{ . }}]{{ end }}{{ include "t" "v" | upper }}', {}, "[V]"),
+    ],
+)
+def test_renderer_semantics(tmp_path: Path, template: str, values: dict[str, Any], expected: str) -> None:
+    assert _render_snippet(tmp_path, template, values).strip() == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "error"),
+    [
+        ("{{ .Values.missing.key }}", {}, "nil pointer evaluating"),
+        ("{{ if eq .Values.n 1 }}{{ end }}", {"n": 1}, "incompatible types for comparison"),
+        ("{{ frobnicate 1 }}", {}, 'function "frobnicate" not defined'),
+        ("{{ if true }}", {}, "missing {{ end }}"),
+        ('{{ include "nope" . }}', {}, 'no template "nope"'),
+        ('{{ printf "%d" .Values.n }}', {"n": 1}, "printf %d"),
+    ],
+)
+def test_renderer_refuses_what_helm_refuses(tmp_path: Path, template: str, values: dict[str, Any], error: str) -> None:
+    with pytest.raises(TemplateError, match=re.escape(error)):
+        _render_snippet(tmp_path, template, values)
+
+
+# ----------------------------------------------------------------------------- chart: with helm
+
+helm = shutil.which("helm") or "helm"
+needs_helm = pytest.mark.skipif(
+    shutil.which("helm") is None, reason="helm is not installed; the chart is checked by the renderer above"
+)
+
+
+@needs_helm
+def test_helm_lint(tmp_path: Path) -> None:
+    values = tmp_path / "full.yaml"
+    values.write_text(yaml.safe_dump(FULL_VALUES))
+    for extra in ([], ["-f", str(values)]):
+        result = subprocess.run(
+            [helm, "lint", "--strict", str(CHART), *extra], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_helm
+@pytest.mark.parametrize("values", [{}, FULL_VALUES], ids=["defaults", "full"])
+def test_helm_template_matches_renderer(
+    renderer: Renderer, values: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    result = subprocess.run(
+        [helm, "template", "demo", str(CHART), "--namespace", "conveyor", "-f", str(values_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    check_manifests(docs, values, monkeypatch)
+    ours = renderer.manifests(copy.deepcopy(values))
+
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        normalised: dict[str, Any] = json.loads(json.dumps(d))
+        return normalised
+
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
+        (d["kind"], d["metadata"]["name"]) for d in ours
+    )
+    by_key = {(d["kind"], d["metadata"]["name"]): strip(d) for d in ours}
+    for doc in docs:
+        assert strip(doc) == by_key[(doc["kind"], doc["metadata"]["name"])], (
+            f"renderer differs from helm on {doc['kind']}"
+        )
+
+
+# ------------------------------------------------------------------------------ docker-compose
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+APP_SERVICES = {"api": "api", "worker": "worker", "beat": "beat", "bridge": "bridge"}
+
+
+def test_compose_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"redis", "firestore", "pubsub", "api", "worker", "beat", "bridge", "flower"}
+    emulator_image = "gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators"
+    assert services["firestore"]["image"] == emulator_image
+    assert services["firestore"]["command"][:4] == ["gcloud", "emulators", "firestore", "start"]
+    assert services["pubsub"]["image"] == emulator_image
+    assert services["pubsub"]["command"][:5] == ["gcloud", "beta", "emulators", "pubsub", "start"]
+    for name, subcommand in APP_SERVICES.items():
+        command = services[name]["command"]
+        assert command[0] == "conveyor" and command[1] == subcommand, f"{name}: {command}"
+    assert services["api"]["command"][2:] == ["--host", "0.0.0.0"]
+    assert services["flower"]["command"] == ["celery", "-A", "tasks.app", "flower", "--port=5555"]
+
+
+def test_compose_commands_name_existing_subcommands(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        command = service.get("command")
+        if isinstance(command, str):
+            command = shlex.split(command)
+        if command and command[0] == "conveyor":
+            assert command[1] in CONVEYOR_SUBCOMMANDS, f"{name}: unknown subcommand {command[1]}"
+
+
+def test_compose_environment(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [*APP_SERVICES, "flower"]:
+        env = compose["services"][name]["environment"]
+        assert isinstance(env, dict), f"{name}: environment as a mapping"
+        env = {k: str(v) for k, v in env.items()}
+        assert_settings_env(env, f"compose service {name}")
+        settings = settings_from(env, monkeypatch)
+        assert settings.store == "firestore"
+        assert settings.firestore_project == env["CONVEYOR_FIRESTORE_PROJECT"]
+        assert settings.broker_url == "redis://redis:6379/0"
+        assert settings.redis_url == "redis://redis:6379/1"
+        assert env["FIRESTORE_EMULATOR_HOST"].startswith("firestore:")
+        assert env["PUBSUB_EMULATOR_HOST"].startswith("pubsub:")
+
+
+def test_compose_dependencies_and_healthchecks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("redis", "firestore", "pubsub", "api", "worker", "flower"):
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name, service in services.items():
+        for dependency, spec in (service.get("depends_on") or {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert spec["condition"] in {"service_started", "service_healthy", "service_completed_successfully"}
+            if spec["condition"] == "service_healthy":
+                assert services[dependency].get("healthcheck"), (
+                    f"{name} waits for {dependency}'s health, which has none"
+                )
+    for name in APP_SERVICES:
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert services[name]["depends_on"]["firestore"]["condition"] == "service_healthy"
+    assert services["bridge"]["depends_on"]["pubsub"]["condition"] == "service_healthy"
+    api_port = str(services["api"]["environment"]["CONVEYOR_API_PORT"])
+    assert any(p.endswith(f":{api_port}") for p in services["api"]["ports"])
+    assert api_port in " ".join(services["api"]["healthcheck"]["test"])
+
+
+# -------------------------------------------------------------------------------- Dockerfile
+
+
+def _packages() -> list[str]:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+
+
+def test_dockerfile() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, "the image must run as a non-root user"
+    assert re.search(r'^CMD \["conveyor", "api"\]$', text, re.M)
+    for package in _packages():
+        assert re.search(rf"^COPY {package} \./{package}$", text, re.M), f"Dockerfile does not copy {package}/"
+    assert "CONVEYOR_API_HOST=0.0.0.0" in text
+    env_names = set(re.findall(r"\b(CONVEYOR_[A-Z0-9_]+)=", text))
+    assert env_names <= SETTINGS_ENV, env_names - SETTINGS_ENV
+
+
+def test_dockerignore_lets_the_build_context_through() -> None:
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    for needed in ["pyproject.toml", "README.md", *(f"{p}/" for p in _packages())]:
+        assert f"!{needed}" in lines, f".dockerignore must re-include {needed}"
+
+
+# ------------------------------------------------------------------------------------ .ci/run
+
+
+def test_ci_scripts_parse() -> None:
+    for script in (".ci/run", ".ci/lib.sh", ".ci/start-services.sh"):
+        result = subprocess.run(["bash", "-n", str(ROOT / script)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"{script}: {result.stderr}"
+
+
+def test_readme_documents_the_ci_test_command() -> None:
+    result = subprocess.run(
+        ["bash", "-c", "source .ci/lib.sh && readme_test_command README.md"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    command = result.stdout.strip()
+    assert command.startswith("python -m pytest"), f"README's test command is {command!r}"
+
+
+def test_readme_command_extraction_rejects_malformed_blocks(tmp_path: Path) -> None:
+    cases = {
+        "ok.md": ("text\n<!-- test-command -->\n\n```sh\n  python -m pytest -q  \n```\n", "python -m pytest -q"),
+        "no-marker.md": ("```sh\npython -m pytest\n```\n", None),
+        "prose.md": ("<!-- test-command -->\nRun this:\n```sh\npython -m pytest\n```\n", None),
+        "empty.md": ("<!-- test-command -->\n```sh\n```\n", None),
+    }
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        result = subprocess.run(
+            ["bash", "-c", f'source "{ROOT}/.ci/lib.sh" && readme_test_command {name}'],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if expected is None:
+            assert result.returncode != 0, name
+        else:
+            assert result.returncode == 0 and result.stdout.strip() == expected, (name, result.stderr)
