@@ -287,7 +287,7 @@ def test_empty_template_expression() -> None:
 
 
 def test_template_evaluation_error_names_expression() -> None:
-    with pytest.raises(ExpressionError, match="expression 'input.missing' failed: no such key"):
+    with pytest.raises(ExpressionError, match=r"expression 'input\.missing' failed: no such key"):
         render({"a": "x ${input.missing}"}, VARIABLES)
 
 
