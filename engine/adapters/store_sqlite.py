@@ -98,16 +98,13 @@ _SELECT_EXECUTION_BY_KEY = (
     "SELECT doc, spilled, tenant, id, '' FROM executions WHERE tenant = ? AND idempotency_key = ?"
 )
 _SELECT_STEPS = (
-    "SELECT doc, spilled, tenant, execution_id, key FROM steps"
-    " WHERE tenant = ? AND execution_id = ? ORDER BY key"
+    "SELECT doc, spilled, tenant, execution_id, key FROM steps WHERE tenant = ? AND execution_id = ? ORDER BY key"
 )
 _SELECT_STEPS_IN = (
     "SELECT doc, spilled, tenant, execution_id, key FROM steps"
     " WHERE tenant = ? AND execution_id = ? AND key IN (SELECT value FROM json_each(?))"
 )
-_SELECT_LATEST_VERSION = (
-    "SELECT doc FROM workflow_versions WHERE tenant = ? AND name = ? ORDER BY version DESC LIMIT 1"
-)
+_SELECT_LATEST_VERSION = "SELECT doc FROM workflow_versions WHERE tenant = ? AND name = ? ORDER BY version DESC LIMIT 1"
 _LIST_EXECUTIONS = """
     SELECT doc, spilled, tenant, id, '' FROM executions
     WHERE tenant = ?1
@@ -201,9 +198,7 @@ class SqliteStore:
 
     # workflows
 
-    def get_workflow_version(
-        self, tenant: str, name: str, version: int | None = None
-    ) -> WorkflowVersionRecord | None:
+    def get_workflow_version(self, tenant: str, name: str, version: int | None = None) -> WorkflowVersionRecord | None:
         if version is None:
             row = self._read(lambda c: c.execute(_SELECT_LATEST_VERSION, (tenant, name)).fetchone())
         else:
@@ -217,19 +212,13 @@ class SqliteStore:
 
     def list_workflows(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
         (after,) = _decode_cursor(cursor, (str,))
-        rows = self._read(
-            lambda c: c.execute(_LIST_WORKFLOWS, (tenant, after, _fetch_count(limit))).fetchall()
-        )
+        rows = self._read(lambda c: c.execute(_LIST_WORKFLOWS, (tenant, after, _fetch_count(limit))).fetchall())
         return _page(rows, limit, lambda row: _load(WorkflowVersionRecord, row[0]), lambda row: [row[1]])
 
-    def list_workflow_versions(
-        self, tenant: str, name: str, *, cursor: str | None = None, limit: int = 50
-    ) -> Page:
+    def list_workflow_versions(self, tenant: str, name: str, *, cursor: str | None = None, limit: int = 50) -> Page:
         (before,) = _decode_cursor(cursor, (int,))
         rows = self._read(
-            lambda c: c.execute(
-                _LIST_WORKFLOW_VERSIONS, (tenant, name, before, _fetch_count(limit))
-            ).fetchall()
+            lambda c: c.execute(_LIST_WORKFLOW_VERSIONS, (tenant, name, before, _fetch_count(limit))).fetchall()
         )
         return _page(rows, limit, lambda row: _load(WorkflowVersionRecord, row[0]), lambda row: [row[1]])
 
@@ -293,21 +282,16 @@ class SqliteStore:
     def count_active_executions(self, tenant: str) -> int:
         row = self._read(
             lambda c: c.execute(
-                "SELECT COUNT(*) FROM executions WHERE tenant = ?"
-                " AND status IN (SELECT value FROM json_each(?))",
+                "SELECT COUNT(*) FROM executions WHERE tenant = ? AND status IN (SELECT value FROM json_each(?))",
                 (tenant, _ACTIVE_STATUSES),
             ).fetchone()
         )
         return int(row[0])
 
     def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
-        return self._read(
-            lambda c: _load_all(c, StepRecord, c.execute(_SELECT_STEPS, (tenant, execution_id)))
-        )
+        return self._read(lambda c: _load_all(c, StepRecord, c.execute(_SELECT_STEPS, (tenant, execution_id))))
 
-    def list_events(
-        self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500
-    ) -> Page:
+    def list_events(self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500) -> Page:
         """Events by id; ``next_cursor`` is the last event id of the page, to pass as ``after``."""
         rows = self._read(
             lambda c: c.execute(_LIST_EVENTS, (tenant, execution_id, after, _fetch_count(limit))).fetchall()
@@ -339,17 +323,13 @@ class SqliteStore:
 
     def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None:
         row = self._read(
-            lambda c: c.execute(
-                "SELECT doc FROM triggers WHERE tenant = ? AND id = ?", (tenant, trigger_id)
-            ).fetchone()
+            lambda c: c.execute("SELECT doc FROM triggers WHERE tenant = ? AND id = ?", (tenant, trigger_id)).fetchone()
         )
         return None if row is None else _load(TriggerRecord, row[0])
 
     def list_triggers(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
         (after,) = _decode_cursor(cursor, (str,))
-        rows = self._read(
-            lambda c: c.execute(_LIST_TRIGGERS, (tenant, after, _fetch_count(limit))).fetchall()
-        )
+        rows = self._read(lambda c: c.execute(_LIST_TRIGGERS, (tenant, after, _fetch_count(limit))).fetchall())
         return _page(rows, limit, lambda row: _load(TriggerRecord, row[0]), lambda row: [row[1]])
 
     def delete_trigger(self, tenant: str, trigger_id: str) -> bool:
@@ -361,8 +341,7 @@ class SqliteStore:
     def due_triggers(self, before: float, limit: int = 200) -> list[TriggerRecord]:
         rows = self._read(
             lambda c: c.execute(
-                "SELECT doc FROM triggers WHERE enabled = 1 AND next_fire_at <= ?"
-                " ORDER BY next_fire_at LIMIT ?",
+                "SELECT doc FROM triggers WHERE enabled = 1 AND next_fire_at <= ? ORDER BY next_fire_at LIMIT ?",
                 (before, limit),
             ).fetchall()
         )
@@ -384,9 +363,7 @@ class SqliteStore:
             raise AlreadyExists("an API key with that hash already exists") from None
 
     def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
-        row = self._read(
-            lambda c: c.execute("SELECT doc FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
-        )
+        row = self._read(lambda c: c.execute("SELECT doc FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone())
         return None if row is None else _load(ApiKeyRecord, row[0])
 
     def list_api_keys(self, tenant: str) -> list[ApiKeyRecord]:
@@ -403,9 +380,7 @@ class SqliteStore:
         self._read(lambda c: c.execute("SELECT 1").fetchone())
 
     def schema_version(self) -> int:
-        row = self._read(
-            lambda c: c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        )
+        row = self._read(lambda c: c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone())
         return 0 if row is None else int(row[0])
 
     def set_schema_version(self, version: int) -> None:
@@ -433,7 +408,10 @@ class SqliteStore:
         conn = self._connections.get()
         if conn.in_transaction:
             # Called from inside ``atomic`` on this thread: read within that transaction.
-            return work(conn)
+            try:
+                return work(conn)
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
         # A deferred transaction gives multi-statement reads (a row and its payloads) one snapshot.
         return _run(conn, "BEGIN", work)
 
@@ -486,9 +464,7 @@ class _SqliteTransaction:
     def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
         steps = {
             step.key: step
-            for step in _load_all(
-                self._conn, StepRecord, self._conn.execute(_SELECT_STEPS, (tenant, execution_id))
-            )
+            for step in _load_all(self._conn, StepRecord, self._conn.execute(_SELECT_STEPS, (tenant, execution_id)))
         }
         for (step_tenant, step_execution, key), data in self._steps.items():
             if (step_tenant, step_execution) == (tenant, execution_id):
@@ -537,9 +513,7 @@ class _SqliteTransaction:
                 (data["tenant"], data["name"], data["version"], _dumps(data)),
             )
         except sqlite3.IntegrityError as exc:
-            raise AlreadyExists(
-                f"workflow {data['name']!r} version {data['version']} already exists"
-            ) from exc
+            raise AlreadyExists(f"workflow {data['name']!r} version {data['version']} already exists") from exc
 
     def _upsert_execution(self, data: dict[str, Any]) -> None:
         tenant, execution_id = data["tenant"], data["id"]
@@ -595,9 +569,7 @@ class _DocCodec:
         # _dumps escapes non-ASCII, so the text length is its size in bytes.
         if len(doc) <= self._inline_bytes:
             return doc, {}
-        spilled = {
-            name: text for name, value in data.items() if len(text := _dumps(value)) > self._inline_bytes
-        }
+        spilled = {name: text for name, value in data.items() if len(text := _dumps(value)) > self._inline_bytes}
         inline = {name: value for name, value in data.items() if name not in spilled}
         return _dumps(inline), spilled
 
@@ -662,9 +634,7 @@ def _connect(path: str) -> sqlite3.Connection:
     try:
         # isolation_level=None: this module issues BEGIN/COMMIT itself. check_same_thread=False
         # only so close() can close every thread's connection; each is used by one thread.
-        conn = sqlite3.connect(
-            path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode = WAL")
         # FULL: a commit the caller was told about survives power loss, not only a crash.
         conn.execute("PRAGMA synchronous = FULL")
@@ -677,9 +647,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA:
         conn.execute(statement)
     # A fresh store is created at the current schema; an existing one keeps its version.
-    conn.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-    )
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
 
 def _run(conn: sqlite3.Connection, begin: str, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -768,9 +736,7 @@ def _load_all(conn: sqlite3.Connection, cls: type[R], rows: Iterable[Sequence[An
     return [_load_spilled(conn, cls, row) for row in list(rows)]
 
 
-def _page(
-    rows: Sequence[Any], limit: int, item: Callable[[Any], Any], sort_key: Callable[[Any], list[Any]]
-) -> Page:
+def _page(rows: Sequence[Any], limit: int, item: Callable[[Any], Any], sort_key: Callable[[Any], list[Any]]) -> Page:
     """A page from ``limit + 1`` rows: the extra row only tells that another page exists."""
     items = [item(row) for row in rows[:limit]]
     cursor = _encode_cursor(sort_key(rows[limit - 1])) if len(rows) > limit else None
@@ -799,10 +765,7 @@ def _decode_cursor(cursor: str | None, types: tuple[type, ...]) -> list[Any]:
     valid = (
         isinstance(values, list)
         and len(values) == len(types)
-        and all(
-            isinstance(v, t) or (t is float and isinstance(v, int))
-            for v, t in zip(values, types, strict=True)
-        )
+        and all(isinstance(v, t) or (t is float and isinstance(v, int)) for v, t in zip(values, types, strict=True))
     )
     if not valid:
         raise InvalidRequest("the cursor is not valid")

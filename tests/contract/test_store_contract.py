@@ -235,9 +235,7 @@ def test_event_trigger_and_api_key_round_trip(store: Store) -> None:
         "e-1", step_key="fetch", status="SUCCEEDED", attempt=1, data={"output": {"a": [1, 2]}, "n": None}
     )
     bare_event = event("e-2")
-    schedule = trigger(
-        enabled=False, input={"region": "eu"}, created_at=T0, updated_at=T0 + 1, next_fire_at=T0 + 300
-    )
+    schedule = trigger(enabled=False, input={"region": "eu"}, created_at=T0, updated_at=T0 + 1, next_fire_at=T0 + 300)
     key = api_key(expires_at=T0 + 86400, revoked=True)
     save(store, full_event, bare_event, schedule, key)
 
@@ -557,9 +555,7 @@ def test_list_executions_newest_first_with_pagination(store: Store) -> None:
         ({"created_before": T0 + 2}, lambda r: r.created_at < T0 + 2),
         (
             {"status": ExecutionStatus.FAILED, "workflow": "orders", "created_after": T0 + 1},
-            lambda r: (
-                r.status is ExecutionStatus.FAILED and r.workflow == "orders" and r.created_at >= T0 + 1
-            ),
+            lambda r: r.status is ExecutionStatus.FAILED and r.workflow == "orders" and r.created_at >= T0 + 1,
         ),
         (
             {"created_after": T0 + 1, "created_before": T0 + 4},
