@@ -329,10 +329,9 @@ class _Checker:
 
 
 def _type_expressions(step_type: StepType, config: StepConfig) -> list[tuple[str, str]]:
-    # Optional hook: a step type whose config holds bare CEL (a switch's cases) lists it so
-    # step references and item/index use are checked like any other expression.
-    hook = getattr(step_type, "expressions", None)
-    return list(hook(config)) if callable(hook) else []
+    # A step type whose config holds bare CEL (a switch's cases) lists it so step
+    # references and item/index use are checked like any other expression.
+    return list(step_type.expressions(config))
 
 
 def _item_message(variable: str, kind: str) -> str:

@@ -83,6 +83,10 @@ class StepType(Protocol):
         """Problems beyond the config model's own validation (e.g. expressions)."""
         ...
 
+    def expressions(self, config: StepConfig) -> list[tuple[str, str]]:
+        """Bare CEL sources inside the config, as (relative path, source), checked at save time."""
+        ...
+
     def run(self, ctx: StepContext, config: StepConfig) -> Awaitable[StepOutcome]: ...
 
 
@@ -93,6 +97,9 @@ class BaseStepType:
     Config: ClassVar[type[StepConfig]] = NoConfig
 
     def check(self, config: StepConfig, path: str) -> list[Problem]:
+        return []
+
+    def expressions(self, config: StepConfig) -> list[tuple[str, str]]:
         return []
 
 
