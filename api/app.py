@@ -1,0 +1,72 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import problems
+from api.bodylimit import BodySizeLimit
+from api.metrics import Metrics, MetricsMiddleware
+from api.routes import events, executions, health, keys, triggers, workflows
+from api.runtime import Runtime, StreamOptions
+from engine.inbox import Inbox
+from engine.service import Service
+from engine.settings import Settings
+
+DESCRIPTION = """
+Conveyor's API: workflows, executions, triggers, events and API keys under `/v1`, GraphQL at
+`/graphql`, live progress at `/v1/executions/{id}/events` (WebSocket and SSE).
+
+Authenticate with `Authorization: Bearer <API key or OIDC token>`. Errors are RFC 9457
+problem documents (`application/problem#json`).
+""".replace("#", "+")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    service: Service | None = None,
+    inbox: Inbox | None = None,
+    streams: StreamOptions | None = None,
+) -> FastAPI:
+    """Build the API.
+
+    The lifespan builds the engine from ``settings`` (``engine.bootstrap.build_service``)
+    unless a ``service`` is given, which tests use to inject their own ports.
+    """
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = service is None
+        if service is None:
+            from engine.bootstrap import build_service
+
+            built = build_service(settings)
+        else:
+            built = service
+        app.state.runtime = Runtime.build(settings, built, metrics, inbox=inbox, streams=streams)
+        try:
+            yield
+        finally:
+            if owned:
+                built.store.close()
+
+    app = FastAPI(
+        title="Conveyor",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    problems.install(app)
+    for module in (workflows, executions, triggers, events, keys, health):
+        app.include_router(module.router)
+    problems.document_openapi(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, router=app.router)
+    return app

@@ -1,0 +1,89 @@
+"""Authentication: a bearer credential (API key or OIDC JWT) becomes a :class:`Principal`.
+
+Used by REST dependencies, the GraphQL context (HTTP header or ``connection_init``
+payload) and the progress streams, so every entry point authenticates the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from starlette.concurrency import run_in_threadpool
+
+from api.oidc import JwksCache, OidcVerifier
+from engine.auth import Principal, anonymous_admin
+from engine.errors import AuthenticationFailed
+from engine.keys import ApiKeys, hash_token, looks_like_key
+from engine.settings import Settings
+
+#: How long a verified API key is trusted without a store read. Revocation takes effect
+#: within this delay; it spares one store read per request on hot paths.
+KEY_CACHE_SECONDS = 5.0
+_KEY_CACHE_SIZE = 4096
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class Authenticator:
+    """Turns presented credentials into principals."""
+
+    def __init__(self, settings: Settings, keys: ApiKeys, oidc: OidcVerifier | None = None) -> None:
+        self.enabled = settings.auth_enabled
+        self.keys = keys
+        self.oidc = oidc
+        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, keys: ApiKeys) -> Authenticator:
+        oidc = None
+        if settings.oidc_jwks_url:
+            oidc = OidcVerifier(
+                JwksCache(settings.oidc_jwks_url),
+                issuer=settings.oidc_issuer or "",
+                audience=settings.oidc_audience or "",
+                algorithms=settings.oidc_algorithms,
+                tenant_claim=settings.oidc_tenant_claim,
+                role_claim=settings.oidc_role_claim,
+            )
+        return cls(settings, keys, oidc)
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The principal for ``token``; ``AuthenticationFailed`` when it is missing or invalid."""
+        if not self.enabled:
+            return anonymous_admin()
+        if not token:
+            raise AuthenticationFailed("credentials are required: send 'Authorization: Bearer <token>'")
+        if looks_like_key(token):
+            return await self._api_key(token)
+        if self.oidc is not None:
+            return await self.oidc.verify(token)
+        raise AuthenticationFailed("invalid bearer token")
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from the cache (after revocation, so it stops working here at once)."""
+        for digest, (_, principal) in list(self._cache.items()):
+            if principal.key_id == key_id:
+                self._cache.pop(digest, None)
+
+    async def _api_key(self, token: str) -> Principal:
+        now = time.monotonic()
+        # Cached by hash so the process never keeps a table of raw secrets.
+        digest = hash_token(token)
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        principal = await run_in_threadpool(self.keys.authenticate, token)
+        self._cache[digest] = (now + KEY_CACHE_SECONDS, principal)
+        self._cache.move_to_end(digest)
+        while len(self._cache) > _KEY_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return principal

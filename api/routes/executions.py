@@ -1,0 +1,175 @@
+"""``/v1/executions``: start, list, get, history, cancel, retry, pause, resume, signal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Response
+
+from api import actions
+from api.convert import to_timestamp
+from api.deps import PageDep, PrincipalDep, RuntimeDep, guard
+from api.problems import responses
+from api.schemas.common import Page
+from api.schemas.executions import Event, Execution, ExecutionDetail, Signal, StartExecution, Step
+from engine.auth import Role
+from engine.model import WORKFLOW_NAME_PATTERN
+from engine.states import ExecutionStatus
+
+router = APIRouter(prefix="/v1/executions", tags=["executions"])
+
+ExecutionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["4f1c2e0a9b8d4c7e8f6a5b4c3d2e1f00"])]
+IDEMPOTENCY_DOC = (
+    "Makes the start idempotent: repeating a request with the same key returns the same execution "
+    "(status 200 and `Idempotent-Replayed: true`); reusing it for another request is a 422."
+)
+
+
+@router.post(
+    "",
+    response_model=Execution,
+    status_code=201,
+    summary="Start an execution",
+    responses={200: {"model": Execution, "description": "Replayed: the execution this key started"}, **responses(404)},
+    **guard(Role.OPERATOR),
+)
+def start(
+    rt: RuntimeDep,
+    principal: PrincipalDep,
+    body: StartExecution,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255, description=IDEMPOTENCY_DOC)
+    ] = None,
+) -> Execution:
+    result = actions.start_execution(rt, principal, body, idempotency_key)
+    response.headers["Location"] = f"/v1/executions/{result.execution.id}"
+    if not result.created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return Execution.from_record(result.execution)
+
+
+@router.get(
+    "",
+    response_model=Page[Execution],
+    summary="List executions, newest first",
+    responses=responses(),
+    **guard(Role.VIEWER),
+)
+def list_executions(
+    rt: RuntimeDep,
+    principal: PrincipalDep,
+    page: PageDep,
+    status: ExecutionStatus | None = None,
+    workflow: Annotated[str | None, Query(pattern=WORKFLOW_NAME_PATTERN)] = None,
+    created_after: Annotated[datetime | None, Query(description="Inclusive")] = None,
+    created_before: Annotated[datetime | None, Query(description="Exclusive")] = None,
+) -> Page[Execution]:
+    found = rt.service.list_executions(
+        principal.tenant,
+        status=status,
+        workflow=workflow,
+        created_after=to_timestamp(created_after),
+        created_before=to_timestamp(created_before),
+        cursor=page.cursor,
+        limit=page.limit,
+    )
+    return Page(items=[Execution.from_record(r) for r in found.items], next_cursor=found.next_cursor)
+
+
+@router.get(
+    "/{execution_id}",
+    response_model=ExecutionDetail,
+    summary="Get an execution with its steps",
+    responses=responses(404),
+    **guard(Role.VIEWER),
+)
+def get_execution(rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId) -> ExecutionDetail:
+    view = actions.execution_with_steps(rt, principal, execution_id)
+    return ExecutionDetail.build(view.execution, view.steps)
+
+
+@router.get(
+    "/{execution_id}/steps",
+    response_model=list[Step],
+    summary="The steps of an execution",
+    responses=responses(404),
+    **guard(Role.VIEWER),
+)
+def list_steps(rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId) -> list[Step]:
+    return [Step.from_record(s) for s in rt.service.list_steps(principal.tenant, execution_id)]
+
+
+@router.get(
+    "/{execution_id}/history",
+    response_model=Page[Event],
+    summary="The history (events) of an execution",
+    responses=responses(404),
+    **guard(Role.VIEWER),
+)
+def history(
+    rt: RuntimeDep,
+    principal: PrincipalDep,
+    execution_id: ExecutionId,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    after: Annotated[str | None, Query(max_length=64, description="An event id: events after it")] = None,
+) -> Page[Event]:
+    found = rt.service.list_events(principal.tenant, execution_id, after=after, limit=limit)
+    return Page(items=[Event.from_record(e) for e in found.items], next_cursor=found.next_cursor)
+
+
+@router.post(
+    "/{execution_id}/cancel",
+    response_model=Execution,
+    summary="Cancel an execution",
+    responses=responses(404, 409),
+    **guard(Role.OPERATOR),
+)
+def cancel(rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId) -> Execution:
+    return Execution.from_record(rt.service.cancel(principal.tenant, execution_id))
+
+
+@router.post(
+    "/{execution_id}/retry",
+    response_model=Execution,
+    summary="Retry a failed or timed-out execution from its failed steps",
+    responses=responses(404, 409),
+    **guard(Role.OPERATOR),
+)
+def retry(rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId) -> Execution:
+    return Execution.from_record(rt.service.retry(principal.tenant, execution_id))
+
+
+@router.post(
+    "/{execution_id}/pause",
+    response_model=Execution,
+    summary="Pause: no new steps are claimed",
+    responses=responses(404, 409),
+    **guard(Role.OPERATOR),
+)
+def pause(rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId) -> Execution:
+    return Execution.from_record(rt.service.pause(principal.tenant, execution_id))
+
+
+@router.post(
+    "/{execution_id}/resume",
+    response_model=Execution,
+    summary="Resume a paused execution",
+    responses=responses(404, 409),
+    **guard(Role.OPERATOR),
+)
+def resume(rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId) -> Execution:
+    return Execution.from_record(rt.service.resume(principal.tenant, execution_id))
+
+
+@router.post(
+    "/{execution_id}/signal",
+    response_model=Step,
+    summary="Deliver a payload to a waiting step",
+    responses=responses(404, 409),
+    **guard(Role.OPERATOR),
+)
+def signal(rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId, body: Signal) -> Step:
+    return Step.from_record(rt.service.signal(principal.tenant, execution_id, body.step, body.payload))

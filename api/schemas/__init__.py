@@ -1,0 +1,1 @@
+"""Request and response models of REST ``/v1``, one module per resource."""

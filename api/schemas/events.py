@@ -1,0 +1,39 @@
+"""External event models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from api.convert import to_datetime
+from api.schemas.common import ApiModel
+from engine.inbox import Accepted
+
+
+class PublishEvent(ApiModel):
+    """An external event. Give ``id`` to make publishing idempotent (retries are acknowledged once)."""
+
+    type: str = Field(min_length=1, max_length=200, examples=["order.created"])
+    data: dict[str, Any] = Field(default_factory=dict, examples=[{"order_id": "A-1001", "total": 120}])
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    source: str | None = Field(default=None, max_length=200, examples=["shop"])
+
+
+class EventAccepted(BaseModel):
+    """The acknowledgement of a published event; routing to triggers happens asynchronously."""
+
+    id: str
+    type: str
+    received_at: datetime
+    duplicate: bool = Field(description="True when an event with this id had already been accepted")
+
+    @classmethod
+    def from_result(cls, accepted: Accepted) -> EventAccepted:
+        return cls(
+            id=accepted.event.id,
+            type=accepted.event.type,
+            received_at=to_datetime(accepted.event.received_at),
+            duplicate=accepted.duplicate,
+        )

@@ -1,0 +1,148 @@
+"""Execution, step and event models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from api.convert import to_datetime
+from api.schemas.common import LABEL_KEY, ApiModel
+from engine.model import STEP_ID_PATTERN, WORKFLOW_NAME_PATTERN
+from engine.records import EventRecord, ExecutionRecord, StepRecord
+from engine.states import ExecutionStatus, StepStatus
+
+MAX_LABELS = 32
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY)]
+LabelValue = Annotated[str, StringConstraints(max_length=256)]
+
+
+class StartExecution(ApiModel):
+    """Start a workflow; the input is validated against the version's input schema."""
+
+    workflow: str = Field(pattern=WORKFLOW_NAME_PATTERN, examples=["order-fulfilment"])
+    version: int | None = Field(default=None, ge=1, description="Latest version when absent")
+    input: dict[str, Any] = Field(default_factory=dict, examples=[{"order_id": "A-1001"}])
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS, examples=[{"team": "shop"}])
+
+
+class Signal(ApiModel):
+    """Deliver a payload to a WAITING step; the step succeeds with it as its output."""
+
+    step: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\[[0-9]{1,6}\])?$", examples=["review"])
+    payload: Any = Field(default=None, examples=[{"approved": True}])
+
+
+class Execution(BaseModel):
+    """The header of one execution."""
+
+    id: str
+    workflow: str
+    version: int
+    status: ExecutionStatus
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    run: int
+    labels: dict[str, str]
+    idempotency_key: str | None = None
+    parent: dict[str, str] | None = None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    deadline_at: datetime | None = None
+
+    @classmethod
+    def from_record(cls, record: ExecutionRecord) -> Execution:
+        return cls(**execution_fields(record))
+
+
+def execution_fields(record: ExecutionRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "workflow": record.workflow,
+        "version": record.version,
+        "status": record.status,
+        "input": record.input,
+        "output": record.output,
+        "error": record.error,
+        "run": record.run,
+        "labels": record.labels,
+        "idempotency_key": record.idempotency_key,
+        "parent": record.parent,
+        "created_at": to_datetime(record.created_at),
+        "updated_at": to_datetime(record.updated_at),
+        "finished_at": to_datetime(record.finished_at),
+        "deadline_at": to_datetime(record.deadline_at),
+    }
+
+
+class Step(BaseModel):
+    """One step (or one foreach item) of an execution."""
+
+    key: str = Field(examples=["ship[3]"])
+    step_id: str = Field(pattern=STEP_ID_PATTERN)
+    status: StepStatus
+    attempt: int
+    run: int
+    index: int | None = None
+    item: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    wait: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def from_record(cls, record: StepRecord) -> Step:
+        return cls(
+            key=record.key,
+            step_id=record.step_id,
+            status=record.status,
+            attempt=record.attempt,
+            run=record.run,
+            index=record.index,
+            item=record.item,
+            output=record.output,
+            error=record.error,
+            wait=record.wait,
+            created_at=to_datetime(record.created_at or None),
+            started_at=to_datetime(record.started_at),
+            finished_at=to_datetime(record.finished_at),
+        )
+
+
+class ExecutionDetail(Execution):
+    """An execution with its steps."""
+
+    steps: list[Step]
+
+    @classmethod
+    def build(cls, record: ExecutionRecord, steps: list[StepRecord]) -> ExecutionDetail:
+        return cls(**execution_fields(record), steps=[Step.from_record(s) for s in steps])
+
+
+class Event(BaseModel):
+    """One entry of an execution's history."""
+
+    id: str
+    type: str = Field(examples=["step.succeeded"])
+    at: datetime
+    step_key: str | None = None
+    status: str | None = None
+    attempt: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, record: EventRecord) -> Event:
+        return cls(
+            id=record.id,
+            type=record.type,
+            at=to_datetime(record.at),
+            step_key=record.step_key,
+            status=record.status,
+            attempt=record.attempt,
+            data=record.data,
+        )

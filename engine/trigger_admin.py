@@ -1,0 +1,208 @@
+"""Trigger definitions: create, read, update, enable/disable and delete, over the Store port.
+
+This is bookkeeping only. Firing schedule triggers and routing events to event triggers
+belong to the trigger runtime (Beat and the event router); what this module guarantees is
+that every stored trigger is valid and that an enabled schedule trigger carries the
+``next_fire_at`` the runtime's ``due_triggers`` scan looks for.
+
+Specs::
+
+    kind: schedule   spec: {cron: "*/5 * * * *", timezone: "Europe/Paris"}  or  {every: "10m"}
+    kind: event      spec: {type: "order.created", match: 'event.data.total > 100'}
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.durations import parse_duration
+from engine.errors import InvalidRequest, NotFound, Problem
+from engine.expressions import compile_expression
+from engine.model import WORKFLOW_NAME_PATTERN
+from engine.ports import Clock, Store
+from engine.records import Page, TriggerRecord
+
+TriggerKind = Literal["schedule", "event"]
+#: A schedule may not fire more often than this (seconds).
+MIN_INTERVAL = 1.0
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScheduleSpec(_Spec):
+    """Fire on a cron expression (in ``timezone``) or every fixed interval."""
+
+    cron: str | None = None
+    every: float | None = None
+    timezone: str = "UTC"
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleSpec:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of 'cron' or 'every'")
+        if self.cron is not None and not croniter.is_valid(self.cron):
+            raise ValueError(f"invalid cron expression {self.cron!r}")
+        if self.every is not None and self.every < MIN_INTERVAL:
+            raise ValueError(f"'every' must be at least {MIN_INTERVAL:g}s")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        return self
+
+    def next_after(self, now: float) -> float:
+        if self.every is not None:
+            return now + self.every
+        start = datetime.fromtimestamp(now, ZoneInfo(self.timezone))
+        return float(croniter(self.cron, start).get_next(float))
+
+
+class EventSpec(_Spec):
+    """Fire for external events of ``type`` that satisfy the CEL ``match`` (over ``event``)."""
+
+    type: str = Field(min_length=1, max_length=200)
+    match: str | None = Field(default=None, max_length=4000)
+
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            expression = compile_expression(value)
+            extra = expression.variables - {"event"}
+            if extra:
+                raise ValueError(f"a match may only use 'event', not {', '.join(sorted(extra))}")
+        return value
+
+
+_SPECS: dict[str, type[_Spec]] = {"schedule": ScheduleSpec, "event": EventSpec}
+
+
+def parse_spec(kind: str, spec: dict[str, Any]) -> _Spec:
+    """Validate a spec for ``kind``; ``InvalidRequest`` lists every problem with its path."""
+    model = _SPECS.get(kind)
+    if model is None:
+        raise InvalidRequest(f"unknown trigger kind {kind!r}", [Problem("kind", f"expected one of {sorted(_SPECS)}")])
+    try:
+        return model.model_validate(spec)
+    except ValidationError as exc:
+        problems = [
+            Problem(".".join(["spec", *(str(p) for p in err["loc"])]), err["msg"].removeprefix("Value error, "))
+            for err in exc.errors()
+        ]
+        raise InvalidRequest("the trigger spec is invalid", problems) from None
+    except InvalidRequest as exc:  # an expression that does not compile
+        raise InvalidRequest("the trigger spec is invalid", [Problem("spec.match", exc.message)]) from None
+
+
+@dataclass(frozen=True)
+class TriggerChanges:
+    """Fields of an update; ``None`` leaves a field as it is."""
+
+    workflow: str | None = None
+    spec: dict[str, Any] | None = None
+    input: dict[str, Any] | None = None
+    enabled: bool | None = None
+
+
+class Triggers:
+    """Trigger bookkeeping use cases for one store."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    def create(
+        self,
+        tenant: str,
+        *,
+        workflow: str,
+        kind: str,
+        spec: dict[str, Any],
+        input: dict[str, Any] | None = None,
+        enabled: bool = True,
+    ) -> TriggerRecord:
+        """Validate and store a new trigger for an existing workflow."""
+        self._check_workflow(tenant, workflow)
+        parse_spec(kind, spec)
+        now = self.clock.now()
+        record = TriggerRecord(
+            id=uuid.uuid4().hex,
+            tenant=tenant,
+            workflow=workflow,
+            kind=kind,
+            spec=dict(spec),
+            enabled=enabled,
+            input=dict(input or {}),
+            created_at=now,
+            updated_at=now,
+        )
+        self._schedule(record, now)
+        self.store.put_trigger(record)
+        return record
+
+    def get(self, tenant: str, trigger_id: str) -> TriggerRecord:
+        record = self.store.get_trigger(tenant, trigger_id)
+        if record is None:
+            raise NotFound(f"trigger {trigger_id!r} not found")
+        return record
+
+    def list_page(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
+        return self.store.list_triggers(tenant, cursor=cursor, limit=limit)
+
+    def update(self, tenant: str, trigger_id: str, changes: TriggerChanges) -> TriggerRecord:
+        """Apply ``changes``; the schedule is recomputed when the spec or enablement changes."""
+        record = self.get(tenant, trigger_id)
+        if changes.workflow is not None:
+            self._check_workflow(tenant, changes.workflow)
+            record.workflow = changes.workflow
+        if changes.spec is not None:
+            parse_spec(record.kind, changes.spec)
+            record.spec = dict(changes.spec)
+        if changes.input is not None:
+            record.input = dict(changes.input)
+        if changes.enabled is not None:
+            record.enabled = changes.enabled
+        now = self.clock.now()
+        record.updated_at = now
+        if changes.spec is not None or changes.enabled is not None:
+            self._schedule(record, now)
+        self.store.put_trigger(record)
+        return record
+
+    def set_enabled(self, tenant: str, trigger_id: str, enabled: bool) -> TriggerRecord:
+        return self.update(tenant, trigger_id, TriggerChanges(enabled=enabled))
+
+    def delete(self, tenant: str, trigger_id: str) -> None:
+        if not self.store.delete_trigger(tenant, trigger_id):
+            raise NotFound(f"trigger {trigger_id!r} not found")
+
+    def _check_workflow(self, tenant: str, workflow: str) -> None:
+        if not re.match(WORKFLOW_NAME_PATTERN, workflow):
+            raise InvalidRequest(f"invalid workflow name {workflow!r}")
+        if self.store.get_workflow_version(tenant, workflow) is None:
+            raise NotFound(f"workflow {workflow!r} not found")
+
+    @staticmethod
+    def _schedule(record: TriggerRecord, now: float) -> None:
+        # Only enabled schedule triggers are due; disabling clears the time so the scan skips it.
+        if record.kind == "schedule" and record.enabled:
+            spec = parse_spec("schedule", record.spec)
+            assert isinstance(spec, ScheduleSpec)
+            record.next_fire_at = spec.next_after(now)
+        else:
+            record.next_fire_at = None
