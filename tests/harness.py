@@ -1,4 +1,4 @@
-"""A deterministic in-process harness for the core: real SQLite store, manual clock, no broker.
+"""A deterministic in-process harness for the core: a real store, a manual clock, no broker.
 
 Dispatches are collected and run one by one through the real :class:`StepRunner`;
 countdowns advance the manual clock. Integration tests use real Celery instead.
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.ports import Dispatch
+from engine.ports import Dispatch, Store
 from engine.records import EventRecord
 from engine.runner import StepRunner
 from engine.service import Service
@@ -45,16 +45,22 @@ class CollectingSink:
 
 
 class Harness:
-    """A Service on SQLite with a manual clock; ``drain()`` runs every dispatched step."""
+    """A Service on SQLite (or Firestore) with a manual clock; ``drain()`` runs every dispatched step."""
 
-    def __init__(self, tmp_path: Path, **settings: Any) -> None:
-        from engine.adapters.store_sqlite import SqliteStore
-
+    def __init__(self, tmp_path: Path, *, firestore_project: str | None = None, **settings: Any) -> None:
         self.clock = ManualClock()
         self.dispatcher = CollectingDispatcher()
         self.sink = CollectingSink()
         self.settings = Settings(sqlite_path=tmp_path / "core.db", **settings)
-        self.store = SqliteStore(self.settings.resolved_sqlite_path())
+        self.store: Store
+        if firestore_project is None:
+            from engine.adapters.store_sqlite import SqliteStore
+
+            self.store = SqliteStore(self.settings.resolved_sqlite_path())
+        else:
+            from engine.adapters.store_firestore import FirestoreStore
+
+            self.store = FirestoreStore(project=firestore_project)
         self.service = Service(self.store, self.dispatcher, self.sink, self.settings, self.clock)
         self.runner = StepRunner(self.service)
         self.reports: list[Any] = []

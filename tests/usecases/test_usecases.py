@@ -1,4 +1,4 @@
-"""The use cases end to end over a real SQLite store, with a manual clock and no broker."""
+"""The use cases end to end over each real store (SQLite, Firestore emulator), manual clock, no broker."""
 
 from __future__ import annotations
 
@@ -14,11 +14,29 @@ from tests.unit.fixtures import corefns
 F = "tests.unit.fixtures.corefns"
 
 
-@pytest.fixture
-def h(tmp_path):
+@pytest.fixture(params=["sqlite", "firestore"])
+def make_harness(request, tmp_path):
+    """Builds harnesses on the parametrized store; extra settings pass through."""
     corefns.calls.clear()
     corefns.flaky_failures.clear()
-    return Harness(tmp_path)
+    project = None
+    if request.param == "firestore":
+        request.getfixturevalue("firestore_emulator")
+        project = request.getfixturevalue("unique_project")
+    created = []
+
+    def make(**settings):
+        created.append(Harness(tmp_path, firestore_project=project, **settings))
+        return created[-1]
+
+    yield make
+    for harness in created:
+        harness.store.close()
+
+
+@pytest.fixture
+def h(make_harness):
+    return make_harness()
 
 
 def task(step_id, function, needs=(), args=None, **kwargs):
@@ -108,8 +126,8 @@ def test_switch_and_when_skip_the_branch_not_taken_and_skips_propagate(h):
     assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
 
 
-def test_transient_failures_are_retried_with_backoff(tmp_path):
-    h = Harness(tmp_path, short_timer_threshold=0)  # force durable timers through the reconciler
+def test_transient_failures_are_retried_with_backoff(make_harness):
+    h = make_harness(short_timer_threshold=0)  # force durable timers through the reconciler
     h.apply({"name": "flaky", "steps": [
         {**task("f", "flaky", key="k", failures=2),
          "retry": {"max_attempts": 3, "initial": "1s", "jitter": False}},
@@ -410,8 +428,8 @@ def test_apply_is_idempotent_and_versions_are_immutable(h):
     assert h.service.get_workflow("t1", "ver", 1).definition["steps"][0]["with"]["args"]["value"] == 1
 
 
-def test_long_step_is_kept_alive_by_heartbeats(tmp_path):
-    h = Harness(tmp_path, lease_seconds=0.3)
+def test_long_step_is_kept_alive_by_heartbeats(make_harness):
+    h = make_harness(lease_seconds=0.3)
     beats = []
     original = h.service.heartbeat
     h.service.heartbeat = lambda *args: (beats.append(args), original(*args))[1]
@@ -422,10 +440,10 @@ def test_long_step_is_kept_alive_by_heartbeats(tmp_path):
     assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
 
 
-def test_running_step_sees_cancellation_through_its_context(tmp_path):
+def test_running_step_sees_cancellation_through_its_context(make_harness):
     import threading
 
-    h = Harness(tmp_path, lease_seconds=0.3)
+    h = make_harness(lease_seconds=0.3)
     h.apply({"name": "coop", "steps": [task("s", "wait_for_cancel", seconds=5)]})
     execution_id = h.start("coop")
     h.dispatcher.sent.clear()
