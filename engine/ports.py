@@ -119,6 +119,13 @@ class Store(Protocol):
 
     def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]: ...
 
+    def list_steps_many(self, tenant: str, execution_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        """``list_steps`` of several executions in one call (the API's batched loaders use it).
+
+        Every requested id is a key of the result; an unknown execution maps to ``[]``.
+        """
+        ...
+
     def list_events(
         self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500
     ) -> Page:

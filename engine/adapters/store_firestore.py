@@ -42,6 +42,7 @@ import string
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -89,6 +90,8 @@ BACKOFF_BASE = 0.02
 BACKOFF_CAP = 1.0
 #: Timeout of the health check, so ``ping`` answers promptly when Firestore is away.
 PING_TIMEOUT = 5.0
+#: Per-execution step queries ``list_steps_many`` runs at once.
+_STEPS_MANY_CONCURRENCY = 16
 
 ASC = firestore.Query.ASCENDING
 DESC = firestore.Query.DESCENDING
@@ -660,6 +663,15 @@ class FirestoreStore:
     def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
         query = self.query(self._paths.steps(tenant, execution_id), order=[(DOC_ID, ASC)])
         return _sorted_steps(self._run_query(StepRecord, query))
+
+    def list_steps_many(self, tenant: str, execution_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        """The same per-execution query as :meth:`list_steps`, run concurrently (no new index needed)."""
+        ids = list(dict.fromkeys(execution_ids))
+        if not ids:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(len(ids), _STEPS_MANY_CONCURRENCY)) as pool:
+            steps = pool.map(lambda execution_id: self.list_steps(tenant, execution_id), ids)
+            return dict(zip(ids, steps, strict=True))
 
     def list_events(
         self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500

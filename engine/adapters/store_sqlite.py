@@ -100,6 +100,10 @@ _SELECT_EXECUTION_BY_KEY = (
 _SELECT_STEPS = (
     "SELECT doc, spilled, tenant, execution_id, key FROM steps WHERE tenant = ? AND execution_id = ? ORDER BY key"
 )
+_SELECT_STEPS_OF_MANY = (
+    "SELECT doc, spilled, tenant, execution_id, key FROM steps"
+    " WHERE tenant = ? AND execution_id IN (SELECT value FROM json_each(?)) ORDER BY execution_id, key"
+)
 _SELECT_STEPS_IN = (
     "SELECT doc, spilled, tenant, execution_id, key FROM steps"
     " WHERE tenant = ? AND execution_id = ? AND key IN (SELECT value FROM json_each(?))"
@@ -290,6 +294,13 @@ class SqliteStore:
 
     def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
         return self._read(lambda c: _load_all(c, StepRecord, c.execute(_SELECT_STEPS, (tenant, execution_id))))
+
+    def list_steps_many(self, tenant: str, execution_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        found: dict[str, list[StepRecord]] = {execution_id: [] for execution_id in execution_ids}
+        params = (tenant, _dumps(list(found)))
+        for step in self._read(lambda c: _load_all(c, StepRecord, c.execute(_SELECT_STEPS_OF_MANY, params))):
+            found[step.execution_id].append(step)
+        return found
 
     def list_events(self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500) -> Page:
         """Events by id; ``next_cursor`` is the last event id of the page, to pass as ``after``."""
