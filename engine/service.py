@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import structlog
+
 from engine.compile import CompiledWorkflow, compile_workflow
-from engine.errors import NotFound, PayloadTooLarge, QuotaExceeded
+from engine.errors import ConveyorError, NotFound, PayloadTooLarge, QuotaExceeded
 from engine.model import canonical_json
 from engine.orchestration import control
 from engine.orchestration import steps as step_cases
@@ -31,6 +33,7 @@ from engine.settings import Settings
 from engine.states import ExecutionStatus, StepStatus
 
 T = TypeVar("T")
+log = structlog.get_logger("conveyor.service")
 _COMPILED_CACHE_SIZE = 512
 
 
@@ -61,6 +64,9 @@ class ReconcileReport:
     timers: int = 0
     redispatched: int = 0
     timed_out: int = 0
+    #: Items that raised (e.g. a Firestore execution whose documents a crashed worker's open
+    #: transaction still locks); they are retried by the next pass.
+    failed: int = 0
 
     @property
     def total(self) -> int:
@@ -306,23 +312,34 @@ class Service:
     def reconcile(self, limit: int = 200) -> ReconcileReport:
         """One pass: expired leases, due timers, lost dispatches and passed deadlines."""
         now = self.clock.now()
+        failed = 0
+
+        def attempt(use_case: Callable[[Recorder], None]) -> None:
+            # One stuck item must not stop the pass for every other execution and tenant.
+            nonlocal failed
+            try:
+                self._run(use_case)
+            except ConveyorError as exc:
+                failed += 1
+                log.warning("reconciler item failed; the next pass retries it", error=str(exc))
+
         expired = self.store.due_steps(StepStatus.RUNNING, now, limit)
         for step in expired:
-            self._run(self._expire(step))
+            attempt(self._expire(step))
         timers = [
             *self.store.due_steps(StepStatus.RETRY_WAIT, now, limit),
             *self.store.due_steps(StepStatus.WAITING, now, limit),
         ]
         for step in timers:
-            self._run(self._wake(step))
+            attempt(self._wake(step))
         stale_before = now - self.settings.redispatch_after
         stale = self.store.due_steps(StepStatus.QUEUED, stale_before, limit)
         for step in stale:
-            self._run(self._redispatch(step, stale_before))
+            attempt(self._redispatch(step, stale_before))
         overdue = self.store.overdue_executions(now, limit)
         for execution in overdue:
-            self._run(self._time_out(execution))
-        return ReconcileReport(len(expired), len(timers), len(stale), len(overdue))
+            attempt(self._time_out(execution))
+        return ReconcileReport(len(expired), len(timers), len(stale), len(overdue), failed)
 
     def _expire(self, step: StepRecord) -> Callable[[Recorder], None]:
         return lambda rec: step_cases.expire_lease(rec, self.compiled, step.tenant, step.execution_id, step.key)
