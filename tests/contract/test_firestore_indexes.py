@@ -239,6 +239,7 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
         "list_executions": list_executions,
         "count_active_executions": lambda: store.count_active_executions(A),
         "list_steps": lambda: store.list_steps(A, "ex-0"),
+        "list_steps_many": lambda: store.list_steps_many(A, ["ex-0", "ex-1"]),
         "list_events": lambda: _follow(lambda c: store.list_events(A, "ex-0", after=c, limit=1)),
         "due_steps": lambda: [store.due_steps(s, T0) for s in StepStatus],
         "overdue_executions": lambda: store.overdue_executions(T0),
