@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import problems
 from api.bodylimit import BodySizeLimit
+from api.graphql.schema import graphql_router
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import events, executions, health, keys, triggers, workflows
 from api.runtime import Runtime, StreamOptions
@@ -66,6 +67,7 @@ def create_app(
     problems.install(app)
     for module in (workflows, executions, triggers, events, keys, health):
         app.include_router(module.router)
+    app.include_router(graphql_router(settings))
     problems.document_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, router=app.router)

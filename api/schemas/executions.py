@@ -97,21 +97,25 @@ class Step(BaseModel):
 
     @classmethod
     def from_record(cls, record: StepRecord) -> Step:
-        return cls(
-            key=record.key,
-            step_id=record.step_id,
-            status=record.status,
-            attempt=record.attempt,
-            run=record.run,
-            index=record.index,
-            item=record.item,
-            output=record.output,
-            error=record.error,
-            wait=record.wait,
-            created_at=to_datetime(record.created_at or None),
-            started_at=to_datetime(record.started_at),
-            finished_at=to_datetime(record.finished_at),
-        )
+        return cls(**step_fields(record))
+
+
+def step_fields(record: StepRecord) -> dict[str, Any]:
+    return {
+        "key": record.key,
+        "step_id": record.step_id,
+        "status": record.status,
+        "attempt": record.attempt,
+        "run": record.run,
+        "index": record.index,
+        "item": record.item,
+        "output": record.output,
+        "error": record.error,
+        "wait": record.wait,
+        "created_at": to_datetime(record.created_at or None),
+        "started_at": to_datetime(record.started_at),
+        "finished_at": to_datetime(record.finished_at),
+    }
 
 
 class ExecutionDetail(Execution):
@@ -137,12 +141,16 @@ class Event(BaseModel):
 
     @classmethod
     def from_record(cls, record: EventRecord) -> Event:
-        return cls(
-            id=record.id,
-            type=record.type,
-            at=to_datetime(record.at),
-            step_key=record.step_key,
-            status=record.status,
-            attempt=record.attempt,
-            data=record.data,
-        )
+        return cls(**event_fields(record))
+
+
+def event_fields(record: EventRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "type": record.type,
+        "at": to_datetime(record.at),
+        "step_key": record.step_key,
+        "status": record.status,
+        "attempt": record.attempt,
+        "data": record.data,
+    }

@@ -53,14 +53,18 @@ class Trigger(BaseModel):
 
     @classmethod
     def from_record(cls, record: TriggerRecord) -> Trigger:
-        return cls(
-            id=record.id,
-            workflow=record.workflow,
-            kind=record.kind,  # type: ignore[arg-type]  # the store only holds validated kinds
-            spec=record.spec,
-            input=record.input,
-            enabled=record.enabled,
-            created_at=to_datetime(record.created_at),
-            updated_at=to_datetime(record.updated_at),
-            next_fire_at=to_datetime(record.next_fire_at),
-        )
+        return cls(**trigger_fields(record))
+
+
+def trigger_fields(record: TriggerRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "workflow": record.workflow,
+        "kind": record.kind,
+        "spec": record.spec,
+        "input": record.input,
+        "enabled": record.enabled,
+        "created_at": to_datetime(record.created_at),
+        "updated_at": to_datetime(record.updated_at),
+        "next_fire_at": to_datetime(record.next_fire_at),
+    }

@@ -29,7 +29,7 @@ class WorkflowSummary(BaseModel):
 
     @classmethod
     def from_record(cls, record: WorkflowVersionRecord) -> WorkflowSummary:
-        return cls(**_summary_fields(record))
+        return cls(**workflow_fields(record))
 
 
 class WorkflowVersion(WorkflowSummary):
@@ -39,10 +39,10 @@ class WorkflowVersion(WorkflowSummary):
 
     @classmethod
     def from_record(cls, record: WorkflowVersionRecord) -> WorkflowVersion:
-        return cls(**_summary_fields(record), definition=record.definition)
+        return cls(**workflow_fields(record), definition=record.definition)
 
 
-def _summary_fields(record: WorkflowVersionRecord) -> dict[str, Any]:
+def workflow_fields(record: WorkflowVersionRecord) -> dict[str, Any]:
     return {
         "name": record.name,
         "version": record.version,

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api import create_app
+from api.runtime import StreamOptions
 from engine.auth import Role
 from engine.service import Service
 from engine.settings import Settings
@@ -31,6 +32,16 @@ class Api:
     def headers(self, role: Role = Role.ADMIN, tenant: str = TENANT_A, **extra: str) -> dict[str, str]:
         return {**bearer(self.keys[(tenant, role)]), **extra}
 
+    def gql(
+        self, query: str, variables: dict[str, Any] | None = None, role: Role = Role.ADMIN, tenant: str = TENANT_A
+    ) -> Any:
+        """POST a GraphQL document; returns the decoded body (asserting HTTP 200)."""
+        response = self.client.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=self.headers(role, tenant)
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
     def call(self, method: str, path: str, role: Role = Role.ADMIN, tenant: str = TENANT_A, **kwargs: Any) -> Any:
         headers = {**self.headers(role, tenant), **kwargs.pop("headers", {})}
         return self.client.request(method, path, headers=headers, **kwargs)
@@ -38,18 +49,27 @@ class Api:
 
 ApiFactory = Callable[..., Api]
 
+#: Streams that heartbeat and check for gaps quickly, so tests do not wait.
+FAST_STREAMS = StreamOptions(heartbeat_seconds=0.3, block_ms=100, buffer_size=64)
+
 
 @pytest.fixture
 def make_api(tmp_path: Path) -> Iterator[ApiFactory]:
     """Build an app with settings overrides; clients are closed at teardown."""
     opened: list[TestClient] = []
 
-    def build(settings: Settings | None = None, **overrides: Any) -> Api:
+    def build(
+        settings: Settings | None = None,
+        *,
+        counting: bool = False,
+        streams: StreamOptions | None = None,
+        **overrides: Any,
+    ) -> Api:
         settings = settings or api_settings(**overrides)
         directory = tmp_path / f"app{len(opened)}"
         directory.mkdir()
-        service = make_service(directory, settings)
-        app = create_app(settings, service=service)
+        service = make_service(directory, settings, counting=counting)
+        app = create_app(settings, service=service, streams=streams or FAST_STREAMS)
         client = TestClient(app)
         client.__enter__()
         opened.append(client)

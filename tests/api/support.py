@@ -4,6 +4,7 @@ an in-process live event log, and a driver that runs dispatched steps in process
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from engine.adapters.events_memory import MemoryEventLog
 from engine.adapters.store_sqlite import SqliteStore
 from engine.auth import Role
 from engine.keys import ApiKeys
-from engine.ports import Dispatch
+from engine.ports import Dispatch, Store
 from engine.runner import StepRunner
 from engine.service import Service
 from engine.settings import Settings
@@ -72,9 +73,31 @@ def api_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def make_service(tmp_path: Path, settings: Settings, events: MemoryEventLog | None = None) -> Service:
+class CountingStore:
+    """Wraps a store and counts calls per port method (to prove batching)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._store, name)
+        if not callable(target):
+            return target
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return target(*args, **kwargs)
+
+        return counted
+
+
+def make_service(
+    tmp_path: Path, settings: Settings, events: MemoryEventLog | None = None, *, counting: bool = False
+) -> Service:
+    store: Store = SqliteStore(tmp_path / "conveyor.db")
     return Service(
-        SqliteStore(tmp_path / "conveyor.db"),
+        CountingStore(store) if counting else store,  # type: ignore[arg-type]
         CollectingDispatcher(),
         events or MemoryEventLog(),
         settings,

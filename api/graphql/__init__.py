@@ -1,0 +1,1 @@
+"""GraphQL at ``/graphql`` (Strawberry): queries, mutations, and progress subscriptions."""

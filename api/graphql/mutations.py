@@ -1,0 +1,119 @@
+"""Root mutation fields. Expected errors come back as ``Problem`` union members."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, TypeVar
+
+import strawberry
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from api import actions
+from api.graphql.permissions import requires
+from api.graphql.types.execution import Execution, StartedExecution
+from api.graphql.types.problem import Problem
+from api.graphql.types.step import Step
+from api.graphql.types.workflow import AppliedWorkflow, WorkflowVersion
+from api.schemas.executions import StartExecution
+from engine.auth import Role
+from engine.errors import ConveyorError, InvalidRequest
+
+T = TypeVar("T")
+
+#: Most executions one batch mutation may start or cancel.
+MAX_BATCH = 100
+
+ApplyWorkflowResult = Annotated[AppliedWorkflow | Problem, strawberry.union("ApplyWorkflowResult")]
+StartExecutionResult = Annotated[StartedExecution | Problem, strawberry.union("StartExecutionResult")]
+ExecutionResult = Annotated[Execution | Problem, strawberry.union("ExecutionResult")]
+SignalResult = Annotated[Step | Problem, strawberry.union("SignalResult")]
+
+
+@strawberry.input
+class StartExecutionInput:
+    workflow: str
+    version: int | None = None
+    input: JSON | None = None
+    labels: JSON | None = None
+    idempotency_key: str | None = None
+
+
+async def _attempt(work: Callable[[], T]) -> T | Problem:
+    """Run a use case in the thread pool; an expected error becomes a ``Problem``."""
+    try:
+        return await run_in_threadpool(work)
+    except ConveyorError as exc:
+        return Problem.from_error(exc)
+    except ValidationError as exc:
+        return Problem.from_validation(exc)
+
+
+def _start(info: Info, item: StartExecutionInput) -> StartedExecution:
+    ctx = info.context
+    body: dict[str, Any] = {"workflow": item.workflow, "version": item.version, "input": item.input or {}}
+    if item.labels is not None:
+        body["labels"] = item.labels
+    request = StartExecution.model_validate(body)
+    result = actions.start_execution(ctx.runtime, ctx.principal, request, item.idempotency_key)
+    return StartedExecution(execution=Execution.from_record(result.execution), created=result.created)
+
+
+def _cancel(info: Info, execution_id: str) -> Execution:
+    ctx = info.context
+    return Execution.from_record(ctx.runtime.service.cancel(ctx.principal.tenant, execution_id))
+
+
+def _batch(items: list[Any]) -> None:
+    if len(items) > MAX_BATCH:
+        raise InvalidRequest(f"a batch holds at most {MAX_BATCH} items")
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Save a definition as the next version")
+    async def apply_workflow(self, info: Info, definition: JSON) -> ApplyWorkflowResult:
+        ctx = info.context
+
+        def apply() -> AppliedWorkflow:
+            if not isinstance(definition, dict):
+                raise InvalidRequest("a definition is an object")
+            result = actions.apply_workflow(ctx.runtime, ctx.principal, None, definition)
+            return AppliedWorkflow(workflow=WorkflowVersion.from_record(result.version), created=result.created)
+
+        return await _attempt(apply)
+
+    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Start an execution")
+    async def start_execution(self, info: Info, input: StartExecutionInput) -> StartExecutionResult:
+        return await _attempt(partial(_start, info, input))
+
+    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Start many executions (at most 100)")
+    async def start_executions(self, info: Info, inputs: list[StartExecutionInput]) -> list[StartExecutionResult]:
+        _batch(inputs)
+        return [await _attempt(partial(_start, info, item)) for item in inputs]
+
+    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Cancel an execution")
+    async def cancel_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
+        return await _attempt(partial(_cancel, info, str(id)))
+
+    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Cancel many executions (at most 100)")
+    async def cancel_executions(self, info: Info, ids: list[strawberry.ID]) -> list[ExecutionResult]:
+        _batch(ids)
+        return [await _attempt(partial(_cancel, info, str(i))) for i in ids]
+
+    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Retry from the failed steps")
+    async def retry_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
+        ctx = info.context
+        return await _attempt(lambda: Execution.from_record(ctx.runtime.service.retry(ctx.principal.tenant, str(id))))
+
+    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Deliver a payload to a waiting step")
+    async def signal_execution(
+        self, info: Info, id: strawberry.ID, step: str, payload: JSON | None = None
+    ) -> SignalResult:
+        ctx = info.context
+        return await _attempt(
+            lambda: Step.from_record(ctx.runtime.service.signal(ctx.principal.tenant, str(id), step, payload))
+        )

@@ -1,0 +1,98 @@
+"""Root query fields; each declares the role it needs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from starlette.concurrency import run_in_threadpool
+from strawberry.types import Info
+
+from api import actions
+from api.convert import to_timestamp
+from api.deps import MAX_PAGE_SIZE
+from api.graphql.permissions import requires
+from api.graphql.types.enums import ExecutionStatus
+from api.graphql.types.execution import Execution
+from api.graphql.types.pages import ExecutionPage, TriggerPage, WorkflowPage
+from api.graphql.types.trigger import Trigger
+from api.graphql.types.workflow import WorkflowVersion
+from engine.auth import Role
+from engine.errors import InvalidRequest, NotFound
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+    return limit
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(extensions=requires(Role.VIEWER), description="Workflows (latest version of each)")
+    async def workflows(self, info: Info, cursor: str | None = None, limit: int = 50) -> WorkflowPage:
+        ctx = info.context
+        page = await run_in_threadpool(
+            ctx.runtime.service.list_workflows, ctx.principal.tenant, cursor=cursor, limit=_limit(limit)
+        )
+        return WorkflowPage(items=[WorkflowVersion.from_record(r) for r in page.items], next_cursor=page.next_cursor)
+
+    @strawberry.field(extensions=requires(Role.VIEWER), description="A workflow version (latest by default)")
+    async def workflow(self, info: Info, name: str, version: int | None = None) -> WorkflowVersion | None:
+        ctx = info.context
+        try:
+            record = await run_in_threadpool(ctx.runtime.service.get_workflow, ctx.principal.tenant, name, version)
+        except NotFound:
+            return None
+        return WorkflowVersion.from_record(record)
+
+    @strawberry.field(extensions=requires(Role.VIEWER), description="Executions, newest first")
+    async def executions(
+        self,
+        info: Info,
+        status: ExecutionStatus | None = None,
+        workflow: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> ExecutionPage:
+        ctx = info.context
+        page = await run_in_threadpool(
+            lambda: ctx.runtime.service.list_executions(
+                ctx.principal.tenant,
+                status=status,
+                workflow=workflow,
+                created_after=to_timestamp(created_after),
+                created_before=to_timestamp(created_before),
+                cursor=cursor,
+                limit=_limit(limit),
+            )
+        )
+        return ExecutionPage(items=[Execution.from_record(r) for r in page.items], next_cursor=page.next_cursor)
+
+    @strawberry.field(extensions=requires(Role.VIEWER), description="One execution, or null")
+    async def execution(self, info: Info, id: strawberry.ID) -> Execution | None:
+        ctx = info.context
+        try:
+            record = await run_in_threadpool(ctx.runtime.service.get_execution, ctx.principal.tenant, str(id))
+        except NotFound:
+            return None
+        return Execution.from_record(record)
+
+    @strawberry.field(extensions=requires(Role.VIEWER), description="Triggers")
+    async def triggers(self, info: Info, cursor: str | None = None, limit: int = 50) -> TriggerPage:
+        ctx = info.context
+        page = await run_in_threadpool(
+            actions.triggers(ctx.runtime).list_page, ctx.principal.tenant, cursor=cursor, limit=_limit(limit)
+        )
+        return TriggerPage(items=[Trigger.from_record(r) for r in page.items], next_cursor=page.next_cursor)
+
+    @strawberry.field(extensions=requires(Role.VIEWER), description="One trigger, or null")
+    async def trigger(self, info: Info, id: strawberry.ID) -> Trigger | None:
+        ctx = info.context
+        try:
+            record = await run_in_threadpool(actions.triggers(ctx.runtime).get, ctx.principal.tenant, str(id))
+        except NotFound:
+            return None
+        return Trigger.from_record(record)

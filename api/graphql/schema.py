@@ -1,0 +1,64 @@
+"""The GraphQL schema and its router at ``/graphql``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.fastapi import GraphQLRouter
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UnsetType
+
+from api.auth import bearer_token
+from api.graphql.context import Context, get_context
+from api.graphql.limits import extensions
+from api.graphql.mutations import Mutation
+from api.graphql.queries import Query
+from api.graphql.subscriptions import Subscription
+from engine.errors import ConveyorError
+from engine.settings import Settings
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions(settings))
+
+
+def connection_token(params: Any) -> str | None:
+    """The token in a ``connection_init`` payload: ``{"authorization": "Bearer …"}`` or ``{"token": "…"}``."""
+    if not isinstance(params, dict):
+        return None
+    token = params.get("token")
+    if isinstance(token, str) and token:
+        return token
+    header = params.get("authorization") or params.get("Authorization")
+    return bearer_token(header) if isinstance(header, str) else None
+
+
+class ConveyorGraphQLRouter(GraphQLRouter[Context, None]):
+    """Strawberry's router, authenticating WebSocket connections at ``connection_init``."""
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        rt = context.runtime
+        try:
+            principal = await rt.auth.authenticate(connection_token(context.connection_params))
+            await rt.limiter.hit(principal)
+        except ConveyorError:
+            raise ConnectionRejectionError({"message": "authentication failed"}) from None
+        context.authenticate(principal)
+        return await super().on_ws_connect(context)
+
+
+def graphql_router(settings: Settings) -> GraphQLRouter[Context, None]:
+    """``/graphql``: HTTP POST for queries and mutations, graphql-transport-ws only for subscriptions."""
+    introspection = settings.introspection_enabled()
+    return ConveyorGraphQLRouter(
+        build_schema(settings),
+        path="/graphql",
+        context_getter=get_context,
+        graphql_ide="graphiql" if introspection else None,
+        allow_queries_via_get=False,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        allowed_origins=settings.allowed_origins,
+        include_in_schema=False,
+    )

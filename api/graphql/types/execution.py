@@ -1,0 +1,69 @@
+"""``Execution``: the header of one execution, with its steps, version and history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from starlette.concurrency import run_in_threadpool
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from api.graphql.types.enums import ExecutionStatus
+from api.graphql.types.event import Event
+from api.graphql.types.step import Step
+from api.graphql.types.workflow import WorkflowVersion
+from api.schemas.executions import execution_fields
+from engine.records import ExecutionRecord
+
+MAX_HISTORY = 500
+
+
+@strawberry.type
+class Execution:
+    id: strawberry.ID
+    workflow: str
+    version: int
+    status: ExecutionStatus
+    input: JSON | None
+    output: JSON | None
+    error: JSON | None
+    run: int
+    labels: JSON
+    idempotency_key: str | None
+    parent: JSON | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    deadline_at: datetime | None
+
+    @classmethod
+    def from_record(cls, record: ExecutionRecord) -> Execution:
+        return cls(**execution_fields(record))
+
+    @strawberry.field(description="Steps of the execution (batched across the response)")
+    async def steps(self, info: Info) -> list[Step]:
+        records = await info.context.loader().steps.load(str(self.id))
+        return [Step.from_record(r) for r in records]
+
+    @strawberry.field(description="The workflow version this execution runs")
+    async def workflow_version(self, info: Info) -> WorkflowVersion | None:
+        record = await info.context.loader().workflow_versions.load((self.workflow, self.version))
+        return WorkflowVersion.from_record(record) if record else None
+
+    @strawberry.field(description="History events after the event id `after` (at most 500)")
+    async def history(self, info: Info, after: str | None = None, limit: int = 100) -> list[Event]:
+        context = info.context
+        limit = max(1, min(limit, MAX_HISTORY))
+        page = await run_in_threadpool(
+            context.runtime.service.list_events, context.principal.tenant, str(self.id), after=after, limit=limit
+        )
+        return [Event.from_record(e) for e in page.items]
+
+
+@strawberry.type
+class StartedExecution:
+    """A started execution; ``created`` is false when an idempotency key found an earlier one."""
+
+    execution: Execution
+    created: bool

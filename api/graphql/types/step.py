@@ -1,0 +1,33 @@
+"""``Step``: one step (or foreach item) of an execution."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from api.graphql.types.enums import StepStatus
+from api.schemas.executions import step_fields
+from engine.records import StepRecord
+
+
+@strawberry.type
+class Step:
+    key: str
+    step_id: str
+    status: StepStatus
+    attempt: int
+    run: int
+    index: int | None
+    item: JSON | None
+    output: JSON | None
+    error: JSON | None
+    wait: JSON | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_record(cls, record: StepRecord) -> Step:
+        return cls(**step_fields(record))

@@ -1,0 +1,139 @@
+"""The executionEvents subscription over a real WebSocket speaking graphql-transport-ws."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from starlette.testclient import WebSocketTestSession
+from starlette.websockets import WebSocketDisconnect
+
+from engine.auth import Role
+from tests.api.conftest import Api
+from tests.api.support import HELLO, TENANT_A, TENANT_B
+
+PROTOCOL = "graphql-transport-ws"
+SUBSCRIPTION = """subscription ($id: ID!, $after: String) {
+  executionEvents(executionId: $id, after: $after) {
+    __typename
+    ... on ExecutionSnapshot { cursor reset execution { id status } steps { key status } }
+    ... on ExecutionChange { cursor event { id type stepKey } }
+    ... on StreamHeartbeat { cursor }
+    ... on Problem { code }
+  }
+}"""
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _connect(ws: WebSocketTestSession, token: str) -> None:
+    ws.send_json({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+    assert ws.receive_json() == {"type": "connection_ack"}
+
+
+def _subscribe(ws: WebSocketTestSession, execution_id: str, after: str | None = None) -> None:
+    ws.send_json(
+        {
+            "id": "1",
+            "type": "subscribe",
+            "payload": {"query": SUBSCRIPTION, "variables": {"id": execution_id, "after": after}},
+        }
+    )
+
+
+def _next(ws: WebSocketTestSession) -> dict[str, Any]:
+    """The next subscription payload that is not a heartbeat."""
+    while True:
+        message = ws.receive_json()
+        assert message["type"] == "next", message
+        data = message["payload"]["data"]["executionEvents"]
+        if data["__typename"] != "StreamHeartbeat":
+            return data
+
+
+def _start(api: Api) -> str:
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    return api.call("POST", "/v1/executions", json={"workflow": "hello", "input": {"who": "ws"}}).json()["id"]
+
+
+def _events_until_done(ws: WebSocketTestSession) -> list[dict[str, Any]]:
+    events = []
+    while True:
+        change = _next(ws)
+        assert change["__typename"] == "ExecutionChange", change
+        events.append(change)
+        if change["event"]["type"] == "execution.succeeded":
+            return events
+
+
+def _history(api: Api, execution_id: str) -> list[str]:
+    page = api.call("GET", f"/v1/executions/{execution_id}/history", params={"limit": 500}).json()
+    return [e["id"] for e in page["items"]]
+
+
+def test_snapshot_then_events_and_resume_without_gaps_or_duplicates(api: Api) -> None:
+    execution_id = _start(api)
+    before_snapshot = _history(api, execution_id)
+    token = api.keys[(TENANT_A, Role.VIEWER)]
+    with api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as ws:
+        _connect(ws, token)
+        _subscribe(ws, execution_id)
+        snapshot = _next(ws)
+        assert snapshot["__typename"] == "ExecutionSnapshot"
+        assert snapshot["execution"]["status"] == "RUNNING"
+        assert snapshot["steps"] == [{"key": "greet", "status": "QUEUED"}]
+        api.driver.run_once()  # runs "greet": claimed, succeeded, "shout" queued
+        first = [_next(ws) for _ in range(3)]
+        ws.send_json({"id": "1", "type": "complete"})
+    assert [c["event"]["type"] for c in first] == ["step.running", "step.succeeded", "step.queued"]
+    api.driver.run_all()  # the rest happens while nobody listens
+    with api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as ws:
+        _connect(ws, token)
+        _subscribe(ws, execution_id, after=first[-1]["cursor"])
+        rest = _events_until_done(ws)
+    seen = [c["event"]["id"] for c in first + rest]
+    assert len(seen) == len(set(seen)), "duplicates"
+    history = _history(api, execution_id)
+    assert seen == history[len(before_snapshot) :], "the stream must carry every event after the snapshot, in order"
+
+
+def test_subscribing_before_connection_init_is_refused(api: Api) -> None:
+    with api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as ws:
+        _subscribe(ws, "anything")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 4401
+
+
+@pytest.mark.parametrize("payload", [{}, {"authorization": "Bearer cvk_0123456789abcdef_nope"}, {"token": "x"}])
+def test_connection_init_without_valid_credentials_is_refused(api: Api, payload: dict[str, str]) -> None:
+    with api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as ws:
+        ws.send_json({"type": "connection_init", "payload": payload})
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 4403
+
+
+def test_only_graphql_transport_ws_is_spoken(api: Api) -> None:
+    with (
+        pytest.raises(WebSocketDisconnect),
+        api.client.websocket_connect("/graphql", subprotocols=["graphql-ws"]) as ws,
+    ):
+        ws.receive_json()
+
+
+def test_a_foreign_origin_is_refused(api: Api) -> None:
+    headers = {"origin": "https://evil.example"}
+    with (
+        pytest.raises(WebSocketDisconnect),
+        api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL], headers=headers) as ws,
+    ):
+        ws.receive_json()
+
+
+def test_another_tenants_execution_is_not_found(api: Api) -> None:
+    execution_id = _start(api)
+    with api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as ws:
+        _connect(ws, api.keys[(TENANT_B, Role.ADMIN)])
+        _subscribe(ws, execution_id)
+        assert _next(ws) == {"__typename": "Problem", "code": "not-found"}
