@@ -27,6 +27,9 @@ def main() -> None:
 #: Command modules under conveyor.commands; each exposes register(app).
 COMMAND_MODULES = [
     "definitions",
+    "worker",
+    "beat",
+    "migrate",
     "api",
 ]
 

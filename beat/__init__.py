@@ -1,0 +1,1 @@
+"""Celery Beat for Conveyor: periodic jobs (the reconciler) behind a single-active Redis lease."""

@@ -1,0 +1,135 @@
+"""``conveyor beat``: Celery Beat firing Conveyor's periodic jobs, one active instance at a time.
+
+A :class:`PeriodicJob` fires every ``every`` seconds. Normally beat sends the job's task to
+the workers by name (beat never imports the task code); with ``local`` (the default in
+embedded mode, where no worker in another process could receive it) beat runs the job in
+its own process against a :class:`~engine.service.Service` instead.
+
+Several beat instances may run for availability: before each firing the scheduler makes
+sure it holds the Redis lease (:mod:`beat.lease`); the others stand by. Without Redis
+(embedded mode) there is no lease and the single instance is always active.
+
+To add a periodic job (schedule triggers, for one), append a factory to
+:data:`JOB_FACTORIES`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery.beat import Scheduler
+
+from beat.lease import RedisLease
+from engine.adapters.celery_config import is_embedded, make_celery
+from engine.bootstrap import build_service
+from engine.service import Service
+from engine.settings import Settings
+
+RECONCILE_TASK = "conveyor.reconcile"
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    """One periodic firing: send ``task`` every ``every`` seconds, or call ``run_local``."""
+
+    name: str
+    task: str
+    every: float
+    run_local: Callable[[Service], object]
+
+
+def reconciler_job(settings: Settings) -> PeriodicJob:
+    """Expired leases, due timers, lost dispatches and deadlines (ARCHITECTURE §2.6)."""
+    return PeriodicJob(
+        "conveyor.reconcile", RECONCILE_TASK, settings.reconcile_interval, lambda service: service.reconcile()
+    )
+
+
+#: Every periodic job of beat, as factories of settings.
+JOB_FACTORIES: list[Callable[[Settings], PeriodicJob]] = [reconciler_job]
+
+
+def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
+    return [factory(settings) for factory in JOB_FACTORIES]
+
+
+def beat_lease(settings: Settings) -> RedisLease | None:
+    """The lease on ``CONVEYOR_REDIS_URL`` (or a Redis broker); ``None`` without Redis.
+
+    Beats serving the same default queue share one lease: two deployments on one Redis
+    (with different queues) each keep their own active beat.
+    """
+    candidates = (settings.redis_url, settings.broker_url)
+    url = next((u for u in candidates if u and u.startswith(("redis://", "rediss://"))), None)
+    return RedisLease.from_url(url, lease_key(settings)) if url else None
+
+
+def lease_key(settings: Settings) -> str:
+    return f"conveyor:beat:lease:{settings.default_queue}"
+
+
+class LeasedScheduler(Scheduler):  # type: ignore[misc]
+    """A Celery Beat scheduler over a fixed list of jobs that fires only while holding the lease.
+
+    The schedule is kept in memory: a missed firing of an interval job needs no catching up,
+    so there is no schedule file to persist or share.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        jobs: Sequence[PeriodicJob],
+        lease: RedisLease | None,
+        service: Callable[[], Service] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.jobs = {job.name: job for job in jobs}
+        self.lease = lease
+        self.service = service
+        super().__init__(*args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        self.merge_inplace(
+            {
+                job.name: {"task": job.task, "schedule": job.every, "options": {"expires": job.every}}
+                for job in self.jobs.values()
+            }
+        )
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if self.lease is None:
+            return float(super().tick(*args, **kwargs))
+        if not self.lease.hold():
+            return self.lease.renew_every
+        # Wake up in time to renew, however far away the next firing is.
+        return min(float(super().tick(*args, **kwargs)), self.lease.renew_every)
+
+    def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
+        if self.service is None:
+            return super().apply_async(entry, producer, advance, **kwargs)
+        entry = self.reserve(entry) if advance else entry
+        self.jobs[entry.name].run_local(self.service())
+        return None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+
+
+def scheduler_factory(settings: Settings, *, local: bool | None = None) -> Callable[..., LeasedScheduler]:
+    """What Celery Beat instantiates; ``local`` defaults to True in embedded mode."""
+    run_local = is_embedded(settings) if local is None else local
+    service = functools.cache(lambda: build_service(settings)) if run_local else None
+    return functools.partial(LeasedScheduler, jobs=periodic_jobs(settings), lease=beat_lease(settings), service=service)
+
+
+def run_beat(settings: Settings, *, local: bool | None = None, loglevel: str | None = None) -> None:
+    """Run Celery Beat in the foreground until interrupted."""
+    app = make_celery(settings, "conveyor-beat")
+    app.Beat(scheduler=scheduler_factory(settings, local=local), loglevel=loglevel or settings.log_level).run()

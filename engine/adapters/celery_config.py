@@ -1,0 +1,79 @@
+"""Celery configuration that serves Conveyor's delivery guarantees (ARCHITECTURE §2).
+
+The store is the source of truth and the broker may drop or repeat messages, so every
+setting here errs towards redelivery over loss: late acks, re-queue on a lost worker, one
+message prefetched at a time. Results live in the store, so there is no result backend.
+
+Without ``CONVEYOR_BROKER_URL`` the broker is kombu's in-memory transport (embedded mode:
+``conveyor dev`` and ``conveyor run`` run the worker in the same process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+
+from engine.settings import Settings
+
+MEMORY_BROKER = "memory://"
+
+#: Seconds between polls of the in-memory transport: kombu's default of 1s would add up to
+#: a second of latency to every step in embedded mode.
+MEMORY_POLLING_INTERVAL = 0.01
+
+#: Give up connecting to the broker after this many seconds, so an API call that dispatches
+#: while Redis is down fails fast instead of hanging.
+SOCKET_CONNECT_TIMEOUT = 5
+
+
+def broker_url(settings: Settings) -> str:
+    """The broker to use: ``settings.broker_url`` or the in-memory transport."""
+    return settings.broker_url or MEMORY_BROKER
+
+
+def is_embedded(settings: Settings) -> bool:
+    """True when messages only travel inside this process (in-memory broker)."""
+    return broker_url(settings).startswith(MEMORY_BROKER)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings for ``settings`` (keys are Celery's lowercase setting names)."""
+    transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if is_embedded(settings):
+        transport["polling_interval"] = MEMORY_POLLING_INTERVAL
+    else:
+        transport["socket_connect_timeout"] = SOCKET_CONNECT_TIMEOUT
+    return {
+        "broker_url": broker_url(settings),
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # A message is acknowledged only after its task returned, and given back to the
+        # broker when the worker process dies: a step message is never lost in flight.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Conveyor logs with structlog to stderr; Celery re-logging stdout/stderr would wrap
+        # every structured line in a second, WARNING-level record.
+        "worker_redirect_stdouts": False,
+        "task_default_queue": settings.default_queue,
+        # Step results are recorded in the store; a result backend would be a second,
+        # unfenced copy. Without one, beat must not schedule its backend cleanup either.
+        "task_ignore_result": True,
+        "result_backend": None,
+        "result_expires": None,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def make_celery(settings: Settings, name: str, include: Sequence[str] = ()) -> Celery:
+    """A Celery app configured from ``settings``; ``include`` names task modules to import."""
+    app = Celery(name, include=list(include), set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

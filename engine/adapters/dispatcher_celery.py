@@ -1,0 +1,90 @@
+"""The Dispatcher port on Celery: one ``conveyor.run_step`` message per step to run.
+
+Dispatch happens after the transaction that queued the steps committed (ARCHITECTURE §2,
+transactional outbox): every QUEUED step carries ``dispatched_at``, and the reconciler
+sends again any step still QUEUED ``settings.redispatch_after`` seconds later. A message
+that cannot be published is therefore late, never lost. That is why :meth:`dispatch` logs a
+failed publish and returns instead of raising: raising would turn a committed, durable
+success (an execution was started, a step completed) into an error for the caller, who
+would then retry and do the work twice. :meth:`ping` is there for health checks that do
+want to know whether the broker is reachable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import kombu.exceptions
+import redis.exceptions
+import structlog
+from celery import Celery
+
+from engine.adapters.celery_config import make_celery
+from engine.errors import StoreUnavailable
+from engine.ports import Dispatch
+from engine.settings import Settings
+
+log = structlog.get_logger("conveyor.dispatcher")
+
+#: The task a worker registers for running one step (see ``tasks/steps.py``).
+RUN_STEP_TASK = "conveyor.run_step"
+
+#: What a broker outage looks like from kombu and redis-py.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class CeleryDispatcher:
+    """Publishes step messages by task name; the publisher never imports the task code."""
+
+    def __init__(self, app: Celery, default_queue: str | None = None) -> None:
+        self.app = app
+        self.default_queue: str = default_queue or app.conf.task_default_queue
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CeleryDispatcher:
+        return cls(make_celery(settings, "conveyor-dispatcher"), settings.default_queue)
+
+    def dispatch(self, dispatches: Sequence[Dispatch]) -> None:
+        """Publish one message per dispatch through one pooled producer.
+
+        On a broker error the remaining messages are not attempted (each would wait out the
+        same publish retries) and the reconciler re-sends them all; see the module docstring.
+        """
+        if not dispatches:
+            return
+        sent = 0
+        try:
+            with self.app.producer_pool.acquire(block=True) as producer:
+                for item in dispatches:
+                    self._send(item, producer)
+                    sent += 1
+        except BROKER_ERRORS as exc:
+            log.warning(
+                "could not publish step messages; the reconciler will send them again",
+                unsent=len(dispatches) - sent,
+                first_execution_id=dispatches[sent].execution_id,
+                error=str(exc),
+            )
+
+    def _send(self, item: Dispatch, producer: object) -> None:
+        self.app.send_task(
+            RUN_STEP_TASK,
+            args=[item.tenant, item.execution_id, item.step_key],
+            queue=item.queue or self.default_queue,
+            countdown=item.countdown if item.countdown > 0 else None,
+            producer=producer,
+        )
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the broker accepts a connection."""
+        try:
+            with self.app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+        except BROKER_ERRORS as exc:
+            raise StoreUnavailable(f"the message broker is unreachable: {exc}") from exc

@@ -1,0 +1,70 @@
+"""Ordered, idempotent schema migrations over the Store port.
+
+The store records the schema version it was last migrated to; every record also carries
+the ``schema_version`` it was written with (:data:`engine.records.SCHEMA_VERSION`).
+A migration moves the store from ``version - 1`` to ``version``. It must be idempotent: a
+crash between applying it and recording the new version runs it again, and two
+``conveyor migrate`` started at once may both run it.
+
+To change the shape of stored records: bump ``SCHEMA_VERSION``, teach
+``record_from_dict`` to read both shapes, and append a migration that rewrites old
+records (or does nothing when reading both shapes is enough).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from engine.errors import Conflict
+from engine.ports import Store
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: ``apply`` brings a store at ``version - 1`` to ``version``."""
+
+    version: int
+    description: str
+    apply: Callable[[Store], None]
+
+
+def _baseline(store: Store) -> None:
+    """Version 1 is the schema the stores create; there is nothing to rewrite."""
+
+
+#: Every migration, oldest first; the last one's version is ``engine.records.SCHEMA_VERSION``.
+MIGRATIONS: list[Migration] = [
+    Migration(1, "baseline: the schema as the stores create it", _baseline),
+]
+
+
+def check_order(migrations: Sequence[Migration]) -> None:
+    """Versions must be 1, 2, 3, ... with no gap: a gap would silently skip a change."""
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migration versions must be 1..n in order, got {versions}")
+
+
+def pending(store: Store, migrations: Sequence[Migration] = MIGRATIONS) -> list[Migration]:
+    """The migrations ``store`` has not recorded yet, in order.
+
+    Raises ``Conflict`` when the store is newer than this code: an older Conveyor must not
+    write records it does not understand.
+    """
+    check_order(migrations)
+    current = store.schema_version()
+    latest = migrations[-1].version if migrations else 0
+    if current > latest:
+        raise Conflict(f"the store is at schema version {current}, newer than this Conveyor ({latest}): upgrade it")
+    return [m for m in migrations if m.version > current]
+
+
+def migrate(store: Store, migrations: Sequence[Migration] = MIGRATIONS) -> list[Migration]:
+    """Apply every pending migration in order, recording each version as it completes."""
+    applied = []
+    for migration in pending(store, migrations):
+        migration.apply(store)
+        store.set_schema_version(migration.version)
+        applied.append(migration)
+    return applied

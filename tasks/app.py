@@ -1,0 +1,60 @@
+"""The Celery app workers run: ``conveyor worker``, or ``celery -A tasks.app worker``.
+
+Settings come from the environment (``CONVEYOR_*``). Each worker process builds one
+:class:`~engine.service.Service` and one :class:`~engine.runner.StepRunner`, after the
+prefork pool forked it: store clients (SQLite connections, gRPC channels) must not cross a
+fork. Embedded mode and tests may install a runner of their own with :func:`use_runner`.
+
+The tasks live in :mod:`tasks.steps` as shared tasks, so any Celery app configured with
+:func:`~engine.adapters.celery_config.make_celery` runs them (tests build one per test with
+a queue of its own).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import signals
+
+from engine.adapters.celery_config import make_celery
+from engine.bootstrap import build_service
+from engine.logging import configure_logging
+from engine.runner import StepRunner
+from engine.settings import Settings
+
+settings = Settings()
+app = make_celery(settings, "conveyor", include=["tasks.steps"])
+
+_runner: StepRunner | None = None
+_runner_lock = threading.Lock()
+
+
+def runner() -> StepRunner:
+    """This process's step runner, built from ``settings`` on first use."""
+    global _runner
+    with _runner_lock:
+        if _runner is None:
+            _runner = StepRunner(build_service(settings))
+        return _runner
+
+
+def use_runner(step_runner: StepRunner | None) -> None:
+    """Run tasks in this process with ``step_runner`` (``None``: build from settings again)."""
+    global _runner
+    with _runner_lock:
+        _runner = step_runner
+
+
+def _configure_logging(**_: Any) -> None:
+    configure_logging(settings)
+
+
+def _build_runner_in_child(**_: Any) -> None:
+    # Build eagerly in each pool process: user modules (CONVEYOR_IMPORTS) load and a broken
+    # configuration shows up at start, not on the first message.
+    runner()
+
+
+signals.worker_init.connect(_configure_logging, weak=False)
+signals.worker_process_init.connect(_build_runner_in_child, weak=False)

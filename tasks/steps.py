@@ -1,0 +1,45 @@
+"""Thin Celery tasks: translate a message into one call on the runner or the service.
+
+``conveyor.run_step`` is acknowledged after it returned (``task_acks_late``) whatever the
+step's fate: failures are recorded in the store by the runner, and a message for a step
+that is not QUEUED (a duplicate, or one the reconciler already re-sent) returns
+``"ignored"`` and is acknowledged. Only an unreachable store makes it retry, shortly, so a
+brief outage does not wait for the reconciler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import structlog
+from celery import shared_task
+from structlog.contextvars import bound_contextvars
+
+from engine.errors import StoreUnavailable
+from tasks.app import runner
+
+log = structlog.get_logger("conveyor.tasks")
+
+
+@shared_task(  # type: ignore[untyped-decorator]  # celery is untyped
+    name="conveyor.run_step",
+    autoretry_for=(StoreUnavailable,),
+    max_retries=3,
+    retry_backoff=1,
+    retry_backoff_max=4,
+)
+def run_step(tenant: str, execution_id: str, step_key: str) -> str:
+    """Claim and run one step; returns the runner's outcome (``succeeded``, ``ignored``, ...)."""
+    with bound_contextvars(tenant=tenant, execution_id=execution_id, step_key=step_key):
+        report = runner().run(tenant, execution_id, step_key)
+        log.debug("step message handled", outcome=report.outcome)
+        return report.outcome
+
+
+@shared_task(name="conveyor.reconcile")  # type: ignore[untyped-decorator]
+def reconcile() -> dict[str, int]:
+    """One reconciler pass (beat sends this every ``reconcile_interval`` seconds)."""
+    report = runner().service.reconcile()
+    if report.total:
+        log.info("reconciled", **dataclasses.asdict(report))
+    return dataclasses.asdict(report)

@@ -1,0 +1,144 @@
+"""Celery wiring without a server: configuration, the dispatcher on the in-memory broker,
+the worker command line and the beat schedule."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, cast
+
+import pytest
+
+from beat.scheduler import LeasedScheduler, beat_lease, lease_key, periodic_jobs, scheduler_factory
+from conveyor.commands.worker import Pool, worker_argv
+from engine.adapters.celery_config import MEMORY_POLLING_INTERVAL, celery_config, is_embedded, make_celery
+from engine.adapters.dispatcher_celery import RUN_STEP_TASK, CeleryDispatcher
+from engine.errors import StoreUnavailable
+from engine.ports import Dispatch
+from engine.service import Service
+from engine.settings import Settings
+
+CLOSED_PORT_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connections are refused
+
+
+def test_production_config_serves_the_delivery_guarantees() -> None:
+    settings = Settings(broker_url="redis://broker:6379/0", visibility_timeout=900, default_queue="work")
+    config = celery_config(settings)
+    assert config["broker_url"] == "redis://broker:6379/0"
+    assert config["broker_transport_options"]["visibility_timeout"] == 900
+    assert "polling_interval" not in config["broker_transport_options"]
+    assert config["task_serializer"] == config["result_serializer"] == "json"
+    assert config["accept_content"] == ["json"]
+    assert config["task_acks_late"] is True
+    assert config["task_reject_on_worker_lost"] is True
+    assert config["worker_prefetch_multiplier"] == 1
+    assert config["worker_cancel_long_running_tasks_on_connection_loss"] is True
+    assert config["broker_connection_retry_on_startup"] is True
+    assert config["task_default_queue"] == "work"
+    assert config["task_ignore_result"] is True and config["result_backend"] is None
+    assert not is_embedded(settings)
+
+
+def test_embedded_mode_uses_the_memory_transport_with_a_short_poll() -> None:
+    settings = Settings(broker_url=None)
+    config = celery_config(settings)
+    assert config["broker_url"] == "memory://"
+    assert config["broker_transport_options"]["polling_interval"] == MEMORY_POLLING_INTERVAL
+    assert is_embedded(settings)
+
+
+def test_make_celery_applies_the_config_and_includes_task_modules() -> None:
+    app = make_celery(Settings(default_queue="q1"), "unit", include=["tasks.steps"])
+    assert app.main == "unit"
+    assert app.conf.task_default_queue == "q1"
+    assert app.conf.accept_content == ["json"]
+    assert list(app.conf.include) == ["tasks.steps"]
+
+
+def _unique_queue() -> str:
+    # The memory transport's queues are process-wide: a name of its own keeps tests apart.
+    return f"unit-{uuid.uuid4().hex[:8]}"
+
+
+def test_dispatcher_sends_run_step_by_name_to_the_step_queue_with_countdown() -> None:
+    default, gpu = _unique_queue(), _unique_queue()
+    dispatcher = CeleryDispatcher.from_settings(Settings(default_queue=default))
+    dispatcher.dispatch(
+        [Dispatch("t1", "e1", "a"), Dispatch("t1", "e1", "b[0]", queue=gpu, countdown=2.5), Dispatch("t1", "e1", "c")]
+    )
+    received: dict[str, list[Any]] = {}
+    with dispatcher.app.connection_for_read() as connection:
+        for queue in (default, gpu):
+            simple = connection.SimpleQueue(queue)
+            while simple.qsize():
+                message = simple.get(timeout=1)
+                received.setdefault(queue, []).append(message)
+                message.ack()
+    assert [m.payload[0] for m in received[default]] == [["t1", "e1", "a"], ["t1", "e1", "c"]]
+    assert [m.payload[0] for m in received[gpu]] == [["t1", "e1", "b[0]"]]
+    for message in received[default] + received[gpu]:
+        assert message.headers["task"] == RUN_STEP_TASK
+        assert message.content_type == "application/json"
+    assert received[default][0].headers["eta"] is None
+    assert received[gpu][0].headers["eta"] is not None
+
+
+def test_a_broker_outage_is_logged_not_raised_and_ping_reports_it() -> None:
+    dispatcher = CeleryDispatcher.from_settings(Settings(broker_url=CLOSED_PORT_BROKER))
+    began = time.monotonic()
+    dispatcher.dispatch([Dispatch("t1", "e1", "a"), Dispatch("t1", "e1", "b")])  # the reconciler re-sends
+    assert time.monotonic() - began < 5
+    with pytest.raises(StoreUnavailable):
+        dispatcher.ping()
+    CeleryDispatcher.from_settings(Settings(broker_url=None)).ping()
+
+
+def test_worker_consumes_the_default_queue_first_plus_extra_queues() -> None:
+    settings = Settings(default_queue="conveyor", log_level="WARNING")
+    argv = worker_argv(
+        settings, queues=["gpu,io", "gpu", "conveyor"], concurrency=4, pool=Pool.threads, loglevel=None, hostname="a@%h"
+    )
+    assert argv == [
+        "worker",
+        "--loglevel=WARNING",
+        "--pool=threads",
+        "--queues=conveyor,gpu,io",
+        "--concurrency=4",
+        "--hostname=a@%h",
+    ]
+    assert worker_argv(settings, queues=[], concurrency=None, pool=Pool.prefork, loglevel="DEBUG", hostname=None) == [
+        "worker",
+        "--loglevel=DEBUG",
+        "--pool=prefork",
+        "--queues=conveyor",
+    ]
+
+
+def test_beat_fires_the_reconciler_every_reconcile_interval() -> None:
+    [job] = periodic_jobs(Settings(reconcile_interval=2.5))
+    assert (job.task, job.every) == ("conveyor.reconcile", 2.5)
+
+
+def test_the_beat_lease_lives_in_redis_and_is_scoped_by_queue() -> None:
+    assert beat_lease(Settings(broker_url=None, redis_url=None)) is None
+    lease = beat_lease(Settings(broker_url="redis://b:6379/0", default_queue="prod"))
+    assert lease is not None and lease.key == lease_key(Settings(default_queue="prod")) == "conveyor:beat:lease:prod"
+
+
+def test_embedded_beat_runs_jobs_in_process_without_a_lease() -> None:
+    settings = Settings(broker_url=None, redis_url=None, reconcile_interval=0.05, default_queue=_unique_queue())
+    reconciled: list[float] = []
+
+    class FakeService:
+        def reconcile(self) -> None:
+            reconciled.append(time.monotonic())
+
+    factory = scheduler_factory(settings)
+    scheduler: LeasedScheduler = factory(app=make_celery(settings, "unit-beat"))
+    assert scheduler.lease is None and scheduler.service is not None
+    scheduler.service = lambda: cast(Service, FakeService())
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        time.sleep(max(0.0, min(scheduler.tick(), 0.02)))  # like beat: a negative delay means now
+    assert len(reconciled) >= 3
+    scheduler.close()
