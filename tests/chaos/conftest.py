@@ -1,0 +1,164 @@
+"""Real worker processes for the chaos tests: start, SIGKILL (the whole process group), restart."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from engine.service import Service
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def worker_command(queue: str, node: str, concurrency: int = 2) -> list[str]:
+    """The Celery worker (prefork) over Conveyor's app, consuming only ``queue``."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks.app",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        str(concurrency),
+        "-Q",
+        queue,
+        "-n",
+        node,
+        "--loglevel",
+        "INFO",
+        # no gossip/mingle/heartbeat: a restart is ready sooner and never talks to other workers
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+
+
+def tail(path: Path, lines: int = 80) -> str:
+    if not path.exists():
+        return f"({path} does not exist)"
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+class WorkerProcess:
+    """One worker at a time, in its own process group so SIGKILL takes the pool children too."""
+
+    def __init__(self, command: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.command = command
+        self.env = dict(env)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        assert not self.running
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== worker start #{self.starts} at {time.time():.3f} =====\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait for Celery's "ready." line of the current start."""
+        deadline = time.monotonic() + timeout
+        marker = f"===== worker start #{self.starts} "
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            current = text[text.rfind(marker) :]
+            if " ready." in current:
+                return
+            if not self.running:
+                raise AssertionError(
+                    f"worker exited with {self.proc.returncode if self.proc else None}:\n{tail(self.log_path)}"
+                )
+            time.sleep(0.05)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{tail(self.log_path)}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group and wait until every member is gone."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.02)
+        with self.log_path.open("ab") as log:
+            log.write(f"===== SIGKILL at {time.time():.3f} =====\n".encode())
+
+    def stop(self) -> None:
+        """Warm shutdown, then SIGKILL whatever is left."""
+        if self.proc is None:
+            return
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=15)
+        self.kill()
+
+
+class Reconciler:
+    """The reconciler (beat's job) in a thread of the test process: one pass every ``interval``."""
+
+    def __init__(self, service: Service, interval: float = 0.3) -> None:
+        self.service = service
+        self.interval = interval
+        self.passes = 0
+        self.expired = 0
+        self.redispatched = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chaos-reconciler", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                report = self.service.reconcile()
+            except Exception as exc:  # keep reconciling; the test reports what went wrong
+                self.errors.append(repr(exc))
+                continue
+            self.passes += 1
+            self.expired += report.expired_leases
+            self.redispatched += report.redispatched
+
+    def __enter__(self) -> Reconciler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    """Collects every worker a test starts and makes sure none outlives it."""
+    workers: list[WorkerProcess] = []
+    yield workers
+    for worker in workers:
+        worker.stop()

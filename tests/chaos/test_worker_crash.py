@@ -1,0 +1,265 @@
+"""Crash test: real worker processes are SIGKILLed at random points inside steps.
+
+A Celery prefork worker (``tasks.app``, concurrency 2) runs executions of a workflow with a
+linear part, a foreach and a join; every step body sleeps a random while and leaves real side
+effects in Redis (see :mod:`tests.chaos.chaos_steps`). A killer waits until some step body is
+running, waits a random moment more, and SIGKILLs the worker's whole process group, then
+starts a new worker. The reconciler (beat's job) runs in this process: expired leases go back
+to the queue, lost messages are sent again.
+
+Afterwards every execution must have SUCCEEDED, and the store's history must show each step's
+completion exactly once, with the output of the attempt that completed it -- while the
+side-effect counters show that bodies did run more than once.
+
+``CONVEYOR_CHAOS_KILLS`` bounds the number of kills per store (default 20: what CI runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from engine.bootstrap import build_service
+from engine.service import Service
+from engine.settings import Settings
+from engine.states import ExecutionStatus, StepStatus
+from tests.chaos import chaos_steps
+from tests.chaos.conftest import Reconciler, WorkerProcess, tail, worker_command
+
+KILLS = int(os.environ.get("CONVEYOR_CHAOS_KILLS") or os.environ.get("CONVEYOR_CHAOS_ROUNDS") or 20)
+BATCH = int(os.environ.get("CONVEYOR_CHAOS_BATCH", "4"))
+ITEMS = 4
+TENANT = "chaos"
+WORK = f"{chaos_steps.__name__}.work"
+LEASE_SECONDS = 2.0
+# Crashes must not use up a step's attempts: with the default policy (1 attempt + the
+# lost-worker allowance of 2) a step hit three times would fail as WorkerLost.
+RETRY = {"max_attempts": 12, "initial": "100ms", "max": "1s"}
+
+
+def _work(step_id: str, needs: tuple[str, ...] = (), **args: Any) -> dict[str, Any]:
+    return {
+        "id": step_id,
+        "type": "task",
+        "needs": list(needs),
+        "retry": RETRY,
+        "with": {"function": WORK, "args": {"label": step_id, **args}},
+    }
+
+
+WORKFLOW: dict[str, Any] = {
+    "name": "chaos",
+    "inputs": {"type": "object", "required": ["items"], "properties": {"items": {"type": "array"}}},
+    "steps": [
+        _work("extract"),
+        _work("transform", ("extract",), value="${steps.extract.output.nonce}"),
+        {
+            "id": "fan",
+            "type": "task",
+            "needs": ["transform"],
+            "foreach": "input.items",
+            "concurrency": 3,
+            "retry": RETRY,
+            "with": {"function": WORK, "args": {"label": "fan", "value": "${item}"}},
+        },
+        _work("join", ("fan",), value="${size(steps.fan.output)}"),
+        _work("load", ("join",), value="${steps.join.output.value}"),
+    ],
+    "outputs": {"items": "size(steps.fan.output)", "loaded": "steps.load.output.value"},
+}
+#: How long an execution may make no progress. A worker killed inside a *Firestore* transaction
+#: leaves that transaction's locks on the execution's documents until Firestore (and its emulator)
+#: expires it after ~60s idle; every transaction touching them aborts meanwhile. SQLite locks die
+#: with the process.
+STALL_SECONDS = {"sqlite": 30.0, "firestore": 150.0}
+
+WORK_STEP_KEYS = {"extract", "transform", "join", "load", *(f"fan[{i}]" for i in range(ITEMS))}
+
+
+class Chaos:
+    """One crash-test run against one store: the worker, the reconciler, the Redis side effects."""
+
+    def __init__(self, service: Service, worker: WorkerProcess, client: redis.Redis, prefix: str, stall: float) -> None:
+        self.service = service
+        self.stall = stall
+        self.worker = worker
+        self.redis = client
+        self.prefix = prefix
+        self.executions: list[str] = []
+        self.kills = 0
+        self.mid_step_kills = 0
+        self.interrupted: list[str] = []
+        self.kill_times: list[float] = []
+
+    def start_batch(self) -> None:
+        for _ in range(BATCH):
+            items = [f"item-{i}" for i in range(ITEMS)]
+            self.executions.append(self.service.start(TENANT, "chaos", {"items": items}).execution.id)
+
+    def active(self) -> list[str]:
+        return [e for e in self.executions if self.service.get_execution(TENANT, e).status is ExecutionStatus.RUNNING]
+
+    def wait_in_flight(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.redis.scard(chaos_steps.inflight_key(self.prefix)):
+                return True
+            time.sleep(0.01)
+        return False
+
+    def kill_once(self) -> None:
+        """Strike at a random moment while a step body runs (or, rarely, just after it)."""
+        time.sleep(random.uniform(0.0, 0.5))
+        self.worker.kill()
+        self.kills += 1
+        self.kill_times.append(time.monotonic())
+        inflight = chaos_steps.inflight_key(self.prefix)
+        hit = [m.decode() for m in self.redis.smembers(inflight)]
+        if hit:
+            self.mid_step_kills += 1
+            self.interrupted.extend(hit)
+        self.redis.delete(inflight)
+
+    def run(self, kills: int) -> None:
+        self.start_batch()
+        while self.kills < kills:
+            if not self.worker.running:
+                self.worker.start()
+            if not self.wait_in_flight(timeout=self.stall):
+                if not self.active():
+                    self.start_batch()
+                    continue
+                raise AssertionError(f"no step started within {self.stall}s while executions were active")
+            self.kill_once()
+            if not self.active():
+                self.start_batch()
+        self.worker.start()
+
+    def wait_all_finished(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.active():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"executions still running after {timeout}s: {self.active()}")
+            time.sleep(0.2)
+
+
+def check_execution(chaos: Chaos, execution_id: str) -> tuple[int, int]:
+    """Assert the exactly-once properties of one execution; returns (step bodies run, re-runs)."""
+    service, prefix = chaos.service, chaos.prefix
+    execution = service.get_execution(TENANT, execution_id)
+    assert execution.status is ExecutionStatus.SUCCEEDED, (execution_id, execution.status, execution.error)
+    assert execution.output == {"items": ITEMS, "loaded": ITEMS}, execution.output
+    steps = {s.key: s for s in service.list_steps(TENANT, execution_id)}
+    assert set(steps) == WORK_STEP_KEYS | {"fan"}
+    history = service.events_after(TENANT, execution_id, None)
+    assert len({e.id for e in history}) == len(history), "an event id appears twice in the history"
+    succeeded = [e for e in history if e.type == "step.succeeded"]
+    completions = Counter(e.step_key for e in succeeded)
+    assert completions == Counter(dict.fromkeys(steps, 1)), f"completions per step: {completions}"
+    assert not [e for e in history if e.type in ("step.failed", "step.cancelled", "execution.failed")]
+    assert [e.type for e in history if e.type.startswith("execution.")] == ["execution.running", "execution.succeeded"]
+    by_key = {e.step_key: e for e in succeeded}
+    runs_total = reruns = 0
+    for key in sorted(WORK_STEP_KEYS):
+        step = steps[key]
+        assert step.status is StepStatus.SUCCEEDED
+        runs = int(chaos.redis.get(chaos_steps.runs_key(prefix, execution_id, key)) or 0)
+        produced = [
+            json.loads(p) for p in chaos.redis.lrange(chaos_steps.produced_key(prefix, execution_id, key), 0, -1)
+        ]
+        # the recorded output is one that an attempt really produced, and it is the completing attempt's
+        assert step.output in produced, (key, step.output, produced)
+        assert [p["nonce"] for p in produced].count(step.output["nonce"]) == 1
+        assert step.output["attempt"] == step.attempt == by_key[key].attempt, (key, step.output, step.attempt)
+        # the body ran at least once, and never more often than the step was claimed
+        assert 1 <= runs <= step.attempt, (key, runs, step.attempt)
+        runs_total += runs
+        reruns += runs - 1
+    fan = steps["fan"]
+    assert fan.output == [steps[f"fan[{i}]"].output for i in range(ITEMS)]
+    assert steps["transform"].output["value"] == steps["extract"].output["nonce"]
+    return runs_total, reruns
+
+
+@pytest.mark.slow
+@pytest.mark.backend
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("store", ["sqlite", "firestore"])
+def test_sigkilled_workers_lose_nothing_and_record_each_step_once(
+    store: str,
+    tmp_path: Path,
+    redis_server_url: str,
+    request: pytest.FixtureRequest,
+    worker_factory: list[WorkerProcess],
+) -> None:
+    run_id = uuid.uuid4().hex[:10]
+    prefix = f"conveyor-chaos:{run_id}"
+    queue = f"conveyor-chaos-{run_id}"
+    options: dict[str, Any] = {
+        "store": store,
+        "broker_url": redis_server_url,
+        "redis_url": redis_server_url,
+        "default_queue": queue,
+        "lease_seconds": LEASE_SECONDS,
+        "redispatch_after": 3.0,
+        "imports": [chaos_steps.__name__],
+    }
+    if store == "sqlite":
+        options["sqlite_path"] = tmp_path / "chaos.db"
+    else:
+        request.getfixturevalue("firestore_emulator")
+        options["firestore_project"] = request.getfixturevalue("unique_project")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update({f"CONVEYOR_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in options.items()})
+    env.update(CONVEYOR_CHAOS_REDIS=redis_server_url, CONVEYOR_CHAOS_PREFIX=prefix, PYTHONUNBUFFERED="1")
+
+    service = build_service(Settings(**options))
+    service.apply_workflow(TENANT, WORKFLOW)
+    client = redis.Redis.from_url(redis_server_url)
+    log_path = tmp_path / "worker.log"
+    worker = WorkerProcess(worker_command(queue, f"chaos-{run_id}@%h"), env, log_path)
+    worker_factory.append(worker)
+    chaos = Chaos(service, worker, client, prefix, STALL_SECONDS[store])
+
+    began = time.monotonic()
+    reconciler = Reconciler(service)
+    try:
+        with reconciler:
+            chaos.run(KILLS)
+            chaos.wait_all_finished(timeout=60 + 2 * STALL_SECONDS[store])
+        results = [check_execution(chaos, e) for e in chaos.executions]
+        runs = sum(r for r, _ in results)
+        reruns = sum(r for _, r in results)
+        duration = time.monotonic() - began
+        print(
+            f"\n[chaos:{store}] {chaos.kills} SIGKILLs ({chaos.mid_step_kills} inside a step body, "
+            f"{len(chaos.interrupted)} bodies interrupted), {worker.starts} worker starts, "
+            f"{len(chaos.executions)} executions, {runs} step bodies run for "
+            f"{len(chaos.executions) * len(WORK_STEP_KEYS)} steps ({reruns} re-runs), "
+            f"reconciler: {reconciler.passes} passes, {reconciler.expired} expired leases, "
+            f"{reconciler.redispatched} re-dispatches; {duration:.1f}s"
+        )
+        gaps = [round(b - a, 1) for a, b in zip([began, *chaos.kill_times], chaos.kill_times, strict=False)]
+        print(f"[chaos:{store}] seconds between kills: {gaps}")
+        assert chaos.kills >= KILLS
+        assert chaos.mid_step_kills > 0 and reruns > 0, "no crash hit a step body: the test proved nothing"
+        assert not reconciler.errors, reconciler.errors[:5]
+    except BaseException:
+        print(f"\n--- worker log tail ({log_path}) ---\n{tail(log_path, 120)}")
+        print(f"--- reconciler errors: {reconciler.errors[:10]}")
+        raise
+    finally:
+        worker.stop()
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
+        client.delete(queue)
+        service.store.close()
