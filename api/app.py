@@ -12,6 +12,7 @@ from api.bodylimit import BodySizeLimit
 from api.graphql.schema import graphql_router
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import events, executions, health, keys, triggers, workflows
+from api.routes import streams as stream_routes
 from api.runtime import Runtime, StreamOptions
 from engine.inbox import Inbox
 from engine.service import Service
@@ -65,7 +66,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     problems.install(app)
-    for module in (workflows, executions, triggers, events, keys, health):
+    for module in (workflows, executions, stream_routes, triggers, events, keys, health):
         app.include_router(module.router)
     app.include_router(graphql_router(settings))
     problems.document_openapi(app)

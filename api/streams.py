@@ -10,9 +10,10 @@ GraphQL subscription). It follows ARCHITECTURE §6 and the reading protocol of
 - A cursor the log no longer covers (trimmed past retention, or the stream expired) gets a
   fresh snapshot instead of a replay with a hole in it.
 - Live fan-out is best effort; the store's history is authoritative. While the stream is
-  idle, the feed asks the store for events after the newest one it delivered and sends any
-  the live log missed (a publish that failed after commit), so a gap heals within one
-  heartbeat interval.
+  idle, the feed compares the store's history since its first delivered event with what it
+  delivered: a lost tail is sent in order, a hole in the middle is replaced by a fresh
+  snapshot (sending the lost event late could move a client's view backwards). Either way
+  the client is consistent again within one heartbeat interval.
 - Heartbeats keep idle connections (and proxies) alive.
 - A reader task fills a bounded queue that the transport drains. When a client reads more
   slowly than events arrive and the queue fills, the client is disconnected: memory per
@@ -111,6 +112,7 @@ class ExecutionFeed:
         self.log = live_log(rt)
         self._queue: asyncio.Queue[Message | BaseException] = asyncio.Queue(self.options.buffer_size)
         self._delivered: OrderedDict[str, None] = OrderedDict()
+        self._first: str | None = None
         self._newest: str | None = None
 
     async def check(self) -> None:
@@ -161,8 +163,7 @@ class ExecutionFeed:
         if cursor is not None and await self.log.aexpired(self.tenant, self.execution_id, cursor):
             cursor, reset = None, True
         if cursor is None:
-            cursor = await self.log.alast_id(self.tenant, self.execution_id) or START
-            self._put(await self._snapshot(cursor, reset))
+            cursor = await self._fresh_snapshot(reset)
         block_ms = min(self.options.block_ms, int(self.options.heartbeat_seconds * 1000))
         last_sent = time.monotonic()
         while True:
@@ -175,12 +176,25 @@ class ExecutionFeed:
             if live:
                 continue
             # Idle: heal gaps from the store, then keep the connection alive.
-            for event in await self._missed():
-                self._put(Change(cursor, event))
+            gap = await self._gap()
+            if gap is _MIDDLE_GAP:
+                cursor = await self._fresh_snapshot(True)
                 last_sent = time.monotonic()
+            else:
+                for event in gap:
+                    self._put(Change(cursor, event))
+                    last_sent = time.monotonic()
             if time.monotonic() - last_sent >= self.options.heartbeat_seconds:
                 self._put(Heartbeat(cursor))
                 last_sent = time.monotonic()
+
+    async def _fresh_snapshot(self, reset: bool) -> str:
+        """Send a snapshot; returns the live cursor read *before* it (see the module docstring)."""
+        cursor = await self.log.alast_id(self.tenant, self.execution_id) or START
+        self._put(await self._snapshot(cursor, reset))
+        self._first = self._newest = None
+        self._delivered.clear()
+        return cursor
 
     async def _snapshot(self, cursor: str, reset: bool) -> Snapshot:
         service = self.rt.service
@@ -199,17 +213,43 @@ class ExecutionFeed:
         self._delivered[event.id] = None
         if len(self._delivered) > _REMEMBERED_IDS:
             self._delivered.popitem(last=False)
+        if self._first is None:
+            self._first = event.id
         if self._newest is None or event.id > self._newest:
             self._newest = event.id
         return True
 
-    async def _missed(self) -> list[EventRecord]:
-        """History events after the newest delivered one that the live log never brought."""
-        if self._newest is None:
+    async def _gap(self) -> list[EventRecord] | object:
+        """What the live log missed since this connection's first event, according to the store.
+
+        Missing events newer than everything delivered (a lost tail, typically the final
+        transition a client waits for) are returned to be sent in order. A hole *between*
+        delivered events cannot be filled without sending an event out of order, which could
+        move a client's view backwards: ``_MIDDLE_GAP`` asks for a fresh snapshot instead.
+        """
+        if self._first is None or self._newest is None:
             return []
-        history = await run_in_threadpool(self.rt.service.events_after, self.tenant, self.execution_id, self._newest)
+        newest = self._newest
+        history = await run_in_threadpool(
+            self.rt.service.events_after, self.tenant, self.execution_id, _just_before(self._first)
+        )
         settled = time.time() - GAP_GRACE_SECONDS
-        return [event for event in history if event.at <= settled and self._remember(event)]
+        missing = [e for e in history if e.id not in self._delivered and e.at <= settled]
+        if any(e.id < newest for e in missing):
+            return _MIDDLE_GAP
+        return [e for e in missing if self._remember(e)]
+
+
+_MIDDLE_GAP = object()
+
+
+def _just_before(event_id: str) -> str:
+    """A string sorting right before ``event_id`` and after every shorter-prefixed id below it.
+
+    ``events_after`` is exclusive; this makes it include ``event_id`` itself. Ids are
+    lowercase hex, so ``'~'`` sorts after any id character.
+    """
+    return event_id[:-1] + chr(ord(event_id[-1]) - 1) + "~"
 
 
 def message_body(message: Message) -> dict[str, Any]:

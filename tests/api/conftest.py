@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from api import create_app
 from api.runtime import StreamOptions
 from engine.auth import Role
+from engine.ports import EventSink
 from engine.service import Service
 from engine.settings import Settings
 from tests.api.support import TENANT_A, TENANT_B, Driver, api_settings, bearer, issue_keys, make_service
@@ -50,7 +51,7 @@ class Api:
 ApiFactory = Callable[..., Api]
 
 #: Streams that heartbeat and check for gaps quickly, so tests do not wait.
-FAST_STREAMS = StreamOptions(heartbeat_seconds=0.3, block_ms=100, buffer_size=64)
+FAST_STREAMS = StreamOptions(heartbeat_seconds=0.3, block_ms=100, buffer_size=64, auth_timeout_seconds=1.0)
 
 
 @pytest.fixture
@@ -63,12 +64,13 @@ def make_api(tmp_path: Path) -> Iterator[ApiFactory]:
         *,
         counting: bool = False,
         streams: StreamOptions | None = None,
+        events: EventSink | None = None,
         **overrides: Any,
     ) -> Api:
         settings = settings or api_settings(**overrides)
         directory = tmp_path / f"app{len(opened)}"
         directory.mkdir()
-        service = make_service(directory, settings, counting=counting)
+        service = make_service(directory, settings, events, counting=counting)
         app = create_app(settings, service=service, streams=streams or FAST_STREAMS)
         client = TestClient(app)
         client.__enter__()

@@ -13,7 +13,7 @@ from engine.adapters.events_memory import MemoryEventLog
 from engine.adapters.store_sqlite import SqliteStore
 from engine.auth import Role
 from engine.keys import ApiKeys
-from engine.ports import Dispatch, Store
+from engine.ports import Dispatch, EventSink, Store
 from engine.runner import StepRunner
 from engine.service import Service
 from engine.settings import Settings
@@ -93,7 +93,7 @@ class CountingStore:
 
 
 def make_service(
-    tmp_path: Path, settings: Settings, events: MemoryEventLog | None = None, *, counting: bool = False
+    tmp_path: Path, settings: Settings, events: EventSink | None = None, *, counting: bool = False
 ) -> Service:
     store: Store = SqliteStore(tmp_path / "conveyor.db")
     return Service(
