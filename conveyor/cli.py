@@ -27,6 +27,7 @@ def main() -> None:
 #: Command modules under conveyor.commands; each exposes register(app).
 COMMAND_MODULES = [
     "definitions",
+    "run",
     "worker",
     "beat",
     "migrate",

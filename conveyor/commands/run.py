@@ -1,0 +1,303 @@
+"""``conveyor run FILE``: run one execution to completion on this machine, with live progress.
+
+No services needed: the workflow is applied to the local store (SQLite under
+``--state-dir``), and an embedded Celery worker plus the reconciler run in this process
+(:mod:`conveyor.embedded`). With ``CONVEYOR_BROKER_URL`` set, messages go through that
+broker; ``--no-worker`` then leaves them to ``conveyor worker`` processes sharing the store.
+
+Progress goes to stderr and the outputs (JSON) to stdout, so ``conveyor run ... > out.json``
+keeps only the result. Exit codes: 0 succeeded; 1 failed, timed out or cancelled (Ctrl-C
+cancels the execution); 2 the definition or the input is invalid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import sysconfig
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+import engine
+from conveyor import progress
+from engine.adapters.celery_config import is_embedded
+from engine.compile import CompiledWorkflow, compile_workflow
+from engine.errors import ConveyorError, InvalidRequest, PayloadTooLarge, Problem
+from engine.logging import configure_logging
+from engine.model import parse_definition_text
+from engine.records import ExecutionRecord
+from engine.service import Service
+from engine.settings import Settings
+from engine.states import EXECUTION_TERMINAL, ExecutionStatus
+
+#: Exit codes (documented in the README).
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+#: Seconds between refreshes of the table (the store is read each time).
+REFRESH_INTERVAL = 0.1
+
+#: Traceback frames under these folders are Conveyor's or Python's, not the user's step code.
+_INTERNAL_PREFIXES = (
+    str(Path(engine.__file__).resolve().parent),
+    sysconfig.get_paths()["stdlib"],
+    str(Path(sysconfig.get_paths()["stdlib"]).resolve()),
+)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a watched execution ended; ``reason`` says why this command cancelled it, if it did."""
+
+    execution: ExecutionRecord
+    reason: str | None = None
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` to the ``conveyor`` app."""
+    app.command("run")(run)
+
+
+def run(
+    file: Annotated[Path, typer.Argument(help="Workflow definition file (YAML or JSON).")],
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="Execution input: JSON text, or @path to a JSON file.")
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant to run under in the local store.")] = "default",
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Folder for the local store (default: CONVEYOR_STATE_DIR or .conveyor).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Cancel the execution if it has not finished after this many seconds.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table: print only outputs or errors.")] = False,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Do not run steps here; leave them to `conveyor worker` processes.")
+    ] = False,
+) -> None:
+    """Run a workflow to completion on this machine and print its outputs."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    definition, compiled, payload = _prepare(file, input, err)
+    # Step modules sit beside the workflow file (`function: order_steps.reserve`).
+    sys.path.insert(0, str(file.resolve().parent))
+    # Imported here: loading a Celery worker would slow down every other command.
+    from conveyor.embedded import embedded_service
+
+    settings = Settings(state_dir=state_dir) if state_dir is not None else Settings()
+    if no_worker and is_embedded(settings):
+        err.print(
+            "[red]✗[/red] --no-worker needs CONVEYOR_BROKER_URL: without a broker only this process can run steps"
+        )
+        raise typer.Exit(EXIT_INVALID)
+    queues = {step.queue for step in compiled.definition.steps if step.queue}
+    _quiet_logging(settings)
+    try:
+        with embedded_service(settings, worker=not no_worker, queues=queues) as service:
+            _quiet_logging(settings)  # again: Celery's worker_init signal configured logging anew
+            try:
+                execution = _start(service, tenant, definition, payload)
+            except (InvalidRequest, PayloadTooLarge) as exc:
+                _print_problems(err, _input_source(input), exc)
+                raise typer.Exit(EXIT_INVALID) from None
+            outcome = watch(service, compiled, execution, timeout=timeout, console=None if quiet else err)
+    except ConveyorError as exc:  # the store or the broker cannot be used
+        err.print(f"[red]✗[/red] {escape(exc.message)}")
+        raise typer.Exit(EXIT_FAILED) from None
+    raise typer.Exit(_report(outcome, err, Console(highlight=False, soft_wrap=True), quiet=quiet))
+
+
+def _prepare(file: Path, input: str | None, err: Console) -> tuple[dict[str, Any], CompiledWorkflow, Any]:
+    """Read, check and compile the definition and the input; exit 2 listing every problem.
+
+    Nothing is started and nothing is written before both are known to be valid.
+    """
+    try:
+        definition = _load_definition(file)
+        compiled = compile_workflow(definition)
+    except InvalidRequest as exc:
+        _print_problems(err, str(file), exc)
+        raise typer.Exit(EXIT_INVALID) from None
+    try:
+        payload = parse_input(input)
+        compiled.validate_input(payload)
+    except InvalidRequest as exc:
+        _print_problems(err, _input_source(input), exc)
+        raise typer.Exit(EXIT_INVALID) from None
+    return definition, compiled, payload
+
+
+def _load_definition(file: Path) -> dict[str, Any]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidRequest("cannot read the workflow file", [Problem("", reason)]) from None
+    return parse_definition_text(text, source=str(file))
+
+
+def parse_input(value: str | None) -> Any:
+    """The execution input from ``--input``: JSON text, ``@file.json``, or ``{}`` when absent."""
+    if value is None:
+        return {}
+    where = _input_source(value)
+    if value.startswith("@"):
+        try:
+            value = Path(where).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InvalidRequest("cannot read the input file", [Problem(where, reason)]) from None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        problem = Problem(where, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
+        raise InvalidRequest("the input is not valid JSON", [problem]) from None
+
+
+def _input_source(value: str | None) -> str:
+    return value[1:] if value is not None and value.startswith("@") else "--input"
+
+
+def _quiet_logging(settings: Settings) -> None:
+    """Keep logs from drawing over the live table unless a log level was asked for."""
+    if "log_level" in settings.model_fields_set:
+        return
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
+    for name in ("celery", "kombu"):
+        # kombu warns that memory:// has no host name, which is expected here.
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _start(service: Service, tenant: str, definition: dict[str, Any], payload: Any) -> ExecutionRecord:
+    """Apply the definition (a new version only if it changed) and start an execution of it."""
+    version = service.apply_workflow(tenant, definition).version
+    return service.start(tenant, version.name, payload, version=version.version).execution
+
+
+def watch(
+    service: Service,
+    compiled: CompiledWorkflow,
+    execution: ExecutionRecord,
+    *,
+    timeout: float | None = None,
+    console: Console | None = None,
+) -> RunOutcome:
+    """Follow ``execution`` until it ends, showing the table on ``console`` (none: no table).
+
+    A terminal gets a live table; a pipe or a file only the final one. Ctrl-C, or ``timeout``
+    seconds passing, cancels the execution: steps that run in this process could not progress
+    once it exits.
+    """
+    step_ids = list(compiled.order)
+    live = Live(console=console, refresh_per_second=10) if console is not None and console.is_terminal else None
+    with live or nullcontext():
+        outcome = _follow(service, execution, step_ids, timeout, live)
+    if console is not None and live is None:
+        console.print(_table(service, outcome.execution, step_ids))
+    return outcome
+
+
+def _follow(
+    service: Service, execution: ExecutionRecord, step_ids: list[str], timeout: float | None, live: Live | None
+) -> RunOutcome:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    reason: str | None = None
+    while True:
+        try:
+            execution = service.get_execution(execution.tenant, execution.id)
+            if live is not None:
+                live.update(_table(service, execution, step_ids), refresh=True)
+            if execution.status in EXECUTION_TERMINAL:
+                return RunOutcome(execution, reason)
+            if reason is None and deadline is not None and time.monotonic() >= deadline:
+                reason = f"gave up after --timeout {timeout:g}s"
+                execution = _cancel(service, execution)
+                continue
+            time.sleep(REFRESH_INTERVAL)
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            execution = _cancel(service, execution)
+
+
+def _table(service: Service, execution: ExecutionRecord, step_ids: list[str]) -> Table:
+    now = time.time()
+    records = service.list_steps(execution.tenant, execution.id)
+    rows = progress.step_rows(step_ids, records, now, ended=execution.status in EXECUTION_TERMINAL)
+    return progress.render(execution, rows, now)
+
+
+def _cancel(service: Service, execution: ExecutionRecord) -> ExecutionRecord:
+    """Cancel unless it already ended (the race is harmless: the end state wins)."""
+    current = service.get_execution(execution.tenant, execution.id)
+    if current.status in EXECUTION_TERMINAL:
+        return current
+    structlog.get_logger("conveyor.run").debug("cancelling execution", execution_id=execution.id)
+    return service.cancel(execution.tenant, execution.id)
+
+
+def _report(outcome: RunOutcome, err: Console, out: Console, *, quiet: bool) -> int:
+    """Print the outputs (success) or what went wrong; return the exit code."""
+    execution = outcome.execution
+    if execution.status is ExecutionStatus.SUCCEEDED:
+        out.print_json(data=execution.output, indent=2)
+        return 0
+    error = execution.error or {}
+    headline = f"[bold red]✗[/bold red] execution {execution.id} {execution.status}"
+    if error.get("step"):
+        headline += f" at step [bold]{escape(error['step'])}[/bold]"
+    err.print(headline)
+    if error.get("type") or error.get("message"):
+        err.print(f"  {escape(str(error.get('type', 'Error')))}: {escape(str(error.get('message', '')))}")
+    if outcome.reason:
+        err.print(f"  {escape(outcome.reason)}")
+    elif execution.status is ExecutionStatus.TIMED_OUT:
+        err.print("  the workflow's deadline passed")
+    if error.get("traceback") and not quiet:
+        err.print(escape(user_traceback(str(error["traceback"]))), style="dim")
+    return EXIT_FAILED
+
+
+def user_traceback(text: str) -> str:
+    """The stored traceback without the frames of Conveyor's runner and of the standard library.
+
+    What is left points at the user's step function; if nothing is left, the whole text is kept.
+    """
+    blocks = re.split(r"(?m)^(?=  File \")", text.rstrip())
+    header, frames = blocks[0], blocks[1:]
+    if not frames:
+        return text.rstrip()
+    # The last frame block also carries the exception line(s) after the frame.
+    last_lines = frames[-1].splitlines()
+    exception = [line for line in last_lines[1:] if not line.startswith(" ")]
+    frames[-1] = "\n".join(line for line in last_lines if line not in exception) + "\n"
+    mine = [frame for frame in frames if not _internal(frame)]
+    return (header + "".join(mine or frames) + "\n".join(exception)).rstrip()
+
+
+def _internal(frame: str) -> bool:
+    match = re.match(r'  File "([^"]+)"', frame)
+    path = match.group(1) if match else ""
+    return path.startswith(_INTERNAL_PREFIXES)
+
+
+def _print_problems(console: Console, where: str, exc: InvalidRequest | PayloadTooLarge) -> None:
+    problems = getattr(exc, "problems", ())
+    headline = exc.message.splitlines()[0]
+    count = f" ({len(problems)} problem{'s' if len(problems) != 1 else ''})" if problems else ""
+    console.print(f"[red]✗[/red] {escape(where)}: {escape(headline)}{count}")
+    for problem in problems:
+        lines = str(problem).splitlines() or [""]
+        console.print("  " + escape(lines[0]))
+        for line in lines[1:]:
+            console.print("      " + escape(line))
