@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import overload
+from typing import Annotated, Any, overload
+
+from pydantic import BeforeValidator
 
 
 @overload
@@ -26,3 +28,14 @@ def to_timestamp(value: datetime | None) -> float | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.timestamp()
+
+
+def _iso_only(value: Any) -> Any:
+    # Pydantic also reads numbers as Unix timestamps; the API documents RFC 3339 date-times only.
+    if isinstance(value, int | float) or (isinstance(value, str) and value.replace(".", "", 1).isdigit()):
+        raise ValueError("expected an RFC 3339 date-time such as 2024-05-01T12:00:00Z")
+    return value
+
+
+#: A datetime that must be given as an RFC 3339 string.
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]

@@ -8,6 +8,7 @@ the same way, so clients parse one error format.
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -133,8 +134,21 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    headers = dict(exc.headers) if exc.headers else None
-    return problem_response(exc.status_code, code, detail, request=request, headers=headers)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        # Each route knows only its own methods; Allow must list every method of the path.
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+    return problem_response(exc.status_code, code, detail, request=request, headers=headers or None)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Methods the OpenAPI document lists for the path template matching ``path``."""
+    methods: set[str] = set()
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods.update(m.upper() for m in operations)
+    return sorted(methods)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -158,9 +172,10 @@ def _problem_content() -> dict[str, Any]:
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting problem answers for ``statuses``.
 
-    Every route also lists 401, 403, 413, 422 and 429, which any authenticated route may return.
+    Every route also lists 400 (a body that cannot be decoded), 401, 403, 413, 422 and 429,
+    which any authenticated route may return.
     """
-    codes = sorted({401, 403, 413, 422, 429, *statuses})
+    codes = sorted({400, 401, 403, 413, 422, 429, *statuses})
     return {
         status: {"model": Problem, "description": HTTPStatus(status).phrase, "content": _problem_content()}
         for status in codes

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from api import actions
-from api.convert import to_timestamp
+from api.convert import IsoDatetime, to_timestamp
 from api.deps import PageDep, PrincipalDep, RuntimeDep, guard
 from api.problems import responses
 from api.schemas.common import Page
@@ -64,8 +63,8 @@ def list_executions(
     page: PageDep,
     status: ExecutionStatus | None = None,
     workflow: Annotated[str | None, Query(pattern=WORKFLOW_NAME_PATTERN)] = None,
-    created_after: Annotated[datetime | None, Query(description="Inclusive")] = None,
-    created_before: Annotated[datetime | None, Query(description="Exclusive")] = None,
+    created_after: Annotated[IsoDatetime | None, Query(description="Inclusive")] = None,
+    created_before: Annotated[IsoDatetime | None, Query(description="Exclusive")] = None,
 ) -> Page[Execution]:
     found = rt.service.list_executions(
         principal.tenant,

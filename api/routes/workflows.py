@@ -1,4 +1,4 @@
-"""``/v1/workflows``: apply versions, list, get, validate, archive."""
+"""``/v1/workflows``: apply versions, list, get, validate (``POST /v1/workflows:validate``), archive."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ from api.schemas.workflows import DEFINITION_EXAMPLE, ValidationReport, Workflow
 from engine.auth import Role
 from engine.model import WORKFLOW_NAME_PATTERN
 
-router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
+router = APIRouter(tags=["workflows"])
+PREFIX = "/v1/workflows"
 
-WorkflowName = Annotated[str, Path(pattern=WORKFLOW_NAME_PATTERN, examples=["order-fulfilment"])]
+WorkflowName = Annotated[str, Path(pattern=WORKFLOW_NAME_PATTERN, examples=["hello"])]
 Definition = Annotated[dict[str, Any], Body(examples=[DEFINITION_EXAMPLE], description="A workflow definition")]
 
 
 @router.post(
-    "/validate",
+    PREFIX + ":validate",
     response_model=ValidationReport,
     summary="Validate a definition without saving it",
     responses=responses(),
@@ -32,7 +33,7 @@ def validate(rt: RuntimeDep, definition: Definition) -> ValidationReport:
 
 
 @router.get(
-    "",
+    PREFIX,
     response_model=Page[WorkflowSummary],
     summary="List workflows (latest version of each)",
     responses=responses(),
@@ -44,7 +45,7 @@ def list_workflows(rt: RuntimeDep, principal: PrincipalDep, page: PageDep) -> Pa
 
 
 @router.put(
-    "/{name}",
+    PREFIX + "/{name}",
     response_model=WorkflowVersion,
     status_code=201,
     summary="Create a workflow or add a version",
@@ -63,7 +64,7 @@ def apply(
 
 
 @router.get(
-    "/{name}",
+    PREFIX + "/{name}",
     response_model=WorkflowVersion,
     summary="Get the latest version",
     responses=responses(404),
@@ -74,7 +75,7 @@ def get_workflow(rt: RuntimeDep, principal: PrincipalDep, name: WorkflowName) ->
 
 
 @router.get(
-    "/{name}/versions",
+    PREFIX + "/{name}/versions",
     response_model=Page[WorkflowSummary],
     summary="List versions, newest first",
     responses=responses(404),
@@ -88,7 +89,7 @@ def list_versions(rt: RuntimeDep, principal: PrincipalDep, name: WorkflowName, p
 
 
 @router.get(
-    "/{name}/versions/{version}",
+    PREFIX + "/{name}/versions/{version}",
     response_model=WorkflowVersion,
     summary="Get one version",
     responses=responses(404),
@@ -101,7 +102,7 @@ def get_version(
 
 
 @router.post(
-    "/{name}/archive",
+    PREFIX + "/{name}/archive",
     status_code=204,
     summary="Archive a workflow (no new starts of its latest)",
     responses=responses(404),
@@ -113,7 +114,7 @@ def archive(rt: RuntimeDep, principal: PrincipalDep, name: WorkflowName) -> Resp
 
 
 @router.post(
-    "/{name}/restore",
+    PREFIX + "/{name}/restore",
     status_code=204,
     summary="Restore an archived workflow",
     responses=responses(404),

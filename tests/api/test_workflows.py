@@ -59,9 +59,9 @@ def test_an_invalid_definition_is_a_422_listing_every_problem(api: Api) -> None:
 
 
 def test_validate_reports_without_saving(api: Api) -> None:
-    ok = api.call("POST", "/v1/workflows/validate", role=Role.VIEWER, json=HELLO).json()
+    ok = api.call("POST", "/v1/workflows:validate", role=Role.VIEWER, json=HELLO).json()
     assert ok == {"valid": True, "name": "hello", "order": ["greet", "shout"], "problems": []}
-    bad = api.call("POST", "/v1/workflows/validate", role=Role.VIEWER, json={"name": "x", "steps": "nope"}).json()
+    bad = api.call("POST", "/v1/workflows:validate", role=Role.VIEWER, json={"name": "x", "steps": "nope"}).json()
     assert bad["valid"] is False and bad["problems"]
     assert api.call("GET", "/v1/workflows/hello").status_code == 404
 
