@@ -102,7 +102,8 @@ def test_payment_retry_survives_a_timeout_and_a_refusal(tmp_path, monkeypatch):
 
 
 def _documented_variables(path: Path) -> set[str]:
-    return set(re.findall(r"`(CONVEYOR_[A-Z0-9_]+)`", path.read_text()))
+    """Variables that have a row of their own in a Markdown table: ``| `CONVEYOR_X` | default | meaning |``."""
+    return set(re.findall(r"(?m)^\| `(CONVEYOR_[A-Z0-9_]+)` \|", path.read_text()))
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/configuration.md"])
