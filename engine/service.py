@@ -104,7 +104,7 @@ class Service:
         effects = Effects()
 
         def body(tx: Transaction) -> T:
-            rec = Recorder(tx, self.clock.now())
+            rec = Recorder(tx, self.clock.now(), max_foreach_items=self.settings.max_foreach_items)
             result = use_case(rec)
             effects.events[:] = rec.effects.events
             effects.dispatches[:] = rec.effects.dispatches

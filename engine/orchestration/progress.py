@@ -50,13 +50,17 @@ def _apply(
         queue=step.queue,
         run=execution.run,
     )
+    if plan.action == "expand" and len(plan.items) > rec.max_foreach_items:
+        plan = planner.StepPlan(
+            plan.step_id, "fail", f"foreach gave {len(plan.items)} items; the limit is {rec.max_foreach_items}"
+        )
     if plan.action == "skip":
         record.status = StepStatus.SKIPPED
         record.finished_at = rec.now
         rec.create_step(record, {"reason": plan.reason})
     elif plan.action == "fail":
         record.status = StepStatus.FAILED
-        record.error = error_info(plan.reason, "ExpressionError")
+        record.error = error_info(plan.reason, "PlanningFailed")
         record.finished_at = rec.now
         rec.create_step(record, {"error": record.error})
     elif plan.action == "expand":

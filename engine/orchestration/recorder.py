@@ -31,9 +31,10 @@ class Effects:
 class Recorder:
     """Writes records and their events into ``tx`` and gathers :class:`Effects`."""
 
-    def __init__(self, tx: Transaction, now: float) -> None:
+    def __init__(self, tx: Transaction, now: float, *, max_foreach_items: int = 10_000) -> None:
         self.tx = tx
         self.now = now
+        self.max_foreach_items = max_foreach_items
         self.effects = Effects()
 
     def _emit(self, event: EventRecord) -> None:

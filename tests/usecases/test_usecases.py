@@ -456,3 +456,15 @@ def test_running_step_sees_cancellation_through_its_context(make_harness):
     worker.join(timeout=5)
     assert result["r"].outcome == "lease-lost"
     assert h.steps(execution_id)["s"].status is StepStatus.CANCELLED
+
+
+def test_foreach_over_the_item_limit_fails_the_step(make_harness):
+    h = make_harness(max_foreach_items=5)
+    h.apply({"name": "toomany", "steps": [
+        {"id": "each", "type": "transform", "foreach": "input.items", "with": {"value": "${item}"}},
+    ]})
+    execution_id = h.start("toomany", {"items": list(range(6))})
+    step = h.steps(execution_id)["each"]
+    assert step.status is StepStatus.FAILED
+    assert "the limit is 5" in step.error["message"]
+    assert h.execution(execution_id).status is ExecutionStatus.FAILED
