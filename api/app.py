@@ -55,6 +55,10 @@ def create_app(
         try:
             yield
         finally:
+            # The Redis live log keeps one asyncio client per event loop: close this loop's.
+            aclose = getattr(built.events, "aclose", None)
+            if aclose is not None:
+                await aclose()
             if owned:
                 built.store.close()
 

@@ -11,7 +11,6 @@ from starlette.requests import HTTPConnection
 from api.auth import bearer_token
 from api.runtime import Runtime
 from engine.auth import Principal, Role
-from engine.service import Service
 
 MAX_PAGE_SIZE = 200
 
@@ -20,10 +19,6 @@ def runtime(conn: HTTPConnection) -> Runtime:
     """The runtime objects built by the app's lifespan."""
     found: Runtime = conn.app.state.runtime
     return found
-
-
-def service(conn: HTTPConnection) -> Service:
-    return runtime(conn).service
 
 
 async def current_principal(
@@ -39,7 +34,6 @@ async def current_principal(
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
-ServiceDep = Annotated[Service, Depends(service)]
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 

@@ -26,7 +26,7 @@ class Context(BaseContext):
         super().__init__()
         self.runtime = rt
         self._principal = principal
-        self.loaders = Loaders(rt, principal.tenant) if principal else None
+        self._loaders = Loaders(rt, principal.tenant) if principal else None
 
     @property
     def principal(self) -> Principal:
@@ -40,12 +40,13 @@ class Context(BaseContext):
 
     def authenticate(self, principal: Principal) -> None:
         self._principal = principal
-        self.loaders = Loaders(self.runtime, principal.tenant)
+        self._loaders = Loaders(self.runtime, principal.tenant)
 
     def loader(self) -> Loaders:
-        if self.loaders is None:
+        """The request's DataLoaders (scoped to the principal's tenant)."""
+        if self._loaders is None:
             raise AuthenticationFailed("the connection is not authenticated")
-        return self.loaders
+        return self._loaders
 
 
 async def get_context(connection: HTTPConnection) -> Context:
