@@ -1,0 +1,498 @@
+"""Conveyor's per-step overhead against raw Celery, on one Redis, with real worker processes.
+
+    python bench/step_overhead.py [--store sqlite|firestore|both] [--broker redis://...]
+                                  [--repeat N] [--concurrency N] [--emulator HOST:PORT]
+                                  [--profile]
+
+Not a test: it prints a table and, as its last line, one JSON object with every figure.
+
+For each store (SQLite file, Firestore emulator) it times, beside the raw Celery equivalent
+doing the same no-op work on the same broker with the same worker concurrency:
+
+(a) a 20-step linear workflow                 vs  a chain of 20 tasks
+(b) a foreach of 100 items plus a join step   vs  a chord of 100 tasks plus a callback
+(c) 500 one-step workflows started at once    vs  500 independent tasks (throughput)
+
+Times run from just before the client call until the worker recorded the end (the
+execution's ``finished_at``; the raw baseline's last task returns ``time.time()``), so
+polling latency is not measured. Each figure is the median of ``--repeat`` runs after one
+warm-up. The raw baseline uses Conveyor's own Celery settings (JSON, late acks, prefetch 1)
+plus a Redis result backend, which chords need.
+
+It starts what it needs: a Firestore emulator (unless ``--emulator`` or
+``FIRESTORE_EMULATOR_HOST`` names one), one raw Celery worker and one Conveyor worker per
+store (``celery -A tasks.app worker --pool prefork``), each on a queue of its own.
+
+``--profile`` also runs the step hot path in this process (same store, real Redis event
+stream, real Celery publisher) and prints where the time of one step goes: claim
+transaction, complete transaction, event publish, dispatch, the rest of the runner; the
+difference to the per-step time measured through real workers is Celery's share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(1, str(BENCH_DIR.parent))
+
+import _support  # noqa: E402
+from _support import NOOP, RAW_DONE, RAW_NOOP, Worker, median  # noqa: E402
+
+LINEAR_STEPS = 20
+FAN_ITEMS = 100
+MANY = 500
+TARGETS = {
+    "linear": {"sqlite": 3.0, "firestore": 4.0},  # conveyor / raw, at most
+    "foreach": {"sqlite": 3.0, "firestore": 3.0},  # conveyor / raw, at most
+    "many": {"sqlite": 0.2, "firestore": 0.2},  # throughput conveyor / raw, at least
+}
+
+
+def linear_workflow() -> dict[str, Any]:
+    steps: list[dict[str, Any]] = [{"id": "s1", "type": "task", "with": {"function": NOOP, "args": {"x": 0}}}]
+    for i in range(2, LINEAR_STEPS + 1):
+        steps.append(
+            {
+                "id": f"s{i}",
+                "type": "task",
+                "needs": [f"s{i - 1}"],
+                "with": {"function": NOOP, "args": {"x": f"${{steps.s{i - 1}.output}}"}},
+            }
+        )
+    return {"name": "bench-linear", "steps": steps}
+
+
+def foreach_workflow() -> dict[str, Any]:
+    return {
+        "name": "bench-foreach",
+        "steps": [
+            {
+                "id": "each",
+                "type": "task",
+                "foreach": "input.items",
+                "concurrency": FAN_ITEMS,
+                "with": {"function": NOOP, "args": {"x": "${item}"}},
+            },
+            {
+                "id": "join",
+                "type": "task",
+                "needs": ["each"],
+                "with": {"function": NOOP, "args": {"x": "${size(steps.each.output)}"}},
+            },
+        ],
+    }
+
+
+def single_workflow() -> dict[str, Any]:
+    return {
+        "name": "bench-single",
+        "steps": [{"id": "only", "type": "task", "with": {"function": NOOP, "args": {"x": "${input.x}"}}}],
+    }
+
+
+# --- raw Celery -------------------------------------------------------------------------------
+
+
+class Raw:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.noop = app.tasks[RAW_NOOP]
+        self.done = app.tasks[RAW_DONE]
+
+    def linear(self) -> float:
+        from celery import chain
+
+        t0 = time.time()
+        result = chain(self.noop.s(0), *[self.noop.s() for _ in range(LINEAR_STEPS - 2)], self.done.s()).apply_async()
+        return float(result.get(timeout=120)) - t0
+
+    def foreach(self) -> float:
+        from celery import chord
+
+        t0 = time.time()
+        result = chord([self.noop.s(i) for i in range(FAN_ITEMS)])(self.done.s())
+        return float(result.get(timeout=120)) - t0
+
+    def many(self) -> float:
+        t0 = time.time()
+        results = [self.done.apply_async((i,)) for i in range(MANY)]
+        return max(float(r.get(timeout=300)) for r in results) - t0
+
+
+# --- Conveyor -----------------------------------------------------------------------------------
+
+
+class Conveyor:
+    def __init__(self, service: Any, tenant: str) -> None:
+        self.service = service
+        self.tenant = tenant
+        for definition in (linear_workflow(), foreach_workflow(), single_workflow()):
+            service.apply_workflow(tenant, definition)
+
+    def _wait(self, execution_id: str, timeout: float = 300) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            execution = self.service.get_execution(self.tenant, execution_id)
+            if execution.finished_at is not None:
+                if str(execution.status) != "SUCCEEDED":
+                    raise RuntimeError(f"execution {execution_id} ended {execution.status}: {execution.error}")
+                return execution
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"execution {execution_id} did not finish within {timeout}s")
+            time.sleep(0.02)
+
+    def _one(self, workflow: str, payload: Any) -> float:
+        t0 = time.time()
+        execution_id = self.service.start(self.tenant, workflow, payload).execution.id
+        return float(self._wait(execution_id).finished_at) - t0
+
+    def linear(self) -> float:
+        return self._one("bench-linear", {})
+
+    def foreach(self) -> float:
+        return self._one("bench-foreach", {"items": list(range(FAN_ITEMS))})
+
+    def many(self) -> float:
+        t0 = time.time()
+        ids = [self.service.start(self.tenant, "bench-single", {"x": i}).execution.id for i in range(MANY)]
+        deadline = time.monotonic() + 600
+        while self.service.store.count_active_executions(self.tenant) > 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("500 one-step executions did not finish within 600s")
+            time.sleep(0.1)
+        return max(float(self._wait(e).finished_at) for e in ids) - t0
+
+
+# --- in-process profile of the hot path -------------------------------------------------------
+
+
+class PhaseTimer:
+    """Accumulates wall time per phase of the step hot path."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.stack: list[str] = []
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        self.stack.append(name)
+        try:
+            yield
+        finally:
+            self.stack.pop()
+            self.totals[name] += time.perf_counter() - t0
+            self.counts[name] += 1
+
+    def wrap(self, obj: Any, attribute: str, name: Callable[[], str] | str) -> None:
+        original = getattr(obj, attribute)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            label = name() if callable(name) else name
+            with self.phase(label):
+                return original(*args, **kwargs)
+
+        setattr(obj, attribute, wrapped)
+
+
+def profile_hot_path(settings_options: dict[str, Any], store: str, steps: int = 200) -> dict[str, Any]:
+    """Run ``steps`` no-op steps of the linear workflow in process; time each phase."""
+    from engine.adapters.dispatcher_celery import CeleryDispatcher
+    from engine.bootstrap import build_service
+    from engine.ports import Dispatch
+    from engine.runner import StepRunner
+    from engine.settings import Settings
+
+    sink_queue = f"{settings_options['default_queue']}-profile-sink"
+    settings = Settings(**{**settings_options, "default_queue": sink_queue})
+    service = build_service(settings)
+    tenant = f"profile-{uuid.uuid4().hex[:6]}"
+    service.apply_workflow(tenant, linear_workflow())
+    sent: list[Dispatch] = []
+    real = CeleryDispatcher.from_settings(settings)
+
+    class Tee:
+        def dispatch(self, dispatches: Any) -> None:
+            real.dispatch(dispatches)  # really published (to a queue nobody consumes)
+            sent.extend(dispatches)
+
+    service.dispatcher = Tee()
+    runner = StepRunner(service)
+    timer = PhaseTimer()
+
+    def txn_label() -> str:
+        outer = timer.stack[-1] if timer.stack else "other"
+        return f"{outer}: store txn"
+
+    timer.wrap(service.store, "atomic", txn_label)
+    timer.wrap(service.events, "publish", lambda: f"{timer.stack[-1] if timer.stack else 'other'}: events publish")
+    timer.wrap(real, "dispatch", lambda: f"{timer.stack[-1] if timer.stack else 'other'}: dispatch")
+    timer.wrap(service, "claim", "claim")
+    timer.wrap(service, "complete", "complete")
+
+    def drain() -> int:
+        count = 0
+        while sent:
+            d = sent.pop(0)
+            with timer.phase("step total"):
+                runner.run(d.tenant, d.execution_id, d.step_key)
+            count += 1
+        return count
+
+    service.start(tenant, "bench-linear", {})  # warm-up: caches, connections
+    drain()
+    timer.totals.clear()
+    timer.counts.clear()
+    profiler = cProfile.Profile()
+    ran = 0
+    profiler.enable()
+    while ran < steps:
+        service.start(tenant, "bench-linear", {})
+        ran += drain()
+    profiler.disable()
+    per_step = {name: total / ran * 1000 for name, total in timer.totals.items()}
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(35)
+    with contextlib.suppress(Exception):
+        import redis
+
+        redis.Redis.from_url(settings.broker_url).delete(sink_queue)
+    service.store.close()
+    return {"store": store, "steps": ran, "ms_per_step": per_step, "cprofile": out.getvalue()}
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def measure(fn: Callable[[], float], repeat: int) -> tuple[float, list[float]]:
+    fn()  # warm-up
+    values = [fn() for _ in range(repeat)]
+    return median(values), values
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", choices=["sqlite", "firestore", "both"], default="both")
+    parser.add_argument("--broker", default=os.environ.get("CONVEYOR_BENCH_BROKER", "redis://127.0.0.1:6379/15"))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--emulator", default=os.environ.get("FIRESTORE_EMULATOR_HOST"))
+    parser.add_argument("--profile", action="store_true", help="also profile the step hot path in process")
+    parser.add_argument("--cases", default="linear,foreach,many", help="comma-separated subset to run")
+    parser.add_argument(
+        "--experiment",
+        default="",
+        help=f"comma-separated optimizations to patch in, in every process: {sorted(_support.EXPERIMENTS)}",
+    )
+    args = parser.parse_args()
+    stores = ["sqlite", "firestore"] if args.store == "both" else [args.store]
+    cases = [c for c in args.cases.split(",") if c]
+    if args.experiment:
+        os.environ["BENCH_EXPERIMENTS"] = args.experiment
+        _support.apply_experiments(args.experiment)
+
+    import redis
+
+    redis.Redis.from_url(args.broker, socket_connect_timeout=3).ping()
+    run_id = uuid.uuid4().hex[:8]
+    workdir = Path(tempfile.mkdtemp(prefix=f"conveyor-bench-{run_id}-"))
+    raw_queue = f"bench-raw-{run_id}"
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    base_env.update(
+        PYTHONPATH=os.pathsep.join([str(BENCH_DIR), str(BENCH_DIR.parent), os.environ.get("PYTHONPATH", "")]),
+        BENCH_BROKER_URL=args.broker,
+        BENCH_RAW_QUEUE=raw_queue,
+    )
+    os.environ.update(BENCH_BROKER_URL=args.broker, BENCH_RAW_QUEUE=raw_queue)
+    results: dict[str, Any] = {
+        "concurrency": args.concurrency,
+        "repeat": args.repeat,
+        "broker": args.broker,
+        "experiments": [e for e in args.experiment.split(",") if e],
+    }
+    profiles: list[dict[str, Any]] = []
+    workers: list[Worker] = []
+    print(f"conveyor bench {run_id}: logs and data in {workdir}", file=sys.stderr)
+
+    emulator_cm = _support.firestore_emulator(args.emulator) if "firestore" in stores else contextlib.nullcontext(None)
+    try:
+        with emulator_cm as emulator:
+            raw_worker = Worker("_support:raw_app", raw_queue, base_env, workdir / "raw-worker.log", args.concurrency)
+            raw_worker.start()
+            workers.append(raw_worker)
+            raw = Raw(_support.raw_app)
+            for store in stores:
+                queue = f"bench-{store}-{run_id}"
+                options: dict[str, Any] = {
+                    "store": store,
+                    "broker_url": args.broker,
+                    "redis_url": args.broker,
+                    "default_queue": queue,
+                    "imports": ["_support"],
+                    "log_level": "WARNING",
+                }
+                env = dict(base_env)
+                if store == "sqlite":
+                    options["sqlite_path"] = str(workdir / "bench.db")
+                else:
+                    options["firestore_project"] = f"conveyor-bench-{run_id}"
+                    env["FIRESTORE_EMULATOR_HOST"] = emulator
+                    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator
+                env.update(
+                    {
+                        f"CONVEYOR_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v)
+                        for k, v in options.items()
+                    }
+                )
+                worker = Worker("tasks.app", queue, env, workdir / f"worker-{store}.log", args.concurrency)
+                worker.start()
+                workers.append(worker)
+
+                from engine.bootstrap import build_service
+                from engine.settings import Settings
+
+                service = build_service(Settings(**options))
+                _support.LOADER = service.compiled
+                conveyor = Conveyor(service, tenant=f"bench-{run_id}")
+                figures: dict[str, Any] = {}
+                for case in cases:
+                    print(f"[{store}] {case}: raw ...", file=sys.stderr, flush=True)
+                    raw_median, raw_values = measure(getattr(raw, case), args.repeat)
+                    print(f"[{store}] {case}: conveyor ...", file=sys.stderr, flush=True)
+                    conv_median, conv_values = measure(getattr(conveyor, case), args.repeat)
+                    figures[case] = {
+                        "conveyor_s": conv_median,
+                        "raw_s": raw_median,
+                        "conveyor_runs_s": conv_values,
+                        "raw_runs_s": raw_values,
+                    }
+                    print(
+                        f"[{store}] {case}: conveyor {conv_median:.3f}s raw {raw_median:.3f}s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                results[store] = summarize(figures, store)
+                worker.stop()
+                if args.profile:
+                    print(f"[{store}] profiling the hot path in process ...", file=sys.stderr, flush=True)
+                    profiles.append(profile_hot_path(options, store))
+                service.store.close()
+    finally:
+        for worker in workers:
+            worker.stop()
+        with contextlib.suppress(Exception):
+            client = redis.Redis.from_url(args.broker)
+            for key in client.scan_iter(f"*{run_id}*"):
+                client.delete(key)
+
+    print_table(results, stores)
+    for profile in profiles:
+        print_profile(profile, results[profile["store"]])
+        results[profile["store"]]["profile_ms_per_step"] = {k: round(v, 3) for k, v in profile["ms_per_step"].items()}
+    print(json.dumps(results, sort_keys=True))
+    return 0
+
+
+def _env_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, list) else str(value)
+
+
+def summarize(figures: dict[str, Any], store: str) -> dict[str, Any]:
+    """Medians, per-step figures and ratios of the cases that ran (rounded for the JSON line)."""
+    out: dict[str, Any] = {"targets_met": {}, "runs": {}}
+    for case, f in figures.items():
+        out["runs"][case] = {
+            "conveyor_s": [round(v, 4) for v in f["conveyor_runs_s"]],
+            "raw_s": [round(v, 4) for v in f["raw_runs_s"]],
+        }
+    if "linear" in figures:
+        linear = figures["linear"]
+        out["linear20_conveyor_s"] = round(linear["conveyor_s"], 4)
+        out["linear20_raw_s"] = round(linear["raw_s"], 4)
+        out["linear20_per_step_conveyor_ms"] = round(linear["conveyor_s"] / LINEAR_STEPS * 1000, 2)
+        out["linear20_per_step_raw_ms"] = round(linear["raw_s"] / LINEAR_STEPS * 1000, 2)
+        out["linear20_ratio"] = round(linear["conveyor_s"] / linear["raw_s"], 2)
+        out["targets_met"]["linear20"] = out["linear20_ratio"] <= TARGETS["linear"][store]
+    if "foreach" in figures:
+        foreach = figures["foreach"]
+        out["foreach100_conveyor_s"] = round(foreach["conveyor_s"], 4)
+        out["foreach100_raw_s"] = round(foreach["raw_s"], 4)
+        out["foreach100_ratio"] = round(foreach["conveyor_s"] / foreach["raw_s"], 2)
+        out["targets_met"]["foreach100"] = out["foreach100_ratio"] <= TARGETS["foreach"][store]
+    if "many" in figures:
+        many = figures["many"]
+        out["many500_conveyor_s"] = round(many["conveyor_s"], 4)
+        out["many500_raw_s"] = round(many["raw_s"], 4)
+        out["many500_conveyor_per_s"] = round(MANY / many["conveyor_s"], 1)
+        out["many500_raw_per_s"] = round(MANY / many["raw_s"], 1)
+        out["many500_throughput_ratio"] = round(many["raw_s"] / many["conveyor_s"], 3)
+        out["targets_met"]["many500"] = out["many500_throughput_ratio"] >= TARGETS["many"][store]
+    return out
+
+
+def print_table(results: dict[str, Any], stores: list[str]) -> None:
+    header = f"{'case':<32}{'store':<11}{'conveyor':>11}{'raw celery':>12}{'ratio':>9}{'target':>9}  met"
+    print(header)
+    print("-" * len(header))
+    for store in stores:
+        r = results[store]
+        met = r["targets_met"]
+        rows: list[tuple[str, str, str, str, str, Any]] = []
+        if "linear20" in met:
+            rows += [
+                ("(a) linear 20 steps", f"{r['linear20_conveyor_s']:.3f}s", f"{r['linear20_raw_s']:.3f}s",
+                 f"{r['linear20_ratio']:.2f}x", f"<={TARGETS['linear'][store]:g}x", met["linear20"]),
+                ("    per step", f"{r['linear20_per_step_conveyor_ms']:.1f}ms",
+                 f"{r['linear20_per_step_raw_ms']:.1f}ms", "", "", None),
+            ]  # fmt: skip
+        if "foreach100" in met:
+            rows.append(
+                ("(b) foreach 100 + join", f"{r['foreach100_conveyor_s']:.3f}s", f"{r['foreach100_raw_s']:.3f}s",
+                 f"{r['foreach100_ratio']:.2f}x", f"<={TARGETS['foreach'][store]:g}x", met["foreach100"])
+            )  # fmt: skip
+        if "many500" in met:
+            rows += [
+                ("(c) 500 one-step: time", f"{r['many500_conveyor_s']:.3f}s", f"{r['many500_raw_s']:.3f}s",
+                 "", "", None),
+                ("    throughput/s (conv/raw)", f"{r['many500_conveyor_per_s']:.0f}", f"{r['many500_raw_per_s']:.0f}",
+                 f"{r['many500_throughput_ratio']:.3f}x", f">={TARGETS['many'][store]:g}x", met["many500"]),
+            ]  # fmt: skip
+        for name, conv, raw, ratio, target, ok in rows:
+            flag = "" if ok is None else ("yes" if ok else "NO")
+            print(f"{name:<32}{store:<11}{conv:>11}{raw:>12}{ratio:>9}{target:>9}  {flag}")
+    print()
+
+
+def print_profile(profile: dict[str, Any], result: dict[str, Any]) -> None:
+    per_step = profile["ms_per_step"]
+    measured = result.get("linear20_per_step_conveyor_ms", float("nan"))
+    total = per_step.get("step total", 0.0)
+    print(f"hot path of one step, in process, {profile['store']} ({profile['steps']} steps of the linear workflow):")
+    for name in sorted(per_step, key=lambda n: -per_step[n]):
+        print(f"  {name:<36}{per_step[name]:8.2f} ms")
+    print(f"  {'per step through real workers (a)':<36}{measured:8.2f} ms")
+    print(f"  {'=> Celery + process share':<36}{measured - total:8.2f} ms")
+    if os.environ.get("BENCH_CPROFILE"):
+        print(profile["cprofile"])
+    print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
