@@ -33,7 +33,12 @@ async def current_principal(
     return principal
 
 
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
+async def _runtime_dependency(conn: HTTPConnection) -> Runtime:
+    # async on purpose: FastAPI runs sync dependencies in the thread pool, a hop per request.
+    return runtime(conn)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime_dependency)]
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
