@@ -177,7 +177,166 @@ def _item_fanin() -> None:
     Service.complete = service_complete_then_check  # type: ignore[method-assign]
 
 
-EXPERIMENTS: dict[str, Any] = {"keyed-load": _keyed_load, "item-fanin": _item_fanin}
+#: execution id -> (workflow, version): immutable for an execution's life, safe to cache.
+_PINNED: dict[str, tuple[str, int]] = {}
+
+
+def _batched_reads() -> None:
+    """Claim and load read the header and every step they need in ONE round trip (implies
+    ``item-fanin``), knowing the pinned workflow version of an execution from a process cache.
+
+    Firestore only: SQLite reads are local. Today a claim does 3 sequential reads (header,
+    step, referenced steps) and a complete 2 (header, steps).
+    """
+    from engine.orchestration import steps as step_cases
+
+    _item_fanin()
+    load, claim = step_cases.load, step_cases.claim
+
+    def prefetch(tx: Any, tenant: str, execution_id: str, keys: Any) -> None:
+        paths = getattr(tx, "_paths", None)
+        if paths is None:
+            return
+        tx._read([paths.execution(tenant, execution_id), *(paths.step(tenant, execution_id, k) for k in keys)])
+
+    def pinned(tenant: str, execution_id: str) -> Any:
+        found = _PINNED.get(execution_id)
+        return None if found is None else _loader()(tenant, *found)
+
+    def remember(execution: Any) -> None:
+        if len(_PINNED) > 10_000:
+            _PINNED.clear()
+        _PINNED[execution.id] = (execution.workflow, execution.version)
+
+    def batched_load(tx: Any, tenant: str, execution_id: str) -> tuple[Any, dict[str, Any]]:
+        compiled = pinned(tenant, execution_id)
+        if compiled is not None:
+            prefetch(tx, tenant, execution_id, compiled.order)
+        execution, records = load(tx, tenant, execution_id)
+        remember(execution)
+        return execution, records
+
+    def batched_claim(rec: Any, load_workflow: Any, tenant: str, execution_id: str, key: str, timing: Any) -> Any:
+        compiled = pinned(tenant, execution_id)
+        if compiled is not None:
+            step_id = key.split("[", 1)[0]
+            prefetch(rec.tx, tenant, execution_id, [key, *compiled.referenced_steps(step_id)])
+        claimed = claim(rec, load_workflow, tenant, execution_id, key, timing)
+        if claimed is not None:
+            remember(claimed.execution)
+        return claimed
+
+    step_cases.load = batched_load
+    step_cases.claim = batched_claim
+    from engine.orchestration import control
+
+    control.load = batched_load  # type: ignore[attr-defined]
+
+
+#: Steps one message may run inline before the rest goes back through the broker.
+INLINE_LIMIT = 100
+
+
+def _inline_next() -> None:
+    """When a completion makes exactly one step ready, the completing transaction also claims
+    it for this worker, which runs it straight away (implies ``batched-reads``).
+
+    Saves per step of a chain: the claim transaction, one dispatch, one broker round trip.
+    Fencing is unchanged (the claim sets lease and epoch in the same commit); a crash leaves
+    the step RUNNING with a lease, which the reconciler expires as usual.
+    """
+    from engine.orchestration import steps as step_cases
+    from engine.runner import StepRunner
+    from engine.service import Service
+
+    _batched_reads()
+    pending = threading.local()
+    complete = step_cases.complete
+
+    def complete_and_claim_next(
+        rec: Any, load_workflow: Any, tenant: str, execution_id: str, key: str, epoch: int, out: Any
+    ) -> None:
+        pending.next = None
+        complete(rec, load_workflow, tenant, execution_id, key, epoch, out)
+        timing = getattr(pending, "timing", None)
+        dispatches = rec.effects.dispatches
+        if timing is None or len(dispatches) != 1 or dispatches[0].countdown or getattr(pending, "depth", 0) <= 0:
+            return
+        if dispatches[0].execution_id != execution_id:
+            return
+        claimed = step_cases.claim(rec, load_workflow, tenant, execution_id, dispatches[0].step_key, timing)
+        if claimed is not None:
+            dispatches.clear()
+            pending.next = claimed
+
+    service_complete, service_claim = Service.complete, Service.claim
+
+    def service_complete_inline(self: Any, tenant: str, execution_id: str, key: str, epoch: int, out: Any) -> None:
+        pending.timing = self.timing
+        try:
+            service_complete(self, tenant, execution_id, key, epoch, out)
+        finally:
+            pending.timing = None
+
+    def service_claim_inline(self: Any, tenant: str, execution_id: str, key: str) -> Any:
+        claimed = getattr(pending, "preclaimed", None)
+        if claimed is not None and (claimed.step.tenant, claimed.step.execution_id, claimed.step.key) == (
+            tenant,
+            execution_id,
+            key,
+        ):
+            pending.preclaimed = None
+            return claimed
+        return service_claim(self, tenant, execution_id, key)
+
+    run = StepRunner.run
+
+    def run_inline(self: Any, tenant: str, execution_id: str, key: str) -> Any:
+        pending.depth = INLINE_LIMIT
+        pending.next = None
+        report = run(self, tenant, execution_id, key)
+        while (claimed := pending.next) is not None:
+            pending.next, pending.preclaimed = None, claimed
+            pending.depth -= 1
+            report = run(self, claimed.step.tenant, claimed.step.execution_id, claimed.step.key)
+        return report
+
+    step_cases.complete = complete_and_claim_next
+    Service.complete = service_complete_inline  # type: ignore[method-assign]
+    Service.claim = service_claim_inline  # type: ignore[method-assign]
+    StepRunner.run = run_inline  # type: ignore[method-assign]
+
+
+def _cached_version() -> None:
+    """``Service.start`` stops reading the workflow version record on every call: versions are
+    immutable, so a short TTL (for "latest" and the archived flag) is enough."""
+    from engine.service import Service
+
+    get_workflow = Service.get_workflow
+    cache: dict[tuple[str, str, int | None], tuple[float, Any]] = {}
+    lock = threading.Lock()
+
+    def cached(self: Any, tenant: str, name: str, version: int | None = None) -> Any:
+        key = (tenant, name, version)
+        with lock:
+            found = cache.get(key)
+        if found is not None and time.monotonic() - found[0] < 1.0:
+            return found[1]
+        record = get_workflow(self, tenant, name, version)
+        with lock:
+            cache[key] = (time.monotonic(), record)
+        return record
+
+    Service.get_workflow = cached  # type: ignore[method-assign]
+
+
+EXPERIMENTS: dict[str, Any] = {
+    "keyed-load": _keyed_load,
+    "item-fanin": _item_fanin,
+    "batched-reads": _batched_reads,
+    "inline-next": _inline_next,
+    "cached-version": _cached_version,
+}
 
 
 def apply_experiments(names: str | None = None) -> list[str]:

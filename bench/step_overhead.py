@@ -11,7 +11,8 @@ doing the same no-op work on the same broker with the same worker concurrency:
 
 (a) a 20-step linear workflow                 vs  a chain of 20 tasks
 (b) a foreach of 100 items plus a join step   vs  a chord of 100 tasks plus a callback
-(c) 500 one-step workflows started at once    vs  500 independent tasks (throughput)
+(c) 500 one-step workflows started at once    vs  500 independent tasks (throughput); both sent
+                                                  by the same 8 client threads
 
 Times run from just before the client call until the worker recorded the end (the
 execution's ``finished_at``; the raw baseline's last task returns ``time.time()``), so
@@ -44,6 +45,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,8 @@ from _support import NOOP, RAW_DONE, RAW_NOOP, Worker, median  # noqa: E402
 LINEAR_STEPS = 20
 FAN_ITEMS = 100
 MANY = 500
+#: Client threads that send the 500 starts (or the 500 raw tasks) "at once".
+STARTERS = 8
 TARGETS = {
     "linear": {"sqlite": 3.0, "firestore": 4.0},  # conveyor / raw, at most
     "foreach": {"sqlite": 3.0, "firestore": 3.0},  # conveyor / raw, at most
@@ -131,7 +135,8 @@ class Raw:
 
     def many(self) -> float:
         t0 = time.time()
-        results = [self.done.apply_async((i,)) for i in range(MANY)]
+        with ThreadPoolExecutor(STARTERS) as pool:
+            results = list(pool.map(lambda i: self.done.apply_async((i,)), range(MANY)))
         return max(float(r.get(timeout=300)) for r in results) - t0
 
 
@@ -170,7 +175,10 @@ class Conveyor:
 
     def many(self) -> float:
         t0 = time.time()
-        ids = [self.service.start(self.tenant, "bench-single", {"x": i}).execution.id for i in range(MANY)]
+        with ThreadPoolExecutor(STARTERS) as pool:
+            ids = list(
+                pool.map(lambda i: self.service.start(self.tenant, "bench-single", {"x": i}).execution.id, range(MANY))
+            )
         deadline = time.monotonic() + 600
         while self.service.store.count_active_executions(self.tenant) > 0:
             if time.monotonic() > deadline:
@@ -281,10 +289,17 @@ def profile_hot_path(settings_options: dict[str, Any], store: str, steps: int = 
 # --- the run ---------------------------------------------------------------------------------
 
 
-def measure(fn: Callable[[], float], repeat: int) -> tuple[float, list[float]]:
-    fn()  # warm-up
-    values = [fn() for _ in range(repeat)]
-    return median(values), values
+def measure(raw: Callable[[], float], conveyor: Callable[[], float], repeat: int) -> tuple[list[float], list[float]]:
+    """One warm-up each, then ``repeat`` rounds of raw-then-Conveyor, interleaved so that load
+    from elsewhere on the machine drifts into both sides alike."""
+    raw()
+    conveyor()
+    raw_values: list[float] = []
+    conveyor_values: list[float] = []
+    for _ in range(repeat):
+        raw_values.append(raw())
+        conveyor_values.append(conveyor())
+    return raw_values, conveyor_values
 
 
 def main() -> int:
@@ -326,6 +341,7 @@ def main() -> int:
         "repeat": args.repeat,
         "broker": args.broker,
         "experiments": [e for e in args.experiment.split(",") if e],
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     profiles: list[dict[str, Any]] = []
     workers: list[Worker] = []
@@ -373,10 +389,9 @@ def main() -> int:
                 conveyor = Conveyor(service, tenant=f"bench-{run_id}")
                 figures: dict[str, Any] = {}
                 for case in cases:
-                    print(f"[{store}] {case}: raw ...", file=sys.stderr, flush=True)
-                    raw_median, raw_values = measure(getattr(raw, case), args.repeat)
-                    print(f"[{store}] {case}: conveyor ...", file=sys.stderr, flush=True)
-                    conv_median, conv_values = measure(getattr(conveyor, case), args.repeat)
+                    print(f"[{store}] {case} ...", file=sys.stderr, flush=True)
+                    raw_values, conv_values = measure(getattr(raw, case), getattr(conveyor, case), args.repeat)
+                    raw_median, conv_median = median(raw_values), median(conv_values)
                     figures[case] = {
                         "conveyor_s": conv_median,
                         "raw_s": raw_median,
@@ -402,6 +417,7 @@ def main() -> int:
             for key in client.scan_iter(f"*{run_id}*"):
                 client.delete(key)
 
+    results["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print_table(results, stores)
     for profile in profiles:
         print_profile(profile, results[profile["store"]])
@@ -488,7 +504,8 @@ def print_profile(profile: dict[str, Any], result: dict[str, Any]) -> None:
     for name in sorted(per_step, key=lambda n: -per_step[n]):
         print(f"  {name:<36}{per_step[name]:8.2f} ms")
     print(f"  {'per step through real workers (a)':<36}{measured:8.2f} ms")
-    print(f"  {'=> Celery + process share':<36}{measured - total:8.2f} ms")
+    print(f"  {'raw Celery task in a chain (a)':<36}{result.get('linear20_per_step_raw_ms', float('nan')):8.2f} ms")
+    print(f"  {'=> Celery + process share (a - in)':<36}{measured - total:8.2f} ms")
     if os.environ.get("BENCH_CPROFILE"):
         print(profile["cprofile"])
     print()

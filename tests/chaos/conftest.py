@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,6 +122,17 @@ class WorkerProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=15)
         self.kill()
+
+
+def purge_broker(client: Any, queue: str) -> None:
+    """Drop ``queue`` and the unacknowledged messages killed workers left for it in kombu's
+    shared ``unacked`` hash, so nothing of this run is restored into Redis later."""
+    client.delete(queue)
+    for tag, payload in client.hscan_iter("unacked"):
+        with contextlib.suppress(ValueError, TypeError, IndexError):
+            if json.loads(payload)[2] == queue:
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
 
 
 class Reconciler:

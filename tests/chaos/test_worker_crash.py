@@ -33,7 +33,7 @@ from engine.service import Service
 from engine.settings import Settings
 from engine.states import ExecutionStatus, StepStatus
 from tests.chaos import chaos_steps
-from tests.chaos.conftest import Reconciler, WorkerProcess, tail, worker_command
+from tests.chaos.conftest import Reconciler, WorkerProcess, purge_broker, tail, worker_command
 
 KILLS = int(os.environ.get("CONVEYOR_CHAOS_KILLS") or os.environ.get("CONVEYOR_CHAOS_ROUNDS") or 20)
 BATCH = int(os.environ.get("CONVEYOR_CHAOS_BATCH", "4"))
@@ -261,5 +261,7 @@ def test_sigkilled_workers_lose_nothing_and_record_each_step_once(
         worker.stop()
         for key in client.scan_iter(f"{prefix}:*"):
             client.delete(key)
-        client.delete(queue)
+        for execution_id in chaos.executions:
+            client.delete(f"conveyor:events:{TENANT}:{execution_id}")
+        purge_broker(client, queue)
         service.store.close()
