@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -473,57 +472,6 @@ def test_renderer_semantics(tmp_path: Path, template: str, values: dict[str, Any
 def test_renderer_refuses_what_helm_refuses(tmp_path: Path, template: str, values: dict[str, Any], error: str) -> None:
     with pytest.raises(TemplateError, match=re.escape(error)):
         _render_snippet(tmp_path, template, values)
-
-
-# ----------------------------------------------------------------------------- chart: with helm
-
-helm = shutil.which("helm") or "helm"
-needs_helm = pytest.mark.skipif(
-    shutil.which("helm") is None, reason="helm is not installed; the chart is checked by the renderer above"
-)
-
-
-@needs_helm
-def test_helm_lint(tmp_path: Path) -> None:
-    values = tmp_path / "full.yaml"
-    values.write_text(yaml.safe_dump(FULL_VALUES))
-    for extra in ([], ["-f", str(values)]):
-        result = subprocess.run(
-            [helm, "lint", "--strict", str(CHART), *extra], capture_output=True, text=True, check=False
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-
-
-@needs_helm
-@pytest.mark.parametrize("values", [{}, FULL_VALUES], ids=["defaults", "full"])
-def test_helm_template_matches_renderer(
-    renderer: Renderer, values: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    result = subprocess.run(
-        [helm, "template", "demo", str(CHART), "--namespace", "conveyor", "-f", str(values_file)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
-    check_manifests(docs, values, monkeypatch)
-    ours = renderer.manifests(copy.deepcopy(values))
-
-    def strip(d: dict[str, Any]) -> dict[str, Any]:
-        normalised: dict[str, Any] = json.loads(json.dumps(d))
-        return normalised
-
-    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
-        (d["kind"], d["metadata"]["name"]) for d in ours
-    )
-    by_key = {(d["kind"], d["metadata"]["name"]): strip(d) for d in ours}
-    for doc in docs:
-        assert strip(doc) == by_key[(doc["kind"], doc["metadata"]["name"])], (
-            f"renderer differs from helm on {doc['kind']}"
-        )
 
 
 # ------------------------------------------------------------------------------ docker-compose
