@@ -41,15 +41,21 @@ TENANT = "it"
 
 
 class CountingRunner(StepRunner):
-    """A StepRunner that counts the outcome of every message it handled."""
+    """A StepRunner that counts the outcome of every message it handled, and what it raised."""
 
     def __init__(self, service: Service) -> None:
         super().__init__(service)
         self.outcomes: Counter[str] = Counter()
+        self.errors: list[str] = []
         self._lock = threading.Lock()
 
     def run(self, tenant: str, execution_id: str, step_key: str) -> RunReport:
-        report = super().run(tenant, execution_id, step_key)
+        try:
+            report = super().run(tenant, execution_id, step_key)
+        except Exception as exc:
+            with self._lock:
+                self.errors.append(f"{step_key}: {type(exc).__name__}: {exc}")
+            raise
         with self._lock:
             self.outcomes[report.outcome] += 1
         return report
@@ -116,8 +122,15 @@ class World:
         self.runner = CountingRunner(self.service)
 
     @contextlib.contextmanager
-    def worker(self, pool: str = "threads", concurrency: int = 4) -> Iterator[Any]:
-        """A real Celery worker consuming this world's queue, running steps with its runner."""
+    def worker(self, pool: str | None = None, concurrency: int = 4) -> Iterator[Any]:
+        """A real Celery worker consuming this world's queue, running steps with its runner.
+
+        The default pool is threads, except on the Firestore emulator: concurrent
+        transactions on one execution there end in "Transaction lock timeout" now and then,
+        and the runner does not retry a failed completion yet (the step then waits for its
+        lease to expire), which would stall a test that runs no reconciler.
+        """
+        pool = pool or ("solo" if self.settings.store == "firestore" else "threads")
         use_runner(self.runner)
         try:
             with start_worker(
@@ -155,7 +168,10 @@ class World:
                 return execution
             if time.monotonic() > deadline:
                 steps = {s.key: str(s.status) for s in self.service.list_steps(TENANT, execution_id)}
-                raise AssertionError(f"execution {execution_id} still {execution.status} after {timeout}s: {steps}")
+                raise AssertionError(
+                    f"execution {execution_id} still {execution.status} after {timeout}s: {steps}; "
+                    f"messages handled: {dict(self.runner.outcomes)}; raised: {self.runner.errors}"
+                )
             time.sleep(0.05)
 
 
