@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
 
+from conveyor.cli import app
 from engine.settings import Settings
 from tests.chart.gotemplate import Renderer, TemplateError
 
@@ -28,8 +30,16 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "conveyor"
 COMPOSE = ROOT / "docker-compose.yml"
 
-#: The ``conveyor`` CLI's subcommands (conveyor/cli.py).
-CONVEYOR_SUBCOMMANDS = {"run", "validate", "graph", "worker", "beat", "bridge", "api", "dev", "migrate", "keys"}
+
+def _conveyor_subcommands() -> frozenset[str]:
+    command = typer.main.get_command(app)
+    assert isinstance(command, typer.core.TyperGroup), "the conveyor CLI is a command group"
+    return frozenset(command.commands)
+
+
+#: The ``conveyor`` CLI's subcommands, read from the Typer app itself (conveyor/cli.py), so a compose
+#: service or chart Deployment can only run a command that exists.
+CONVEYOR_SUBCOMMANDS = _conveyor_subcommands()
 #: Environment variables that are not Conveyor settings but are read by libraries we use.
 LIBRARY_ENV = {"FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "FLOWER_BASIC_AUTH"}
 #: Set by the chart from the downward API, for logs; not settings.
@@ -88,7 +98,6 @@ FULL_VALUES: dict[str, Any] = {
             },
         ],
     },
-    "bridge": {"replicas": 2, "podDisruptionBudget": {"enabled": True}},
     "flower": {"basicAuth": {"existingSecret": "flower-auth"}},
     "ingress": {
         "enabled": True,
@@ -245,7 +254,7 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
                 assert not selector.items() <= labels.items(), f"{name}'s selector also matches {other}"
 
     component = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in deployments.values()}
-    assert {"api", "worker", "beat", "bridge", "flower"} <= set(component)
+    assert {"api", "worker", "beat", "flower"} <= set(component)
 
     beat = [d for d in deployments.values() if d["metadata"]["labels"]["app.kubernetes.io/component"] == "beat"]
     assert len(beat) == 1
@@ -377,13 +386,12 @@ def test_components_can_be_disabled(renderer: Renderer) -> None:
         {
             "api": {"enabled": False},
             "flower": {"enabled": False},
-            "bridge": {"enabled": False},
             "ingress": {"enabled": True},
             "networkPolicy": {"enabled": True},
         }
     )
     names = {d["metadata"]["name"] for d in docs}
-    assert not any(n.endswith(("-api", "-flower", "-bridge")) for n in names), names
+    assert not any(n.endswith(("-api", "-flower")) for n in names), names
     assert "demo-conveyor-beat" in names
 
 
@@ -483,17 +491,15 @@ def compose() -> dict[str, Any]:
     return data
 
 
-APP_SERVICES = {"api": "api", "worker": "worker", "beat": "beat", "bridge": "bridge"}
+APP_SERVICES = {"api": "api", "worker": "worker", "beat": "beat"}
 
 
 def test_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "firestore", "pubsub", "api", "worker", "beat", "bridge", "flower"}
+    assert set(services) == {"redis", "firestore", "api", "worker", "beat", "flower"}
     emulator_image = "gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators"
     assert services["firestore"]["image"] == emulator_image
     assert services["firestore"]["command"][:4] == ["gcloud", "emulators", "firestore", "start"]
-    assert services["pubsub"]["image"] == emulator_image
-    assert services["pubsub"]["command"][:5] == ["gcloud", "beta", "emulators", "pubsub", "start"]
     for name, subcommand in APP_SERVICES.items():
         command = services[name]["command"]
         assert command[0] == "conveyor" and command[1] == subcommand, f"{name}: {command}"
@@ -502,6 +508,7 @@ def test_compose_services(compose: dict[str, Any]) -> None:
 
 
 def test_compose_commands_name_existing_subcommands(compose: dict[str, Any]) -> None:
+    assert {"api", "worker", "beat"} <= CONVEYOR_SUBCOMMANDS, CONVEYOR_SUBCOMMANDS
     for name, service in compose["services"].items():
         command = service.get("command")
         if isinstance(command, str):
@@ -522,12 +529,12 @@ def test_compose_environment(compose: dict[str, Any], monkeypatch: pytest.Monkey
         assert settings.broker_url == "redis://redis:6379/0"
         assert settings.redis_url == "redis://redis:6379/1"
         assert env["FIRESTORE_EMULATOR_HOST"].startswith("firestore:")
-        assert env["PUBSUB_EMULATOR_HOST"].startswith("pubsub:")
+        assert "PUBSUB_EMULATOR_HOST" not in env, f"{name}: no Pub/Sub emulator runs in compose"
 
 
 def test_compose_dependencies_and_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in ("redis", "firestore", "pubsub", "api", "worker", "flower"):
+    for name in ("redis", "firestore", "api", "worker", "flower"):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     for name, service in services.items():
         for dependency, spec in (service.get("depends_on") or {}).items():
@@ -540,7 +547,6 @@ def test_compose_dependencies_and_healthchecks(compose: dict[str, Any]) -> None:
     for name in APP_SERVICES:
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         assert services[name]["depends_on"]["firestore"]["condition"] == "service_healthy"
-    assert services["bridge"]["depends_on"]["pubsub"]["condition"] == "service_healthy"
     api_port = str(services["api"]["environment"]["CONVEYOR_API_PORT"])
     assert any(p.endswith(f":{api_port}") for p in services["api"]["ports"])
     assert api_port in " ".join(services["api"]["healthcheck"]["test"])
