@@ -177,7 +177,7 @@ class World:
 
 def delete_queue_keys(client: redis.Redis, queue: str) -> None:
     """Remove a test queue's list (and priority lists) and its kombu binding."""
-    for pattern in (f"{queue}*", f"_kombu.binding.{queue}*"):
+    for pattern in (f"{queue}*", f"_kombu.binding*.{queue}*"):
         for key in client.scan_iter(match=pattern):
             client.delete(key)
 
