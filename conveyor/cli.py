@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 
 import typer
 
@@ -21,6 +23,11 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """Durable workflows on Celery. Settings come from CONVEYOR_* environment variables."""
+    # The console script does not put the working directory on sys.path as `python -m`
+    # does; CONVEYOR_IMPORTS names modules of the user's project, relative to it.
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     configure_logging(Settings())
 
 

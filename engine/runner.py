@@ -18,9 +18,10 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from engine import steptypes
-from engine.errors import ConveyorError, LeaseLost, StepFailure
+from engine.errors import ConveyorError, LeaseLost, StepFailure, StoreUnavailable
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
 from engine.orchestration.steps import Claimed
@@ -177,10 +178,22 @@ class StepRunner:
         )
 
     def _record(self, action: Callable[[], None], outcome: str, step_key: str) -> RunReport:
-        try:
-            action()
-        except LeaseLost:
-            return RunReport("lease-lost", step_key)
+        """Write a finished attempt's outcome, retrying while the store is briefly unavailable.
+
+        Retrying is safe because the write is fenced: if an earlier try did commit, the next
+        one gets ``LeaseLost`` and nothing is recorded twice. The lease outlasts the retries.
+        """
+        for attempt in Retrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            stop=stop_after_attempt(5),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    action()
+                except LeaseLost:
+                    return RunReport("lease-lost", step_key)
         return RunReport(outcome, step_key)
 
     async def _handle(self, claimed: Claimed, lease: Lease) -> Succeeded | Wait:

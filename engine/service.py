@@ -115,10 +115,11 @@ class Service:
         return result
 
     def perform(self, effects: Effects) -> None:
-        if effects.events:
-            self.events.publish(effects.events)
+        """Dispatch first: a step message matters more than live fan-out (history is in the store)."""
         if effects.dispatches:
             self.dispatcher.dispatch(effects.dispatches)
+        if effects.events:
+            self.events.publish(effects.events)
 
     def check_payload(self, value: Any, what: str) -> None:
         size = payload_size(value)
