@@ -122,15 +122,8 @@ class World:
         self.runner = CountingRunner(self.service)
 
     @contextlib.contextmanager
-    def worker(self, pool: str | None = None, concurrency: int = 4) -> Iterator[Any]:
-        """A real Celery worker consuming this world's queue, running steps with its runner.
-
-        The default pool is threads, except on the Firestore emulator: concurrent
-        transactions on one execution there end in "Transaction lock timeout" now and then,
-        and the runner does not retry a failed completion yet (the step then waits for its
-        lease to expire), which would stall a test that runs no reconciler.
-        """
-        pool = pool or ("solo" if self.settings.store == "firestore" else "threads")
+    def worker(self, pool: str = "threads", concurrency: int = 4) -> Iterator[Any]:
+        """A real Celery worker consuming this world's queue, running steps with its runner."""
         use_runner(self.runner)
         try:
             with start_worker(
