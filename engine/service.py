@@ -245,13 +245,13 @@ class Service:
         return self.store.list_events(tenant, execution_id, after=after, limit=limit)
 
     def cancel(self, tenant: str, execution_id: str) -> ExecutionRecord:
-        return self._run(lambda rec: control.cancel(rec, tenant, execution_id))
+        return self._run(lambda rec: control.cancel(rec, self.compiled, tenant, execution_id))
 
     def retry(self, tenant: str, execution_id: str) -> ExecutionRecord:
         return self._run(lambda rec: control.retry(rec, self.compiled, tenant, execution_id))
 
     def pause(self, tenant: str, execution_id: str) -> ExecutionRecord:
-        return self._run(lambda rec: control.pause(rec, tenant, execution_id))
+        return self._run(lambda rec: control.pause(rec, self.compiled, tenant, execution_id))
 
     def resume(self, tenant: str, execution_id: str) -> ExecutionRecord:
         return self._run(lambda rec: control.resume(rec, self.compiled, tenant, execution_id))
@@ -349,11 +349,11 @@ class Service:
         return lambda rec: step_cases.redispatch(rec, step.tenant, step.execution_id, step.key, stale_before)
 
     def _time_out(self, execution: ExecutionRecord) -> Callable[[Recorder], None]:
-        return lambda rec: control.time_out(rec, execution.tenant, execution.id)
+        return lambda rec: control.time_out(rec, self.compiled, execution.tenant, execution.id)
 
     def _wake(self, step: StepRecord) -> Callable[[Recorder], None]:
         def wake(rec: Recorder) -> None:
-            execution, records = step_cases.load(rec.tx, step.tenant, step.execution_id)
+            execution, records = step_cases.load(rec.tx, self.compiled, step.tenant, step.execution_id)
             if step.key not in records or execution.status is not ExecutionStatus.RUNNING:
                 return
             compiled = self.compiled(step.tenant, execution.workflow, execution.version)

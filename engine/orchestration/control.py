@@ -61,32 +61,38 @@ def _refuse_unless(execution: ExecutionRecord, target: ExecutionStatus, cause: C
         raise TransitionRefused(f"execution {execution.id} is {execution.status}: {decision.reason}")
 
 
-def cancel(rec: Recorder, tenant: str, execution_id: str, reason: str = "cancelled by request") -> ExecutionRecord:
-    execution, records = load(rec.tx, tenant, execution_id)
+def cancel(
+    rec: Recorder,
+    load_workflow: WorkflowLoader,
+    tenant: str,
+    execution_id: str,
+    reason: str = "cancelled by request",
+) -> ExecutionRecord:
+    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
     _refuse_unless(execution, ExecutionStatus.CANCELLED, Cause.CANCEL)
     progress.end_execution(rec, execution, records, ExecutionStatus.CANCELLED, Cause.CANCEL, reason)
     return execution
 
 
-def time_out(rec: Recorder, tenant: str, execution_id: str) -> None:
+def time_out(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str) -> None:
     """The execution's deadline passed (called by the reconciler)."""
-    execution, records = load(rec.tx, tenant, execution_id)
+    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
     due = execution.deadline_at is not None and execution.deadline_at <= rec.now
     if execution.status in EXECUTION_TERMINAL or not due:
         return
     progress.end_execution(rec, execution, records, ExecutionStatus.TIMED_OUT, Cause.DEADLINE, "deadline passed")
 
 
-def pause(rec: Recorder, tenant: str, execution_id: str) -> ExecutionRecord:
+def pause(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str) -> ExecutionRecord:
     """Stop claiming new steps; running steps finish and their successors wait in QUEUED."""
-    execution, _ = load(rec.tx, tenant, execution_id)
+    execution, _ = load(rec.tx, load_workflow, tenant, execution_id)
     _refuse_unless(execution, ExecutionStatus.PAUSED, Cause.PAUSE)
     rec.move_execution(execution, ExecutionStatus.PAUSED, Cause.PAUSE)
     return execution
 
 
 def resume(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str) -> ExecutionRecord:
-    execution, records = load(rec.tx, tenant, execution_id)
+    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
     _refuse_unless(execution, ExecutionStatus.RUNNING, Cause.RESUME)
     rec.move_execution(execution, ExecutionStatus.RUNNING, Cause.RESUME)
     for record in records.values():
@@ -99,7 +105,7 @@ def resume(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_
 
 def retry(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str) -> ExecutionRecord:
     """Run a failed or timed-out execution again from its failed steps, keeping every success."""
-    execution, records = load(rec.tx, tenant, execution_id)
+    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
     _refuse_unless(execution, ExecutionStatus.RUNNING, Cause.RETRY)
     compiled = load_workflow(tenant, execution.workflow, execution.version)
     execution.run += 1

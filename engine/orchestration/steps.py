@@ -49,11 +49,29 @@ class Claimed:
     referenced: dict[str, StepRecord]
 
 
-def load(tx: Transaction, tenant: str, execution_id: str) -> tuple[ExecutionRecord, dict[str, StepRecord]]:
+def load(
+    tx: Transaction, load_workflow: WorkflowLoader, tenant: str, execution_id: str
+) -> tuple[ExecutionRecord, dict[str, StepRecord]]:
+    """The header and every step record of an execution, read by key inside the transaction.
+
+    Reading by key (top-level steps, then the items of expanded foreach steps) rather than
+    with a query keeps the transaction's locks on those documents only: a query in a
+    transaction may lock far more (the Firestore emulator locks the whole collection group).
+    """
     execution = tx.get_execution(tenant, execution_id)
     if execution is None:
         raise NotFound(f"execution {execution_id!r} not found")
-    return execution, {record.key: record for record in tx.list_steps(tenant, execution_id)}
+    compiled = load_workflow(tenant, execution.workflow, execution.version)
+    records = tx.get_steps(tenant, execution_id, list(compiled.order))
+    item_keys = [
+        planner.item_key(record.step_id, index)
+        for record in records.values()
+        if not planner.is_item(record) and record.items
+        for index in range(len(record.items))
+    ]
+    if item_keys:
+        records.update(tx.get_steps(tenant, execution_id, item_keys))
+    return execution, records
 
 
 def _fenced(records: dict[str, StepRecord], key: str, epoch: int) -> StepRecord:
@@ -77,7 +95,7 @@ def claim(
     if step.status is StepStatus.RETRY_WAIT and due:
         rec.move_step(step, StepStatus.QUEUED, Cause.TIMER, dispatch=False)
     elif step.status is StepStatus.WAITING and due:
-        _, records = load(tx, tenant, execution_id)
+        _, records = load(tx, load_workflow, tenant, execution_id)
         wake(rec, compiled, execution, records, key)
         return None
     if step.status is not StepStatus.QUEUED:
@@ -109,7 +127,7 @@ def complete(
     output: Any,
 ) -> None:
     """Record a step's success (fenced by ``epoch``) and move the execution forward."""
-    execution, records = load(rec.tx, tenant, execution_id)
+    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
     step = _fenced(records, key, epoch)
     step.output = output
     rec.move_step(step, StepStatus.SUCCEEDED, Cause.COMPLETE)
@@ -157,7 +175,7 @@ def fail(
     timing: Timing,
 ) -> None:
     """Record a failed attempt: wait and retry per the step's policy, or fail the step."""
-    execution, records = load(rec.tx, tenant, execution_id)
+    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
     step = _fenced(records, key, epoch)
     compiled = load_workflow(tenant, execution.workflow, execution.version)
     policy = compiled.step(step.step_id).retry
@@ -209,7 +227,7 @@ def signal(
     rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str, key: str, payload: Any
 ) -> StepRecord:
     """Deliver a payload to a WAITING step: it succeeds with the payload as its output."""
-    execution, records = load(rec.tx, tenant, execution_id)
+    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
     step = records.get(key)
     if step is None:
         raise NotFound(f"step {key!r} not found in execution {execution_id!r}")
@@ -223,7 +241,7 @@ def signal(
 
 def expire_lease(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str, key: str) -> None:
     """The worker holding the step vanished: re-queue it, or fail it once allowances are spent."""
-    execution, records = load(rec.tx, tenant, execution_id)
+    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
     step = records.get(key)
     if step is None or step.status is not StepStatus.RUNNING or step.lease_until is None:
         return
