@@ -893,26 +893,6 @@ class FirestoreTransaction:
             found[key] = record
         return found
 
-    def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
-        """Every step of the execution, including those written in this transaction."""
-        collection = self._paths.steps(tenant, execution_id)
-        query = self._store.query(collection, order=[(DOC_ID, ASC)])
-        for snap in self._txn.get(query):
-            self._reads[snap.reference.path] = _data(snap)
-        prefix = f"{collection.parent.path}/{collection.id}/" if collection.parent else ""
-        docs: dict[str, dict[str, Any]] = {}
-        for path, doc in self._reads.items():
-            if doc is not None and _under(path, prefix):
-                docs[path] = doc
-        for path in self._writes:
-            if _under(path, prefix):
-                docs.pop(path, None)
-        records = self._decode(StepRecord, list(docs.values()))
-        for path, write in self._writes.items():
-            if _under(path, prefix) and write.fields is not None:
-                records.append(decode_record(StepRecord, write.fields, {}))
-        return _sorted_steps(records)
-
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None:
         """The summary's copy of the latest version, or a newer one written in this transaction."""
         ref = self._paths.workflow(tenant, name)
@@ -1163,11 +1143,6 @@ def _reusable(previous: BlobRef | None, data: bytes) -> BlobRef | None:
     if previous is None or previous.size != len(data):
         return None
     return previous if previous.sha256 == hashlib.sha256(data).hexdigest() else None
-
-
-def _under(path: str, prefix: str) -> bool:
-    """Whether ``path`` names a document directly in the collection ``prefix`` ends with."""
-    return path.startswith(prefix) and "/" not in path[len(prefix) :]
 
 
 def _sorted_steps(records: list[StepRecord]) -> list[StepRecord]:

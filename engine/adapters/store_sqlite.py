@@ -472,16 +472,6 @@ class _SqliteTransaction:
                 found[key] = _fresh(StepRecord, buffered)
         return found
 
-    def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
-        steps = {
-            step.key: step
-            for step in _load_all(self._conn, StepRecord, self._conn.execute(_SELECT_STEPS, (tenant, execution_id)))
-        }
-        for (step_tenant, step_execution, key), data in self._steps.items():
-            if (step_tenant, step_execution) == (tenant, execution_id):
-                steps[key] = _fresh(StepRecord, data)
-        return [steps[key] for key in sorted(steps)]
-
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None:
         row = self._conn.execute(_SELECT_LATEST_VERSION, (tenant, name)).fetchone()
         candidates = [data for data in self._versions if (data["tenant"], data["name"]) == (tenant, name)]

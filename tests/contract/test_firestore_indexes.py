@@ -222,7 +222,6 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
                     _follow(page)
 
     def in_transaction(tx: Transaction) -> None:
-        tx.list_steps(A, "ex-0")
         tx.get_steps(A, "ex-0", ["s0[0]"])
         tx.find_execution_by_key(B, "k")
         tx.latest_workflow_version(A, "orders")
