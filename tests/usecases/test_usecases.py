@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -450,8 +451,9 @@ def test_running_step_sees_cancellation_through_its_context(make_harness):
     result = {}
     worker = threading.Thread(target=lambda: result.setdefault("r", h.runner.run("t1", execution_id, "s")))
     worker.start()
-    while h.steps(execution_id)["s"].status is not StepStatus.RUNNING:
-        pass
+    deadline = time.monotonic() + 5
+    while h.steps(execution_id)["s"].status is not StepStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
     h.service.cancel("t1", execution_id)
     worker.join(timeout=5)
     assert result["r"].outcome == "lease-lost"
