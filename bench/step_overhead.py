@@ -231,7 +231,6 @@ def profile_hot_path(settings_options: dict[str, Any], store: str, steps: int = 
     sink_queue = f"{settings_options['default_queue']}-profile-sink"
     settings = Settings(**{**settings_options, "default_queue": sink_queue})
     service = build_service(settings)
-    _support.LOADER = service.compiled
     tenant = f"profile-{uuid.uuid4().hex[:6]}"
     service.apply_workflow(tenant, linear_workflow())
     sent: list[Dispatch] = []
@@ -257,7 +256,7 @@ def profile_hot_path(settings_options: dict[str, Any], store: str, steps: int = 
     timer.wrap(service, "complete", "complete")
 
     def drain() -> int:
-        """Run every message; returns the steps completed (one message runs several with inline-next)."""
+        """Run every message; returns the steps completed (one message may run a chain of steps)."""
         before = timer.counts["complete"]
         while sent:
             d = sent.pop(0)
@@ -315,17 +314,9 @@ def main() -> int:
     parser.add_argument("--emulator", default=os.environ.get("FIRESTORE_EMULATOR_HOST"))
     parser.add_argument("--profile", action="store_true", help="also profile the step hot path in process")
     parser.add_argument("--cases", default="linear,foreach,many", help="comma-separated subset to run")
-    parser.add_argument(
-        "--experiment",
-        default="",
-        help=f"comma-separated optimizations to patch in, in every process: {sorted(_support.EXPERIMENTS)}",
-    )
     args = parser.parse_args()
     stores = ["sqlite", "firestore"] if args.store == "both" else [args.store]
     cases = [c for c in args.cases.split(",") if c]
-    if args.experiment:
-        os.environ["BENCH_EXPERIMENTS"] = args.experiment
-        _support.apply_experiments(args.experiment)
 
     import redis
 
@@ -344,7 +335,6 @@ def main() -> int:
         "concurrency": args.concurrency,
         "repeat": args.repeat,
         "broker": args.broker,
-        "experiments": [e for e in args.experiment.split(",") if e],
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     profiles: list[dict[str, Any]] = []
@@ -392,7 +382,6 @@ def main() -> int:
                 from engine.settings import Settings
 
                 service = build_service(Settings(**options))
-                _support.LOADER = service.compiled
                 conveyor = Conveyor(service, tenant=f"bench-{run_id}")
                 figures: dict[str, Any] = {}
                 for case in cases:

@@ -65,6 +65,7 @@ class CompiledWorkflow:
     ancestors: Mapping[str, frozenset[str]]
     input_validator: Validator | None = field(repr=False)
     _referenced: Mapping[str, frozenset[str]] = field(repr=False)
+    _planning: Mapping[str, frozenset[str]] = field(repr=False)
     _steps: Mapping[str, StepDef] = field(repr=False)
 
     @property
@@ -83,6 +84,10 @@ class CompiledWorkflow:
         ``when`` is not included: use ``when[step_id].step_refs``.
         """
         return self._referenced[step_id]
+
+    def planning_steps(self, step_id: str) -> frozenset[str]:
+        """Steps whose records planning ``step_id`` reads: its needs and what ``when``/``foreach`` read."""
+        return self._planning[step_id]
 
     def validate_input(self, value: Any) -> None:
         """Raise ``InputInvalid`` listing every way ``value`` fails the input schema."""
@@ -126,6 +131,7 @@ class _Checker:
         self.foreach: dict[str, Expression] = {}
         self.outputs: dict[str, Expression] = {}
         self.referenced: dict[str, frozenset[str]] = {}
+        self.planning: dict[str, frozenset[str]] = {}
         self.validator: Validator | None = None
 
     def run(self) -> list[Problem]:
@@ -199,23 +205,23 @@ class _Checker:
         path = f"steps[{index}]"
         if step.concurrency is not None and step.foreach is None:
             self.add(f"{path}.concurrency", "'concurrency' only applies to steps with 'foreach'")
-        referenced: set[str] = set()
-        opaque = False
+        planned: list[Expression] = []
         if step.when is not None:
             expression = self._expression(step.when, f"{path}.when", step, "when")
             if expression is not None:
                 self.when[step.id] = expression
+                planned.append(expression)
+        rendered: list[Expression] = []
         if step.foreach is not None:
             expression = self._expression(step.foreach, f"{path}.foreach", step, "foreach")
             if expression is not None:
                 self.foreach[step.id] = expression
-                referenced |= expression.step_refs
-                opaque |= expression.steps_opaque
-        for expression in self._config_expressions(index, step):
-            referenced |= expression.step_refs
-            opaque |= expression.steps_opaque
+                planned.append(expression)
+                rendered.append(expression)
+        rendered += self._config_expressions(index, step)
         ancestors = self.ancestors.get(step.id, frozenset())
-        self.referenced.setdefault(step.id, ancestors if opaque else frozenset(referenced & ancestors))
+        self.referenced.setdefault(step.id, _steps_read(rendered, ancestors))
+        self.planning.setdefault(step.id, _steps_read(planned, ancestors) | set(self.needs.get(step.id, ())))
 
     def _config_expressions(self, index: int, step: StepDef) -> list[Expression]:
         """Check the ``with`` block: config model, type checks, templates and type expressions."""
@@ -321,11 +327,19 @@ class _Checker:
             ancestors=MappingProxyType(self.ancestors),
             input_validator=self.validator,
             _referenced=MappingProxyType(self.referenced),
+            _planning=MappingProxyType(self.planning),
             _steps=MappingProxyType({step.id: step for step in definition.steps}),
         )
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _steps_read(expressions: list[Expression], ancestors: frozenset[str]) -> frozenset[str]:
+    """The steps ``expressions`` read; all ancestors when one reads ``steps`` dynamically."""
+    if any(expression.steps_opaque for expression in expressions):
+        return ancestors
+    return frozenset(ref for expression in expressions for ref in expression.step_refs) & ancestors
 
 
 def _type_expressions(step_type: StepType, config: StepConfig) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -31,6 +31,9 @@ from engine.steptypes.base import StepConfig, StepContext, Succeeded, Wait
 
 log = structlog.get_logger("conveyor.runner")
 
+#: Steps one message may run after its own before the next goes through the broker again.
+MAX_FOLLOWED_STEPS = 100
+
 
 @dataclass(frozen=True)
 class RunReport:
@@ -38,6 +41,8 @@ class RunReport:
 
     outcome: str
     step_key: str
+    #: Steps run after this one, each claimed by the completion of the one before.
+    followed: int = 0
 
 
 class Lease:
@@ -135,23 +140,37 @@ class StepRunner:
         return runner
 
     def run(self, tenant: str, execution_id: str, step_key: str) -> RunReport:
+        """Run one step message, then each step its completion claimed for this worker.
+
+        A chain of steps on one queue thus runs without a claim transaction or a broker round
+        trip per step; after ``MAX_FOLLOWED_STEPS`` the next one goes through the broker again,
+        so one message never holds a worker for an unbounded chain.
+        """
         claimed = self.service.claim(tenant, execution_id, step_key)
         if claimed is None:
             return RunReport("ignored", step_key)
+        report, follower = self._attempt(claimed, follow=True)
+        followed = 0
+        while follower is not None:
+            followed += 1
+            _, follower = self._attempt(follower, follow=followed < MAX_FOLLOWED_STEPS)
+        return replace(report, followed=followed)
+
+    def _attempt(self, claimed: Claimed, *, follow: bool) -> tuple[RunReport, Claimed | None]:
+        """Run one claimed attempt and record its outcome; a follower claimed on completion, if any."""
         step = claimed.step
+        tenant, execution_id, step_key, epoch = step.tenant, step.execution_id, step.key, step.lease_epoch
         bound = log.bind(execution_id=execution_id, step_key=step_key, attempt=step.attempt)
         with self.leases.hold(step) as lease:
             try:
                 outcome = self._event_loop().run(self._handle(claimed, lease))
             except LeaseLost:
-                return RunReport("lease-lost", step_key)
+                return RunReport("lease-lost", step_key), None
             except Exception as exc:  # user code may raise anything: it is recorded, never lost
                 bound.info("step attempt failed", error=str(exc))
                 error, retryable = _error(exc), _retryable(exc)
                 return self._record(
-                    lambda: self.service.fail(
-                        tenant, execution_id, step_key, step.lease_epoch, error, retryable=retryable
-                    ),
+                    lambda: self.service.fail(tenant, execution_id, step_key, epoch, error, retryable=retryable),
                     "failed",
                     step_key,
                 )
@@ -162,7 +181,7 @@ class StepRunner:
                     tenant,
                     execution_id,
                     step_key,
-                    step.lease_epoch,
+                    epoch,
                     until=wait.until,
                     on_wake=wait.on_wake,
                     match=dict(wait.match),
@@ -172,16 +191,20 @@ class StepRunner:
             )
         output = outcome.output
         return self._record(
-            lambda: self.service.complete(tenant, execution_id, step_key, step.lease_epoch, output),
+            lambda: self.service.complete(tenant, execution_id, step_key, epoch, output, follow=follow),
             "succeeded",
             step_key,
         )
 
-    def _record(self, action: Callable[[], None], outcome: str, step_key: str) -> RunReport:
+    def _record(
+        self, action: Callable[[], Claimed | None], outcome: str, step_key: str
+    ) -> tuple[RunReport, Claimed | None]:
         """Write a finished attempt's outcome, retrying while the store is briefly unavailable.
 
         Retrying is safe because the write is fenced: if an earlier try did commit, the next
         one gets ``LeaseLost`` and nothing is recorded twice. The lease outlasts the retries.
+        (A follower that earlier try claimed is then left to its lease, which the reconciler
+        expires.)
         """
         for attempt in Retrying(
             retry=retry_if_exception_type(StoreUnavailable),
@@ -191,10 +214,10 @@ class StepRunner:
         ):
             with attempt:
                 try:
-                    action()
+                    follower = action()
                 except LeaseLost:
-                    return RunReport("lease-lost", step_key)
-        return RunReport(outcome, step_key)
+                    return RunReport("lease-lost", step_key), None
+        return RunReport(outcome, step_key), follower
 
     async def _handle(self, claimed: Claimed, lease: Lease) -> Succeeded | Wait:
         step, execution, compiled = claimed.step, claimed.execution, claimed.compiled

@@ -6,9 +6,7 @@ The API, Celery tasks, Beat and the CLI talk to Conveyor only through :class:`Se
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,7 +18,8 @@ from engine.errors import ConveyorError, NotFound, PayloadTooLarge, QuotaExceede
 from engine.model import canonical_json
 from engine.orchestration import control
 from engine.orchestration import steps as step_cases
-from engine.orchestration.recorder import Effects, Recorder
+from engine.orchestration.recorder import Effects, FaninCheck, Recorder
+from engine.orchestration.workflows import Workflows
 from engine.ports import Clock, Dispatcher, EventSink, Store, Transaction
 from engine.records import (
     EventRecord,
@@ -30,11 +29,10 @@ from engine.records import (
     WorkflowVersionRecord,
 )
 from engine.settings import Settings
-from engine.states import ExecutionStatus, StepStatus
+from engine.states import StepStatus
 
 T = TypeVar("T")
 log = structlog.get_logger("conveyor.service")
-_COMPILED_CACHE_SIZE = 512
 
 
 class SystemClock:
@@ -94,8 +92,7 @@ class Service:
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
         self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
-        self._compiled: OrderedDict[tuple[str, str, int], CompiledWorkflow] = OrderedDict()
-        self._compiled_lock = threading.Lock()
+        self.workflows = Workflows(lambda tenant, name, version: self.get_workflow(tenant, name, version).definition)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -104,10 +101,16 @@ class Service:
         effects = Effects()
 
         def body(tx: Transaction) -> T:
-            rec = Recorder(tx, self.clock.now(), max_foreach_items=self.settings.max_foreach_items)
+            rec = Recorder(
+                tx,
+                self.clock.now(),
+                max_foreach_items=self.settings.max_foreach_items,
+                fanin_check_seconds=self.settings.lease_seconds,
+            )
             result = use_case(rec)
             effects.events[:] = rec.effects.events
             effects.dispatches[:] = rec.effects.dispatches
+            effects.fanin_checks[:] = rec.effects.fanin_checks
             return result
 
         result = self.store.atomic(body)
@@ -115,11 +118,27 @@ class Service:
         return result
 
     def perform(self, effects: Effects) -> None:
-        """Dispatch first: a step message matters more than live fan-out (history is in the store)."""
+        """Dispatch first: a step message matters more than live fan-out (history is in the store).
+
+        Fan-in checks come last: each is one unlocked count, and only a foreach whose items
+        have all ended costs a transaction. A check lost to a crash or an error here is made
+        by the reconciler when the foreach parent's lease passes.
+        """
         if effects.dispatches:
             self.dispatcher.dispatch(effects.dispatches)
         if effects.events:
             self.events.publish(effects.events)
+        for check in effects.fanin_checks:
+            try:
+                self._check_fanin(check)
+            except ConveyorError as exc:
+                log.warning("fan-in check failed; the reconciler repeats it", step_id=check.step_id, error=str(exc))
+
+    def _check_fanin(self, check: FaninCheck) -> None:
+        if self.store.count_active_items(check.tenant, check.execution_id, check.step_id) == 0:
+            self._run(
+                lambda rec: step_cases.check_fanin(rec, self.workflows, check.tenant, check.execution_id, check.step_id)
+            )
 
     def check_payload(self, value: Any, what: str) -> None:
         size = payload_size(value)
@@ -174,18 +193,7 @@ class Service:
 
     def compiled(self, tenant: str, name: str, version: int) -> CompiledWorkflow:
         """The compiled definition of an immutable version, cached in process."""
-        key = (tenant, name, version)
-        with self._compiled_lock:
-            found = self._compiled.get(key)
-            if found is not None:
-                self._compiled.move_to_end(key)
-                return found
-        compiled = compile_workflow(self.get_workflow(tenant, name, version).definition)
-        with self._compiled_lock:
-            self._compiled[key] = compiled
-            if len(self._compiled) > _COMPILED_CACHE_SIZE:
-                self._compiled.popitem(last=False)
-        return compiled
+        return self.workflows.get(tenant, name, version)
 
     # --- executions -----------------------------------------------------------------------
 
@@ -245,34 +253,39 @@ class Service:
         return self.store.list_events(tenant, execution_id, after=after, limit=limit)
 
     def cancel(self, tenant: str, execution_id: str) -> ExecutionRecord:
-        return self._run(lambda rec: control.cancel(rec, self.compiled, tenant, execution_id))
+        return self._run(lambda rec: control.cancel(rec, self.workflows, tenant, execution_id))
 
     def retry(self, tenant: str, execution_id: str) -> ExecutionRecord:
-        return self._run(lambda rec: control.retry(rec, self.compiled, tenant, execution_id))
+        return self._run(lambda rec: control.retry(rec, self.workflows, tenant, execution_id))
 
     def pause(self, tenant: str, execution_id: str) -> ExecutionRecord:
-        return self._run(lambda rec: control.pause(rec, self.compiled, tenant, execution_id))
+        return self._run(lambda rec: control.pause(rec, self.workflows, tenant, execution_id))
 
     def resume(self, tenant: str, execution_id: str) -> ExecutionRecord:
-        return self._run(lambda rec: control.resume(rec, self.compiled, tenant, execution_id))
+        return self._run(lambda rec: control.resume(rec, self.workflows, tenant, execution_id))
 
     def signal(self, tenant: str, execution_id: str, step_key: str, payload: Any) -> StepRecord:
         self.check_payload(payload, "signal payload")
-        return self._run(lambda rec: step_cases.signal(rec, self.compiled, tenant, execution_id, step_key, payload))
+        return self._run(lambda rec: step_cases.signal(rec, self.workflows, tenant, execution_id, step_key, payload))
 
     # --- steps (called by workers) ----------------------------------------------------------
 
     def claim(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
-        return self._run(
-            lambda rec: step_cases.claim(rec, self.compiled, tenant, execution_id, step_key, self.timing)
-        )
+        return self._run(lambda rec: step_cases.claim(rec, self.workflows, tenant, execution_id, step_key, self.timing))
 
     def heartbeat(self, tenant: str, execution_id: str, step_key: str, epoch: int) -> None:
         self._run(lambda rec: step_cases.heartbeat(rec, tenant, execution_id, step_key, epoch, self.timing))
 
-    def complete(self, tenant: str, execution_id: str, step_key: str, epoch: int, output: Any) -> None:
+    def complete(
+        self, tenant: str, execution_id: str, step_key: str, epoch: int, output: Any, *, follow: bool = False
+    ) -> step_cases.Claimed | None:
+        """Record a step's output. With ``follow``, a single step this makes ready to run at once
+        on the same queue is claimed for the caller and returned instead of dispatched."""
         self.check_payload(output, f"output of step {step_key!r}")
-        self._run(lambda rec: step_cases.complete(rec, self.compiled, tenant, execution_id, step_key, epoch, output))
+        timing = self.timing if follow else None
+        return self._run(
+            lambda rec: step_cases.complete(rec, self.workflows, tenant, execution_id, step_key, epoch, output, timing)
+        )
 
     def park(
         self,
@@ -304,7 +317,7 @@ class Service:
     ) -> None:
         self._run(
             lambda rec: step_cases.fail(
-                rec, self.compiled, tenant, execution_id, step_key, epoch, error, retryable, self.timing
+                rec, self.workflows, tenant, execution_id, step_key, epoch, error, retryable, self.timing
             )
         )
 
@@ -343,23 +356,16 @@ class Service:
         return ReconcileReport(len(expired), len(timers), len(stale), len(overdue), failed)
 
     def _expire(self, step: StepRecord) -> Callable[[Recorder], None]:
-        return lambda rec: step_cases.expire_lease(rec, self.compiled, step.tenant, step.execution_id, step.key)
+        return lambda rec: step_cases.expire_lease(rec, self.workflows, step.tenant, step.execution_id, step.key)
 
     def _redispatch(self, step: StepRecord, stale_before: float) -> Callable[[Recorder], None]:
         return lambda rec: step_cases.redispatch(rec, step.tenant, step.execution_id, step.key, stale_before)
 
     def _time_out(self, execution: ExecutionRecord) -> Callable[[Recorder], None]:
-        return lambda rec: control.time_out(rec, self.compiled, execution.tenant, execution.id)
+        return lambda rec: control.time_out(rec, self.workflows, execution.tenant, execution.id)
 
     def _wake(self, step: StepRecord) -> Callable[[Recorder], None]:
-        def wake(rec: Recorder) -> None:
-            execution, records = step_cases.load(rec.tx, self.compiled, step.tenant, step.execution_id)
-            if step.key not in records or execution.status is not ExecutionStatus.RUNNING:
-                return
-            compiled = self.compiled(step.tenant, execution.workflow, execution.version)
-            step_cases.wake(rec, compiled, execution, records, step.key)
-
-        return wake
+        return lambda rec: step_cases.wake_timer(rec, self.workflows, step.tenant, step.execution_id, step.key)
 
     def events_after(self, tenant: str, execution_id: str, after: str | None) -> list[EventRecord]:
         """All history events after ``after`` (used to fill gaps when a live stream resumes)."""

@@ -9,7 +9,8 @@ from engine.compile import CompiledWorkflow
 from engine.errors import TransitionRefused
 from engine.orchestration import progress
 from engine.orchestration.recorder import Recorder
-from engine.orchestration.steps import WorkflowLoader, load
+from engine.orchestration.snapshot import Snapshot, load_whole
+from engine.orchestration.workflows import Workflows
 from engine.records import ExecutionRecord, StepRecord
 from engine.states import EXECUTION_TERMINAL, Cause, ExecutionStatus, StepStatus, propose
 
@@ -51,7 +52,7 @@ def start(
         parent=parent,
     )
     rec.create_execution(execution, {"workflow": definition.name, "version": version})
-    progress.advance(rec, compiled, execution, {})
+    progress.advance(rec, Snapshot(rec.tx, compiled, execution, {}, whole=True))
     return execution, True
 
 
@@ -63,73 +64,70 @@ def _refuse_unless(execution: ExecutionRecord, target: ExecutionStatus, cause: C
 
 def cancel(
     rec: Recorder,
-    load_workflow: WorkflowLoader,
+    workflows: Workflows,
     tenant: str,
     execution_id: str,
     reason: str = "cancelled by request",
 ) -> ExecutionRecord:
-    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
+    snap = load_whole(rec.tx, workflows, tenant, execution_id)
+    execution, records = snap.execution, snap.records
     _refuse_unless(execution, ExecutionStatus.CANCELLED, Cause.CANCEL)
     progress.end_execution(rec, execution, records, ExecutionStatus.CANCELLED, Cause.CANCEL, reason)
     return execution
 
 
-def time_out(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str) -> None:
+def time_out(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str) -> None:
     """The execution's deadline passed (called by the reconciler)."""
-    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
+    snap = load_whole(rec.tx, workflows, tenant, execution_id)
+    execution, records = snap.execution, snap.records
     due = execution.deadline_at is not None and execution.deadline_at <= rec.now
     if execution.status in EXECUTION_TERMINAL or not due:
         return
     progress.end_execution(rec, execution, records, ExecutionStatus.TIMED_OUT, Cause.DEADLINE, "deadline passed")
 
 
-def pause(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str) -> ExecutionRecord:
+def pause(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str) -> ExecutionRecord:
     """Stop claiming new steps; running steps finish and their successors wait in QUEUED."""
-    execution, _ = load(rec.tx, load_workflow, tenant, execution_id)
+    execution = load_whole(rec.tx, workflows, tenant, execution_id).execution
     _refuse_unless(execution, ExecutionStatus.PAUSED, Cause.PAUSE)
     rec.move_execution(execution, ExecutionStatus.PAUSED, Cause.PAUSE)
     return execution
 
 
-def resume(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str) -> ExecutionRecord:
-    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
+def resume(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str) -> ExecutionRecord:
+    snap = load_whole(rec.tx, workflows, tenant, execution_id)
+    execution, records = snap.execution, snap.records
     _refuse_unless(execution, ExecutionStatus.RUNNING, Cause.RESUME)
     rec.move_execution(execution, ExecutionStatus.RUNNING, Cause.RESUME)
     for record in records.values():
         if record.status is StepStatus.QUEUED:
             rec.queue_dispatch(record)
             rec.tx.put_step(record)
-    progress.advance(rec, load_workflow(tenant, execution.workflow, execution.version), execution, records)
+    progress.advance(rec, snap)
     return execution
 
 
-def retry(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str) -> ExecutionRecord:
+def retry(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str) -> ExecutionRecord:
     """Run a failed or timed-out execution again from its failed steps, keeping every success."""
-    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
+    snap = load_whole(rec.tx, workflows, tenant, execution_id)
+    execution, records = snap.execution, snap.records
     _refuse_unless(execution, ExecutionStatus.RUNNING, Cause.RETRY)
-    compiled = load_workflow(tenant, execution.workflow, execution.version)
     execution.run += 1
     execution.error = None
     execution.output = None
     rec.move_execution(execution, ExecutionStatus.RUNNING, Cause.RETRY, {"run": execution.run})
     for record in list(records.values()):
         if record.status in (StepStatus.FAILED, StepStatus.CANCELLED):
-            _revive(rec, compiled, execution, records, record)
-    progress.advance(rec, compiled, execution, records)
+            _revive(rec, snap, record)
+    progress.advance(rec, snap)
     return execution
 
 
-def _revive(
-    rec: Recorder,
-    compiled: CompiledWorkflow,
-    execution: ExecutionRecord,
-    records: dict[str, StepRecord],
-    record: StepRecord,
-) -> None:
+def _revive(rec: Recorder, snap: Snapshot, record: StepRecord) -> None:
     record.attempt = 0
     record.error = None
-    record.run = execution.run
-    is_foreach_parent = record.index is None and compiled.step(record.step_id).foreach is not None
+    record.run = snap.execution.run
+    is_foreach_parent = record.index is None and snap.compiled.step(record.step_id).foreach is not None
     if not is_foreach_parent:
         rec.move_step(record, StepStatus.QUEUED, Cause.RETRY)
         return
@@ -137,8 +135,9 @@ def _revive(
         # The foreach expression itself failed: plan the step afresh.
         rec.move_step(record, StepStatus.QUEUED, Cause.RETRY, dispatch=False)
         rec.move_step(record, StepStatus.CANCELLED, Cause.RETRY, {"reason": "re-planned"})
-        del records[record.key]
+        del snap.records[record.key]
         return
     # A foreach parent is a container, not a claimable step: it goes straight back to RUNNING.
     rec.move_step(record, StepStatus.QUEUED, Cause.RETRY, dispatch=False)
+    record.lease_until = rec.now + rec.fanin_check_seconds
     rec.move_step(record, StepStatus.RUNNING, Cause.CLAIM, {"reason": "retrying failed items"})

@@ -32,8 +32,20 @@ def item_key(step_id: str, index: int) -> str:
     return f"{step_id}[{index}]"
 
 
+def parse_key(key: str) -> tuple[str, int | None]:
+    """``(step_id, index)`` of a step key: the index is ``None`` for a top-level step."""
+    step_id, bracket, rest = key.partition("[")
+    index = rest[:-1] if rest.endswith("]") else ""
+    return (step_id, int(index)) if bracket and index.isdigit() else (key, None)
+
+
 def is_item(record: StepRecord) -> bool:
     return record.index is not None
+
+
+def is_foreach_parent(record: StepRecord) -> bool:
+    """A top-level record whose foreach has been expanded into items."""
+    return record.index is None and record.items is not None
 
 
 def blocks(compiled: CompiledWorkflow, record: StepRecord) -> bool:
@@ -111,9 +123,7 @@ def has_active(records: Mapping[str, StepRecord]) -> bool:
 
 def finished(compiled: CompiledWorkflow, records: Mapping[str, StepRecord]) -> bool:
     """Every step of the definition has a terminal record."""
-    return all(
-        step_id in records and records[step_id].status in STEP_TERMINAL for step_id in compiled.order
-    )
+    return all(step_id in records and records[step_id].status in STEP_TERMINAL for step_id in compiled.order)
 
 
 def outputs(compiled: CompiledWorkflow, execution: ExecutionRecord, records: Mapping[str, StepRecord]) -> Any:

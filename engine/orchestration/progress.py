@@ -1,19 +1,21 @@
 """Moving an execution forward after any step finished: plan, expand, settle.
 
-These functions run inside a transaction with the execution header and *all* its step
-records loaded: fan-in is decided from the needs' own records, never from counters.
+These functions run inside a transaction on a :class:`Snapshot` of the execution. Fan-in is
+decided from the needs' own records, never from counters; whatever concerns the whole
+execution loads every record first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from engine.compile import CompiledWorkflow
 from engine.errors import ExpressionError
 from engine.orchestration import planner
 from engine.orchestration.recorder import Recorder
+from engine.orchestration.snapshot import Snapshot
 from engine.records import ExecutionRecord, StepRecord
-from engine.states import STEP_ACTIVE, Cause, ExecutionStatus, StepStatus
+from engine.states import STEP_ACTIVE, STEP_TERMINAL, Cause, ExecutionStatus, StepStatus
 
 Records = dict[str, StepRecord]
 
@@ -22,25 +24,61 @@ def error_info(message: str, error_type: str = "StepFailure", **extra: Any) -> d
     return {"type": error_type, "message": message, **extra}
 
 
-def advance(rec: Recorder, compiled: CompiledWorkflow, execution: ExecutionRecord, records: Records) -> None:
-    """Create every step that became ready, then settle the execution if nothing is left."""
-    if execution.status is not ExecutionStatus.RUNNING:
+def advance(rec: Recorder, snap: Snapshot, ended: str | None = None) -> None:
+    """Create every step that became ready, then settle the execution if it may be done.
+
+    ``ended`` names a top-level step that just ended: only its successors are planned (and
+    theirs, as far as steps get skipped), from the records they need. Without it, or when the
+    snapshot holds every record, every step without a record is considered.
+    """
+    if snap.execution.status is not ExecutionStatus.RUNNING:
         return
-    # Topological order lets one pass propagate skips: a skipped need is recorded
-    # before its dependants are planned.
-    for step_id in compiled.order:
-        if step_id in records:
+    if ended is None or snap.whole:
+        snap.load_all()
+        _plan(rec, snap, snap.compiled.order)
+        settle(rec, snap)
+        return
+    created: list[StepRecord] = []
+    frontier = set(snap.compiled.successors[ended])
+    while frontier:
+        snap.ensure_plannable(frontier)
+        planned = _plan(rec, snap, [step_id for step_id in snap.compiled.order if step_id in frontier])
+        created += planned
+        frontier = {
+            successor
+            for record in planned
+            if record.status in STEP_TERMINAL
+            for successor in snap.compiled.successors[record.step_id]
+        }
+    # A step that just became active proves the execution is not done; anything else (a sink
+    # ended, successors skipped, a planning failure) needs the whole picture.
+    if any(record.status in STEP_ACTIVE for record in created) and not any(
+        planner.blocks(snap.compiled, record) for record in created
+    ):
+        return
+    snap.load_all()
+    settle(rec, snap)
+
+
+def _plan(rec: Recorder, snap: Snapshot, step_ids: Iterable[str]) -> list[StepRecord]:
+    """Plan, in topological order, each of ``step_ids`` that has no record yet.
+
+    Topological order lets one pass propagate skips: a skipped need is recorded before its
+    dependants are planned.
+    """
+    created: list[StepRecord] = []
+    for step_id in step_ids:
+        if step_id in snap.records:
             continue
-        plan = planner.plan_step(compiled, execution, records, step_id)
+        plan = planner.plan_step(snap.compiled, snap.execution, snap.records, step_id)
         if plan is not None:
-            _apply(rec, compiled, execution, records, plan)
-    settle(rec, compiled, execution, records)
+            created.append(_apply(rec, snap, plan))
+    return created
 
 
-def _apply(
-    rec: Recorder, compiled: CompiledWorkflow, execution: ExecutionRecord, records: Records, plan: planner.StepPlan
-) -> None:
-    step = compiled.step(plan.step_id)
+def _apply(rec: Recorder, snap: Snapshot, plan: planner.StepPlan) -> StepRecord:
+    execution = snap.execution
+    step = snap.compiled.step(plan.step_id)
     record = StepRecord(
         execution_id=execution.id,
         tenant=execution.tenant,
@@ -64,32 +102,36 @@ def _apply(
         record.finished_at = rec.now
         rec.create_step(record, {"error": record.error})
     elif plan.action == "expand":
-        _expand(rec, compiled, records, record, list(plan.items))
-        return
+        _expand(rec, snap, record, list(plan.items))
     else:
         rec.create_step(record)
-    records[record.key] = record
+    snap.records[record.key] = record
+    return record
 
 
-def _expand(rec: Recorder, compiled: CompiledWorkflow, records: Records, parent: StepRecord, items: list[Any]) -> None:
-    """Start a foreach: the parent runs while at most ``concurrency`` items are in flight."""
+def _expand(rec: Recorder, snap: Snapshot, parent: StepRecord, items: list[Any]) -> None:
+    """Start a foreach: the parent runs while at most ``concurrency`` items are in flight.
+
+    The parent's ``lease_until`` is when the reconciler checks its fan-in, in case the worker
+    that should have finished it died between its commit and that check.
+    """
     parent.items = items
     if not items:
         parent.status = StepStatus.SUCCEEDED
         parent.output = []
         parent.finished_at = rec.now
         rec.create_step(parent, {"items": 0})
-        records[parent.key] = parent
         return
     parent.status = StepStatus.RUNNING
     parent.started_at = rec.now
+    parent.lease_until = rec.now + rec.fanin_check_seconds
     rec.create_step(parent, {"items": len(items)})
-    records[parent.key] = parent
-    for index in range(min(len(items), planner.foreach_concurrency(compiled, parent.step_id))):
-        create_item(rec, records, parent, index)
+    snap.records[parent.key] = parent
+    for index in range(min(len(items), planner.foreach_concurrency(snap.compiled, parent.step_id))):
+        create_item(rec, snap, parent, index)
 
 
-def create_item(rec: Recorder, records: Records, parent: StepRecord, index: int) -> None:
+def create_item(rec: Recorder, snap: Snapshot, parent: StepRecord, index: int) -> None:
     assert parent.items is not None
     child = StepRecord(
         execution_id=parent.execution_id,
@@ -103,25 +145,49 @@ def create_item(rec: Recorder, records: Records, parent: StepRecord, index: int)
         run=parent.run,
     )
     rec.create_step(child)
-    records[child.key] = child
+    snap.records[child.key] = child
 
 
-def item_finished(
-    rec: Recorder, compiled: CompiledWorkflow, execution: ExecutionRecord, records: Records, child: StepRecord
-) -> None:
-    """After a foreach item ended: start the next item, and finish the parent after the last."""
-    parent = records[child.step_id]
-    assert parent.items is not None and child.index is not None
-    successor = child.index + planner.foreach_concurrency(compiled, child.step_id)
-    if successor < len(parent.items) and planner.item_key(child.step_id, successor) not in records:
-        create_item(rec, records, parent, successor)
-    if planner.blocks(compiled, child) and parent.status is StepStatus.RUNNING:
+def item_ended(rec: Recorder, snap: Snapshot, child: StepRecord) -> None:
+    """After a foreach item ended: start the next item; fail the parent on a blocking failure.
+
+    Otherwise the parent finishes once every item has ended. Deciding that needs every item's
+    record, so an item does not read its siblings (that would make concurrent items contend);
+    it asks for a fan-in check after commit (:meth:`Recorder.check_fanin`), which finishes the
+    parent in a transaction of its own when no item is left active.
+    """
+    assert child.index is not None
+    successor = child.index + planner.foreach_concurrency(snap.compiled, child.step_id)
+    successor_key = planner.item_key(child.step_id, successor)
+    snap.ensure([child.step_id, successor_key])
+    parent = snap.records[child.step_id]
+    assert parent.items is not None
+    if successor < len(parent.items) and successor_key not in snap.records:
+        create_item(rec, snap, parent, successor)
+    if parent.status is not StepStatus.RUNNING:
+        return
+    if planner.blocks(snap.compiled, child):
         parent.error = error_info(f"item {child.index} failed", "ItemFailed", item=child.index)
         rec.move_step(parent, StepStatus.FAILED, Cause.COMPLETE, {"error": parent.error})
-        return
-    items = planner.items_of(records, child.step_id)
-    if parent.status is not StepStatus.RUNNING or any(item.status in STEP_ACTIVE for item in items):
-        return
+        advance(rec, snap, ended=parent.key)
+    elif snap.whole:
+        finish_foreach(rec, snap, parent)
+    else:
+        rec.check_fanin(parent)
+
+
+def finish_foreach(rec: Recorder, snap: Snapshot, parent: StepRecord) -> bool:
+    """Finish a running foreach parent whose items have all ended; whether it finished.
+
+    Needs the whole snapshot: an item without a record has not started, so it has not ended.
+    """
+    snap.load_all()
+    assert parent.items is not None
+    items = planner.items_of(snap.records, parent.step_id)
+    if parent.status is not StepStatus.RUNNING or len(items) < len(parent.items):
+        return False
+    if any(item.status in STEP_ACTIVE for item in items):
+        return False
     parent.output = [item.output for item in items]
     failed = [item.index for item in items if item.status is StepStatus.FAILED]
     if failed:
@@ -129,12 +195,16 @@ def item_finished(
         rec.move_step(parent, StepStatus.FAILED, Cause.COMPLETE, {"error": parent.error})
     else:
         rec.move_step(parent, StepStatus.SUCCEEDED, Cause.COMPLETE)
+    advance(rec, snap, ended=parent.key)
+    return True
 
 
-def settle(rec: Recorder, compiled: CompiledWorkflow, execution: ExecutionRecord, records: Records) -> None:
+def settle(rec: Recorder, snap: Snapshot) -> None:
     """Finish the execution when a failure blocks it or when every step has ended."""
-    if execution.status is not ExecutionStatus.RUNNING:
+    if snap.execution.status is not ExecutionStatus.RUNNING:
         return
+    snap.load_all()
+    compiled, execution, records = snap.compiled, snap.execution, snap.records
     blocking = [r for r in records.values() if not planner.is_item(r) and planner.blocks(compiled, r)]
     if blocking:
         first = min(blocking, key=lambda r: r.finished_at or 0.0)

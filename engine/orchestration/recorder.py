@@ -16,25 +16,35 @@ from engine.records import EventRecord, ExecutionRecord, StepRecord
 from engine.states import Cause, ExecutionStatus, StepStatus, require
 
 
+@dataclass(frozen=True)
+class FaninCheck:
+    """A foreach whose items may all have ended: check after commit, then finish its parent."""
+
+    tenant: str
+    execution_id: str
+    step_id: str
+
+
 @dataclass
 class Effects:
-    """What the caller performs after commit: live events, then step dispatches."""
+    """What the caller performs after commit: step dispatches, live events, fan-in checks."""
 
     events: list[EventRecord] = field(default_factory=list)
     dispatches: list[Dispatch] = field(default_factory=list)
-
-    def extend(self, other: Effects) -> None:
-        self.events.extend(other.events)
-        self.dispatches.extend(other.dispatches)
+    fanin_checks: list[FaninCheck] = field(default_factory=list)
 
 
 class Recorder:
     """Writes records and their events into ``tx`` and gathers :class:`Effects`."""
 
-    def __init__(self, tx: Transaction, now: float, *, max_foreach_items: int = 10_000) -> None:
+    def __init__(
+        self, tx: Transaction, now: float, *, max_foreach_items: int = 10_000, fanin_check_seconds: float = 30.0
+    ) -> None:
         self.tx = tx
         self.now = now
         self.max_foreach_items = max_foreach_items
+        #: How long after it starts (or was last checked) the reconciler checks a foreach's fan-in.
+        self.fanin_check_seconds = fanin_check_seconds
         self.effects = Effects()
 
     def _emit(self, event: EventRecord) -> None:
@@ -82,6 +92,12 @@ class Recorder:
             step.wake_at = None
         self.tx.put_step(step)
         self._emit(step_event(step, self.now, data))
+
+    def check_fanin(self, parent: StepRecord) -> None:
+        """Ask for a check after commit whether every item of the foreach ``parent`` has ended."""
+        check = FaninCheck(parent.tenant, parent.execution_id, parent.step_id)
+        if check not in self.effects.fanin_checks:
+            self.effects.fanin_checks.append(check)
 
     def queue_dispatch(self, step: StepRecord, countdown: float = 0.0) -> None:
         """Send the step after commit; ``dispatched_at`` lets the reconciler resend a lost message."""

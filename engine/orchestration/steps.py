@@ -7,7 +7,7 @@ and records its transitions through a :class:`Recorder`.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +16,11 @@ from engine.errors import LeaseLost, NotFound, TransitionRefused
 from engine.model import RetryPolicy
 from engine.orchestration import planner, progress
 from engine.orchestration.recorder import Recorder
+from engine.orchestration.snapshot import Snapshot, load_whole, open_snapshot
+from engine.orchestration.workflows import Workflows
 from engine.ports import Transaction
 from engine.records import ExecutionRecord, StepRecord
 from engine.states import Cause, ExecutionStatus, StepStatus
-
-#: Resolves (tenant, workflow, version) to its compiled definition (cached in process).
-WorkflowLoader = Callable[[str, str, int], CompiledWorkflow]
 
 #: A step whose worker vanished is re-queued this many times beyond its retry policy, so a
 #: crash does not eat the user's attempts; after that it fails as "worker lost".
@@ -49,29 +48,24 @@ class Claimed:
     referenced: dict[str, StepRecord]
 
 
-def load(
-    tx: Transaction, load_workflow: WorkflowLoader, tenant: str, execution_id: str
-) -> tuple[ExecutionRecord, dict[str, StepRecord]]:
-    """The header and every step record of an execution, read by key inside the transaction.
+def step_context(compiled: CompiledWorkflow, key: str) -> set[str]:
+    """The records recording an outcome of step ``key`` usually reads besides the step itself.
 
-    Reading by key (top-level steps, then the items of expanded foreach steps) rather than
-    with a query keeps the transaction's locks on those documents only: a query in a
-    transaction may lock far more (the Firestore emulator locks the whole collection group).
+    A top-level step: its successors and what planning them reads. A foreach item: its parent
+    and the item that starts after it.
     """
-    execution = tx.get_execution(tenant, execution_id)
-    if execution is None:
-        raise NotFound(f"execution {execution_id!r} not found")
-    compiled = load_workflow(tenant, execution.workflow, execution.version)
-    records = tx.get_steps(tenant, execution_id, list(compiled.order))
-    item_keys = [
-        planner.item_key(record.step_id, index)
-        for record in records.values()
-        if not planner.is_item(record) and record.items
-        for index in range(len(record.items))
-    ]
-    if item_keys:
-        records.update(tx.get_steps(tenant, execution_id, item_keys))
-    return execution, records
+    step_id, index = planner.parse_key(key)
+    if step_id not in compiled.successors:
+        return set()  # a key no step of the workflow has (e.g. a signal to a typo): nothing to add
+    if index is not None:
+        return {step_id, planner.item_key(step_id, index + planner.foreach_concurrency(compiled, step_id))}
+    successors = compiled.successors[step_id]
+    return {*successors, *(need for successor in successors for need in compiled.planning_steps(successor))}
+
+
+def open_step(tx: Transaction, workflows: Workflows, tenant: str, execution_id: str, key: str) -> Snapshot:
+    """A snapshot for an outcome of ``key``: the header, the step and, when known, its context."""
+    return open_snapshot(tx, workflows, tenant, execution_id, [key], prefetch=lambda c: step_context(c, key))
 
 
 def _fenced(records: dict[str, StepRecord], key: str, epoch: int) -> StepRecord:
@@ -82,32 +76,62 @@ def _fenced(records: dict[str, StepRecord], key: str, epoch: int) -> StepRecord:
 
 
 def claim(
-    rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str, key: str, timing: Timing
+    rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str, timing: Timing
 ) -> Claimed | None:
     """Take a QUEUED step (or a due retry); ``None`` when there is nothing to run."""
-    tx, now = rec.tx, rec.now
-    execution = tx.get_execution(tenant, execution_id)
-    step = tx.get_steps(tenant, execution_id, [key]).get(key)
-    if execution is None or step is None or execution.status is not ExecutionStatus.RUNNING:
+    step_id = planner.parse_key(key)[0]
+
+    def referenced(compiled: CompiledWorkflow) -> Iterable[str]:
+        return compiled.referenced_steps(step_id) if step_id in compiled.successors else ()
+
+    try:
+        snap = open_snapshot(rec.tx, workflows, tenant, execution_id, [key], prefetch=referenced)
+    except NotFound:
         return None
-    compiled = load_workflow(tenant, execution.workflow, execution.version)
+    return _claim_in(rec, snap, key, timing)
+
+
+def _claim_in(rec: Recorder, snap: Snapshot, key: str, timing: Timing) -> Claimed | None:
+    step, execution, now = snap.records.get(key), snap.execution, rec.now
+    if step is None or execution.status is not ExecutionStatus.RUNNING:
+        return None
     due = step.wake_at is not None and step.wake_at <= now + TIMER_TOLERANCE
     if step.status is StepStatus.RETRY_WAIT and due:
         rec.move_step(step, StepStatus.QUEUED, Cause.TIMER, dispatch=False)
     elif step.status is StepStatus.WAITING and due:
-        _, records = load(tx, load_workflow, tenant, execution_id)
-        wake(rec, compiled, execution, records, key)
+        wake(rec, snap, key)
         return None
     if step.status is not StepStatus.QUEUED:
         return None
-    referenced = tx.get_steps(tenant, execution_id, sorted(compiled.referenced_steps(step.step_id)))
+    wanted = snap.compiled.referenced_steps(step.step_id)
+    snap.ensure(wanted)
+    referenced = {k: snap.records[k] for k in sorted(wanted) if k in snap.records}
     step.attempt += 1
     step.lease_epoch += 1
     step.lease_until = now + timing.lease_seconds
     step.started_at = now
     step.error = None
     rec.move_step(step, StepStatus.RUNNING, Cause.CLAIM)
-    return Claimed(step, execution, compiled, referenced)
+    return Claimed(step, execution, snap.compiled, referenced)
+
+
+def _claim_follower(rec: Recorder, snap: Snapshot, done: StepRecord, timing: Timing) -> Claimed | None:
+    """When ``done`` ending made exactly one step ready, at once and on its queue, claim it here.
+
+    The caller's worker runs it straight away: no claim transaction and no broker round trip
+    of its own. Fencing is unchanged (the claim sets lease and epoch in this same commit); if
+    the worker dies, the lease expires and the reconciler re-queues the step as usual.
+    """
+    dispatches = rec.effects.dispatches
+    if len(dispatches) != 1:
+        return None
+    follower = dispatches[0]
+    if follower.countdown or follower.queue != done.queue or follower.execution_id != done.execution_id:
+        return None
+    claimed = _claim_in(rec, snap, follower.step_key, timing)
+    if claimed is not None:
+        dispatches.clear()
+    return claimed
 
 
 def heartbeat(rec: Recorder, tenant: str, execution_id: str, key: str, epoch: int, timing: Timing) -> None:
@@ -119,19 +143,25 @@ def heartbeat(rec: Recorder, tenant: str, execution_id: str, key: str, epoch: in
 
 def complete(
     rec: Recorder,
-    load_workflow: WorkflowLoader,
+    workflows: Workflows,
     tenant: str,
     execution_id: str,
     key: str,
     epoch: int,
     output: Any,
-) -> None:
-    """Record a step's success (fenced by ``epoch``) and move the execution forward."""
-    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
-    step = _fenced(records, key, epoch)
+    follow: Timing | None = None,
+) -> Claimed | None:
+    """Record a step's success (fenced by ``epoch``) and move the execution forward.
+
+    With ``follow``, a single step this makes ready is claimed for the caller (see
+    :func:`_claim_follower`) and returned.
+    """
+    snap = open_step(rec.tx, workflows, tenant, execution_id, key)
+    step = _fenced(snap.records, key, epoch)
     step.output = output
     rec.move_step(step, StepStatus.SUCCEEDED, Cause.COMPLETE)
-    _after(rec, load_workflow(tenant, execution.workflow, execution.version), execution, records, step)
+    _after(rec, snap, step)
+    return None if follow is None else _claim_follower(rec, snap, step, follow)
 
 
 def park(
@@ -165,7 +195,7 @@ def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
 
 def fail(
     rec: Recorder,
-    load_workflow: WorkflowLoader,
+    workflows: Workflows,
     tenant: str,
     execution_id: str,
     key: str,
@@ -175,10 +205,9 @@ def fail(
     timing: Timing,
 ) -> None:
     """Record a failed attempt: wait and retry per the step's policy, or fail the step."""
-    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
-    step = _fenced(records, key, epoch)
-    compiled = load_workflow(tenant, execution.workflow, execution.version)
-    policy = compiled.step(step.step_id).retry
+    snap = open_step(rec.tx, workflows, tenant, execution_id, key)
+    step = _fenced(snap.records, key, epoch)
+    policy = snap.compiled.step(step.step_id).retry
     step.error = error
     if retryable and error.get("type") not in policy.non_retryable and step.attempt < policy.max_attempts:
         delay = backoff_delay(policy, step.attempt)
@@ -188,73 +217,87 @@ def fail(
             rec.queue_dispatch(step, countdown=delay)
         return
     rec.move_step(step, StepStatus.FAILED, Cause.COMPLETE, {"error": error})
-    _after(rec, compiled, execution, records, step)
+    _after(rec, snap, step)
 
 
-def _after(
-    rec: Recorder,
-    compiled: CompiledWorkflow,
-    execution: ExecutionRecord,
-    records: dict[str, StepRecord],
-    step: StepRecord,
-) -> None:
+def _after(rec: Recorder, snap: Snapshot, step: StepRecord) -> None:
     if planner.is_item(step):
-        progress.item_finished(rec, compiled, execution, records, step)
-    progress.advance(rec, compiled, execution, records)
+        progress.item_ended(rec, snap, step)
+    else:
+        progress.advance(rec, snap, ended=step.key)
 
 
-def wake(
-    rec: Recorder, compiled: CompiledWorkflow, execution: ExecutionRecord, records: dict[str, StepRecord], key: str
-) -> None:
+def wake(rec: Recorder, snap: Snapshot, key: str) -> None:
     """A due timer: a retry goes back to the queue; a wait succeeds (or fails on a timeout)."""
-    step = records[key]
-    if step.wake_at is None or step.wake_at > rec.now + TIMER_TOLERANCE:
+    step = snap.records.get(key)
+    if step is None or step.wake_at is None or step.wake_at > rec.now + TIMER_TOLERANCE:
         return
     if step.status is StepStatus.RETRY_WAIT:
         rec.move_step(step, StepStatus.QUEUED, Cause.TIMER)
         return
-    if step.status is not StepStatus.WAITING or execution.status is not ExecutionStatus.RUNNING:
+    if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
         return
     if (step.wait or {}).get("on_wake") == "fail":
         step.error = progress.error_info("timed out waiting", "WaitTimeout")
         rec.move_step(step, StepStatus.FAILED, Cause.TIMER, {"error": step.error})
     else:
         rec.move_step(step, StepStatus.SUCCEEDED, Cause.TIMER)
-    _after(rec, compiled, execution, records, step)
+    _after(rec, snap, step)
 
 
-def signal(
-    rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str, key: str, payload: Any
-) -> StepRecord:
+def wake_timer(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str) -> None:
+    """The reconciler found the timer of ``key`` due (it waits while the execution is paused)."""
+    snap = open_step(rec.tx, workflows, tenant, execution_id, key)
+    if snap.execution.status is ExecutionStatus.RUNNING:
+        wake(rec, snap, key)
+
+
+def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str, payload: Any) -> StepRecord:
     """Deliver a payload to a WAITING step: it succeeds with the payload as its output."""
-    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
-    step = records.get(key)
+    snap = open_step(rec.tx, workflows, tenant, execution_id, key)
+    step = snap.records.get(key)
     if step is None:
         raise NotFound(f"step {key!r} not found in execution {execution_id!r}")
-    if step.status is not StepStatus.WAITING or execution.status is not ExecutionStatus.RUNNING:
+    if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
         raise TransitionRefused(f"step {key!r} is {step.status}, not WAITING; it cannot take a signal")
     step.output = payload
     rec.move_step(step, StepStatus.SUCCEEDED, Cause.SIGNAL)
-    _after(rec, load_workflow(tenant, execution.workflow, execution.version), execution, records, step)
+    _after(rec, snap, step)
     return step
 
 
-def expire_lease(rec: Recorder, load_workflow: WorkflowLoader, tenant: str, execution_id: str, key: str) -> None:
-    """The worker holding the step vanished: re-queue it, or fail it once allowances are spent."""
-    execution, records = load(rec.tx, load_workflow, tenant, execution_id)
-    step = records.get(key)
+def expire_lease(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str) -> None:
+    """The worker holding the step vanished: re-queue it, or fail it once allowances are spent.
+
+    A running foreach parent has no worker: its lease is when its fan-in is checked, in case
+    the worker that should have finished it died right after its item's commit.
+    """
+    snap = open_step(rec.tx, workflows, tenant, execution_id, key)
+    step = snap.records.get(key)
     if step is None or step.status is not StepStatus.RUNNING or step.lease_until is None:
         return
     if step.lease_until > rec.now:
         return
-    compiled = load_workflow(tenant, execution.workflow, execution.version)
+    if planner.is_foreach_parent(step):
+        if not progress.finish_foreach(rec, snap, step):
+            step.lease_until = rec.now + rec.fanin_check_seconds
+            rec.tx.put_step(step)
+        return
     step.lease_epoch += 1
-    if step.attempt < compiled.step(step.step_id).retry.max_attempts + LOST_WORKER_ALLOWANCE:
+    if step.attempt < snap.compiled.step(step.step_id).retry.max_attempts + LOST_WORKER_ALLOWANCE:
         rec.move_step(step, StepStatus.QUEUED, Cause.LEASE_EXPIRED, {"reason": "lease expired"})
         return
     step.error = progress.error_info("the worker running this step was lost", "WorkerLost")
     rec.move_step(step, StepStatus.FAILED, Cause.LEASE_EXPIRED, {"error": step.error})
-    _after(rec, compiled, execution, records, step)
+    _after(rec, snap, step)
+
+
+def check_fanin(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, step_id: str) -> None:
+    """Finish the foreach ``step_id`` if every item has ended (after an item's commit saw none active)."""
+    snap = load_whole(rec.tx, workflows, tenant, execution_id)
+    parent = snap.records.get(step_id)
+    if parent is not None and planner.is_foreach_parent(parent):
+        progress.finish_foreach(rec, snap, parent)
 
 
 def redispatch(rec: Recorder, tenant: str, execution_id: str, key: str, stale_before: float) -> None:

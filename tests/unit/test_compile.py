@@ -111,6 +111,19 @@ def test_referenced_steps(order: CompiledWorkflow) -> None:
     assert order.referenced_steps("ship") == {"fetch"}  # foreach
 
 
+def test_planning_steps_are_needs_plus_what_when_and_foreach_read(order: CompiledWorkflow) -> None:
+    assert order.planning_steps("fetch") == frozenset()
+    assert order.planning_steps("charge") == {"route"}  # its need, also read by its `when`
+    assert order.planning_steps("ship") == {"charge", "review", "fetch"}  # needs + the foreach's source
+
+
+def test_a_when_reading_steps_dynamically_plans_with_every_ancestor() -> None:
+    compiled = compile_workflow({"name": "dyn", "steps": [
+        transform("a"), transform("b", needs=["a"]), transform("c", needs=["b"], when="steps['a'].output == 1"),
+    ]})
+    assert compiled.planning_steps("c") == {"a", "b"}
+
+
 def test_referenced_steps_when_steps_is_used_dynamically() -> None:
     compiled = compile_workflow(
         workflow(transform("a"), transform("b", needs=["a"]), transform("c", "${steps[input.k]}", needs=["b"]))
