@@ -191,6 +191,14 @@ class Service:
     def archive_workflow(self, tenant: str, name: str, archived: bool = True) -> None:
         self.store.set_workflow_archived(tenant, name, archived)
 
+    def _latest(self, tx: Transaction, tenant: str, name: str) -> tuple[CompiledWorkflow, int]:
+        latest = tx.latest_workflow_version(tenant, name)
+        if latest is None:
+            raise NotFound(f"workflow {name!r} not found")
+        if latest.archived:
+            raise NotFound(f"workflow {name!r} is archived")
+        return self.compiled(tenant, name, latest.version), latest.version
+
     def compiled(self, tenant: str, name: str, version: int) -> CompiledWorkflow:
         """The compiled definition of an immutable version, cached in process."""
         return self.workflows.get(tenant, name, version)
@@ -208,31 +216,35 @@ class Service:
         labels: dict[str, str] | None = None,
         enforce_quota: bool = False,
     ) -> StartResult:
-        """Start an execution of a workflow version (the latest by default)."""
-        record = self.get_workflow(tenant, workflow, version)
-        if record.archived and version is None:
-            raise NotFound(f"workflow {workflow!r} is archived")
-        compiled = self.compiled(tenant, workflow, record.version)
+        """Start an execution of a workflow version (the latest by default).
+
+        The latest version is looked up inside the starting transaction (one round trip with
+        the idempotency check, and never older than a version applied just before).
+        """
         payload = {} if input is None else input
+        pinned = None if version is None else (self.compiled(tenant, workflow, version), version)
         self.check_payload(payload, "execution input")
-        compiled.validate_input(payload)
         if enforce_quota:
             active = self.store.count_active_executions(tenant)
             if active >= self.settings.max_concurrent_executions:
                 raise QuotaExceeded(
                     f"tenant has {active} active executions; the limit is {self.settings.max_concurrent_executions}"
                 )
-        execution, created = self._run(
-            lambda rec: control.start(
+
+        def use_case(rec: Recorder) -> tuple[ExecutionRecord, bool]:
+            compiled, number = pinned if pinned is not None else self._latest(rec.tx, tenant, workflow)
+            compiled.validate_input(payload)
+            return control.start(
                 rec,
                 compiled,
                 tenant=tenant,
-                version=record.version,
+                version=number,
                 input=payload,
                 idempotency_key=idempotency_key,
                 labels=labels,
             )
-        )
+
+        execution, created = self._run(use_case)
         return StartResult(execution, created)
 
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord:
