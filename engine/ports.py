@@ -51,6 +51,15 @@ class Transaction(Protocol):
         """The step records among ``keys`` that exist, by key."""
         ...
 
+    def get_execution_and_steps(
+        self, tenant: str, execution_id: str, keys: Sequence[str]
+    ) -> tuple[ExecutionRecord | None, dict[str, StepRecord]]:
+        """The header and the existing steps among ``keys``, read in one round trip.
+
+        Same answers as ``get_execution`` and ``get_steps`` (buffered writes included).
+        """
+        ...
+
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None: ...
 
     def put_workflow_version(self, record: WorkflowVersionRecord) -> None:
@@ -114,6 +123,15 @@ class Store(Protocol):
         ...
 
     def count_active_executions(self, tenant: str) -> int: ...
+
+    def count_active_items(self, tenant: str, execution_id: str, step_id: str) -> int:
+        """How many foreach items of ``step_id`` are active (``STEP_ACTIVE``).
+
+        Items are the records keyed ``<step_id>[<index>]`` (non-null ``index``); the foreach
+        parent (keyed ``step_id``, no index, itself active) is never counted. Read outside any
+        transaction, so the answer may already be stale when it arrives.
+        """
+        ...
 
     def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]: ...
 

@@ -50,6 +50,8 @@ import google.auth.exceptions
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
+from google.cloud.firestore_v1 import types as firestore_types
+from google.cloud.firestore_v1.base_client import _parse_batch_get
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
@@ -66,7 +68,7 @@ from engine.records import (
     TriggerRecord,
     WorkflowVersionRecord,
 )
-from engine.states import EXECUTION_ACTIVE, ExecutionStatus, StepStatus
+from engine.states import EXECUTION_ACTIVE, STEP_ACTIVE, ExecutionStatus, StepStatus
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -90,6 +92,8 @@ BACKOFF_BASE = 0.02
 BACKOFF_CAP = 1.0
 #: Timeout of the health check, so ``ping`` answers promptly when Firestore is away.
 PING_TIMEOUT = 5.0
+#: Timeout of a rollback: on an error path, and its locks expire on their own anyway.
+ROLLBACK_TIMEOUT = 5.0
 #: Per-execution step queries ``list_steps_many`` runs at once.
 _STEPS_MANY_CONCURRENCY = 16
 
@@ -447,6 +451,16 @@ class FirestoreStore:
     ) -> list[R]:
         """Decode stored documents, fetching every blob they reference in one round trip."""
         blobs = cache if cache is not None else {}
+        self.resolve_blobs(docs, get_all, blobs)
+        return [decode_record(cls, doc, blobs) for doc in docs]
+
+    def resolve_blobs(
+        self,
+        docs: Sequence[Mapping[str, Any]],
+        get_all: Callable[[list[DocumentReference]], Iterable[DocumentSnapshot[DocumentReference]]],
+        blobs: dict[str, bytes],
+    ) -> None:
+        """Add to ``blobs`` every payload ``docs`` reference that it lacks, in one round trip."""
         wanted = [
             (str(doc["tenant"]), ref)
             for doc in docs
@@ -455,7 +469,6 @@ class FirestoreStore:
         ]
         if wanted:
             blobs.update(self._fetch_blobs(wanted, get_all))
-        return [decode_record(cls, doc, blobs) for doc in docs]
 
     def _fetch_blobs(
         self,
@@ -520,7 +533,10 @@ class FirestoreStore:
     # ---------------------------------------------------------------- transactions
 
     def atomic(self, fn: Callable[[Transaction], T]) -> T:
-        """Run ``fn`` in a Firestore transaction; Firestore retries it on contention.
+        """Run ``fn`` in a Firestore transaction, retried (with backoff) when Firestore aborts it.
+
+        The transaction begins with its first read (no BeginTransaction round trip), and one
+        that reads nothing commits as a single atomic batch (see :class:`_Attempt`).
 
         Events are created without a prior existence read (one round trip less per
         transition). If the commit then fails because an event already exists, the
@@ -537,23 +553,37 @@ class FirestoreStore:
                 return self._transact(fn, careful=True)
 
     def _transact(self, fn: Callable[[FirestoreTransaction], T], *, careful: bool) -> T:
-        attempts: list[FirestoreTransaction] = []
+        """Run attempts until one commits; the last ``Aborted`` escapes after ``MAX_ATTEMPTS``."""
+        retry_id: bytes | None = None
+        for number in range(MAX_ATTEMPTS):
+            if number:
+                _back_off(number)
+            attempt = _Attempt(self._client, retry_id)
+            try:
+                return self._run_attempt(fn, attempt, careful=careful)
+            except gexc.Aborted:
+                if number == MAX_ATTEMPTS - 1:
+                    raise
+                # Naming the aborted transaction keeps the retry's place in Firestore's lock queue.
+                retry_id = attempt.id or retry_id
+        raise AssertionError("unreachable")
 
-        @firestore.transactional
-        def body(txn: firestore.Transaction) -> T:
-            if attempts:
-                _back_off(len(attempts))
-            tx = FirestoreTransaction(self, txn, careful_events=careful)
-            attempts.append(tx)
+    def _run_attempt(self, fn: Callable[[FirestoreTransaction], T], attempt: _Attempt, *, careful: bool) -> T:
+        """One attempt: run ``fn``, hand its writes over, commit; roll back if anything fails."""
+        tx = FirestoreTransaction(self, attempt, careful_events=careful)
+        try:
             result = fn(tx)
             tx.flush()
-            return result
-
-        try:
-            result: T = body(self._client.transaction(max_attempts=MAX_ATTEMPTS))
+            attempt.commit()
         except gexc.AlreadyExists as exc:
-            if not careful and attempts and attempts[-1].created_events:
+            attempt.rollback()
+            if not careful and tx.created_events:
                 raise _EventCollision from exc
+            raise
+        except BaseException:
+            # Also on SystemExit/KeyboardInterrupt: the locks of an abandoned transaction would
+            # block every writer of the documents it read until they expire (60 s idle).
+            attempt.rollback()
             raise
         return result
 
@@ -655,10 +685,34 @@ class FirestoreStore:
         """Server-side count aggregation: no documents are transferred."""
         active = sorted(s.value for s in EXECUTION_ACTIVE)
         query = self.query(self._paths.executions(tenant), where=[("status", "in", active)])
+        return self._count(query)
+
+    def _count(self, query: Query) -> int:
+        """Documents matching ``query``, counted server-side."""
         with translated_errors():
             # The client's annotations of count() are wrong; the result is [[AggregationResult]].
             result: Any = cast("AggregationQuery", query.count()).get()
             return int(result[0][0].value)
+
+    def count_active_items(self, tenant: str, execution_id: str, step_id: str) -> int:
+        """Active foreach items of ``step_id``: one count aggregation, no documents transferred.
+
+        The foreach parent shares the items' ``step_id`` and is itself active, so it is left
+        out by its document name. Equalities (``step_id``, ``status in``) plus a filter on
+        the document name need no composite index: the single-field indexes merge, and every
+        index ends in the document name. (``index != null`` would be an inequality on a
+        second field, which needs a composite index.)
+        """
+        parent = self._paths.step(tenant, execution_id, step_id)
+        query = self.query(
+            self._paths.steps(tenant, execution_id),
+            where=[
+                ("step_id", "==", step_id),
+                ("status", "in", sorted(s.value for s in STEP_ACTIVE)),
+                (DOC_ID, "!=", parent),
+            ],
+        )
+        return self._count(query)
 
     def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
         query = self.query(self._paths.steps(tenant, execution_id), order=[(DOC_ID, ASC)])
@@ -815,8 +869,97 @@ class _Claim:
         return {"tenant": self.tenant, "key": self.key, "execution_id": self.execution_id}
 
 
+class _Attempt:
+    """One attempt of a read-write transaction, begun by its first read.
+
+    ``@firestore.transactional`` opens every attempt with a BeginTransaction round trip.
+    Firestore can instead start the transaction inside the first BatchGetDocuments
+    (``new_transaction``); the first response message carries the new id, which later
+    reads and the commit name. An attempt that never reads has nothing to isolate: its
+    writes go out as one atomic Commit without a transaction (a batch), so it costs one
+    round trip. ``create`` writes keep their must-not-exist precondition either way.
+    """
+
+    def __init__(self, client: firestore.Client, retry_id: bytes | None) -> None:
+        self._client = client
+        self._retry_id = retry_id
+        self._batch = client.batch()  # only builds the Write messages; never committed itself
+        self._finished = False
+        self.id: bytes | None = None
+
+    # the writes FirestoreTransaction hands over in flush()
+
+    def create(self, ref: DocumentReference, fields: dict[str, Any]) -> None:
+        self._batch.create(ref, fields)
+
+    def set(self, ref: DocumentReference, fields: dict[str, Any]) -> None:
+        self._batch.set(ref, fields)
+
+    def delete(self, ref: DocumentReference) -> None:
+        self._batch.delete(ref)
+
+    def get_all(self, refs: list[DocumentReference]) -> list[DocumentSnapshot[DocumentReference]]:
+        """Read documents in this transaction, beginning it if this is its first read."""
+        if self._batch._write_pbs:
+            raise AssertionError("Firestore transactions cannot read after writing")
+        request: dict[str, Any] = {
+            "database": self._client._database_string,
+            "documents": [ref._document_path for ref in refs],
+        }
+        if self.id is None:
+            request["new_transaction"] = self._options()
+        else:
+            request["transaction"] = self.id
+        by_path = {ref._document_path: ref for ref in refs}
+        snaps = []
+        responses = self._client._firestore_api.batch_get_documents(
+            request=request, metadata=self._client._rpc_metadata
+        )
+        for response in responses:
+            if response.transaction:  # only in the first message of a beginning read
+                self.id = response.transaction
+            if response._pb.WhichOneof("result") is not None:
+                snaps.append(_parse_batch_get(response, by_path, self._client))
+        return snaps
+
+    def _options(self) -> firestore_types.TransactionOptions:
+        read_write = firestore_types.TransactionOptions.ReadWrite
+        return firestore_types.TransactionOptions(
+            read_write=read_write(retry_transaction=self._retry_id) if self._retry_id else read_write()
+        )
+
+    def commit(self) -> None:
+        """Commit the transaction, or the writes as a batch when nothing was read."""
+        self._finished = True  # a commit ends the transaction whatever its outcome
+        writes = self._batch._write_pbs
+        if self.id is None and not writes:
+            return  # nothing read, nothing written: no round trip at all
+        request: dict[str, Any] = {"database": self._client._database_string, "writes": writes}
+        if self.id is not None:
+            request["transaction"] = self.id
+        self._client._firestore_api.commit(request=request, metadata=self._client._rpc_metadata)
+
+    def rollback(self) -> None:
+        """Release the read locks of a transaction that will not commit (best effort).
+
+        Unreleased locks would expire only after 60 s without activity, blocking every writer
+        of the documents read meanwhile; a failed rollback changes nothing else, so it is not
+        reported over the error that caused it.
+        """
+        if self.id is None or self._finished:
+            return
+        self._finished = True
+        with contextlib.suppress(gexc.GoogleAPICallError, gexc.RetryError):
+            self._client._firestore_api.rollback(
+                request={"database": self._client._database_string, "transaction": self.id},
+                metadata=self._client._rpc_metadata,
+                retry=None,
+                timeout=ROLLBACK_TIMEOUT,
+            )
+
+
 class FirestoreTransaction:
-    """The :class:`~engine.ports.Transaction` port on one Firestore transaction.
+    """The :class:`~engine.ports.Transaction` port on one attempt of a Firestore transaction.
 
     Firestore forbids reads after writes inside a transaction, so writes are buffered here
     (by document path: a later write of the same document replaces the earlier one) and
@@ -824,10 +967,10 @@ class FirestoreTransaction:
     then a cache of documents already read in this transaction, then Firestore.
     """
 
-    def __init__(self, store: FirestoreStore, txn: firestore.Transaction, *, careful_events: bool) -> None:
+    def __init__(self, store: FirestoreStore, attempt: _Attempt, *, careful_events: bool) -> None:
         self._store = store
         self._paths = store.paths
-        self._txn = txn
+        self._attempt = attempt
         self._careful_events = careful_events
         self._reads: dict[str, dict[str, Any] | None] = {}
         self._blobs: dict[str, bytes] = {}
@@ -844,11 +987,11 @@ class FirestoreTransaction:
         missing = list({ref.path: ref for ref in refs if ref.path not in self._reads}.values())
         if not missing:
             return
-        for snap in self._txn.get_all(missing):
+        for snap in self._attempt.get_all(missing):
             self._reads[snap.reference.path] = _data(snap) if snap.exists else None
 
     def _decode(self, cls: type[R], docs: Sequence[Mapping[str, Any]]) -> list[R]:
-        return self._store._load(cls, docs, self._txn.get_all, self._blobs)
+        return self._store._load(cls, docs, self._attempt.get_all, self._blobs)
 
     def _record(self, cls: type[R], ref: DocumentReference) -> R | None:
         written = self._writes.get(ref.path)
@@ -892,6 +1035,21 @@ class FirestoreTransaction:
         for key, record in zip(stored, self._decode(StepRecord, list(stored.values())), strict=True):
             found[key] = record
         return found
+
+    def get_execution_and_steps(
+        self, tenant: str, execution_id: str, keys: Sequence[str]
+    ) -> tuple[ExecutionRecord | None, dict[str, StepRecord]]:
+        """The header and the existing steps among ``keys``: one batched read of those not known yet.
+
+        Their out-of-line payloads, if any, come in one more round trip shared by all of them.
+        """
+        header = self._paths.execution(tenant, execution_id)
+        refs = [header, *(self._paths.step(tenant, execution_id, key) for key in keys)]
+        self._read([ref for ref in refs if ref.path not in self._writes])
+        stored = [doc for ref in refs if ref.path not in self._writes and (doc := self._reads[ref.path])]
+        self._store.resolve_blobs(stored, self._attempt.get_all, self._blobs)
+        # Everything is read and cached now: these only decode.
+        return self.get_execution(tenant, execution_id), self.get_steps(tenant, execution_id, keys)
 
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None:
         """The summary's copy of the latest version, or a newer one written in this transaction."""
@@ -962,11 +1120,11 @@ class FirestoreTransaction:
             self._set_summary(write, self._write_document(write, _fields(write)))
         for claim in claims:
             if self._reads[claim.ref.path] is None:
-                self._txn.create(claim.ref, claim.fields())
+                self._attempt.create(claim.ref, claim.fields())
             elif claim.owner(self._reads[claim.ref.path]) != claim.execution_id:
-                self._txn.set(claim.ref, claim.fields())  # taken over from a former owner
+                self._attempt.set(claim.ref, claim.fields())  # taken over from a former owner
         for ref in releases:
-            self._txn.delete(ref)
+            self._attempt.delete(ref)
         for path, write in self._events.items():
             if self._careful_events and self._reads.get(path) is not None:
                 continue  # stored by an earlier commit: an event is never written twice
@@ -1033,7 +1191,7 @@ class FirestoreTransaction:
     def _apply(self, write: _Write) -> None:
         """Hand one buffered write (or delete) to Firestore."""
         if write.fields is None:
-            self._txn.delete(write.ref)
+            self._attempt.delete(write.ref)
             for ref in blob_refs(self._reads.get(write.ref.path)).values():
                 self._free(write, ref)
         else:
@@ -1057,9 +1215,9 @@ class FirestoreTransaction:
             if ref.blob_id not in kept:
                 self._free(write, ref)
         if write.create:
-            self._txn.create(write.ref, doc)
+            self._attempt.create(write.ref, doc)
         else:
-            self._txn.set(write.ref, doc)
+            self._attempt.set(write.ref, doc)
         return doc
 
     def _store_blob(self, write: _Write, data: bytes) -> BlobRef:
@@ -1068,15 +1226,15 @@ class FirestoreTransaction:
         chunks = ClaimCheck.chunks(data)
         ref = BlobRef(uuid.uuid4().hex, len(chunks), len(data), hashlib.sha256(data).hexdigest())
         header = {"tenant": tenant, "size": ref.size, "chunks": ref.chunks, "sha256": ref.sha256}
-        self._txn.set(self._paths.blob(tenant, ref.blob_id), {**header, "data": chunks[0]})
+        self._attempt.set(self._paths.blob(tenant, ref.blob_id), {**header, "data": chunks[0]})
         for index, chunk in enumerate(chunks[1:], start=1):
-            self._txn.set(self._paths.chunk(tenant, ref.blob_id, index), {"data": chunk})
+            self._attempt.set(self._paths.chunk(tenant, ref.blob_id, index), {"data": chunk})
         return ref
 
     def _free(self, write: _Write, ref: BlobRef) -> None:
         """Delete a blob its record no longer references (same transaction, so never dangling)."""
         for part in self._paths.blob_parts(_tenant_of(write), ref):
-            self._txn.delete(part)
+            self._attempt.delete(part)
 
     def _set_summary(self, write: _Write, doc: dict[str, Any]) -> None:
         """Point the workflow summary at this version when it is the newest one.
@@ -1091,7 +1249,7 @@ class FirestoreTransaction:
         if summary is not None and int(summary["latest"]) >= int(doc["version"]):
             return
         fields = {"tenant": tenant, "name": name, "latest": doc["version"], "record": doc}
-        self._txn.set(summary_ref, fields)
+        self._attempt.set(summary_ref, fields)
         self._reads[summary_ref.path] = fields  # a second version in this commit compares to it
 
 

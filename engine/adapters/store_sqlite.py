@@ -38,7 +38,7 @@ from engine.records import (
     TriggerRecord,
     WorkflowVersionRecord,
 )
-from engine.states import EXECUTION_ACTIVE, ExecutionStatus, StepStatus
+from engine.states import EXECUTION_ACTIVE, STEP_ACTIVE, ExecutionStatus, StepStatus
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -108,6 +108,14 @@ _SELECT_STEPS_IN = (
     "SELECT doc, spilled, tenant, execution_id, key FROM steps"
     " WHERE tenant = ? AND execution_id = ? AND key IN (SELECT value FROM json_each(?))"
 )
+# Items are keyed "<step_id>[<index>]": their keys sort from step_id + "[" up to, not including,
+# step_id + chr(0x5C) (the character after "["), a range of the primary key. The index test
+# keeps out exactly the parent (key == step_id, no index).
+_COUNT_ACTIVE_ITEMS = """
+    SELECT COUNT(*) FROM steps
+    WHERE tenant = ? AND execution_id = ? AND key >= ? || '[' AND key < ? || '\\'
+      AND status IN (SELECT value FROM json_each(?))
+      AND json_extract(doc, '$.step_id') = ? AND json_extract(doc, '$.index') IS NOT NULL"""
 _SELECT_LATEST_VERSION = "SELECT doc FROM workflow_versions WHERE tenant = ? AND name = ? ORDER BY version DESC LIMIT 1"
 _LIST_EXECUTIONS = """
     SELECT doc, spilled, tenant, id, '' FROM executions
@@ -144,6 +152,7 @@ _OVERDUE_EXECUTIONS = """
     WHERE deadline_at <= ? AND status IN (SELECT value FROM json_each(?))
     ORDER BY deadline_at LIMIT ?"""
 _ACTIVE_STATUSES = json.dumps(sorted(EXECUTION_ACTIVE))
+_ACTIVE_STEP_STATUSES = json.dumps(sorted(STEP_ACTIVE))
 
 _UPSERT_EXECUTION = """
     INSERT INTO executions
@@ -290,6 +299,12 @@ class SqliteStore:
                 (tenant, _ACTIVE_STATUSES),
             ).fetchone()
         )
+        return int(row[0])
+
+    def count_active_items(self, tenant: str, execution_id: str, step_id: str) -> int:
+        """Active foreach items of ``step_id`` (records with an index); the parent is not one."""
+        params = (tenant, execution_id, step_id, step_id, _ACTIVE_STEP_STATUSES, step_id)
+        row = self._read(lambda c: c.execute(_COUNT_ACTIVE_ITEMS, params).fetchone())
         return int(row[0])
 
     def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
@@ -471,6 +486,12 @@ class _SqliteTransaction:
             if buffered is not None:
                 found[key] = _fresh(StepRecord, buffered)
         return found
+
+    def get_execution_and_steps(
+        self, tenant: str, execution_id: str, keys: Sequence[str]
+    ) -> tuple[ExecutionRecord | None, dict[str, StepRecord]]:
+        # Local reads: two statements cost no more than one combined.
+        return self.get_execution(tenant, execution_id), self.get_steps(tenant, execution_id, keys)
 
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None:
         row = self._conn.execute(_SELECT_LATEST_VERSION, (tenant, name)).fetchone()

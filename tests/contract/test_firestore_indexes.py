@@ -223,6 +223,7 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
 
     def in_transaction(tx: Transaction) -> None:
         tx.get_steps(A, "ex-0", ["s0[0]"])
+        tx.get_execution_and_steps(A, "ex-0", ["s1[1]"])
         tx.find_execution_by_key(B, "k")
         tx.latest_workflow_version(A, "orders")
         tx.put_step(_step("s0[0]", StepStatus.QUEUED))
@@ -237,6 +238,7 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
         "set_workflow_archived": lambda: store.set_workflow_archived(A, "orders", True),
         "list_executions": list_executions,
         "count_active_executions": lambda: store.count_active_executions(A),
+        "count_active_items": lambda: store.count_active_items(A, "ex-0", "s0"),
         "list_steps": lambda: store.list_steps(A, "ex-0"),
         "list_steps_many": lambda: store.list_steps_many(A, ["ex-0", "ex-1"]),
         "list_events": lambda: _follow(lambda c: store.list_events(A, "ex-0", after=c, limit=1)),

@@ -337,11 +337,12 @@ class RpcCounter:
         return calls
 
 
-def test_hot_transactions_cost_three_round_trips(
+def test_hot_transactions_cost_two_round_trips(
     firestore_store: FirestoreStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The first read begins the transaction (no BeginTransaction); the commit ends it."""
     counter = RpcCounter(firestore_store, monkeypatch)
-    budget = {"begin_transaction": 1, "batch_get_documents": 1, "commit": 1}
+    budget = {"batch_get_documents": 1, "commit": 1}
 
     def start(tx: Transaction) -> None:
         if tx.find_execution_by_key(A, "order-1") is None:
@@ -355,12 +356,26 @@ def test_hot_transactions_cost_three_round_trips(
         tx.put_step(replace(current, status=StepStatus.RUNNING, lease_epoch=current.lease_epoch + 1))
         tx.add_event(event("e-2"))
 
+    def complete(tx: Transaction) -> None:
+        header, steps = tx.get_execution_and_steps(A, "ex-1", ["fetch", "ship[0]"])
+        assert header is not None and len(steps) == 2
+        tx.put_step(replace(steps["fetch"], status=StepStatus.SUCCEEDED))
+        tx.put_step(replace(steps["ship[0]"], dispatched_at=T0))
+        tx.add_event(event("e-3"))
+
     def settle(tx: Transaction) -> None:
         header = tx.get_execution(A, "ex-1")
         assert header is not None
         tx.put_execution(replace(header, status=ExecutionStatus.SUCCEEDED))
-        tx.add_event(event("e-3"))
+        tx.add_event(event("e-4"))
 
-    for work in (start, claim, settle):
+    for work in (start, claim, complete, settle):
         firestore_store.atomic(work)
         assert counter.take() == budget, work.__name__
+
+    def record_only(tx: Transaction) -> None:
+        tx.put_step(step("fetch", status=StepStatus.SUCCEEDED))
+        tx.add_event(event("e-5"))
+
+    firestore_store.atomic(record_only)
+    assert counter.take() == {"commit": 1}, "a transaction that reads nothing is one batch commit"

@@ -31,7 +31,7 @@ from engine.records import (
     TriggerRecord,
     WorkflowVersionRecord,
 )
-from engine.states import ExecutionStatus, StepStatus
+from engine.states import STEP_ACTIVE, ExecutionStatus, StepStatus
 
 A, B = "tenant-a", "tenant-b"
 T0 = 1_700_000_000.0
@@ -431,6 +431,67 @@ def test_concurrent_read_modify_write_transactions_are_serialized(store: Store) 
     assert store.list_steps(A, "ex-1")[0].lease_epoch == workers
 
 
+def test_two_writers_incrementing_one_record_are_serialized(store: Store) -> None:
+    save(store, step(status=StepStatus.RUNNING))
+    rounds = 10
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def increment(tx: Transaction) -> None:
+        current = tx.get_steps(A, "ex-1", ["fetch"])["fetch"]
+        tx.put_step(replace(current, attempt=current.attempt + 1))
+
+    def writer() -> None:
+        try:
+            barrier.wait(timeout=10)
+            for _ in range(rounds):
+                store.atomic(increment)
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=240)
+
+    assert errors == []
+    assert store.list_steps(A, "ex-1")[0].attempt == 2 * rounds
+
+
+def test_get_execution_and_steps_answers_like_the_separate_reads(store: Store) -> None:
+    header = execution(input={"big": "x" * 300 * 1024})
+    stored = [step("fetch", output={"big": "y" * 300 * 1024}), step("ship[0]", index=0), step("fetch", "ex-2")]
+    save(store, header, *stored, execution("ex-1", tenant=B))
+
+    def both(tx: Transaction) -> tuple[ExecutionRecord | None, dict[str, StepRecord]]:
+        return tx.get_execution_and_steps(A, "ex-1", ["fetch", "ship[0]", "absent"])
+
+    assert read(store, both) == (header, {"fetch": stored[0], "ship[0]": stored[1]})
+    assert read(store, lambda tx: tx.get_execution_and_steps(A, "ex-1", [])) == (header, {})
+    assert read(store, lambda tx: tx.get_execution_and_steps(A, "missing", ["fetch"])) == (None, {})
+    assert read(store, lambda tx: tx.get_execution_and_steps(B, "ex-2", ["fetch"])) == (None, {})
+
+
+def test_get_execution_and_steps_sees_the_transactions_own_writes(store: Store) -> None:
+    save(store, execution(), step("fetch"), step("charge"))
+    header = replace(execution(), status=ExecutionStatus.SUCCEEDED)
+    done = replace(step("fetch"), status=StepStatus.SUCCEEDED)
+    added = step("ship[0]", index=0)
+
+    def work(tx: Transaction) -> list[Any]:
+        before = tx.get_execution_and_steps(A, "ex-1", ["charge"])
+        tx.put_execution(header)
+        tx.put_step(done)
+        tx.put_step(added)
+        return [before, tx.get_execution_and_steps(A, "ex-1", ["fetch", "charge", "ship[0]"])]
+
+    assert store.atomic(work) == [
+        (execution(), {"charge": step("charge")}),
+        (header, {"fetch": done, "charge": step("charge"), "ship[0]": added}),
+    ]
+
+
 # events
 
 
@@ -597,6 +658,37 @@ def test_list_steps_is_ordered_by_key_and_scoped_to_the_execution(store: Store) 
     assert store.list_steps(A, "ex-3") == []
 
 
+def test_count_active_items_counts_active_foreach_items_only(store: Store) -> None:
+    statuses = list(StepStatus)
+    items = [step(f"ship[{i}]", index=i, status=s) for i, s in enumerate(statuses)]
+    save(
+        store,
+        step("ship", status=StepStatus.RUNNING, items=[1, 2, 3]),  # the parent: never counted
+        *items,
+        step("ship[99]", "ex-2", index=99),
+        step("ship[98]", tenant=B, index=98),
+        step("shipping[0]", index=0),
+        step("fetch"),
+    )
+
+    assert store.count_active_items(A, "ex-1", "ship") == len(STEP_ACTIVE)
+    assert store.count_active_items(A, "ex-2", "ship") == 1
+    assert store.count_active_items(B, "ex-1", "ship") == 1
+    assert store.count_active_items(A, "ex-1", "shipping") == 1
+    assert store.count_active_items(A, "ex-1", "fetch") == 0
+    assert store.count_active_items(A, "ex-3", "ship") == 0
+
+
+def test_count_active_items_follows_status_changes(store: Store) -> None:
+    save(store, step("ship", status=StepStatus.RUNNING), step("ship[0]", index=0), step("ship[1]", index=1))
+    assert store.count_active_items(A, "ex-1", "ship") == 2
+
+    save(store, step("ship[0]", index=0, status=StepStatus.SUCCEEDED), step("ship[2]", index=2))
+    assert store.count_active_items(A, "ex-1", "ship") == 2
+    save(store, step("ship[1]", index=1, status=StepStatus.FAILED), step("ship[2]", index=2, status=StepStatus.SKIPPED))
+    assert store.count_active_items(A, "ex-1", "ship") == 0
+
+
 def test_triggers_put_get_list_delete(store: Store) -> None:
     save(store, *[trigger(f"tr-{n}", created_at=T0 + n) for n in (3, 1, 4, 0, 2)])
     changed = trigger("tr-2", enabled=False, spec={"cron": "0 * * * *"}, updated_at=T0 + 9)
@@ -705,6 +797,7 @@ def test_records_of_one_tenant_are_invisible_to_another(store: Store) -> None:
     assert store.get_execution(B, "ex-1") is None
     assert store.list_executions(B).items == []
     assert store.count_active_executions(B) == 0
+    assert store.count_active_items(B, "ex-1", "fetch") == 0
     assert store.list_steps(B, "ex-1") == []
     assert store.list_events(B, "ex-1").items == []
     assert store.get_trigger(B, "tr-1") is None
@@ -718,9 +811,10 @@ def test_records_of_one_tenant_are_invisible_to_another(store: Store) -> None:
             tx.find_execution_by_key(B, "k"),
             tx.get_steps(B, "ex-1", ["fetch"]),
             tx.latest_workflow_version(B, "orders"),
+            tx.get_execution_and_steps(B, "ex-1", ["fetch"]),
         ]
 
-    assert read(store, transactional_reads) == [None, None, {}, None]
+    assert read(store, transactional_reads) == [None, None, {}, None, (None, {})]
     # Tenant A's records are untouched by B's attempts.
     assert store.get_trigger(A, "tr-1") == trigger()
     assert store.get_workflow_version(A, "orders") == workflow()

@@ -1,0 +1,286 @@
+"""How the Firestore adapter talks to Firestore inside ``Store.atomic``, checked on the wire.
+
+The RPCs are recorded by a thin wrapper around the real client's gapic methods; the emulator
+serves every call, so what is asserted is what Firestore really accepted:
+
+- a transaction begins with its first read (``new_transaction``): no BeginTransaction;
+- a transaction that reads nothing commits its writes as one batch (no transaction id);
+- an aborted attempt is retried with its transaction id, and contending writers serialize;
+- a body that raises rolls its transaction back, so its read locks do not linger.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+from google.api_core import exceptions as gexc
+
+from engine.adapters.store_firestore import FirestoreStore
+from engine.ports import Transaction
+from engine.records import ExecutionRecord, StepRecord
+from engine.states import StepStatus
+from tests.contract.test_store_contract import A, Boom, event, execution, save, step
+
+#: The emulator makes a writer wait this long for a lock before it aborts one side.
+EMULATOR_LOCK_TIMEOUT = 2.0
+
+
+@dataclass
+class Call:
+    """One RPC as sent, and how it ended."""
+
+    method: str
+    request: Any
+    error: BaseException | None = None
+    began: bytes | None = None  # the transaction id a beginning read returned
+
+
+class RpcRecorder:
+    """Wraps the transaction RPCs of a store's client and keeps every call, in order."""
+
+    METHODS = ("begin_transaction", "batch_get_documents", "commit", "rollback", "run_query")
+
+    def __init__(self, store: FirestoreStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+        api = store.client._firestore_api
+        for name in self.METHODS:
+            monkeypatch.setattr(api, name, self._wrap(name, getattr(api, name)))
+
+    def _wrap(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def recording(*args: Any, request: Any, **kwargs: Any) -> Any:
+            entry = Call(name, request)
+            with self._lock:
+                self.calls.append(entry)
+            try:
+                result = call(*args, request=request, **kwargs)
+            except BaseException as exc:
+                entry.error = exc
+                raise
+            return self._responses(entry, result) if name == "batch_get_documents" else result
+
+        return recording
+
+    @staticmethod
+    def _responses(entry: Call, responses: Any) -> Iterator[Any]:
+        for response in responses:
+            if response.transaction:
+                entry.began = response.transaction
+            yield response
+
+    def take(self) -> list[Call]:
+        with self._lock:
+            calls, self.calls = self.calls, []
+        return calls
+
+
+def methods(calls: list[Call]) -> list[str]:
+    return [call.method for call in calls]
+
+
+@pytest.fixture
+def firestore_store(firestore_emulator: str, unique_project: str) -> Iterator[FirestoreStore]:
+    store = FirestoreStore(project=unique_project)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def rpcs(firestore_store: FirestoreStore, monkeypatch: pytest.MonkeyPatch) -> RpcRecorder:
+    return RpcRecorder(firestore_store, monkeypatch)
+
+
+# ------------------------------------------------------------------ beginning with the first read
+
+
+def test_the_first_read_begins_the_transaction(firestore_store: FirestoreStore, rpcs: RpcRecorder) -> None:
+    save(firestore_store, execution(), step("fetch"))
+    rpcs.take()
+
+    def claim(tx: Transaction) -> None:
+        current = tx.get_steps(A, "ex-1", ["fetch"])["fetch"]
+        assert tx.get_execution(A, "ex-1") is not None  # a second read joins the transaction
+        tx.put_step(replace(current, status=StepStatus.RUNNING, lease_epoch=1))
+        tx.add_event(event("e-1"))
+
+    firestore_store.atomic(claim)
+
+    calls = rpcs.take()
+    assert methods(calls) == ["batch_get_documents", "batch_get_documents", "commit"]
+    first, second, commit = calls
+    assert "new_transaction" in first.request and "transaction" not in first.request
+    assert first.began, "the emulator returned no transaction id for new_transaction"
+    assert second.request["transaction"] == first.began
+    assert commit.request["transaction"] == first.began
+    assert firestore_store.list_steps(A, "ex-1")[0].lease_epoch == 1
+
+
+def test_header_and_steps_are_read_in_one_round_trip(firestore_store: FirestoreStore, rpcs: RpcRecorder) -> None:
+    save(firestore_store, execution(), step("fetch"), step("ship[0]", index=0), step("ship[1]", index=1))
+    rpcs.take()
+
+    def complete(tx: Transaction) -> tuple[ExecutionRecord | None, dict[str, StepRecord]]:
+        known = tx.get_steps(A, "ex-1", ["ship[0]"])
+        tx.put_step(replace(known["ship[0]"], status=StepStatus.SUCCEEDED))
+        found = tx.get_execution_and_steps(A, "ex-1", ["fetch", "ship[0]", "ship[1]", "ship[2]"])
+        tx.add_event(event("e-1"))
+        return found
+
+    header, found = firestore_store.atomic(complete)
+
+    calls = rpcs.take()
+    assert methods(calls) == ["batch_get_documents", "batch_get_documents", "commit"]
+    # Only what the transaction has neither read nor written goes out, header included.
+    assert sorted(path.rsplit("/", 1)[-1] for path in calls[1].request["documents"]) == [
+        "ex-1",
+        "fetch",
+        "ship%5B1%5D",
+        "ship%5B2%5D",
+    ]
+    assert header == execution()
+    assert found["ship[0]"].status is StepStatus.SUCCEEDED  # its own write
+    assert sorted(found) == ["fetch", "ship[0]", "ship[1]"]
+
+
+def test_payload_blobs_are_read_inside_the_transaction(firestore_store: FirestoreStore, rpcs: RpcRecorder) -> None:
+    big = step("fetch", output={"rows": "x" * 300 * 1024})  # above the inline threshold
+    save(firestore_store, execution(), big)
+    rpcs.take()
+
+    found = firestore_store.atomic(lambda tx: tx.get_execution_and_steps(A, "ex-1", ["fetch"]))
+
+    assert found == (execution(), {"fetch": big})
+    calls = rpcs.take()
+    assert methods(calls) == ["batch_get_documents", "batch_get_documents", "commit"]
+    began = calls[0].began
+    assert began and calls[1].request["transaction"] == began  # the blob read joined it
+    assert any("/blobs/" in path for path in calls[1].request["documents"])
+
+
+# ------------------------------------------------------------------ read-free transactions
+
+
+def test_a_transaction_that_reads_nothing_commits_as_one_batch(
+    firestore_store: FirestoreStore, rpcs: RpcRecorder
+) -> None:
+    def write(tx: Transaction) -> None:
+        tx.put_execution(execution())
+        tx.put_step(step("fetch"))
+        tx.add_event(event("e-1"))
+
+    firestore_store.atomic(write)
+
+    calls = rpcs.take()
+    assert methods(calls) == ["commit"]
+    assert not calls[0].request.get("transaction")
+    assert len(calls[0].request["writes"]) == 3
+    assert firestore_store.get_execution(A, "ex-1") == execution()
+    assert firestore_store.list_steps(A, "ex-1") == [step("fetch")]
+    assert firestore_store.list_events(A, "ex-1").items == [event("e-1")]
+
+
+def test_a_transaction_that_does_nothing_sends_nothing(firestore_store: FirestoreStore, rpcs: RpcRecorder) -> None:
+    assert firestore_store.atomic(lambda tx: "done") == "done"
+    assert rpcs.take() == []
+
+
+def test_an_event_collision_in_a_batch_reruns_carefully(firestore_store: FirestoreStore, rpcs: RpcRecorder) -> None:
+    original = event("e-1", data={"v": 1})
+    save(firestore_store, original)
+    rpcs.take()
+
+    def write(tx: Transaction) -> None:
+        tx.put_step(step("fetch"))
+        tx.add_event(event("e-1", data={"v": 2}))
+        tx.add_event(event("e-2"))
+
+    firestore_store.atomic(write)
+
+    calls = rpcs.take()
+    assert methods(calls) == ["commit", "batch_get_documents", "commit"]
+    assert isinstance(calls[0].error, gexc.AlreadyExists)  # the batch kept create's precondition
+    assert calls[2].request["transaction"] == calls[1].began  # careful mode read the events first
+    assert firestore_store.list_events(A, "ex-1").items == [original, event("e-2")]
+    assert firestore_store.list_steps(A, "ex-1") == [step("fetch")]
+
+
+# ------------------------------------------------------------------ contention and rollback
+
+
+def test_an_aborted_attempt_is_retried_and_both_writers_serialize(
+    firestore_store: FirestoreStore, rpcs: RpcRecorder
+) -> None:
+    """Both read the record before either commits: a lock cycle that aborts one of them."""
+    save(firestore_store, step(status=StepStatus.RUNNING))
+    both_read = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def increment(tx: Transaction) -> None:
+        current = tx.get_steps(A, "ex-1", ["fetch"])["fetch"]
+        if current.attempt == 0:  # only the first attempts meet; a retry sees the winner's write
+            both_read.wait(timeout=10)
+        tx.put_step(replace(current, attempt=current.attempt + 1))
+
+    def writer() -> None:
+        try:
+            firestore_store.atomic(increment)
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    rpcs.take()
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert firestore_store.list_steps(A, "ex-1")[0].attempt == 2
+    calls = rpcs.take()
+    aborted = [call for call in calls if call.method == "commit" and isinstance(call.error, gexc.Aborted)]
+    assert aborted, "the lock cycle should have aborted one of the writers"
+    retried = {
+        call.request["new_transaction"].read_write.retry_transaction
+        for call in calls
+        if call.method == "batch_get_documents" and "new_transaction" in call.request
+    }
+    assert {call.request["transaction"] for call in aborted} <= retried, "a retry names the aborted transaction"
+    assert "begin_transaction" not in methods(calls)
+
+
+def test_an_error_in_the_body_rolls_back_and_frees_the_read_locks(
+    firestore_store: FirestoreStore, rpcs: RpcRecorder
+) -> None:
+    save(firestore_store, step())
+    rpcs.take()
+
+    def fail(tx: Transaction) -> None:
+        tx.get_steps(A, "ex-1", ["fetch"])
+        raise Boom("stop")
+
+    with pytest.raises(Boom):
+        firestore_store.atomic(fail)
+
+    calls = rpcs.take()
+    assert methods(calls) == ["batch_get_documents", "rollback"]
+    assert calls[1].request["transaction"] == calls[0].began
+    # A lock left behind would make this write wait for the emulator's lock timeout.
+    started = time.monotonic()
+    save(firestore_store, step(status=StepStatus.RUNNING))
+    assert time.monotonic() - started < EMULATOR_LOCK_TIMEOUT / 2
+
+
+def test_an_error_before_any_read_sends_nothing(firestore_store: FirestoreStore, rpcs: RpcRecorder) -> None:
+    def fail(tx: Transaction) -> None:
+        tx.put_step(step())
+        raise Boom("stop")
+
+    with pytest.raises(Boom):
+        firestore_store.atomic(fail)
+    assert rpcs.take() == []
+    assert firestore_store.list_steps(A, "ex-1") == []
