@@ -41,7 +41,7 @@ import random
 import string
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -50,8 +50,8 @@ import google.auth.exceptions
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers as firestore_helpers
 from google.cloud.firestore_v1 import types as firestore_types
-from google.cloud.firestore_v1.base_client import _parse_batch_get
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
@@ -80,6 +80,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 R = TypeVar("R", bound="DataclassInstance")
+#: Reads documents in one round trip: ``{ref.path: fields, or None if it does not exist}``.
+Reader = Callable[[list["DocumentReference"]], dict[str, "dict[str, Any] | None"]]
 
 #: Largest slice of a payload kept in one document (bytes field); well under 1 MiB.
 CHUNK_BYTES = 500 * 1024
@@ -322,6 +324,72 @@ class ClaimCheck:
         return [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
 
 
+# --------------------------------------------------------------------------- wire codec
+#
+# Transactions build their writes and parse their reads as raw protobuf messages. The
+# client's proto-plus wrappers cost about 0.3 ms per document written and 0.2 ms per document
+# read (plus a deep copy), a third of a small transaction's time against the emulator.
+# Documents hold nulls, booleans, numbers, strings, bytes and maps of them (records are flat;
+# payloads are bytes); anything else goes through the client's own codec.
+
+_WRITE = firestore_types.Write.pb()
+_COMMIT_REQUEST = firestore_types.CommitRequest.pb()
+#: ``Value`` kinds whose raw field is already the Python value (null's is the enum 0).
+_SCALAR_KINDS = frozenset(
+    {"null_value", "boolean_value", "integer_value", "double_value", "string_value", "bytes_value"}
+)
+
+
+def encode_fields(target: Any, fields: Mapping[str, Any]) -> None:
+    """Fill the protobuf map ``target`` (``Document.fields``, ``MapValue.fields``) from ``fields``."""
+    for name, value in fields.items():
+        _encode_value(target[name], value)
+
+
+def _encode_value(target: Any, value: Any) -> None:
+    """Set the raw ``Value`` message ``target`` to ``value``; bool before int (bool is an int)."""
+    if value is None:
+        target.null_value = 0
+    elif isinstance(value, bool):
+        target.boolean_value = value
+    elif isinstance(value, int):
+        target.integer_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, bytes):
+        target.bytes_value = value
+    elif isinstance(value, Mapping):
+        target.map_value.SetInParent()  # an empty map is still a map
+        encode_fields(target.map_value.fields, value)
+    else:
+        target.CopyFrom(firestore_helpers.encode_value(value)._pb)
+
+
+def decode_fields(fields: Any, client: firestore.Client) -> dict[str, Any]:
+    """The Python values of a raw protobuf ``fields`` map."""
+    return {name: _decode_value(value, client) for name, value in fields.items()}
+
+
+def _decode_value(value: Any, client: firestore.Client) -> Any:
+    """The Python value of a raw ``Value`` message."""
+    kind = value.WhichOneof("value_type")
+    if kind == "map_value":
+        return decode_fields(value.map_value.fields, client)
+    if kind in _SCALAR_KINDS:
+        return None if kind == "null_value" else getattr(value, kind)
+    return firestore_helpers.decode_value(value, client)  # arrays, timestamps, references...
+
+
+def _update_write(ref: DocumentReference, fields: Mapping[str, Any]) -> Any:
+    """A raw ``Write`` replacing the whole document at ``ref`` with ``fields``."""
+    write = _WRITE()
+    write.update.name = ref._document_path
+    encode_fields(write.update.fields, fields)
+    return write
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -446,18 +514,18 @@ class FirestoreStore:
         self,
         cls: type[R],
         docs: Sequence[Mapping[str, Any]],
-        get_all: Callable[[list[DocumentReference]], Iterable[DocumentSnapshot[DocumentReference]]],
+        read: Reader,
         cache: dict[str, bytes] | None = None,
     ) -> list[R]:
         """Decode stored documents, fetching every blob they reference in one round trip."""
         blobs = cache if cache is not None else {}
-        self.resolve_blobs(docs, get_all, blobs)
+        self.resolve_blobs(docs, read, blobs)
         return [decode_record(cls, doc, blobs) for doc in docs]
 
     def resolve_blobs(
         self,
         docs: Sequence[Mapping[str, Any]],
-        get_all: Callable[[list[DocumentReference]], Iterable[DocumentSnapshot[DocumentReference]]],
+        read: Reader,
         blobs: dict[str, bytes],
     ) -> None:
         """Add to ``blobs`` every payload ``docs`` reference that it lacks, in one round trip."""
@@ -468,17 +536,17 @@ class FirestoreStore:
             if ref.blob_id not in blobs
         ]
         if wanted:
-            blobs.update(self._fetch_blobs(wanted, get_all))
+            blobs.update(self._fetch_blobs(wanted, read))
 
     def _fetch_blobs(
         self,
         wanted: Sequence[tuple[str, BlobRef]],
-        get_all: Callable[[list[DocumentReference]], Iterable[DocumentSnapshot[DocumentReference]]],
+        read: Reader,
     ) -> dict[str, bytes]:
         """Fetch and check the chunks of every wanted blob in one batched read."""
         layout = {ref.blob_id: (ref, self._paths.blob_parts(tenant, ref)) for tenant, ref in wanted}
         refs = [part for _, parts in layout.values() for part in parts]
-        stored = {snap.reference.path: snap.get("data") for snap in get_all(refs) if snap.exists}
+        stored = {path: doc["data"] for path, doc in read(refs).items() if doc is not None}
         found: dict[str, bytes] = {}
         for blob_id, (ref, parts) in layout.items():
             # Blobs are written and freed in the transaction that writes their record, so a
@@ -491,17 +559,16 @@ class FirestoreStore:
             found[blob_id] = data
         return found
 
-    def _snapshot_reader(
-        self, snaps: Sequence[DocumentSnapshot[DocumentReference]]
-    ) -> Callable[[list[DocumentReference]], Iterable[DocumentSnapshot[DocumentReference]]]:
+    def _snapshot_reader(self, snaps: Sequence[DocumentSnapshot[DocumentReference]]) -> Reader:
         """Read blobs as of the documents' read time, so a concurrent rewrite that replaced
         (and garbage-collected) a payload cannot leave us holding a dangling reference."""
         read_time = snaps[0].read_time if snaps else None
 
-        def get_all(refs: list[DocumentReference]) -> Iterable[DocumentSnapshot[DocumentReference]]:
-            return self._client.get_all(refs, read_time=read_time)
+        def read(refs: list[DocumentReference]) -> dict[str, dict[str, Any] | None]:
+            snaps = self._client.get_all(refs, read_time=read_time)
+            return {snap.reference.path: _data(snap) if snap.exists else None for snap in snaps}
 
-        return get_all
+        return read
 
     def _get(self, cls: type[R], ref: DocumentReference) -> R | None:
         with translated_errors():
@@ -878,49 +945,58 @@ class _Attempt:
     reads and the commit name. An attempt that never reads has nothing to isolate: its
     writes go out as one atomic Commit without a transaction (a batch), so it costs one
     round trip. ``create`` writes keep their must-not-exist precondition either way.
+
+    Requests and documents are built and parsed as raw protobuf messages (see
+    :func:`encode_fields`), bypassing the client's slower proto-plus wrappers.
     """
 
     def __init__(self, client: firestore.Client, retry_id: bytes | None) -> None:
         self._client = client
         self._retry_id = retry_id
-        self._batch = client.batch()  # only builds the Write messages; never committed itself
+        self._writes: list[Any] = []  # raw Write messages, in order
         self._finished = False
         self.id: bytes | None = None
 
     # the writes FirestoreTransaction hands over in flush()
 
-    def create(self, ref: DocumentReference, fields: dict[str, Any]) -> None:
-        self._batch.create(ref, fields)
+    def create(self, ref: DocumentReference, fields: Mapping[str, Any]) -> None:
+        write = _update_write(ref, fields)
+        write.current_document.exists = False
+        self._writes.append(write)
 
-    def set(self, ref: DocumentReference, fields: dict[str, Any]) -> None:
-        self._batch.set(ref, fields)
+    def set(self, ref: DocumentReference, fields: Mapping[str, Any]) -> None:
+        self._writes.append(_update_write(ref, fields))
 
     def delete(self, ref: DocumentReference) -> None:
-        self._batch.delete(ref)
+        self._writes.append(_WRITE(delete=ref._document_path))
 
-    def get_all(self, refs: list[DocumentReference]) -> list[DocumentSnapshot[DocumentReference]]:
-        """Read documents in this transaction, beginning it if this is its first read."""
-        if self._batch._write_pbs:
+    def get_all(self, refs: list[DocumentReference]) -> dict[str, dict[str, Any] | None]:
+        """Read documents in this transaction, beginning it if this is its first read.
+
+        A :data:`Reader`: fields by ``ref.path``, None for a document that does not exist.
+        """
+        if self._writes:
             raise AssertionError("Firestore transactions cannot read after writing")
-        request: dict[str, Any] = {
-            "database": self._client._database_string,
-            "documents": [ref._document_path for ref in refs],
-        }
+        by_name = {ref._document_path: ref.path for ref in refs}
+        request: dict[str, Any] = {"database": self._client._database_string, "documents": list(by_name)}
         if self.id is None:
             request["new_transaction"] = self._options()
         else:
             request["transaction"] = self.id
-        by_path = {ref._document_path: ref for ref in refs}
-        snaps = []
+        found: dict[str, dict[str, Any] | None] = {}
         responses = self._client._firestore_api.batch_get_documents(
             request=request, metadata=self._client._rpc_metadata
         )
         for response in responses:
-            if response.transaction:  # only in the first message of a beginning read
-                self.id = response.transaction
-            if response._pb.WhichOneof("result") is not None:
-                snaps.append(_parse_batch_get(response, by_path, self._client))
-        return snaps
+            raw = response._pb
+            if raw.transaction:  # only in the first message of a beginning read
+                self.id = raw.transaction
+            result = raw.WhichOneof("result")
+            if result == "found":
+                found[by_name[raw.found.name]] = decode_fields(raw.found.fields, self._client)
+            elif result == "missing":
+                found[by_name[raw.missing]] = None
+        return found
 
     def _options(self) -> firestore_types.TransactionOptions:
         read_write = firestore_types.TransactionOptions.ReadWrite
@@ -931,13 +1007,14 @@ class _Attempt:
     def commit(self) -> None:
         """Commit the transaction, or the writes as a batch when nothing was read."""
         self._finished = True  # a commit ends the transaction whatever its outcome
-        writes = self._batch._write_pbs
-        if self.id is None and not writes:
+        if self.id is None and not self._writes:
             return  # nothing read, nothing written: no round trip at all
-        request: dict[str, Any] = {"database": self._client._database_string, "writes": writes}
+        request = _COMMIT_REQUEST(database=self._client._database_string, writes=self._writes)
         if self.id is not None:
-            request["transaction"] = self.id
-        self._client._firestore_api.commit(request=request, metadata=self._client._rpc_metadata)
+            request.transaction = self.id
+        self._client._firestore_api.commit(
+            request=firestore_types.CommitRequest.wrap(request), metadata=self._client._rpc_metadata
+        )
 
     def rollback(self) -> None:
         """Release the read locks of a transaction that will not commit (best effort).
@@ -987,8 +1064,7 @@ class FirestoreTransaction:
         missing = list({ref.path: ref for ref in refs if ref.path not in self._reads}.values())
         if not missing:
             return
-        for snap in self._attempt.get_all(missing):
-            self._reads[snap.reference.path] = _data(snap) if snap.exists else None
+        self._reads.update(self._attempt.get_all(missing))
 
     def _decode(self, cls: type[R], docs: Sequence[Mapping[str, Any]]) -> list[R]:
         return self._store._load(cls, docs, self._attempt.get_all, self._blobs)

@@ -39,6 +39,12 @@ class Call:
     error: BaseException | None = None
     began: bytes | None = None  # the transaction id a beginning read returned
 
+    def sent(self, name: str) -> Any:
+        """A field of the request (a dict or a message) as sent; None when unset."""
+        if isinstance(self.request, dict):
+            return self.request.get(name)
+        return getattr(self.request, name) or None  # a message reads unset fields as empty
+
 
 class RpcRecorder:
     """Wraps the transaction RPCs of a store's client and keeps every call, in order."""
@@ -113,10 +119,10 @@ def test_the_first_read_begins_the_transaction(firestore_store: FirestoreStore, 
     calls = rpcs.take()
     assert methods(calls) == ["batch_get_documents", "batch_get_documents", "commit"]
     first, second, commit = calls
-    assert "new_transaction" in first.request and "transaction" not in first.request
+    assert first.sent("new_transaction") is not None and first.sent("transaction") is None
     assert first.began, "the emulator returned no transaction id for new_transaction"
-    assert second.request["transaction"] == first.began
-    assert commit.request["transaction"] == first.began
+    assert second.sent("transaction") == first.began
+    assert commit.sent("transaction") == first.began
     assert firestore_store.list_steps(A, "ex-1")[0].lease_epoch == 1
 
 
@@ -136,7 +142,7 @@ def test_header_and_steps_are_read_in_one_round_trip(firestore_store: FirestoreS
     calls = rpcs.take()
     assert methods(calls) == ["batch_get_documents", "batch_get_documents", "commit"]
     # Only what the transaction has neither read nor written goes out, header included.
-    assert sorted(path.rsplit("/", 1)[-1] for path in calls[1].request["documents"]) == [
+    assert sorted(path.rsplit("/", 1)[-1] for path in calls[1].sent("documents")) == [
         "ex-1",
         "fetch",
         "ship%5B1%5D",
@@ -158,8 +164,8 @@ def test_payload_blobs_are_read_inside_the_transaction(firestore_store: Firestor
     calls = rpcs.take()
     assert methods(calls) == ["batch_get_documents", "batch_get_documents", "commit"]
     began = calls[0].began
-    assert began and calls[1].request["transaction"] == began  # the blob read joined it
-    assert any("/blobs/" in path for path in calls[1].request["documents"])
+    assert began and calls[1].sent("transaction") == began  # the blob read joined it
+    assert any("/blobs/" in path for path in calls[1].sent("documents"))
 
 
 # ------------------------------------------------------------------ read-free transactions
@@ -177,8 +183,8 @@ def test_a_transaction_that_reads_nothing_commits_as_one_batch(
 
     calls = rpcs.take()
     assert methods(calls) == ["commit"]
-    assert not calls[0].request.get("transaction")
-    assert len(calls[0].request["writes"]) == 3
+    assert not calls[0].sent("transaction")
+    assert len(calls[0].sent("writes")) == 3
     assert firestore_store.get_execution(A, "ex-1") == execution()
     assert firestore_store.list_steps(A, "ex-1") == [step("fetch")]
     assert firestore_store.list_events(A, "ex-1").items == [event("e-1")]
@@ -204,7 +210,7 @@ def test_an_event_collision_in_a_batch_reruns_carefully(firestore_store: Firesto
     calls = rpcs.take()
     assert methods(calls) == ["commit", "batch_get_documents", "commit"]
     assert isinstance(calls[0].error, gexc.AlreadyExists)  # the batch kept create's precondition
-    assert calls[2].request["transaction"] == calls[1].began  # careful mode read the events first
+    assert calls[2].sent("transaction") == calls[1].began  # careful mode read the events first
     assert firestore_store.list_events(A, "ex-1").items == [original, event("e-2")]
     assert firestore_store.list_steps(A, "ex-1") == [step("fetch")]
 
@@ -245,11 +251,11 @@ def test_an_aborted_attempt_is_retried_and_both_writers_serialize(
     aborted = [call for call in calls if call.method == "commit" and isinstance(call.error, gexc.Aborted)]
     assert aborted, "the lock cycle should have aborted one of the writers"
     retried = {
-        call.request["new_transaction"].read_write.retry_transaction
+        call.sent("new_transaction").read_write.retry_transaction
         for call in calls
-        if call.method == "batch_get_documents" and "new_transaction" in call.request
+        if call.method == "batch_get_documents" and call.sent("new_transaction") is not None
     }
-    assert {call.request["transaction"] for call in aborted} <= retried, "a retry names the aborted transaction"
+    assert {call.sent("transaction") for call in aborted} <= retried, "a retry names the aborted transaction"
     assert "begin_transaction" not in methods(calls)
 
 
@@ -268,7 +274,7 @@ def test_an_error_in_the_body_rolls_back_and_frees_the_read_locks(
 
     calls = rpcs.take()
     assert methods(calls) == ["batch_get_documents", "rollback"]
-    assert calls[1].request["transaction"] == calls[0].began
+    assert calls[1].sent("transaction") == calls[0].began
     # A lock left behind would make this write wait for the emulator's lock timeout.
     started = time.monotonic()
     save(firestore_store, step(status=StepStatus.RUNNING))
@@ -284,3 +290,41 @@ def test_an_error_before_any_read_sends_nothing(firestore_store: FirestoreStore,
         firestore_store.atomic(fail)
     assert rpcs.take() == []
     assert firestore_store.list_steps(A, "ex-1") == []
+
+
+# ------------------------------------------------------------------ the raw protobuf codec
+
+ODD_VALUES: dict[str, Any] = {
+    "none": None,
+    "true": True,
+    "zero": 0,
+    "big": 2**62,
+    "negative": -5,
+    "float": 1.0,
+    "tiny": -2.5e-300,
+    "text": "ünï ✓",
+    "empty_text": "",
+    "bytes": b"\x00\xff",
+    "empty_bytes": b"",
+    "empty_map": {},
+    "map": {"$blob": "b1", "chunks": 2, "nested": {"deep": [1, "two", None]}},
+    "list": [1, {"a": True}, []],
+}
+
+
+def test_the_raw_codec_matches_the_client_library() -> None:
+    from google.cloud.firestore_v1 import _helpers
+    from google.cloud.firestore_v1.types import Document
+
+    from engine.adapters.store_firestore import decode_fields, encode_fields
+
+    ours = Document.pb()()
+    encode_fields(ours.fields, ODD_VALUES)
+    theirs = Document.pb()()
+    for name, value in _helpers.encode_dict(ODD_VALUES).items():
+        theirs.fields[name].CopyFrom(value._pb)
+    assert ours == theirs
+
+    decoded = decode_fields(theirs.fields, client=None)  # type: ignore[arg-type]  # no references here
+    assert decoded == ODD_VALUES
+    assert type(decoded["true"]) is bool and type(decoded["float"]) is float
