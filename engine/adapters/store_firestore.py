@@ -1344,8 +1344,10 @@ def _make_client(project: str, database: str) -> firestore.Client:
 def _back_off(attempt: int) -> None:
     """Sleep before retrying an aborted transaction.
 
-    The client retries at once; transactions that collided then collide again (the
-    emulator in particular resolves lock cycles only after a timeout), so spread them out.
+    Retried at once, transactions that collided collide again, so spread them out. (The
+    emulator breaks a lock cycle only when a waiting commit hits its 2 s lock timeout, and a
+    transaction whose client died keeps its read locks until 60 s after its last request:
+    ``MAX_ATTEMPTS`` against such a lock give up after about 23 s.)
     """
     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
     time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not a secret
