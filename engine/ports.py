@@ -124,6 +124,10 @@ class Store(Protocol):
 
     def count_active_executions(self, tenant: str) -> int: ...
 
+    def get_step(self, tenant: str, execution_id: str, key: str) -> StepRecord | None:
+        """One step record, read outside any transaction."""
+        ...
+
     def count_active_items(self, tenant: str, execution_id: str, step_id: str) -> int:
         """How many foreach items of ``step_id`` are active (``STEP_ACTIVE``).
 

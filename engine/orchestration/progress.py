@@ -173,7 +173,7 @@ def item_ended(rec: Recorder, snap: Snapshot, child: StepRecord) -> None:
     elif snap.whole:
         finish_foreach(rec, snap, parent)
     else:
-        rec.check_fanin(parent)
+        rec.check_fanin(parent, child)
 
 
 def finish_foreach(rec: Recorder, snap: Snapshot, parent: StepRecord) -> bool:

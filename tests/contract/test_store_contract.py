@@ -679,6 +679,15 @@ def test_count_active_items_counts_active_foreach_items_only(store: Store) -> No
     assert store.count_active_items(A, "ex-3", "ship") == 0
 
 
+def test_get_step_reads_one_record_of_its_tenant_and_execution(store: Store) -> None:
+    big = step("ship[0]", index=0, output="x" * 300_000)  # stored out of line on Firestore
+    save(store, big, step("ship[0]", "ex-2", index=0, output=2))
+    assert store.get_step(A, "ex-1", "ship[0]") == big
+    assert store.get_step(A, "ex-2", "ship[0]").output == 2
+    assert store.get_step(B, "ex-1", "ship[0]") is None
+    assert store.get_step(A, "ex-1", "ship[1]") is None
+
+
 def test_count_active_items_follows_status_changes(store: Store) -> None:
     save(store, step("ship", status=StepStatus.RUNNING), step("ship[0]", index=0), step("ship[1]", index=1))
     assert store.count_active_items(A, "ex-1", "ship") == 2

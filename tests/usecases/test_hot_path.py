@@ -198,3 +198,14 @@ def test_skipping_every_successor_settles_the_execution_in_the_same_transaction(
     h.drain()
     assert statuses(h, execution_id) == {"a": "SUCCEEDED", "b": "SKIPPED", "c": "SKIPPED"}
     assert h.execution(execution_id).output == {"a": 1}
+
+
+def test_only_an_item_whose_neighbor_has_ended_counts_the_active_items(h, monkeypatch):
+    counted = []
+    count = h.store.count_active_items
+    monkeypatch.setattr(h.store, "count_active_items", lambda *args: counted.append(args) or count(*args))
+    h.apply(fan())
+    execution_id = h.start("fan", {"items": [1, 2, 3, 4]})
+    h.drain()  # in index order: each item's neighbor (the next index) is still queued, but the last's
+    assert h.execution(execution_id).output == {"doubled": [2, 4, 6, 8]}
+    assert counted == [("t1", execution_id, "each")]
