@@ -128,6 +128,14 @@ class Store(Protocol):
         """One step record, read outside any transaction."""
         ...
 
+    def mark_once(self, tenant: str, execution_id: str, name: str) -> bool:
+        """Record the marker ``name`` on an execution; whether this call was the one to record it.
+
+        One write, outside any transaction: it elects one of several racing callers (e.g. who
+        finishes a foreach) without the lock contention a transaction would add.
+        """
+        ...
+
     def count_active_items(self, tenant: str, execution_id: str, step_id: str) -> int:
         """How many foreach items of ``step_id`` are active (``STEP_ACTIVE``).
 

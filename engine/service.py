@@ -139,7 +139,9 @@ class Service:
         neighbor = self.store.get_step(check.tenant, check.execution_id, check.neighbor)
         if neighbor is None or neighbor.status in STEP_ACTIVE:
             return  # an item still to end will check
-        if self.store.count_active_items(check.tenant, check.execution_id, check.step_id) == 0:
+        if self.store.count_active_items(check.tenant, check.execution_id, check.step_id) > 0:
+            return
+        if self.store.mark_once(check.tenant, check.execution_id, check.marker):
             self._run(
                 lambda rec: step_cases.check_fanin(rec, self.workflows, check.tenant, check.execution_id, check.step_id)
             )

@@ -47,13 +47,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import google.auth.exceptions
+import grpc
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from google.cloud.firestore_v1 import _helpers as firestore_helpers
 from google.cloud.firestore_v1 import types as firestore_types
+from google.cloud.firestore_v1.base_client import _DEFAULT_CHANNEL_OPTIONS, _GRPC_MSG_SIZE_OPTIONS
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
+from google.cloud.firestore_v1.services.firestore.client import FirestoreClient
+from google.cloud.firestore_v1.services.firestore.transports.grpc import FirestoreGrpcTransport
 
 from engine.adapters.payloads import record_from_dict, record_to_dict, to_json
 from engine.errors import AlreadyExists, Conflict, ConveyorError, InvalidRequest, NotFound, StoreUnavailable
@@ -190,6 +194,10 @@ class Paths:
 
     def step(self, tenant: str, execution_id: str, key: str) -> DocumentReference:
         ref: DocumentReference = self.steps(tenant, execution_id).document(encode_id(key))
+        return ref
+
+    def marker(self, tenant: str, execution_id: str, name: str) -> DocumentReference:
+        ref: DocumentReference = self.execution(tenant, execution_id).collection("markers").document(encode_id(name))
         return ref
 
     def events(self, tenant: str, execution_id: str) -> CollectionReference:
@@ -717,6 +725,14 @@ class FirestoreStore:
 
     def get_step(self, tenant: str, execution_id: str, key: str) -> StepRecord | None:
         return self._get(StepRecord, self._paths.step(tenant, execution_id, key))
+
+    def mark_once(self, tenant: str, execution_id: str, name: str) -> bool:
+        with translated_errors():
+            try:
+                self._paths.marker(tenant, execution_id, name).create({"tenant": tenant, "name": name})
+            except gexc.AlreadyExists:
+                return False
+        return True
 
     def list_executions(
         self,
@@ -1335,13 +1351,41 @@ class FirestoreTransaction:
 # --------------------------------------------------------------------------- helpers
 
 
+#: gRPC runs a server-streaming call (BatchGetDocuments, RunQuery) on a thread of its own unless
+#: told otherwise; on the caller's thread each read costs about 0.5 ms less CPU. The adapter
+#: always consumes those streams synchronously, which is what this option requires.
+_SINGLE_THREADED_STREAMS = (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)
+
+
+class _Client(firestore.Client):
+    """The Firestore client, its gRPC channel built with :data:`_SINGLE_THREADED_STREAMS`."""
+
+    @property
+    def _firestore_api(self) -> FirestoreClient:
+        if self._firestore_api_internal is None:
+            if self._emulator_host is not None:
+                # As the library does for the emulator: plaintext, the emulator's owner token.
+                options = [("Authorization", "Bearer owner"), *_GRPC_MSG_SIZE_OPTIONS, _SINGLE_THREADED_STREAMS]
+                channel = grpc.insecure_channel(self._emulator_host, options=options)
+            else:
+                options = [*_DEFAULT_CHANNEL_OPTIONS, _SINGLE_THREADED_STREAMS]
+                channel = FirestoreGrpcTransport.create_channel(
+                    self._target, credentials=self._credentials, options=options
+                )
+            self._transport = FirestoreGrpcTransport(host=self._target, channel=channel)
+            self._firestore_api_internal = FirestoreClient(
+                transport=self._transport, client_options=self._client_options
+            )
+        return cast(FirestoreClient, self._firestore_api_internal)
+
+
 def _make_client(project: str, database: str) -> firestore.Client:
     """A client for ``project``; anonymous credentials when the emulator is configured."""
     credentials = None
     if os.environ.get("FIRESTORE_EMULATOR_HOST"):
         credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
     with translated_errors():
-        return firestore.Client(project=project, database=database, credentials=credentials)
+        return _Client(project=project, database=database, credentials=credentials)
 
 
 def _back_off(attempt: int) -> None:

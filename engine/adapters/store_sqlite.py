@@ -80,6 +80,9 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
         tenant TEXT NOT NULL, execution_id TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL,
         PRIMARY KEY (tenant, execution_id, id))""",
+    """CREATE TABLE IF NOT EXISTS markers (
+        tenant TEXT NOT NULL, execution_id TEXT NOT NULL, name TEXT NOT NULL,
+        PRIMARY KEY (tenant, execution_id, name))""",
     """CREATE TABLE IF NOT EXISTS triggers (
         tenant TEXT NOT NULL, id TEXT NOT NULL, enabled INTEGER NOT NULL, next_fire_at REAL,
         doc TEXT NOT NULL, PRIMARY KEY (tenant, id))""",
@@ -253,6 +256,10 @@ class SqliteStore:
         self._write(update)
 
     # executions
+
+    def mark_once(self, tenant: str, execution_id: str, name: str) -> bool:
+        insert = "INSERT OR IGNORE INTO markers (tenant, execution_id, name) VALUES (?, ?, ?)"
+        return bool(self._write(lambda c: c.execute(insert, (tenant, execution_id, name)).rowcount))
 
     def get_step(self, tenant: str, execution_id: str, key: str) -> StepRecord | None:
         def read(conn: sqlite3.Connection) -> StepRecord | None:

@@ -25,6 +25,9 @@ class FaninCheck:
     item has ended, so its neighbor (the next index, wrapping) has too. An item whose
     neighbor is still active, or not created yet (so a predecessor of it is active), is not
     the last and skips the check; the rest confirm with a count of active items.
+
+    The last two items may both get this far; a marker per foreach and run elects one to
+    finish the parent, as two finishing transactions would contend for it.
     """
 
     tenant: str
@@ -32,6 +35,11 @@ class FaninCheck:
     step_id: str
     index: int
     items: int
+    run: int
+
+    @property
+    def marker(self) -> str:
+        return f"fanin:{self.step_id}:{self.run}"
 
     @property
     def neighbor(self) -> str:
@@ -109,7 +117,9 @@ class Recorder:
     def check_fanin(self, parent: StepRecord, item: StepRecord) -> None:
         """Ask for a check after commit whether ``item`` was the last item of ``parent`` to end."""
         assert item.index is not None and parent.items is not None
-        check = FaninCheck(parent.tenant, parent.execution_id, parent.step_id, item.index, len(parent.items))
+        check = FaninCheck(
+            parent.tenant, parent.execution_id, parent.step_id, item.index, len(parent.items), parent.run
+        )
         self.effects.fanin_checks.append(check)
 
     def queue_dispatch(self, step: StepRecord, countdown: float = 0.0) -> None:

@@ -688,6 +688,14 @@ def test_get_step_reads_one_record_of_its_tenant_and_execution(store: Store) -> 
     assert store.get_step(A, "ex-1", "ship[1]") is None
 
 
+def test_mark_once_elects_the_first_caller_per_execution_and_tenant(store: Store) -> None:
+    assert store.mark_once(A, "ex-1", "fanin:ship:1") is True
+    assert store.mark_once(A, "ex-1", "fanin:ship:1") is False
+    assert store.mark_once(A, "ex-1", "fanin:ship:2") is True
+    assert store.mark_once(A, "ex-2", "fanin:ship:1") is True
+    assert store.mark_once(B, "ex-1", "fanin:ship:1") is True
+
+
 def test_count_active_items_follows_status_changes(store: Store) -> None:
     save(store, step("ship", status=StepStatus.RUNNING), step("ship[0]", index=0), step("ship[1]", index=1))
     assert store.count_active_items(A, "ex-1", "ship") == 2

@@ -209,3 +209,20 @@ def test_only_an_item_whose_neighbor_has_ended_counts_the_active_items(h, monkey
     h.drain()  # in index order: each item's neighbor (the next index) is still queued, but the last's
     assert h.execution(execution_id).output == {"doubled": [2, 4, 6, 8]}
     assert counted == [("t1", execution_id, "each")]
+
+
+def test_of_two_items_that_both_see_the_foreach_done_one_finishes_it(h, monkeypatch):
+    checks = []
+    monkeypatch.setattr(Service, "_check_fanin", lambda self, check: checks.append(check))
+    h.apply(fan())
+    execution_id = h.start("fan", {"items": [1, 2]})
+    h.drain()
+    monkeypatch.undo()
+    assert len(checks) == 2  # both items ended; each would check now, after the other's commit
+    log = ReadLog(h.store)
+    log.install(monkeypatch, h)
+    for check in checks:
+        h.service._check_fanin(check)
+    assert len(log.reads) == 1  # one finishing transaction, elected by the marker
+    h.drain()
+    assert h.execution(execution_id).output == {"doubled": [2, 4]}
