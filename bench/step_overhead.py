@@ -16,8 +16,8 @@ doing the same no-op work on the same broker with the same worker concurrency:
 
 Times run from just before the client call until the worker recorded the end (the
 execution's ``finished_at``; the raw baseline's last task returns ``time.time()``), so
-polling latency is not measured. Each figure is the median of ``--repeat`` runs after one
-warm-up. The raw baseline uses Conveyor's own Celery settings (JSON, late acks, prefetch 1)
+polling latency is not measured. Each figure is the median of ``--repeat`` runs after
+``--warmup`` unmeasured ones. The raw baseline uses Conveyor's own Celery settings (JSON, late acks, prefetch 1)
 plus a Redis result backend, which chords need.
 
 It starts what it needs: a Firestore emulator (unless ``--emulator`` or
@@ -292,11 +292,18 @@ def profile_hot_path(settings_options: dict[str, Any], store: str, steps: int = 
 # --- the run ---------------------------------------------------------------------------------
 
 
-def measure(raw: Callable[[], float], conveyor: Callable[[], float], repeat: int) -> tuple[list[float], list[float]]:
-    """One warm-up each, then ``repeat`` rounds of raw-then-Conveyor, interleaved so that load
-    from elsewhere on the machine drifts into both sides alike."""
-    raw()
-    conveyor()
+def measure(
+    raw: Callable[[], float], conveyor: Callable[[], float], repeat: int, warmup: int
+) -> tuple[list[float], list[float]]:
+    """``warmup`` unmeasured rounds each, then ``repeat`` rounds of raw-then-Conveyor,
+    interleaved so that load from elsewhere on the machine drifts into both sides alike.
+
+    Warm-up matters most for the emulator: its JVM compiles the paths a workload uses only
+    after running them a while (a fresh one runs a foreach of 100 up to 1.6x slower in its
+    first rounds than after a few), and production Firestore has no such phase."""
+    for _ in range(warmup):
+        raw()
+        conveyor()
     raw_values: list[float] = []
     conveyor_values: list[float] = []
     for _ in range(repeat):
@@ -310,6 +317,7 @@ def main() -> int:
     parser.add_argument("--store", choices=["sqlite", "firestore", "both"], default="both")
     parser.add_argument("--broker", default=os.environ.get("CONVEYOR_BENCH_BROKER", "redis://127.0.0.1:6379/15"))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured rounds per case and side first")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--emulator", default=os.environ.get("FIRESTORE_EMULATOR_HOST"))
     parser.add_argument("--profile", action="store_true", help="also profile the step hot path in process")
@@ -334,6 +342,7 @@ def main() -> int:
     results: dict[str, Any] = {
         "concurrency": args.concurrency,
         "repeat": args.repeat,
+        "warmup": args.warmup,
         "broker": args.broker,
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
@@ -386,7 +395,9 @@ def main() -> int:
                 figures: dict[str, Any] = {}
                 for case in cases:
                     print(f"[{store}] {case} ...", file=sys.stderr, flush=True)
-                    raw_values, conv_values = measure(getattr(raw, case), getattr(conveyor, case), args.repeat)
+                    raw_values, conv_values = measure(
+                        getattr(raw, case), getattr(conveyor, case), args.repeat, args.warmup
+                    )
                     raw_median, conv_median = median(raw_values), median(conv_values)
                     figures[case] = {
                         "conveyor_s": conv_median,
