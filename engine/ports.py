@@ -124,10 +124,6 @@ class Store(Protocol):
 
     def count_active_executions(self, tenant: str) -> int: ...
 
-    def get_step(self, tenant: str, execution_id: str, key: str) -> StepRecord | None:
-        """One step record, read outside any transaction."""
-        ...
-
     def mark_once(self, tenant: str, execution_id: str, name: str) -> bool:
         """Record the marker ``name`` on an execution; whether this call was the one to record it.
 

@@ -29,7 +29,7 @@ from engine.records import (
     WorkflowVersionRecord,
 )
 from engine.settings import Settings
-from engine.states import STEP_ACTIVE, StepStatus
+from engine.states import StepStatus
 
 T = TypeVar("T")
 log = structlog.get_logger("conveyor.service")
@@ -120,10 +120,10 @@ class Service:
     def perform(self, effects: Effects) -> None:
         """Dispatch first: a step message matters more than live fan-out (history is in the store).
 
-        Fan-in checks come last: each reads one record, the few that may be last add an
-        unlocked count, and only a foreach whose items have all ended costs a transaction. A
-        check lost to a crash or an error here is made by the reconciler when the foreach
-        parent's lease passes.
+        Fan-in checks come last: each is one unlocked count, asked for only by the few items
+        that may have ended last, and only a foreach whose items have all ended costs a
+        transaction. A check lost to a crash or an error here is made by the reconciler when
+        the foreach parent's lease passes.
         """
         if effects.dispatches:
             self.dispatcher.dispatch(effects.dispatches)
@@ -136,9 +136,6 @@ class Service:
                 log.warning("fan-in check failed; the reconciler repeats it", step_id=check.step_id, error=str(exc))
 
     def _check_fanin(self, check: FaninCheck) -> None:
-        neighbor = self.store.get_step(check.tenant, check.execution_id, check.neighbor)
-        if neighbor is None or neighbor.status in STEP_ACTIVE:
-            return  # an item still to end will check
         if self.store.count_active_items(check.tenant, check.execution_id, check.step_id) > 0:
             return
         if self.store.mark_once(check.tenant, check.execution_id, check.marker):

@@ -723,9 +723,6 @@ class FirestoreStore:
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None:
         return self._get(ExecutionRecord, self._paths.execution(tenant, execution_id))
 
-    def get_step(self, tenant: str, execution_id: str, key: str) -> StepRecord | None:
-        return self._get(StepRecord, self._paths.step(tenant, execution_id, key))
-
     def mark_once(self, tenant: str, execution_id: str, name: str) -> bool:
         with translated_errors():
             try:

@@ -261,13 +261,6 @@ class SqliteStore:
         insert = "INSERT OR IGNORE INTO markers (tenant, execution_id, name) VALUES (?, ?, ?)"
         return bool(self._write(lambda c: c.execute(insert, (tenant, execution_id, name)).rowcount))
 
-    def get_step(self, tenant: str, execution_id: str, key: str) -> StepRecord | None:
-        def read(conn: sqlite3.Connection) -> StepRecord | None:
-            found = _load_all(conn, StepRecord, conn.execute(_SELECT_STEPS_IN, (tenant, execution_id, _dumps([key]))))
-            return found[0] if found else None
-
-        return self._read(read)
-
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None:
         def read(conn: sqlite3.Connection) -> ExecutionRecord | None:
             row = conn.execute(_SELECT_EXECUTION, (tenant, execution_id)).fetchone()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from engine.compile import CompiledWorkflow
 from engine.errors import ExpressionError
 from engine.orchestration import planner
 from engine.orchestration.recorder import Recorder
@@ -152,17 +153,19 @@ def item_ended(rec: Recorder, snap: Snapshot, child: StepRecord) -> None:
     """After a foreach item ended: start the next item; fail the parent on a blocking failure.
 
     Otherwise the parent finishes once every item has ended. Deciding that needs every item's
-    record, so an item does not read its siblings (that would make concurrent items contend);
-    it asks for a fan-in check after commit (:meth:`Recorder.check_fanin`), which finishes the
-    parent in a transaction of its own when no item is left active.
+    record, and an item does not read its siblings (concurrent items would contend on them).
+    It reads the records :func:`later_items` names: while one of them is active, or not
+    created yet (so an item before it is still active), an item that ends later will decide.
+    Otherwise it asks for a fan-in check after commit (:meth:`Recorder.check_fanin`). The item
+    that ends last always asks: every other item has ended by then.
     """
     assert child.index is not None
-    successor = child.index + planner.foreach_concurrency(snap.compiled, child.step_id)
-    successor_key = planner.item_key(child.step_id, successor)
-    snap.ensure([child.step_id, successor_key])
+    later = later_items(snap.compiled, child.step_id, child.index)
+    snap.ensure([child.step_id, *later])
     parent = snap.records[child.step_id]
     assert parent.items is not None
-    if successor < len(parent.items) and successor_key not in snap.records:
+    successor = child.index + planner.foreach_concurrency(snap.compiled, child.step_id)
+    if successor < len(parent.items) and later[0] not in snap.records:
         create_item(rec, snap, parent, successor)
     if parent.status is not StepStatus.RUNNING:
         return
@@ -172,8 +175,34 @@ def item_ended(rec: Recorder, snap: Snapshot, child: StepRecord) -> None:
         advance(rec, snap, ended=parent.key)
     elif snap.whole:
         finish_foreach(rec, snap, parent)
-    else:
-        rec.check_fanin(parent, child)
+    elif not any(_still_to_end(snap, parent, key) for key in later):
+        rec.check_fanin(parent)
+
+
+def later_items(compiled: CompiledWorkflow, step_id: str, index: int) -> list[str]:
+    """The items whose records tell item ``index`` whether an item will end after it.
+
+    The item that starts after it (``index + concurrency``, which it creates), and its
+    neighbor (``index + 1``) when that was created with the foreach. A neighbor created later
+    is left out on purpose: its creator would wait for this transaction's read lock while this
+    one waits for its neighbor's, a cycle once ``concurrency`` items end at the same time.
+    With these reads a transaction only ever waits for one of a lower index.
+    """
+    concurrency = planner.foreach_concurrency(compiled, step_id)
+    later = [planner.item_key(step_id, index + concurrency)]
+    if index + 1 < concurrency:
+        later.append(planner.item_key(step_id, index + 1))
+    return later
+
+
+def _still_to_end(snap: Snapshot, parent: StepRecord, key: str) -> bool:
+    """Whether item ``key`` of ``parent`` is active or, within range, not created yet."""
+    index = planner.parse_key(key)[1]
+    assert index is not None and parent.items is not None
+    if index >= len(parent.items):
+        return False
+    record = snap.records.get(key)
+    return record is None or record.status in STEP_ACTIVE
 
 
 def finish_foreach(rec: Recorder, snap: Snapshot, parent: StepRecord) -> bool:

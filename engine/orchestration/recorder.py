@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.events import execution_event, step_event
-from engine.orchestration import planner
 from engine.ports import Dispatch, Transaction
 from engine.records import EventRecord, ExecutionRecord, StepRecord
 from engine.states import Cause, ExecutionStatus, StepStatus, require
@@ -19,31 +18,20 @@ from engine.states import Cause, ExecutionStatus, StepStatus, require
 
 @dataclass(frozen=True)
 class FaninCheck:
-    """An item of a foreach ended: after commit, check whether it was the last, then finish the parent.
+    """A foreach item that may have been the last to end: after commit, count the active items.
 
-    Only the item that ends last must find out, and it always does: after its commit every
-    item has ended, so its neighbor (the next index, wrapping) has too. An item whose
-    neighbor is still active, or not created yet (so a predecessor of it is active), is not
-    the last and skips the check; the rest confirm with a count of active items.
-
-    The last two items may both get this far; a marker per foreach and run elects one to
+    The last two items may both ask; a marker per foreach and run elects one of them to
     finish the parent, as two finishing transactions would contend for it.
     """
 
     tenant: str
     execution_id: str
     step_id: str
-    index: int
-    items: int
     run: int
 
     @property
     def marker(self) -> str:
         return f"fanin:{self.step_id}:{self.run}"
-
-    @property
-    def neighbor(self) -> str:
-        return planner.item_key(self.step_id, (self.index + 1) % self.items)
 
 
 @dataclass
@@ -114,13 +102,11 @@ class Recorder:
         self.tx.put_step(step)
         self._emit(step_event(step, self.now, data))
 
-    def check_fanin(self, parent: StepRecord, item: StepRecord) -> None:
-        """Ask for a check after commit whether ``item`` was the last item of ``parent`` to end."""
-        assert item.index is not None and parent.items is not None
-        check = FaninCheck(
-            parent.tenant, parent.execution_id, parent.step_id, item.index, len(parent.items), parent.run
-        )
-        self.effects.fanin_checks.append(check)
+    def check_fanin(self, parent: StepRecord) -> None:
+        """Ask for a check after commit whether every item of the foreach ``parent`` has ended."""
+        check = FaninCheck(parent.tenant, parent.execution_id, parent.step_id, parent.run)
+        if check not in self.effects.fanin_checks:
+            self.effects.fanin_checks.append(check)
 
     def queue_dispatch(self, step: StepRecord, countdown: float = 0.0) -> None:
         """Send the step after commit; ``dispatched_at`` lets the reconciler resend a lost message."""

@@ -52,13 +52,13 @@ def step_context(compiled: CompiledWorkflow, key: str) -> set[str]:
     """The records recording an outcome of step ``key`` usually reads besides the step itself.
 
     A top-level step: its successors and what planning them reads. A foreach item: its parent
-    and the item that starts after it.
+    and the items that tell whether one ends after it (:func:`progress.later_items`).
     """
     step_id, index = planner.parse_key(key)
     if step_id not in compiled.successors:
         return set()  # a key no step of the workflow has (e.g. a signal to a typo): nothing to add
     if index is not None:
-        return {step_id, planner.item_key(step_id, index + planner.foreach_concurrency(compiled, step_id))}
+        return {step_id, *progress.later_items(compiled, step_id, index)}
     successors = compiled.successors[step_id]
     return {*successors, *(need for successor in successors for need in compiled.planning_steps(successor))}
 

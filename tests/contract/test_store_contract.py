@@ -679,15 +679,6 @@ def test_count_active_items_counts_active_foreach_items_only(store: Store) -> No
     assert store.count_active_items(A, "ex-3", "ship") == 0
 
 
-def test_get_step_reads_one_record_of_its_tenant_and_execution(store: Store) -> None:
-    big = step("ship[0]", index=0, output="x" * 300_000)  # stored out of line on Firestore
-    save(store, big, step("ship[0]", "ex-2", index=0, output=2))
-    assert store.get_step(A, "ex-1", "ship[0]") == big
-    assert store.get_step(A, "ex-2", "ship[0]").output == 2
-    assert store.get_step(B, "ex-1", "ship[0]") is None
-    assert store.get_step(A, "ex-1", "ship[1]") is None
-
-
 def test_mark_once_elects_the_first_caller_per_execution_and_tenant(store: Store) -> None:
     assert store.mark_once(A, "ex-1", "fanin:ship:1") is True
     assert store.mark_once(A, "ex-1", "fanin:ship:1") is False

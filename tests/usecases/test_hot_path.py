@@ -140,7 +140,7 @@ def test_a_foreach_item_reads_its_parent_and_successor_not_its_siblings(h, monke
     log = ReadLog(h.store)
     log.install(monkeypatch, h)
     h.service.complete("t1", execution_id, "each[1]", claimed.step.lease_epoch, 2)
-    assert set(log.reads[0]) == {"each[1]", "each", "each[4]"}
+    assert set(log.reads[0]) == {"each[1]", "each", "each[4]", "each[2]"}  # parent, successor, neighbor
     assert [d.step_key for d in h.dispatcher.sent] == ["each[4]"]
     assert len(log.reads) == 1  # items still run: the fan-in check found work left, no transaction
 
@@ -200,13 +200,13 @@ def test_skipping_every_successor_settles_the_execution_in_the_same_transaction(
     assert h.execution(execution_id).output == {"a": 1}
 
 
-def test_only_an_item_whose_neighbor_has_ended_counts_the_active_items(h, monkeypatch):
+def test_only_an_item_whose_successor_and_neighbor_have_ended_counts_the_active_items(h, monkeypatch):
     counted = []
     count = h.store.count_active_items
     monkeypatch.setattr(h.store, "count_active_items", lambda *args: counted.append(args) or count(*args))
     h.apply(fan())
     execution_id = h.start("fan", {"items": [1, 2, 3, 4]})
-    h.drain()  # in index order: each item's neighbor (the next index) is still queued, but the last's
+    h.drain()  # in index order: each item's neighbor (the next index) is still queued, but the last has none
     assert h.execution(execution_id).output == {"doubled": [2, 4, 6, 8]}
     assert counted == [("t1", execution_id, "each")]
 
@@ -216,9 +216,10 @@ def test_of_two_items_that_both_see_the_foreach_done_one_finishes_it(h, monkeypa
     monkeypatch.setattr(Service, "_check_fanin", lambda self, check: checks.append(check))
     h.apply(fan())
     execution_id = h.start("fan", {"items": [1, 2]})
+    h.dispatcher.sent.reverse()  # item 1 (no neighbor) ends first, then item 0 (neighbor ended)
     h.drain()
     monkeypatch.undo()
-    assert len(checks) == 2  # both items ended; each would check now, after the other's commit
+    assert len(checks) == 2  # each asks; both counts would now find no item active
     log = ReadLog(h.store)
     log.install(monkeypatch, h)
     for check in checks:
