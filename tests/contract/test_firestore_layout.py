@@ -311,6 +311,16 @@ def test_odd_names_round_trip(firestore_store: FirestoreStore) -> None:
     assert loaded == {"a/../b[0]": record}
 
 
+def test_references_follow_the_layout_and_are_built_once(firestore_store: FirestoreStore) -> None:
+    paths, client = firestore_store.paths, firestore_store.client
+    ref = paths.step("t/1", "ex 1", "ship[3]")
+    chained = client.collection("tenants").document("t%2F1").collection("executions").document("ex%201")
+    assert ref == chained.collection("steps").document("ship%5B3%5D")
+    assert ref.path == "tenants/t%2F1/executions/ex%201/steps/ship%5B3%5D"
+    assert paths.step("t/1", "ex 1", "ship[3]") is ref  # reused: a transaction names it often
+    assert paths.steps("t/1", "ex 1") == chained.collection("steps")
+
+
 # ------------------------------------------------------------------ round trips
 
 

@@ -43,7 +43,9 @@ class Call:
         """A field of the request (a dict or a message) as sent; None when unset."""
         if isinstance(self.request, dict):
             return self.request.get(name)
-        return getattr(self.request, name) or None  # a message reads unset fields as empty
+        # A message reads unset fields as empty, and an empty message set (such as the bare
+        # ``read_write`` of ``new_transaction``) is falsy: ask for presence.
+        return getattr(self.request, name) if name in self.request else None
 
 
 class RpcRecorder:
