@@ -30,7 +30,7 @@ def record_to_dict(record: DataclassInstance) -> dict[str, Any]:
     Nested dicts and lists are copied, so later changes to the record do not reach the
     dict (the adapters buffer this dict as the written version).
     """
-    return {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    return {name: _plain(getattr(record, name)) for name in _field_names(type(record))}
 
 
 def record_from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
@@ -42,12 +42,12 @@ def record_from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
     """
     enums = _enum_fields(cls)
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
+    for name in _field_names(cls):
+        if name not in data:
             continue
-        value = data[f.name]
-        enum = enums.get(f.name)
-        kwargs[f.name] = enum(value) if enum is not None and value is not None else value
+        value = data[name]
+        enum = enums.get(name)
+        kwargs[name] = enum(value) if enum is not None and value is not None else value
     return cls(**kwargs)
 
 
@@ -69,7 +69,14 @@ def check_payload_size(value: Any, limit: int, what: str) -> None:
         raise PayloadTooLarge(f"{what} is {size} bytes as JSON; the limit is {limit} bytes")
 
 
+#: Values returned as they are; checked first because nearly every field is one of them, and
+#: the ``Mapping`` check below is slow (an ABC instance check).
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _plain(value: Any) -> Any:
+    if type(value) in _SCALARS:  # exact types: an Enum may subclass str or int
+        return value
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Mapping):
@@ -77,6 +84,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     return value
+
+
+@functools.cache
+def _field_names(cls: type[DataclassInstance]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 @functools.cache
