@@ -317,7 +317,7 @@ def main() -> int:
     parser.add_argument("--store", choices=["sqlite", "firestore", "both"], default="both")
     parser.add_argument("--broker", default=os.environ.get("CONVEYOR_BENCH_BROKER", "redis://127.0.0.1:6379/15"))
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=3, help="unmeasured rounds per case and side first")
+    parser.add_argument("--warmup", type=int, default=5, help="unmeasured rounds per case and side first")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--emulator", default=os.environ.get("FIRESTORE_EMULATOR_HOST"))
     parser.add_argument("--profile", action="store_true", help="also profile the step hot path in process")
