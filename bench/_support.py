@@ -136,37 +136,6 @@ def firestore_emulator(existing: str | None) -> Iterator[str]:
             proc.wait(timeout=30)
 
 
-def warm_emulator(address: str, seconds: float = 20.0, threads: int = 4) -> int:
-    """Run small transactions against a fresh emulator until its JVM has compiled the hot
-    paths; measured against a cold one, the first rounds are up to 2x slower."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import firestore
-
-    os.environ["FIRESTORE_EMULATOR_HOST"] = address
-    client = firestore.Client(project="conveyor-bench-warmup", credentials=AnonymousCredentials())
-    deadline = time.monotonic() + seconds
-
-    def loop(n: int) -> int:
-        docs = [client.collection("w").document(f"{n}").collection("steps").document(f"{i}") for i in range(5)]
-        done = 0
-
-        @firestore.transactional
-        def body(tx: Any) -> None:
-            list(tx.get_all(docs))
-            tx.set(docs[done % 5], {"v": done, "pad": "x" * 200})
-
-        while time.monotonic() < deadline:
-            body(client.transaction())
-            list(client.collection("w").document(f"{n}").collection("steps").stream())
-            done += 1
-        return done
-
-    with ThreadPoolExecutor(threads) as pool:
-        return sum(pool.map(loop, range(threads)))
-
-
 class Worker:
     """A Celery prefork worker in its own process group, logging to a file."""
 
