@@ -98,6 +98,23 @@ class Service:
 
     def _run(self, use_case: Callable[[Recorder], T]) -> T:
         """Run a use case in one transaction, then publish its events and dispatch its steps."""
+        result, effects = self._commit(use_case)
+        self.perform(effects)
+        return result
+
+    def _run_outcome(
+        self, use_case: Callable[[Recorder], step_cases.Claimed | None], follow: step_cases.Timing | None
+    ) -> step_cases.Claimed | None:
+        """Record a step's outcome; the step the caller is to run next, if it claimed one.
+
+        That is the follower the outcome's own transaction claimed, or else (with ``follow``)
+        one claimed by the transaction that finished a foreach after this outcome's commit.
+        """
+        claimed, effects = self._commit(use_case)
+        finisher = self.perform(effects, follow=follow if claimed is None else None)
+        return claimed or finisher
+
+    def _commit(self, use_case: Callable[[Recorder], T]) -> tuple[T, Effects]:
         effects = Effects()
 
         def body(tx: Transaction) -> T:
@@ -113,35 +130,40 @@ class Service:
             effects.fanin_checks[:] = rec.effects.fanin_checks
             return result
 
-        result = self.store.atomic(body)
-        self.perform(effects)
-        return result
+        return self.store.atomic(body), effects
 
-    def perform(self, effects: Effects) -> None:
+    def perform(self, effects: Effects, *, follow: step_cases.Timing | None = None) -> step_cases.Claimed | None:
         """Dispatch first: a step message matters more than live fan-out (history is in the store).
 
         Fan-in checks come last: each is one unlocked count, asked for only by the few items
         that may have ended last, and only a foreach whose items have all ended costs a
         transaction. A check lost to a crash or an error here is made by the reconciler when
-        the foreach parent's lease passes.
+        the foreach parent's lease passes. With ``follow``, a step made ready by finishing a
+        foreach may be claimed for the caller and is returned (see :meth:`complete`).
         """
         if effects.dispatches:
             self.dispatcher.dispatch(effects.dispatches)
         if effects.events:
             self.events.publish(effects.events)
+        claimed = None
         for check in effects.fanin_checks:
             try:
-                self._check_fanin(check)
+                claimed = self._check_fanin(check, follow if claimed is None else None) or claimed
             except ConveyorError as exc:
                 log.warning("fan-in check failed; the reconciler repeats it", step_id=check.step_id, error=str(exc))
+        return claimed
 
-    def _check_fanin(self, check: FaninCheck) -> None:
+    def _check_fanin(self, check: FaninCheck, follow: step_cases.Timing | None = None) -> step_cases.Claimed | None:
         if self.store.count_active_items(check.tenant, check.execution_id, check.step_id) > 0:
-            return
-        if self.store.mark_once(check.tenant, check.execution_id, check.marker):
-            self._run(
-                lambda rec: step_cases.check_fanin(rec, self.workflows, check.tenant, check.execution_id, check.step_id)
-            )
+            return None
+        if not self.store.mark_once(check.tenant, check.execution_id, check.marker):
+            return None
+        return self._run_outcome(
+            lambda rec: step_cases.check_fanin(
+                rec, self.workflows, check.tenant, check.execution_id, check.step_id, follow
+            ),
+            follow,
+        )
 
     def check_payload(self, value: Any, what: str) -> None:
         size = payload_size(value)
@@ -298,8 +320,9 @@ class Service:
         on the same queue is claimed for the caller and returned instead of dispatched."""
         self.check_payload(output, f"output of step {step_key!r}")
         timing = self.timing if follow else None
-        return self._run(
-            lambda rec: step_cases.complete(rec, self.workflows, tenant, execution_id, step_key, epoch, output, timing)
+        return self._run_outcome(
+            lambda rec: step_cases.complete(rec, self.workflows, tenant, execution_id, step_key, epoch, output, timing),
+            timing,
         )
 
     def park(

@@ -292,12 +292,23 @@ def expire_lease(rec: Recorder, workflows: Workflows, tenant: str, execution_id:
     _after(rec, snap, step)
 
 
-def check_fanin(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, step_id: str) -> None:
-    """Finish the foreach ``step_id`` if every item has ended (after an item's commit saw none active)."""
+def check_fanin(
+    rec: Recorder,
+    workflows: Workflows,
+    tenant: str,
+    execution_id: str,
+    step_id: str,
+    follow: Timing | None = None,
+) -> Claimed | None:
+    """Finish the foreach ``step_id`` if every item has ended (after an item's commit saw none active).
+
+    With ``follow``, a single step this makes ready is claimed for the caller, as in :func:`complete`.
+    """
     snap = load_whole(rec.tx, workflows, tenant, execution_id)
     parent = snap.records.get(step_id)
-    if parent is not None and planner.is_foreach_parent(parent):
-        progress.finish_foreach(rec, snap, parent)
+    if parent is None or not planner.is_foreach_parent(parent) or not progress.finish_foreach(rec, snap, parent):
+        return None
+    return None if follow is None else _claim_follower(rec, snap, parent, follow)
 
 
 def redispatch(rec: Recorder, tenant: str, execution_id: str, key: str, stale_before: float) -> None:

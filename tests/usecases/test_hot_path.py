@@ -154,11 +154,13 @@ def test_the_last_item_finishes_the_parent_and_the_join_runs(h):
     assert execution.output == {"doubled": [2, 4, 6]}
     parent = [e for e in h.history(execution_id) if e.step_key == "each" and e.status == "SUCCEEDED"]
     assert len(parent) == 1
+    # The worker that finished the foreach ran the join too, without a message.
+    assert [(r.step_key, r.followed) for r in h.reports] == [("each[0]", 0), ("each[1]", 0), ("each[2]", 1)]
 
 
 def test_a_fanin_check_lost_to_a_crash_is_made_by_the_reconciler(h, monkeypatch):
     h.apply(fan())
-    monkeypatch.setattr(Service, "_check_fanin", lambda self, check: None)  # the worker died after commit
+    monkeypatch.setattr(Service, "_check_fanin", lambda self, check, follow=None: None)  # the worker died after commit
     execution_id = h.start("fan", {"items": [1, 2]})
     h.drain()
     assert statuses(h, execution_id) == {"each": "RUNNING", "each[0]": "SUCCEEDED", "each[1]": "SUCCEEDED"}
@@ -213,7 +215,7 @@ def test_only_an_item_whose_successor_and_neighbor_have_ended_counts_the_active_
 
 def test_of_two_items_that_both_see_the_foreach_done_one_finishes_it(h, monkeypatch):
     checks = []
-    monkeypatch.setattr(Service, "_check_fanin", lambda self, check: checks.append(check))
+    monkeypatch.setattr(Service, "_check_fanin", lambda self, check, follow=None: checks.append(check))
     h.apply(fan())
     execution_id = h.start("fan", {"items": [1, 2]})
     h.dispatcher.sent.reverse()  # item 1 (no neighbor) ends first, then item 0 (neighbor ended)
