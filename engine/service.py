@@ -115,7 +115,8 @@ class Service:
         return claimed or finisher
 
     def _commit(self, use_case: Callable[[Recorder], T]) -> tuple[T, Effects]:
-        effects = Effects()
+        """Run a use case in one transaction; its result and the effects of the attempt that committed."""
+        recorders: list[Recorder] = []
 
         def body(tx: Transaction) -> T:
             rec = Recorder(
@@ -124,13 +125,11 @@ class Service:
                 max_foreach_items=self.settings.max_foreach_items,
                 fanin_check_seconds=self.settings.lease_seconds,
             )
-            result = use_case(rec)
-            effects.events[:] = rec.effects.events
-            effects.dispatches[:] = rec.effects.dispatches
-            effects.fanin_checks[:] = rec.effects.fanin_checks
-            return result
+            recorders.append(rec)  # the store may retry: only the last attempt committed
+            return use_case(rec)
 
-        return self.store.atomic(body), effects
+        result = self.store.atomic(body)
+        return result, recorders[-1].effects
 
     def perform(self, effects: Effects, *, follow: step_cases.Timing | None = None) -> step_cases.Claimed | None:
         """Dispatch first: a step message matters more than live fan-out (history is in the store).

@@ -176,6 +176,11 @@ def idempotency_doc_id(key: str) -> str:
 # --------------------------------------------------------------------------- paths
 
 
+def _execution_path(tenant: str, execution_id: str) -> tuple[str, ...]:
+    """Path segments of an execution's header document; its steps, events and markers live below."""
+    return ("tenants", encode_id(tenant), "executions", encode_id(execution_id))
+
+
 class Paths:
     """Builds the document references of the layout; the only place that knows it.
 
@@ -219,28 +224,22 @@ class Paths:
         return self._collection("tenants", encode_id(tenant), "executions")
 
     def execution(self, tenant: str, execution_id: str) -> DocumentReference:
-        return self._document("tenants", encode_id(tenant), "executions", encode_id(execution_id))
+        return self._document(*_execution_path(tenant, execution_id))
 
     def steps(self, tenant: str, execution_id: str) -> CollectionReference:
-        return self._collection("tenants", encode_id(tenant), "executions", encode_id(execution_id), "steps")
+        return self._collection(*_execution_path(tenant, execution_id), "steps")
 
     def step(self, tenant: str, execution_id: str, key: str) -> DocumentReference:
-        return self._document(
-            "tenants", encode_id(tenant), "executions", encode_id(execution_id), "steps", encode_id(key)
-        )
+        return self._document(*_execution_path(tenant, execution_id), "steps", encode_id(key))
 
     def marker(self, tenant: str, execution_id: str, name: str) -> DocumentReference:
-        return self._document(
-            "tenants", encode_id(tenant), "executions", encode_id(execution_id), "markers", encode_id(name)
-        )
+        return self._document(*_execution_path(tenant, execution_id), "markers", encode_id(name))
 
     def events(self, tenant: str, execution_id: str) -> CollectionReference:
-        return self._collection("tenants", encode_id(tenant), "executions", encode_id(execution_id), "events")
+        return self._collection(*_execution_path(tenant, execution_id), "events")
 
     def event(self, tenant: str, execution_id: str, event_id: str) -> DocumentReference:
-        return self._document(
-            "tenants", encode_id(tenant), "executions", encode_id(execution_id), "events", encode_id(event_id)
-        )
+        return self._document(*_execution_path(tenant, execution_id), "events", encode_id(event_id))
 
     def idempotency(self, tenant: str, key: str) -> DocumentReference:
         return self._document("tenants", encode_id(tenant), "idempotency", idempotency_doc_id(key))

@@ -65,8 +65,13 @@ class Snapshot:
         self.whole = True
 
     def ensure_plannable(self, step_ids: Iterable[str]) -> None:
-        """Read what planning ``step_ids`` needs: their own records, their needs, what they read."""
-        self.ensure({key for step_id in step_ids for key in (step_id, *self.compiled.planning_steps(step_id))})
+        """Read what planning ``step_ids`` needs (:func:`planning_keys`)."""
+        self.ensure(planning_keys(self.compiled, step_ids))
+
+
+def planning_keys(compiled: CompiledWorkflow, step_ids: Iterable[str]) -> set[str]:
+    """The records planning ``step_ids`` reads: their own, their needs', what their expressions read."""
+    return {key for step_id in step_ids for key in (step_id, *compiled.planning_steps(step_id))}
 
 
 #: The step keys a use case will need, given the workflow the execution runs.

@@ -16,7 +16,7 @@ from engine.errors import LeaseLost, NotFound, TransitionRefused
 from engine.model import RetryPolicy
 from engine.orchestration import planner, progress
 from engine.orchestration.recorder import Recorder
-from engine.orchestration.snapshot import Snapshot, load_whole, open_snapshot
+from engine.orchestration.snapshot import Snapshot, load_whole, open_snapshot, planning_keys
 from engine.orchestration.workflows import Workflows
 from engine.ports import Transaction
 from engine.records import ExecutionRecord, StepRecord
@@ -59,8 +59,7 @@ def step_context(compiled: CompiledWorkflow, key: str) -> set[str]:
         return set()  # a key no step of the workflow has (e.g. a signal to a typo): nothing to add
     if index is not None:
         return {step_id, *progress.later_items(compiled, step_id, index)}
-    successors = compiled.successors[step_id]
-    return {*successors, *(need for successor in successors for need in compiled.planning_steps(successor))}
+    return planning_keys(compiled, compiled.successors[step_id])
 
 
 def open_step(tx: Transaction, workflows: Workflows, tenant: str, execution_id: str, key: str) -> Snapshot:
