@@ -35,13 +35,8 @@ DUE_FIELD: dict[StepStatus, str] = {
 }
 
 
-class Transaction(Protocol):
-    """Reads and buffered writes that commit atomically.
-
-    Writes are buffered until commit; a read of a record written earlier in the same
-    transaction returns the written version. ``Store.atomic`` may run the function
-    again on contention, so it must not have side effects outside the transaction.
-    """
+class Reads(Protocol):
+    """The reads a use case makes: inside a :class:`Transaction`, or alone through ``Store.read``."""
 
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None: ...
 
@@ -61,6 +56,15 @@ class Transaction(Protocol):
         ...
 
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None: ...
+
+
+class Transaction(Reads, Protocol):
+    """Reads and buffered writes that commit atomically.
+
+    Writes are buffered until commit; a read of a record written earlier in the same
+    transaction returns the written version. ``Store.atomic`` may run the function
+    again on contention, so it must not have side effects outside the transaction.
+    """
 
     def put_workflow_version(self, record: WorkflowVersionRecord) -> None:
         """Create a version; committing raises ``AlreadyExists`` if that number is taken."""
@@ -82,6 +86,15 @@ class Store(Protocol):
 
     def atomic(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn`` in a serializable transaction and commit; retried on contention."""
+        ...
+
+    def read(self, fn: Callable[[Reads], T]) -> T:
+        """Run ``fn`` over committed records, outside any transaction: it takes no locks.
+
+        Records read in one call of a ``Reads`` method are consistent with each other;
+        records read by two calls may not be. For decisions a transaction checks again
+        (a worker reading a step before it runs it), never for writes.
+        """
         ...
 
     # workflows

@@ -3,6 +3,11 @@
 The handler runs outside any transaction. While it runs, the runner's lease keeper extends
 the lease; if the lease is lost (the step was cancelled or taken over), the context reports
 ``cancelled()`` and the late result is refused by fencing.
+
+A message the broker delivers for the first time, for a step's first attempt, runs before
+its claim (``Service.peek``): the outcome's transaction claims the step, so a short step
+costs one transaction instead of two. If it is still running after
+``unclaimed_run_seconds`` (or heartbeats), the lease keeper claims it like any other step.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from engine import steptypes
 from engine.errors import ConveyorError, LeaseLost, StepFailure, StoreUnavailable
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
-from engine.orchestration.steps import Claimed
+from engine.orchestration.steps import Claimed, Fence, Unclaimed
 from engine.records import StepRecord
 from engine.service import Service
 from engine.steptypes.base import StepConfig, StepContext, Succeeded, Wait
@@ -46,19 +51,36 @@ class RunReport:
 
 
 class Lease:
-    """One running step's lease as seen by its worker: ``lost`` is set once fencing refused it."""
+    """One running step's lease as seen by its worker: ``lost`` is set once fencing refused it.
 
-    def __init__(self, step: StepRecord, now: float) -> None:
+    An ``unclaimed`` lease belongs to a step run before its claim; the keeper claims it if
+    it runs long. :meth:`fence` ends the lease's life with the keeper.
+    """
+
+    def __init__(self, step: StepRecord, now: float, *, unclaimed: bool = False) -> None:
         self.step = step
         self.last_beat = now
         self.lost = threading.Event()
+        self.unclaimed = unclaimed
+        self.closed = False
+        # Held while the keeper writes, so the outcome is never fenced with a stale epoch.
+        self.lock = threading.Lock()
+
+    def fence(self) -> Fence:
+        """The fence to record the outcome with; from now on the keeper leaves this lease alone."""
+        with self.lock:
+            self.closed = True
+            if self.unclaimed:
+                return Unclaimed(self.step.lease_epoch, self.step.started_at)
+            return self.step.lease_epoch
 
 
 class LeaseKeeper:
     """One thread per runner that extends the lease of every step running in this process.
 
     A step that finishes within a third of its lease never costs a heartbeat write; a
-    long one is extended every third of the lease until it ends or the lease is lost.
+    long one is extended every third of the lease until it ends or the lease is lost. An
+    unclaimed step is claimed once it has run ``unclaimed_run_seconds``.
     """
 
     def __init__(self, service: Service) -> None:
@@ -68,8 +90,8 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def hold(self, step: StepRecord) -> Iterator[Lease]:
-        lease = Lease(step, time.monotonic())
+    def hold(self, step: StepRecord, *, unclaimed: bool = False) -> Iterator[Lease]:
+        lease = Lease(step, time.monotonic(), unclaimed=unclaimed)
         with self._lock:
             self._leases[id(lease)] = lease
             if self._thread is None:
@@ -82,22 +104,35 @@ class LeaseKeeper:
                 del self._leases[id(lease)]
 
     def beat(self, lease: Lease) -> None:
-        step = lease.step
-        lease.last_beat = time.monotonic()
-        try:
-            self.service.heartbeat(step.tenant, step.execution_id, step.key, step.lease_epoch)
-        except LeaseLost:
-            lease.lost.set()
+        """Extend the lease, or claim the step of an unclaimed one; ``lost`` is set if refused."""
+        with lease.lock:
+            if lease.closed:
+                return
+            step = lease.step
+            lease.last_beat = time.monotonic()
+            if lease.unclaimed:
+                claimed = self.service.claim(step.tenant, step.execution_id, step.key)
+                if claimed is None:
+                    lease.lost.set()  # taken, cancelled or paused meanwhile: its outcome is not wanted
+                else:
+                    lease.step, lease.unclaimed = claimed.step, False
+                return
+            try:
+                self.service.heartbeat(step.tenant, step.execution_id, step.key, step.lease_epoch)
+            except LeaseLost:
+                lease.lost.set()
 
     def _loop(self) -> None:
         interval = self.service.settings.lease_seconds / 3
+        claim_after = self.service.settings.unclaimed_run_seconds
         while True:
-            time.sleep(min(interval / 4, 1.0))
+            time.sleep(min(interval / 4, claim_after / 2 or 1.0, 1.0))
             with self._lock:
                 due = [
                     lease
                     for lease in self._leases.values()
-                    if not lease.lost.is_set() and time.monotonic() - lease.last_beat >= interval
+                    if not lease.lost.is_set()
+                    and time.monotonic() - lease.last_beat >= (claim_after if lease.unclaimed else interval)
                 ]
             for lease in due:
                 try:
@@ -131,49 +166,59 @@ class StepRunner:
         self.leases = LeaseKeeper(service)
         self._loops = threading.local()
 
-    def _event_loop(self) -> asyncio.Runner:
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
         # One event loop per worker thread, reused across steps: creating a loop per step
-        # costs more than many steps do.
-        runner: asyncio.Runner | None = getattr(self._loops, "runner", None)
-        if runner is None:
-            runner = self._loops.runner = asyncio.Runner()
-        return runner
+        # costs more than many steps do. (Not asyncio.Runner: it checks and swaps the SIGINT
+        # handler on every run, a good part of a short step's CPU.)
+        loop: asyncio.AbstractEventLoop | None = getattr(self._loops, "loop", None)
+        if loop is None:
+            loop = self._loops.loop = asyncio.new_event_loop()
+        return loop
 
-    def run(self, tenant: str, execution_id: str, step_key: str) -> RunReport:
+    def run(self, tenant: str, execution_id: str, step_key: str, *, first_delivery: bool = False) -> RunReport:
         """Run one step message, then each step its completion claimed for this worker.
 
         A chain of steps on one queue thus runs without a claim transaction or a broker round
         trip per step; after ``MAX_FOLLOWED_STEPS`` the next one goes through the broker again,
         so one message never holds a worker for an unbounded chain.
+
+        ``first_delivery`` says the broker has not delivered this message before: the step
+        may then run before its claim (see the module docstring). A redelivered message
+        (its worker died) is claimed first, so a step that kills workers has its attempts
+        counted and ends failed.
         """
-        claimed = self.service.claim(tenant, execution_id, step_key)
+        unclaimed = None
+        if first_delivery and self.service.settings.unclaimed_run_seconds > 0:
+            unclaimed = self.service.peek(tenant, execution_id, step_key)
+        claimed = unclaimed or self.service.claim(tenant, execution_id, step_key)
         if claimed is None:
             return RunReport("ignored", step_key)
-        report, follower = self._attempt(claimed, follow=True)
+        report, follower = self._attempt(claimed, follow=True, unclaimed=unclaimed is not None)
         followed = 0
         while follower is not None:
             followed += 1
             _, follower = self._attempt(follower, follow=followed < MAX_FOLLOWED_STEPS)
         return replace(report, followed=followed)
 
-    def _attempt(self, claimed: Claimed, *, follow: bool) -> tuple[RunReport, Claimed | None]:
-        """Run one claimed attempt and record its outcome; a follower claimed on completion, if any."""
+    def _attempt(self, claimed: Claimed, *, follow: bool, unclaimed: bool = False) -> tuple[RunReport, Claimed | None]:
+        """Run one attempt and record its outcome; a follower claimed on completion, if any."""
         step = claimed.step
-        tenant, execution_id, step_key, epoch = step.tenant, step.execution_id, step.key, step.lease_epoch
+        tenant, execution_id, step_key = step.tenant, step.execution_id, step.key
         bound = log.bind(execution_id=execution_id, step_key=step_key, attempt=step.attempt)
-        with self.leases.hold(step) as lease:
+        with self.leases.hold(step, unclaimed=unclaimed) as lease:
             try:
-                outcome = self._event_loop().run(self._handle(claimed, lease))
+                outcome = self._event_loop().run_until_complete(self._handle(claimed, lease))
             except LeaseLost:
                 return RunReport("lease-lost", step_key), None
             except Exception as exc:  # user code may raise anything: it is recorded, never lost
                 bound.info("step attempt failed", error=str(exc))
-                error, retryable = _error(exc), _retryable(exc)
+                error, retryable, fence = _error(exc), _retryable(exc), lease.fence()
                 return self._record(
-                    lambda: self.service.fail(tenant, execution_id, step_key, epoch, error, retryable=retryable),
+                    lambda: self.service.fail(tenant, execution_id, step_key, fence, error, retryable=retryable),
                     "failed",
                     step_key,
                 )
+            fence = lease.fence()
         if isinstance(outcome, Wait):
             wait = outcome
             return self._record(
@@ -181,7 +226,7 @@ class StepRunner:
                     tenant,
                     execution_id,
                     step_key,
-                    epoch,
+                    fence,
                     until=wait.until,
                     on_wake=wait.on_wake,
                     match=dict(wait.match),
@@ -191,7 +236,7 @@ class StepRunner:
             )
         output = outcome.output
         return self._record(
-            lambda: self.service.complete(tenant, execution_id, step_key, epoch, output, follow=follow),
+            lambda: self.service.complete(tenant, execution_id, step_key, fence, output, follow=follow),
             "succeeded",
             step_key,
         )

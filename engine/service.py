@@ -309,19 +309,38 @@ class Service:
     def claim(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
         return self._run(lambda rec: step_cases.claim(rec, self.workflows, tenant, execution_id, step_key, self.timing))
 
+    def peek(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
+        """The step as a claim would leave it, if it may run before it is claimed (see ``steps.peek``).
+
+        Nothing is written: record its outcome with ``step_cases.Unclaimed`` as the fence.
+        """
+        now = self.clock.now()
+        stale_before = now - self.settings.redispatch_after / 2
+        return self.store.read(
+            lambda reads: step_cases.peek(reads, self.workflows, tenant, execution_id, step_key, now, stale_before)
+        )
+
     def heartbeat(self, tenant: str, execution_id: str, step_key: str, epoch: int) -> None:
         self._run(lambda rec: step_cases.heartbeat(rec, tenant, execution_id, step_key, epoch, self.timing))
 
     def complete(
-        self, tenant: str, execution_id: str, step_key: str, epoch: int, output: Any, *, follow: bool = False
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        fence: step_cases.Fence,
+        output: Any,
+        *,
+        follow: bool = False,
     ) -> step_cases.Claimed | None:
         """Record a step's output. With ``follow``, a single step this makes ready to run at once
         on the same queue is claimed for the caller and returned instead of dispatched."""
         self.check_payload(output, f"output of step {step_key!r}")
-        timing = self.timing if follow else None
         return self._run_outcome(
-            lambda rec: step_cases.complete(rec, self.workflows, tenant, execution_id, step_key, epoch, output, timing),
-            timing,
+            lambda rec: step_cases.complete(
+                rec, self.workflows, tenant, execution_id, step_key, fence, output, self.timing, follow=follow
+            ),
+            self.timing if follow else None,
         )
 
     def park(
@@ -329,7 +348,7 @@ class Service:
         tenant: str,
         execution_id: str,
         step_key: str,
-        epoch: int,
+        fence: step_cases.Fence,
         *,
         until: float | None,
         on_wake: str = "succeed",
@@ -338,10 +357,11 @@ class Service:
         self._run(
             lambda rec: step_cases.park(
                 rec,
+                self.workflows,
                 tenant,
                 execution_id,
                 step_key,
-                epoch,
+                fence,
                 until=until,
                 on_wake=on_wake,
                 match=match or {},
@@ -350,11 +370,18 @@ class Service:
         )
 
     def fail(
-        self, tenant: str, execution_id: str, step_key: str, epoch: int, error: dict[str, Any], *, retryable: bool
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        fence: step_cases.Fence,
+        error: dict[str, Any],
+        *,
+        retryable: bool,
     ) -> None:
         self._run(
             lambda rec: step_cases.fail(
-                rec, self.workflows, tenant, execution_id, step_key, epoch, error, retryable, self.timing
+                rec, self.workflows, tenant, execution_id, step_key, fence, error, retryable, self.timing
             )
         )
 

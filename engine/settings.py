@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     imports: list[str] = Field(default_factory=list)
     lease_seconds: float = 30.0
     redispatch_after: float = 30.0
+    unclaimed_run_seconds: float = 1.0
     reconcile_interval: float = 5.0
     short_timer_threshold: float = 5.0
     max_payload_bytes: int = 8 * 1024 * 1024

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import structlog
-from celery import shared_task
+from celery import Task, shared_task
 from structlog.contextvars import bound_contextvars
 
 from engine.errors import StoreUnavailable
@@ -23,15 +23,22 @@ log = structlog.get_logger("conveyor.tasks")
 
 @shared_task(  # type: ignore[untyped-decorator]  # celery is untyped
     name="conveyor.run_step",
+    bind=True,
     autoretry_for=(StoreUnavailable,),
     max_retries=3,
     retry_backoff=1,
     retry_backoff_max=4,
 )
-def run_step(tenant: str, execution_id: str, step_key: str) -> str:
-    """Claim and run one step; returns the runner's outcome (``succeeded``, ``ignored``, ...)."""
+def run_step(self: Task, tenant: str, execution_id: str, step_key: str) -> str:
+    """Claim and run one step; returns the runner's outcome (``succeeded``, ``ignored``, ...).
+
+    The broker marks a message it delivers again (its worker died holding it) as
+    redelivered; only a first delivery, not a retry of this task, may run before its claim.
+    """
+    delivery = self.request.delivery_info or {}
+    first_delivery = not delivery.get("redelivered") and not self.request.retries
     with bound_contextvars(tenant=tenant, execution_id=execution_id, step_key=step_key):
-        report = runner().run(tenant, execution_id, step_key)
+        report = runner().run(tenant, execution_id, step_key, first_delivery=first_delivery)
         log.debug("step message handled", outcome=report.outcome)
         return report.outcome
 

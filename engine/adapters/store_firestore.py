@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import google.auth.exceptions
 import grpc
 from google.api_core import exceptions as gexc
+from google.api_core import gapic_v1
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from google.cloud.firestore_v1 import _helpers as firestore_helpers
@@ -62,7 +63,7 @@ from google.cloud.firestore_v1.services.firestore.transports.grpc import Firesto
 
 from engine.adapters.payloads import record_from_dict, record_to_dict, to_json
 from engine.errors import AlreadyExists, Conflict, ConveyorError, InvalidRequest, NotFound, StoreUnavailable
-from engine.ports import DUE_FIELD, Transaction
+from engine.ports import DUE_FIELD, Reads, Transaction
 from engine.records import (
     SCHEMA_VERSION,
     ApiKeyRecord,
@@ -99,6 +100,8 @@ BACKOFF_BASE = 0.02
 BACKOFF_CAP = 1.0
 #: Timeout of the health check, so ``ping`` answers promptly when Firestore is away.
 PING_TIMEOUT = 5.0
+#: Deadline, in seconds, of one read or commit of a transaction (see :class:`_Rpc`).
+RPC_TIMEOUT = 60.0
 #: Timeout of a rollback: on an error path, and its locks expire on their own anyway.
 ROLLBACK_TIMEOUT = 5.0
 #: Document references a store keeps for reuse (:class:`Paths`); a few MB at most.
@@ -375,7 +378,9 @@ class ClaimCheck:
 
 _WRITE = firestore_types.Write.pb()
 _COMMIT_REQUEST = firestore_types.CommitRequest.pb()
+_COMMIT_RESPONSE = firestore_types.CommitResponse.pb()
 _BATCH_GET_REQUEST = firestore_types.BatchGetDocumentsRequest.pb()
+_BATCH_GET_RESPONSE = firestore_types.BatchGetDocumentsResponse.pb()
 #: ``Value`` kinds whose raw field is already the Python value (null's is the enum 0).
 _SCALAR_KINDS = frozenset(
     {"null_value", "boolean_value", "integer_value", "double_value", "string_value", "bytes_value"}
@@ -504,6 +509,7 @@ class FirestoreStore:
         self._client = client if client is not None else _make_client(project, database)
         self._paths = Paths(self._client)
         self._claim = ClaimCheck(inline_payload_bytes)
+        self._rpc: _Rpc | None = None
         self._stamp_schema()
 
     def _stamp_schema(self) -> None:
@@ -525,6 +531,13 @@ class FirestoreStore:
     @property
     def paths(self) -> Paths:
         return self._paths
+
+    @property
+    def rpc(self) -> _Rpc:
+        """The raw calls transactions make (built on first use: the channel opens lazily)."""
+        if self._rpc is None:
+            self._rpc = _Rpc(self._client)
+        return self._rpc
 
     @property
     def claim_check(self) -> ClaimCheck:
@@ -655,6 +668,16 @@ class FirestoreStore:
         """
         return self._atomic(fn)
 
+    def read(self, fn: Callable[[Reads], T]) -> T:
+        """Run ``fn`` with plain (non-transactional) reads: no locks, no commit.
+
+        Each batched read is one consistent snapshot; that is all a peek needs.
+        """
+        attempt = _Attempt(self._client, self.rpc, None, transactional=False)
+        reads = FirestoreTransaction(self, attempt, careful_events=False)
+        with translated_errors():
+            return fn(reads)
+
     def _atomic(self, fn: Callable[[FirestoreTransaction], T]) -> T:
         with translated_errors():
             try:
@@ -668,7 +691,7 @@ class FirestoreStore:
         for number in range(MAX_ATTEMPTS):
             if number:
                 _back_off(number)
-            attempt = _Attempt(self._client, retry_id)
+            attempt = _Attempt(self._client, self.rpc, retry_id)
             try:
                 return self._run_attempt(fn, attempt, careful=careful)
             except gexc.Aborted:
@@ -987,6 +1010,49 @@ class _Claim:
         return {"tenant": self.tenant, "key": self.key, "execution_id": self.execution_id}
 
 
+class _Rpc:
+    """BatchGetDocuments and Commit as plain gRPC calls on raw protobuf messages.
+
+    Every transaction makes these calls, a step at least three of them. The generated
+    client would wrap each in a retry and deadline layer, a logging interceptor and
+    proto-plus messages, which costs more CPU than the call itself on a busy worker. Errors
+    are raised as the ``google.api_core`` exceptions the generated client raises, so the
+    rest of the adapter handles both alike; retrying is the transaction loop's and the
+    runner's job. The channel is the client's own (TLS and credentials included).
+    """
+
+    def __init__(self, client: firestore.Client) -> None:
+        channel = client._firestore_api._transport.grpc_channel
+        self._batch_get = channel.unary_stream(
+            "/google.firestore.v1.Firestore/BatchGetDocuments",
+            request_serializer=_BATCH_GET_REQUEST.SerializeToString,
+            response_deserializer=_BATCH_GET_RESPONSE.FromString,
+        )
+        self._commit = channel.unary_unary(
+            "/google.firestore.v1.Firestore/Commit",
+            request_serializer=_COMMIT_REQUEST.SerializeToString,
+            response_deserializer=_COMMIT_RESPONSE.FromString,
+        )
+        routing = gapic_v1.routing_header.to_grpc_metadata(  # type: ignore[no-untyped-call]
+            (("database", client._database_string),)
+        )
+        self._metadata = (*client._rpc_metadata, routing)
+
+    def batch_get_documents(self, *, request: Any) -> Iterator[Any]:
+        """The raw ``BatchGetDocumentsResponse`` messages of one read."""
+        try:
+            yield from self._batch_get(request, metadata=self._metadata, timeout=RPC_TIMEOUT)
+        except grpc.RpcError as exc:
+            raise gexc.from_grpc_error(exc) from exc  # type: ignore[no-untyped-call]
+
+    def commit(self, *, request: Any) -> Any:
+        """The raw ``CommitResponse`` of one commit."""
+        try:
+            return self._commit(request, metadata=self._metadata, timeout=RPC_TIMEOUT)
+        except grpc.RpcError as exc:
+            raise gexc.from_grpc_error(exc) from exc  # type: ignore[no-untyped-call]
+
+
 class _Attempt:
     """One attempt of a read-write transaction, begun by its first read.
 
@@ -996,14 +1062,19 @@ class _Attempt:
     reads and the commit name. An attempt that never reads has nothing to isolate: its
     writes go out as one atomic Commit without a transaction (a batch), so it costs one
     round trip. ``create`` writes keep their must-not-exist precondition either way.
+    With ``transactional=False`` it only reads, each read on its own (``Store.read``).
 
     Requests and documents are built and parsed as raw protobuf messages (see
     :func:`encode_fields`), bypassing the client's slower proto-plus wrappers.
     """
 
-    def __init__(self, client: firestore.Client, retry_id: bytes | None) -> None:
+    def __init__(
+        self, client: firestore.Client, rpc: _Rpc, retry_id: bytes | None, *, transactional: bool = True
+    ) -> None:
         self._client = client
+        self._rpc = rpc
         self._retry_id = retry_id
+        self._transactional = transactional
         self._writes: list[Any] = []  # raw Write messages, in order
         self._finished = False
         self.id: bytes | None = None
@@ -1030,19 +1101,15 @@ class _Attempt:
             raise AssertionError("Firestore transactions cannot read after writing")
         by_name = {ref._document_path: ref.path for ref in refs}
         request = _BATCH_GET_REQUEST(database=self._client._database_string, documents=list(by_name))
-        if self.id is None:
+        if self.id is not None:
+            request.transaction = self.id
+        elif self._transactional:
             read_write = request.new_transaction.read_write
             read_write.SetInParent()  # an empty ReadWrite still names the mode
             if self._retry_id:
                 read_write.retry_transaction = self._retry_id
-        else:
-            request.transaction = self.id
         found: dict[str, dict[str, Any] | None] = {}
-        responses = self._client._firestore_api.batch_get_documents(
-            request=firestore_types.BatchGetDocumentsRequest.wrap(request), metadata=self._client._rpc_metadata
-        )
-        for response in responses:
-            raw = response._pb
+        for raw in self._rpc.batch_get_documents(request=request):
             if raw.transaction:  # only in the first message of a beginning read
                 self.id = raw.transaction
             result = raw.WhichOneof("result")
@@ -1060,9 +1127,7 @@ class _Attempt:
         request = _COMMIT_REQUEST(database=self._client._database_string, writes=self._writes)
         if self.id is not None:
             request.transaction = self.id
-        self._client._firestore_api.commit(
-            request=firestore_types.CommitRequest.wrap(request), metadata=self._client._rpc_metadata
-        )
+        self._rpc.commit(request=request)
 
     def rollback(self) -> None:
         """Release the read locks of a transaction that will not commit (best effort).

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.adapters.payloads import record_from_dict, record_to_dict
 from engine.errors import AlreadyExists, ConveyorError, InvalidRequest, NotFound, StoreUnavailable
-from engine.ports import DUE_FIELD, Transaction
+from engine.ports import DUE_FIELD, Reads, Transaction
 from engine.records import (
     SCHEMA_VERSION,
     ApiKeyRecord,
@@ -211,6 +211,10 @@ class SqliteStore:
             return result
 
         return self._write(run)
+
+    def read(self, fn: Callable[[Reads], T]) -> T:
+        """Run ``fn`` in a read transaction: one snapshot of the database, and no write lock."""
+        return self._read(lambda conn: fn(_SqliteTransaction(conn, self._codec)))
 
     # workflows
 

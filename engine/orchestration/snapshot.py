@@ -17,7 +17,7 @@ from engine.compile import CompiledWorkflow
 from engine.errors import NotFound
 from engine.orchestration import planner
 from engine.orchestration.workflows import Workflows
-from engine.ports import Transaction
+from engine.ports import Reads
 from engine.records import ExecutionRecord, StepRecord
 
 
@@ -29,7 +29,7 @@ class Snapshot:
     record. Once ``whole`` is set, ``records`` holds every record of the execution.
     """
 
-    tx: Transaction
+    tx: Reads
     compiled: CompiledWorkflow
     execution: ExecutionRecord
     records: dict[str, StepRecord]
@@ -79,7 +79,7 @@ KeysFor = Callable[[CompiledWorkflow], Iterable[str]]
 
 
 def open_snapshot(
-    tx: Transaction,
+    tx: Reads,
     workflows: Workflows,
     tenant: str,
     execution_id: str,
@@ -105,7 +105,7 @@ def open_snapshot(
     return snapshot
 
 
-def load_whole(tx: Transaction, workflows: Workflows, tenant: str, execution_id: str) -> Snapshot:
+def load_whole(tx: Reads, workflows: Workflows, tenant: str, execution_id: str) -> Snapshot:
     """The header and every step record of an execution, read by key.
 
     Reading by key (top-level steps, then the items of expanded foreach steps) rather than

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.compile import CompiledWorkflow
@@ -18,7 +18,7 @@ from engine.orchestration import planner, progress
 from engine.orchestration.recorder import Recorder
 from engine.orchestration.snapshot import Snapshot, load_whole, open_snapshot, planning_keys
 from engine.orchestration.workflows import Workflows
-from engine.ports import Transaction
+from engine.ports import Reads, Transaction
 from engine.records import ExecutionRecord, StepRecord
 from engine.states import Cause, ExecutionStatus, StepStatus
 
@@ -40,12 +40,33 @@ class Timing:
 
 @dataclass
 class Claimed:
-    """A step this worker now owns (until ``step.lease_until``, with ``step.lease_epoch``)."""
+    """A step this worker now owns (until ``step.lease_until``, with ``step.lease_epoch``).
+
+    From :func:`peek`, what a claim would give: the worker runs the step first and its
+    outcome's transaction claims it (the fence is then :class:`Unclaimed`).
+    """
 
     step: StepRecord
     execution: ExecutionRecord
     compiled: CompiledWorkflow
     referenced: dict[str, StepRecord]
+
+
+@dataclass(frozen=True)
+class Unclaimed:
+    """The fence of a step its worker ran before claiming it (see :func:`peek`).
+
+    The outcome's transaction claims the step first, which succeeds only if nobody claimed
+    it meanwhile: the claim must give the step ``epoch``, the epoch the peek foresaw.
+    """
+
+    epoch: int
+    #: When the worker started the step (the peek's time).
+    started_at: float | None
+
+
+#: What proves an outcome's worker owns the step: the lease epoch of its claim, or ``Unclaimed``.
+Fence = int | Unclaimed
 
 
 def step_context(compiled: CompiledWorkflow, key: str) -> set[str]:
@@ -74,23 +95,87 @@ def _fenced(records: dict[str, StepRecord], key: str, epoch: int) -> StepRecord:
     return step
 
 
-def claim(
-    rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str, timing: Timing
-) -> Claimed | None:
-    """Take a QUEUED step (or a due retry); ``None`` when there is nothing to run."""
+def _owned(rec: Recorder, snap: Snapshot, key: str, fence: Fence, timing: Timing) -> StepRecord:
+    """The RUNNING step an outcome is recorded on; an ``Unclaimed`` one is claimed here first.
+
+    Raises ``LeaseLost`` (rolling the transaction back) if the worker does not own the step.
+    """
+    if not isinstance(fence, Unclaimed):
+        return _fenced(snap.records, key, fence)
+    step = _take(rec, snap, key, timing)
+    if step is None or step.lease_epoch != fence.epoch:
+        raise LeaseLost(f"step {key!r} was claimed by another worker while this one ran it")
+    if fence.started_at is not None:
+        step.started_at = fence.started_at
+    return step
+
+
+def _open_for_claim(reads: Reads, workflows: Workflows, tenant: str, execution_id: str, key: str) -> Snapshot | None:
+    """The header, the step and (when the workflow is known) the steps its config reads."""
     step_id = planner.parse_key(key)[0]
 
     def referenced(compiled: CompiledWorkflow) -> Iterable[str]:
         return compiled.referenced_steps(step_id) if step_id in compiled.successors else ()
 
     try:
-        snap = open_snapshot(rec.tx, workflows, tenant, execution_id, [key], prefetch=referenced)
+        return open_snapshot(reads, workflows, tenant, execution_id, [key], prefetch=referenced)
     except NotFound:
         return None
-    return _claim_in(rec, snap, key, timing)
+
+
+def claim(
+    rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str, timing: Timing
+) -> Claimed | None:
+    """Take a QUEUED step (or a due retry); ``None`` when there is nothing to run."""
+    snap = _open_for_claim(rec.tx, workflows, tenant, execution_id, key)
+    return None if snap is None else _claim_in(rec, snap, key, timing)
+
+
+def peek(
+    reads: Reads, workflows: Workflows, tenant: str, execution_id: str, key: str, now: float, stale_before: float
+) -> Claimed | None:
+    """A step its worker may run before claiming it: the first attempt of a QUEUED step.
+
+    Read outside any transaction (no locks, no write). The step comes back as the claim
+    would leave it (attempt 1, the next epoch, started now) but nothing is written: the
+    outcome's transaction claims it (:class:`Unclaimed`), or the worker does if the step
+    runs long. ``None`` when the step must be claimed before it runs (a retry or a timer,
+    whose claims count attempts) or is not to run at all; the worker then claims as usual.
+    So is a step dispatched before ``stale_before``: the reconciler may send it again soon,
+    and a claim keeps the two messages from running it twice.
+
+    Claiming after the run saves a transaction per step. A step that kills its worker is
+    still counted, after one uncounted run: the broker redelivers its message marked as
+    such, or the reconciler sends it again with a new epoch, and either is claimed before
+    it runs.
+    """
+    snap = _open_for_claim(reads, workflows, tenant, execution_id, key)
+    if snap is None or snap.execution.status is not ExecutionStatus.RUNNING:
+        return None
+    step = snap.records.get(key)
+    if step is None or step.status is not StepStatus.QUEUED or step.attempt or step.lease_epoch:
+        return None  # claimed before, or sent again by the reconciler: claim it first
+    if step.dispatched_at is not None and step.dispatched_at < stale_before:
+        return None
+    foreseen = replace(step, attempt=1, lease_epoch=step.lease_epoch + 1, started_at=now)
+    return _with_context(snap, foreseen)
+
+
+def _with_context(snap: Snapshot, step: StepRecord) -> Claimed:
+    """``step`` with what running it needs: the execution, its workflow, the steps its config reads."""
+    wanted = snap.compiled.referenced_steps(step.step_id)
+    snap.ensure(wanted)
+    referenced = {k: snap.records[k] for k in sorted(wanted) if k in snap.records}
+    return Claimed(step, snap.execution, snap.compiled, referenced)
 
 
 def _claim_in(rec: Recorder, snap: Snapshot, key: str, timing: Timing) -> Claimed | None:
+    step = _take(rec, snap, key, timing)
+    return None if step is None else _with_context(snap, step)
+
+
+def _take(rec: Recorder, snap: Snapshot, key: str, timing: Timing) -> StepRecord | None:
+    """Claim ``key`` if it is ready to run (QUEUED, or a due retry); wake a due wait instead."""
     step, execution, now = snap.records.get(key), snap.execution, rec.now
     if step is None or execution.status is not ExecutionStatus.RUNNING:
         return None
@@ -102,16 +187,13 @@ def _claim_in(rec: Recorder, snap: Snapshot, key: str, timing: Timing) -> Claime
         return None
     if step.status is not StepStatus.QUEUED:
         return None
-    wanted = snap.compiled.referenced_steps(step.step_id)
-    snap.ensure(wanted)
-    referenced = {k: snap.records[k] for k in sorted(wanted) if k in snap.records}
     step.attempt += 1
     step.lease_epoch += 1
     step.lease_until = now + timing.lease_seconds
     step.started_at = now
     step.error = None
     rec.move_step(step, StepStatus.RUNNING, Cause.CLAIM)
-    return Claimed(step, execution, snap.compiled, referenced)
+    return step
 
 
 def _claim_follower(rec: Recorder, snap: Snapshot, done: StepRecord, timing: Timing) -> Claimed | None:
@@ -146,29 +228,32 @@ def complete(
     tenant: str,
     execution_id: str,
     key: str,
-    epoch: int,
+    fence: Fence,
     output: Any,
-    follow: Timing | None = None,
+    timing: Timing,
+    *,
+    follow: bool = False,
 ) -> Claimed | None:
-    """Record a step's success (fenced by ``epoch``) and move the execution forward.
+    """Record a step's success (fenced by ``fence``) and move the execution forward.
 
     With ``follow``, a single step this makes ready is claimed for the caller (see
     :func:`_claim_follower`) and returned.
     """
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
-    step = _fenced(snap.records, key, epoch)
+    step = _owned(rec, snap, key, fence, timing)
     step.output = output
     rec.move_step(step, StepStatus.SUCCEEDED, Cause.COMPLETE)
     _after(rec, snap, step)
-    return None if follow is None else _claim_follower(rec, snap, step, follow)
+    return _claim_follower(rec, snap, step, timing) if follow else None
 
 
 def park(
     rec: Recorder,
+    workflows: Workflows,
     tenant: str,
     execution_id: str,
     key: str,
-    epoch: int,
+    fence: Fence,
     *,
     until: float | None,
     on_wake: str,
@@ -176,7 +261,8 @@ def park(
     timing: Timing,
 ) -> None:
     """Put a running step into WAITING until a timer fires or a signal arrives."""
-    step = _fenced(rec.tx.get_steps(tenant, execution_id, [key]), key, epoch)
+    snap = open_snapshot(rec.tx, workflows, tenant, execution_id, [key])
+    step = _owned(rec, snap, key, fence, timing)
     step.wake_at = until
     step.wait = {"on_wake": on_wake, "match": match}
     step.lease_until = None
@@ -198,14 +284,14 @@ def fail(
     tenant: str,
     execution_id: str,
     key: str,
-    epoch: int,
+    fence: Fence,
     error: dict[str, Any],
     retryable: bool,
     timing: Timing,
 ) -> None:
     """Record a failed attempt: wait and retry per the step's policy, or fail the step."""
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
-    step = _fenced(snap.records, key, epoch)
+    step = _owned(rec, snap, key, fence, timing)
     policy = snap.compiled.step(step.step_id).retry
     step.error = error
     if retryable and error.get("type") not in policy.non_retryable and step.attempt < policy.max_attempts:
@@ -311,11 +397,18 @@ def check_fanin(
 
 
 def redispatch(rec: Recorder, tenant: str, execution_id: str, key: str, stale_before: float) -> None:
-    """Send a QUEUED step again whose message may have been lost (transactional outbox)."""
+    """Send a QUEUED step again whose message may have been lost (transactional outbox).
+
+    The message may also have been held by a worker that died running the step unclaimed
+    (see :func:`peek`). The new epoch makes the step be claimed before it runs again, so a
+    step that kills its workers has its attempts counted, and it fences out any run of the
+    old message that is still going.
+    """
     step = rec.tx.get_steps(tenant, execution_id, [key]).get(key)
     if step is None or step.status is not StepStatus.QUEUED:
         return
     if step.dispatched_at is not None and step.dispatched_at > stale_before:
         return
+    step.lease_epoch += 1
     rec.queue_dispatch(step)
     rec.tx.put_step(step)

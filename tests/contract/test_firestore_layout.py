@@ -325,15 +325,16 @@ def test_references_follow_the_layout_and_are_built_once(firestore_store: Firest
 
 
 class RpcCounter:
-    """Counts the Firestore RPCs a block of code sends."""
+    """Counts the Firestore RPCs a block of code sends (through the generated client or the raw calls)."""
 
     METHODS = ("begin_transaction", "batch_get_documents", "run_query", "commit", "rollback")
 
     def __init__(self, store: FirestoreStore, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: Counter[str] = Counter()
-        api = store.client._firestore_api
-        for name in self.METHODS:
-            monkeypatch.setattr(api, name, self._counting(name, getattr(api, name)))
+        for target in (store.client._firestore_api, store.rpc):
+            for name in self.METHODS:
+                if hasattr(target, name):
+                    monkeypatch.setattr(target, name, self._counting(name, getattr(target, name)))
 
     def _counting(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:

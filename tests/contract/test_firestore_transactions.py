@@ -44,21 +44,27 @@ class Call:
         if isinstance(self.request, dict):
             return self.request.get(name)
         # A message reads unset fields as empty, and an empty message set (such as the bare
-        # ``read_write`` of ``new_transaction``) is falsy: ask for presence.
-        return getattr(self.request, name) if name in self.request else None
+        # ``read_write`` of ``new_transaction``) is falsy: ask for presence. The raw calls
+        # send protobuf messages, the generated client proto-plus ones.
+        if hasattr(self.request, "ListFields"):
+            present = name in {field.name for field, _ in self.request.ListFields()}
+        else:
+            present = name in self.request
+        return getattr(self.request, name) if present else None
 
 
 class RpcRecorder:
-    """Wraps the transaction RPCs of a store's client and keeps every call, in order."""
+    """Wraps the transaction RPCs of a store (generated client and raw calls) and keeps every call, in order."""
 
     METHODS = ("begin_transaction", "batch_get_documents", "commit", "rollback", "run_query")
 
     def __init__(self, store: FirestoreStore, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[Call] = []
         self._lock = threading.Lock()
-        api = store.client._firestore_api
-        for name in self.METHODS:
-            monkeypatch.setattr(api, name, self._wrap(name, getattr(api, name)))
+        for target in (store.client._firestore_api, store.rpc):
+            for name in self.METHODS:
+                if hasattr(target, name):
+                    monkeypatch.setattr(target, name, self._wrap(name, getattr(target, name)))
 
     def _wrap(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
         def recording(*args: Any, request: Any, **kwargs: Any) -> Any:
@@ -195,6 +201,38 @@ def test_a_transaction_that_reads_nothing_commits_as_one_batch(
 def test_a_transaction_that_does_nothing_sends_nothing(firestore_store: FirestoreStore, rpcs: RpcRecorder) -> None:
     assert firestore_store.atomic(lambda tx: "done") == "done"
     assert rpcs.take() == []
+
+
+def test_a_read_outside_a_transaction_is_one_plain_batch_get(
+    firestore_store: FirestoreStore, rpcs: RpcRecorder
+) -> None:
+    save(firestore_store, execution(), step("fetch"))
+    rpcs.take()
+
+    header, steps = firestore_store.read(lambda reads: reads.get_execution_and_steps(A, "ex-1", ["fetch"]))
+
+    assert header == execution() and steps == {"fetch": step("fetch")}
+    calls = rpcs.take()
+    assert methods(calls) == ["batch_get_documents"], "no transaction to begin, commit or roll back"
+    assert calls[0].sent("new_transaction") is None and calls[0].sent("transaction") is None
+    assert not calls[0].began
+
+
+def test_a_read_outside_a_transaction_takes_no_lock(firestore_store: FirestoreStore) -> None:
+    save(firestore_store, execution(), step("fetch"))
+    done = replace(step("fetch"), status=StepStatus.SUCCEEDED)
+
+    def read_then_write_elsewhere(reads: Any) -> float:
+        reads.get_steps(A, "ex-1", ["fetch"])
+        started = time.monotonic()
+        # Another thread writes the document just read: a read lock would hold it for 2 s.
+        writer = threading.Thread(target=lambda: firestore_store.atomic(lambda tx: tx.put_step(done)))
+        writer.start()
+        writer.join()
+        return time.monotonic() - started
+
+    assert firestore_store.read(read_then_write_elsewhere) < EMULATOR_LOCK_TIMEOUT / 2
+    assert firestore_store.list_steps(A, "ex-1") == [done]
 
 
 def test_an_event_collision_in_a_batch_reruns_carefully(firestore_store: FirestoreStore, rpcs: RpcRecorder) -> None:

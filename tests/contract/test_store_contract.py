@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from engine.errors import AlreadyExists, InvalidRequest, NotFound
-from engine.ports import DUE_FIELD, Store, Transaction
+from engine.ports import DUE_FIELD, Reads, Store, Transaction
 from engine.records import (
     SCHEMA_VERSION,
     ApiKeyRecord,
@@ -471,6 +471,27 @@ def test_get_execution_and_steps_answers_like_the_separate_reads(store: Store) -
     assert read(store, lambda tx: tx.get_execution_and_steps(A, "ex-1", [])) == (header, {})
     assert read(store, lambda tx: tx.get_execution_and_steps(A, "missing", ["fetch"])) == (None, {})
     assert read(store, lambda tx: tx.get_execution_and_steps(B, "ex-2", ["fetch"])) == (None, {})
+
+
+def test_reads_outside_a_transaction_answer_like_reads_inside_one(store: Store) -> None:
+    header = execution(input={"big": "x" * 300 * 1024})
+    stored = [step("fetch", output={"big": "y" * 300 * 1024}), step("ship[0]", index=0), step("fetch", "ex-2")]
+    save(store, header, *stored, execution("ex-1", tenant=B))
+
+    def both(reads: Reads) -> tuple[ExecutionRecord | None, dict[str, StepRecord]]:
+        return reads.get_execution_and_steps(A, "ex-1", ["fetch", "ship[0]", "absent"])
+
+    assert store.read(both) == read(store, both) == (header, {"fetch": stored[0], "ship[0]": stored[1]})
+    assert store.read(lambda reads: reads.get_steps(A, "ex-1", ["ship[0]"])) == {"ship[0]": stored[1]}
+    assert store.read(lambda reads: reads.get_execution_and_steps(B, "ex-2", ["fetch"])) == (None, {})
+
+
+def test_reads_outside_a_transaction_see_each_commit(store: Store) -> None:
+    save(store, execution(), step("fetch"))
+    done = replace(step("fetch"), status=StepStatus.SUCCEEDED)
+    save(store, done)
+
+    assert store.read(lambda reads: reads.get_steps(A, "ex-1", ["fetch"])) == {"fetch": done}
 
 
 def test_get_execution_and_steps_sees_the_transactions_own_writes(store: Store) -> None:

@@ -1,9 +1,11 @@
 """Duplicate delivery is harmless: every step message sent three times gives the same run.
 
 The broker may deliver a message more than once (redelivery after a visibility timeout, a
-re-sent dispatch). The claim transaction lets exactly one delivery run a QUEUED step; the
-others are acknowledged and ignored. So the final state and the history of a run whose every
-message was tripled must equal those of a run with single delivery.
+re-sent dispatch). Exactly one delivery records a QUEUED step's outcome: a copy that comes
+later finds the step taken and is acknowledged and ignored; a copy that ran the step at the
+same time (a first delivery runs before its claim) has its outcome refused by the claim in
+the outcome's transaction. So the final state and the history of a run whose every message
+was tripled must equal those of a run with single delivery.
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ def test_every_message_delivered_three_times_changes_nothing(store: str, make_wo
     assert expected["output"] == flows.PIPELINE_OUTPUT
     assert outcome(tripled, tripled_id) == expected
 
-    # The duplicates really reached the worker, and each was acknowledged without running.
-    assert single.runner.outcomes["ignored"] == 0
+    # The duplicates really reached the worker, and none of them recorded anything.
+    assert single.runner.outcomes["ignored"] == single.runner.outcomes["lease-lost"] == 0
     assert tripled.dispatcher.sent == 3 * single.dispatcher.sent
-    assert tripled.runner.outcomes["ignored"] == 2 * single.dispatcher.sent
-    assert tripled.runner.outcomes - Counter(ignored=tripled.runner.outcomes["ignored"]) == single.runner.outcomes
+    refused = Counter({name: tripled.runner.outcomes[name] for name in ("ignored", "lease-lost")})
+    assert refused.total() == 2 * single.dispatcher.sent
+    assert tripled.runner.outcomes - refused == single.runner.outcomes
