@@ -16,7 +16,9 @@ doing the same no-op work on the same broker with the same worker concurrency:
 
 Times run from just before the client call until the worker recorded the end (the
 execution's ``finished_at``; the raw baseline's last task returns ``time.time()``), so
-polling latency is not measured. Each figure is the median of ``--repeat`` runs after
+waiting latency is not measured. The client waits on the execution's live event stream (a
+blocking Redis read, as ``result.get()`` waits on Redis), so waiting loads neither store.
+Each figure is the median of ``--repeat`` runs after
 ``--warmup`` unmeasured ones. The raw baseline uses Conveyor's own Celery settings (JSON, late acks, prefetch 1)
 plus a Redis result backend, which chords need.
 
@@ -55,6 +57,8 @@ sys.path.insert(1, str(BENCH_DIR.parent))
 
 import _support  # noqa: E402
 from _support import NOOP, RAW_DONE, RAW_NOOP, Worker, median  # noqa: E402
+
+from engine.states import EXECUTION_ACTIVE  # noqa: E402
 
 LINEAR_STEPS = 20
 FAN_ITEMS = 100
@@ -151,16 +155,25 @@ class Conveyor:
             service.apply_workflow(tenant, definition)
 
     def _wait(self, execution_id: str, timeout: float = 300) -> Any:
+        """The execution once it ended, waited for on its live event stream.
+
+        Blocking reads of the Redis stream, as the raw side's ``result.get()`` waits on Redis:
+        polling the store instead would load the very store being measured.
+        """
         deadline = time.monotonic() + timeout
-        while True:
-            execution = self.service.get_execution(self.tenant, execution_id)
-            if execution.finished_at is not None:
-                if str(execution.status) != "SUCCEEDED":
-                    raise RuntimeError(f"execution {execution_id} ended {execution.status}: {execution.error}")
-                return execution
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"execution {execution_id} did not finish within {timeout}s")
-            time.sleep(0.02)
+        cursor = None
+        while time.monotonic() < deadline:
+            for live in self.service.events.read(self.tenant, execution_id, after=cursor, block_ms=500):
+                cursor = live.stream_id
+                if live.event.type.startswith("execution.") and live.event.status not in EXECUTION_ACTIVE:
+                    return self._ended(execution_id)
+        raise RuntimeError(f"execution {execution_id} did not finish within {timeout}s")
+
+    def _ended(self, execution_id: str) -> Any:
+        execution = self.service.get_execution(self.tenant, execution_id)
+        if str(execution.status) != "SUCCEEDED":
+            raise RuntimeError(f"execution {execution_id} ended {execution.status}: {execution.error}")
+        return execution
 
     def _one(self, workflow: str, payload: Any) -> float:
         t0 = time.time()
@@ -252,6 +265,7 @@ def profile_hot_path(settings_options: dict[str, Any], store: str, steps: int = 
     timer.wrap(service.store, "atomic", txn_label)
     timer.wrap(service.events, "publish", lambda: f"{timer.stack[-1] if timer.stack else 'other'}: events publish")
     timer.wrap(real, "dispatch", lambda: f"{timer.stack[-1] if timer.stack else 'other'}: dispatch")
+    timer.wrap(service, "peek", "peek")
     timer.wrap(service, "claim", "claim")
     timer.wrap(service, "complete", "complete")
 
@@ -261,7 +275,7 @@ def profile_hot_path(settings_options: dict[str, Any], store: str, steps: int = 
         while sent:
             d = sent.pop(0)
             with timer.phase("step total"):
-                runner.run(d.tenant, d.execution_id, d.step_key)
+                runner.run(d.tenant, d.execution_id, d.step_key, first_delivery=True)  # as a worker does
         return timer.counts["complete"] - before
 
     service.start(tenant, "bench-linear", {})  # warm-up: caches, connections
