@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 import uuid
 from typing import Any
@@ -62,3 +63,10 @@ def work(ctx: Any, label: str, min_seconds: float = 0.1, max_seconds: float = 0.
     client.rpush(produced_key(run_prefix, ctx.execution_id, ctx.step_key), json.dumps(output, sort_keys=True))
     client.srem(inflight_key(run_prefix), marker)
     return output
+
+
+@step
+def kill_worker(ctx: Any) -> None:
+    """Count the run, then SIGKILL the process running it: a step that kills every worker."""
+    _redis().incr(runs_key(prefix(), ctx.execution_id, ctx.step_key))
+    os.kill(os.getpid(), signal.SIGKILL)
