@@ -40,8 +40,10 @@ import json
 import os
 import random
 import re
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -100,6 +102,8 @@ BACKOFF_BASE = 0.02
 BACKOFF_CAP = 1.0
 #: Timeout of the health check, so ``ping`` answers promptly when Firestore is away.
 PING_TIMEOUT = 5.0
+#: Bytes of out-of-line payloads each store keeps in memory (see :class:`_BlobCache`).
+BLOB_CACHE_BYTES = 64 * 1024 * 1024
 #: Deadline, in seconds, of one read or commit of a transaction (see :class:`_Rpc`).
 RPC_TIMEOUT = 60.0
 #: Timeout of a rollback: on an error path, and its locks expire on their own anyway.
@@ -298,6 +302,43 @@ class BlobRef:
         if type(value) in _SCALAR_TYPES or not isinstance(value, Mapping) or BLOB_MARK not in value:
             return None
         return BlobRef(str(value[BLOB_MARK]), int(value["chunks"]), int(value["size"]), str(value["sha256"]))
+
+
+class _BlobCache:
+    """Out-of-line payloads already fetched and verified; the least recently used go first.
+
+    A blob is written once and never changed, and a reference carries the payload's
+    SHA-256: bytes cached under that checksum are exactly what the reference means, inside
+    a transaction or not. A large execution input thus costs its round trip once per
+    process, not in every transaction of every step of the execution.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, tenant: str, ref: BlobRef) -> bytes | None:
+        key = (tenant, ref.blob_id, ref.sha256)
+        with self._lock:
+            data = self._entries.get(key)
+            if data is not None:
+                self._entries.move_to_end(key)
+            return data
+
+    def put(self, tenant: str, ref: BlobRef, data: bytes) -> None:
+        if len(data) > self._max_bytes:
+            return
+        key = (tenant, ref.blob_id, ref.sha256)
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = data
+            self._bytes += len(data)
+            while self._bytes > self._max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= len(evicted)
 
 
 def encode_record(record: DataclassInstance) -> dict[str, Any]:
@@ -510,6 +551,7 @@ class FirestoreStore:
         self._paths = Paths(self._client)
         self._claim = ClaimCheck(inline_payload_bytes)
         self._rpc: _Rpc | None = None
+        self._blob_cache = _BlobCache(BLOB_CACHE_BYTES)
         self._stamp_schema()
 
     def _stamp_schema(self) -> None:
@@ -584,15 +626,24 @@ class FirestoreStore:
         read: Reader,
         blobs: dict[str, bytes],
     ) -> None:
-        """Add to ``blobs`` every payload ``docs`` reference that it lacks, in one round trip."""
-        wanted = [
-            (str(doc["tenant"]), ref)
-            for doc in docs
-            for ref in blob_refs(doc).values()
-            if ref.blob_id not in blobs
-        ]
+        """Add to ``blobs`` every payload ``docs`` reference that it lacks: from this process's
+        cache, else fetched in one round trip."""
+        wanted: list[tuple[str, BlobRef]] = []
+        for doc in docs:
+            tenant = str(doc["tenant"])
+            for ref in blob_refs(doc).values():
+                if ref.blob_id in blobs:
+                    continue
+                cached = self._blob_cache.get(tenant, ref)
+                if cached is None:
+                    wanted.append((tenant, ref))
+                else:
+                    blobs[ref.blob_id] = cached
         if wanted:
-            blobs.update(self._fetch_blobs(wanted, read))
+            fetched = self._fetch_blobs(wanted, read)
+            for tenant, ref in wanted:
+                self._blob_cache.put(tenant, ref, fetched[ref.blob_id])
+            blobs.update(fetched)
 
     def _fetch_blobs(
         self,

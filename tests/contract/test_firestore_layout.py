@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from engine.adapters.store_firestore import BLOB_MARK, CHUNK_BYTES, FirestoreStore, encode_id
+from engine.adapters.store_firestore import BLOB_MARK, CHUNK_BYTES, BlobRef, FirestoreStore, _BlobCache, encode_id
 from engine.ports import Transaction
 from engine.records import (
     ApiKeyRecord,
@@ -390,3 +390,48 @@ def test_hot_transactions_cost_two_round_trips(
 
     firestore_store.atomic(record_only)
     assert counter.take() == {"commit": 1}, "a transaction that reads nothing is one batch commit"
+
+
+def test_an_out_of_line_payload_is_fetched_once_per_process(
+    firestore_emulator: str, unique_project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blobs never change and references carry their checksum: a second read of one is local."""
+    writer = FirestoreStore(project=unique_project, inline_payload_bytes=64)
+    reader = FirestoreStore(project=unique_project, inline_payload_bytes=64)
+    try:
+        big_input = {"items": list(range(100))}
+        write(writer, execution(input=big_input))
+        counter = RpcCounter(reader, monkeypatch)
+
+        def header(reads: Any) -> ExecutionRecord | None:
+            return reads.get_execution(A, "ex-1")
+
+        assert reader.read(header) == execution(input=big_input)
+        assert counter.take() == {"batch_get_documents": 2}, "the header, then its blob"
+        assert reader.read(header) == execution(input=big_input)
+        assert reader.atomic(header) == execution(input=big_input)
+        assert counter.take() == {"batch_get_documents": 2, "commit": 1}, "the header twice, never its blob"
+
+        changed = {"items": list(range(200))}
+        write(writer, execution(input=changed))
+        assert reader.read(header) == execution(input=changed), "a new payload is a new blob"
+        assert counter.take() == {"batch_get_documents": 2}
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_the_payload_cache_keeps_the_most_recently_used_within_its_bytes() -> None:
+    cache = _BlobCache(max_bytes=25)
+    refs = [BlobRef(f"b{n}", 1, 10, f"sha{n}") for n in range(3)]
+    cache.put(A, refs[0], b"0" * 10)
+    cache.put(A, refs[1], b"1" * 10)
+    assert cache.get(A, refs[0]) == b"0" * 10  # now the most recently used
+    cache.put(A, refs[2], b"2" * 10)
+
+    assert cache.get(A, refs[1]) is None, "the least recently used went first"
+    assert cache.get(A, refs[0]) == b"0" * 10 and cache.get(A, refs[2]) == b"2" * 10
+    assert cache.get(B, refs[0]) is None, "another tenant's reference never hits"
+    assert cache.get(A, BlobRef("b0", 1, 10, "other-sha")) is None, "a checksum must match"
+    cache.put(A, BlobRef("huge", 1, 26, "sha"), b"x" * 26)
+    assert cache.get(A, BlobRef("huge", 1, 26, "sha")) is None, "larger than the whole cache: not kept"
