@@ -124,6 +124,22 @@ class WorkerProcess:
         self.kill()
 
 
+def worker_env(options: Mapping[str, Any], redis_url: str, prefix: str) -> dict[str, str]:
+    """The environment of a worker process: ``options`` as ``CONVEYOR_*`` settings (none
+    inherited from this process), plus where the chaos steps leave their side effects."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update({f"CONVEYOR_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in options.items()})
+    env.update(CONVEYOR_CHAOS_REDIS=redis_url, CONVEYOR_CHAOS_PREFIX=prefix, PYTHONUNBUFFERED="1")
+    return env
+
+
+def forget_run(client: Any, prefix: str, queue: str) -> None:
+    """Delete a run's side-effect keys and its messages, so nothing of it outlives the test."""
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    purge_broker(client, queue)
+
+
 def purge_broker(client: Any, queue: str) -> None:
     """Drop ``queue`` and the unacknowledged messages killed workers left for it in kombu's
     shared ``unacked`` hash, so nothing of this run is restored into Redis later."""

@@ -10,8 +10,6 @@ counted attempts.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +23,7 @@ from engine.orchestration.steps import LOST_WORKER_ALLOWANCE
 from engine.settings import Settings
 from engine.states import ExecutionStatus, StepStatus
 from tests.chaos import chaos_steps
-from tests.chaos.conftest import Reconciler, WorkerProcess, purge_broker, tail, worker_command
+from tests.chaos.conftest import Reconciler, WorkerProcess, forget_run, tail, worker_command, worker_env
 
 TENANT = "poison"
 WORKFLOW: dict[str, Any] = {
@@ -51,9 +49,7 @@ def test_a_step_that_kills_every_worker_fails_after_its_attempts(
         "redispatch_after": 3.0,
         "imports": [chaos_steps.__name__],
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update({f"CONVEYOR_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in options.items()})
-    env.update(CONVEYOR_CHAOS_REDIS=redis_server_url, CONVEYOR_CHAOS_PREFIX=prefix, PYTHONUNBUFFERED="1")
+    env = worker_env(options, redis_server_url, prefix)
     service = build_service(Settings(**options))
     service.apply_workflow(TENANT, WORKFLOW)
     client = redis.Redis.from_url(redis_server_url)
@@ -77,9 +73,7 @@ def test_a_step_that_kills_every_worker_fails_after_its_attempts(
         raise
     finally:
         worker.stop()
-        for key in client.scan_iter(f"{prefix}:*"):
-            client.delete(key)
-        purge_broker(client, queue)
+        forget_run(client, prefix, queue)
         service.store.close()
 
 

@@ -38,7 +38,7 @@ from engine.service import Service
 from engine.settings import Settings
 from engine.states import ExecutionStatus, StepStatus
 from tests.chaos import chaos_steps
-from tests.chaos.conftest import Reconciler, WorkerProcess, purge_broker, tail, worker_command
+from tests.chaos.conftest import Reconciler, WorkerProcess, forget_run, tail, worker_command, worker_env
 
 KILLS = int(os.environ.get("CONVEYOR_CHAOS_KILLS") or os.environ.get("CONVEYOR_CHAOS_ROUNDS") or 20)
 KILLS_BY_STORE = {
@@ -228,9 +228,7 @@ def test_sigkilled_workers_lose_nothing_and_record_each_step_once(
     else:
         request.getfixturevalue("firestore_emulator")
         options["firestore_project"] = request.getfixturevalue("unique_project")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update({f"CONVEYOR_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in options.items()})
-    env.update(CONVEYOR_CHAOS_REDIS=redis_server_url, CONVEYOR_CHAOS_PREFIX=prefix, PYTHONUNBUFFERED="1")
+    env = worker_env(options, redis_server_url, prefix)
 
     service = build_service(Settings(**options))
     service.apply_workflow(TENANT, WORKFLOW)
@@ -269,9 +267,7 @@ def test_sigkilled_workers_lose_nothing_and_record_each_step_once(
         raise
     finally:
         worker.stop()
-        for key in client.scan_iter(f"{prefix}:*"):
-            client.delete(key)
         for execution_id in chaos.executions:
             client.delete(f"conveyor:events:{TENANT}:{execution_id}")
-        purge_broker(client, queue)
+        forget_run(client, prefix, queue)
         service.store.close()

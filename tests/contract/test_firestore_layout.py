@@ -29,6 +29,7 @@ from engine.records import (
     WorkflowVersionRecord,
 )
 from engine.states import ExecutionStatus, StepStatus
+from tests.contract.firestore_rpcs import RpcCounter
 
 A, B = "tenant-a", "tenant-b"
 T0 = 1_700_000_000.0
@@ -322,30 +323,6 @@ def test_references_follow_the_layout_and_are_built_once(firestore_store: Firest
 
 
 # ------------------------------------------------------------------ round trips
-
-
-class RpcCounter:
-    """Counts the Firestore RPCs a block of code sends (through the generated client or the raw calls)."""
-
-    METHODS = ("begin_transaction", "batch_get_documents", "run_query", "commit", "rollback")
-
-    def __init__(self, store: FirestoreStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: Counter[str] = Counter()
-        for target in (store.client._firestore_api, store.rpc):
-            for name in self.METHODS:
-                if hasattr(target, name):
-                    monkeypatch.setattr(target, name, self._counting(name, getattr(target, name)))
-
-    def _counting(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return call(*args, **kwargs)
-
-        return counted
-
-    def take(self) -> dict[str, int]:
-        calls, self.calls = dict(self.calls), Counter()
-        return calls
 
 
 def test_hot_transactions_cost_two_round_trips(

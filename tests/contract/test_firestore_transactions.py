@@ -1,7 +1,7 @@
 """How the Firestore adapter talks to Firestore inside ``Store.atomic``, checked on the wire.
 
-The RPCs are recorded by a thin wrapper around the real client's gapic methods; the emulator
-serves every call, so what is asserted is what Firestore really accepted:
+The RPCs are recorded by :class:`tests.contract.firestore_rpcs.RpcRecorder` around the real
+calls; the emulator serves every call, so what is asserted is what Firestore really accepted:
 
 - a transaction begins with its first read (``new_transaction``): no BeginTransaction;
 - a transaction that reads nothing commits its writes as one batch (no transaction id);
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,77 +24,11 @@ from engine.adapters.store_firestore import FirestoreStore
 from engine.ports import Transaction
 from engine.records import ExecutionRecord, StepRecord
 from engine.states import StepStatus
+from tests.contract.firestore_rpcs import RpcRecorder, methods
 from tests.contract.test_store_contract import A, Boom, event, execution, save, step
 
 #: The emulator makes a writer wait this long for a lock before it aborts one side.
 EMULATOR_LOCK_TIMEOUT = 2.0
-
-
-@dataclass
-class Call:
-    """One RPC as sent, and how it ended."""
-
-    method: str
-    request: Any
-    error: BaseException | None = None
-    began: bytes | None = None  # the transaction id a beginning read returned
-
-    def sent(self, name: str) -> Any:
-        """A field of the request (a dict or a message) as sent; None when unset."""
-        if isinstance(self.request, dict):
-            return self.request.get(name)
-        # A message reads unset fields as empty, and an empty message set (such as the bare
-        # ``read_write`` of ``new_transaction``) is falsy: ask for presence. The raw calls
-        # send protobuf messages, the generated client proto-plus ones.
-        if hasattr(self.request, "ListFields"):
-            present = name in {field.name for field, _ in self.request.ListFields()}
-        else:
-            present = name in self.request
-        return getattr(self.request, name) if present else None
-
-
-class RpcRecorder:
-    """Wraps the transaction RPCs of a store (generated client and raw calls) and keeps every call, in order."""
-
-    METHODS = ("begin_transaction", "batch_get_documents", "commit", "rollback", "run_query")
-
-    def __init__(self, store: FirestoreStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[Call] = []
-        self._lock = threading.Lock()
-        for target in (store.client._firestore_api, store.rpc):
-            for name in self.METHODS:
-                if hasattr(target, name):
-                    monkeypatch.setattr(target, name, self._wrap(name, getattr(target, name)))
-
-    def _wrap(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
-        def recording(*args: Any, request: Any, **kwargs: Any) -> Any:
-            entry = Call(name, request)
-            with self._lock:
-                self.calls.append(entry)
-            try:
-                result = call(*args, request=request, **kwargs)
-            except BaseException as exc:
-                entry.error = exc
-                raise
-            return self._responses(entry, result) if name == "batch_get_documents" else result
-
-        return recording
-
-    @staticmethod
-    def _responses(entry: Call, responses: Any) -> Iterator[Any]:
-        for response in responses:
-            if response.transaction:
-                entry.began = response.transaction
-            yield response
-
-    def take(self) -> list[Call]:
-        with self._lock:
-            calls, self.calls = self.calls, []
-        return calls
-
-
-def methods(calls: list[Call]) -> list[str]:
-    return [call.method for call in calls]
 
 
 @pytest.fixture
