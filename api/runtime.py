@@ -61,7 +61,9 @@ class Runtime:
             limiter=RateLimiter(settings.rate_limit, settings.tenant_rate_limit, redis_url=settings.redis_url),
             metrics=metrics,
             inbox=inbox or build_inbox(settings),
-            streams=streams or StreamOptions(max_replay=settings.event_stream_maxlen),
+            streams=streams or StreamOptions(
+                heartbeat_seconds=settings.stream_heartbeat_seconds, max_replay=settings.event_stream_maxlen
+            ),
         )
 
 
