@@ -83,17 +83,23 @@ def test_nan_and_infinity_inputs_are_refused_at_start(h, bad):
     assert h.service.list_executions("t1").items == []
 
 
-def test_a_cancel_stops_waiting_for_a_sync_step_within_a_second(h):
-    """The default lease (30 s) would first notice at a heartbeat, 10 s later."""
-    h.apply({"name": "long", "steps": [task("s", "sleeps", seconds=30)]})
+def run_in_background(h, step, reports):
+    """Start an execution of ``step`` on a worker thread; returns once the step is RUNNING."""
+    h.apply({"name": "long", "steps": [step]})
     execution_id = h.start("long")
     h.dispatcher.sent.clear()
-    reports = []
-    worker = threading.Thread(target=lambda: reports.append(h.runner.run("t1", execution_id, "s")))
+    worker = threading.Thread(target=lambda: reports.append(h.runner.run("t1", execution_id, step["id"])))
     worker.start()
     deadline = time.monotonic() + 10
-    while h.steps(execution_id)["s"].status is not StepStatus.RUNNING and time.monotonic() < deadline:
+    while h.steps(execution_id)[step["id"]].status is not StepStatus.RUNNING and time.monotonic() < deadline:
         time.sleep(0.01)
+    return execution_id, worker
+
+
+def test_a_cancel_stops_waiting_for_a_sync_step_within_a_second(h):
+    """The default lease (30 s) would first notice at a heartbeat, 10 s later."""
+    reports = []
+    execution_id, worker = run_in_background(h, task("s", "sleeps", seconds=30), reports)
     cancelled_at = time.monotonic()
     h.service.cancel("t1", execution_id)
     worker.join(timeout=10)
@@ -103,14 +109,7 @@ def test_a_cancel_stops_waiting_for_a_sync_step_within_a_second(h):
 
 
 def test_ctx_cancelled_turns_true_within_a_second_of_a_cancel(h):
-    h.apply({"name": "coop", "steps": [task("s", "until_cancelled", label=h.settings.sqlite_path.name)]})
-    execution_id = h.start("coop")
-    h.dispatcher.sent.clear()
-    worker = threading.Thread(target=h.runner.run, args=("t1", execution_id, "s"))
-    worker.start()
-    deadline = time.monotonic() + 10
-    while h.steps(execution_id)["s"].status is not StepStatus.RUNNING and time.monotonic() < deadline:
-        time.sleep(0.01)
+    execution_id, worker = run_in_background(h, task("s", "until_cancelled", label=h.settings.sqlite_path.name), [])
     cancelled_at = time.time()
     h.service.cancel("t1", execution_id)
     worker.join(timeout=10)
