@@ -1,6 +1,6 @@
 """Apply transitions inside a transaction, one event each, and collect the effects.
 
-Every status change in the engine goes through :class:`Recorder`, which asks
+Every creation and status change in the engine goes through :class:`Recorder`, which asks
 :func:`engine.states.require` first. That is what makes "every transition is recorded
 exactly once" hold: the record, its event and the effects commit together or not at all.
 """
@@ -14,7 +14,12 @@ from typing import Any
 from engine.events import execution_event, step_event
 from engine.ports import Dispatch, Transaction
 from engine.records import EventRecord, ExecutionRecord, StepRecord
-from engine.states import Cause, ExecutionStatus, StepStatus, require
+from engine.states import NEW, Cause, ExecutionStatus, Machine, StepStatus, require
+
+
+def machine_of(step: StepRecord) -> Machine:
+    """A foreach parent (a top-level record holding its items) follows its own machine."""
+    return Machine.FOREACH if step.index is None and step.items is not None else Machine.STEP
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class Recorder:
         self.effects.events.append(event)
 
     def create_execution(self, execution: ExecutionRecord, data: dict[str, Any] | None = None) -> None:
+        require(NEW, execution.status, Cause.START, Machine.EXECUTION)
         self.tx.put_execution(execution)
         self._emit(execution_event(execution, self.now, data))
 
@@ -91,6 +97,8 @@ class Recorder:
             self.schedule_hook(self, execution)
 
     def create_step(self, step: StepRecord, data: dict[str, Any] | None = None) -> None:
+        """Create a planned step in its first status (a creation edge of its machine)."""
+        require(NEW, step.status, Cause.PLAN, machine_of(step))
         step.created_at = self.now
         if step.status is StepStatus.QUEUED:
             self.queue_dispatch(step)
@@ -107,7 +115,7 @@ class Recorder:
         dispatch: bool = True,
     ) -> None:
         """Move ``step`` to ``target``; a step entering QUEUED is dispatched unless told otherwise."""
-        require(step.status, target, cause)
+        require(step.status, target, cause, machine_of(step))
         step.status = target
         if target is StepStatus.QUEUED and dispatch:
             self.queue_dispatch(step)
@@ -117,6 +125,13 @@ class Recorder:
             step.wake_at = None
         self.tx.put_step(step)
         self._emit(step_event(step, self.now, data))
+
+    def withdraw_step(self, step: StepRecord, cause: Cause) -> None:
+        """Give up a step's record so that planning creates it afresh (``FAILED -> NEW``).
+
+        The record stays in the store until the new plan overwrites it, in this transaction.
+        """
+        require(step.status, NEW, cause, machine_of(step))
 
     def check_fanin(self, parent: StepRecord) -> None:
         """Ask for a check after commit whether every item of the foreach ``parent`` has ended."""
