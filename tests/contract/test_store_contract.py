@@ -407,18 +407,25 @@ def test_headers_and_steps_are_replaced_by_put(store: Store) -> None:
 def test_concurrent_read_modify_write_transactions_are_serialized(store: Store) -> None:
     save(store, step(status=StepStatus.RUNNING))
     workers = 8
-    barrier = threading.Barrier(workers)
-    errors: list[BaseException] = []
 
     def claim(tx: Transaction) -> None:
         current = tx.get_steps(A, "ex-1", ["fetch"])["fetch"]
         tx.put_step(replace(current, lease_epoch=current.lease_epoch + 1))
 
+    assert at_once(workers, lambda: store.atomic(claim)) == []
+    assert store.list_steps(A, "ex-1")[0].lease_epoch == workers
+
+
+def at_once(workers: int, work: Callable[[], object]) -> list[BaseException]:
+    """Run ``work`` on ``workers`` threads released together; what they raised."""
+    barrier = threading.Barrier(workers)
+    errors: list[BaseException] = []
+
     def worker() -> None:
         try:
             barrier.wait(timeout=10)
-            store.atomic(claim)
-        except BaseException as exc:  # surfaced by the assertion below
+            work()
+        except BaseException as exc:  # returned to the test's assertion
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(workers)]
@@ -426,9 +433,7 @@ def test_concurrent_read_modify_write_transactions_are_serialized(store: Store) 
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-
-    assert errors == []
-    assert store.list_steps(A, "ex-1")[0].lease_epoch == workers
+    return errors
 
 
 def test_two_writers_incrementing_one_record_are_serialized(store: Store) -> None:
@@ -775,28 +780,13 @@ def test_a_trigger_created_in_a_transaction_is_due_and_a_failed_transaction_writ
 def test_concurrent_fires_of_one_trigger_are_serialized(store: Store) -> None:
     save(store, trigger(next_fire_at=T0))
     workers = 6
-    barrier = threading.Barrier(workers)
-    errors: list[BaseException] = []
 
     def fire(tx: Transaction) -> None:
         current = tx.get_trigger(A, "tr-1")
         assert current is not None and current.next_fire_at is not None
         tx.put_trigger(replace(current, next_fire_at=current.next_fire_at + 1, fired=current.fired + 1))
 
-    def worker() -> None:
-        try:
-            barrier.wait(timeout=10)
-            store.atomic(fire)
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    assert errors == []
+    assert at_once(workers, lambda: store.atomic(fire)) == []
     stored = store.get_trigger(A, "tr-1")
     assert stored is not None and stored.fired == workers and stored.next_fire_at == T0 + workers
 
