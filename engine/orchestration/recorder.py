@@ -7,6 +7,7 @@ exactly once" hold: the record, its event and the effects commit together or not
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,17 +49,30 @@ class Effects:
     fanin_checks: list[FaninCheck] = field(default_factory=list)
 
 
+#: Called in the transaction that moves an execution a schedule trigger started.
+ScheduleHook = Callable[["Recorder", ExecutionRecord], None]
+
+
 class Recorder:
     """Writes records and their events into ``tx`` and gathers :class:`Effects`."""
 
     def __init__(
-        self, tx: Transaction, now: float, *, max_foreach_items: int = 10_000, fanin_check_seconds: float = 30.0
+        self,
+        tx: Transaction,
+        now: float,
+        *,
+        max_foreach_items: int = 10_000,
+        fanin_check_seconds: float = 30.0,
+        schedule_hook: ScheduleHook | None = None,
     ) -> None:
         self.tx = tx
         self.now = now
         self.max_foreach_items = max_foreach_items
         #: How long after it starts (or was last checked) the reconciler checks a foreach's fan-in.
         self.fanin_check_seconds = fanin_check_seconds
+        #: Keeps a schedule trigger's running executions and buffered fires in step
+        #: (:meth:`engine.orchestration.schedule_runs.ScheduleRuns.execution_moved`).
+        self.schedule_hook = schedule_hook
         self.effects = Effects()
 
     def _emit(self, event: EventRecord) -> None:
@@ -79,6 +93,8 @@ class Recorder:
         execution.finished_at = self.now if target not in (ExecutionStatus.RUNNING, ExecutionStatus.PAUSED) else None
         self.tx.put_execution(execution)
         self._emit(execution_event(execution, self.now, data))
+        if execution.trigger_id is not None and self.schedule_hook is not None:
+            self.schedule_hook(self, execution)
 
     def create_step(self, step: StepRecord, data: dict[str, Any] | None = None) -> None:
         """Create a planned step in its first status (a creation edge of its machine)."""
