@@ -16,12 +16,11 @@ in. So:
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.problems import problem_body
+from api.problems import send_problem
 from engine.settings import Settings
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -99,15 +98,4 @@ class HostAllowList:
             await self.app(scope, receive, send)
             return
         detail = "this host name is not served here (see CONVEYOR_ALLOWED_HOSTS)"
-        body = json.dumps(problem_body(400, "host-not-allowed", detail, instance=scope.get("path"))).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(scope, send, 400, "host-not-allowed", detail)

@@ -12,21 +12,13 @@ from starlette.testclient import WebSocketTestSession
 
 from engine.auth import Role
 from tests.api.conftest import Api, ApiFactory
-from tests.api.support import HELLO, TENANT_A, WAITER, CountingStore
+from tests.api.support import TENANT_A, WAITER, CountingStore
 
 PROTOCOL = "graphql-transport-ws"
 #: The CPU a refusal may cost (the issue's bound), measured over the whole process.
 MAX_REFUSAL_CPU_SECONDS = 0.05
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def counted(make_api: ApiFactory) -> Api:
-    api = make_api(counting=True)
-    api.call("PUT", "/v1/workflows/hello", json=HELLO)
-    api.gql("{ __typename }")  # warms the key cache: later store calls come from resolvers
-    return api
 
 
 def _refused_cheaply(api: Api, document: str, code: str, **extra: Any) -> dict[str, Any]:

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.api.conftest import Api, ApiFactory
-from tests.api.support import HELLO, CountingStore
-
-
-@pytest.fixture
-def counted(make_api: ApiFactory) -> Api:
-    api = make_api(counting=True)
-    api.call("PUT", "/v1/workflows/hello", json=HELLO)
-    api.gql("{ workflows { items { name } } }")  # warms the key cache: later store calls come from resolvers
-    return api
+from tests.api.support import CountingStore
 
 
 def _refused_without_store_calls(api: Api, document: str) -> list[str]:
