@@ -32,7 +32,7 @@ from engine.orchestration import planner
 from engine.orchestration.steps import Claimed, Fence, Unclaimed
 from engine.records import StepRecord
 from engine.service import Service
-from engine.steptypes.base import StepConfig, StepContext, Succeeded, Wait
+from engine.steptypes.base import StepConfig, StepContext, StepPorts, Succeeded, Wait
 
 log = structlog.get_logger("conveyor.runner")
 
@@ -160,9 +160,12 @@ def _retryable(exc: BaseException) -> bool:
 class StepRunner:
     """Executes step messages against a :class:`Service`."""
 
-    def __init__(self, service: Service, services: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, service: Service, services: Mapping[str, Any] | None = None, *, ports: StepPorts | None = None
+    ) -> None:
         self.service = service
         self.services = dict(services or {})
+        self.ports = ports or StepPorts()
         self.leases = LeaseKeeper(service)
         self._loops = threading.local()
 
@@ -230,6 +233,7 @@ class StepRunner:
                     until=wait.until,
                     on_wake=wait.on_wake,
                     match=dict(wait.match),
+                    interrupt=dict(wait.interrupt) if wait.interrupt is not None else None,
                 ),
                 "waiting",
                 step_key,
@@ -290,6 +294,9 @@ class StepRunner:
             heartbeat=lambda: self.leases.beat(lease),
             cancelled=lease.lost.is_set,
             services=self.services,
+            ports=self.ports,
+            models=compiled.definition.models,
+            resume=(step.wait or {}).get("answer"),
         )
         running = step_type.run(ctx, config)
         try:

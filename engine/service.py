@@ -353,6 +353,7 @@ class Service:
         until: float | None,
         on_wake: str = "succeed",
         match: dict[str, Any] | None = None,
+        interrupt: dict[str, Any] | None = None,
     ) -> None:
         self._run(
             lambda rec: step_cases.park(
@@ -365,6 +366,7 @@ class Service:
                 until=until,
                 on_wake=on_wake,
                 match=match or {},
+                interrupt=interrupt,
                 timing=self.timing,
             )
         )
