@@ -11,8 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine.errors import InvalidRequest, PayloadTooLarge
-from engine.model import canonical_json
+from engine import payloads
+from engine.errors import InvalidRequest
 from engine.ports import Clock
 
 
@@ -67,9 +67,7 @@ def accept_event(
     if not type.strip():
         raise InvalidRequest("an event needs a type")
     payload = data or {}
-    size = len(canonical_json(payload).encode())
-    if size > max_bytes:
-        raise PayloadTooLarge(f"event data is {size} bytes; the limit is {max_bytes} bytes")
+    payloads.check_payload(payload, max_bytes, "event data")
     event = InboundEvent(
         id=event_id or uuid.uuid4().hex,
         tenant=tenant,

@@ -11,8 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import jsonschema
+
 from engine.compile import CompiledWorkflow
-from engine.errors import LeaseLost, NotFound, TransitionRefused
+from engine.errors import InputInvalid, LeaseLost, NotFound, Problem, TransitionRefused
 from engine.model import RetryPolicy
 from engine.orchestration import planner, progress
 from engine.orchestration.recorder import Recorder
@@ -215,6 +217,19 @@ def _claim_follower(rec: Recorder, snap: Snapshot, done: StepRecord, timing: Tim
     return claimed
 
 
+def still_owned(step: StepRecord | None, fence: Fence) -> bool:
+    """Whether an outcome recorded with ``fence`` could still be accepted for ``step`` (read unlocked).
+
+    False once the step was cancelled or timed out with its execution, re-queued, or taken
+    by another worker: its worker should stop running it (``ctx.cancelled()``).
+    """
+    if step is None:
+        return False
+    if isinstance(fence, Unclaimed):
+        return step.status is StepStatus.QUEUED and step.lease_epoch == fence.epoch - 1
+    return step.status is StepStatus.RUNNING and step.lease_epoch == fence
+
+
 def heartbeat(rec: Recorder, tenant: str, execution_id: str, key: str, epoch: int, timing: Timing) -> None:
     """Extend the lease; ``LeaseLost`` tells the worker to stop."""
     step = _fenced(rec.tx.get_steps(tenant, execution_id, [key]), key, epoch)
@@ -259,14 +274,23 @@ def park(
     on_wake: str,
     match: dict[str, Any],
     timing: Timing,
+    interrupt: dict[str, Any] | None = None,
 ) -> None:
-    """Put a running step into WAITING until a timer fires or a signal arrives."""
+    """Put a running step into WAITING until a timer fires or a signal arrives.
+
+    With ``interrupt`` (an agent waiting for a person) a signal resumes the step instead of
+    completing it: the interrupt's request is recorded in the event for whoever answers.
+    """
     snap = open_snapshot(rec.tx, workflows, tenant, execution_id, [key])
     step = _owned(rec, snap, key, fence, timing)
     step.wake_at = until
     step.wait = {"on_wake": on_wake, "match": match}
+    data: dict[str, Any] = {"until": until}
+    if interrupt is not None:
+        step.wait["interrupt"] = interrupt
+        data["interrupt"] = interrupt
     step.lease_until = None
-    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, {"until": until})
+    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, data)
     if until is not None and until - rec.now <= timing.short_timer:
         rec.queue_dispatch(step, countdown=max(0.0, until - rec.now))
 
@@ -338,17 +362,40 @@ def wake_timer(rec: Recorder, workflows: Workflows, tenant: str, execution_id: s
 
 
 def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str, payload: Any) -> StepRecord:
-    """Deliver a payload to a WAITING step: it succeeds with the payload as its output."""
+    """Deliver a payload to a WAITING step: it succeeds with the payload as its output.
+
+    A step waiting on an interrupt (an agent asking a person) goes back to the queue instead,
+    its next attempt getting the payload as ``ctx.resume``; the payload must match the
+    interrupt's schema.
+    """
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
     step = snap.records.get(key)
     if step is None:
         raise NotFound(f"step {key!r} not found in execution {execution_id!r}")
     if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
         raise TransitionRefused(f"step {key!r} is {step.status}, not WAITING; it cannot take a signal")
+    interrupt = (step.wait or {}).get("interrupt")
+    if interrupt is not None:
+        _check_answer(interrupt, payload)
+        step.wait = {**(step.wait or {}), "answer": {"interrupt_id": interrupt.get("id"), "value": payload}}
+        step.wake_at = None
+        rec.move_step(step, StepStatus.QUEUED, Cause.SIGNAL)
+        return step
     step.output = payload
     rec.move_step(step, StepStatus.SUCCEEDED, Cause.SIGNAL)
     _after(rec, snap, step)
     return step
+
+
+def _check_answer(interrupt: dict[str, Any], payload: Any) -> None:
+    """Refuse an answer that does not match the interrupt's JSON Schema (``InputInvalid``)."""
+    schema = interrupt.get("schema")
+    if not schema:
+        return
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(payload), key=lambda e: list(e.path))
+    if errors:
+        problems = [Problem("/".join(map(str, e.absolute_path)) or "payload", e.message) for e in errors]
+        raise InputInvalid("the signal does not answer the step's interrupt", problems)
 
 
 def expire_lease(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str) -> None:
