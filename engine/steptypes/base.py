@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.errors import Problem
+from engine.errors import ExpressionError, Problem
+from engine.expressions import compile_expression
 
 
 class StepConfig(BaseModel):
@@ -34,16 +35,27 @@ class Succeeded:
 
 
 @dataclass(frozen=True)
+class AwaitedEvent:
+    """External events a waiting step takes: of ``type`` with ``correlation_key``."""
+
+    type: str
+    correlation_key: str
+
+
+@dataclass(frozen=True)
 class Wait:
     """Park the step in WAITING until ``until`` (epoch seconds) or a signal/event arrives.
 
     ``on_wake`` says what happens when the timer fires: ``"succeed"`` (a ``wait`` step) or
-    ``"fail"`` (a wait-for-event timeout). ``match`` carries what a signal must satisfy.
+    ``"fail"`` (a wait-for-event timeout). ``match`` is a CEL condition every delivery (a
+    signal, an event) must satisfy, checked when it arrives; ``event`` names the external
+    events the step waits for.
     """
 
     until: float | None = None
     on_wake: str = "succeed"
-    match: Mapping[str, Any] = field(default_factory=dict)
+    match: str | None = None
+    event: AwaitedEvent | None = None
 
 
 StepOutcome = Succeeded | Wait
@@ -105,3 +117,19 @@ class BaseStepType:
 
 def ensure_mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def check_condition(source: str | None, path: str, allowed: frozenset[str]) -> list[Problem]:
+    """Save-time check of a bare CEL condition evaluated against ``allowed`` variables only."""
+    if source is None:
+        return []
+    if "${" in source:
+        return [Problem(path, "write the CEL condition bare, without '${...}'")]
+    try:
+        expression = compile_expression(source)
+    except ExpressionError as exc:
+        return [Problem(path, exc.message)]
+    extra = sorted(expression.variables - allowed)
+    if extra:
+        return [Problem(path, f"may only use {', '.join(sorted(allowed))}, not {', '.join(extra)}")]
+    return []
