@@ -24,6 +24,7 @@ from celery.beat import Scheduler
 
 from beat.lease import RedisLease
 from engine.adapters.celery_config import is_embedded, make_celery
+from engine.adapters.liveness import LivenessFile
 from engine.bootstrap import build_service
 from engine.service import Service
 from engine.settings import Settings
@@ -84,9 +85,11 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         jobs: Sequence[PeriodicJob],
         lease: RedisLease | None,
         service: Callable[[], Service] | None = None,
+        liveness: LivenessFile | None = None,
         **kwargs: Any,
     ) -> None:
         self.jobs = {job.name: job for job in jobs}
+        self.liveness = liveness
         self.lease = lease
         self.service = service
         super().__init__(*args, **kwargs)
@@ -100,6 +103,8 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         )
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
+        if self.liveness is not None:
+            self.liveness.touch()
         if self.lease is None:
             return float(super().tick(*args, **kwargs))
         if not self.lease.hold():
@@ -126,7 +131,14 @@ def scheduler_factory(settings: Settings, *, local: bool | None = None) -> Calla
     """What Celery Beat instantiates; ``local`` defaults to True in embedded mode."""
     run_local = is_embedded(settings) if local is None else local
     service = functools.cache(lambda: build_service(settings)) if run_local else None
-    return functools.partial(LeasedScheduler, jobs=periodic_jobs(settings), lease=beat_lease(settings), service=service)
+    liveness = LivenessFile(settings.liveness_file) if settings.liveness_file else None
+    return functools.partial(
+        LeasedScheduler,
+        jobs=periodic_jobs(settings),
+        lease=beat_lease(settings),
+        service=service,
+        liveness=liveness,
+    )
 
 
 def run_beat(settings: Settings, *, local: bool | None = None, loglevel: str | None = None) -> None:

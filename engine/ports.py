@@ -60,6 +60,8 @@ class Reads(Protocol):
 
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None: ...
 
+    def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None: ...
+
 
 class Transaction(Reads, Protocol):
     """Reads and buffered writes that commit atomically.
@@ -78,6 +80,10 @@ class Transaction(Reads, Protocol):
         ...
 
     def put_step(self, record: StepRecord) -> None: ...
+
+    def put_trigger(self, record: TriggerRecord) -> None:
+        """Create or replace a trigger (firing a schedule and ending its executions update it)."""
+        ...
 
     def add_event(self, event: EventRecord) -> None:
         """Append to the execution's history; an event id already present is not written twice."""

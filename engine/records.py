@@ -49,6 +49,8 @@ class ExecutionRecord:
     run: int = 1
     parent: dict[str, str] | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: The schedule trigger that started this execution, if one did (its overlap policy reads it).
+    trigger_id: str | None = None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -102,7 +104,13 @@ class EventRecord:
 
 @dataclass
 class TriggerRecord:
-    """A schedule or event trigger that starts a workflow."""
+    """A schedule or event trigger that starts a workflow.
+
+    For a schedule, the fields after ``next_fire_at`` are its runtime state, written in the
+    transactions that fire it and that end the executions it started: the counters, the
+    active executions it started (``running``, what its overlap policy looks at) and the
+    fire times buffered until they end (``pending``).
+    """
 
     id: str
     tenant: str
@@ -114,6 +122,15 @@ class TriggerRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
     next_fire_at: float | None = None
+    last_fire_at: float | None = None
+    #: Why the last fire started nothing (e.g. the workflow was archived); cleared by a start.
+    last_error: str | None = None
+    fired: int = 0
+    missed: int = 0
+    skipped: int = 0
+    buffered: int = 0
+    running: list[str] = field(default_factory=list)
+    pending: list[float] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
 

@@ -20,6 +20,7 @@ from engine.model import canonical_json
 from engine.orchestration import control
 from engine.orchestration import steps as step_cases
 from engine.orchestration.recorder import Effects, FaninCheck, Recorder
+from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
 from engine.orchestration.workflows import Workflows
 from engine.ports import Clock, Dispatcher, EventSink, Store, Transaction
 from engine.records import (
@@ -101,6 +102,7 @@ class Service:
         self.clock: Clock = clock or SystemClock()
         self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
         self.workflows = Workflows(lambda tenant, name, version: self.get_workflow(tenant, name, version).definition)
+        self.schedules = ScheduleRuns(self._start_for_trigger, self.workflows)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class Service:
                 self.clock.now(),
                 max_foreach_items=self.settings.max_foreach_items,
                 fanin_check_seconds=self.settings.lease_seconds,
+                schedule_hook=self.schedules.execution_moved,
             )
             recorders.append(rec)  # the store may retry: only the last attempt committed
             return use_case(rec)
@@ -270,21 +273,41 @@ class Service:
                     f"tenant has {active} active executions; the limit is {self.settings.max_concurrent_executions}"
                 )
 
-        def use_case(rec: Recorder) -> tuple[ExecutionRecord, bool]:
-            compiled, number = pinned if pinned is not None else self._latest(rec.tx, tenant, workflow)
-            compiled.validate_input(payload)
-            return control.start(
-                rec,
-                compiled,
-                tenant=tenant,
-                version=number,
-                input=payload,
-                idempotency_key=idempotency_key,
-                labels=labels,
-            )
-
-        execution, created = self._run(use_case)
+        execution, created = self._run(
+            lambda rec: self._start_in(rec, tenant, workflow, payload, pinned, idempotency_key, labels)
+        )
         return StartResult(execution, created)
+
+    def _start_in(
+        self,
+        rec: Recorder,
+        tenant: str,
+        workflow: str,
+        payload: Any,
+        pinned: tuple[CompiledWorkflow, int] | None,
+        idempotency_key: str | None,
+        labels: dict[str, str] | None,
+        trigger_id: str | None = None,
+    ) -> tuple[ExecutionRecord, bool]:
+        """The start use case inside ``rec``'s transaction (the latest version unless ``pinned``)."""
+        compiled, number = pinned if pinned is not None else self._latest(rec.tx, tenant, workflow)
+        compiled.validate_input(payload)
+        return control.start(
+            rec,
+            compiled,
+            tenant=tenant,
+            version=number,
+            input=payload,
+            idempotency_key=idempotency_key,
+            labels=labels,
+            trigger_id=trigger_id,
+        )
+
+    def _start_for_trigger(
+        self, rec: Recorder, tenant: str, workflow: str, payload: Any, idempotency_key: str, trigger_id: str
+    ) -> ExecutionRecord:
+        self.check_payload(payload, "trigger input")
+        return self._start_in(rec, tenant, workflow, payload, None, idempotency_key, None, trigger_id)[0]
 
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord:
         execution = self.store.get_execution(tenant, execution_id)
@@ -429,6 +452,35 @@ class Service:
                 rec, self.workflows, tenant, execution_id, step_key, fence, error, retryable, self.timing
             )
         )
+
+    # --- schedules (called by beat) ---------------------------------------------------------
+
+    def fire_trigger(self, tenant: str, trigger_id: str) -> FireReport:
+        """Fire what one schedule trigger owes now, in one transaction (nothing if not due)."""
+        return self._run(lambda rec: self.schedules.fire(rec, tenant, trigger_id))
+
+    def fire_due_triggers(self, horizon: float = 1.0, limit: int = 200) -> float | None:
+        """Fire every schedule trigger due now; the next fire time within ``horizon`` seconds, if any.
+
+        A trigger that fails is logged and tried again by the next pass.
+        """
+        now = self.clock.now()
+        upcoming: list[float] = []
+        for trigger in self.store.due_triggers(now + horizon, limit):
+            assert trigger.next_fire_at is not None
+            if trigger.kind != "schedule":
+                continue
+            if trigger.next_fire_at > now:
+                upcoming.append(trigger.next_fire_at)
+                continue
+            try:
+                report = self.fire_trigger(trigger.tenant, trigger.id)
+            except ConveyorError as exc:
+                log.warning("firing a schedule failed; the next pass retries it", trigger_id=trigger.id, error=str(exc))
+                continue
+            if report.plan is not None:
+                upcoming.append(report.plan.next_fire_at)
+        return min(upcoming, default=None)
 
     # --- reconciler -------------------------------------------------------------------------
 

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     graphql_max_aliases: int = 30
     graphql_max_tokens: int = 5000
 
+    # operations
+    liveness_file: Path | None = None
+
     # logging
     log_level: str = "INFO"
     log_json: bool = False

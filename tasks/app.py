@@ -22,9 +22,11 @@ from engine.bootstrap import build_service
 from engine.logging import configure_logging
 from engine.runner import StepRunner
 from engine.settings import Settings
+from tasks import liveness
 
 settings = Settings()
 app = make_celery(settings, "conveyor", include=["tasks.steps"])
+liveness.install(app)
 
 _runner: StepRunner | None = None
 _runner_lock = threading.Lock()

@@ -1349,6 +1349,9 @@ class FirestoreTransaction:
                 latest = candidate
         return latest
 
+    def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None:
+        return self._record(TriggerRecord, self._paths.trigger(tenant, trigger_id))
+
     # ---------------------------------------------------------------- writes (buffered)
 
     def put_workflow_version(self, record: WorkflowVersionRecord) -> None:
@@ -1368,6 +1371,9 @@ class FirestoreTransaction:
     def put_step(self, record: StepRecord) -> None:
         ref = self._paths.step(record.tenant, record.execution_id, record.key)
         self._writes[ref.path] = _Write(ref, record.tenant, encode_record(record))
+
+    def put_trigger(self, record: TriggerRecord) -> None:
+        self.replace(self._paths.trigger(record.tenant, record.id), record)
 
     def add_event(self, event: EventRecord) -> None:
         """Buffer an event once per id; an id already stored is skipped at commit."""

@@ -188,6 +188,7 @@ _UPSERT_STEP = """
       status = excluded.status, dispatched_at = excluded.dispatched_at,
       lease_until = excluded.lease_until, wake_at = excluded.wake_at,
       doc = excluded.doc, spilled = excluded.spilled"""
+_SELECT_TRIGGER = "SELECT doc FROM triggers WHERE tenant = ? AND id = ?"
 _UPSERT_TRIGGER = """
     INSERT INTO triggers (tenant, id, enabled, next_fire_at, doc) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (tenant, id) DO UPDATE SET
@@ -365,20 +366,11 @@ class SqliteStore:
     # triggers
 
     def put_trigger(self, record: TriggerRecord) -> None:
-        params = (
-            record.tenant,
-            record.id,
-            int(record.enabled),
-            record.next_fire_at,
-            _dumps(record_to_dict(record)),
-        )
+        params = _trigger_row(record_to_dict(record))
         self._write(lambda c: c.execute(_UPSERT_TRIGGER, params))
 
     def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None:
-        row = self._read(
-            lambda c: c.execute("SELECT doc FROM triggers WHERE tenant = ? AND id = ?", (tenant, trigger_id)).fetchone()
-        )
-        return None if row is None else _load(TriggerRecord, row[0])
+        return self.read(lambda reads: reads.get_trigger(tenant, trigger_id))
 
     def list_triggers(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
         (after,) = _decode_cursor(cursor, (str,))
@@ -513,6 +505,7 @@ class _SqliteTransaction:
         self._events: dict[tuple[str, str, str], dict[str, Any]] = {}
         # A list, not a dict: putting one version twice must fail like any taken number.
         self._versions: list[dict[str, Any]] = []
+        self._triggers: dict[tuple[str, str], dict[str, Any]] = {}
         # Event log, waiters and kept signals; ``None`` buffers a delete.
         self._inbound: dict[tuple[str, str], dict[str, Any]] = {}
         self._waiters: dict[tuple[str, str, str], dict[str, Any] | None] = {}
@@ -565,8 +558,18 @@ class _SqliteTransaction:
             return None
         return _fresh(WorkflowVersionRecord, max(candidates, key=lambda data: int(data["version"])))
 
+    def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None:
+        buffered = self._triggers.get((tenant, trigger_id))
+        if buffered is not None:
+            return _fresh(TriggerRecord, buffered)
+        row = self._conn.execute(_SELECT_TRIGGER, (tenant, trigger_id)).fetchone()
+        return None if row is None else _load(TriggerRecord, row[0])
+
     def put_workflow_version(self, record: WorkflowVersionRecord) -> None:
         self._versions.append(record_to_dict(record))
+
+    def put_trigger(self, record: TriggerRecord) -> None:
+        self._triggers[(record.tenant, record.id)] = record_to_dict(record)
 
     def put_execution(self, record: ExecutionRecord) -> None:
         self._executions[(record.tenant, record.id)] = record_to_dict(record)
@@ -652,6 +655,7 @@ class _SqliteTransaction:
             self._upsert_execution(data)
         for data in self._steps.values():
             self._upsert_step(data)
+        self._conn.executemany(_UPSERT_TRIGGER, [_trigger_row(data) for data in self._triggers.values()])
         self._conn.executemany(
             "INSERT OR IGNORE INTO events (tenant, execution_id, id, doc) VALUES (?, ?, ?, ?)",
             [(d["tenant"], d["execution_id"], d["id"], _dumps(d)) for d in self._events.values()],
@@ -865,6 +869,10 @@ def _write_payloads(conn: sqlite3.Connection, owner: tuple[str, str, str], spill
 
 def _load(cls: type[R], doc: str) -> R:
     return record_from_dict(cls, json.loads(doc))
+
+
+def _trigger_row(data: dict[str, Any]) -> tuple[Any, ...]:
+    return (data["tenant"], data["id"], int(data["enabled"]), data["next_fire_at"], _dumps(data))
 
 
 def _fresh(cls: type[R], data: dict[str, Any]) -> R:
