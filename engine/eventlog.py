@@ -17,8 +17,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import InvalidRequest, PayloadTooLarge
-from engine.model import canonical_json
+from engine import payloads
+from engine.errors import InvalidRequest
 from engine.ports import Transaction
 from engine.records import InboundEventRecord
 
@@ -60,9 +60,7 @@ def new_event(
     payload = {} if data is None else data
     if not isinstance(payload, dict):
         raise InvalidRequest("event data must be a JSON object")
-    size = len(canonical_json(payload).encode())
-    if size > max_bytes:
-        raise PayloadTooLarge(f"event data is {size} bytes; the limit is {max_bytes} bytes")
+    payloads.check_payload(payload, max_bytes, "event data")
     return InboundEventRecord(
         tenant=tenant,
         id=event_id or uuid.uuid4().hex,

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from engine import eventlog
+from engine import eventlog, payloads
 from engine.compile import CompiledWorkflow, compile_workflow
-from engine.errors import ConveyorError, NotFound, PayloadTooLarge, QuotaExceeded
+from engine.errors import ConveyorError, NotFound, QuotaExceeded
 from engine.model import canonical_json
 from engine.orchestration import control
 from engine.orchestration import steps as step_cases
@@ -78,10 +78,6 @@ class ReconcileReport:
     @property
     def total(self) -> int:
         return self.expired_leases + self.timers + self.redispatched + self.timed_out + self.routed_events + self.scans
-
-
-def payload_size(value: Any) -> int:
-    return len(canonical_json(value).encode())
 
 
 class Service:
@@ -183,9 +179,8 @@ class Service:
         )
 
     def check_payload(self, value: Any, what: str) -> None:
-        size = payload_size(value)
-        if size > self.settings.max_payload_bytes:
-            raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {self.settings.max_payload_bytes} bytes")
+        """Refuse ``value`` unless it is plain JSON within ``max_payload_bytes`` (see ``engine.payloads``)."""
+        payloads.check_payload(value, self.settings.max_payload_bytes, what)
 
     # --- workflows ------------------------------------------------------------------------
 
@@ -357,6 +352,11 @@ class Service:
         return self.store.read(
             lambda reads: step_cases.peek(reads, self.workflows, tenant, execution_id, step_key, now, stale_before)
         )
+
+    def still_owns(self, tenant: str, execution_id: str, step_key: str, fence: step_cases.Fence) -> bool:
+        """Whether the worker holding ``fence`` still owns the step: one unlocked read, no write."""
+        steps = self.store.read(lambda reads: reads.get_steps(tenant, execution_id, [step_key]))
+        return step_cases.still_owned(steps.get(step_key), fence)
 
     def heartbeat(self, tenant: str, execution_id: str, step_key: str, epoch: int) -> None:
         self._run(lambda rec: step_cases.heartbeat(rec, tenant, execution_id, step_key, epoch, self.timing))

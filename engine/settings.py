@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     redispatch_after: float = 30.0
     unclaimed_run_seconds: float = 1.0
+    cancel_check_seconds: float = Field(default=0.5, ge=0)
     reconcile_interval: float = 5.0
     short_timer_threshold: float = 5.0
     max_payload_bytes: int = 8 * 1024 * 1024

@@ -216,6 +216,19 @@ def _claim_follower(rec: Recorder, snap: Snapshot, done: StepRecord, timing: Tim
     return claimed
 
 
+def still_owned(step: StepRecord | None, fence: Fence) -> bool:
+    """Whether an outcome recorded with ``fence`` could still be accepted for ``step`` (read unlocked).
+
+    False once the step was cancelled or timed out with its execution, re-queued, or taken
+    by another worker: its worker should stop running it (``ctx.cancelled()``).
+    """
+    if step is None:
+        return False
+    if isinstance(fence, Unclaimed):
+        return step.status is StepStatus.QUEUED and step.lease_epoch == fence.epoch - 1
+    return step.status is StepStatus.RUNNING and step.lease_epoch == fence
+
+
 def heartbeat(rec: Recorder, tenant: str, execution_id: str, key: str, epoch: int, timing: Timing) -> None:
     """Extend the lease; ``LeaseLost`` tells the worker to stop."""
     step = _fenced(rec.tx.get_steps(tenant, execution_id, [key]), key, epoch)
