@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from engine.records import (
     ApiKeyRecord,
@@ -26,6 +26,10 @@ from engine.records import (
     WorkflowVersionRecord,
 )
 from engine.states import ExecutionStatus, StepStatus
+
+if TYPE_CHECKING:
+    from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
+    from engine.steptypes.base import StepContext
 
 T = TypeVar("T")
 
@@ -288,4 +292,20 @@ class EventSink(Protocol):
 class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the epoch."""
+        ...
+
+
+class AgentRuntime(Protocol):
+    """Runs AI work for ``ai.*`` steps: chat models, agents and their checkpoints (LangGraph).
+
+    One agent step's attempts share one checkpointed thread, so an attempt continues where
+    the last one stopped and a finished thread is answered without calling a model again.
+    """
+
+    async def run_agent(self, ctx: StepContext, request: AgentRequest) -> AgentOutcome:
+        """Start, continue or resume the step's agent thread; its answer, or the interrupt it stopped at."""
+        ...
+
+    async def choose(self, ctx: StepContext, request: ChoiceRequest) -> Choice:
+        """Ask a model to pick one route, with rationale and confidence (structured output)."""
         ...

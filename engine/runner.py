@@ -33,7 +33,7 @@ from engine.orchestration import planner
 from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
 from engine.records import StepRecord
 from engine.service import Service
-from engine.steptypes.base import StepConfig, StepContext, Succeeded, Wait
+from engine.steptypes.base import StepConfig, StepContext, StepPorts, Succeeded, Wait
 
 log = structlog.get_logger("conveyor.runner")
 
@@ -206,9 +206,12 @@ def _retryable(exc: BaseException) -> bool:
 class StepRunner:
     """Executes step messages against a :class:`Service`."""
 
-    def __init__(self, service: Service, services: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, service: Service, services: Mapping[str, Any] | None = None, *, ports: StepPorts | None = None
+    ) -> None:
         self.service = service
         self.services = dict(services or {})
+        self.ports = ports or StepPorts()
         self.leases = LeaseKeeper(service)
         self._loops = threading.local()
 
@@ -281,6 +284,7 @@ class StepRunner:
                     on_wake=wait.on_wake,
                     match=wait.match,
                     event=_event_wait(wait),
+                    interrupt=dict(wait.interrupt) if wait.interrupt is not None else None,
                 ),
                 "waiting",
                 step_key,
@@ -341,6 +345,9 @@ class StepRunner:
             heartbeat=lambda: self.leases.beat(lease),
             cancelled=lease.lost.is_set,
             services=self.services,
+            ports=self.ports,
+            models=compiled.definition.models,
+            resume=(step.wait or {}).get("answer"),
         )
         # A lost lease (the step was cancelled, timed out or taken over) stops the wait for
         # the handler at once; a sync function's daemon thread is abandoned, not joined.

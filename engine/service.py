@@ -392,6 +392,7 @@ class Service:
         on_wake: str = "succeed",
         match: str | None = None,
         event: step_cases.EventWait | None = None,
+        interrupt: dict[str, Any] | None = None,
     ) -> None:
         self._run(
             lambda rec: step_cases.park(
@@ -404,6 +405,7 @@ class Service:
                 until=until,
                 on_wake=on_wake,
                 match=match,
+                interrupt=interrupt,
                 timing=self.timing,
                 event=event,
             )

@@ -11,8 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import jsonschema
+
 from engine.compile import CompiledWorkflow
-from engine.errors import ExpressionError, LeaseLost, NotFound, TransitionRefused
+from engine.errors import ExpressionError, InputInvalid, LeaseLost, NotFound, Problem, TransitionRefused
 from engine.expressions import compile_expression
 from engine.model import RetryPolicy
 from engine.orchestration import planner, progress
@@ -283,6 +285,7 @@ def park(
     match: str | None,
     timing: Timing,
     event: EventWait | None = None,
+    interrupt: dict[str, Any] | None = None,
 ) -> None:
     """Put a running step into WAITING until a timer fires, a signal or an awaited event arrives.
 
@@ -290,12 +293,19 @@ def park(
     is then scanned after commit (``Effects.waiters``). Until that scan is done the step's
     timer is the scan's deadline, so a worker lost before scanning leaves it to the reconciler.
     A signal kept for the step (it arrived before the step waited) is delivered here.
+
+    With ``interrupt`` (an agent waiting for a person) a signal resumes the step instead of
+    completing it: the interrupt's request is recorded in the event for whoever answers.
     """
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
     step = _owned(rec, snap, key, fence, timing)
     kept = rec.tx.get_signal(tenant, execution_id, key)
     step.wake_at = until
     step.wait = {"on_wake": on_wake, "match": match}
+    data: dict[str, Any] = {"until": until}
+    if interrupt is not None:
+        step.wait["interrupt"] = interrupt
+        data["interrupt"] = interrupt
     step.lease_until = None
     if event is not None:
         since = snap.execution.created_at
@@ -309,13 +319,20 @@ def park(
         }
         step.wake_at = rec.now + timing.lease_seconds
         rec.watch(WaiterRecord(tenant, execution_id, key, event.route, since))
-    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, {"until": until})
-    if kept is not None:
-        rec.tx.delete_signal(tenant, execution_id, key)
-        if resume(rec, snap, step, Delivery("signal", f"signal:{kept.at!r}", kept.payload)):
-            return
+    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, data)
+    if kept is not None and _take_kept_signal(rec, snap, step, kept):
+        return
     if step.wake_at is not None and step.wake_at - rec.now <= timing.short_timer:
         rec.queue_dispatch(step, countdown=max(0.0, step.wake_at - rec.now))
+
+
+def _take_kept_signal(rec: Recorder, snap: Snapshot, step: StepRecord, kept: SignalRecord) -> bool:
+    """Deliver the signal kept for a step that now waits; a signal the wait refuses is dropped."""
+    rec.tx.delete_signal(step.tenant, step.execution_id, step.key)
+    try:
+        return resume(rec, snap, step, Delivery("signal", f"signal:{kept.at!r}", kept.payload))
+    except InputInvalid:
+        return False
 
 
 @dataclass(frozen=True)
@@ -340,8 +357,10 @@ def resume(rec: Recorder, snap: Snapshot, step: StepRecord, delivery: Delivery) 
     Signals, external events (from the router or the waiter's own scan) and decisions all
     come through here, inside the transaction that reads the step: only a step still WAITING
     in a running execution, waiting for this route since before the event, whose ``match``
-    the delivery satisfies, moves on, and the delivery's id is recorded with it. A second
-    delivery finds the step no longer WAITING, so a step is never resumed twice.
+    the delivery satisfies, moves on, and the delivery's id is recorded with it: it succeeds
+    with the payload as its output, or, waiting on an interrupt (an agent asking a person),
+    goes back to the queue with the payload as its answer. A second delivery finds the step
+    no longer WAITING, so a step is never resumed twice.
     """
     wait = step.wait or {}
     if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
@@ -350,8 +369,18 @@ def resume(rec: Recorder, snap: Snapshot, step: StepRecord, delivery: Delivery) 
         return False
     if not _satisfies(wait, delivery, snap.execution):
         return False
+    delivered = {"kind": delivery.kind, "id": delivery.id}
+    interrupt = wait.get("interrupt")
+    if interrupt is not None:
+        # An agent asked a person: the answer goes back to the step's next attempt (ctx.resume).
+        _check_answer(interrupt, delivery.payload)
+        answer = {"interrupt_id": interrupt.get("id"), "value": delivery.payload}
+        step.wait = {**wait, "answer": answer, "delivered": delivered}
+        step.wake_at = None
+        rec.move_step(step, StepStatus.QUEUED, Cause.SIGNAL)
+        return True
     step.output = delivery.payload
-    step.wait = {**wait, "scan_pending": False, "delivered": {"kind": delivery.kind, "id": delivery.id}}
+    step.wait = {**wait, "scan_pending": False, "delivered": delivered}
     if wait.get("route"):
         rec.tx.delete_waiter(step.tenant, step.execution_id, step.key)
     rec.move_step(step, StepStatus.SUCCEEDED, Cause.SIGNAL, {"delivered": delivery.kind, "id": delivery.id})
@@ -492,6 +521,10 @@ def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, 
     retrying) is kept in the store and delivered when the step waits (:func:`park`); one
     signal is kept per step. The returned record is the step as it is now; a kept signal
     shows as ``wait.signal_kept``.
+
+    A step waiting on an interrupt (an agent asking a person) goes back to the queue instead,
+    its next attempt getting the payload as ``ctx.resume``; the payload must match the
+    interrupt's schema.
     """
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
     step_id = planner.parse_key(key)[0]
@@ -511,6 +544,17 @@ def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, 
     rec.tx.put_signal(SignalRecord(tenant, execution_id, key, payload, rec.now))
     shown = step or StepRecord(execution_id, tenant, key, step_id, StepStatus.QUEUED)
     return replace(shown, wait={**(shown.wait or {}), "signal_kept": True})
+
+
+def _check_answer(interrupt: dict[str, Any], payload: Any) -> None:
+    """Refuse an answer that does not match the interrupt's JSON Schema (``InputInvalid``)."""
+    schema = interrupt.get("schema")
+    if not schema:
+        return
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(payload), key=lambda e: list(e.path))
+    if errors:
+        problems = [Problem("/".join(map(str, e.absolute_path)) or "payload", e.message) for e in errors]
+        raise InputInvalid("the signal does not answer the step's interrupt", problems)
 
 
 def expire_lease(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str) -> None:

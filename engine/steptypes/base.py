@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from engine.errors import ExpressionError, Problem
 from engine.expressions import compile_expression
+
+if TYPE_CHECKING:
+    from engine.ai import ScriptedModel
+    from engine.ports import AgentRuntime
 
 
 class StepConfig(BaseModel):
@@ -56,9 +60,24 @@ class Wait:
     on_wake: str = "succeed"
     match: str | None = None
     event: AwaitedEvent | None = None
+    #: Set by a step that pauses for an answer (an agent's interrupt): a signal then sends the
+    #: step back to the queue with its payload as ``ctx.resume`` instead of completing it.
+    #: ``request`` (JSON) says what is asked; ``schema`` (JSON Schema) checks the answer.
+    interrupt: Mapping[str, Any] | None = None
 
 
 StepOutcome = Succeeded | Wait
+
+
+@dataclass(frozen=True)
+class StepPorts:
+    """Services step types use, built by the composition root (:mod:`engine.bootstrap`).
+
+    A port is ``None`` when its optional extra is not installed; the step type needing it
+    then fails with a clear error.
+    """
+
+    ai: AgentRuntime | None = None
 
 
 @dataclass
@@ -78,6 +97,11 @@ class StepContext:
     heartbeat: Callable[[], None] = lambda: None
     cancelled: Callable[[], bool] = lambda: False
     services: Mapping[str, Any] = field(default_factory=dict)
+    ports: StepPorts = field(default_factory=StepPorts)
+    #: Scripted models the workflow declares (``models:``), for ``fake:<name>`` model specs.
+    models: Mapping[str, ScriptedModel] = field(default_factory=dict)
+    #: The answer a signal gave to this step's interrupt (see ``Wait.interrupt``), if any.
+    resume: Any = None
 
     @property
     def idempotency_key(self) -> str:
