@@ -17,7 +17,7 @@ from engine.errors import Problem
 
 if TYPE_CHECKING:
     from engine.ai import ScriptedModel
-    from engine.ports import AgentRuntime
+    from engine.ports import AgentRuntime, DecisionStats
 
 
 class StepConfig(BaseModel):
@@ -32,9 +32,10 @@ class NoConfig(StepConfig):
 
 @dataclass(frozen=True)
 class Succeeded:
-    """The step finished with ``output``."""
+    """The step finished with ``output``; ``event`` is recorded in its ``step.succeeded`` event."""
 
     output: Any = None
+    event: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class StepPorts:
     """
 
     ai: AgentRuntime | None = None
+    decisions: DecisionStats | None = None
 
 
 @dataclass
@@ -88,6 +90,8 @@ class StepContext:
     ports: StepPorts = field(default_factory=StepPorts)
     #: Scripted models the workflow declares (``models:``), for ``fake:<name>`` model specs.
     models: Mapping[str, ScriptedModel] = field(default_factory=dict)
+    #: The workflow's name (bandit statistics are kept per workflow and step).
+    workflow: str = ""
     #: The answer a signal gave to this step's interrupt (see ``Wait.interrupt``), if any.
     resume: Any = None
 
@@ -129,3 +133,20 @@ class BaseStepType:
 
 def ensure_mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def bare_condition_problems(expressions: list[tuple[str, str]], path: str) -> list[Problem]:
+    """Problems of CEL conditions written bare (no ``${...}``), e.g. a switch's cases."""
+    from engine.errors import ExpressionError
+    from engine.expressions import compile_expression
+
+    problems = []
+    for where, source in expressions:
+        if "${" in source:
+            problems.append(Problem(f"{path}.{where}", "write the CEL condition bare, without '${...}'"))
+            continue
+        try:
+            compile_expression(source)
+        except ExpressionError as exc:
+            problems.append(Problem(f"{path}.{where}", exc.message))
+    return problems
