@@ -17,9 +17,12 @@ from engine.records import (
     ApiKeyRecord,
     EventRecord,
     ExecutionRecord,
+    InboundEventRecord,
     Page,
+    SignalRecord,
     StepRecord,
     TriggerRecord,
+    WaiterRecord,
     WorkflowVersionRecord,
 )
 from engine.states import ExecutionStatus, StepStatus
@@ -89,6 +92,32 @@ class Transaction(Reads, Protocol):
     def add_event(self, event: EventRecord) -> None:
         """Append to the execution's history; an event id already present is not written twice."""
         ...
+
+    # the external event log, waiters and early signals
+
+    def get_inbound_event(self, tenant: str, event_id: str) -> InboundEventRecord | None:
+        """An accepted external event of the tenant's event log, by id."""
+        ...
+
+    def put_inbound_event(self, record: InboundEventRecord) -> None:
+        """Create or replace an event of the tenant's event log."""
+        ...
+
+    def put_waiter(self, record: WaiterRecord) -> None:
+        """Register a step waiting for events on ``record.route`` (one waiter per step)."""
+        ...
+
+    def delete_waiter(self, tenant: str, execution_id: str, step_key: str) -> None:
+        """Remove the step's waiter, if it has one."""
+        ...
+
+    def get_signal(self, tenant: str, execution_id: str, step_key: str) -> SignalRecord | None:
+        """The signal kept for a step that was not WAITING when it arrived."""
+        ...
+
+    def put_signal(self, record: SignalRecord) -> None: ...
+
+    def delete_signal(self, tenant: str, execution_id: str, step_key: str) -> None: ...
 
 
 class Store(Protocol):
@@ -212,6 +241,21 @@ class Store(Protocol):
 
     def due_triggers(self, before: float, limit: int = 200) -> list[TriggerRecord]:
         """Enabled triggers whose ``next_fire_at`` is not after ``before`` (all tenants)."""
+        ...
+
+    # the external event log (see engine/eventlog.py)
+    def list_inbound_events(
+        self, tenant: str, route: str, *, since: float, limit: int = 100
+    ) -> list[InboundEventRecord]:
+        """Events on ``route`` accepted at or after ``since``, oldest first (ties by id)."""
+        ...
+
+    def list_waiters(self, tenant: str, route: str, limit: int = 500) -> list[WaiterRecord]:
+        """Steps registered as waiting for events on ``route``."""
+        ...
+
+    def due_inbound_events(self, before: float, limit: int = 200) -> list[InboundEventRecord]:
+        """Events of every tenant not routed yet, accepted at or before ``before``, oldest first."""
         ...
 
     # API keys

@@ -27,9 +27,10 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from engine import steptypes
 from engine.errors import ConveyorError, LeaseLost, PayloadInvalid, PayloadTooLarge, StepFailure, StoreUnavailable
+from engine.eventlog import route_of
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
-from engine.orchestration.steps import Claimed, Fence, Unclaimed
+from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
 from engine.records import StepRecord
 from engine.service import Service
 from engine.steptypes.base import StepConfig, StepContext, StepPorts, Succeeded, Wait
@@ -190,6 +191,12 @@ def _error(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def _event_wait(wait: Wait) -> EventWait | None:
+    if wait.event is None:
+        return None
+    return EventWait(wait.event.type, wait.event.correlation_key, route_of(wait.event.type, wait.event.correlation_key))
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, StepFailure):
         return exc.retryable
@@ -275,7 +282,8 @@ class StepRunner:
                     fence,
                     until=wait.until,
                     on_wake=wait.on_wake,
-                    match=dict(wait.match),
+                    match=wait.match,
+                    event=_event_wait(wait),
                     interrupt=dict(wait.interrupt) if wait.interrupt is not None else None,
                 ),
                 "waiting",

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.errors import Problem
+from engine.errors import ExpressionError, Problem
+from engine.expressions import compile_expression
 
 if TYPE_CHECKING:
     from engine.ai import ScriptedModel
@@ -39,16 +40,27 @@ class Succeeded:
 
 
 @dataclass(frozen=True)
+class AwaitedEvent:
+    """External events a waiting step takes: of ``type`` with ``correlation_key``."""
+
+    type: str
+    correlation_key: str
+
+
+@dataclass(frozen=True)
 class Wait:
     """Park the step in WAITING until ``until`` (epoch seconds) or a signal/event arrives.
 
     ``on_wake`` says what happens when the timer fires: ``"succeed"`` (a ``wait`` step) or
-    ``"fail"`` (a wait-for-event timeout). ``match`` carries what a signal must satisfy.
+    ``"fail"`` (a wait-for-event timeout). ``match`` is a CEL condition every delivery (a
+    signal, an event) must satisfy, checked when it arrives; ``event`` names the external
+    events the step waits for.
     """
 
     until: float | None = None
     on_wake: str = "succeed"
-    match: Mapping[str, Any] = field(default_factory=dict)
+    match: str | None = None
+    event: AwaitedEvent | None = None
     #: Set by a step that pauses for an answer (an agent's interrupt): a signal then sends the
     #: step back to the queue with its payload as ``ctx.resume`` instead of completing it.
     #: ``request`` (JSON) says what is asked; ``schema`` (JSON Schema) checks the answer.
@@ -137,16 +149,23 @@ def ensure_mapping(value: Any) -> Mapping[str, Any]:
 
 def bare_condition_problems(expressions: list[tuple[str, str]], path: str) -> list[Problem]:
     """Problems of CEL conditions written bare (no ``${...}``), e.g. a switch's cases."""
-    from engine.errors import ExpressionError
-    from engine.expressions import compile_expression
+    return [problem for where, source in expressions for problem in check_condition(source, f"{path}.{where}")]
 
-    problems = []
-    for where, source in expressions:
-        if "${" in source:
-            problems.append(Problem(f"{path}.{where}", "write the CEL condition bare, without '${...}'"))
-            continue
-        try:
-            compile_expression(source)
-        except ExpressionError as exc:
-            problems.append(Problem(f"{path}.{where}", exc.message))
-    return problems
+
+def check_condition(source: str | None, path: str, allowed: frozenset[str] | None = None) -> list[Problem]:
+    """Save-time check of a bare CEL condition evaluated against ``allowed`` variables only
+    (``None``: any variable)."""
+    if source is None:
+        return []
+    if "${" in source:
+        return [Problem(path, "write the CEL condition bare, without '${...}'")]
+    try:
+        expression = compile_expression(source)
+    except ExpressionError as exc:
+        return [Problem(path, exc.message)]
+    if allowed is None:
+        return []
+    extra = sorted(expression.variables - allowed)
+    if extra:
+        return [Problem(path, f"may only use {', '.join(sorted(allowed))}, not {', '.join(extra)}")]
+    return []
