@@ -99,7 +99,8 @@ class EmbeddedWorker:
         import tasks.steps  # noqa: F401
         from tasks.app import use_runner
 
-        use_runner(StepRunner(self.service, ports=build_step_ports(self.service.settings)))
+        ports = build_step_ports(self.service.settings, self.service.store)
+        use_runner(StepRunner(self.service, ports=ports))
         app = make_celery(self.service.settings, "conveyor-embedded", include=["tasks.steps"])
         _check_broker(app)
         self._controller = _WorkController(
