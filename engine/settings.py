@@ -79,6 +79,10 @@ class Settings(BaseSettings):
 
     # operations
     liveness_file: Path | None = None
+    flower_port: int = 5555
+    flower_address: str = "127.0.0.1"
+    flower_basic_auth: list[str] = Field(default_factory=list)
+    flower_auth_disabled: bool = False
 
     # logging
     log_level: str = "INFO"
