@@ -135,6 +135,51 @@ class TriggerRecord:
 
 
 @dataclass
+class InboundEventRecord:
+    """An external event in its tenant's durable event log; ``id`` is the deduplication key.
+
+    ``route`` names who may wait for it (see :func:`engine.eventlog.route_of`); ``routed``
+    turns true once triggers and waiting steps have been offered the event, so a router that
+    died after accepting it is caught up by the reconciler.
+    """
+
+    tenant: str
+    id: str
+    type: str
+    accepted_at: float
+    data: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    correlation_key: str | None = None
+    route: str = ""
+    routed: bool = False
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class WaiterRecord:
+    """A step WAITING for an external event on ``route``, registered when it started waiting."""
+
+    tenant: str
+    execution_id: str
+    step_key: str
+    route: str
+    since: float
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class SignalRecord:
+    """A signal sent before its step was WAITING, kept until the step waits and takes it."""
+
+    tenant: str
+    execution_id: str
+    step_key: str
+    payload: Any
+    at: float
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
 class ApiKeyRecord:
     """An API key: only its hash is stored."""
 

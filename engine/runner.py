@@ -27,12 +27,13 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from engine import steptypes
 from engine.errors import ConveyorError, LeaseLost, PayloadInvalid, PayloadTooLarge, StepFailure, StoreUnavailable
+from engine.eventlog import route_of
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
-from engine.orchestration.steps import Claimed, Fence, Unclaimed
+from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
 from engine.records import StepRecord
 from engine.service import Service
-from engine.steptypes.base import StepConfig, StepContext, Succeeded, Wait
+from engine.steptypes.base import StepConfig, StepContext, StepPorts, Succeeded, Wait
 
 log = structlog.get_logger("conveyor.runner")
 
@@ -210,6 +211,12 @@ def _error(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def _event_wait(wait: Wait) -> EventWait | None:
+    if wait.event is None:
+        return None
+    return EventWait(wait.event.type, wait.event.correlation_key, route_of(wait.event.type, wait.event.correlation_key))
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, StepFailure):
         return exc.retryable
@@ -219,9 +226,12 @@ def _retryable(exc: BaseException) -> bool:
 class StepRunner:
     """Executes step messages against a :class:`Service`."""
 
-    def __init__(self, service: Service, services: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, service: Service, services: Mapping[str, Any] | None = None, *, ports: StepPorts | None = None
+    ) -> None:
         self.service = service
         self.services = dict(services or {})
+        self.ports = ports or StepPorts()
         self.leases = LeaseKeeper(service)
         self._loops = threading.local()
 
@@ -292,14 +302,16 @@ class StepRunner:
                     fence,
                     until=wait.until,
                     on_wake=wait.on_wake,
-                    match=dict(wait.match),
+                    match=wait.match,
+                    event=_event_wait(wait),
+                    interrupt=dict(wait.interrupt) if wait.interrupt is not None else None,
                 ),
                 "waiting",
                 step_key,
             )
-        output = outcome.output
+        output, event = outcome.output, dict(outcome.event) if outcome.event else None
         return self._record(
-            lambda: self.service.complete(tenant, execution_id, step_key, fence, output, follow=follow),
+            lambda: self.service.complete(tenant, execution_id, step_key, fence, output, follow=follow, event=event),
             "succeeded",
             step_key,
         )
@@ -353,6 +365,10 @@ class StepRunner:
             heartbeat=lambda: self.leases.beat(lease),
             cancelled=lease.lost.is_set,
             services=self.services,
+            ports=self.ports,
+            models=compiled.definition.models,
+            workflow=compiled.name,
+            resume=(step.wait or {}).get("answer"),
         )
         # A lost lease (the step was cancelled, timed out or taken over) stops the wait for
         # the handler at once; a sync function's daemon thread is abandoned, not joined.

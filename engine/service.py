@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from engine import payloads
+from engine import eventlog, payloads
 from engine.compile import CompiledWorkflow, compile_workflow
 from engine.errors import ConveyorError, NotFound, QuotaExceeded
 from engine.model import canonical_json
@@ -26,10 +26,13 @@ from engine.ports import Clock, Dispatcher, EventSink, Store, Transaction
 from engine.records import (
     EventRecord,
     ExecutionRecord,
+    InboundEventRecord,
     Page,
     StepRecord,
+    WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.router import EventRouter
 from engine.settings import Settings
 from engine.states import StepStatus
 
@@ -64,13 +67,17 @@ class ReconcileReport:
     timers: int = 0
     redispatched: int = 0
     timed_out: int = 0
+    #: External events routed by this pass because their router did not finish (it died).
+    routed_events: int = 0
+    #: Steps waiting for an event whose event-log scan was not done after they started waiting.
+    scans: int = 0
     #: Items that raised (e.g. a Firestore execution whose documents a crashed worker's open
     #: transaction still locks); they are retried by the next pass.
     failed: int = 0
 
     @property
     def total(self) -> int:
-        return self.expired_leases + self.timers + self.redispatched + self.timed_out
+        return self.expired_leases + self.timers + self.redispatched + self.timed_out + self.routed_events + self.scans
 
 
 class Service:
@@ -144,6 +151,13 @@ class Service:
             self.dispatcher.dispatch(effects.dispatches)
         if effects.events:
             self.events.publish(effects.events)
+        for waiter in effects.waiters:
+            try:
+                self.scan_events(waiter)
+            except ConveyorError as exc:
+                log.warning(
+                    "event-log scan failed; the reconciler repeats it", step_key=waiter.step_key, error=str(exc)
+                )
         claimed = None
         for check in effects.fanin_checks:
             try:
@@ -356,13 +370,24 @@ class Service:
         output: Any,
         *,
         follow: bool = False,
+        event: dict[str, Any] | None = None,
     ) -> step_cases.Claimed | None:
         """Record a step's output. With ``follow``, a single step this makes ready to run at once
-        on the same queue is claimed for the caller and returned instead of dispatched."""
+        on the same queue is claimed for the caller and returned instead of dispatched.
+        ``event`` is data for the step's ``step.succeeded`` event (e.g. a routing decision)."""
         self.check_payload(output, f"output of step {step_key!r}")
         return self._run_outcome(
             lambda rec: step_cases.complete(
-                rec, self.workflows, tenant, execution_id, step_key, fence, output, self.timing, follow=follow
+                rec,
+                self.workflows,
+                tenant,
+                execution_id,
+                step_key,
+                fence,
+                output,
+                self.timing,
+                follow=follow,
+                event=event,
             ),
             self.timing if follow else None,
         )
@@ -376,7 +401,9 @@ class Service:
         *,
         until: float | None,
         on_wake: str = "succeed",
-        match: dict[str, Any] | None = None,
+        match: str | None = None,
+        event: step_cases.EventWait | None = None,
+        interrupt: dict[str, Any] | None = None,
     ) -> None:
         self._run(
             lambda rec: step_cases.park(
@@ -388,10 +415,40 @@ class Service:
                 fence,
                 until=until,
                 on_wake=on_wake,
-                match=match or {},
+                match=match,
+                interrupt=interrupt,
                 timing=self.timing,
+                event=event,
             )
         )
+
+    # --- external events ----------------------------------------------------------------
+
+    def deliver_event(self, waiter: WaiterRecord, event: InboundEventRecord) -> bool:
+        """Offer an event from the log to a waiting step; whether it resumed the step."""
+        delivery = step_cases.Delivery(
+            "event",
+            event.id,
+            eventlog.event_view(event),
+            event=eventlog.event_view(event),
+            route=event.route,
+            accepted_at=event.accepted_at,
+        )
+        return self._run(lambda rec: step_cases.deliver_event(rec, self.workflows, waiter, delivery))
+
+    def scan_events(self, waiter: WaiterRecord) -> bool:
+        """Offer a new waiter the events of its route accepted since its execution started.
+
+        Runs after the transaction that registered the waiter committed, so together with
+        the router (which looks waiters up after committing an event) no event is missed.
+        """
+        for event in self.store.list_inbound_events(waiter.tenant, waiter.route, since=waiter.since):
+            if self.deliver_event(waiter, event):
+                return True
+        self._run(
+            lambda rec: step_cases.finish_scan(rec, waiter.tenant, waiter.execution_id, waiter.step_key, self.timing)
+        )
+        return False
 
     def fail(
         self,
@@ -461,8 +518,16 @@ class Service:
             *self.store.due_steps(StepStatus.RETRY_WAIT, now, limit),
             *self.store.due_steps(StepStatus.WAITING, now, limit),
         ]
+        scans = [step for step in timers if (step.wait or {}).get("scan_pending")]
         for step in timers:
-            attempt(self._wake(step))
+            if step not in scans:
+                attempt(self._wake(step))
+        for step in scans:
+            try:
+                self.scan_events(_waiter_of(step))
+            except ConveyorError as exc:
+                failed += 1
+                log.warning("event-log scan failed; the next pass retries it", error=str(exc))
         stale_before = now - self.settings.redispatch_after
         stale = self.store.due_steps(StepStatus.QUEUED, stale_before, limit)
         for step in stale:
@@ -470,7 +535,16 @@ class Service:
         overdue = self.store.overdue_executions(now, limit)
         for execution in overdue:
             attempt(self._time_out(execution))
-        return ReconcileReport(len(expired), len(timers), len(stale), len(overdue), failed)
+        routed = EventRouter(self).route_due(now - self.settings.redispatch_after, limit)
+        return ReconcileReport(
+            len(expired),
+            len(timers) - len(scans),
+            len(stale),
+            len(overdue),
+            failed=failed,
+            routed_events=routed,
+            scans=len(scans),
+        )
 
     def _expire(self, step: StepRecord) -> Callable[[Recorder], None]:
         return lambda rec: step_cases.expire_lease(rec, self.workflows, step.tenant, step.execution_id, step.key)
@@ -494,3 +568,8 @@ class Service:
             if page.next_cursor is None or not page.items:
                 return events
             cursor = page.items[-1].id
+
+
+def _waiter_of(step: StepRecord) -> WaiterRecord:
+    wait = step.wait or {}
+    return WaiterRecord(step.tenant, step.execution_id, step.key, str(wait["route"]), float(wait["since"]))

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.errors import InvalidRequest, NotFound, Problem
-from engine.expressions import compile_expression
+from engine.errors import ExpressionError, InvalidRequest, NotFound, Problem
+from engine.expressions import compile_expression, split_template, template_strings
 from engine.model import WORKFLOW_NAME_PATTERN
 from engine.ports import Clock, Store, Transaction
 from engine.records import Page, TriggerRecord
@@ -72,6 +72,32 @@ def parse_spec(kind: str, spec: dict[str, Any]) -> BaseModel:
         raise InvalidRequest("the trigger spec is invalid", [Problem("spec.match", exc.message)]) from None
 
 
+def check_input_mapping(kind: str, input: dict[str, Any]) -> None:
+    """An event trigger's input may map the event with ``${event...}`` templates, and nothing else."""
+    if kind != "event":
+        return
+    problems = []
+    for path, source in template_strings(input, "input"):
+        try:
+            parts = split_template(source)
+        except ExpressionError as exc:
+            problems.append(Problem(path, exc.message))
+            continue
+        for part in parts:
+            if isinstance(part, tuple):
+                try:
+                    extra = compile_expression(part[0]).variables - {"event"}
+                except ExpressionError as exc:
+                    problems.append(Problem(path, exc.message))
+                    continue
+                if extra:
+                    problems.append(
+                        Problem(path, f"an input mapping may only use 'event', not {', '.join(sorted(extra))}")
+                    )
+    if problems:
+        raise InvalidRequest("the trigger input mapping is invalid", problems)
+
+
 @dataclass(frozen=True)
 class TriggerChanges:
     """Fields of an update; ``None`` leaves a field as it is."""
@@ -102,6 +128,7 @@ class Triggers:
         """Validate and store a new trigger for an existing workflow."""
         self._check_workflow(tenant, workflow)
         parse_spec(kind, spec)
+        check_input_mapping(kind, input or {})
         now = self.clock.now()
         record = TriggerRecord(
             id=uuid.uuid4().hex,
@@ -147,6 +174,7 @@ class Triggers:
                 parse_spec(record.kind, changes.spec)
                 record.spec = dict(changes.spec)
             if changes.input is not None:
+                check_input_mapping(record.kind, changes.input)
                 record.input = dict(changes.input)
             if changes.enabled is not None:
                 record.enabled = changes.enabled

@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.events import execution_event, step_event
 from engine.ports import Dispatch, Transaction
-from engine.records import EventRecord, ExecutionRecord, StepRecord
+from engine.records import EventRecord, ExecutionRecord, StepRecord, WaiterRecord
 from engine.states import NEW, Cause, ExecutionStatus, Machine, StepStatus, require
 
 
@@ -42,11 +42,13 @@ class FaninCheck:
 
 @dataclass
 class Effects:
-    """What the caller performs after commit: step dispatches, live events, fan-in checks."""
+    """What the caller performs after commit: step dispatches, live events, fan-in checks,
+    and event-log scans for steps that just started waiting for an event."""
 
     events: list[EventRecord] = field(default_factory=list)
     dispatches: list[Dispatch] = field(default_factory=list)
     fanin_checks: list[FaninCheck] = field(default_factory=list)
+    waiters: list[WaiterRecord] = field(default_factory=list)
 
 
 #: Called in the transaction that moves an execution a schedule trigger started.
@@ -138,6 +140,16 @@ class Recorder:
         check = FaninCheck(parent.tenant, parent.execution_id, parent.step_id, parent.run)
         if check not in self.effects.fanin_checks:
             self.effects.fanin_checks.append(check)
+
+    def watch(self, waiter: WaiterRecord) -> None:
+        """Register a waiting step on its route and scan the event log for it after commit.
+
+        The waiter commits with the step's move to WAITING; the scan after that commit finds
+        every event accepted before it, and the router finds the waiter for every event
+        accepted after it: no event falls between the two.
+        """
+        self.tx.put_waiter(waiter)
+        self.effects.waiters.append(waiter)
 
     def queue_dispatch(self, step: StepRecord, countdown: float = 0.0) -> None:
         """Send the step after commit; ``dispatched_at`` lets the reconciler resend a lost message."""
