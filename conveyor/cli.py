@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "beat",
     "migrate",
     "api",
+    "flower",
     "events",
 ]
 

@@ -110,6 +110,6 @@ def build_agent_runtime(settings: Settings) -> AgentRuntime | None:
     return _LazyAgentRuntime(functools.partial(_langgraph_runtime, settings))
 
 
-def build_step_ports(settings: Settings) -> StepPorts:
-    """The services step types use, from settings."""
-    return StepPorts(ai=build_agent_runtime(settings))
+def build_step_ports(settings: Settings, store: Store) -> StepPorts:
+    """The services step types use, from settings and the service's store."""
+    return StepPorts(ai=build_agent_runtime(settings), decisions=store)

@@ -289,9 +289,9 @@ class StepRunner:
                 "waiting",
                 step_key,
             )
-        output = outcome.output
+        output, event = outcome.output, dict(outcome.event) if outcome.event else None
         return self._record(
-            lambda: self.service.complete(tenant, execution_id, step_key, fence, output, follow=follow),
+            lambda: self.service.complete(tenant, execution_id, step_key, fence, output, follow=follow, event=event),
             "succeeded",
             step_key,
         )
@@ -347,6 +347,7 @@ class StepRunner:
             services=self.services,
             ports=self.ports,
             models=compiled.definition.models,
+            workflow=compiled.name,
             resume=(step.wait or {}).get("answer"),
         )
         # A lost lease (the step was cancelled, timed out or taken over) stops the wait for

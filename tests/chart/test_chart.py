@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import typer
 import yaml
@@ -188,14 +189,18 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
             if command[0] == "conveyor":
                 assert command[1] in CONVEYOR_SUBCOMMANDS, f"{name}: unknown subcommand {command[1]}"
             else:
-                assert command[:4] == ["celery", "-A", "tasks.app", "flower"], command
+                raise AssertionError(f"{name}: every container runs the conveyor CLI, not {command}")
         # no other selector may select these pods (one owner per pod)
         for other, labels in pod_labels.items():
             if other != name:
                 assert not selector.items() <= labels.items(), f"{name}'s selector also matches {other}"
 
     component = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in deployments.values()}
-    enabled = {name for name in ("api", "worker", "beat", "flower") if values.get(name, {}).get("enabled", True)}
+    enabled = {
+        name
+        for name in ("api", "worker", "beat", "flower")
+        if values.get(name, {}).get("enabled", DEFAULTS[name]["enabled"])
+    }
     assert set(component) == enabled
 
     beat = [d for d in deployments.values() if d["metadata"]["labels"]["app.kubernetes.io/component"] == "beat"]
@@ -486,10 +491,29 @@ def test_invalid_values_are_refused(values: dict[str, Any], message: str) -> Non
 def test_notes_render() -> None:
     notes = render().notes
     assert "port-forward svc/demo-conveyor-api" in notes
-    assert "WARNING: Flower runs without authentication" in notes
+    assert "worker   demo-conveyor-worker-default (queues: conveyor, concurrency 4)" in notes
+    assert "flower" not in notes, "Flower is off by default"
     full = render(copy.deepcopy(FULL_VALUES)).notes
     assert "https://conveyor.acme.dev/" in full
+    assert "port-forward svc/demo-conveyor-flower" in full
     assert "WARNING" not in full
+
+
+def test_flower_requires_authentication() -> None:
+    with pytest.raises(HelmError, match=re.escape("flower needs authentication")):
+        render({"flower": {"enabled": True}})
+    docs = render({"flower": {"enabled": True, "basicAuth": {"existingSecret": "flower-auth"}}}).docs
+    (container,) = containers(objects(docs, "Deployment")["demo-conveyor-flower"])
+    assert container["command"] == ["conveyor", "flower", "--address", "0.0.0.0", "--port", "5555"]
+    oauth = {"provider": "flower.views.auth.GoogleAuth2LoginHandler", "auth": ".*@acme\\.dev", "existingSecret": "oauth"}
+    docs = render({"flower": {"enabled": True, "oauth": oauth}}).docs
+    (container,) = containers(objects(docs, "Deployment")["demo-conveyor-flower"])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FLOWER_AUTH_PROVIDER"] == oauth["provider"] and env["FLOWER_AUTH"] == oauth["auth"]
+    assert {"secretRef": {"name": "oauth"}} in container["envFrom"]
+    docs = render({"flower": {"enabled": True, "noAuth": True}}).docs
+    (container,) = containers(objects(docs, "Deployment")["demo-conveyor-flower"])
+    assert container["command"][-1] == "--no-auth"
 
 
 # ------------------------------------------------------------------------------ docker-compose
@@ -504,17 +528,41 @@ def compose() -> dict[str, Any]:
 APP_SERVICES = {"api": "api", "worker": "worker", "beat": "beat"}
 
 
+def test_compose_follows_the_compose_specification(compose: dict[str, Any]) -> None:
+    """Validated against the Compose Specification's JSON Schema (tests/chart/compose-spec.json,
+    vendored from compose-spec/compose-spec, Apache-2.0)."""
+    schema = json.loads((Path(__file__).parent / "compose-spec.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
+    assert not errors, errors
+    assert list(validator.iter_errors({"services": {"api": {"imag": "x"}}})), "the schema refuses unknown keys"
+
+
 def test_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "firestore", "api", "worker", "beat", "flower"}
+    assert set(services) == {"redis", "firestore", "pubsub", "api", "worker", "beat", "flower"}
     emulator_image = "gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators"
     assert services["firestore"]["image"] == emulator_image
     assert services["firestore"]["command"][:4] == ["gcloud", "emulators", "firestore", "start"]
-    for name, subcommand in APP_SERVICES.items():
+    assert services["pubsub"]["image"] == emulator_image
+    assert services["pubsub"]["command"][:5] == ["gcloud", "beta", "emulators", "pubsub", "start"]
+    for name, subcommand in {**APP_SERVICES, "flower": "flower"}.items():
         command = services[name]["command"]
         assert command[0] == "conveyor" and command[1] == subcommand, f"{name}: {command}"
     assert services["api"]["command"][2:] == ["--host", "0.0.0.0"]
-    assert services["flower"]["command"] == ["celery", "-A", "tasks.app", "flower", "--port=5555"]
+    assert "--no-auth" not in services["flower"]["command"]
+    auth = services["flower"]["environment"]["CONVEYOR_FLOWER_BASIC_AUTH"]
+    assert "${FLOWER_PASSWORD:?" in auth, "compose refuses to start Flower without a password"
+
+
+def test_compose_redis_keeps_queued_steps(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    flag = lambda name: command[command.index(name) + 1]  # noqa: E731
+    assert flag("--appendonly") == "yes"
+    assert flag("--maxmemory-policy") == "noeviction"
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    assert "redis-data" in compose["volumes"]
 
 
 def test_compose_commands_name_existing_subcommands(compose: dict[str, Any]) -> None:
@@ -539,13 +587,16 @@ def test_compose_environment(compose: dict[str, Any], monkeypatch: pytest.Monkey
         assert settings.broker_url == "redis://redis:6379/0"
         assert settings.redis_url == "redis://redis:6379/1"
         assert env["FIRESTORE_EMULATOR_HOST"].startswith("firestore:")
-        assert "PUBSUB_EMULATOR_HOST" not in env, f"{name}: no Pub/Sub emulator runs in compose"
+        assert env["PUBSUB_EMULATOR_HOST"].startswith("pubsub:")
 
 
 def test_compose_dependencies_and_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in ("redis", "firestore", "api", "worker", "flower"):
-        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name in ("worker", "beat"):
+        assert "conveyor-liveness" in " ".join(services[name]["healthcheck"]["test"]), name
+        assert services[name]["environment"]["CONVEYOR_LIVENESS_FILE"] == "/tmp/conveyor-liveness"
     for name, service in services.items():
         for dependency, spec in (service.get("depends_on") or {}).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"

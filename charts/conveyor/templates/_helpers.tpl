@@ -161,11 +161,12 @@ tolerations:
 
 {{/*
 Container fields shared by every Conveyor container (rendered at the level of a container).
-Call with (dict "root" $ "env" <extra EnvVar list, optional>).
+Call with (dict "root" $ "env" <extra EnvVar list, optional> "envFrom" <extra EnvFromSource list, optional>).
 */}}
 {{- define "conveyor.containerCommon" -}}
 {{- $root := .root }}
 {{- $extraEnv := .env }}
+{{- $extraEnvFrom := .envFrom }}
 {{- with $root -}}
 image: {{ include "conveyor.image" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -179,6 +180,9 @@ envFrom:
       name: {{ . }}
   {{- end }}
   {{- with .Values.envFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- with $extraEnvFrom }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
 env:
