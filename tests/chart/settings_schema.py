@@ -20,10 +20,10 @@ SCHEMA = CHART / "values.schema.json"
 
 
 def reserved_settings() -> list[str]:
-    """The settings the ConfigMap template sets from dedicated values (its ``$reserved`` list)."""
-    template = (CHART / "templates" / "configmap.yaml").read_text()
+    """The settings the ConfigMap data (``conveyor.configData``) sets from dedicated values (``$reserved``)."""
+    template = (CHART / "templates" / "_helpers.tpl").read_text()
     match = re.search(r"\$reserved := list ((?:\"[a-z_]+\" ?)+)", template)
-    assert match, "configmap.yaml declares no $reserved list"
+    assert match, "_helpers.tpl (conveyor.configData) declares no $reserved list"
     return re.findall(r'"([a-z_]+)"', match.group(1))
 
 
