@@ -343,6 +343,7 @@ class StepRunner:
             now=self.service.clock.now,
             evaluate=lambda source: compile_expression(source).evaluate(variables),
             heartbeat=lambda: self.leases.beat(lease),
+            lease_epoch=lambda: None if lease.unclaimed else lease.step.lease_epoch,
             cancelled=lease.lost.is_set,
             services=self.services,
             ports=self.ports,
