@@ -43,7 +43,7 @@ from engine.compile import CompiledWorkflow, compile_workflow
 from engine.errors import ConveyorError, InvalidRequest, PayloadTooLarge, Problem
 from engine.logging import configure_logging
 from engine.model import parse_definition_text
-from engine.records import ExecutionRecord
+from engine.records import ExecutionRecord, StepRecord
 from engine.service import Service
 from engine.settings import Settings
 from engine.states import EXECUTION_TERMINAL, ExecutionStatus
@@ -216,22 +216,32 @@ def watch(
     step_ids = list(compiled.order)
     live = Live(console=console, refresh_per_second=10) if console is not None and console.is_terminal else None
     with live or nullcontext():
-        outcome = _follow(service, execution, step_ids, timeout, live)
+        outcome = _follow(service, execution, step_ids, timeout, live, console)
     if console is not None and live is None:
-        console.print(_table(service, outcome.execution, step_ids))
+        console.print(_table(outcome.execution, service.list_steps(execution.tenant, execution.id), step_ids))
     return outcome
 
 
 def _follow(
-    service: Service, execution: ExecutionRecord, step_ids: list[str], timeout: float | None, live: Live | None
+    service: Service,
+    execution: ExecutionRecord,
+    step_ids: list[str],
+    timeout: float | None,
+    live: Live | None,
+    console: Console | None = None,
 ) -> RunOutcome:
     deadline = None if timeout is None else time.monotonic() + timeout
     reason: str | None = None
+    hinted: set[str] = set()
     while True:
         try:
             execution = service.get_execution(execution.tenant, execution.id)
+            records = service.list_steps(execution.tenant, execution.id)
+            if console is not None:
+                for hint in progress.event_hints(execution, records, hinted):
+                    console.print(hint)
             if live is not None:
-                live.update(_table(service, execution, step_ids), refresh=True)
+                live.update(_table(execution, records, step_ids), refresh=True)
             if execution.status in EXECUTION_TERMINAL:
                 return RunOutcome(execution, reason)
             if reason is None and deadline is not None and time.monotonic() >= deadline:
@@ -276,9 +286,8 @@ def _exit_on_next_interrupt() -> None:
     signal.signal(signal.SIGINT, exit_now)
 
 
-def _table(service: Service, execution: ExecutionRecord, step_ids: list[str]) -> Table:
+def _table(execution: ExecutionRecord, records: list[StepRecord], step_ids: list[str]) -> Table:
     now = time.time()
-    records = service.list_steps(execution.tenant, execution.id)
     rows = progress.step_rows(step_ids, records, now, ended=execution.status in EXECUTION_TERMINAL)
     return progress.render(execution, rows, now)
 
