@@ -91,15 +91,7 @@ def _create_trigger(info: Info, item: CreateTriggerInput) -> Trigger:
     ctx = info.context
     fields = {"workflow": item.workflow, "kind": item.kind, "spec": item.spec, "input": item.input or {}}
     body = TriggerCreate.model_validate({**fields, "enabled": item.enabled})
-    record = actions.triggers(ctx.runtime).create(
-        ctx.principal.tenant,
-        workflow=body.workflow,
-        kind=body.kind,
-        spec=body.spec,
-        input=body.input,
-        enabled=body.enabled,
-    )
-    return Trigger.from_record(record)
+    return Trigger.from_record(actions.create_trigger(ctx.runtime, ctx.principal, body))
 
 
 def _update_trigger(info: Info, trigger_id: str, item: UpdateTriggerInput) -> Trigger:
