@@ -32,6 +32,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 
 #: Registered name of the no-op step (``<module>.<function>``; the module is ``_support``).
 NOOP = f"{__name__}.noop"
+MAKE_ITEMS = f"{__name__}.make_items"
 RAW_NOOP = "bench.raw.noop"
 RAW_DONE = "bench.raw.done"
 
@@ -40,6 +41,17 @@ RAW_DONE = "bench.raw.done"
 def noop(x: Any = None) -> Any:
     """The step every benchmark workflow runs: no work at all."""
     return x
+
+
+@step
+def make_items(count: int, item_bytes: int) -> list[dict[str, Any]]:
+    """A list of ``count`` objects of about ``item_bytes`` bytes of JSON each (foreach sources)."""
+    return items(count, item_bytes)
+
+
+def items(count: int, item_bytes: int) -> list[dict[str, Any]]:
+    pad = "x" * max(0, item_bytes - len('{"i":00000,"pad":""}'))
+    return [{"i": i, "pad": pad} for i in range(count)]
 
 
 # --- the raw Celery baseline ------------------------------------------------------------------

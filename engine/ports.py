@@ -17,6 +17,7 @@ from engine.records import (
     ApiKeyRecord,
     EventRecord,
     ExecutionRecord,
+    ItemChunkRecord,
     Page,
     StepRecord,
     TriggerRecord,
@@ -57,6 +58,10 @@ class Reads(Protocol):
 
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None: ...
 
+    def get_item_chunk(self, tenant: str, execution_id: str, step_id: str, chunk: int) -> ItemChunkRecord | None:
+        """One slice of a foreach's list (see :class:`ItemChunkRecord`), or None if there is none."""
+        ...
+
 
 class Transaction(Reads, Protocol):
     """Reads and buffered writes that commit atomically.
@@ -75,6 +80,10 @@ class Transaction(Reads, Protocol):
         ...
 
     def put_step(self, record: StepRecord) -> None: ...
+
+    def put_item_chunk(self, record: ItemChunkRecord) -> None:
+        """Create or replace one slice of a foreach's list."""
+        ...
 
     def add_event(self, event: EventRecord) -> None:
         """Append to the execution's history; an event id already present is not written twice."""

@@ -30,7 +30,7 @@ from engine.errors import ConveyorError, LeaseLost, StepFailure, StoreUnavailabl
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
 from engine.orchestration.steps import Claimed, Fence, Unclaimed
-from engine.records import StepRecord
+from engine.records import Deferred, StepRecord
 from engine.service import Service
 from engine.steptypes.base import StepConfig, StepContext, Succeeded, Wait
 
@@ -282,7 +282,7 @@ class StepRunner:
             step_key=step.key,
             step_id=step.step_id,
             attempt=step.attempt,
-            input=execution.input,
+            input=Deferred(lambda: execution.input),
             item=step.item,
             index=step.index,
             now=self.service.clock.now,

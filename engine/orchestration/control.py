@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.compile import CompiledWorkflow
 from engine.errors import TransitionRefused
-from engine.orchestration import progress
+from engine.orchestration import planner, progress
 from engine.orchestration.recorder import Recorder
 from engine.orchestration.snapshot import Snapshot, load_whole
 from engine.orchestration.workflows import Workflows
@@ -131,7 +131,7 @@ def _revive(rec: Recorder, snap: Snapshot, record: StepRecord) -> None:
     if not is_foreach_parent:
         rec.move_step(record, StepStatus.QUEUED, Cause.RETRY)
         return
-    if record.items is None:
+    if not planner.is_foreach_parent(record):
         # The foreach expression itself failed: plan the step afresh.
         rec.move_step(record, StepStatus.QUEUED, Cause.RETRY, dispatch=False)
         rec.move_step(record, StepStatus.CANCELLED, Cause.RETRY, {"reason": "re-planned"})

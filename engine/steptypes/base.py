@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from engine.errors import Problem
+from engine.records import DecodedOnUse
 
 
 class StepConfig(BaseModel):
@@ -58,7 +59,8 @@ class StepContext:
     step_key: str
     step_id: str
     attempt: int
-    input: Any
+    #: The execution input; the runner hands it over as a ``Deferred``, decoded on first use.
+    input: Any = DecodedOnUse()  # noqa: RUF009 - a descriptor (see DecodedOnUse), not a shared default
     item: Any = None
     index: int | None = None
     now: Callable[[], float] = lambda: 0.0
