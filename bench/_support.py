@@ -14,6 +14,7 @@ worker never creates a second Celery app there.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -102,7 +103,32 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-# --- processes --------------------------------------------------------------------------------
+# --- Conveyor workers and processes ---------------------------------------------------------------
+
+
+def conveyor_config(
+    store: str, broker: str, queue: str, workdir: Path, project: str, emulator: str | None, base_env: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Settings of a Conveyor worker (and of the bench's own service) on ``store``, and the
+    worker's environment that carries them (``CONVEYOR_*``)."""
+    options: dict[str, Any] = {
+        "store": store,
+        "broker_url": broker,
+        "redis_url": broker,
+        "default_queue": queue,
+        "imports": ["_support"],
+        "log_level": "WARNING",
+    }
+    env = dict(base_env)
+    if store == "sqlite":
+        options["sqlite_path"] = str(workdir / "bench.db")
+    else:
+        assert emulator is not None
+        options["firestore_project"] = project
+        env["FIRESTORE_EMULATOR_HOST"] = emulator
+        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator
+    env.update({f"CONVEYOR_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in options.items()})
+    return options, env
 
 
 def free_port() -> int:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(1, str(BENCH_DIR.parent))
 
 import _support  # noqa: E402
-from _support import MAKE_ITEMS, NOOP, Worker, items  # noqa: E402
+from _support import MAKE_ITEMS, NOOP, Worker, conveyor_config, items  # noqa: E402
 
 FOREACH_CONCURRENCY = 100
 WARMUP_ITEMS = 200
@@ -167,23 +167,8 @@ def run_store(
     from engine.settings import Settings
 
     queue = f"bench-scale-{store}-{run_id}"
-    options: dict[str, Any] = {
-        "store": store,
-        "broker_url": args.broker,
-        "redis_url": args.broker,
-        "default_queue": queue,
-        "imports": ["_support"],
-        "log_level": "WARNING",
-    }
-    env = dict(base_env)
-    if store == "sqlite":
-        options["sqlite_path"] = str(workdir / "bench.db")
-    else:
-        assert emulator is not None
-        options["firestore_project"] = f"conveyor-scale-{run_id}"
-        env["FIRESTORE_EMULATOR_HOST"] = emulator
-        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator
-    env.update({f"CONVEYOR_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in options.items()})
+    project = f"conveyor-scale-{run_id}"
+    options, env = conveyor_config(store, args.broker, queue, workdir, project, emulator, base_env)
     service = build_service(Settings(**options))
     tenant = f"scale-{run_id}"
     service.apply_workflow(tenant, definition)

@@ -59,7 +59,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(1, str(BENCH_DIR.parent))
 
 import _support  # noqa: E402
-from _support import NOOP, RAW_DONE, RAW_NOOP, Worker, median  # noqa: E402
+from _support import NOOP, RAW_DONE, RAW_NOOP, Worker, conveyor_config, median  # noqa: E402
 
 from engine.states import EXECUTION_ACTIVE  # noqa: E402
 
@@ -428,27 +428,8 @@ def main() -> int:
             raw = Raw(_support.raw_app)
             for store in stores:
                 queue = f"bench-{store}-{run_id}"
-                options: dict[str, Any] = {
-                    "store": store,
-                    "broker_url": args.broker,
-                    "redis_url": args.broker,
-                    "default_queue": queue,
-                    "imports": ["_support"],
-                    "log_level": "WARNING",
-                }
-                env = dict(base_env)
-                if store == "sqlite":
-                    options["sqlite_path"] = str(workdir / "bench.db")
-                else:
-                    options["firestore_project"] = f"conveyor-bench-{run_id}"
-                    env["FIRESTORE_EMULATOR_HOST"] = emulator
-                    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator
-                env.update(
-                    {
-                        f"CONVEYOR_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v)
-                        for k, v in options.items()
-                    }
-                )
+                project = f"conveyor-bench-{run_id}"
+                options, env = conveyor_config(store, args.broker, queue, workdir, project, emulator, base_env)
                 worker = Worker("tasks.app", queue, env, workdir / f"worker-{store}.log", args.concurrency)
                 worker.start()
                 workers.append(worker)
