@@ -107,7 +107,7 @@ def _values_paths(template_text: str) -> set[tuple[str, ...]]:
 def test_every_values_path_in_templates_exists_in_values_yaml() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     missing = []
-    for path in sorted((CHART / "templates").iterdir()):
+    for path in sorted(p for p in (CHART / "templates").rglob("*") if p.is_file()):
         for ref in sorted(_values_paths(path.read_text())):
             node: Any = values
             for i, key in enumerate(ref):
@@ -266,13 +266,13 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
 @pytest.mark.parametrize("name", ["defaults", *SCENARIOS])
 def test_scenarios_lint_render_and_validate(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     values = {} if name == "defaults" else scenario(name)
-    docs = render(copy.deepcopy(values)).docs
+    rendered = render(copy.deepcopy(values))
     for kube_version in KUBE_VERSIONS:
         report = lint(values, kube_version=kube_version)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
         assert not problems, f"helm lint --strict (Kubernetes {kube_version}): {problems}"
-        validate(docs, kube_version)
-    check_manifests(docs, values, monkeypatch)
+        validate(rendered.docs + rendered.hooks, kube_version)
+    check_manifests(rendered.docs, values, monkeypatch)
 
 
 def test_default_values_render(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -634,9 +634,28 @@ def test_dockerfile() -> None:
     assert env_names <= SETTINGS_ENV, env_names - SETTINGS_ENV
 
 
+def _distribution(requirement: str) -> str:
+    """The normalized distribution name of a requirement string (PEP 503)."""
+    name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_image_installs_locked_dependencies() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in text
+    assert re.search(r"^HEALTHCHECK ", text, re.M)
+    lock = (ROOT / "requirements.lock").read_text()
+    locked = {_distribution(line) for line in lock.splitlines() if re.match(r"^[A-Za-z0-9]", line)}
+    assert lock.count("--hash=sha256:") >= len(locked), "every locked distribution carries its hashes"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_distribution(r) for r in project["dependencies"] + project["optional-dependencies"]["ai"]}
+    missing = sorted(wanted - locked)
+    assert not missing, f"requirements.lock is stale (missing {missing}); regenerate it with the command at its top"
+
+
 def test_dockerignore_lets_the_build_context_through() -> None:
     lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
-    for needed in ["pyproject.toml", "README.md", *(f"{p}/" for p in _packages())]:
+    for needed in ["pyproject.toml", "README.md", "requirements.lock", *(f"{p}/" for p in _packages())]:
         assert f"!{needed}" in lines, f".dockerignore must re-include {needed}"
 
 
@@ -682,3 +701,36 @@ def test_readme_command_extraction_rejects_malformed_blocks(tmp_path: Path) -> N
             assert result.returncode != 0, name
         else:
             assert result.returncode == 0 and result.stdout.strip() == expected, (name, result.stderr)
+
+
+def test_migrations_run_as_a_hook_before_install_and_upgrade() -> None:
+    rendered = render()
+    hooks = {(d["kind"], d["metadata"]["name"]): d for d in rendered.hooks}
+    job = hooks[("Job", "demo-conveyor-migrate")]
+    config = hooks[("ConfigMap", "demo-conveyor-migrate")]
+    for hook in (job, config):
+        assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    weight = lambda d: int(d["metadata"]["annotations"]["helm.sh/hook-weight"])  # noqa: E731
+    assert weight(config) < weight(job), "the settings exist before the Job that reads them"
+    release_config = objects(rendered.docs, "ConfigMap")["demo-conveyor"]
+    assert config["data"] == release_config["data"], "the hook runs with the release's settings"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["conveyor", "migrate"]
+    assert container["envFrom"][0] == {"configMapRef": {"name": "demo-conveyor-migrate"}}
+    assert {"configMapRef": {"name": "demo-conveyor"}} not in container["envFrom"], "not created yet at pre-install"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert not [d for d in render({"migrations": {"enabled": False}}).hooks if d["kind"] == "Job"]
+
+
+def test_helm_test_checks_readyz() -> None:
+    (pod,) = [d for d in render().hooks if d["metadata"]["annotations"]["helm.sh/hook"] == "test"]
+    command = pod["spec"]["containers"][0]["command"]
+    assert "http://demo-conveyor-api:80/readyz" in command[-1]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_service_monitor_is_optional() -> None:
+    assert not objects(render().docs, "ServiceMonitor")
+    monitor = objects(render({"metrics": {"serviceMonitor": {"enabled": True}}}).docs, "ServiceMonitor")
+    (endpoint,) = monitor["demo-conveyor-api"]["spec"]["endpoints"]
+    assert endpoint == {"port": "http", "path": "/metrics", "interval": "30s"}
