@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from structlog.contextvars import bound_contextvars
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from engine import steptypes
@@ -32,12 +33,8 @@ from engine.eventlog import route_of
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
 from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
-<<<<<<< HEAD
 from engine.ports import StepAttempt
-from engine.records import StepRecord
-=======
 from engine.records import Deferred, StepRecord
->>>>>>> main
 from engine.service import Service
 from engine.steptypes.base import StepConfig, StepContext, StepPorts, Succeeded, Wait
 
@@ -309,9 +306,11 @@ class StepRunner:
     ) -> tuple[RunReport, Claimed | None]:
         """:meth:`_attempt`, reported to the service's telemetry (workflow, step type, outcome, timings)."""
         started = time.monotonic()
-        queued_at = claimed.step.dispatched_at
-        queue_wait = self.service.clock.now() - queued_at if queued_at is not None else None
-        report, follower = self._attempt(claimed, follow=follow, unclaimed=unclaimed)
+        step = claimed.step
+        queue_wait = self.service.clock.now() - step.dispatched_at if step.dispatched_at is not None else None
+        # Every log line of the attempt, stdlib records of the step's own code included, names it.
+        with bound_contextvars(tenant=step.tenant, execution_id=step.execution_id, step_key=step.key):
+            report, follower = self._attempt(claimed, follow=follow, unclaimed=unclaimed)
         self.service.telemetry.step_attempt(
             StepAttempt(
                 workflow=claimed.execution.workflow,
