@@ -9,7 +9,8 @@ With ``CONVEYOR_BROKER_URL`` set, the same worker consumes from that broker inst
 
 The reconciler pass that Beat runs in production runs here every
 :data:`RECONCILE_INTERVAL` seconds, so long retry delays, ``wait`` timers, expired leases
-and deadlines progress.
+and deadlines progress. With Redis configured it runs only while holding the reconciler
+lease beat uses, so it never overlaps a beat's (or another process's) passes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from celery.worker.consumer import Consumer
 
 from engine.adapters.celery_config import make_celery
 from engine.adapters.dispatcher_celery import BROKER_ERRORS
-from engine.bootstrap import build_service
+from engine.adapters.lease_redis import RedisLease
+from engine.bootstrap import build_service, reconciler_lease
 from engine.errors import ConveyorError, StoreUnavailable
 from engine.runner import StepRunner
 from engine.service import Service
@@ -149,11 +151,18 @@ def _check_broker(app: Celery) -> None:
 
 
 class Reconciler:
-    """Runs ``service.reconcile()`` every ``interval`` seconds in a background thread."""
+    """Runs ``service.reconcile()`` every ``interval`` seconds in a background thread.
 
-    def __init__(self, service: Service, interval: float = RECONCILE_INTERVAL) -> None:
+    With a ``lease`` (Redis), a pass runs only while this process holds it. Stopping waits
+    for the current pass, which checks the stop request between items: the thread is never
+    left inside a store transaction (an abandoned Firestore transaction keeps its locks for
+    a minute).
+    """
+
+    def __init__(self, service: Service, interval: float = RECONCILE_INTERVAL, lease: RedisLease | None = None) -> None:
         self.service = service
         self.interval = interval
+        self.lease = lease
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="conveyor-reconciler", daemon=True)
 
@@ -163,19 +172,25 @@ class Reconciler:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(STOP_TIMEOUT)
+            self._thread.join(STOP_TIMEOUT + self.service.settings.reconcile_pass_seconds)
+        if self.lease is not None:
+            self.lease.release()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
+            if self.lease is not None and not self.lease.hold():
+                continue
             try:
-                self.service.reconcile()
+                self.service.reconcile(should_stop=self._stop.is_set)
             except Exception:  # the thread must outlive one bad pass: without it timers never fire
                 log.exception("reconcile pass failed; retrying on the next one")
 
 
 @contextmanager
-def embedded_service(settings: Settings, *, worker: bool = True, queues: Iterable[str] = ()) -> Iterator[Service]:
-    """A service built from ``settings`` with the reconciler and (unless ``worker=False``) a worker.
+def embedded_service(
+    settings: Settings, *, worker: bool = True, reconcile: bool = True, queues: Iterable[str] = ()
+) -> Iterator[Service]:
+    """A service built from ``settings`` with (unless turned off) a worker and the reconciler.
 
     The worker consumes the default queue plus ``queues`` (those named by ``queue:`` in a
     definition). On exit both stop; a step still running after :data:`STOP_TIMEOUT` is left
@@ -183,14 +198,16 @@ def embedded_service(settings: Settings, *, worker: bool = True, queues: Iterabl
     """
     service = build_service(settings)
     embedded = EmbeddedWorker(service, [settings.default_queue, *queues]) if worker else None
-    reconciler = Reconciler(service)
+    reconciler = Reconciler(service, lease=reconciler_lease(settings)) if reconcile else None
     try:
         if embedded is not None:
             embedded.start()
-        reconciler.start()
+        if reconciler is not None:
+            reconciler.start()
         yield service
     finally:
-        reconciler.stop()
+        if reconciler is not None:
+            reconciler.stop()
         if embedded is not None and not embedded.stop():
             log.warning("a step was still running when the embedded worker stopped")
         service.store.close()

@@ -6,6 +6,7 @@ The API, Celery tasks, Beat and the CLI talk to Conveyor only through :class:`Se
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from engine.orchestration import control
 from engine.orchestration import steps as step_cases
 from engine.orchestration.recorder import Effects, FaninCheck, Recorder
 from engine.orchestration.workflows import Workflows
-from engine.ports import Clock, Dispatcher, EventSink, Store, Transaction
+from engine.ports import Clock, Dispatcher, EventSink, MessageLedger, Store, Transaction
 from engine.records import (
     EventRecord,
     ExecutionRecord,
@@ -65,10 +66,54 @@ class ReconcileReport:
     #: Items that raised (e.g. a Firestore execution whose documents a crashed worker's open
     #: transaction still locks); they are retried by the next pass.
     failed: int = 0
+    #: Stale QUEUED steps left alone because the broker still holds their message.
+    held: int = 0
+    #: False when the pass stopped at its time budget (or was asked to stop) with work left;
+    #: the next pass goes on from there.
+    complete: bool = True
 
     @property
     def total(self) -> int:
         return self.expired_leases + self.timers + self.redispatched + self.timed_out
+
+
+class _Pass:
+    """The bookkeeping of one reconciler pass: its budget, its counts, its per-item error guard."""
+
+    def __init__(self, service: Service, should_stop: Callable[[], bool]) -> None:
+        self.service = service
+        self.should_stop = should_stop
+        self.ends = time.monotonic() + service.settings.reconcile_pass_seconds
+        self.counts: dict[str, int] = dict.fromkeys(("expired_leases", "timers", "redispatched", "timed_out"), 0)
+        self.failed = 0
+        self.held = 0
+        self.cut_short = False
+
+    def over(self) -> bool:
+        if not self.cut_short and (self.should_stop() or time.monotonic() >= self.ends):
+            self.cut_short = True
+        return self.cut_short
+
+    def run(self, kind: str, use_cases: list[Callable[[Recorder], None]]) -> None:
+        """Run each use case in its own transaction, in random order, until the budget is spent.
+
+        Random order: two reconcilers that did not coordinate (two beats without Redis) do
+        not walk the same records in lockstep, contending on each one.
+        """
+        random.shuffle(use_cases)
+        for use_case in use_cases:
+            if self.over():
+                return
+            try:
+                self.service._run(use_case)
+                self.counts[kind] += 1
+            except ConveyorError as exc:
+                # One stuck item must not stop the pass for every other execution and tenant.
+                self.failed += 1
+                log.warning("reconciler item failed; the next pass retries it", kind=kind, error=str(exc))
+
+    def report(self) -> ReconcileReport:
+        return ReconcileReport(**self.counts, failed=self.failed, held=self.held, complete=not self.cut_short)
 
 
 def payload_size(value: Any) -> int:
@@ -85,10 +130,15 @@ class Service:
         events: EventSink,
         settings: Settings | None = None,
         clock: Clock | None = None,
+        ledger: MessageLedger | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.events = events
+        #: What the broker still holds; without one, every stale QUEUED step is sent again.
+        self.ledger = ledger
+        #: Where the scan for lost messages goes on in the next pass (the last step it looked at).
+        self._lost_cursor: StepRecord | None = None
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
         self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
@@ -387,37 +437,53 @@ class Service:
 
     # --- reconciler -------------------------------------------------------------------------
 
-    def reconcile(self, limit: int = 200) -> ReconcileReport:
-        """One pass: expired leases, due timers, lost dispatches and passed deadlines."""
+    def reconcile(self, should_stop: Callable[[], bool] = lambda: False) -> ReconcileReport:
+        """One pass: expired leases, lost messages, due timers and passed deadlines, in that order.
+
+        Bounded in work (``reconcile_batch`` records of each kind) and in time
+        (``reconcile_pass_seconds``, checked between items, as is ``should_stop``): whatever is
+        left is due still and the next pass finds it. Callers must not overlap passes (see
+        ``docs/architecture.md``); a second, uncoordinated reconciler is harmless but wasteful.
+        """
         now = self.clock.now()
-        failed = 0
+        batch = self.settings.reconcile_batch
+        job = _Pass(self, should_stop)
+        expired = self.store.due_steps(StepStatus.RUNNING, now, batch)
+        job.run("expired_leases", [self._expire(step) for step in expired])
+        if not job.over():
+            self._resend_lost(job, now)
+        if not job.over():
+            timers = [
+                *self.store.due_steps(StepStatus.RETRY_WAIT, now, batch),
+                *self.store.due_steps(StepStatus.WAITING, now, batch),
+            ]
+            job.run("timers", [self._wake(step) for step in timers])
+        if not job.over():
+            overdue = self.store.overdue_executions(now, batch)
+            job.run("timed_out", [self._time_out(execution) for execution in overdue])
+        return job.report()
 
-        def attempt(use_case: Callable[[Recorder], None]) -> None:
-            # One stuck item must not stop the pass for every other execution and tenant.
-            nonlocal failed
-            try:
-                self._run(use_case)
-            except ConveyorError as exc:
-                failed += 1
-                log.warning("reconciler item failed; the next pass retries it", error=str(exc))
+    def _resend_lost(self, job: _Pass, now: float) -> None:
+        """Send again up to a batch of QUEUED steps whose message is old and not held by the broker.
 
-        expired = self.store.due_steps(StepStatus.RUNNING, now, limit)
-        for step in expired:
-            attempt(self._expire(step))
-        timers = [
-            *self.store.due_steps(StepStatus.RETRY_WAIT, now, limit),
-            *self.store.due_steps(StepStatus.WAITING, now, limit),
-        ]
-        for step in timers:
-            attempt(self._wake(step))
+        Under a backlog most old QUEUED steps are only waiting: the ledger says so, and the
+        scan pages past them (going on where the last pass stopped) to find the lost ones.
+        """
+        batch = self.settings.reconcile_batch
         stale_before = now - self.settings.redispatch_after
-        stale = self.store.due_steps(StepStatus.QUEUED, stale_before, limit)
-        for step in stale:
-            attempt(self._redispatch(step, stale_before))
-        overdue = self.store.overdue_executions(now, limit)
-        for execution in overdue:
-            attempt(self._time_out(execution))
-        return ReconcileReport(len(expired), len(timers), len(stale), len(overdue), failed)
+        held_since = now - self.settings.redispatch_held_after
+        lost: list[StepRecord] = []
+        while len(lost) < batch and not job.over():
+            page = self.store.due_steps(StepStatus.QUEUED, stale_before, batch, after=self._lost_cursor)
+            held = self.ledger.held(page, held_since) if self.ledger is not None else [False] * len(page)
+            lost += [step for step, is_held in zip(page, held, strict=True) if not is_held]
+            job.held += sum(held)
+            self._lost_cursor = page[-1] if len(page) == batch else None
+            if self._lost_cursor is None:
+                break  # the end of the list: the next pass starts from the oldest again
+        job.run("redispatched", [self._redispatch(step, stale_before) for step in lost])
+        if job.over():
+            self._lost_cursor = None  # some found were not sent: look from the oldest again
 
     def _expire(self, step: StepRecord) -> Callable[[Recorder], None]:
         return lambda rec: step_cases.expire_lease(rec, self.workflows, step.tenant, step.execution_id, step.key)

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     redispatch_after: float = 30.0
     unclaimed_run_seconds: float = 1.0
     reconcile_interval: float = 5.0
+    reconcile_batch: int = Field(default=200, ge=1)
+    reconcile_pass_seconds: float = Field(default=2.0, gt=0)
+    redispatch_held_after: float = 300.0
     short_timer_threshold: float = 5.0
     max_payload_bytes: int = 8 * 1024 * 1024
     inline_payload_bytes: int = 256 * 1024

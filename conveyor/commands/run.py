@@ -86,6 +86,14 @@ def run(
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Do not run steps here; leave them to `conveyor worker` processes.")
     ] = False,
+    reconcile: Annotated[
+        bool | None,
+        typer.Option(
+            "--reconcile/--no-reconcile",
+            help="Run the reconciler (timers, retries, lost workers) here; default: yes, unless --no-worker "
+            "(then `conveyor beat` does it). With Redis it shares beat's lease: never two at once.",
+        ),
+    ] = None,
 ) -> None:
     """Run a workflow to completion on this machine and print its outputs."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -104,7 +112,8 @@ def run(
     queues = {step.queue for step in compiled.definition.steps if step.queue}
     _quiet_logging(settings)
     try:
-        with embedded_service(settings, worker=not no_worker, queues=queues) as service:
+        run_reconciler = not no_worker if reconcile is None else reconcile
+        with embedded_service(settings, worker=not no_worker, reconcile=run_reconciler, queues=queues) as service:
             _quiet_logging(settings)  # again: Celery's worker_init signal configured logging anew
             try:
                 execution = _start(service, tenant, definition, payload)

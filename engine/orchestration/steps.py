@@ -410,5 +410,5 @@ def redispatch(rec: Recorder, tenant: str, execution_id: str, key: str, stale_be
     if step.dispatched_at is not None and step.dispatched_at > stale_before:
         return
     step.lease_epoch += 1
-    rec.queue_dispatch(step)
+    rec.queue_dispatch(step, urgent=True)
     rec.tx.put_step(step)
