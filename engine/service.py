@@ -94,19 +94,20 @@ class _Pass:
             self.cut_short = True
         return self.cut_short
 
-    def run(self, kind: str, use_cases: list[Callable[[Recorder], None]]) -> None:
+    def run(self, kind: str, use_cases: list[Callable[[Recorder], bool | None]]) -> None:
         """Run each use case in its own transaction, in random order, until the budget is spent.
 
         Random order: two reconcilers that did not coordinate (two beats without Redis) do
-        not walk the same records in lockstep, contending on each one.
+        not walk the same records in lockstep, contending on each one. A use case returning
+        False found nothing to do and is not counted.
         """
         random.shuffle(use_cases)
         for use_case in use_cases:
             if self.over():
                 return
             try:
-                self.service._run(use_case)
-                self.counts[kind] += 1
+                if self.service._run(use_case) is not False:
+                    self.counts[kind] += 1
             except ConveyorError as exc:
                 # One stuck item must not stop the pass for every other execution and tenant.
                 self.failed += 1
@@ -488,7 +489,7 @@ class Service:
     def _expire(self, step: StepRecord) -> Callable[[Recorder], None]:
         return lambda rec: step_cases.expire_lease(rec, self.workflows, step.tenant, step.execution_id, step.key)
 
-    def _redispatch(self, step: StepRecord, stale_before: float) -> Callable[[Recorder], None]:
+    def _redispatch(self, step: StepRecord, stale_before: float) -> Callable[[Recorder], bool]:
         return lambda rec: step_cases.redispatch(rec, step.tenant, step.execution_id, step.key, stale_before)
 
     def _time_out(self, execution: ExecutionRecord) -> Callable[[Recorder], None]:

@@ -9,7 +9,10 @@ from engine.records import StepRecord
 from engine.states import StepStatus
 
 F = "tests.unit.fixtures.corefns"
-ONE_STEP = {"name": "one", "steps": [{"id": "a", "type": "task", "with": {"function": f"{F}.echo", "args": {"value": 1}}}]}
+ONE_STEP = {
+    "name": "one",
+    "steps": [{"id": "a", "type": "task", "with": {"function": f"{F}.echo", "args": {"value": 1}}}],
+}
 
 
 class Ledger:
