@@ -29,6 +29,7 @@ from celery.beat import Scheduler
 
 from engine.adapters.celery_config import is_embedded, make_celery
 from engine.adapters.lease_redis import RedisLease
+from engine.adapters.liveness import LivenessFile
 from engine.bootstrap import build_service, reconciler_lease, reconciler_lease_key
 from engine.errors import ConveyorError
 from engine.service import Service
@@ -102,9 +103,11 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         lease: RedisLease | None,
         service: Callable[[], Service],
         run_local: bool = False,
+        liveness: LivenessFile | None = None,
         **kwargs: Any,
     ) -> None:
         self.jobs = {job.name: job for job in jobs}
+        self.liveness = liveness
         self.lease = lease
         self.service = service
         self.run_local = run_local
@@ -119,6 +122,8 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         )
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
+        if self.liveness is not None:
+            self.liveness.touch()
         if self.lease is None:
             return float(super().tick(*args, **kwargs))
         if not self.lease.hold():
@@ -145,8 +150,14 @@ def scheduler_factory(settings: Settings, *, local: bool | None = None) -> Calla
     """What Celery Beat instantiates; ``local`` defaults to True in embedded mode."""
     run_local = is_embedded(settings) if local is None else local
     service = functools.cache(lambda: build_service(settings))
+    liveness = LivenessFile(settings.liveness_file) if settings.liveness_file else None
     return functools.partial(
-        LeasedScheduler, jobs=periodic_jobs(settings), lease=beat_lease(settings), service=service, run_local=run_local
+        LeasedScheduler,
+        jobs=periodic_jobs(settings),
+        lease=beat_lease(settings),
+        service=service,
+        run_local=run_local,
+        liveness=liveness,
     )
 
 

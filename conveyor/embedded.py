@@ -30,7 +30,7 @@ from celery.worker.consumer import Consumer
 from engine.adapters.celery_config import make_celery
 from engine.adapters.dispatcher_celery import BROKER_ERRORS
 from engine.adapters.lease_redis import RedisLease
-from engine.bootstrap import build_service, reconciler_lease
+from engine.bootstrap import build_service, build_step_ports, reconciler_lease
 from engine.errors import ConveyorError, StoreUnavailable
 from engine.runner import StepRunner
 from engine.service import Service
@@ -100,7 +100,7 @@ class EmbeddedWorker:
         import tasks.steps  # noqa: F401
         from tasks.app import use_runner
 
-        use_runner(StepRunner(self.service))
+        use_runner(StepRunner(self.service, ports=build_step_ports(self.service.settings)))
         app = make_celery(self.service.settings, "conveyor-embedded", include=["tasks.steps"])
         _check_broker(app)
         self._controller = _WorkController(

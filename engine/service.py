@@ -14,21 +14,26 @@ from typing import Any, TypeVar
 
 import structlog
 
+from engine import eventlog, payloads
 from engine.compile import CompiledWorkflow, compile_workflow
-from engine.errors import ConveyorError, NotFound, PayloadTooLarge, QuotaExceeded
+from engine.errors import ConveyorError, NotFound, QuotaExceeded
 from engine.model import canonical_json
 from engine.orchestration import control
 from engine.orchestration import steps as step_cases
 from engine.orchestration.recorder import Effects, FaninCheck, Recorder
+from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
 from engine.orchestration.workflows import Workflows
 from engine.ports import Clock, Dispatcher, EventSink, MessageLedger, Store, Transaction
 from engine.records import (
     EventRecord,
     ExecutionRecord,
+    InboundEventRecord,
     Page,
     StepRecord,
+    WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.router import EventRouter
 from engine.settings import Settings
 from engine.states import StepStatus
 
@@ -63,6 +68,10 @@ class ReconcileReport:
     timers: int = 0
     redispatched: int = 0
     timed_out: int = 0
+    #: External events routed by this pass because their router did not finish (it died).
+    routed_events: int = 0
+    #: Steps waiting for an event whose event-log scan was not done after they started waiting.
+    scans: int = 0
     #: Items that raised (e.g. a Firestore execution whose documents a crashed worker's open
     #: transaction still locks); they are retried by the next pass.
     failed: int = 0
@@ -74,7 +83,10 @@ class ReconcileReport:
 
     @property
     def total(self) -> int:
-        return self.expired_leases + self.timers + self.redispatched + self.timed_out
+        return self.expired_leases + self.timers + self.redispatched + self.timed_out + self.routed_events + self.scans
+
+
+_KINDS = ("expired_leases", "timers", "redispatched", "timed_out", "routed_events", "scans")
 
 
 class _Pass:
@@ -84,7 +96,7 @@ class _Pass:
         self.service = service
         self.should_stop = should_stop
         self.ends = time.monotonic() + service.settings.reconcile_pass_seconds
-        self.counts: dict[str, int] = dict.fromkeys(("expired_leases", "timers", "redispatched", "timed_out"), 0)
+        self.counts: dict[str, int] = dict.fromkeys(_KINDS, 0)
         self.failed = 0
         self.held = 0
         self.cut_short = False
@@ -94,19 +106,19 @@ class _Pass:
             self.cut_short = True
         return self.cut_short
 
-    def run(self, kind: str, use_cases: list[Callable[[Recorder], bool | None]]) -> None:
-        """Run each use case in its own transaction, in random order, until the budget is spent.
+    def run(self, kind: str, actions: list[Callable[[], object]]) -> None:
+        """Run each action (one transaction or one scan), in random order, until the budget is spent.
 
         Random order: two reconcilers that did not coordinate (two beats without Redis) do
-        not walk the same records in lockstep, contending on each one. A use case returning
+        not walk the same records in lockstep, contending on each one. An action returning
         False found nothing to do and is not counted.
         """
-        random.shuffle(use_cases)
-        for use_case in use_cases:
+        random.shuffle(actions)
+        for action in actions:
             if self.over():
                 return
             try:
-                if self.service._run(use_case) is not False:
+                if action() is not False:
                     self.counts[kind] += 1
             except ConveyorError as exc:
                 # One stuck item must not stop the pass for every other execution and tenant.
@@ -115,10 +127,6 @@ class _Pass:
 
     def report(self) -> ReconcileReport:
         return ReconcileReport(**self.counts, failed=self.failed, held=self.held, complete=not self.cut_short)
-
-
-def payload_size(value: Any) -> int:
-    return len(canonical_json(value).encode())
 
 
 class Service:
@@ -144,6 +152,7 @@ class Service:
         self.clock: Clock = clock or SystemClock()
         self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
         self.workflows = Workflows(lambda tenant, name, version: self.get_workflow(tenant, name, version).definition)
+        self.schedules = ScheduleRuns(self._start_for_trigger, self.workflows)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -175,6 +184,7 @@ class Service:
                 self.clock.now(),
                 max_foreach_items=self.settings.max_foreach_items,
                 fanin_check_seconds=self.settings.lease_seconds,
+                schedule_hook=self.schedules.execution_moved,
             )
             recorders.append(rec)  # the store may retry: only the last attempt committed
             return use_case(rec)
@@ -195,6 +205,13 @@ class Service:
             self.dispatcher.dispatch(effects.dispatches)
         if effects.events:
             self.events.publish(effects.events)
+        for waiter in effects.waiters:
+            try:
+                self.scan_events(waiter)
+            except ConveyorError as exc:
+                log.warning(
+                    "event-log scan failed; the reconciler repeats it", step_key=waiter.step_key, error=str(exc)
+                )
         claimed = None
         for check in effects.fanin_checks:
             try:
@@ -216,9 +233,8 @@ class Service:
         )
 
     def check_payload(self, value: Any, what: str) -> None:
-        size = payload_size(value)
-        if size > self.settings.max_payload_bytes:
-            raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {self.settings.max_payload_bytes} bytes")
+        """Refuse ``value`` unless it is plain JSON within ``max_payload_bytes`` (see ``engine.payloads``)."""
+        payloads.check_payload(value, self.settings.max_payload_bytes, what)
 
     # --- workflows ------------------------------------------------------------------------
 
@@ -306,21 +322,41 @@ class Service:
                     f"tenant has {active} active executions; the limit is {self.settings.max_concurrent_executions}"
                 )
 
-        def use_case(rec: Recorder) -> tuple[ExecutionRecord, bool]:
-            compiled, number = pinned if pinned is not None else self._latest(rec.tx, tenant, workflow)
-            compiled.validate_input(payload)
-            return control.start(
-                rec,
-                compiled,
-                tenant=tenant,
-                version=number,
-                input=payload,
-                idempotency_key=idempotency_key,
-                labels=labels,
-            )
-
-        execution, created = self._run(use_case)
+        execution, created = self._run(
+            lambda rec: self._start_in(rec, tenant, workflow, payload, pinned, idempotency_key, labels)
+        )
         return StartResult(execution, created)
+
+    def _start_in(
+        self,
+        rec: Recorder,
+        tenant: str,
+        workflow: str,
+        payload: Any,
+        pinned: tuple[CompiledWorkflow, int] | None,
+        idempotency_key: str | None,
+        labels: dict[str, str] | None,
+        trigger_id: str | None = None,
+    ) -> tuple[ExecutionRecord, bool]:
+        """The start use case inside ``rec``'s transaction (the latest version unless ``pinned``)."""
+        compiled, number = pinned if pinned is not None else self._latest(rec.tx, tenant, workflow)
+        compiled.validate_input(payload)
+        return control.start(
+            rec,
+            compiled,
+            tenant=tenant,
+            version=number,
+            input=payload,
+            idempotency_key=idempotency_key,
+            labels=labels,
+            trigger_id=trigger_id,
+        )
+
+    def _start_for_trigger(
+        self, rec: Recorder, tenant: str, workflow: str, payload: Any, idempotency_key: str, trigger_id: str
+    ) -> ExecutionRecord:
+        self.check_payload(payload, "trigger input")
+        return self._start_in(rec, tenant, workflow, payload, None, idempotency_key, None, trigger_id)[0]
 
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord:
         execution = self.store.get_execution(tenant, execution_id)
@@ -371,6 +407,11 @@ class Service:
             lambda reads: step_cases.peek(reads, self.workflows, tenant, execution_id, step_key, now, stale_before)
         )
 
+    def still_owns(self, tenant: str, execution_id: str, step_key: str, fence: step_cases.Fence) -> bool:
+        """Whether the worker holding ``fence`` still owns the step: one unlocked read, no write."""
+        steps = self.store.read(lambda reads: reads.get_steps(tenant, execution_id, [step_key]))
+        return step_cases.still_owned(steps.get(step_key), fence)
+
     def heartbeat(self, tenant: str, execution_id: str, step_key: str, epoch: int) -> None:
         self._run(lambda rec: step_cases.heartbeat(rec, tenant, execution_id, step_key, epoch, self.timing))
 
@@ -403,7 +444,9 @@ class Service:
         *,
         until: float | None,
         on_wake: str = "succeed",
-        match: dict[str, Any] | None = None,
+        match: str | None = None,
+        event: step_cases.EventWait | None = None,
+        interrupt: dict[str, Any] | None = None,
     ) -> None:
         self._run(
             lambda rec: step_cases.park(
@@ -415,10 +458,40 @@ class Service:
                 fence,
                 until=until,
                 on_wake=on_wake,
-                match=match or {},
+                match=match,
+                interrupt=interrupt,
                 timing=self.timing,
+                event=event,
             )
         )
+
+    # --- external events ----------------------------------------------------------------
+
+    def deliver_event(self, waiter: WaiterRecord, event: InboundEventRecord) -> bool:
+        """Offer an event from the log to a waiting step; whether it resumed the step."""
+        delivery = step_cases.Delivery(
+            "event",
+            event.id,
+            eventlog.event_view(event),
+            event=eventlog.event_view(event),
+            route=event.route,
+            accepted_at=event.accepted_at,
+        )
+        return self._run(lambda rec: step_cases.deliver_event(rec, self.workflows, waiter, delivery))
+
+    def scan_events(self, waiter: WaiterRecord) -> bool:
+        """Offer a new waiter the events of its route accepted since its execution started.
+
+        Runs after the transaction that registered the waiter committed, so together with
+        the router (which looks waiters up after committing an event) no event is missed.
+        """
+        for event in self.store.list_inbound_events(waiter.tenant, waiter.route, since=waiter.since):
+            if self.deliver_event(waiter, event):
+                return True
+        self._run(
+            lambda rec: step_cases.finish_scan(rec, waiter.tenant, waiter.execution_id, waiter.step_key, self.timing)
+        )
+        return False
 
     def fail(
         self,
@@ -436,6 +509,35 @@ class Service:
             )
         )
 
+    # --- schedules (called by beat) ---------------------------------------------------------
+
+    def fire_trigger(self, tenant: str, trigger_id: str) -> FireReport:
+        """Fire what one schedule trigger owes now, in one transaction (nothing if not due)."""
+        return self._run(lambda rec: self.schedules.fire(rec, tenant, trigger_id))
+
+    def fire_due_triggers(self, horizon: float = 1.0, limit: int = 200) -> float | None:
+        """Fire every schedule trigger due now; the next fire time within ``horizon`` seconds, if any.
+
+        A trigger that fails is logged and tried again by the next pass.
+        """
+        now = self.clock.now()
+        upcoming: list[float] = []
+        for trigger in self.store.due_triggers(now + horizon, limit):
+            assert trigger.next_fire_at is not None
+            if trigger.kind != "schedule":
+                continue
+            if trigger.next_fire_at > now:
+                upcoming.append(trigger.next_fire_at)
+                continue
+            try:
+                report = self.fire_trigger(trigger.tenant, trigger.id)
+            except ConveyorError as exc:
+                log.warning("firing a schedule failed; the next pass retries it", trigger_id=trigger.id, error=str(exc))
+                continue
+            if report.plan is not None:
+                upcoming.append(report.plan.next_fire_at)
+        return min(upcoming, default=None)
+
     # --- reconciler -------------------------------------------------------------------------
 
     def reconcile(self, should_stop: Callable[[], bool] = lambda: False) -> ReconcileReport:
@@ -450,7 +552,7 @@ class Service:
         batch = self.settings.reconcile_batch
         job = _Pass(self, should_stop)
         expired = self.store.due_steps(StepStatus.RUNNING, now, batch)
-        job.run("expired_leases", [self._expire(step) for step in expired])
+        job.run("expired_leases", [self._transact(self._expire(step)) for step in expired])
         if not job.over():
             self._resend_lost(job, now)
         if not job.over():
@@ -458,10 +560,14 @@ class Service:
                 *self.store.due_steps(StepStatus.RETRY_WAIT, now, batch),
                 *self.store.due_steps(StepStatus.WAITING, now, batch),
             ]
-            job.run("timers", [self._wake(step) for step in timers])
+            scans = [step for step in timers if (step.wait or {}).get("scan_pending")]
+            job.run("timers", [self._transact(self._wake(step)) for step in timers if step not in scans])
+            job.run("scans", [self._scan(step) for step in scans])
         if not job.over():
             overdue = self.store.overdue_executions(now, batch)
-            job.run("timed_out", [self._time_out(execution) for execution in overdue])
+            job.run("timed_out", [self._transact(self._time_out(execution)) for execution in overdue])
+        if not job.over():
+            job.counts["routed_events"] += EventRouter(self).route_due(now - self.settings.redispatch_after, batch)
         return job.report()
 
     def _resend_lost(self, job: _Pass, now: float) -> None:
@@ -482,9 +588,20 @@ class Service:
             self._lost_cursor = page[-1] if len(page) == batch else None
             if self._lost_cursor is None:
                 break  # the end of the list: the next pass starts from the oldest again
-        job.run("redispatched", [self._redispatch(step, stale_before) for step in lost])
+        job.run("redispatched", [self._transact(self._redispatch(step, stale_before)) for step in lost])
         if job.over():
             self._lost_cursor = None  # some found were not sent: look from the oldest again
+
+    def _transact(self, use_case: Callable[[Recorder], object]) -> Callable[[], object]:
+        return lambda: self._run(use_case)
+
+    def _scan(self, step: StepRecord) -> Callable[[], None]:
+        waiter = _waiter_of(step)
+
+        def scan() -> None:  # counted whether or not it found an event
+            self.scan_events(waiter)
+
+        return scan
 
     def _expire(self, step: StepRecord) -> Callable[[Recorder], None]:
         return lambda rec: step_cases.expire_lease(rec, self.workflows, step.tenant, step.execution_id, step.key)
@@ -508,3 +625,8 @@ class Service:
             if page.next_cursor is None or not page.items:
                 return events
             cursor = page.items[-1].id
+
+
+def _waiter_of(step: StepRecord) -> WaiterRecord:
+    wait = step.wait or {}
+    return WaiterRecord(step.tenant, step.execution_id, step.key, str(wait["route"]), float(wait["since"]))

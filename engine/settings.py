@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     redispatch_after: float = 30.0
     unclaimed_run_seconds: float = 1.0
+    cancel_check_seconds: float = Field(default=0.5, ge=0)
     reconcile_interval: float = 5.0
     reconcile_batch: int = Field(default=200, ge=1)
     reconcile_pass_seconds: float = Field(default=2.0, gt=0)
@@ -46,6 +47,13 @@ class Settings(BaseSettings):
     max_payload_bytes: int = 8 * 1024 * 1024
     inline_payload_bytes: int = 256 * 1024
     max_foreach_items: int = 10_000
+
+    # AI steps (conveyor[ai])
+    #: Where the embedded store keeps agent checkpoints (default: beside the SQLite store).
+    ai_checkpoint_path: Path | None = None
+    #: Model prices for cost budgets: ``{"openai:gpt-4o-mini": {"input": 0.15, "output": 0.6}}``
+    #: in currency units per million tokens.
+    ai_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     # api
     api_host: str = "127.0.0.1"
@@ -67,12 +75,19 @@ class Settings(BaseSettings):
     graphql_max_aliases: int = 30
     graphql_max_tokens: int = 5000
 
+    # operations
+    liveness_file: Path | None = None
+
     # logging
     log_level: str = "INFO"
     log_json: bool = False
 
     def resolved_sqlite_path(self) -> Path:
         return self.sqlite_path or self.state_dir / "conveyor.db"
+
+    def resolved_ai_checkpoint_path(self) -> Path:
+        sqlite = self.resolved_sqlite_path()
+        return self.ai_checkpoint_path or sqlite.with_name(f"{sqlite.stem}-checkpoints.db")
 
     def introspection_enabled(self) -> bool:
         if self.graphql_introspection is not None:

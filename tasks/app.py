@@ -21,13 +21,15 @@ from celery import signals
 from engine.adapters.celery_config import make_celery
 from engine.adapters.dispatcher_celery import RUN_STEP_TASK
 from engine.adapters.ledger_redis import RedisMessageLedger
-from engine.bootstrap import build_ledger, build_service
+from engine.bootstrap import build_ledger, build_service, build_step_ports
 from engine.logging import configure_logging
 from engine.runner import StepRunner
 from engine.settings import Settings
+from tasks import liveness
 
 settings = Settings()
 app = make_celery(settings, "conveyor", include=["tasks.steps"])
+liveness.install(app)
 
 _runner: StepRunner | None = None
 _runner_lock = threading.Lock()
@@ -38,7 +40,7 @@ def runner() -> StepRunner:
     global _runner
     with _runner_lock:
         if _runner is None:
-            _runner = StepRunner(build_service(settings))
+            _runner = StepRunner(build_service(settings), ports=build_step_ports(settings))
         return _runner
 
 

@@ -30,6 +30,7 @@ def start(
     idempotency_key: str | None = None,
     labels: dict[str, str] | None = None,
     parent: dict[str, str] | None = None,
+    trigger_id: str | None = None,
 ) -> tuple[ExecutionRecord, bool]:
     """Create the execution and its first ready steps; an idempotency key returns the original."""
     if idempotency_key is not None:
@@ -50,6 +51,7 @@ def start(
         idempotency_key=idempotency_key,
         labels=labels or {},
         parent=parent,
+        trigger_id=trigger_id,
     )
     rec.create_execution(execution, {"workflow": definition.name, "version": version})
     progress.advance(rec, Snapshot(rec.tx, compiled, execution, {}, whole=True))

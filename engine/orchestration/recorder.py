@@ -7,12 +7,13 @@ exactly once" hold: the record, its event and the effects commit together or not
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.events import execution_event, step_event
 from engine.ports import Dispatch, Transaction
-from engine.records import EventRecord, ExecutionRecord, StepRecord
+from engine.records import EventRecord, ExecutionRecord, StepRecord, WaiterRecord
 from engine.states import NEW, Cause, ExecutionStatus, Machine, StepStatus, require
 
 
@@ -41,24 +42,39 @@ class FaninCheck:
 
 @dataclass
 class Effects:
-    """What the caller performs after commit: step dispatches, live events, fan-in checks."""
+    """What the caller performs after commit: step dispatches, live events, fan-in checks,
+    and event-log scans for steps that just started waiting for an event."""
 
     events: list[EventRecord] = field(default_factory=list)
     dispatches: list[Dispatch] = field(default_factory=list)
     fanin_checks: list[FaninCheck] = field(default_factory=list)
+    waiters: list[WaiterRecord] = field(default_factory=list)
+
+
+#: Called in the transaction that moves an execution a schedule trigger started.
+ScheduleHook = Callable[["Recorder", ExecutionRecord], None]
 
 
 class Recorder:
     """Writes records and their events into ``tx`` and gathers :class:`Effects`."""
 
     def __init__(
-        self, tx: Transaction, now: float, *, max_foreach_items: int = 10_000, fanin_check_seconds: float = 30.0
+        self,
+        tx: Transaction,
+        now: float,
+        *,
+        max_foreach_items: int = 10_000,
+        fanin_check_seconds: float = 30.0,
+        schedule_hook: ScheduleHook | None = None,
     ) -> None:
         self.tx = tx
         self.now = now
         self.max_foreach_items = max_foreach_items
         #: How long after it starts (or was last checked) the reconciler checks a foreach's fan-in.
         self.fanin_check_seconds = fanin_check_seconds
+        #: Keeps a schedule trigger's running executions and buffered fires in step
+        #: (:meth:`engine.orchestration.schedule_runs.ScheduleRuns.execution_moved`).
+        self.schedule_hook = schedule_hook
         self.effects = Effects()
 
     def _emit(self, event: EventRecord) -> None:
@@ -79,6 +95,8 @@ class Recorder:
         execution.finished_at = self.now if target not in (ExecutionStatus.RUNNING, ExecutionStatus.PAUSED) else None
         self.tx.put_execution(execution)
         self._emit(execution_event(execution, self.now, data))
+        if execution.trigger_id is not None and self.schedule_hook is not None:
+            self.schedule_hook(self, execution)
 
     def create_step(self, step: StepRecord, data: dict[str, Any] | None = None) -> None:
         """Create a planned step in its first status (a creation edge of its machine)."""
@@ -125,6 +143,16 @@ class Recorder:
         check = FaninCheck(parent.tenant, parent.execution_id, parent.step_id, parent.run)
         if check not in self.effects.fanin_checks:
             self.effects.fanin_checks.append(check)
+
+    def watch(self, waiter: WaiterRecord) -> None:
+        """Register a waiting step on its route and scan the event log for it after commit.
+
+        The waiter commits with the step's move to WAITING; the scan after that commit finds
+        every event accepted before it, and the router finds the waiter for every event
+        accepted after it: no event falls between the two.
+        """
+        self.tx.put_waiter(waiter)
+        self.effects.waiters.append(waiter)
 
     def queue_dispatch(self, step: StepRecord, countdown: float = 0.0, *, urgent: bool = False) -> None:
         """Send the step after commit; ``dispatched_at`` lets the reconciler resend a lost message."""

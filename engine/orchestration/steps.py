@@ -11,16 +11,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import jsonschema
+
 from engine.compile import CompiledWorkflow
-from engine.errors import LeaseLost, NotFound, TransitionRefused
+from engine.errors import ExpressionError, InputInvalid, LeaseLost, NotFound, Problem, TransitionRefused
+from engine.expressions import compile_expression
 from engine.model import RetryPolicy
 from engine.orchestration import planner, progress
 from engine.orchestration.recorder import Recorder
 from engine.orchestration.snapshot import Snapshot, load_whole, open_snapshot, planning_keys
 from engine.orchestration.workflows import Workflows
 from engine.ports import Reads, Transaction
-from engine.records import ExecutionRecord, StepRecord
-from engine.states import Cause, ExecutionStatus, StepStatus
+from engine.records import ExecutionRecord, SignalRecord, StepRecord, WaiterRecord
+from engine.states import STEP_TERMINAL, Cause, ExecutionStatus, StepStatus
 
 #: A step whose worker vanished is re-queued this many times beyond its retry policy, so a
 #: crash does not eat the user's attempts; after that it fails as "worker lost".
@@ -215,6 +218,19 @@ def _claim_follower(rec: Recorder, snap: Snapshot, done: StepRecord, timing: Tim
     return claimed
 
 
+def still_owned(step: StepRecord | None, fence: Fence) -> bool:
+    """Whether an outcome recorded with ``fence`` could still be accepted for ``step`` (read unlocked).
+
+    False once the step was cancelled or timed out with its execution, re-queued, or taken
+    by another worker: its worker should stop running it (``ctx.cancelled()``).
+    """
+    if step is None:
+        return False
+    if isinstance(fence, Unclaimed):
+        return step.status is StepStatus.QUEUED and step.lease_epoch == fence.epoch - 1
+    return step.status is StepStatus.RUNNING and step.lease_epoch == fence
+
+
 def heartbeat(rec: Recorder, tenant: str, execution_id: str, key: str, epoch: int, timing: Timing) -> None:
     """Extend the lease; ``LeaseLost`` tells the worker to stop."""
     step = _fenced(rec.tx.get_steps(tenant, execution_id, [key]), key, epoch)
@@ -247,6 +263,15 @@ def complete(
     return _claim_follower(rec, snap, step, timing) if follow else None
 
 
+@dataclass(frozen=True)
+class EventWait:
+    """What a step waits for: external events of ``type`` with ``correlation_key`` (see eventlog)."""
+
+    type: str
+    correlation_key: str
+    route: str
+
+
 def park(
     rec: Recorder,
     workflows: Workflows,
@@ -257,18 +282,165 @@ def park(
     *,
     until: float | None,
     on_wake: str,
-    match: dict[str, Any],
+    match: str | None,
     timing: Timing,
+    event: EventWait | None = None,
+    interrupt: dict[str, Any] | None = None,
 ) -> None:
-    """Put a running step into WAITING until a timer fires or a signal arrives."""
-    snap = open_snapshot(rec.tx, workflows, tenant, execution_id, [key])
+    """Put a running step into WAITING until a timer fires, a signal or an awaited event arrives.
+
+    A step waiting for an event registers its waiter in this same transaction; the event log
+    is then scanned after commit (``Effects.waiters``). Until that scan is done the step's
+    timer is the scan's deadline, so a worker lost before scanning leaves it to the reconciler.
+    A signal kept for the step (it arrived before the step waited) is delivered here.
+
+    With ``interrupt`` (an agent waiting for a person) a signal resumes the step instead of
+    completing it: the interrupt's request is recorded in the event for whoever answers.
+    """
+    snap = open_step(rec.tx, workflows, tenant, execution_id, key)
     step = _owned(rec, snap, key, fence, timing)
+    kept = rec.tx.get_signal(tenant, execution_id, key)
     step.wake_at = until
     step.wait = {"on_wake": on_wake, "match": match}
+    data: dict[str, Any] = {"until": until}
+    if interrupt is not None:
+        step.wait["interrupt"] = interrupt
+        data["interrupt"] = interrupt
     step.lease_until = None
-    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, {"until": until})
-    if until is not None and until - rec.now <= timing.short_timer:
-        rec.queue_dispatch(step, countdown=max(0.0, until - rec.now))
+    if event is not None:
+        since = snap.execution.created_at
+        step.wait |= {
+            "event": event.type,
+            "correlation_key": event.correlation_key,
+            "route": event.route,
+            "since": since,
+            "timeout_at": until,
+            "scan_pending": True,
+        }
+        step.wake_at = rec.now + timing.lease_seconds
+        rec.watch(WaiterRecord(tenant, execution_id, key, event.route, since))
+    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, data)
+    if kept is not None and _take_kept_signal(rec, snap, step, kept):
+        return
+    if step.wake_at is not None and step.wake_at - rec.now <= timing.short_timer:
+        rec.queue_dispatch(step, countdown=max(0.0, step.wake_at - rec.now))
+
+
+def _take_kept_signal(rec: Recorder, snap: Snapshot, step: StepRecord, kept: SignalRecord) -> bool:
+    """Deliver the signal kept for a step that now waits; a signal the wait refuses is dropped."""
+    rec.tx.delete_signal(step.tenant, step.execution_id, step.key)
+    try:
+        return resume(rec, snap, step, Delivery("signal", f"signal:{kept.at!r}", kept.payload))
+    except InputInvalid:
+        return False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Something that may end a WAITING step: a signal's payload or an external event.
+
+    ``payload`` becomes the step's output. An event delivery names its ``route`` and
+    acceptance time, which must be those the step waits for.
+    """
+
+    kind: str
+    id: str
+    payload: Any
+    event: dict[str, Any] | None = None
+    route: str | None = None
+    accepted_at: float | None = None
+
+
+def resume(rec: Recorder, snap: Snapshot, step: StepRecord, delivery: Delivery) -> bool:
+    """The one guarded transition that ends a WAITING step with something delivered to it.
+
+    Signals, external events (from the router or the waiter's own scan) and decisions all
+    come through here, inside the transaction that reads the step: only a step still WAITING
+    in a running execution, waiting for this route since before the event, whose ``match``
+    the delivery satisfies, moves on, and the delivery's id is recorded with it: it succeeds
+    with the payload as its output, or, waiting on an interrupt (an agent asking a person),
+    goes back to the queue with the payload as its answer. A second delivery finds the step
+    no longer WAITING, so a step is never resumed twice.
+    """
+    wait = step.wait or {}
+    if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
+        return False
+    if delivery.kind == "event" and not _awaits(wait, delivery):
+        return False
+    if not _satisfies(wait, delivery, snap.execution):
+        return False
+    delivered = {"kind": delivery.kind, "id": delivery.id}
+    interrupt = wait.get("interrupt")
+    if interrupt is not None:
+        # An agent asked a person: the answer goes back to the step's next attempt (ctx.resume).
+        _check_answer(interrupt, delivery.payload)
+        answer = {"interrupt_id": interrupt.get("id"), "value": delivery.payload}
+        step.wait = {**wait, "answer": answer, "delivered": delivered}
+        step.wake_at = None
+        rec.move_step(step, StepStatus.QUEUED, Cause.SIGNAL)
+        return True
+    step.output = delivery.payload
+    step.wait = {**wait, "scan_pending": False, "delivered": delivered}
+    if wait.get("route"):
+        rec.tx.delete_waiter(step.tenant, step.execution_id, step.key)
+    rec.move_step(step, StepStatus.SUCCEEDED, Cause.SIGNAL, {"delivered": delivery.kind, "id": delivery.id})
+    _after(rec, snap, step)
+    return True
+
+
+def _awaits(wait: dict[str, Any], delivery: Delivery) -> bool:
+    """Whether the step waits on the event's route, and waited since before it was accepted."""
+    since = float(wait.get("since") or 0.0)
+    return wait.get("route") == delivery.route and (delivery.accepted_at or 0.0) >= since
+
+
+def _satisfies(wait: dict[str, Any], delivery: Delivery, execution: ExecutionRecord) -> bool:
+    """Whether the wait's CEL ``match`` holds for the delivery (no match: anything does).
+
+    An expression that fails to evaluate, or gives anything but ``true``, does not match.
+    """
+    source = wait.get("match")
+    if not source:
+        return True
+    event = delivery.event or {"id": delivery.id, "type": wait.get("event"), "data": delivery.payload}
+    variables = {
+        "event": event,
+        "signal": delivery.payload,
+        "input": execution.input,
+        "execution": {"id": execution.id, "workflow": execution.workflow, "version": execution.version},
+    }
+    try:
+        return compile_expression(str(source)).evaluate(variables) is True
+    except ExpressionError:
+        return False
+
+
+def deliver_event(rec: Recorder, workflows: Workflows, waiter: WaiterRecord, delivery: Delivery) -> bool:
+    """Offer an event to a registered waiter; a waiter whose step no longer waits is removed."""
+    try:
+        snap = open_step(rec.tx, workflows, waiter.tenant, waiter.execution_id, waiter.step_key)
+    except NotFound:
+        rec.tx.delete_waiter(waiter.tenant, waiter.execution_id, waiter.step_key)
+        return False
+    step = snap.records.get(waiter.step_key)
+    if step is None or step.status in STEP_TERMINAL:
+        rec.tx.delete_waiter(waiter.tenant, waiter.execution_id, waiter.step_key)
+        return False
+    return resume(rec, snap, step, delivery)
+
+
+def finish_scan(rec: Recorder, tenant: str, execution_id: str, key: str, timing: Timing) -> None:
+    """The event log was scanned for a new waiter: from now on only its timeout is its timer."""
+    step = rec.tx.get_steps(tenant, execution_id, [key]).get(key)
+    if step is None or step.status is not StepStatus.WAITING or not (step.wait or {}).get("scan_pending"):
+        return
+    wait = step.wait or {}
+    step.wait = {**wait, "scan_pending": False}
+    timeout_at = wait.get("timeout_at")
+    step.wake_at = None if timeout_at is None else float(timeout_at)
+    rec.tx.put_step(step)
+    if step.wake_at is not None and step.wake_at - rec.now <= timing.short_timer:
+        rec.queue_dispatch(step, countdown=max(0.0, step.wake_at - rec.now))
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
@@ -322,7 +494,12 @@ def wake(rec: Recorder, snap: Snapshot, key: str) -> None:
         return
     if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
         return
-    if (step.wait or {}).get("on_wake") == "fail":
+    wait = step.wait or {}
+    if wait.get("scan_pending"):
+        return  # its event-log scan is due first (the reconciler runs it), not its timeout
+    if wait.get("route"):
+        rec.tx.delete_waiter(step.tenant, step.execution_id, step.key)
+    if wait.get("on_wake") == "fail":
         step.error = progress.error_info("timed out waiting", "WaitTimeout")
         rec.move_step(step, StepStatus.FAILED, Cause.TIMER, {"error": step.error})
     else:
@@ -338,17 +515,46 @@ def wake_timer(rec: Recorder, workflows: Workflows, tenant: str, execution_id: s
 
 
 def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str, payload: Any) -> StepRecord:
-    """Deliver a payload to a WAITING step: it succeeds with the payload as its output."""
+    """Deliver a payload to a step: a WAITING step succeeds with it as its output.
+
+    A signal for a step that has not reached WAITING yet (not created, queued, running,
+    retrying) is kept in the store and delivered when the step waits (:func:`park`); one
+    signal is kept per step. The returned record is the step as it is now; a kept signal
+    shows as ``wait.signal_kept``.
+
+    A step waiting on an interrupt (an agent asking a person) goes back to the queue instead,
+    its next attempt getting the payload as ``ctx.resume``; the payload must match the
+    interrupt's schema.
+    """
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
-    step = snap.records.get(key)
-    if step is None:
+    step_id = planner.parse_key(key)[0]
+    if step_id not in snap.compiled.successors:
         raise NotFound(f"step {key!r} not found in execution {execution_id!r}")
-    if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
-        raise TransitionRefused(f"step {key!r} is {step.status}, not WAITING; it cannot take a signal")
-    step.output = payload
-    rec.move_step(step, StepStatus.SUCCEEDED, Cause.SIGNAL)
-    _after(rec, snap, step)
-    return step
+    step = snap.records.get(key)
+    if snap.execution.status is not ExecutionStatus.RUNNING:
+        raise TransitionRefused(f"execution {execution_id!r} is {snap.execution.status}; it cannot take a signal")
+    if step is not None and step.status is StepStatus.WAITING:
+        if not resume(rec, snap, step, Delivery("signal", f"signal:{rec.now!r}", payload)):
+            raise TransitionRefused(f"the signal does not satisfy the match of step {key!r}")
+        return step
+    if step is not None and step.status in STEP_TERMINAL:
+        raise TransitionRefused(f"step {key!r} is {step.status}; it cannot take a signal")
+    if rec.tx.get_signal(tenant, execution_id, key) is not None:
+        raise TransitionRefused(f"a signal is already kept for step {key!r} until it waits")
+    rec.tx.put_signal(SignalRecord(tenant, execution_id, key, payload, rec.now))
+    shown = step or StepRecord(execution_id, tenant, key, step_id, StepStatus.QUEUED)
+    return replace(shown, wait={**(shown.wait or {}), "signal_kept": True})
+
+
+def _check_answer(interrupt: dict[str, Any], payload: Any) -> None:
+    """Refuse an answer that does not match the interrupt's JSON Schema (``InputInvalid``)."""
+    schema = interrupt.get("schema")
+    if not schema:
+        return
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(payload), key=lambda e: list(e.path))
+    if errors:
+        problems = [Problem("/".join(map(str, e.absolute_path)) or "payload", e.message) for e in errors]
+        raise InputInvalid("the signal does not answer the step's interrupt", problems)
 
 
 def expire_lease(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str) -> None:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.errors import Problem
+from engine.errors import ExpressionError, Problem
+from engine.expressions import compile_expression
+
+if TYPE_CHECKING:
+    from engine.ai import ScriptedModel
+    from engine.ports import AgentRuntime
 
 
 class StepConfig(BaseModel):
@@ -34,19 +39,45 @@ class Succeeded:
 
 
 @dataclass(frozen=True)
+class AwaitedEvent:
+    """External events a waiting step takes: of ``type`` with ``correlation_key``."""
+
+    type: str
+    correlation_key: str
+
+
+@dataclass(frozen=True)
 class Wait:
     """Park the step in WAITING until ``until`` (epoch seconds) or a signal/event arrives.
 
     ``on_wake`` says what happens when the timer fires: ``"succeed"`` (a ``wait`` step) or
-    ``"fail"`` (a wait-for-event timeout). ``match`` carries what a signal must satisfy.
+    ``"fail"`` (a wait-for-event timeout). ``match`` is a CEL condition every delivery (a
+    signal, an event) must satisfy, checked when it arrives; ``event`` names the external
+    events the step waits for.
     """
 
     until: float | None = None
     on_wake: str = "succeed"
-    match: Mapping[str, Any] = field(default_factory=dict)
+    match: str | None = None
+    event: AwaitedEvent | None = None
+    #: Set by a step that pauses for an answer (an agent's interrupt): a signal then sends the
+    #: step back to the queue with its payload as ``ctx.resume`` instead of completing it.
+    #: ``request`` (JSON) says what is asked; ``schema`` (JSON Schema) checks the answer.
+    interrupt: Mapping[str, Any] | None = None
 
 
 StepOutcome = Succeeded | Wait
+
+
+@dataclass(frozen=True)
+class StepPorts:
+    """Services step types use, built by the composition root (:mod:`engine.bootstrap`).
+
+    A port is ``None`` when its optional extra is not installed; the step type needing it
+    then fails with a clear error.
+    """
+
+    ai: AgentRuntime | None = None
 
 
 @dataclass
@@ -66,6 +97,11 @@ class StepContext:
     heartbeat: Callable[[], None] = lambda: None
     cancelled: Callable[[], bool] = lambda: False
     services: Mapping[str, Any] = field(default_factory=dict)
+    ports: StepPorts = field(default_factory=StepPorts)
+    #: Scripted models the workflow declares (``models:``), for ``fake:<name>`` model specs.
+    models: Mapping[str, ScriptedModel] = field(default_factory=dict)
+    #: The answer a signal gave to this step's interrupt (see ``Wait.interrupt``), if any.
+    resume: Any = None
 
     @property
     def idempotency_key(self) -> str:
@@ -105,3 +141,19 @@ class BaseStepType:
 
 def ensure_mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def check_condition(source: str | None, path: str, allowed: frozenset[str]) -> list[Problem]:
+    """Save-time check of a bare CEL condition evaluated against ``allowed`` variables only."""
+    if source is None:
+        return []
+    if "${" in source:
+        return [Problem(path, "write the CEL condition bare, without '${...}'")]
+    try:
+        expression = compile_expression(source)
+    except ExpressionError as exc:
+        return [Problem(path, exc.message)]
+    extra = sorted(expression.variables - allowed)
+    if extra:
+        return [Problem(path, f"may only use {', '.join(sorted(allowed))}, not {', '.join(extra)}")]
+    return []

@@ -17,9 +17,9 @@ from typing import cast
 import pytest
 import redis
 
-from engine.adapters.lease_redis import RedisLease
 from beat.scheduler import LeasedScheduler, PeriodicJob
 from engine.adapters.celery_config import make_celery
+from engine.adapters.lease_redis import RedisLease
 from engine.errors import LeaseLost
 from engine.records import StepRecord
 from engine.service import Service

@@ -117,10 +117,6 @@ priorityClassName: {{ . }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.topologySpreadConstraints }}
-topologySpreadConstraints:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
 volumes:
   - name: tmp
     emptyDir:
@@ -132,9 +128,23 @@ volumes:
 
 {{/*
 Scheduling constraints of a component: its own nodeSelector/tolerations when given, else the
-chart-wide ones. Call with (dict "root" $ "own" <component values>).
+chart-wide ones; topologySpreadConstraints when given, else a spread of the component's own pods.
+Call with (dict "root" $ "own" <component values> "component" <componentSelectorLabels dict>).
 */}}
 {{- define "conveyor.scheduling" -}}
+{{- $spread := .root.Values.topologySpread }}
+{{- if .root.Values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml .root.Values.topologySpreadConstraints | nindent 2 }}
+{{- else if $spread.enabled }}
+topologySpreadConstraints:
+  - maxSkew: {{ $spread.maxSkew }}
+    topologyKey: {{ $spread.topologyKey }}
+    whenUnsatisfiable: {{ $spread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "conveyor.componentSelectorLabels" .component | nindent 8 }}
+{{- end }}
 {{- $nodeSelector := .root.Values.nodeSelector }}
 {{- $tolerations := .root.Values.tolerations }}
 {{- if .own.nodeSelector }}{{ $nodeSelector = .own.nodeSelector }}{{ end }}
@@ -241,4 +251,27 @@ metrics:
         type: Utilization
         averageUtilization: {{ . }}
   {{- end }}
+{{- end }}
+
+{{/*
+A worker pool's values: worker.poolDefaults deep-merged under the pool's own keys.
+Call with (dict "root" $ "pool" <pool>); returns YAML, read back with fromYaml.
+*/}}
+{{- define "conveyor.workerPool" -}}
+{{- toYaml (mergeOverwrite (deepCopy .root.Values.worker.poolDefaults) (deepCopy .pool)) }}
+{{- end }}
+
+{{/*
+Liveness and startup probes from a heartbeat file (workers and beat). Call with the component's
+liveness values; the probe is a shell test of the file's age, so it answers in milliseconds.
+*/}}
+{{- define "conveyor.heartbeatProbe" -}}
+exec:
+  command:
+    - sh
+    - -c
+    - {{ printf "test $(( $(date +%%s) - $(stat -c %%Y %s) )) -lt %d" .file (int .maxAgeSeconds) | quote }}
+periodSeconds: {{ .periodSeconds }}
+timeoutSeconds: 5
+failureThreshold: {{ .failureThreshold }}
 {{- end }}
