@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -100,6 +102,7 @@ class _Pass:
         self.failed = 0
         self.held = 0
         self.cut_short = False
+        self._lock = threading.Lock()
 
     def over(self) -> bool:
         if not self.cut_short and (self.should_stop() or time.monotonic() >= self.ends):
@@ -107,23 +110,38 @@ class _Pass:
         return self.cut_short
 
     def run(self, kind: str, actions: list[Callable[[], object]]) -> None:
-        """Run each action (one transaction or one scan), in random order, until the budget is spent.
+        """Run the actions (each one transaction or one scan) until the budget is spent.
 
-        Random order: two reconcilers that did not coordinate (two beats without Redis) do
-        not walk the same records in lockstep, contending on each one. An action returning
-        False found nothing to do and is not counted.
+        ``reconcile_concurrency`` at a time, in random order: items are independent records,
+        and a transaction waits mostly for the store, so a burst of due timers is woken in
+        a fraction of the time. Random order: two reconcilers that did not coordinate (two
+        beats without Redis) do not walk the same records in lockstep, contending on each
+        one. An action returning False found nothing to do and is not counted. Every action
+        started is finished before this returns: a pass never leaves a transaction behind.
         """
         random.shuffle(actions)
-        for action in actions:
-            if self.over():
-                return
-            try:
-                if action() is not False:
-                    self.counts[kind] += 1
-            except ConveyorError as exc:
-                # One stuck item must not stop the pass for every other execution and tenant.
+        workers = min(len(actions), self.service.settings.reconcile_concurrency)
+        if workers <= 1:
+            for action in actions:
+                self._one(kind, action)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="conveyor-reconcile") as pool:
+            list(pool.map(lambda action: self._one(kind, action), actions))
+
+    def _one(self, kind: str, action: Callable[[], object]) -> None:
+        if self.over():
+            return
+        try:
+            done = action() is not False
+        except ConveyorError as exc:
+            # One stuck item must not stop the pass for every other execution and tenant.
+            with self._lock:
                 self.failed += 1
-                log.warning("reconciler item failed; the next pass retries it", kind=kind, error=str(exc))
+            log.warning("reconciler item failed; the next pass retries it", kind=kind, error=str(exc))
+            return
+        if done:
+            with self._lock:
+                self.counts[kind] += 1
 
     def report(self) -> ReconcileReport:
         return ReconcileReport(**self.counts, failed=self.failed, held=self.held, complete=not self.cut_short)

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     reconcile_interval: float = 5.0
     reconcile_batch: int = Field(default=200, ge=1)
     reconcile_pass_seconds: float = Field(default=2.0, gt=0)
+    reconcile_concurrency: int = Field(default=8, ge=1)
     redispatch_held_after: float = 300.0
     short_timer_threshold: float = 5.0
     max_payload_bytes: int = 8 * 1024 * 1024

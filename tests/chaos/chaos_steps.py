@@ -87,3 +87,11 @@ def hang(ctx: Any, seconds: float = 300.0) -> dict[str, Any]:
     _redis().set(hang_key(prefix()), json.dumps({"pgid": os.getpgid(0), "execution_id": ctx.execution_id}))
     time.sleep(seconds)
     return {"attempt": ctx.attempt}
+
+
+@step
+def fail_first(ctx: Any, label: str) -> dict[str, Any]:
+    """Fail the first attempt (a retryable error), succeed after: a retry with its backoff timer."""
+    if ctx.attempt == 1:
+        raise RuntimeError(f"{label}: first attempt fails on purpose")
+    return {"label": label, "attempt": ctx.attempt}

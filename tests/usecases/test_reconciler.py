@@ -95,7 +95,8 @@ def test_a_pass_stops_at_its_time_budget(make_harness):
     assert not report.complete and report.total == 0
 
 
-def test_a_pass_stops_when_asked_and_the_next_one_goes_on(h):
+def test_a_pass_stops_when_asked_and_the_next_one_goes_on(make_harness):
+    h = make_harness(reconcile_concurrency=1)
     ids = _queued_without_message(h, 3)
     h.clock.advance(h.settings.redispatch_after + 1)
     asked: list[int] = []
