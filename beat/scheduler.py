@@ -12,8 +12,10 @@ sure it holds the Redis lease (:mod:`engine.adapters.lease_redis`); the others s
 Without Redis (embedded mode) there is no lease and the single instance is always active.
 Beat fires one job at a time, so the passes of its reconciler never overlap.
 
-To add a periodic job (schedule triggers, for one), append a factory to
-:data:`JOB_FACTORIES`.
+To add a periodic job, append a factory to :data:`JOB_FACTORIES`. Schedule triggers are
+not Celery entries: one :class:`~beat.schedules.SchedulePoller` runs in the beat process
+(production and embedded alike) while it holds the lease, polling due triggers every
+second or sooner.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import structlog
 from celery.beat import Scheduler
 
+from beat.schedules import SchedulePoller
 from engine.adapters.celery_config import is_embedded, make_celery
 from engine.adapters.lease_redis import RedisLease
 from engine.adapters.liveness import LivenessFile
@@ -89,6 +92,19 @@ def lease_key(settings: Settings) -> str:
     return reconciler_lease_key(settings)
 
 
+#: Seconds a standby beat waits before trying the lease again: it takes over soon after it lapses.
+STANDBY_RETRY = 1.0
+
+
+def schedule_poller(settings: Settings, service: Callable[[], Service], lease: RedisLease | None) -> SchedulePoller:
+    """The schedule job; with a lease, its Redis ``TIME`` is the clock drift reference."""
+    return SchedulePoller(
+        service,
+        interval=settings.schedule_poll_interval,
+        reference_time=None if lease is None else lease.server_time,
+    )
+
+
 class LeasedScheduler(Scheduler):  # type: ignore[misc]
     """A Celery Beat scheduler over a fixed list of jobs that fires only while holding the lease.
 
@@ -104,9 +120,11 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         service: Callable[[], Service],
         run_local: bool = False,
         liveness: LivenessFile | None = None,
+        schedules: SchedulePoller | None = None,
         **kwargs: Any,
     ) -> None:
         self.jobs = {job.name: job for job in jobs}
+        self.schedules = schedules
         self.liveness = liveness
         self.lease = lease
         self.service = service
@@ -125,11 +143,15 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         if self.liveness is not None:
             self.liveness.touch()
         if self.lease is None:
-            return float(super().tick(*args, **kwargs))
+            return self._fire_schedules(float(super().tick(*args, **kwargs)))
         if not self.lease.hold():
-            return self.lease.renew_every
+            return min(self.lease.renew_every, STANDBY_RETRY)
         # Wake up in time to renew, however far away the next firing is.
-        return min(float(super().tick(*args, **kwargs)), self.lease.renew_every)
+        return min(self._fire_schedules(float(super().tick(*args, **kwargs))), self.lease.renew_every)
+
+    def _fire_schedules(self, interval: float) -> float:
+        """Run the schedule job if due; the sooner of ``interval`` and its next poll."""
+        return interval if self.schedules is None else min(interval, self.schedules.tick())
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         if not self.run_local and self.jobs[entry.name].task is not None:
@@ -149,15 +171,18 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
 def scheduler_factory(settings: Settings, *, local: bool | None = None) -> Callable[..., LeasedScheduler]:
     """What Celery Beat instantiates; ``local`` defaults to True in embedded mode."""
     run_local = is_embedded(settings) if local is None else local
+    # Schedules and the reconciler always run in this process; other jobs only with ``local``.
     service = functools.cache(lambda: build_service(settings))
     liveness = LivenessFile(settings.liveness_file) if settings.liveness_file else None
+    lease = beat_lease(settings)
     return functools.partial(
         LeasedScheduler,
         jobs=periodic_jobs(settings),
-        lease=beat_lease(settings),
+        lease=lease,
         service=service,
         run_local=run_local,
         liveness=liveness,
+        schedules=schedule_poller(settings, service, lease),
     )
 
 

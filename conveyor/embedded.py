@@ -9,7 +9,8 @@ With ``CONVEYOR_BROKER_URL`` set, the same worker consumes from that broker inst
 
 The reconciler pass that Beat runs in production runs here every
 :data:`RECONCILE_INTERVAL` seconds, so long retry delays, ``wait`` timers, expired leases
-and deadlines progress. With Redis configured it runs only while holding the reconciler
+and deadlines progress; for ``conveyor dev`` the same thread fires due schedule triggers
+(Beat's schedule job). With Redis configured it runs only while holding the reconciler
 lease beat uses, so it never overlaps a beat's (or another process's) passes.
 """
 
@@ -42,9 +43,12 @@ log = structlog.get_logger("conveyor.embedded")
 WORKER_CONCURRENCY = 8
 #: Seconds between reconciler passes; Beat's production interval is far too slow for a CLI run.
 RECONCILE_INTERVAL = 0.5
-#: How long to wait for the worker to connect, and for it to finish its current steps on stop.
+#: How long to wait for the worker to connect, and for it to stop once no step runs.
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+#: How long a stopping worker lets running steps end (a cancelled one notices within
+#: ``cancel_check_seconds``) before it stops waiting for them.
+STOP_GRACE = 1.0
 #: Longest wait for a message in one cycle of the consumer loop (Celery's own is 2s).
 DRAIN_TIMEOUT = 0.1
 
@@ -92,6 +96,7 @@ class EmbeddedWorker:
         self.concurrency = concurrency
         self._controller: _WorkController | None = None
         self._thread: threading.Thread | None = None
+        self._runner: StepRunner | None = None
 
     def start(self) -> None:
         """Start consuming; returns once the worker is connected (raises if it cannot connect)."""
@@ -100,7 +105,9 @@ class EmbeddedWorker:
         import tasks.steps  # noqa: F401
         from tasks.app import use_runner
 
-        use_runner(StepRunner(self.service, ports=build_step_ports(self.service.settings)))
+        ports = build_step_ports(self.service.settings, self.service.store)
+        self._runner = StepRunner(self.service, ports=ports)
+        use_runner(self._runner)
         app = make_celery(self.service.settings, "conveyor-embedded", include=["tasks.steps"])
         _check_broker(app)
         self._controller = _WorkController(
@@ -122,11 +129,20 @@ class EmbeddedWorker:
             self.stop()
             raise ConveyorError(f"the embedded worker did not start consuming within {START_TIMEOUT:g}s")
 
-    def stop(self) -> bool:
-        """Stop consuming and wait for running steps; False if a step is still running after the timeout."""
+    def stop(self, grace: float = STOP_GRACE) -> bool:
+        """Stop consuming; running steps get ``grace`` seconds to end, then are abandoned.
+
+        An abandoned step is left as a crash would leave it (the reconciler re-queues it when its
+        lease expires) and its sync function to its daemon thread: the process exits at once,
+        whatever the step does. False if one had to be abandoned.
+        """
         if self._thread is None:
             return True
         from tasks.app import use_runner
+
+        abandoned = 0
+        if self._runner is not None and not self._runner.leases.wait_idle(grace):
+            abandoned = self._runner.leases.abandon()
 
         # The consumer loop checks this process-wide flag between polls. It is reset once the
         # worker stopped, so a later worker in the same process (tests) can start; a worker
@@ -138,7 +154,7 @@ class EmbeddedWorker:
             worker_state.should_terminate = None
             use_runner(None)
         self._thread = None
-        return stopped
+        return stopped and not abandoned
 
 
 def _check_broker(app: Celery) -> None:
@@ -153,15 +169,24 @@ def _check_broker(app: Celery) -> None:
 class Reconciler:
     """Runs ``service.reconcile()`` every ``interval`` seconds in a background thread.
 
-    With a ``lease`` (Redis), a pass runs only while this process holds it. Stopping waits
-    for the current pass, which checks the stop request between items: the thread is never
-    left inside a store transaction (an abandoned Firestore transaction keeps its locks for
-    a minute).
+    With ``schedules``, each pass also fires the schedule triggers that are due. With a
+    ``lease`` (Redis), a pass runs only while this process holds it. Stopping waits for the
+    current pass, which checks the stop request between items: the thread is never left
+    inside a store transaction (an abandoned Firestore transaction keeps its locks for a
+    minute).
     """
 
-    def __init__(self, service: Service, interval: float = RECONCILE_INTERVAL, lease: RedisLease | None = None) -> None:
+    def __init__(
+        self,
+        service: Service,
+        interval: float = RECONCILE_INTERVAL,
+        *,
+        schedules: bool = False,
+        lease: RedisLease | None = None,
+    ) -> None:
         self.service = service
         self.interval = interval
+        self.schedules = schedules
         self.lease = lease
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="conveyor-reconciler", daemon=True)
@@ -182,23 +207,35 @@ class Reconciler:
                 continue
             try:
                 self.service.reconcile(should_stop=self._stop.is_set)
+                if self.schedules:
+                    self.service.fire_due_triggers(horizon=0.0)
             except Exception:  # the thread must outlive one bad pass: without it timers never fire
                 log.exception("reconcile pass failed; retrying on the next one")
 
 
 @contextmanager
 def embedded_service(
-    settings: Settings, *, worker: bool = True, reconcile: bool = True, queues: Iterable[str] = ()
+    settings: Settings,
+    *,
+    worker: bool = True,
+    reconcile: bool = True,
+    queues: Iterable[str] = (),
+    schedules: bool = False,
+    stop_grace: float = STOP_GRACE,
 ) -> Iterator[Service]:
     """A service built from ``settings`` with (unless turned off) a worker and the reconciler.
 
+    With ``schedules`` (``conveyor dev``), due schedule triggers fire too.
+
     The worker consumes the default queue plus ``queues`` (those named by ``queue:`` in a
-    definition). On exit both stop; a step still running after :data:`STOP_TIMEOUT` is left
-    to its daemon thread and logged.
+    definition). On exit both stop; a step still running after ``stop_grace`` seconds is
+    abandoned (see :meth:`EmbeddedWorker.stop`) and logged.
     """
     service = build_service(settings)
     embedded = EmbeddedWorker(service, [settings.default_queue, *queues]) if worker else None
-    reconciler = Reconciler(service, lease=reconciler_lease(settings)) if reconcile else None
+    reconciler = (
+        Reconciler(service, schedules=schedules, lease=reconciler_lease(settings)) if reconcile else None
+    )
     try:
         if embedded is not None:
             embedded.start()
@@ -208,6 +245,7 @@ def embedded_service(
     finally:
         if reconciler is not None:
             reconciler.stop()
-        if embedded is not None and not embedded.stop():
-            log.warning("a step was still running when the embedded worker stopped")
+        if embedded is not None and not embedded.stop(stop_grace):
+            # Expected without a grace (the caller knows the steps' outcomes are not wanted).
+            (log.warning if stop_grace else log.info)("running steps were abandoned when the embedded worker stopped")
         service.store.close()

@@ -184,6 +184,19 @@ class Store(Protocol):
         """
         ...
 
+    # decision statistics (ai.route strategy: bandit)
+    def add_arm_outcome(self, tenant: str, bandit: str, arm: str, successes: float, failures: float) -> None:
+        """Add to an arm's success and failure counts (pseudo-counts; fractions allowed).
+
+        One atomic increment outside any transaction, spread over shards so concurrent
+        rewards do not contend on one record.
+        """
+        ...
+
+    def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]:
+        """Every arm of ``bandit`` with its (successes, failures) so far; ``{}`` if none."""
+        ...
+
     def count_active_items(self, tenant: str, execution_id: str, step_id: str) -> int:
         """How many foreach items of ``step_id`` are active (``STEP_ACTIVE``).
 
@@ -334,3 +347,13 @@ class AgentRuntime(Protocol):
     async def choose(self, ctx: StepContext, request: ChoiceRequest) -> Choice:
         """Ask a model to pick one route, with rationale and confidence (structured output)."""
         ...
+
+
+class DecisionStats(Protocol):
+    """Success/failure counts of routing alternatives (the :class:`Store` provides them)."""
+
+    def add_arm_outcome(self, tenant: str, bandit: str, arm: str, successes: float, failures: float) -> None: ...
+
+    def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]: ...
+
+    def mark_once(self, tenant: str, execution_id: str, name: str) -> bool: ...

@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -121,6 +122,26 @@ class LeaseKeeper:
             with self._lock:
                 del self._leases[id(lease)]
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every step running here to end; True if none is left."""
+        deadline = time.monotonic() + timeout
+        while self._leases and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self._leases
+
+    def abandon(self) -> int:
+        """Stop waiting for every step running here, as if each lease were lost; how many there were.
+
+        For a process about to exit: the steps' records are left as a crash would leave them
+        (the reconciler re-queues a RUNNING one when its lease expires), and their sync
+        functions are left to their daemon threads.
+        """
+        with self._lock:
+            leases = list(self._leases.values())
+        for lease in leases:
+            lease.lose()
+        return len(leases)
+
     def beat(self, lease: Lease) -> None:
         """Extend the lease, or claim the step of an unclaimed one; the lease is lost if refused."""
         with lease.lock:
@@ -187,8 +208,37 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {
         "type": error_type,
         "message": message,
-        "traceback": "".join(traceback.format_exception(exc, limit=-8))[-4000:],
+        "traceback": "".join(_trimmed(traceback.TracebackException.from_exception(exc, limit=-8)).format())[-4000:],
     }
+
+
+def _short_path(filename: str) -> str:
+    """A frame's file without the host's directories (what an operator needs, no more)."""
+    for marker in ("site-packages/", "dist-packages/"):
+        if marker in filename:
+            return filename.rsplit(marker, 1)[1]
+    path = Path(filename)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return path.name
+    return filename
+
+
+def _trimmed(found: traceback.TracebackException) -> traceback.TracebackException:
+    seen: set[int] = set()
+    pending: list[traceback.TracebackException | None] = [found]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        for frame in current.stack:
+            _ = frame.line  # read the source line before the path it is read from changes
+            frame.filename = _short_path(frame.filename)
+        pending += [current.__cause__, current.__context__]
+    return found
 
 
 def _event_wait(wait: Wait) -> EventWait | None:
@@ -289,9 +339,9 @@ class StepRunner:
                 "waiting",
                 step_key,
             )
-        output = outcome.output
+        output, event = outcome.output, dict(outcome.event) if outcome.event else None
         return self._record(
-            lambda: self.service.complete(tenant, execution_id, step_key, fence, output, follow=follow),
+            lambda: self.service.complete(tenant, execution_id, step_key, fence, output, follow=follow, event=event),
             "succeeded",
             step_key,
         )
@@ -343,10 +393,12 @@ class StepRunner:
             now=self.service.clock.now,
             evaluate=lambda source: compile_expression(source).evaluate(variables),
             heartbeat=lambda: self.leases.beat(lease),
+            lease_epoch=lambda: None if lease.unclaimed else lease.step.lease_epoch,
             cancelled=lease.lost.is_set,
             services=self.services,
             ports=self.ports,
             models=compiled.definition.models,
+            workflow=compiled.name,
             resume=(step.wait or {}).get("answer"),
         )
         # A lost lease (the step was cancelled, timed out or taken over) stops the wait for

@@ -442,13 +442,24 @@ class Service:
         output: Any,
         *,
         follow: bool = False,
+        event: dict[str, Any] | None = None,
     ) -> step_cases.Claimed | None:
         """Record a step's output. With ``follow``, a single step this makes ready to run at once
-        on the same queue is claimed for the caller and returned instead of dispatched."""
+        on the same queue is claimed for the caller and returned instead of dispatched.
+        ``event`` is data for the step's ``step.succeeded`` event (e.g. a routing decision)."""
         self.check_payload(output, f"output of step {step_key!r}")
         return self._run_outcome(
             lambda rec: step_cases.complete(
-                rec, self.workflows, tenant, execution_id, step_key, fence, output, self.timing, follow=follow
+                rec,
+                self.workflows,
+                tenant,
+                execution_id,
+                step_key,
+                fence,
+                output,
+                self.timing,
+                follow=follow,
+                event=event,
             ),
             self.timing if follow else None,
         )
@@ -585,7 +596,7 @@ class Service:
             overdue = self.store.overdue_executions(now, batch)
             job.run("timed_out", [self._transact(self._time_out(execution)) for execution in overdue])
         if not job.over():
-            job.counts["routed_events"] += EventRouter(self).route_due(now - self.settings.redispatch_after, batch)
+            job.counts["routed_events"] += EventRouter(self).route_due(now - self.settings.event_route_after, batch)
         return job.report()
 
     def _resend_lost(self, job: _Pass, now: float) -> None:

@@ -40,7 +40,8 @@ def runner() -> StepRunner:
     global _runner
     with _runner_lock:
         if _runner is None:
-            _runner = StepRunner(build_service(settings), ports=build_step_ports(settings))
+            service = build_service(settings)
+            _runner = StepRunner(service, ports=build_step_ports(settings, service.store))
         return _runner
 
 

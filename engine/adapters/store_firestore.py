@@ -113,6 +113,8 @@ RPC_TIMEOUT = 60.0
 ROLLBACK_TIMEOUT = 5.0
 #: Document references a store keeps for reuse (:class:`Paths`); a few MB at most.
 _REF_CACHE_SIZE = 4096
+#: Shards per bandit arm: concurrent rewards of one arm write different documents.
+_ARM_SHARDS = 8
 #: Per-execution step queries ``list_steps_many`` runs at once.
 _STEPS_MANY_CONCURRENCY = 16
 
@@ -247,6 +249,9 @@ class Paths:
 
     def marker(self, tenant: str, execution_id: str, name: str) -> DocumentReference:
         return self._document(*_execution_path(tenant, execution_id), "markers", encode_id(name))
+
+    def arm_shards(self, tenant: str, bandit: str) -> CollectionReference:
+        return self._collection("tenants", encode_id(tenant), "bandits", encode_id(bandit), "shards")
 
     def events(self, tenant: str, execution_id: str) -> CollectionReference:
         return self._collection(*_execution_path(tenant, execution_id), "events")
@@ -860,6 +865,22 @@ class FirestoreStore:
             except gexc.AlreadyExists:
                 return False
         return True
+
+    def add_arm_outcome(self, tenant: str, bandit: str, arm: str, successes: float, failures: float) -> None:
+        """A server-side increment of one of the arm's shards, chosen at random (no transaction)."""
+        shard = f"{encode_id(arm)}.{random.randrange(_ARM_SHARDS)}"  # noqa: S311  (spreading load, not security)
+        fields = {"arm": arm, "successes": firestore.Increment(successes), "failures": firestore.Increment(failures)}
+        with translated_errors():
+            self._paths.arm_shards(tenant, bandit).document(shard).set(fields, merge=True)
+
+    def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]:
+        totals: dict[str, tuple[float, float]] = {}
+        with translated_errors():
+            for snapshot in self._paths.arm_shards(tenant, bandit).stream():
+                data = snapshot.to_dict() or {}
+                successes, failures = totals.get(data["arm"], (0.0, 0.0))
+                totals[data["arm"]] = (successes + data.get("successes", 0), failures + data.get("failures", 0))
+        return dict(sorted(totals.items()))
 
     def list_executions(
         self,

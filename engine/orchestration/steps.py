@@ -249,16 +249,17 @@ def complete(
     timing: Timing,
     *,
     follow: bool = False,
+    event: dict[str, Any] | None = None,
 ) -> Claimed | None:
     """Record a step's success (fenced by ``fence``) and move the execution forward.
 
     With ``follow``, a single step this makes ready is claimed for the caller (see
-    :func:`_claim_follower`) and returned.
+    :func:`_claim_follower`) and returned. ``event`` is the data of its ``step.succeeded`` event.
     """
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
     step = _owned(rec, snap, key, fence, timing)
     step.output = output
-    rec.move_step(step, StepStatus.SUCCEEDED, Cause.COMPLETE)
+    rec.move_step(step, StepStatus.SUCCEEDED, Cause.COMPLETE, event)
     _after(rec, snap, step)
     return _claim_follower(rec, snap, step, timing) if follow else None
 

@@ -18,7 +18,7 @@ from engine.expressions import compile_expression
 
 if TYPE_CHECKING:
     from engine.ai import ScriptedModel
-    from engine.ports import AgentRuntime
+    from engine.ports import AgentRuntime, DecisionStats
 
 
 class StepConfig(BaseModel):
@@ -33,9 +33,10 @@ class NoConfig(StepConfig):
 
 @dataclass(frozen=True)
 class Succeeded:
-    """The step finished with ``output``."""
+    """The step finished with ``output``; ``event`` is recorded in its ``step.succeeded`` event."""
 
     output: Any = None
+    event: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class StepPorts:
     """
 
     ai: AgentRuntime | None = None
+    decisions: DecisionStats | None = None
 
 
 @dataclass
@@ -95,11 +97,15 @@ class StepContext:
     now: Callable[[], float] = lambda: 0.0
     evaluate: Callable[[str], Any] = lambda expression: None
     heartbeat: Callable[[], None] = lambda: None
+    #: The epoch of the step's lease, ``None`` while it runs unclaimed (a heartbeat claims it).
+    lease_epoch: Callable[[], int | None] = lambda: None
     cancelled: Callable[[], bool] = lambda: False
     services: Mapping[str, Any] = field(default_factory=dict)
     ports: StepPorts = field(default_factory=StepPorts)
     #: Scripted models the workflow declares (``models:``), for ``fake:<name>`` model specs.
     models: Mapping[str, ScriptedModel] = field(default_factory=dict)
+    #: The workflow's name (bandit statistics are kept per workflow and step).
+    workflow: str = ""
     #: The answer a signal gave to this step's interrupt (see ``Wait.interrupt``), if any.
     resume: Any = None
 
@@ -143,8 +149,14 @@ def ensure_mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def check_condition(source: str | None, path: str, allowed: frozenset[str]) -> list[Problem]:
-    """Save-time check of a bare CEL condition evaluated against ``allowed`` variables only."""
+def bare_condition_problems(expressions: list[tuple[str, str]], path: str) -> list[Problem]:
+    """Problems of CEL conditions written bare (no ``${...}``), e.g. a switch's cases."""
+    return [problem for where, source in expressions for problem in check_condition(source, f"{path}.{where}")]
+
+
+def check_condition(source: str | None, path: str, allowed: frozenset[str] | None = None) -> list[Problem]:
+    """Save-time check of a bare CEL condition evaluated against ``allowed`` variables only
+    (``None``: any variable)."""
     if source is None:
         return []
     if "${" in source:
@@ -153,6 +165,8 @@ def check_condition(source: str | None, path: str, allowed: frozenset[str]) -> l
         expression = compile_expression(source)
     except ExpressionError as exc:
         return [Problem(path, exc.message)]
+    if allowed is None:
+        return []
     extra = sorted(expression.variables - allowed)
     if extra:
         return [Problem(path, f"may only use {', '.join(sorted(allowed))}, not {', '.join(extra)}")]

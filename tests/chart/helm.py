@@ -1,8 +1,8 @@
 """The chart through real Helm: the Helm v4 Go SDK (``helm-python-sdk``), and every rendered
 manifest validated strictly against the Kubernetes OpenAPI schemas (``kubernetes-validate``).
 
-``render`` is ``helm install --dry-run=client`` (what ``helm template`` runs: values schema,
-``required``/``fail``, the real template engine); ``lint`` is ``helm lint --strict``.
+``render`` is what ``helm template`` runs (values schema, ``required``/``fail``, the real template
+engine), hooks and ``helm test`` pods included; ``lint`` is ``helm lint --strict``.
 """
 
 from __future__ import annotations
@@ -19,17 +19,23 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "conveyor"
 #: the newest schemas kubernetes-validate ships).
 KUBE_VERSIONS = ("1.29.0", "1.37.0")
 #: Kinds from CRDs, which the Kubernetes schemas do not know; their shape is asserted by tests.
-CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}
+CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
 
 HelmError = helm.HelmError
 
 
-class Rendered:
-    """One rendering: the manifests by template path, the parsed objects and the NOTES."""
+NOTES = "conveyor/templates/NOTES.txt"
 
-    def __init__(self, manifest: str, notes: str) -> None:
-        self.notes = notes
-        self.docs: list[dict[str, Any]] = [d for d in yaml.safe_load_all(manifest) if d]
+
+class Rendered:
+    """One rendering: the release's objects (``docs``), its hooks and test pods (``hooks``) and NOTES."""
+
+    def __init__(self, manifests: dict[str, str]) -> None:
+        self.notes = manifests.get(NOTES, "")
+        parsed = [d for path, text in manifests.items() if path != NOTES for d in yaml.safe_load_all(text) if d]
+        is_hook = [bool(d["metadata"].get("annotations", {}).get("helm.sh/hook")) for d in parsed]
+        self.docs: list[dict[str, Any]] = [d for d, hook in zip(parsed, is_hook, strict=True) if not hook]
+        self.hooks: list[dict[str, Any]] = [d for d, hook in zip(parsed, is_hook, strict=True) if hook]
 
     def objects(self, kind: str) -> dict[str, dict[str, Any]]:
         return {d["metadata"]["name"]: d for d in self.docs if d["kind"] == kind}
@@ -37,12 +43,11 @@ class Rendered:
 
 def render(values: dict[str, Any] | None = None, *, release: str = "demo", namespace: str = "conveyor") -> Rendered:
     """Render the chart as ``helm template`` would; Helm's errors propagate as ``HelmError``."""
-    config = helm.Config(storage_driver="memory", namespace=namespace)
+    chart = helm.Chart.load(str(CHART))
     try:
-        release_info = config.install(str(CHART), release, values or {}, namespace=namespace, dry_run="client")
+        return Rendered(chart.render(values or {}, name=release, namespace=namespace, is_install=True))
     finally:
-        config.close()
-    return Rendered(release_info["manifest"], release_info.get("notes") or "")
+        chart.close()
 
 
 def lint(values: dict[str, Any] | None = None, *, kube_version: str) -> dict[str, Any]:

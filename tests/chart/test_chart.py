@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import typer
 import yaml
@@ -106,7 +107,7 @@ def _values_paths(template_text: str) -> set[tuple[str, ...]]:
 def test_every_values_path_in_templates_exists_in_values_yaml() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     missing = []
-    for path in sorted((CHART / "templates").iterdir()):
+    for path in sorted(p for p in (CHART / "templates").rglob("*") if p.is_file()):
         for ref in sorted(_values_paths(path.read_text())):
             node: Any = values
             for i, key in enumerate(ref):
@@ -188,14 +189,18 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
             if command[0] == "conveyor":
                 assert command[1] in CONVEYOR_SUBCOMMANDS, f"{name}: unknown subcommand {command[1]}"
             else:
-                assert command[:4] == ["celery", "-A", "tasks.app", "flower"], command
+                raise AssertionError(f"{name}: every container runs the conveyor CLI, not {command}")
         # no other selector may select these pods (one owner per pod)
         for other, labels in pod_labels.items():
             if other != name:
                 assert not selector.items() <= labels.items(), f"{name}'s selector also matches {other}"
 
     component = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in deployments.values()}
-    enabled = {name for name in ("api", "worker", "beat", "flower") if values.get(name, {}).get("enabled", True)}
+    enabled = {
+        name
+        for name in ("api", "worker", "beat", "flower")
+        if values.get(name, {}).get("enabled", DEFAULTS[name]["enabled"])
+    }
     assert set(component) == enabled
 
     beat = [d for d in deployments.values() if d["metadata"]["labels"]["app.kubernetes.io/component"] == "beat"]
@@ -261,13 +266,13 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
 @pytest.mark.parametrize("name", ["defaults", *SCENARIOS])
 def test_scenarios_lint_render_and_validate(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     values = {} if name == "defaults" else scenario(name)
-    docs = render(copy.deepcopy(values)).docs
+    rendered = render(copy.deepcopy(values))
     for kube_version in KUBE_VERSIONS:
         report = lint(values, kube_version=kube_version)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
         assert not problems, f"helm lint --strict (Kubernetes {kube_version}): {problems}"
-        validate(docs, kube_version)
-    check_manifests(docs, values, monkeypatch)
+        validate(rendered.docs + rendered.hooks, kube_version)
+    check_manifests(rendered.docs, values, monkeypatch)
 
 
 def test_default_values_render(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -486,10 +491,29 @@ def test_invalid_values_are_refused(values: dict[str, Any], message: str) -> Non
 def test_notes_render() -> None:
     notes = render().notes
     assert "port-forward svc/demo-conveyor-api" in notes
-    assert "WARNING: Flower runs without authentication" in notes
+    assert "worker   demo-conveyor-worker-default (queues: conveyor, concurrency 4)" in notes
+    assert "flower" not in notes, "Flower is off by default"
     full = render(copy.deepcopy(FULL_VALUES)).notes
     assert "https://conveyor.acme.dev/" in full
+    assert "port-forward svc/demo-conveyor-flower" in full
     assert "WARNING" not in full
+
+
+def test_flower_requires_authentication() -> None:
+    with pytest.raises(HelmError, match=re.escape("flower needs authentication")):
+        render({"flower": {"enabled": True}})
+    docs = render({"flower": {"enabled": True, "basicAuth": {"existingSecret": "flower-auth"}}}).docs
+    (container,) = containers(objects(docs, "Deployment")["demo-conveyor-flower"])
+    assert container["command"] == ["conveyor", "flower", "--address", "0.0.0.0", "--port", "5555"]
+    oauth = {"provider": "flower.views.auth.GoogleAuth2LoginHandler", "auth": ".*@acme\\.dev", "existingSecret": "oauth"}
+    docs = render({"flower": {"enabled": True, "oauth": oauth}}).docs
+    (container,) = containers(objects(docs, "Deployment")["demo-conveyor-flower"])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FLOWER_AUTH_PROVIDER"] == oauth["provider"] and env["FLOWER_AUTH"] == oauth["auth"]
+    assert {"secretRef": {"name": "oauth"}} in container["envFrom"]
+    docs = render({"flower": {"enabled": True, "noAuth": True}}).docs
+    (container,) = containers(objects(docs, "Deployment")["demo-conveyor-flower"])
+    assert container["command"][-1] == "--no-auth"
 
 
 # ------------------------------------------------------------------------------ docker-compose
@@ -504,17 +528,41 @@ def compose() -> dict[str, Any]:
 APP_SERVICES = {"api": "api", "worker": "worker", "beat": "beat"}
 
 
+def test_compose_follows_the_compose_specification(compose: dict[str, Any]) -> None:
+    """Validated against the Compose Specification's JSON Schema (tests/chart/compose-spec.json,
+    vendored from compose-spec/compose-spec, Apache-2.0)."""
+    schema = json.loads((Path(__file__).parent / "compose-spec.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
+    assert not errors, errors
+    assert list(validator.iter_errors({"services": {"api": {"imag": "x"}}})), "the schema refuses unknown keys"
+
+
 def test_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "firestore", "api", "worker", "beat", "flower"}
+    assert set(services) == {"redis", "firestore", "pubsub", "api", "worker", "beat", "flower"}
     emulator_image = "gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators"
     assert services["firestore"]["image"] == emulator_image
     assert services["firestore"]["command"][:4] == ["gcloud", "emulators", "firestore", "start"]
-    for name, subcommand in APP_SERVICES.items():
+    assert services["pubsub"]["image"] == emulator_image
+    assert services["pubsub"]["command"][:5] == ["gcloud", "beta", "emulators", "pubsub", "start"]
+    for name, subcommand in {**APP_SERVICES, "flower": "flower"}.items():
         command = services[name]["command"]
         assert command[0] == "conveyor" and command[1] == subcommand, f"{name}: {command}"
     assert services["api"]["command"][2:] == ["--host", "0.0.0.0"]
-    assert services["flower"]["command"] == ["celery", "-A", "tasks.app", "flower", "--port=5555"]
+    assert "--no-auth" not in services["flower"]["command"]
+    auth = services["flower"]["environment"]["CONVEYOR_FLOWER_BASIC_AUTH"]
+    assert "${FLOWER_PASSWORD:?" in auth, "compose refuses to start Flower without a password"
+
+
+def test_compose_redis_keeps_queued_steps(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    flag = lambda name: command[command.index(name) + 1]  # noqa: E731
+    assert flag("--appendonly") == "yes"
+    assert flag("--maxmemory-policy") == "noeviction"
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    assert "redis-data" in compose["volumes"]
 
 
 def test_compose_commands_name_existing_subcommands(compose: dict[str, Any]) -> None:
@@ -539,13 +587,16 @@ def test_compose_environment(compose: dict[str, Any], monkeypatch: pytest.Monkey
         assert settings.broker_url == "redis://redis:6379/0"
         assert settings.redis_url == "redis://redis:6379/1"
         assert env["FIRESTORE_EMULATOR_HOST"].startswith("firestore:")
-        assert "PUBSUB_EMULATOR_HOST" not in env, f"{name}: no Pub/Sub emulator runs in compose"
+        assert env["PUBSUB_EMULATOR_HOST"].startswith("pubsub:")
 
 
 def test_compose_dependencies_and_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in ("redis", "firestore", "api", "worker", "flower"):
-        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name in ("worker", "beat"):
+        assert "conveyor-liveness" in " ".join(services[name]["healthcheck"]["test"]), name
+        assert services[name]["environment"]["CONVEYOR_LIVENESS_FILE"] == "/tmp/conveyor-liveness"
     for name, service in services.items():
         for dependency, spec in (service.get("depends_on") or {}).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
@@ -583,9 +634,28 @@ def test_dockerfile() -> None:
     assert env_names <= SETTINGS_ENV, env_names - SETTINGS_ENV
 
 
+def _distribution(requirement: str) -> str:
+    """The normalized distribution name of a requirement string (PEP 503)."""
+    name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_image_installs_locked_dependencies() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in text
+    assert re.search(r"^HEALTHCHECK ", text, re.M)
+    lock = (ROOT / "requirements.lock").read_text()
+    locked = {_distribution(line) for line in lock.splitlines() if re.match(r"^[A-Za-z0-9]", line)}
+    assert lock.count("--hash=sha256:") >= len(locked), "every locked distribution carries its hashes"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_distribution(r) for r in project["dependencies"] + project["optional-dependencies"]["ai"]}
+    missing = sorted(wanted - locked)
+    assert not missing, f"requirements.lock is stale (missing {missing}); regenerate it with the command at its top"
+
+
 def test_dockerignore_lets_the_build_context_through() -> None:
     lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
-    for needed in ["pyproject.toml", "README.md", *(f"{p}/" for p in _packages())]:
+    for needed in ["pyproject.toml", "README.md", "requirements.lock", *(f"{p}/" for p in _packages())]:
         assert f"!{needed}" in lines, f".dockerignore must re-include {needed}"
 
 
@@ -631,3 +701,36 @@ def test_readme_command_extraction_rejects_malformed_blocks(tmp_path: Path) -> N
             assert result.returncode != 0, name
         else:
             assert result.returncode == 0 and result.stdout.strip() == expected, (name, result.stderr)
+
+
+def test_migrations_run_as_a_hook_before_install_and_upgrade() -> None:
+    rendered = render()
+    hooks = {(d["kind"], d["metadata"]["name"]): d for d in rendered.hooks}
+    job = hooks[("Job", "demo-conveyor-migrate")]
+    config = hooks[("ConfigMap", "demo-conveyor-migrate")]
+    for hook in (job, config):
+        assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    weight = lambda d: int(d["metadata"]["annotations"]["helm.sh/hook-weight"])  # noqa: E731
+    assert weight(config) < weight(job), "the settings exist before the Job that reads them"
+    release_config = objects(rendered.docs, "ConfigMap")["demo-conveyor"]
+    assert config["data"] == release_config["data"], "the hook runs with the release's settings"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["conveyor", "migrate"]
+    assert container["envFrom"][0] == {"configMapRef": {"name": "demo-conveyor-migrate"}}
+    assert {"configMapRef": {"name": "demo-conveyor"}} not in container["envFrom"], "not created yet at pre-install"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert not [d for d in render({"migrations": {"enabled": False}}).hooks if d["kind"] == "Job"]
+
+
+def test_helm_test_checks_readyz() -> None:
+    (pod,) = [d for d in render().hooks if d["metadata"]["annotations"]["helm.sh/hook"] == "test"]
+    command = pod["spec"]["containers"][0]["command"]
+    assert "http://demo-conveyor-api:80/readyz" in command[-1]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_service_monitor_is_optional() -> None:
+    assert not objects(render().docs, "ServiceMonitor")
+    monitor = objects(render({"metrics": {"serviceMonitor": {"enabled": True}}}).docs, "ServiceMonitor")
+    (endpoint,) = monitor["demo-conveyor-api"]["spec"]["endpoints"]
+    assert endpoint == {"port": "http", "path": "/metrics", "interval": "30s"}

@@ -44,7 +44,7 @@ class CountingRunner(StepRunner):
     """A StepRunner that counts the outcome of every message it handled, and what it raised."""
 
     def __init__(self, service: Service) -> None:
-        super().__init__(service, ports=build_step_ports(service.settings))
+        super().__init__(service, ports=build_step_ports(service.settings, service.store))
         self.outcomes: Counter[str] = Counter()
         self.errors: list[str] = []
         self._lock = threading.Lock()

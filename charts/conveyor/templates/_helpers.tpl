@@ -161,24 +161,33 @@ tolerations:
 
 {{/*
 Container fields shared by every Conveyor container (rendered at the level of a container).
-Call with (dict "root" $ "env" <extra EnvVar list, optional>).
+Call with (dict "root" $ "env" <extra EnvVar list, optional> "envFrom" <extra EnvFromSource list, optional>
+"configMap" false <optional: leave out the release's ConfigMap, for hooks that run before it exists>).
 */}}
 {{- define "conveyor.containerCommon" -}}
 {{- $root := .root }}
 {{- $extraEnv := .env }}
+{{- $extraEnvFrom := .envFrom }}
+{{- $withConfigMap := true }}
+{{- if hasKey . "configMap" }}{{ $withConfigMap = .configMap }}{{ end }}
 {{- with $root -}}
 image: {{ include "conveyor.image" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 envFrom:
+  {{- if $withConfigMap }}
   - configMapRef:
       name: {{ include "conveyor.fullname" . }}
+  {{- end }}
   {{- with .Values.auth.existingSecret }}
   - secretRef:
       name: {{ . }}
   {{- end }}
   {{- with .Values.envFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- with $extraEnvFrom }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
 env:
@@ -274,4 +283,46 @@ exec:
 periodSeconds: {{ .periodSeconds }}
 timeoutSeconds: 5
 failureThreshold: {{ .failureThreshold }}
+{{- end }}
+
+{{/*
+The CONVEYOR_* settings every container loads (the ConfigMap's data): dedicated values first, then
+each key of `settings`. Used by the release's ConfigMap and by the migration hook's own copy.
+*/}}
+{{- define "conveyor.configData" -}}
+{{- $reserved := list "store" "state_dir" "sqlite_path" "api_host" "api_port" "firestore_project" "firestore_database" "broker_url" "redis_url" "auth_enabled" "oidc_jwks_url" "oidc_issuer" "oidc_audience" "oidc_algorithms" }}
+CONVEYOR_STORE: "firestore"
+CONVEYOR_STATE_DIR: "/var/lib/conveyor"
+CONVEYOR_API_HOST: "0.0.0.0"
+CONVEYOR_API_PORT: {{ include "conveyor.settingValue" .Values.api.port | quote }}
+CONVEYOR_FIRESTORE_PROJECT: {{ required "firestore.project is required" .Values.firestore.project | quote }}
+CONVEYOR_FIRESTORE_DATABASE: {{ default "(default)" .Values.firestore.database | quote }}
+GOOGLE_CLOUD_PROJECT: {{ default .Values.firestore.project .Values.pubsub.project | quote }}
+{{- with .Values.firestore.emulatorHost }}
+FIRESTORE_EMULATOR_HOST: {{ . | quote }}
+{{- end }}
+{{- with .Values.pubsub.emulatorHost }}
+PUBSUB_EMULATOR_HOST: {{ . | quote }}
+{{- end }}
+{{- if not .Values.redis.existingSecret }}
+CONVEYOR_BROKER_URL: {{ required "redis.brokerUrl (or redis.existingSecret) is required" .Values.redis.brokerUrl | quote }}
+CONVEYOR_REDIS_URL: {{ required "redis.url (or redis.existingSecret) is required" .Values.redis.url | quote }}
+{{- end }}
+CONVEYOR_AUTH_ENABLED: {{ .Values.auth.enabled | toString | quote }}
+{{- with .Values.auth.oidc }}
+{{- if .jwksUrl }}
+CONVEYOR_OIDC_JWKS_URL: {{ .jwksUrl | quote }}
+CONVEYOR_OIDC_ISSUER: {{ required "auth.oidc.issuer is required with auth.oidc.jwksUrl" .issuer | quote }}
+CONVEYOR_OIDC_AUDIENCE: {{ required "auth.oidc.audience is required with auth.oidc.jwksUrl" .audience | quote }}
+CONVEYOR_OIDC_ALGORITHMS: {{ toJson (default (list "RS256") .algorithms) | quote }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := .Values.settings }}
+{{- if has $key $reserved }}
+{{- fail (printf "settings.%s has a dedicated value in values.yaml; set that instead" $key) }}
+{{- end }}
+{{- if not (kindIs "invalid" $value) }}
+{{ printf "CONVEYOR_%s" (upper $key) }}: {{ include "conveyor.settingValue" $value | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
