@@ -25,7 +25,7 @@ from engine.orchestration import steps as step_cases
 from engine.orchestration.recorder import Effects, FaninCheck, Recorder
 from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
 from engine.orchestration.workflows import Workflows
-from engine.ports import Clock, Dispatcher, EventSink, MessageLedger, Store, Transaction
+from engine.ports import Clock, Dispatcher, EventSink, MessageLedger, Store, Telemetry, Transaction
 from engine.records import (
     EventRecord,
     ExecutionRecord,
@@ -38,6 +38,7 @@ from engine.records import (
 from engine.router import EventRouter
 from engine.settings import Settings
 from engine.states import StepStatus
+from engine.telemetry import NoTelemetry
 
 T = TypeVar("T")
 log = structlog.get_logger("conveyor.service")
@@ -158,6 +159,7 @@ class Service:
         settings: Settings | None = None,
         clock: Clock | None = None,
         ledger: MessageLedger | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -166,6 +168,7 @@ class Service:
         self.ledger = ledger
         #: Where the scan for lost messages goes on in the next pass (the last step it looked at).
         self._lost_cursor: StepRecord | None = None
+        self.telemetry: Telemetry = telemetry or NoTelemetry()
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
         self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
@@ -223,6 +226,12 @@ class Service:
             self.dispatcher.dispatch(effects.dispatches)
         if effects.events:
             self.events.publish(effects.events)
+        for execution in effects.started:
+            self.telemetry.execution_started(execution.workflow)
+        for execution in effects.settled:
+            self.telemetry.execution_settled(
+                execution.workflow, execution.status.value, (execution.finished_at or 0.0) - execution.created_at
+            )
         for waiter in effects.waiters:
             try:
                 self.scan_events(waiter)
@@ -597,7 +606,9 @@ class Service:
             job.run("timed_out", [self._transact(self._time_out(execution)) for execution in overdue])
         if not job.over():
             job.counts["routed_events"] += EventRouter(self).route_due(now - self.settings.event_route_after, batch)
-        return job.report()
+        report = job.report()
+        self.telemetry.reconciled({**job.counts, "failed": job.failed})
+        return report
 
     def _resend_lost(self, job: _Pass, now: float) -> None:
         """Send again up to a batch of QUEUED steps whose message is old and not held by the broker.
