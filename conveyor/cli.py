@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "api",
     "flower",
     "events",
+    "bridge",
 ]
 
 for _module in COMMAND_MODULES:

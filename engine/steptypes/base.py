@@ -18,7 +18,7 @@ from engine.expressions import compile_expression
 
 if TYPE_CHECKING:
     from engine.ai import ScriptedModel
-    from engine.ports import AgentRuntime, DecisionStats
+    from engine.ports import AgentRuntime, DecisionStats, Publisher
 
 
 class StepConfig(BaseModel):
@@ -80,6 +80,7 @@ class StepPorts:
 
     ai: AgentRuntime | None = None
     decisions: DecisionStats | None = None
+    publisher: Publisher | None = None
 
 
 @dataclass
