@@ -18,6 +18,7 @@ from engine.records import (
     EventRecord,
     ExecutionRecord,
     InboundEventRecord,
+    ItemChunkRecord,
     Page,
     SignalRecord,
     StepRecord,
@@ -64,6 +65,10 @@ class Reads(Protocol):
 
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None: ...
 
+    def get_item_chunk(self, tenant: str, execution_id: str, step_id: str, chunk: int) -> ItemChunkRecord | None:
+        """One slice of a foreach's list (see :class:`ItemChunkRecord`), or None if there is none."""
+        ...
+
     def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None: ...
 
 
@@ -87,6 +92,10 @@ class Transaction(Reads, Protocol):
 
     def put_trigger(self, record: TriggerRecord) -> None:
         """Create or replace a trigger (firing a schedule and ending its executions update it)."""
+        ...
+
+    def put_item_chunk(self, record: ItemChunkRecord) -> None:
+        """Create or replace one slice of a foreach's list."""
         ...
 
     def add_event(self, event: EventRecord) -> None:

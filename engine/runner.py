@@ -32,7 +32,7 @@ from engine.eventlog import route_of
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
 from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
-from engine.records import StepRecord
+from engine.records import Deferred, StepRecord
 from engine.service import Service
 from engine.steptypes.base import StepConfig, StepContext, StepPorts, Succeeded, Wait
 
@@ -387,7 +387,7 @@ class StepRunner:
             step_key=step.key,
             step_id=step.step_id,
             attempt=step.attempt,
-            input=execution.input,
+            input=Deferred(lambda: execution.input),
             item=step.item,
             index=step.index,
             now=self.service.clock.now,

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.events import execution_event, step_event
+from engine.orchestration import planner
 from engine.ports import Dispatch, Transaction
 from engine.records import EventRecord, ExecutionRecord, StepRecord, WaiterRecord
 from engine.states import NEW, Cause, ExecutionStatus, Machine, StepStatus, require
 
 
 def machine_of(step: StepRecord) -> Machine:
-    """A foreach parent (a top-level record holding its items) follows its own machine."""
-    return Machine.FOREACH if step.index is None and step.items is not None else Machine.STEP
+    """A foreach parent (an expanded top-level record, see ``is_foreach_parent``) follows its own machine."""
+    return Machine.FOREACH if planner.is_foreach_parent(step) else Machine.STEP
 
 
 @dataclass(frozen=True)
