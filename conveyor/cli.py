@@ -43,6 +43,7 @@ COMMAND_MODULES = [
     "flower",
     "events",
     "bridge",
+    "triggers",
 ]
 
 for _module in COMMAND_MODULES:

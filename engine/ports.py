@@ -352,3 +352,37 @@ class DecisionStats(Protocol):
     def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]: ...
 
     def mark_once(self, tenant: str, execution_id: str, name: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class StepAttempt:
+    """One attempt of a step as its worker saw it, for metrics."""
+
+    workflow: str
+    step_type: str
+    #: How the attempt ended for this worker: succeeded, failed, waiting or lease-lost.
+    outcome: str
+    #: The attempt's wall time, running and recording.
+    seconds: float
+    #: From the step's dispatch to the start of this attempt (None when not known).
+    queue_wait: float | None
+    #: The step's attempt number (2 and more: a retry).
+    attempt: int
+
+
+class Telemetry(Protocol):
+    """Operational metrics of what the engine did (Prometheus in production, nothing embedded).
+
+    Called after the fact and never in a transaction; an implementation must be cheap and never
+    raise into the engine.
+    """
+
+    def step_attempt(self, attempt: StepAttempt) -> None: ...
+
+    def execution_started(self, workflow: str) -> None: ...
+
+    def execution_settled(self, workflow: str, status: str, seconds: float) -> None: ...
+
+    def reconciled(self, repairs: dict[str, int]) -> None:
+        """One reconciler pass's repairs by kind (expired_leases, timers, redispatched, ...)."""
+        ...
