@@ -24,6 +24,8 @@ from engine.settings import Settings
 from engine.steptypes.base import StepContext, StepPorts
 
 if TYPE_CHECKING:
+    from engine.adapters.lease_redis import RedisLease
+    from engine.adapters.ledger_redis import RedisMessageLedger
     from engine.adapters.pubsub import StreamingBridge
 
 
@@ -53,10 +55,45 @@ def build_event_sink(settings: Settings) -> EventSink:
     return MemoryEventLog.shared(maxlen=settings.event_stream_maxlen)
 
 
-def build_dispatcher(settings: Settings) -> Dispatcher:
+def _redis_broker(settings: Settings) -> str | None:
+    url = settings.broker_url
+    return url if url and url.startswith(("redis://", "rediss://")) else None
+
+
+def build_ledger(settings: Settings) -> RedisMessageLedger | None:
+    """The ledger of held step messages, on a Redis broker (none on the in-memory transport)."""
+    url = _redis_broker(settings)
+    if url is None:
+        return None
+    from engine.adapters.ledger_redis import RedisMessageLedger
+
+    return RedisMessageLedger.from_url(url)
+
+
+def build_dispatcher(settings: Settings, ledger: RedisMessageLedger | None = None) -> Dispatcher:
     from engine.adapters.dispatcher_celery import CeleryDispatcher
 
-    return CeleryDispatcher.from_settings(settings)
+    return CeleryDispatcher.from_settings(settings, ledger)
+
+
+def reconciler_lease(settings: Settings) -> RedisLease | None:
+    """The lease a reconciler holds while it runs passes, so two never run at once.
+
+    On ``CONVEYOR_REDIS_URL`` or a Redis broker; ``None`` without Redis (a single embedded
+    process). Beats and ``conveyor run --reconcile`` of one deployment (one default queue)
+    share it: the holder reconciles, the others stand by.
+    """
+    candidates = (settings.redis_url, settings.broker_url)
+    url = next((u for u in candidates if u and u.startswith(("redis://", "rediss://"))), None)
+    if url is None:
+        return None
+    from engine.adapters.lease_redis import RedisLease
+
+    return RedisLease.from_url(url, reconciler_lease_key(settings))
+
+
+def reconciler_lease_key(settings: Settings) -> str:
+    return f"conveyor:beat:lease:{settings.default_queue}"
 
 
 def build_telemetry(settings: Settings) -> Telemetry:
@@ -97,11 +134,13 @@ def build_service(
     """The service wired from settings; any port may be given explicitly instead."""
     settings = settings or Settings()
     import_modules(settings.imports)
+    ledger = build_ledger(settings)
     return Service(
         store=store or build_store(settings),
-        dispatcher=dispatcher or build_dispatcher(settings),
+        dispatcher=dispatcher or build_dispatcher(settings, ledger),
         events=events or build_event_sink(settings),
         settings=settings,
+        ledger=ledger if dispatcher is None else None,
         telemetry=build_telemetry(settings),
     )
 
