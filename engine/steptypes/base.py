@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.errors import ExpressionError, Problem
 from engine.expressions import compile_expression
+from engine.records import DecodedOnUse
 
 if TYPE_CHECKING:
-    from engine.ai import ScriptedModel
-    from engine.ports import AgentRuntime, DecisionStats
+    from engine.ai import Budget, ScriptedModel, Usage
+    from engine.ports import AgentRuntime, DecisionStats, Publisher
 
 
 class StepConfig(BaseModel):
@@ -80,6 +81,7 @@ class StepPorts:
 
     ai: AgentRuntime | None = None
     decisions: DecisionStats | None = None
+    publisher: Publisher | None = None
 
 
 @dataclass
@@ -91,7 +93,8 @@ class StepContext:
     step_key: str
     step_id: str
     attempt: int
-    input: Any
+    #: The execution input; the runner hands it over as a ``Deferred``, decoded on first use.
+    input: Any = DecodedOnUse()  # noqa: RUF009 - a descriptor (see DecodedOnUse), not a shared default
     item: Any = None
     index: int | None = None
     now: Callable[[], float] = lambda: 0.0
@@ -106,6 +109,9 @@ class StepContext:
     models: Mapping[str, ScriptedModel] = field(default_factory=dict)
     #: The workflow's name (bandit statistics are kept per workflow and step).
     workflow: str = ""
+    #: The workflow's model budget and what the execution's other AI steps spent of it.
+    execution_budget: Budget | None = None
+    execution_spent: Usage | None = None
     #: The answer a signal gave to this step's interrupt (see ``Wait.interrupt``), if any.
     resume: Any = None
 

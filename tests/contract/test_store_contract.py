@@ -207,6 +207,7 @@ def test_step_round_trips_in_every_status(store: Store, status: StepStatus) -> N
         index=3,
         item={"sku": "a"},
         items=[{"sku": "a"}, None, 3],
+        item_count=3,
         output={"tracking": "T-1"},
         error={"type": "Timeout"},
         wait={"event": "order.paid", "match": "event.id == 1"},
@@ -844,6 +845,31 @@ def test_due_steps_uses_the_due_field_of_each_status(store: Store, status: StepS
     assert sorted(due, key=lambda s: s.key) == [due_early, due_now]
     assert len(store.due_steps(status, T0, limit=1)) == 1
     assert store.due_steps(status, T0 - 11) == []
+
+
+@pytest.mark.parametrize("status", list(DUE_FIELD))
+def test_due_steps_pages_through_ties_in_a_stable_order(store: Store, status: StepStatus) -> None:
+    """``after`` resumes a scan: every due step once, also among steps due at the same moment."""
+    field = DUE_FIELD[status]
+    records = [
+        step(f"k{i}", f"ex-{i % 3}", tenant=(A if i % 2 else B), status=status, **{field: T0 - (i % 2)})
+        for i in range(7)
+    ]
+    save(store, *records)
+    first = store.due_steps(status, T0)
+    assert [getattr(r, field) for r in first] == sorted(getattr(r, field) for r in first)
+    seen: list[StepRecord] = []
+    while True:
+        page = store.due_steps(status, T0, limit=2, after=seen[-1] if seen else None)
+        if not page:
+            break
+        assert len(page) <= 2
+        seen.extend(page)
+    assert seen == first
+    assert sorted((r.tenant, r.execution_id, r.key) for r in seen) == sorted(
+        (r.tenant, r.execution_id, r.key) for r in records
+    )
+    assert store.due_steps(status, T0, after=seen[-1]) == []
 
 
 def test_overdue_executions_are_active_ones_past_their_deadline(store: Store) -> None:
