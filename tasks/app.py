@@ -18,7 +18,14 @@ from typing import Any
 from celery import signals
 
 from engine.adapters.celery_config import make_celery
-from engine.bootstrap import build_service, build_step_ports, forget_worker_process, serve_worker_metrics
+from engine.bootstrap import (
+    build_service,
+    build_step_ports,
+    configure_error_reporting,
+    configure_tracing,
+    forget_worker_process,
+    serve_worker_metrics,
+)
 from engine.logging import configure_logging
 from engine.runner import StepRunner
 from engine.settings import Settings
@@ -53,6 +60,12 @@ def _configure_logging(**_: Any) -> None:
     configure_logging(settings)
 
 
+def _configure_observability(**_: Any) -> None:
+    # In the main process, before the pool forks (the children inherit both).
+    configure_tracing(settings, "worker")
+    configure_error_reporting(settings, "conveyor-worker")
+
+
 def _build_runner_in_child(**_: Any) -> None:
     # Build eagerly in each pool process: user modules (CONVEYOR_IMPORTS) load and a broken
     # configuration shows up at start, not on the first message.
@@ -72,5 +85,6 @@ def _forget_pool_process(pid: int | None = None, **_: Any) -> None:
 
 signals.worker_init.connect(_configure_logging, weak=False)
 signals.worker_init.connect(_serve_metrics, weak=False)
+signals.worker_init.connect(_configure_observability, weak=False)
 signals.worker_process_init.connect(_build_runner_in_child, weak=False)
 signals.worker_process_shutdown.connect(_forget_pool_process, weak=False)
