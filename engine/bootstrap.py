@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
+import signal
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
+from engine.errors import ConveyorError
 from engine.functions import import_modules
-from engine.ports import AgentRuntime, Dispatcher, EventSink, Store, Telemetry
+from engine.ports import AgentRuntime, Dispatcher, EventSink, Publisher, Store, Telemetry
 from engine.service import Service
 from engine.settings import Settings
 from engine.steptypes.base import StepContext, StepPorts
@@ -23,6 +26,7 @@ from engine.steptypes.base import StepContext, StepPorts
 if TYPE_CHECKING:
     from engine.adapters.lease_redis import RedisLease
     from engine.adapters.ledger_redis import RedisMessageLedger
+    from engine.adapters.pubsub import StreamingBridge
 
 
 def build_store(settings: Settings) -> Store:
@@ -97,6 +101,43 @@ def build_telemetry(settings: Settings) -> Telemetry:
     from engine.adapters.metrics_prometheus import PrometheusTelemetry
 
     return PrometheusTelemetry()
+
+
+def configure_tracing(settings: Settings, component: str) -> Any:
+    """With ``CONVEYOR_TRACING_ENABLED``: an OpenTelemetry provider for this process, step messages
+    traced (``conveyor[otel]``); else None. ``component`` names the service (``conveyor-api``)."""
+    if not settings.tracing_enabled:
+        return None
+    from engine.adapters import tracing
+
+    provider = tracing.tracer_provider(f"conveyor-{component}")
+    tracing.instrument_celery(provider)
+    return provider
+
+
+def instrument_api(app: Any, settings: Settings) -> None:
+    """Trace the API's requests (and through them the steps they dispatch) when tracing is on."""
+    provider = configure_tracing(settings, "api")
+    if provider is not None:
+        from engine.adapters.tracing import instrument_api as instrument
+
+        instrument(app, provider)
+
+
+def configure_error_reporting(settings: Settings, component: str) -> bool:
+    """With ``CONVEYOR_SENTRY_DSN``: report unhandled errors of this process to Sentry
+    (``conveyor[sentry]``; its FastAPI and Celery integrations load automatically)."""
+    if not settings.sentry_dsn:
+        return False
+    import sentry_sdk
+
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        environment=settings.sentry_environment or settings.profile,
+        server_name=component,
+        traces_sample_rate=0.0,
+    )
+    return True
 
 
 def engine_metrics() -> bytes:
@@ -189,6 +230,49 @@ def build_agent_runtime(settings: Settings, store: Store) -> AgentRuntime | None
     return _LazyAgentRuntime(functools.partial(_langgraph_runtime, settings, store))
 
 
+def build_publisher(settings: Settings) -> Publisher | None:
+    """Pub/Sub publishing, or ``None`` without ``CONVEYOR_PUBSUB_PROJECT``."""
+    if settings.pubsub_project is None:
+        return None
+    from engine.adapters.pubsub import PubSubPublisher
+
+    return PubSubPublisher(settings.pubsub_project)
+
+
 def build_step_ports(settings: Settings, store: Store) -> StepPorts:
     """The services step types use, from settings and the service's store."""
-    return StepPorts(ai=build_agent_runtime(settings, store), decisions=store)
+    return StepPorts(ai=build_agent_runtime(settings, store), decisions=store, publisher=build_publisher(settings))
+
+
+#: Test hook: a bridge started with this set kills itself after committing an event, before
+#: acknowledging its message (the crash the bridge's ack-after-commit order is built for).
+CRASH_AFTER_COMMIT_ENV = "CONVEYOR_TEST_BRIDGE_CRASH_AFTER_COMMIT"
+
+
+def build_bridge(settings: Settings, service: Service | None = None) -> StreamingBridge:
+    """``conveyor bridge``: streaming pull over the configured subscriptions into the event router."""
+    from engine.adapters.pubsub import PubSubPublisher, StreamingBridge
+    from engine.bridge import Bridge
+    from engine.router import EventRouter
+
+    if settings.pubsub_project is None:
+        raise ConveyorError("the bridge needs CONVEYOR_PUBSUB_PROJECT")
+    if settings.bridge_dead_letter_topic is None:
+        raise ConveyorError("the bridge needs CONVEYOR_BRIDGE_DEAD_LETTER_TOPIC")
+    after_commit = None
+    if os.environ.get(CRASH_AFTER_COMMIT_ENV):
+        after_commit = lambda message: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
+    bridge = Bridge(
+        EventRouter(service or build_service(settings)),
+        PubSubPublisher(settings.pubsub_project),
+        settings.bridge_dead_letter_topic,
+        max_attempts=settings.bridge_max_attempts,
+        max_message_bytes=settings.bridge_max_message_bytes,
+        after_commit=after_commit,
+    )
+    return StreamingBridge(
+        bridge,
+        settings.bridge_subscriptions,
+        project=settings.pubsub_project,
+        max_messages=settings.bridge_max_messages,
+    )

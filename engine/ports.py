@@ -9,7 +9,7 @@ tenant), so a record of tenant A cannot be read with tenant B's name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -334,6 +334,17 @@ class EventSink(Protocol):
     """Live fan-out of committed events (a Redis Stream per execution)."""
 
     def publish(self, events: Sequence[EventRecord]) -> None: ...
+
+
+class Publisher(Protocol):
+    """Publishes messages to Pub/Sub topics (``pubsub.publish`` steps, the bridge's dead letters)."""
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        """Publish one message and wait until the broker has it; its message id.
+
+        ``NotFound`` when the topic does not exist, ``StoreUnavailable`` when it cannot be reached.
+        """
+        ...
 
 
 class Clock(Protocol):
