@@ -28,9 +28,8 @@ from celery.worker.consumer import Consumer
 
 from engine.adapters.celery_config import make_celery
 from engine.adapters.dispatcher_celery import BROKER_ERRORS
-from engine.bootstrap import build_service
+from engine.bootstrap import build_runner, build_service
 from engine.errors import ConveyorError, StoreUnavailable
-from engine.runner import StepRunner
 from engine.service import Service
 from engine.settings import Settings
 
@@ -98,7 +97,7 @@ class EmbeddedWorker:
         import tasks.steps  # noqa: F401
         from tasks.app import use_runner
 
-        use_runner(StepRunner(self.service))
+        use_runner(build_runner(self.service))
         app = make_celery(self.service.settings, "conveyor-embedded", include=["tasks.steps"])
         _check_broker(app)
         self._controller = _WorkController(

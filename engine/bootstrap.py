@@ -7,10 +7,13 @@ Redis Streams for live events.
 
 from __future__ import annotations
 
+from engine.egress import EgressPolicy
 from engine.functions import import_modules
-from engine.ports import Dispatcher, EventSink, Store
+from engine.ports import Dispatcher, EventSink, HttpClient, Resolver, Store
+from engine.runner import StepRunner
 from engine.service import Service
 from engine.settings import Settings
+from engine.steptypes.base import StepPorts
 
 
 def build_store(settings: Settings) -> Store:
@@ -61,3 +64,27 @@ def build_service(
         events=events or build_event_sink(settings),
         settings=settings,
     )
+
+
+def build_http_client(settings: Settings, resolver: Resolver | None = None) -> HttpClient:
+    """Outbound HTTP under the egress policy of ``settings`` (the http step, agent tools)."""
+    from engine.adapters.http_guarded import GuardedHttpClient
+
+    policy = EgressPolicy.from_lists(settings.http_allow_hosts, settings.http_allow_cidrs, settings.http_allow_ports)
+    return GuardedHttpClient(
+        policy,
+        resolver,
+        timeout=settings.http_timeout,
+        max_response_bytes=settings.http_max_response_bytes,
+        max_redirects=settings.http_max_redirects,
+    )
+
+
+def build_step_ports(settings: Settings) -> StepPorts:
+    """The typed services step handlers get (see ``StepContext.ports``)."""
+    return StepPorts(http=build_http_client(settings))
+
+
+def build_runner(service: Service) -> StepRunner:
+    """A step runner over ``service`` with the step ports its settings describe."""
+    return StepRunner(service, ports=build_step_ports(service.settings))

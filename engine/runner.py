@@ -32,7 +32,7 @@ from engine.orchestration import planner
 from engine.orchestration.steps import Claimed, Fence, Unclaimed
 from engine.records import StepRecord
 from engine.service import Service
-from engine.steptypes.base import StepConfig, StepContext, Succeeded, Wait
+from engine.steptypes.base import StartChild, StepConfig, StepContext, StepOutcome, StepPorts, Succeeded, Wait
 
 log = structlog.get_logger("conveyor.runner")
 
@@ -160,9 +160,12 @@ def _retryable(exc: BaseException) -> bool:
 class StepRunner:
     """Executes step messages against a :class:`Service`."""
 
-    def __init__(self, service: Service, services: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, service: Service, services: Mapping[str, Any] | None = None, ports: StepPorts | None = None
+    ) -> None:
         self.service = service
         self.services = dict(services or {})
+        self.ports = ports or StepPorts()
         self.leases = LeaseKeeper(service)
         self._loops = threading.local()
 
@@ -230,6 +233,23 @@ class StepRunner:
                     until=wait.until,
                     on_wake=wait.on_wake,
                     match=dict(wait.match),
+                    kind=wait.kind,
+                    details=dict(wait.details),
+                ),
+                "waiting",
+                step_key,
+            )
+        if isinstance(outcome, StartChild):
+            child = outcome
+            return self._record(
+                lambda: self.service.start_child(
+                    tenant,
+                    execution_id,
+                    step_key,
+                    fence,
+                    workflow=child.workflow,
+                    input=child.input,
+                    version=child.version,
                 ),
                 "waiting",
                 step_key,
@@ -264,7 +284,7 @@ class StepRunner:
                     return RunReport("lease-lost", step_key), None
         return RunReport(outcome, step_key), follower
 
-    async def _handle(self, claimed: Claimed, lease: Lease) -> Succeeded | Wait:
+    async def _handle(self, claimed: Claimed, lease: Lease) -> StepOutcome:
         step, execution, compiled = claimed.step, claimed.execution, claimed.compiled
         definition = compiled.step(step.step_id)
         step_type = steptypes.get(definition.type)
@@ -290,6 +310,7 @@ class StepRunner:
             heartbeat=lambda: self.leases.beat(lease),
             cancelled=lease.lost.is_set,
             services=self.services,
+            ports=self.ports,
         )
         running = step_type.run(ctx, config)
         try:

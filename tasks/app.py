@@ -18,7 +18,7 @@ from typing import Any
 from celery import signals
 
 from engine.adapters.celery_config import make_celery
-from engine.bootstrap import build_service
+from engine.bootstrap import build_runner, build_service
 from engine.logging import configure_logging
 from engine.runner import StepRunner
 from engine.settings import Settings
@@ -35,7 +35,7 @@ def runner() -> StepRunner:
     global _runner
     with _runner_lock:
         if _runner is None:
-            _runner = StepRunner(build_service(settings))
+            _runner = build_runner(build_service(settings))
         return _runner
 
 

@@ -29,7 +29,8 @@ def start(
     input: Any,
     idempotency_key: str | None = None,
     labels: dict[str, str] | None = None,
-    parent: dict[str, str] | None = None,
+    parent: dict[str, Any] | None = None,
+    execution_id: str | None = None,
 ) -> tuple[ExecutionRecord, bool]:
     """Create the execution and its first ready steps; an idempotency key returns the original."""
     if idempotency_key is not None:
@@ -38,7 +39,7 @@ def start(
             return existing, False
     definition = compiled.definition
     execution = ExecutionRecord(
-        id=new_execution_id(),
+        id=execution_id or new_execution_id(),
         tenant=tenant,
         workflow=definition.name,
         version=version,

@@ -8,12 +8,12 @@ exactly once" hold: the record, its event and the effects commit together or not
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from engine.events import execution_event, step_event
 from engine.ports import Dispatch, Transaction
 from engine.records import EventRecord, ExecutionRecord, StepRecord
-from engine.states import Cause, ExecutionStatus, StepStatus, require
+from engine.states import EXECUTION_TERMINAL, Cause, ExecutionStatus, StepStatus, require
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,37 @@ class Effects:
     fanin_checks: list[FaninCheck] = field(default_factory=list)
 
 
+class ExecutionLinks(Protocol):
+    """What ties a child execution to the parent step that waits for it (``children.Links``).
+
+    Called inside the transaction that ends one side, so the other side hears of it in the
+    same commit: nothing is lost between them.
+    """
+
+    def child_settled(self, rec: Recorder, child: ExecutionRecord) -> None:
+        """``child`` (which has a parent) just reached a terminal status: resume its parent step."""
+        ...
+
+    def cancel_child(self, rec: Recorder, step: StepRecord, reason: str) -> None:
+        """The parent step ``step`` that waits for a child was just cancelled: cancel the child."""
+        ...
+
+
 class Recorder:
     """Writes records and their events into ``tx`` and gathers :class:`Effects`."""
 
     def __init__(
-        self, tx: Transaction, now: float, *, max_foreach_items: int = 10_000, fanin_check_seconds: float = 30.0
+        self,
+        tx: Transaction,
+        now: float,
+        *,
+        max_foreach_items: int = 10_000,
+        fanin_check_seconds: float = 30.0,
+        links: ExecutionLinks | None = None,
     ) -> None:
         self.tx = tx
         self.now = now
+        self.links = links
         self.max_foreach_items = max_foreach_items
         #: How long after it starts (or was last checked) the reconciler checks a foreach's fan-in.
         self.fanin_check_seconds = fanin_check_seconds
@@ -73,6 +96,8 @@ class Recorder:
         execution.finished_at = self.now if target not in (ExecutionStatus.RUNNING, ExecutionStatus.PAUSED) else None
         self.tx.put_execution(execution)
         self._emit(execution_event(execution, self.now, data))
+        if target in EXECUTION_TERMINAL and execution.parent and self.links is not None:
+            self.links.child_settled(self, execution)
 
     def create_step(self, step: StepRecord, data: dict[str, Any] | None = None) -> None:
         step.created_at = self.now

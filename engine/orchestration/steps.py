@@ -95,7 +95,7 @@ def _fenced(records: dict[str, StepRecord], key: str, epoch: int) -> StepRecord:
     return step
 
 
-def _owned(rec: Recorder, snap: Snapshot, key: str, fence: Fence, timing: Timing) -> StepRecord:
+def owned(rec: Recorder, snap: Snapshot, key: str, fence: Fence, timing: Timing) -> StepRecord:
     """The RUNNING step an outcome is recorded on; an ``Unclaimed`` one is claimed here first.
 
     Raises ``LeaseLost`` (rolling the transaction back) if the worker does not own the step.
@@ -240,11 +240,16 @@ def complete(
     :func:`_claim_follower`) and returned.
     """
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
-    step = _owned(rec, snap, key, fence, timing)
+    step = owned(rec, snap, key, fence, timing)
     step.output = output
+    complete_owned(rec, snap, step)
+    return _claim_follower(rec, snap, step, timing) if follow else None
+
+
+def complete_owned(rec: Recorder, snap: Snapshot, step: StepRecord) -> None:
+    """Record the success of a step this worker owns (its ``output`` set) and move the execution on."""
     rec.move_step(step, StepStatus.SUCCEEDED, Cause.COMPLETE)
     _after(rec, snap, step)
-    return _claim_follower(rec, snap, step, timing) if follow else None
 
 
 def park(
@@ -259,16 +264,23 @@ def park(
     on_wake: str,
     match: dict[str, Any],
     timing: Timing,
+    kind: str = "timer",
+    details: dict[str, Any] | None = None,
 ) -> None:
     """Put a running step into WAITING until a timer fires or a signal arrives."""
     snap = open_snapshot(rec.tx, workflows, tenant, execution_id, [key])
-    step = _owned(rec, snap, key, fence, timing)
-    step.wake_at = until
-    step.wait = {"on_wake": on_wake, "match": match}
-    step.lease_until = None
-    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, {"until": until})
+    step = owned(rec, snap, key, fence, timing)
+    wait_step(rec, step, until=until, wait={"on_wake": on_wake, "match": match, "kind": kind, **(details or {})})
     if until is not None and until - rec.now <= timing.short_timer:
         rec.queue_dispatch(step, countdown=max(0.0, until - rec.now))
+
+
+def wait_step(rec: Recorder, step: StepRecord, *, until: float | None, wait: dict[str, Any]) -> None:
+    """Move a step this worker owns into WAITING with what resumes it (``wait``) and its timer."""
+    step.wake_at = until
+    step.wait = wait
+    step.lease_until = None
+    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, {"until": until, "kind": wait.get("kind", "timer")})
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
@@ -291,7 +303,7 @@ def fail(
 ) -> None:
     """Record a failed attempt: wait and retry per the step's policy, or fail the step."""
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
-    step = _owned(rec, snap, key, fence, timing)
+    step = owned(rec, snap, key, fence, timing)
     policy = snap.compiled.step(step.step_id).retry
     step.error = error
     if retryable and error.get("type") not in policy.non_retryable and step.attempt < policy.max_attempts:
@@ -301,6 +313,12 @@ def fail(
         if delay <= timing.short_timer:
             rec.queue_dispatch(step, countdown=delay)
         return
+    fail_owned(rec, snap, step, error)
+
+
+def fail_owned(rec: Recorder, snap: Snapshot, step: StepRecord, error: dict[str, Any]) -> None:
+    """Fail a step this worker owns for good (no retry) and move the execution on."""
+    step.error = error
     rec.move_step(step, StepStatus.FAILED, Cause.COMPLETE, {"error": error})
     _after(rec, snap, step)
 
@@ -322,10 +340,15 @@ def wake(rec: Recorder, snap: Snapshot, key: str) -> None:
         return
     if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
         return
-    if (step.wait or {}).get("on_wake") == "fail":
-        step.error = progress.error_info("timed out waiting", "WaitTimeout")
+    wait = step.wait or {}
+    if wait.get("on_wake") == "fail":
+        declared = wait.get("timeout_error") or {}
+        step.error = progress.error_info(
+            declared.get("message", "timed out waiting"), declared.get("type", "WaitTimeout")
+        )
         rec.move_step(step, StepStatus.FAILED, Cause.TIMER, {"error": step.error})
     else:
+        step.output = wait.get("timeout_output")
         rec.move_step(step, StepStatus.SUCCEEDED, Cause.TIMER)
     _after(rec, snap, step)
 
@@ -337,18 +360,54 @@ def wake_timer(rec: Recorder, workflows: Workflows, tenant: str, execution_id: s
         wake(rec, snap, key)
 
 
+#: Waits a plain signal may not end: they are resumed only by their own use case, which
+#: checks what they require (an approval's roles, a child execution's result).
+SIGNAL_REFUSED = {"approval": "decide it through its approval endpoint", "subworkflow": "it ends with its child"}
+
+
+def waiting_step(snap: Snapshot, key: str, what: str) -> StepRecord:
+    """The WAITING step ``key`` of a running execution; ``NotFound`` or ``TransitionRefused`` otherwise."""
+    step = snap.records.get(key)
+    if step is None:
+        raise NotFound(f"step {key!r} not found in execution {snap.execution.id!r}")
+    if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
+        status = f"{step.status} in a {snap.execution.status} execution"
+        raise TransitionRefused(f"step {key!r} is {status}, not WAITING; it cannot take {what}")
+    return step
+
+
+def resume(
+    rec: Recorder,
+    snap: Snapshot,
+    step: StepRecord,
+    *,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> StepRecord:
+    """End a WAITING step from outside (signal, approval decision, child execution), then advance.
+
+    The one transition every resumer goes through: it succeeds with ``output``, or fails with
+    ``error`` (keeping ``output``, e.g. a rejection's decision), and the execution moves on.
+    """
+    step.output = output
+    if error is None:
+        rec.move_step(step, StepStatus.SUCCEEDED, Cause.SIGNAL, data)
+    else:
+        step.error = error
+        rec.move_step(step, StepStatus.FAILED, Cause.SIGNAL, {**(data or {}), "error": error})
+    _after(rec, snap, step)
+    return step
+
+
 def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str, payload: Any) -> StepRecord:
     """Deliver a payload to a WAITING step: it succeeds with the payload as its output."""
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
-    step = snap.records.get(key)
-    if step is None:
-        raise NotFound(f"step {key!r} not found in execution {execution_id!r}")
-    if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
-        raise TransitionRefused(f"step {key!r} is {step.status}, not WAITING; it cannot take a signal")
-    step.output = payload
-    rec.move_step(step, StepStatus.SUCCEEDED, Cause.SIGNAL)
-    _after(rec, snap, step)
-    return step
+    step = waiting_step(snap, key, "a signal")
+    kind = (step.wait or {}).get("kind", "timer")
+    if kind in SIGNAL_REFUSED:
+        raise TransitionRefused(f"step {key!r} waits for its {kind}; a signal cannot end it ({SIGNAL_REFUSED[kind]})")
+    return resume(rec, snap, step, output=payload)
 
 
 def expire_lease(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str) -> None:

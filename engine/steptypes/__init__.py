@@ -25,4 +25,4 @@ def names() -> list[str]:
 
 def _load_builtins() -> None:
     # Imported lazily so that a built-in module can import this registry without a cycle.
-    from engine.steptypes import fail, switch, task, transform, wait  # noqa: F401
+    from engine.steptypes import approval, fail, http, subworkflow, switch, task, transform, wait  # noqa: F401

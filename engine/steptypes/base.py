@@ -2,7 +2,8 @@
 
 A step type module defines one :class:`StepType` and registers it with
 :func:`engine.steptypes.register`. Handlers run outside any store transaction and talk to
-the world only through :class:`StepContext` (whose ports are provided by the worker).
+the world only through :class:`StepContext`, whose typed :class:`StepPorts` the composition
+root (:mod:`engine.bootstrap`) builds from settings.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.errors import Problem
+from engine.errors import Problem, StepFailure
+from engine.ports import HttpClient
 
 
 class StepConfig(BaseModel):
@@ -39,14 +41,49 @@ class Wait:
 
     ``on_wake`` says what happens when the timer fires: ``"succeed"`` (a ``wait`` step) or
     ``"fail"`` (a wait-for-event timeout). ``match`` carries what a signal must satisfy.
+    ``kind`` names what the step waits for (``"timer"``, ``"approval"``, ...): a plain signal
+    resumes only a ``timer`` wait. ``details`` are kept on the step for whoever resumes it;
+    ``timeout_output`` and ``timeout_error`` there say what a timeout records.
     """
 
     until: float | None = None
     on_wake: str = "succeed"
     match: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "timer"
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
-StepOutcome = Succeeded | Wait
+@dataclass(frozen=True)
+class StartChild:
+    """Start a child execution of ``workflow`` and wait in WAITING until it settles.
+
+    The worker's outcome transaction starts the child and parks the step together, so the
+    child cannot settle before its parent step waits for it.
+    """
+
+    workflow: str
+    input: Any = None
+    version: int | None = None
+
+
+StepOutcome = Succeeded | Wait | StartChild
+
+
+@dataclass(frozen=True)
+class StepPorts:
+    """The typed services step handlers may use, built by :mod:`engine.bootstrap`.
+
+    A port left ``None`` is not configured in this process; the step type that needs it
+    fails with a clear error (:meth:`require_http`).
+    """
+
+    http: HttpClient | None = None
+
+    def require_http(self) -> HttpClient:
+        if self.http is None:
+            message = "no HTTP client is configured in this worker"
+            raise StepFailure(message, retryable=False, error_type="NotConfigured")
+        return self.http
 
 
 @dataclass
@@ -66,6 +103,7 @@ class StepContext:
     heartbeat: Callable[[], None] = lambda: None
     cancelled: Callable[[], bool] = lambda: False
     services: Mapping[str, Any] = field(default_factory=dict)
+    ports: StepPorts = field(default_factory=StepPorts)
 
     @property
     def idempotency_key(self) -> str:
