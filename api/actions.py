@@ -18,7 +18,7 @@ from api.schemas.executions import StartExecution
 from api.schemas.workflows import ValidationReport
 from engine.auth import Principal
 from engine.errors import DefinitionInvalid, InvalidRequest
-from engine.inbox import Accepted, accept_event
+from engine.eventlog import Accepted
 from engine.orchestration.approvals import Decision, LinkClaims
 from engine.records import ExecutionRecord, StepRecord
 from engine.service import ApplyResult, StartResult
@@ -107,17 +107,18 @@ def triggers(rt: Runtime) -> Triggers:
 
 
 def publish_event(
-    rt: Runtime, principal: Principal, *, type: str, data: dict[str, Any], event_id: str | None, source: str | None
+    rt: Runtime,
+    principal: Principal,
+    *,
+    type: str,
+    data: dict[str, Any],
+    event_id: str | None,
+    source: str | None,
+    correlation_key: str | None = None,
 ) -> Accepted:
-    return accept_event(
-        rt.inbox,
-        rt.service.clock,
-        principal.tenant,
-        type=type,
-        data=data,
-        event_id=event_id,
-        source=source,
-        max_bytes=rt.settings.max_payload_bytes,
+    """Accept an event into the tenant's event log and route it (see :mod:`engine.router`)."""
+    return rt.router.publish(
+        principal.tenant, type=type, data=data, event_id=event_id, source=source, correlation_key=correlation_key
     )
 
 

@@ -14,7 +14,6 @@ from api.metrics import Metrics, MetricsMiddleware
 from api.routes import approval_links, events, executions, health, keys, triggers, workflows
 from api.routes import streams as stream_routes
 from api.runtime import Runtime, StreamOptions
-from engine.inbox import Inbox
 from engine.service import Service
 from engine.settings import Settings
 
@@ -31,7 +30,6 @@ def create_app(
     settings: Settings | None = None,
     *,
     service: Service | None = None,
-    inbox: Inbox | None = None,
     streams: StreamOptions | None = None,
 ) -> FastAPI:
     """Build the API.
@@ -51,7 +49,7 @@ def create_app(
             built = build_service(settings)
         else:
             built = service
-        app.state.runtime = Runtime.build(settings, built, metrics, inbox=inbox, streams=streams)
+        app.state.runtime = Runtime.build(settings, built, metrics, streams=streams)
         try:
             yield
         finally:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from api.auth import Authenticator
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
-from engine.inbox import Inbox
 from engine.keys import ApiKeys
+from engine.router import EventRouter
 from engine.service import Service
 from engine.settings import Settings
 
@@ -39,7 +39,7 @@ class Runtime:
     auth: Authenticator
     limiter: RateLimiter
     metrics: Metrics
-    inbox: Inbox
+    router: EventRouter
     streams: StreamOptions = field(default_factory=StreamOptions)
 
     @classmethod
@@ -49,7 +49,6 @@ class Runtime:
         service: Service,
         metrics: Metrics,
         *,
-        inbox: Inbox | None = None,
         streams: StreamOptions | None = None,
     ) -> Runtime:
         keys = ApiKeys(service.store, service.clock)
@@ -60,15 +59,7 @@ class Runtime:
             auth=Authenticator.from_settings(settings, keys),
             limiter=RateLimiter(settings.rate_limit, settings.tenant_rate_limit, redis_url=settings.redis_url),
             metrics=metrics,
-            inbox=inbox or build_inbox(settings),
+            router=EventRouter(service),
             streams=streams or StreamOptions(max_replay=settings.event_stream_maxlen),
         )
 
-
-def build_inbox(settings: Settings) -> Inbox:
-    # engine.bootstrap does not build an inbox yet; this is the one place the API picks its adapter.
-    from engine.adapters.inbox import MemoryInbox, RedisInbox
-
-    if settings.redis_url:
-        return RedisInbox.from_url(settings.redis_url)
-    return MemoryInbox()

@@ -73,6 +73,11 @@ class RedisLease:
         self.held = acquired
         return acquired
 
+    def server_time(self) -> float:
+        """Redis ``TIME``: the clock every beat sharing this lease can compare itself with."""
+        seconds, microseconds = self.client.time()
+        return float(seconds) + microseconds / 1_000_000
+
     def release(self) -> None:
         """Give the lease up now (on shutdown), so a standby takes over without waiting."""
         if not self.held:

@@ -9,8 +9,10 @@ Several beat instances may run for availability: before each firing the schedule
 sure it holds the Redis lease (:mod:`beat.lease`); the others stand by. Without Redis
 (embedded mode) there is no lease and the single instance is always active.
 
-To add a periodic job (schedule triggers, for one), append a factory to
-:data:`JOB_FACTORIES`.
+To add a periodic job, append a factory to :data:`JOB_FACTORIES`. Schedule triggers are
+not Celery entries: one :class:`~beat.schedules.SchedulePoller` runs in the beat process
+(production and embedded alike) while it holds the lease, polling due triggers every
+second or sooner.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Any
 from celery.beat import Scheduler
 
 from beat.lease import RedisLease
+from beat.schedules import SchedulePoller
 from engine.adapters.celery_config import is_embedded, make_celery
+from engine.adapters.liveness import LivenessFile
 from engine.bootstrap import build_service
 from engine.service import Service
 from engine.settings import Settings
@@ -71,6 +75,19 @@ def lease_key(settings: Settings) -> str:
     return f"conveyor:beat:lease:{settings.default_queue}"
 
 
+#: Seconds a standby beat waits before trying the lease again: it takes over soon after it lapses.
+STANDBY_RETRY = 1.0
+
+
+def schedule_poller(settings: Settings, service: Callable[[], Service], lease: RedisLease | None) -> SchedulePoller:
+    """The schedule job; with a lease, its Redis ``TIME`` is the clock drift reference."""
+    return SchedulePoller(
+        service,
+        interval=settings.schedule_poll_interval,
+        reference_time=None if lease is None else lease.server_time,
+    )
+
+
 class LeasedScheduler(Scheduler):  # type: ignore[misc]
     """A Celery Beat scheduler over a fixed list of jobs that fires only while holding the lease.
 
@@ -84,9 +101,13 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         jobs: Sequence[PeriodicJob],
         lease: RedisLease | None,
         service: Callable[[], Service] | None = None,
+        liveness: LivenessFile | None = None,
+        schedules: SchedulePoller | None = None,
         **kwargs: Any,
     ) -> None:
         self.jobs = {job.name: job for job in jobs}
+        self.schedules = schedules
+        self.liveness = liveness
         self.lease = lease
         self.service = service
         super().__init__(*args, **kwargs)
@@ -100,12 +121,18 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         )
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
+        if self.liveness is not None:
+            self.liveness.touch()
         if self.lease is None:
-            return float(super().tick(*args, **kwargs))
+            return self._fire_schedules(float(super().tick(*args, **kwargs)))
         if not self.lease.hold():
-            return self.lease.renew_every
+            return min(self.lease.renew_every, STANDBY_RETRY)
         # Wake up in time to renew, however far away the next firing is.
-        return min(float(super().tick(*args, **kwargs)), self.lease.renew_every)
+        return min(self._fire_schedules(float(super().tick(*args, **kwargs))), self.lease.renew_every)
+
+    def _fire_schedules(self, interval: float) -> float:
+        """Run the schedule job if due; the sooner of ``interval`` and its next poll."""
+        return interval if self.schedules is None else min(interval, self.schedules.tick())
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         if self.service is None:
@@ -125,8 +152,18 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
 def scheduler_factory(settings: Settings, *, local: bool | None = None) -> Callable[..., LeasedScheduler]:
     """What Celery Beat instantiates; ``local`` defaults to True in embedded mode."""
     run_local = is_embedded(settings) if local is None else local
-    service = functools.cache(lambda: build_service(settings)) if run_local else None
-    return functools.partial(LeasedScheduler, jobs=periodic_jobs(settings), lease=beat_lease(settings), service=service)
+    # Schedules always fire in this process; other jobs only with ``local``.
+    service = functools.cache(lambda: build_service(settings))
+    liveness = LivenessFile(settings.liveness_file) if settings.liveness_file else None
+    lease = beat_lease(settings)
+    return functools.partial(
+        LeasedScheduler,
+        jobs=periodic_jobs(settings),
+        lease=lease,
+        service=service if run_local else None,
+        liveness=liveness,
+        schedules=schedule_poller(settings, service, lease),
+    )
 
 
 def run_beat(settings: Settings, *, local: bool | None = None, loglevel: str | None = None) -> None:

@@ -9,7 +9,8 @@ With ``CONVEYOR_BROKER_URL`` set, the same worker consumes from that broker inst
 
 The reconciler pass that Beat runs in production runs here every
 :data:`RECONCILE_INTERVAL` seconds, so long retry delays, ``wait`` timers, expired leases
-and deadlines progress.
+and deadlines progress; for ``conveyor dev`` the same thread fires due schedule triggers
+(Beat's schedule job), with no Redis.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from celery.worker.consumer import Consumer
 
 from engine.adapters.celery_config import make_celery
 from engine.adapters.dispatcher_celery import BROKER_ERRORS
-from engine.bootstrap import build_runner, build_service
+from engine.bootstrap import build_service, build_step_ports
 from engine.errors import ConveyorError, StoreUnavailable
+from engine.runner import StepRunner
 from engine.service import Service
 from engine.settings import Settings
 
@@ -97,7 +99,8 @@ class EmbeddedWorker:
         import tasks.steps  # noqa: F401
         from tasks.app import use_runner
 
-        use_runner(build_runner(self.service))
+        ports = build_step_ports(self.service.settings, self.service.store)
+        use_runner(StepRunner(self.service, ports=ports))
         app = make_celery(self.service.settings, "conveyor-embedded", include=["tasks.steps"])
         _check_broker(app)
         self._controller = _WorkController(
@@ -148,11 +151,15 @@ def _check_broker(app: Celery) -> None:
 
 
 class Reconciler:
-    """Runs ``service.reconcile()`` every ``interval`` seconds in a background thread."""
+    """Runs ``service.reconcile()`` every ``interval`` seconds in a background thread.
 
-    def __init__(self, service: Service, interval: float = RECONCILE_INTERVAL) -> None:
+    With ``schedules``, each pass also fires the schedule triggers that are due.
+    """
+
+    def __init__(self, service: Service, interval: float = RECONCILE_INTERVAL, *, schedules: bool = False) -> None:
         self.service = service
         self.interval = interval
+        self.schedules = schedules
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="conveyor-reconciler", daemon=True)
 
@@ -168,13 +175,19 @@ class Reconciler:
         while not self._stop.wait(self.interval):
             try:
                 self.service.reconcile()
+                if self.schedules:
+                    self.service.fire_due_triggers(horizon=0.0)
             except Exception:  # the thread must outlive one bad pass: without it timers never fire
                 log.exception("reconcile pass failed; retrying on the next one")
 
 
 @contextmanager
-def embedded_service(settings: Settings, *, worker: bool = True, queues: Iterable[str] = ()) -> Iterator[Service]:
+def embedded_service(
+    settings: Settings, *, worker: bool = True, queues: Iterable[str] = (), schedules: bool = False
+) -> Iterator[Service]:
     """A service built from ``settings`` with the reconciler and (unless ``worker=False``) a worker.
+
+    With ``schedules`` (``conveyor dev``), due schedule triggers fire too.
 
     The worker consumes the default queue plus ``queues`` (those named by ``queue:`` in a
     definition). On exit both stop; a step still running after :data:`STOP_TIMEOUT` is left
@@ -182,7 +195,7 @@ def embedded_service(settings: Settings, *, worker: bool = True, queues: Iterabl
     """
     service = build_service(settings)
     embedded = EmbeddedWorker(service, [settings.default_queue, *queues]) if worker else None
-    reconciler = Reconciler(service)
+    reconciler = Reconciler(service, schedules=schedules)
     try:
         if embedded is not None:
             embedded.start()

@@ -7,13 +7,18 @@ Redis Streams for live events.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import threading
+from collections.abc import Callable
+
+from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
 from engine.egress import EgressPolicy
 from engine.functions import import_modules
-from engine.ports import Dispatcher, EventSink, HttpClient, Resolver, Store
-from engine.runner import StepRunner
+from engine.ports import AgentRuntime, Dispatcher, EventSink, HttpClient, Resolver, Store
 from engine.service import Service
 from engine.settings import Settings
-from engine.steptypes.base import StepPorts
+from engine.steptypes.base import StepContext, StepPorts
 
 
 def build_store(settings: Settings) -> Store:
@@ -80,11 +85,46 @@ def build_http_client(settings: Settings, resolver: Resolver | None = None) -> H
     )
 
 
-def build_step_ports(settings: Settings) -> StepPorts:
-    """The typed services step handlers get (see ``StepContext.ports``)."""
-    return StepPorts(http=build_http_client(settings))
+class _LazyAgentRuntime:
+    """Builds the LangGraph runtime on first use: importing LangChain takes seconds, which a
+    worker that never runs an AI step should not pay when its pool processes start."""
+
+    def __init__(self, build: Callable[[], AgentRuntime]) -> None:
+        self._build = build
+        self._runtime: AgentRuntime | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> AgentRuntime:
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = self._build()
+            return self._runtime
+
+    async def run_agent(self, ctx: StepContext, request: AgentRequest) -> AgentOutcome:
+        return await self._get().run_agent(ctx, request)
+
+    async def choose(self, ctx: StepContext, request: ChoiceRequest) -> Choice:
+        return await self._get().choose(ctx, request)
 
 
-def build_runner(service: Service) -> StepRunner:
-    """A step runner over ``service`` with the step ports its settings describe."""
-    return StepRunner(service, ports=build_step_ports(service.settings))
+def _langgraph_runtime(settings: Settings) -> AgentRuntime:
+    from engine.adapters.ai_models import ModelRegistry
+    from engine.adapters.ai_runtime import LangGraphRuntime, sqlite_checkpointer, unavailable_checkpointer
+
+    if settings.store != "sqlite":
+        return LangGraphRuntime(ModelRegistry(), unavailable_checkpointer, settings.ai_prices)
+    path = settings.resolved_ai_checkpoint_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return LangGraphRuntime(ModelRegistry(), functools.partial(sqlite_checkpointer, str(path)), settings.ai_prices)
+
+
+def build_agent_runtime(settings: Settings) -> AgentRuntime | None:
+    """LangGraph for AI steps, or ``None`` when the ``conveyor[ai]`` extra is not installed."""
+    if importlib.util.find_spec("langchain") is None or importlib.util.find_spec("langgraph") is None:
+        return None
+    return _LazyAgentRuntime(functools.partial(_langgraph_runtime, settings))
+
+
+def build_step_ports(settings: Settings, store: Store) -> StepPorts:
+    """The services step types use, from settings and the service's store."""
+    return StepPorts(ai=build_agent_runtime(settings), decisions=store, http=build_http_client(settings))

@@ -9,7 +9,8 @@ inside adapters. The API maps each class to an RFC 9457 problem in one place usi
     ├── InvalidRequest (422)
     │   ├── DefinitionInvalid          workflow definition problems, every one with its path
     │   ├── InputInvalid               execution input fails the version's JSON Schema
-    │   └── ExpressionError            a CEL expression failed to compile or evaluate
+    │   ├── ExpressionError            a CEL expression failed to compile or evaluate
+    │   └── PayloadInvalid             a payload is not plain JSON (a datetime, NaN, a cycle)
     ├── PayloadTooLarge (413)
     ├── NotFound (404)
     ├── Conflict (409)
@@ -83,6 +84,12 @@ class ExpressionError(InvalidRequest):
     """A CEL expression could not be compiled or evaluated."""
 
     code = "expression-error"
+
+
+class PayloadInvalid(InvalidRequest):
+    """A payload (input, output, signal, event data) is not plain JSON and cannot be stored."""
+
+    code = "payload-invalid"
 
 
 class PayloadTooLarge(ConveyorError):

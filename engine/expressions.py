@@ -41,7 +41,7 @@ from cel import stdlib as cel_stdlib
 
 from engine.errors import ExpressionError
 
-ALLOWED_VARIABLES: Final = frozenset({"input", "steps", "item", "index", "event", "execution"})
+ALLOWED_VARIABLES: Final = frozenset({"input", "steps", "item", "index", "event", "execution", "signal"})
 
 #: CEL type identifiers (``type(x) == int``): they parse as variables but are built in.
 _TYPE_NAMES: Final = frozenset(

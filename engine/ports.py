@@ -11,18 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from engine.records import (
     ApiKeyRecord,
     EventRecord,
     ExecutionRecord,
+    InboundEventRecord,
     Page,
+    SignalRecord,
     StepRecord,
     TriggerRecord,
+    WaiterRecord,
     WorkflowVersionRecord,
 )
 from engine.states import ExecutionStatus, StepStatus
+
+if TYPE_CHECKING:
+    from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
+    from engine.steptypes.base import StepContext
 
 T = TypeVar("T")
 
@@ -57,6 +64,8 @@ class Reads(Protocol):
 
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None: ...
 
+    def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None: ...
+
 
 class Transaction(Reads, Protocol):
     """Reads and buffered writes that commit atomically.
@@ -76,9 +85,39 @@ class Transaction(Reads, Protocol):
 
     def put_step(self, record: StepRecord) -> None: ...
 
+    def put_trigger(self, record: TriggerRecord) -> None:
+        """Create or replace a trigger (firing a schedule and ending its executions update it)."""
+        ...
+
     def add_event(self, event: EventRecord) -> None:
         """Append to the execution's history; an event id already present is not written twice."""
         ...
+
+    # the external event log, waiters and early signals
+
+    def get_inbound_event(self, tenant: str, event_id: str) -> InboundEventRecord | None:
+        """An accepted external event of the tenant's event log, by id."""
+        ...
+
+    def put_inbound_event(self, record: InboundEventRecord) -> None:
+        """Create or replace an event of the tenant's event log."""
+        ...
+
+    def put_waiter(self, record: WaiterRecord) -> None:
+        """Register a step waiting for events on ``record.route`` (one waiter per step)."""
+        ...
+
+    def delete_waiter(self, tenant: str, execution_id: str, step_key: str) -> None:
+        """Remove the step's waiter, if it has one."""
+        ...
+
+    def get_signal(self, tenant: str, execution_id: str, step_key: str) -> SignalRecord | None:
+        """The signal kept for a step that was not WAITING when it arrived."""
+        ...
+
+    def put_signal(self, record: SignalRecord) -> None: ...
+
+    def delete_signal(self, tenant: str, execution_id: str, step_key: str) -> None: ...
 
 
 class Store(Protocol):
@@ -145,6 +184,19 @@ class Store(Protocol):
         """
         ...
 
+    # decision statistics (ai.route strategy: bandit)
+    def add_arm_outcome(self, tenant: str, bandit: str, arm: str, successes: float, failures: float) -> None:
+        """Add to an arm's success and failure counts (pseudo-counts; fractions allowed).
+
+        One atomic increment outside any transaction, spread over shards so concurrent
+        rewards do not contend on one record.
+        """
+        ...
+
+    def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]:
+        """Every arm of ``bandit`` with its (successes, failures) so far; ``{}`` if none."""
+        ...
+
     def count_active_items(self, tenant: str, execution_id: str, step_id: str) -> int:
         """How many foreach items of ``step_id`` are active (``STEP_ACTIVE``).
 
@@ -189,6 +241,21 @@ class Store(Protocol):
 
     def due_triggers(self, before: float, limit: int = 200) -> list[TriggerRecord]:
         """Enabled triggers whose ``next_fire_at`` is not after ``before`` (all tenants)."""
+        ...
+
+    # the external event log (see engine/eventlog.py)
+    def list_inbound_events(
+        self, tenant: str, route: str, *, since: float, limit: int = 100
+    ) -> list[InboundEventRecord]:
+        """Events on ``route`` accepted at or after ``since``, oldest first (ties by id)."""
+        ...
+
+    def list_waiters(self, tenant: str, route: str, limit: int = 500) -> list[WaiterRecord]:
+        """Steps registered as waiting for events on ``route``."""
+        ...
+
+    def due_inbound_events(self, before: float, limit: int = 200) -> list[InboundEventRecord]:
+        """Events of every tenant not routed yet, accepted at or before ``before``, oldest first."""
         ...
 
     # API keys
@@ -239,6 +306,32 @@ class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the epoch."""
         ...
+
+
+class AgentRuntime(Protocol):
+    """Runs AI work for ``ai.*`` steps: chat models, agents and their checkpoints (LangGraph).
+
+    One agent step's attempts share one checkpointed thread, so an attempt continues where
+    the last one stopped and a finished thread is answered without calling a model again.
+    """
+
+    async def run_agent(self, ctx: StepContext, request: AgentRequest) -> AgentOutcome:
+        """Start, continue or resume the step's agent thread; its answer, or the interrupt it stopped at."""
+        ...
+
+    async def choose(self, ctx: StepContext, request: ChoiceRequest) -> Choice:
+        """Ask a model to pick one route, with rationale and confidence (structured output)."""
+        ...
+
+
+class DecisionStats(Protocol):
+    """Success/failure counts of routing alternatives (the :class:`Store` provides them)."""
+
+    def add_arm_outcome(self, tenant: str, bandit: str, arm: str, successes: float, failures: float) -> None: ...
+
+    def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]: ...
+
+    def mark_once(self, tenant: str, execution_id: str, name: str) -> bool: ...
 
 
 @dataclass(frozen=True)

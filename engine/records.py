@@ -50,6 +50,8 @@ class ExecutionRecord:
     #: For a child execution: ``execution_id`` and ``step_key`` of the parent step, and ``depth``.
     parent: dict[str, Any] | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: The schedule trigger that started this execution, if one did (its overlap policy reads it).
+    trigger_id: str | None = None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -103,7 +105,13 @@ class EventRecord:
 
 @dataclass
 class TriggerRecord:
-    """A schedule or event trigger that starts a workflow."""
+    """A schedule or event trigger that starts a workflow.
+
+    For a schedule, the fields after ``next_fire_at`` are its runtime state, written in the
+    transactions that fire it and that end the executions it started: the counters, the
+    active executions it started (``running``, what its overlap policy looks at) and the
+    fire times buffered until they end (``pending``).
+    """
 
     id: str
     tenant: str
@@ -115,6 +123,60 @@ class TriggerRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
     next_fire_at: float | None = None
+    last_fire_at: float | None = None
+    #: Why the last fire started nothing (e.g. the workflow was archived); cleared by a start.
+    last_error: str | None = None
+    fired: int = 0
+    missed: int = 0
+    skipped: int = 0
+    buffered: int = 0
+    running: list[str] = field(default_factory=list)
+    pending: list[float] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class InboundEventRecord:
+    """An external event in its tenant's durable event log; ``id`` is the deduplication key.
+
+    ``route`` names who may wait for it (see :func:`engine.eventlog.route_of`); ``routed``
+    turns true once triggers and waiting steps have been offered the event, so a router that
+    died after accepting it is caught up by the reconciler.
+    """
+
+    tenant: str
+    id: str
+    type: str
+    accepted_at: float
+    data: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    correlation_key: str | None = None
+    route: str = ""
+    routed: bool = False
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class WaiterRecord:
+    """A step WAITING for an external event on ``route``, registered when it started waiting."""
+
+    tenant: str
+    execution_id: str
+    step_key: str
+    route: str
+    since: float
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class SignalRecord:
+    """A signal sent before its step was WAITING, kept until the step waits and takes it."""
+
+    tenant: str
+    execution_id: str
+    step_key: str
+    payload: Any
+    at: float
     schema_version: int = SCHEMA_VERSION
 
 

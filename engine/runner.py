@@ -26,10 +26,11 @@ from pydantic import ValidationError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from engine import steptypes
-from engine.errors import ConveyorError, LeaseLost, StepFailure, StoreUnavailable
+from engine.errors import ConveyorError, LeaseLost, PayloadInvalid, PayloadTooLarge, StepFailure, StoreUnavailable
+from engine.eventlog import route_of
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
-from engine.orchestration.steps import Claimed, Fence, Unclaimed
+from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
 from engine.records import StepRecord
 from engine.service import Service
 from engine.steptypes.base import StartChild, StepConfig, StepContext, StepOutcome, StepPorts, Succeeded, Wait
@@ -60,19 +61,34 @@ class Lease:
     def __init__(self, step: StepRecord, now: float, *, unclaimed: bool = False) -> None:
         self.step = step
         self.last_beat = now
+        self.last_check = now
         self.lost = threading.Event()
         self.unclaimed = unclaimed
         self.closed = False
+        self._on_lost: Callable[[], object] | None = None
         # Held while the keeper writes, so the outcome is never fenced with a stale epoch.
         self.lock = threading.Lock()
+
+    def current_fence(self) -> Fence:
+        return Unclaimed(self.step.lease_epoch, self.step.started_at) if self.unclaimed else self.step.lease_epoch
 
     def fence(self) -> Fence:
         """The fence to record the outcome with; from now on the keeper leaves this lease alone."""
         with self.lock:
             self.closed = True
-            if self.unclaimed:
-                return Unclaimed(self.step.lease_epoch, self.step.started_at)
-            return self.step.lease_epoch
+            return self.current_fence()
+
+    def lose(self) -> None:
+        """The step is no longer this worker's (cancelled, timed out, taken over): stop running it."""
+        self.lost.set()
+        if self._on_lost is not None:
+            self._on_lost()
+
+    def on_lost(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (from the keeper's thread) when the lease is lost; at once if it is."""
+        self._on_lost = callback
+        if self.lost.is_set():
+            callback()
 
 
 class LeaseKeeper:
@@ -80,7 +96,9 @@ class LeaseKeeper:
 
     A step that finishes within a third of its lease never costs a heartbeat write; a
     long one is extended every third of the lease until it ends or the lease is lost. An
-    unclaimed step is claimed once it has run ``unclaimed_run_seconds``.
+    unclaimed step is claimed once it has run ``unclaimed_run_seconds``. A step running
+    longer than ``cancel_check_seconds`` has its record read that often, so a cancel, a
+    deadline or a takeover stops it within about that time, not at its next heartbeat.
     """
 
     def __init__(self, service: Service) -> None:
@@ -104,51 +122,79 @@ class LeaseKeeper:
                 del self._leases[id(lease)]
 
     def beat(self, lease: Lease) -> None:
-        """Extend the lease, or claim the step of an unclaimed one; ``lost`` is set if refused."""
+        """Extend the lease, or claim the step of an unclaimed one; the lease is lost if refused."""
         with lease.lock:
             if lease.closed:
                 return
             step = lease.step
-            lease.last_beat = time.monotonic()
+            lease.last_beat = lease.last_check = time.monotonic()
             if lease.unclaimed:
                 claimed = self.service.claim(step.tenant, step.execution_id, step.key)
                 if claimed is None:
-                    lease.lost.set()  # taken, cancelled or paused meanwhile: its outcome is not wanted
+                    lease.lose()  # taken, cancelled or paused meanwhile: its outcome is not wanted
                 else:
                     lease.step, lease.unclaimed = claimed.step, False
                 return
             try:
                 self.service.heartbeat(step.tenant, step.execution_id, step.key, step.lease_epoch)
             except LeaseLost:
-                lease.lost.set()
+                lease.lose()
+
+    def check(self, lease: Lease) -> None:
+        """Read the step (no transaction, no write); the lease is lost if it is no longer ours."""
+        with lease.lock:
+            if lease.closed:
+                return
+            step = lease.step
+            lease.last_check = time.monotonic()
+            if not self.service.still_owns(step.tenant, step.execution_id, step.key, lease.current_fence()):
+                lease.lose()
 
     def _loop(self) -> None:
-        interval = self.service.settings.lease_seconds / 3
-        claim_after = self.service.settings.unclaimed_run_seconds
+        settings = self.service.settings
+        interval = settings.lease_seconds / 3
+        claim_after = settings.unclaimed_run_seconds
+        check_every = settings.cancel_check_seconds
+        tick = min(interval / 4, claim_after / 2 or 1.0, check_every / 2 or 1.0, 1.0)
         while True:
-            time.sleep(min(interval / 4, claim_after / 2 or 1.0, 1.0))
+            time.sleep(tick)
             with self._lock:
-                due = [
-                    lease
-                    for lease in self._leases.values()
-                    if not lease.lost.is_set()
-                    and time.monotonic() - lease.last_beat >= (claim_after if lease.unclaimed else interval)
-                ]
-            for lease in due:
+                running = [lease for lease in self._leases.values() if not lease.lost.is_set()]
+            now = time.monotonic()
+            for lease in running:
                 try:
-                    self.beat(lease)
+                    if now - lease.last_beat >= (claim_after if lease.unclaimed else interval):
+                        self.beat(lease)
+                    elif check_every and now - lease.last_check >= check_every:
+                        self.check(lease)
                 except ConveyorError as exc:
-                    log.warning("heartbeat failed", step_key=lease.step.key, error=str(exc))
+                    log.warning("lease keeping failed", step_key=lease.step.key, error=exc.message)
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, or what went wrong computing it: user code may define a ``__str__`` that raises."""
+    if isinstance(exc, ConveyorError):
+        return exc.message
+    try:
+        return str(exc)
+    except Exception as broken:  # any failure of user code is reported, not raised
+        return f"<str() of the {type(exc).__name__} raised {type(broken).__name__}>"
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
     error_type = exc.error_type if isinstance(exc, StepFailure) else type(exc).__name__
-    message = exc.message if isinstance(exc, ConveyorError) else str(exc) or error_type
+    message = _message(exc) or error_type
     return {
         "type": error_type,
         "message": message,
         "traceback": "".join(traceback.format_exception(exc, limit=-8))[-4000:],
     }
+
+
+def _event_wait(wait: Wait) -> EventWait | None:
+    if wait.event is None:
+        return None
+    return EventWait(wait.event.type, wait.event.correlation_key, route_of(wait.event.type, wait.event.correlation_key))
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -161,7 +207,7 @@ class StepRunner:
     """Executes step messages against a :class:`Service`."""
 
     def __init__(
-        self, service: Service, services: Mapping[str, Any] | None = None, ports: StepPorts | None = None
+        self, service: Service, services: Mapping[str, Any] | None = None, *, ports: StepPorts | None = None
     ) -> None:
         self.service = service
         self.services = dict(services or {})
@@ -213,9 +259,13 @@ class StepRunner:
                 outcome = self._event_loop().run_until_complete(self._handle(claimed, lease))
             except LeaseLost:
                 return RunReport("lease-lost", step_key), None
+            except asyncio.CancelledError:
+                if not lease.lost.is_set():
+                    raise
+                return RunReport("lease-lost", step_key), None  # cancelled, timed out or taken over meanwhile
             except Exception as exc:  # user code may raise anything: it is recorded, never lost
-                bound.info("step attempt failed", error=str(exc))
                 error, retryable, fence = _error(exc), _retryable(exc), lease.fence()
+                bound.info("step attempt failed", error_type=error["type"], error=error["message"])
                 return self._record(
                     lambda: self.service.fail(tenant, execution_id, step_key, fence, error, retryable=retryable),
                     "failed",
@@ -232,7 +282,9 @@ class StepRunner:
                     fence,
                     until=wait.until,
                     on_wake=wait.on_wake,
-                    match=dict(wait.match),
+                    match=wait.match,
+                    event=_event_wait(wait),
+                    interrupt=dict(wait.interrupt) if wait.interrupt is not None else None,
                     kind=wait.kind,
                     details=dict(wait.details),
                 ),
@@ -254,9 +306,9 @@ class StepRunner:
                 "waiting",
                 step_key,
             )
-        output = outcome.output
+        output, event = outcome.output, dict(outcome.event) if outcome.event else None
         return self._record(
-            lambda: self.service.complete(tenant, execution_id, step_key, fence, output, follow=follow),
+            lambda: self.service.complete(tenant, execution_id, step_key, fence, output, follow=follow, event=event),
             "succeeded",
             step_key,
         )
@@ -311,14 +363,34 @@ class StepRunner:
             cancelled=lease.lost.is_set,
             services=self.services,
             ports=self.ports,
+            models=compiled.definition.models,
+            workflow=compiled.name,
+            resume=(step.wait or {}).get("answer"),
         )
-        running = step_type.run(ctx, config)
+        # A lost lease (the step was cancelled, timed out or taken over) stops the wait for
+        # the handler at once; a sync function's daemon thread is abandoned, not joined.
+        handling, loop = asyncio.current_task(), asyncio.get_running_loop()
+        if handling is not None:
+            lease.on_lost(lambda: loop.call_soon_threadsafe(handling.cancel))
         try:
-            outcome = await (running if definition.timeout is None else asyncio.wait_for(running, definition.timeout))
+            async with asyncio.timeout(definition.timeout) as deadline:
+                outcome = await step_type.run(ctx, config)
         except TimeoutError:
+            if not deadline.expired():
+                raise  # the step's own TimeoutError (socket.timeout, ...): recorded as itself
             raise StepFailure(f"step timed out after {definition.timeout:g}s", error_type="StepTimeout") from None
         if isinstance(outcome, Succeeded):
-            # Checked here, not at commit, so an oversized result fails the step instead of
-            # leaving it RUNNING until its lease expires.
-            self.service.check_payload(outcome.output, f"output of step {step.key!r}")
+            # Checked here, not at commit, so an output that cannot be stored fails this
+            # attempt (retried per the step's policy) instead of escaping the completion
+            # transaction and leaving the step RUNNING until its lease expires.
+            _check_output(self.service, outcome.output, step.key)
         return outcome
+
+
+def _check_output(service: Service, output: Any, step_key: str) -> None:
+    try:
+        service.check_payload(output, "output")
+    except PayloadInvalid as exc:
+        raise StepFailure(exc.message, error_type="OutputNotSerializable") from None
+    except PayloadTooLarge as exc:
+        raise StepFailure(exc.message, retryable=False, error_type="PayloadTooLarge") from None

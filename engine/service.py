@@ -13,22 +13,27 @@ from typing import Any, TypeVar
 
 import structlog
 
+from engine import eventlog, payloads
 from engine.compile import CompiledWorkflow, compile_workflow
-from engine.errors import ConveyorError, InvalidRequest, NotFound, PayloadTooLarge, QuotaExceeded
+from engine.errors import ConveyorError, InvalidRequest, NotFound, QuotaExceeded
 from engine.model import canonical_json
 from engine.orchestration import approvals, children, control
 from engine.orchestration import steps as step_cases
 from engine.orchestration.recorder import Effects, FaninCheck, Recorder
+from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
 from engine.orchestration.snapshot import open_snapshot
 from engine.orchestration.workflows import Workflows
 from engine.ports import Clock, Dispatcher, EventSink, Store, Transaction
 from engine.records import (
     EventRecord,
     ExecutionRecord,
+    InboundEventRecord,
     Page,
     StepRecord,
+    WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.router import EventRouter
 from engine.settings import Settings
 from engine.states import StepStatus
 
@@ -63,17 +68,17 @@ class ReconcileReport:
     timers: int = 0
     redispatched: int = 0
     timed_out: int = 0
+    #: External events routed by this pass because their router did not finish (it died).
+    routed_events: int = 0
+    #: Steps waiting for an event whose event-log scan was not done after they started waiting.
+    scans: int = 0
     #: Items that raised (e.g. a Firestore execution whose documents a crashed worker's open
     #: transaction still locks); they are retried by the next pass.
     failed: int = 0
 
     @property
     def total(self) -> int:
-        return self.expired_leases + self.timers + self.redispatched + self.timed_out
-
-
-def payload_size(value: Any) -> int:
-    return len(canonical_json(value).encode())
+        return self.expired_leases + self.timers + self.redispatched + self.timed_out + self.routed_events + self.scans
 
 
 class Service:
@@ -94,6 +99,7 @@ class Service:
         self.clock: Clock = clock or SystemClock()
         self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
         self.workflows = Workflows(lambda tenant, name, version: self.get_workflow(tenant, name, version).definition)
+        self.schedules = ScheduleRuns(self._start_for_trigger, self.workflows)
         self.links = children.Links(self.workflows)
 
     # --- plumbing -------------------------------------------------------------------------
@@ -126,6 +132,7 @@ class Service:
                 self.clock.now(),
                 max_foreach_items=self.settings.max_foreach_items,
                 fanin_check_seconds=self.settings.lease_seconds,
+                schedule_hook=self.schedules.execution_moved,
                 links=self.links,
             )
             recorders.append(rec)  # the store may retry: only the last attempt committed
@@ -147,6 +154,13 @@ class Service:
             self.dispatcher.dispatch(effects.dispatches)
         if effects.events:
             self.events.publish(effects.events)
+        for waiter in effects.waiters:
+            try:
+                self.scan_events(waiter)
+            except ConveyorError as exc:
+                log.warning(
+                    "event-log scan failed; the reconciler repeats it", step_key=waiter.step_key, error=str(exc)
+                )
         claimed = None
         for check in effects.fanin_checks:
             try:
@@ -168,9 +182,8 @@ class Service:
         )
 
     def check_payload(self, value: Any, what: str) -> None:
-        size = payload_size(value)
-        if size > self.settings.max_payload_bytes:
-            raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {self.settings.max_payload_bytes} bytes")
+        """Refuse ``value`` unless it is plain JSON within ``max_payload_bytes`` (see ``engine.payloads``)."""
+        payloads.check_payload(value, self.settings.max_payload_bytes, what)
 
     # --- workflows ------------------------------------------------------------------------
 
@@ -258,21 +271,41 @@ class Service:
                     f"tenant has {active} active executions; the limit is {self.settings.max_concurrent_executions}"
                 )
 
-        def use_case(rec: Recorder) -> tuple[ExecutionRecord, bool]:
-            compiled, number = pinned if pinned is not None else self._latest(rec.tx, tenant, workflow)
-            compiled.validate_input(payload)
-            return control.start(
-                rec,
-                compiled,
-                tenant=tenant,
-                version=number,
-                input=payload,
-                idempotency_key=idempotency_key,
-                labels=labels,
-            )
-
-        execution, created = self._run(use_case)
+        execution, created = self._run(
+            lambda rec: self._start_in(rec, tenant, workflow, payload, pinned, idempotency_key, labels)
+        )
         return StartResult(execution, created)
+
+    def _start_in(
+        self,
+        rec: Recorder,
+        tenant: str,
+        workflow: str,
+        payload: Any,
+        pinned: tuple[CompiledWorkflow, int] | None,
+        idempotency_key: str | None,
+        labels: dict[str, str] | None,
+        trigger_id: str | None = None,
+    ) -> tuple[ExecutionRecord, bool]:
+        """The start use case inside ``rec``'s transaction (the latest version unless ``pinned``)."""
+        compiled, number = pinned if pinned is not None else self._latest(rec.tx, tenant, workflow)
+        compiled.validate_input(payload)
+        return control.start(
+            rec,
+            compiled,
+            tenant=tenant,
+            version=number,
+            input=payload,
+            idempotency_key=idempotency_key,
+            labels=labels,
+            trigger_id=trigger_id,
+        )
+
+    def _start_for_trigger(
+        self, rec: Recorder, tenant: str, workflow: str, payload: Any, idempotency_key: str, trigger_id: str
+    ) -> ExecutionRecord:
+        self.check_payload(payload, "trigger input")
+        return self._start_in(rec, tenant, workflow, payload, None, idempotency_key, None, trigger_id)[0]
 
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord:
         execution = self.store.get_execution(tenant, execution_id)
@@ -370,6 +403,11 @@ class Service:
             lambda reads: step_cases.peek(reads, self.workflows, tenant, execution_id, step_key, now, stale_before)
         )
 
+    def still_owns(self, tenant: str, execution_id: str, step_key: str, fence: step_cases.Fence) -> bool:
+        """Whether the worker holding ``fence`` still owns the step: one unlocked read, no write."""
+        steps = self.store.read(lambda reads: reads.get_steps(tenant, execution_id, [step_key]))
+        return step_cases.still_owned(steps.get(step_key), fence)
+
     def heartbeat(self, tenant: str, execution_id: str, step_key: str, epoch: int) -> None:
         self._run(lambda rec: step_cases.heartbeat(rec, tenant, execution_id, step_key, epoch, self.timing))
 
@@ -382,13 +420,24 @@ class Service:
         output: Any,
         *,
         follow: bool = False,
+        event: dict[str, Any] | None = None,
     ) -> step_cases.Claimed | None:
         """Record a step's output. With ``follow``, a single step this makes ready to run at once
-        on the same queue is claimed for the caller and returned instead of dispatched."""
+        on the same queue is claimed for the caller and returned instead of dispatched.
+        ``event`` is data for the step's ``step.succeeded`` event (e.g. a routing decision)."""
         self.check_payload(output, f"output of step {step_key!r}")
         return self._run_outcome(
             lambda rec: step_cases.complete(
-                rec, self.workflows, tenant, execution_id, step_key, fence, output, self.timing, follow=follow
+                rec,
+                self.workflows,
+                tenant,
+                execution_id,
+                step_key,
+                fence,
+                output,
+                self.timing,
+                follow=follow,
+                event=event,
             ),
             self.timing if follow else None,
         )
@@ -402,7 +451,9 @@ class Service:
         *,
         until: float | None,
         on_wake: str = "succeed",
-        match: dict[str, Any] | None = None,
+        match: str | None = None,
+        event: step_cases.EventWait | None = None,
+        interrupt: dict[str, Any] | None = None,
         kind: str = "timer",
         details: dict[str, Any] | None = None,
     ) -> None:
@@ -416,8 +467,10 @@ class Service:
                 fence,
                 until=until,
                 on_wake=on_wake,
-                match=match or {},
+                match=match,
+                interrupt=interrupt,
                 timing=self.timing,
+                event=event,
                 kind=kind,
                 details=details,
             )
@@ -458,6 +511,34 @@ class Service:
             )
         )
 
+    # --- external events ----------------------------------------------------------------
+
+    def deliver_event(self, waiter: WaiterRecord, event: InboundEventRecord) -> bool:
+        """Offer an event from the log to a waiting step; whether it resumed the step."""
+        delivery = step_cases.Delivery(
+            "event",
+            event.id,
+            eventlog.event_view(event),
+            event=eventlog.event_view(event),
+            route=event.route,
+            accepted_at=event.accepted_at,
+        )
+        return self._run(lambda rec: step_cases.deliver_event(rec, self.workflows, waiter, delivery))
+
+    def scan_events(self, waiter: WaiterRecord) -> bool:
+        """Offer a new waiter the events of its route accepted since its execution started.
+
+        Runs after the transaction that registered the waiter committed, so together with
+        the router (which looks waiters up after committing an event) no event is missed.
+        """
+        for event in self.store.list_inbound_events(waiter.tenant, waiter.route, since=waiter.since):
+            if self.deliver_event(waiter, event):
+                return True
+        self._run(
+            lambda rec: step_cases.finish_scan(rec, waiter.tenant, waiter.execution_id, waiter.step_key, self.timing)
+        )
+        return False
+
     def fail(
         self,
         tenant: str,
@@ -473,6 +554,35 @@ class Service:
                 rec, self.workflows, tenant, execution_id, step_key, fence, error, retryable, self.timing
             )
         )
+
+    # --- schedules (called by beat) ---------------------------------------------------------
+
+    def fire_trigger(self, tenant: str, trigger_id: str) -> FireReport:
+        """Fire what one schedule trigger owes now, in one transaction (nothing if not due)."""
+        return self._run(lambda rec: self.schedules.fire(rec, tenant, trigger_id))
+
+    def fire_due_triggers(self, horizon: float = 1.0, limit: int = 200) -> float | None:
+        """Fire every schedule trigger due now; the next fire time within ``horizon`` seconds, if any.
+
+        A trigger that fails is logged and tried again by the next pass.
+        """
+        now = self.clock.now()
+        upcoming: list[float] = []
+        for trigger in self.store.due_triggers(now + horizon, limit):
+            assert trigger.next_fire_at is not None
+            if trigger.kind != "schedule":
+                continue
+            if trigger.next_fire_at > now:
+                upcoming.append(trigger.next_fire_at)
+                continue
+            try:
+                report = self.fire_trigger(trigger.tenant, trigger.id)
+            except ConveyorError as exc:
+                log.warning("firing a schedule failed; the next pass retries it", trigger_id=trigger.id, error=str(exc))
+                continue
+            if report.plan is not None:
+                upcoming.append(report.plan.next_fire_at)
+        return min(upcoming, default=None)
 
     # --- reconciler -------------------------------------------------------------------------
 
@@ -497,8 +607,16 @@ class Service:
             *self.store.due_steps(StepStatus.RETRY_WAIT, now, limit),
             *self.store.due_steps(StepStatus.WAITING, now, limit),
         ]
+        scans = [step for step in timers if (step.wait or {}).get("scan_pending")]
         for step in timers:
-            attempt(self._wake(step))
+            if step not in scans:
+                attempt(self._wake(step))
+        for step in scans:
+            try:
+                self.scan_events(_waiter_of(step))
+            except ConveyorError as exc:
+                failed += 1
+                log.warning("event-log scan failed; the next pass retries it", error=str(exc))
         stale_before = now - self.settings.redispatch_after
         stale = self.store.due_steps(StepStatus.QUEUED, stale_before, limit)
         for step in stale:
@@ -506,7 +624,16 @@ class Service:
         overdue = self.store.overdue_executions(now, limit)
         for execution in overdue:
             attempt(self._time_out(execution))
-        return ReconcileReport(len(expired), len(timers), len(stale), len(overdue), failed)
+        routed = EventRouter(self).route_due(now - self.settings.redispatch_after, limit)
+        return ReconcileReport(
+            len(expired),
+            len(timers) - len(scans),
+            len(stale),
+            len(overdue),
+            failed=failed,
+            routed_events=routed,
+            scans=len(scans),
+        )
 
     def _expire(self, step: StepRecord) -> Callable[[Recorder], None]:
         return lambda rec: step_cases.expire_lease(rec, self.workflows, step.tenant, step.execution_id, step.key)
@@ -530,3 +657,8 @@ class Service:
             if page.next_cursor is None or not page.items:
                 return events
             cursor = page.items[-1].id
+
+
+def _waiter_of(step: StepRecord) -> WaiterRecord:
+    wait = step.wait or {}
+    return WaiterRecord(step.tenant, step.execution_id, step.key, str(wait["route"]), float(wait["since"]))

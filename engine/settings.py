@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     redispatch_after: float = 30.0
     unclaimed_run_seconds: float = 1.0
+    cancel_check_seconds: float = Field(default=0.5, ge=0)
     reconcile_interval: float = 5.0
+    schedule_poll_interval: float = Field(default=1.0, gt=0, le=1.0)
     short_timer_threshold: float = 5.0
     max_payload_bytes: int = 8 * 1024 * 1024
     inline_payload_bytes: int = 256 * 1024
@@ -56,6 +58,13 @@ class Settings(BaseSettings):
     approval_link_secret: SecretStr | None = None
     approval_link_ttl: float = 7 * 24 * 3600.0
     subworkflow_max_depth: int = Field(default=5, ge=1)
+
+    # AI steps (conveyor[ai])
+    #: Where the embedded store keeps agent checkpoints (default: beside the SQLite store).
+    ai_checkpoint_path: Path | None = None
+    #: Model prices for cost budgets: ``{"openai:gpt-4o-mini": {"input": 0.15, "output": 0.6}}``
+    #: in currency units per million tokens.
+    ai_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     # api
     api_host: str = "127.0.0.1"
@@ -77,12 +86,23 @@ class Settings(BaseSettings):
     graphql_max_aliases: int = 30
     graphql_max_tokens: int = 5000
 
+    # operations
+    liveness_file: Path | None = None
+    flower_port: int = 5555
+    flower_address: str = "127.0.0.1"
+    flower_basic_auth: list[str] = Field(default_factory=list)
+    flower_auth_disabled: bool = False
+
     # logging
     log_level: str = "INFO"
     log_json: bool = False
 
     def resolved_sqlite_path(self) -> Path:
         return self.sqlite_path or self.state_dir / "conveyor.db"
+
+    def resolved_ai_checkpoint_path(self) -> Path:
+        sqlite = self.resolved_sqlite_path()
+        return self.ai_checkpoint_path or sqlite.with_name(f"{sqlite.stem}-checkpoints.db")
 
     def introspection_enabled(self) -> bool:
         if self.graphql_introspection is not None:

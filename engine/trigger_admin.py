@@ -1,13 +1,14 @@
 """Trigger definitions: create, read, update, enable/disable and delete, over the Store port.
 
-This is bookkeeping only. Firing schedule triggers and routing events to event triggers
-belong to the trigger runtime (Beat and the event router); what this module guarantees is
-that every stored trigger is valid and that an enabled schedule trigger carries the
-``next_fire_at`` the runtime's ``due_triggers`` scan looks for.
+This is bookkeeping only. Firing schedule triggers belongs to beat
+(:mod:`engine.orchestration.schedule_runs`) and routing events to event triggers to the
+event router; what this module guarantees is that every stored trigger is valid and that
+an enabled schedule trigger carries the ``next_fire_at`` the ``due_triggers`` scan looks for.
 
-Specs::
+Specs (schedule policies: :mod:`engine.schedules`)::
 
     kind: schedule   spec: {cron: "*/5 * * * *", timezone: "Europe/Paris"}  or  {every: "10m"}
+                     optional: anchor, catchup (latest|all), catchup_window, overlap
     kind: event      spec: {type: "order.created", match: 'event.data.total > 100'}
 """
 
@@ -16,60 +17,22 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.durations import parse_duration
-from engine.errors import InvalidRequest, NotFound, Problem
-from engine.expressions import compile_expression
+from engine.errors import ExpressionError, InvalidRequest, NotFound, Problem
+from engine.expressions import compile_expression, split_template, template_strings
 from engine.model import WORKFLOW_NAME_PATTERN
-from engine.ports import Clock, Store
+from engine.ports import Clock, Store, Transaction
 from engine.records import Page, TriggerRecord
+from engine.schedules import FirePreview, ScheduleSpec, preview
 
 TriggerKind = Literal["schedule", "event"]
-#: A schedule may not fire more often than this (seconds).
-MIN_INTERVAL = 1.0
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ScheduleSpec(_Spec):
-    """Fire on a cron expression (in ``timezone``) or every fixed interval."""
-
-    cron: str | None = None
-    every: float | None = None
-    timezone: str = "UTC"
-
-    @field_validator("every", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return None if value is None else parse_duration(value)
-
-    @model_validator(mode="after")
-    def _check(self) -> ScheduleSpec:
-        if (self.cron is None) == (self.every is None):
-            raise ValueError("give exactly one of 'cron' or 'every'")
-        if self.cron is not None and not croniter.is_valid(self.cron):
-            raise ValueError(f"invalid cron expression {self.cron!r}")
-        if self.every is not None and self.every < MIN_INTERVAL:
-            raise ValueError(f"'every' must be at least {MIN_INTERVAL:g}s")
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {self.timezone!r}") from None
-        return self
-
-    def next_after(self, now: float) -> float:
-        if self.every is not None:
-            return now + self.every
-        start = datetime.fromtimestamp(now, ZoneInfo(self.timezone))
-        return float(croniter(self.cron, start).get_next(float))
 
 
 class EventSpec(_Spec):
@@ -89,10 +52,10 @@ class EventSpec(_Spec):
         return value
 
 
-_SPECS: dict[str, type[_Spec]] = {"schedule": ScheduleSpec, "event": EventSpec}
+_SPECS: dict[str, type[BaseModel]] = {"schedule": ScheduleSpec, "event": EventSpec}
 
 
-def parse_spec(kind: str, spec: dict[str, Any]) -> _Spec:
+def parse_spec(kind: str, spec: dict[str, Any]) -> BaseModel:
     """Validate a spec for ``kind``; ``InvalidRequest`` lists every problem with its path."""
     model = _SPECS.get(kind)
     if model is None:
@@ -107,6 +70,32 @@ def parse_spec(kind: str, spec: dict[str, Any]) -> _Spec:
         raise InvalidRequest("the trigger spec is invalid", problems) from None
     except InvalidRequest as exc:  # an expression that does not compile
         raise InvalidRequest("the trigger spec is invalid", [Problem("spec.match", exc.message)]) from None
+
+
+def check_input_mapping(kind: str, input: dict[str, Any]) -> None:
+    """An event trigger's input may map the event with ``${event...}`` templates, and nothing else."""
+    if kind != "event":
+        return
+    problems = []
+    for path, source in template_strings(input, "input"):
+        try:
+            parts = split_template(source)
+        except ExpressionError as exc:
+            problems.append(Problem(path, exc.message))
+            continue
+        for part in parts:
+            if isinstance(part, tuple):
+                try:
+                    extra = compile_expression(part[0]).variables - {"event"}
+                except ExpressionError as exc:
+                    problems.append(Problem(path, exc.message))
+                    continue
+                if extra:
+                    problems.append(
+                        Problem(path, f"an input mapping may only use 'event', not {', '.join(sorted(extra))}")
+                    )
+    if problems:
+        raise InvalidRequest("the trigger input mapping is invalid", problems)
 
 
 @dataclass(frozen=True)
@@ -139,6 +128,7 @@ class Triggers:
         """Validate and store a new trigger for an existing workflow."""
         self._check_workflow(tenant, workflow)
         parse_spec(kind, spec)
+        check_input_mapping(kind, input or {})
         now = self.clock.now()
         record = TriggerRecord(
             id=uuid.uuid4().hex,
@@ -165,24 +155,36 @@ class Triggers:
         return self.store.list_triggers(tenant, cursor=cursor, limit=limit)
 
     def update(self, tenant: str, trigger_id: str, changes: TriggerChanges) -> TriggerRecord:
-        """Apply ``changes``; the schedule is recomputed when the spec or enablement changes."""
-        record = self.get(tenant, trigger_id)
+        """Apply ``changes``; the schedule is recomputed when the spec or enablement changes.
+
+        One transaction, so an update never undoes what a fire committed meanwhile (its
+        counters, ``next_fire_at``, running executions).
+        """
         if changes.workflow is not None:
             self._check_workflow(tenant, changes.workflow)
-            record.workflow = changes.workflow
-        if changes.spec is not None:
-            parse_spec(record.kind, changes.spec)
-            record.spec = dict(changes.spec)
-        if changes.input is not None:
-            record.input = dict(changes.input)
-        if changes.enabled is not None:
-            record.enabled = changes.enabled
         now = self.clock.now()
-        record.updated_at = now
-        if changes.spec is not None or changes.enabled is not None:
-            self._schedule(record, now)
-        self.store.put_trigger(record)
-        return record
+
+        def body(tx: Transaction) -> TriggerRecord:
+            record = tx.get_trigger(tenant, trigger_id)
+            if record is None:
+                raise NotFound(f"trigger {trigger_id!r} not found")
+            if changes.workflow is not None:
+                record.workflow = changes.workflow
+            if changes.spec is not None:
+                parse_spec(record.kind, changes.spec)
+                record.spec = dict(changes.spec)
+            if changes.input is not None:
+                check_input_mapping(record.kind, changes.input)
+                record.input = dict(changes.input)
+            if changes.enabled is not None:
+                record.enabled = changes.enabled
+            record.updated_at = now
+            if changes.spec is not None or changes.enabled is not None:
+                self._schedule(record, now)
+            tx.put_trigger(record)
+            return record
+
+        return self.store.atomic(body)
 
     def set_enabled(self, tenant: str, trigger_id: str, enabled: bool) -> TriggerRecord:
         return self.update(tenant, trigger_id, TriggerChanges(enabled=enabled))
@@ -197,12 +199,21 @@ class Triggers:
         if self.store.get_workflow_version(tenant, workflow) is None:
             raise NotFound(f"workflow {workflow!r} not found")
 
+    def next_fires(self, record: TriggerRecord, count: int = 5) -> list[FirePreview]:
+        """The next ``count`` fire times of a schedule trigger (none for an event trigger)."""
+        if record.kind != "schedule":
+            return []
+        spec = ScheduleSpec.model_validate(record.spec)
+        after = record.next_fire_at - 0.001 if record.next_fire_at is not None else self.clock.now()
+        return preview(spec.schedule(record.created_at), after, count)
+
     @staticmethod
     def _schedule(record: TriggerRecord, now: float) -> None:
-        # Only enabled schedule triggers are due; disabling clears the time so the scan skips it.
+        # Only enabled schedule triggers are due; disabling clears the time so the scan skips
+        # it, and drops the fires it buffered.
         if record.kind == "schedule" and record.enabled:
-            spec = parse_spec("schedule", record.spec)
-            assert isinstance(spec, ScheduleSpec)
-            record.next_fire_at = spec.next_after(now)
+            spec = ScheduleSpec.model_validate(record.spec)
+            record.next_fire_at = spec.schedule(record.created_at).next_after(now)
         else:
             record.next_fire_at = None
+            record.pending = []

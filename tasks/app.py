@@ -18,13 +18,15 @@ from typing import Any
 from celery import signals
 
 from engine.adapters.celery_config import make_celery
-from engine.bootstrap import build_runner, build_service
+from engine.bootstrap import build_service, build_step_ports
 from engine.logging import configure_logging
 from engine.runner import StepRunner
 from engine.settings import Settings
+from tasks import liveness
 
 settings = Settings()
 app = make_celery(settings, "conveyor", include=["tasks.steps"])
+liveness.install(app)
 
 _runner: StepRunner | None = None
 _runner_lock = threading.Lock()
@@ -35,7 +37,8 @@ def runner() -> StepRunner:
     global _runner
     with _runner_lock:
         if _runner is None:
-            _runner = build_runner(build_service(settings))
+            service = build_service(settings)
+            _runner = StepRunner(service, ports=build_step_ports(settings, service.store))
         return _runner
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.bootstrap import build_step_ports
 from engine.ports import Dispatch, Store
 from engine.records import EventRecord
 from engine.runner import StepRunner
@@ -62,7 +63,7 @@ class Harness:
 
             self.store = FirestoreStore(project=firestore_project)
         self.service = Service(self.store, self.dispatcher, self.sink, self.settings, self.clock)
-        self.runner = StepRunner(self.service)
+        self.runner = StepRunner(self.service, ports=build_step_ports(self.settings, self.store))
         self.reports: list[Any] = []
 
     def apply(self, definition: dict[str, Any], tenant: str = "t1") -> int:

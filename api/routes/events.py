@@ -1,4 +1,4 @@
-"""``/v1/events``: publish an external event (routing to triggers happens elsewhere)."""
+"""``/v1/events``: publish an external event into the tenant's event log (then routed)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,21 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
     response_model=EventAccepted,
     status_code=202,
     summary="Publish an external event",
-    description="The event is stored in the tenant's inbox and acknowledged; event triggers and "
-    "waiting steps receive it asynchronously. Publishing the same `id` again is acknowledged "
-    "with `duplicate: true` and not stored twice.",
+    description="The event is stored durably in the tenant's event log, then routed: matching "
+    "event triggers start their workflows (once per trigger and event id) and `wait_for_event` "
+    "steps waiting for its type and `correlation_key` resume. Publishing the same `id` again is "
+    "acknowledged with `duplicate: true` and neither stored nor routed twice.",
     responses=responses(),
     **guard(Role.OPERATOR),
 )
 def publish(rt: RuntimeDep, principal: PrincipalDep, body: PublishEvent) -> EventAccepted:
     accepted = actions.publish_event(
-        rt, principal, type=body.type, data=body.data, event_id=body.id, source=body.source
+        rt,
+        principal,
+        type=body.type,
+        data=body.data,
+        event_id=body.id,
+        source=body.source,
+        correlation_key=body.correlation_key,
     )
     return EventAccepted.from_result(accepted)

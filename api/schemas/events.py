@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.convert import to_datetime
 from api.schemas.common import ApiModel
-from engine.inbox import Accepted
+from engine.eventlog import Accepted
 
 
 class PublishEvent(ApiModel):
@@ -19,6 +19,13 @@ class PublishEvent(ApiModel):
     data: dict[str, Any] = Field(default_factory=dict, examples=[{"order_id": "A-1001", "total": 120}])
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
     source: str | None = Field(default=None, max_length=200, examples=["shop"])
+    correlation_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        examples=["A-1001"],
+        description="Resumes the `wait_for_event` steps waiting for this type with this correlation key",
+    )
 
 
 class EventAccepted(BaseModel):
@@ -34,6 +41,6 @@ class EventAccepted(BaseModel):
         return cls(
             id=accepted.event.id,
             type=accepted.event.type,
-            received_at=to_datetime(accepted.event.received_at),
+            received_at=to_datetime(accepted.event.accepted_at),
             duplicate=accepted.duplicate,
         )

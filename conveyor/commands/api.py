@@ -55,7 +55,9 @@ def dev(
         list[str] | None, typer.Option("--queues", "-Q", help="Extra queues for the in-process worker.")
     ] = None,
 ) -> None:
-    """API, worker and reconciler in one process on the embedded defaults (SQLite, in-memory broker).
+    """API, worker, reconciler and schedule triggers in one process on the embedded defaults.
+
+    SQLite and an in-memory broker: no Redis needed.
 
     Prints the URL and a freshly generated admin key.
     """
@@ -68,7 +70,7 @@ def dev(
     host = host or settings.api_host
     port = port or settings.api_port
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    with embedded_service(settings, queues=queues or []) as service:
+    with embedded_service(settings, queues=queues or [], schedules=True) as service:
         created = ApiKeys(service.store, service.clock).create(tenant, Role.ADMIN, "conveyor dev")
         url = f"http://{host}:{port}"
         console.print(f"[bold green]Conveyor dev[/bold green] on [link={url}]{url}[/link]  (docs: {url}/docs)")

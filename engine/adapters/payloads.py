@@ -2,26 +2,27 @@
 
 ``record_to_dict`` / ``record_from_dict`` turn the dataclasses of :mod:`engine.records` into
 plain JSON-shaped dicts and back, so every backend stores the same shape and a record read
-back compares equal to the one written. ``json_size`` measures a payload the way the size
-limits are defined: the UTF-8 bytes of its compact JSON text.
+back compares equal to the one written. ``to_json`` is the core's one payload encoding
+(:mod:`engine.payloads`), re-exported for the adapters.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import typing
 from collections.abc import Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine.errors import PayloadTooLarge
+from engine.payloads import to_json
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 R = TypeVar("R", bound="DataclassInstance")
+
+__all__ = ["record_from_dict", "record_to_dict", "to_json"]
 
 
 def record_to_dict(record: DataclassInstance) -> dict[str, Any]:
@@ -49,24 +50,6 @@ def record_from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
         enum = enums.get(name)
         kwargs[name] = enum(value) if enum is not None and value is not None else value
     return cls(**kwargs)
-
-
-def to_json(value: Any) -> str:
-    """Compact JSON text of ``value`` (the form sizes are measured in)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def json_size(value: Any) -> int:
-    """Size in bytes of ``value`` as compact UTF-8 JSON."""
-    # surrogatepass: a lone surrogate in a string must be measured, not crash the check.
-    return len(to_json(value).encode("utf-8", "surrogatepass"))
-
-
-def check_payload_size(value: Any, limit: int, what: str) -> None:
-    """Raise :class:`PayloadTooLarge` if ``value`` is larger than ``limit`` bytes as JSON."""
-    size = json_size(value)
-    if size > limit:
-        raise PayloadTooLarge(f"{what} is {size} bytes as JSON; the limit is {limit} bytes")
 
 
 #: Values returned as they are; checked first because nearly every field is one of them, and

@@ -71,9 +71,12 @@ from engine.records import (
     ApiKeyRecord,
     EventRecord,
     ExecutionRecord,
+    InboundEventRecord,
     Page,
+    SignalRecord,
     StepRecord,
     TriggerRecord,
+    WaiterRecord,
     WorkflowVersionRecord,
 )
 from engine.states import EXECUTION_ACTIVE, STEP_ACTIVE, ExecutionStatus, StepStatus
@@ -110,6 +113,8 @@ RPC_TIMEOUT = 60.0
 ROLLBACK_TIMEOUT = 5.0
 #: Document references a store keeps for reuse (:class:`Paths`); a few MB at most.
 _REF_CACHE_SIZE = 4096
+#: Shards per bandit arm: concurrent rewards of one arm write different documents.
+_ARM_SHARDS = 8
 #: Per-execution step queries ``list_steps_many`` runs at once.
 _STEPS_MANY_CONCURRENCY = 16
 
@@ -125,6 +130,9 @@ JSON_FIELDS: dict[type[Any], tuple[str, ...]] = {
     EventRecord: ("data",),
     TriggerRecord: ("spec", "input"),
     ApiKeyRecord: (),
+    InboundEventRecord: ("data",),
+    WaiterRecord: (),
+    SignalRecord: ("payload",),
 }
 
 #: Marker key of a claim-check reference left in place of an out-of-line payload.
@@ -242,6 +250,9 @@ class Paths:
     def marker(self, tenant: str, execution_id: str, name: str) -> DocumentReference:
         return self._document(*_execution_path(tenant, execution_id), "markers", encode_id(name))
 
+    def arm_shards(self, tenant: str, bandit: str) -> CollectionReference:
+        return self._collection("tenants", encode_id(tenant), "bandits", encode_id(bandit), "shards")
+
     def events(self, tenant: str, execution_id: str) -> CollectionReference:
         return self._collection(*_execution_path(tenant, execution_id), "events")
 
@@ -256,6 +267,21 @@ class Paths:
 
     def trigger(self, tenant: str, trigger_id: str) -> DocumentReference:
         return self._document("tenants", encode_id(tenant), "triggers", encode_id(trigger_id))
+
+    def inbound_events(self, tenant: str) -> CollectionReference:
+        return self._collection("tenants", encode_id(tenant), "inbound_events")
+
+    def inbound_event(self, tenant: str, event_id: str) -> DocumentReference:
+        return self._document("tenants", encode_id(tenant), "inbound_events", encode_id(event_id))
+
+    def waiters(self, tenant: str) -> CollectionReference:
+        return self._collection("tenants", encode_id(tenant), "waiters")
+
+    def waiter(self, tenant: str, execution_id: str, step_key: str) -> DocumentReference:
+        return self._document("tenants", encode_id(tenant), "waiters", encode_id(f"{execution_id}/{step_key}"))
+
+    def signal(self, tenant: str, execution_id: str, step_key: str) -> DocumentReference:
+        return self._document(*_execution_path(tenant, execution_id), "signals", encode_id(step_key))
 
     def blob(self, tenant: str, blob_id: str) -> DocumentReference:
         return self._document("tenants", encode_id(tenant), "blobs", blob_id)
@@ -840,6 +866,22 @@ class FirestoreStore:
                 return False
         return True
 
+    def add_arm_outcome(self, tenant: str, bandit: str, arm: str, successes: float, failures: float) -> None:
+        """A server-side increment of one of the arm's shards, chosen at random (no transaction)."""
+        shard = f"{encode_id(arm)}.{random.randrange(_ARM_SHARDS)}"  # noqa: S311  (spreading load, not security)
+        fields = {"arm": arm, "successes": firestore.Increment(successes), "failures": firestore.Increment(failures)}
+        with translated_errors():
+            self._paths.arm_shards(tenant, bandit).document(shard).set(fields, merge=True)
+
+    def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]:
+        totals: dict[str, tuple[float, float]] = {}
+        with translated_errors():
+            for snapshot in self._paths.arm_shards(tenant, bandit).stream():
+                data = snapshot.to_dict() or {}
+                successes, failures = totals.get(data["arm"], (0.0, 0.0))
+                totals[data["arm"]] = (successes + data.get("successes", 0), failures + data.get("failures", 0))
+        return dict(sorted(totals.items()))
+
     def list_executions(
         self,
         tenant: str,
@@ -991,6 +1033,30 @@ class FirestoreStore:
             limit=limit,
         )
         return self._run_query(TriggerRecord, query)
+
+    # ---------------------------------------------------------------- external event log
+
+    def list_inbound_events(
+        self, tenant: str, route: str, *, since: float, limit: int = 100
+    ) -> list[InboundEventRecord]:
+        """One equality on ``route`` (automatic index); the few events of a route are sorted here."""
+        query = self.query(self._paths.inbound_events(tenant), where=[("route", "==", route)])
+        events = [e for e in self._run_query(InboundEventRecord, query) if e.accepted_at >= since]
+        return sorted(events, key=lambda e: (e.accepted_at, e.id))[:limit]
+
+    def list_waiters(self, tenant: str, route: str, limit: int = 500) -> list[WaiterRecord]:
+        query = self.query(self._paths.waiters(tenant), where=[("route", "==", route)], limit=limit)
+        return self._run_query(WaiterRecord, query)
+
+    def due_inbound_events(self, before: float, limit: int = 200) -> list[InboundEventRecord]:
+        """Collection-group scan of every tenant's events still to be routed."""
+        query = self.query(
+            self._client.collection_group("inbound_events"),
+            where=[("routed", "==", False), ("accepted_at", "<=", before)],
+            order=[("accepted_at", ASC)],
+            limit=limit,
+        )
+        return self._run_query(InboundEventRecord, query)
 
     # ---------------------------------------------------------------- API keys
 
@@ -1304,6 +1370,9 @@ class FirestoreTransaction:
                 latest = candidate
         return latest
 
+    def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None:
+        return self._record(TriggerRecord, self._paths.trigger(tenant, trigger_id))
+
     # ---------------------------------------------------------------- writes (buffered)
 
     def put_workflow_version(self, record: WorkflowVersionRecord) -> None:
@@ -1324,12 +1393,42 @@ class FirestoreTransaction:
         ref = self._paths.step(record.tenant, record.execution_id, record.key)
         self._writes[ref.path] = _Write(ref, record.tenant, encode_record(record))
 
+    def put_trigger(self, record: TriggerRecord) -> None:
+        self.replace(self._paths.trigger(record.tenant, record.id), record)
+
     def add_event(self, event: EventRecord) -> None:
         """Buffer an event once per id; an id already stored is skipped at commit."""
         ref = self._paths.event(event.tenant, event.execution_id, event.id)
         if ref.path in self._events or self._reads.get(ref.path) is not None:
             return
         self._events[ref.path] = _Write(ref, event.tenant, encode_record(event), create=True)
+
+    def get_inbound_event(self, tenant: str, event_id: str) -> InboundEventRecord | None:
+        return self._record(InboundEventRecord, self._paths.inbound_event(tenant, event_id))
+
+    def put_inbound_event(self, record: InboundEventRecord) -> None:
+        self._put(self._paths.inbound_event(record.tenant, record.id), record)
+
+    def put_waiter(self, record: WaiterRecord) -> None:
+        self._put(self._paths.waiter(record.tenant, record.execution_id, record.step_key), record)
+
+    def delete_waiter(self, tenant: str, execution_id: str, step_key: str) -> None:
+        ref = self._paths.waiter(tenant, execution_id, step_key)
+        self._writes[ref.path] = _Write(ref, tenant, None)
+
+    def get_signal(self, tenant: str, execution_id: str, step_key: str) -> SignalRecord | None:
+        return self._record(SignalRecord, self._paths.signal(tenant, execution_id, step_key))
+
+    def put_signal(self, record: SignalRecord) -> None:
+        self._put(self._paths.signal(record.tenant, record.execution_id, record.step_key), record)
+
+    def delete_signal(self, tenant: str, execution_id: str, step_key: str) -> None:
+        ref = self._paths.signal(tenant, execution_id, step_key)
+        self._writes[ref.path] = _Write(ref, tenant, None)
+
+    def _put(self, ref: DocumentReference, record: Any) -> None:
+        """Buffer a create-or-replace without a read (as ``put_step``)."""
+        self._writes[ref.path] = _Write(ref, record.tenant, encode_record(record))
 
     # ---------------------------------------------------------------- adapter-internal
 

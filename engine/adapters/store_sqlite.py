@@ -33,9 +33,12 @@ from engine.records import (
     ApiKeyRecord,
     EventRecord,
     ExecutionRecord,
+    InboundEventRecord,
     Page,
+    SignalRecord,
     StepRecord,
     TriggerRecord,
+    WaiterRecord,
     WorkflowVersionRecord,
 )
 from engine.states import EXECUTION_ACTIVE, STEP_ACTIVE, ExecutionStatus, StepStatus
@@ -83,6 +86,10 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS markers (
         tenant TEXT NOT NULL, execution_id TEXT NOT NULL, name TEXT NOT NULL,
         PRIMARY KEY (tenant, execution_id, name))""",
+    """CREATE TABLE IF NOT EXISTS arm_counts (
+        tenant TEXT NOT NULL, bandit TEXT NOT NULL, arm TEXT NOT NULL,
+        successes REAL NOT NULL, failures REAL NOT NULL,
+        PRIMARY KEY (tenant, bandit, arm))""",
     """CREATE TABLE IF NOT EXISTS triggers (
         tenant TEXT NOT NULL, id TEXT NOT NULL, enabled INTEGER NOT NULL, next_fire_at REAL,
         doc TEXT NOT NULL, PRIMARY KEY (tenant, id))""",
@@ -92,6 +99,19 @@ _SCHEMA = (
         tenant TEXT NOT NULL, id TEXT NOT NULL, key_hash TEXT NOT NULL, created_at REAL NOT NULL,
         doc TEXT NOT NULL, PRIMARY KEY (tenant, id))""",
     "CREATE UNIQUE INDEX IF NOT EXISTS api_keys_by_hash ON api_keys (key_hash)",
+    """CREATE TABLE IF NOT EXISTS inbound_events (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, route TEXT NOT NULL, accepted_at REAL NOT NULL,
+        routed INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (tenant, id))""",
+    "CREATE INDEX IF NOT EXISTS inbound_events_by_route ON inbound_events (tenant, route, accepted_at, id)",
+    """CREATE INDEX IF NOT EXISTS inbound_events_unrouted
+        ON inbound_events (accepted_at) WHERE routed = 0""",
+    """CREATE TABLE IF NOT EXISTS waiters (
+        tenant TEXT NOT NULL, execution_id TEXT NOT NULL, step_key TEXT NOT NULL, route TEXT NOT NULL,
+        doc TEXT NOT NULL, PRIMARY KEY (tenant, execution_id, step_key))""",
+    "CREATE INDEX IF NOT EXISTS waiters_by_route ON waiters (tenant, route)",
+    """CREATE TABLE IF NOT EXISTS signals (
+        tenant TEXT NOT NULL, execution_id TEXT NOT NULL, step_key TEXT NOT NULL,
+        doc TEXT NOT NULL, PRIMARY KEY (tenant, execution_id, step_key))""",
 )
 
 # Executions and steps are always selected as (doc, spilled, tenant, execution id, step key),
@@ -172,6 +192,7 @@ _UPSERT_STEP = """
       status = excluded.status, dispatched_at = excluded.dispatched_at,
       lease_until = excluded.lease_until, wake_at = excluded.wake_at,
       doc = excluded.doc, spilled = excluded.spilled"""
+_SELECT_TRIGGER = "SELECT doc FROM triggers WHERE tenant = ? AND id = ?"
 _UPSERT_TRIGGER = """
     INSERT INTO triggers (tenant, id, enabled, next_fire_at, doc) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (tenant, id) DO UPDATE SET
@@ -265,6 +286,19 @@ class SqliteStore:
         insert = "INSERT OR IGNORE INTO markers (tenant, execution_id, name) VALUES (?, ?, ?)"
         return bool(self._write(lambda c: c.execute(insert, (tenant, execution_id, name)).rowcount))
 
+    def add_arm_outcome(self, tenant: str, bandit: str, arm: str, successes: float, failures: float) -> None:
+        upsert = (
+            "INSERT INTO arm_counts (tenant, bandit, arm, successes, failures) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (tenant, bandit, arm) DO UPDATE SET "
+            "successes = successes + excluded.successes, failures = failures + excluded.failures"
+        )
+        self._write(lambda c: c.execute(upsert, (tenant, bandit, arm, successes, failures)))
+
+    def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]:
+        select = "SELECT arm, successes, failures FROM arm_counts WHERE tenant = ? AND bandit = ? ORDER BY arm"
+        rows = self._read(lambda c: c.execute(select, (tenant, bandit)).fetchall())
+        return {arm: (successes, failures) for arm, successes, failures in rows}
+
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None:
         def read(conn: sqlite3.Connection) -> ExecutionRecord | None:
             row = conn.execute(_SELECT_EXECUTION, (tenant, execution_id)).fetchone()
@@ -349,20 +383,11 @@ class SqliteStore:
     # triggers
 
     def put_trigger(self, record: TriggerRecord) -> None:
-        params = (
-            record.tenant,
-            record.id,
-            int(record.enabled),
-            record.next_fire_at,
-            _dumps(record_to_dict(record)),
-        )
+        params = _trigger_row(record_to_dict(record))
         self._write(lambda c: c.execute(_UPSERT_TRIGGER, params))
 
     def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None:
-        row = self._read(
-            lambda c: c.execute("SELECT doc FROM triggers WHERE tenant = ? AND id = ?", (tenant, trigger_id)).fetchone()
-        )
-        return None if row is None else _load(TriggerRecord, row[0])
+        return self.read(lambda reads: reads.get_trigger(tenant, trigger_id))
 
     def list_triggers(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
         (after,) = _decode_cursor(cursor, (str,))
@@ -383,6 +408,38 @@ class SqliteStore:
             ).fetchall()
         )
         return [_load(TriggerRecord, row[0]) for row in rows]
+
+    # the external event log
+
+    def list_inbound_events(
+        self, tenant: str, route: str, *, since: float, limit: int = 100
+    ) -> list[InboundEventRecord]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT doc FROM inbound_events WHERE tenant = ? AND route = ? AND accepted_at >= ?"
+                " ORDER BY accepted_at, id LIMIT ?",
+                (tenant, route, since, limit),
+            ).fetchall()
+        )
+        return [_load(InboundEventRecord, row[0]) for row in rows]
+
+    def list_waiters(self, tenant: str, route: str, limit: int = 500) -> list[WaiterRecord]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT doc FROM waiters WHERE tenant = ? AND route = ? ORDER BY execution_id, step_key LIMIT ?",
+                (tenant, route, limit),
+            ).fetchall()
+        )
+        return [_load(WaiterRecord, row[0]) for row in rows]
+
+    def due_inbound_events(self, before: float, limit: int = 200) -> list[InboundEventRecord]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT doc FROM inbound_events WHERE routed = 0 AND accepted_at <= ? ORDER BY accepted_at LIMIT ?",
+                (before, limit),
+            ).fetchall()
+        )
+        return [_load(InboundEventRecord, row[0]) for row in rows]
 
     # API keys
 
@@ -465,6 +522,11 @@ class _SqliteTransaction:
         self._events: dict[tuple[str, str, str], dict[str, Any]] = {}
         # A list, not a dict: putting one version twice must fail like any taken number.
         self._versions: list[dict[str, Any]] = []
+        self._triggers: dict[tuple[str, str], dict[str, Any]] = {}
+        # Event log, waiters and kept signals; ``None`` buffers a delete.
+        self._inbound: dict[tuple[str, str], dict[str, Any]] = {}
+        self._waiters: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+        self._signals: dict[tuple[str, str, str], dict[str, Any] | None] = {}
 
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None:
         buffered = self._executions.get((tenant, execution_id))
@@ -513,8 +575,18 @@ class _SqliteTransaction:
             return None
         return _fresh(WorkflowVersionRecord, max(candidates, key=lambda data: int(data["version"])))
 
+    def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None:
+        buffered = self._triggers.get((tenant, trigger_id))
+        if buffered is not None:
+            return _fresh(TriggerRecord, buffered)
+        row = self._conn.execute(_SELECT_TRIGGER, (tenant, trigger_id)).fetchone()
+        return None if row is None else _load(TriggerRecord, row[0])
+
     def put_workflow_version(self, record: WorkflowVersionRecord) -> None:
         self._versions.append(record_to_dict(record))
+
+    def put_trigger(self, record: TriggerRecord) -> None:
+        self._triggers[(record.tenant, record.id)] = record_to_dict(record)
 
     def put_execution(self, record: ExecutionRecord) -> None:
         self._executions[(record.tenant, record.id)] = record_to_dict(record)
@@ -526,6 +598,72 @@ class _SqliteTransaction:
         # The first write of an id wins, as it does against events already stored.
         self._events.setdefault((event.tenant, event.execution_id, event.id), record_to_dict(event))
 
+    def get_inbound_event(self, tenant: str, event_id: str) -> InboundEventRecord | None:
+        buffered = self._inbound.get((tenant, event_id))
+        if buffered is not None:
+            return _fresh(InboundEventRecord, buffered)
+        row = self._conn.execute(
+            "SELECT doc FROM inbound_events WHERE tenant = ? AND id = ?", (tenant, event_id)
+        ).fetchone()
+        return None if row is None else _load(InboundEventRecord, row[0])
+
+    def put_inbound_event(self, record: InboundEventRecord) -> None:
+        self._inbound[(record.tenant, record.id)] = record_to_dict(record)
+
+    def put_waiter(self, record: WaiterRecord) -> None:
+        self._waiters[(record.tenant, record.execution_id, record.step_key)] = record_to_dict(record)
+
+    def delete_waiter(self, tenant: str, execution_id: str, step_key: str) -> None:
+        self._waiters[(tenant, execution_id, step_key)] = None
+
+    def get_signal(self, tenant: str, execution_id: str, step_key: str) -> SignalRecord | None:
+        key = (tenant, execution_id, step_key)
+        if key in self._signals:
+            buffered = self._signals[key]
+            return None if buffered is None else _fresh(SignalRecord, buffered)
+        row = self._conn.execute(
+            "SELECT doc FROM signals WHERE tenant = ? AND execution_id = ? AND step_key = ?", key
+        ).fetchone()
+        return None if row is None else _load(SignalRecord, row[0])
+
+    def put_signal(self, record: SignalRecord) -> None:
+        self._signals[(record.tenant, record.execution_id, record.step_key)] = record_to_dict(record)
+
+    def delete_signal(self, tenant: str, execution_id: str, step_key: str) -> None:
+        self._signals[(tenant, execution_id, step_key)] = None
+
+    def _apply_mailboxes(self) -> None:
+        """Write the buffered event log entries, waiters and kept signals."""
+        self._conn.executemany(
+            "INSERT INTO inbound_events (tenant, id, route, accepted_at, routed, doc) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (tenant, id) DO UPDATE SET route = excluded.route, accepted_at = excluded.accepted_at,"
+            " routed = excluded.routed, doc = excluded.doc",
+            [
+                (d["tenant"], d["id"], d["route"], d["accepted_at"], int(d["routed"]), _dumps(d))
+                for d in self._inbound.values()
+            ],
+        )
+        for (tenant, execution_id, step_key), waiter in self._waiters.items():
+            self._conn.execute(
+                "DELETE FROM waiters WHERE tenant = ? AND execution_id = ? AND step_key = ?",
+                (tenant, execution_id, step_key),
+            )
+            if waiter is not None:
+                self._conn.execute(
+                    "INSERT INTO waiters (tenant, execution_id, step_key, route, doc) VALUES (?, ?, ?, ?, ?)",
+                    (tenant, execution_id, step_key, waiter["route"], _dumps(waiter)),
+                )
+        for (tenant, execution_id, step_key), signal in self._signals.items():
+            self._conn.execute(
+                "DELETE FROM signals WHERE tenant = ? AND execution_id = ? AND step_key = ?",
+                (tenant, execution_id, step_key),
+            )
+            if signal is not None:
+                self._conn.execute(
+                    "INSERT INTO signals (tenant, execution_id, step_key, doc) VALUES (?, ?, ?, ?)",
+                    (tenant, execution_id, step_key, _dumps(signal)),
+                )
+
     def apply(self) -> None:
         """Write every buffered record; the caller commits."""
         for data in self._versions:
@@ -534,10 +672,12 @@ class _SqliteTransaction:
             self._upsert_execution(data)
         for data in self._steps.values():
             self._upsert_step(data)
+        self._conn.executemany(_UPSERT_TRIGGER, [_trigger_row(data) for data in self._triggers.values()])
         self._conn.executemany(
             "INSERT OR IGNORE INTO events (tenant, execution_id, id, doc) VALUES (?, ?, ?, ?)",
             [(d["tenant"], d["execution_id"], d["id"], _dumps(d)) for d in self._events.values()],
         )
+        self._apply_mailboxes()
 
     def _insert_version(self, data: dict[str, Any]) -> None:
         try:
@@ -746,6 +886,10 @@ def _write_payloads(conn: sqlite3.Connection, owner: tuple[str, str, str], spill
 
 def _load(cls: type[R], doc: str) -> R:
     return record_from_dict(cls, json.loads(doc))
+
+
+def _trigger_row(data: dict[str, Any]) -> tuple[Any, ...]:
+    return (data["tenant"], data["id"], int(data["enabled"]), data["next_fire_at"], _dumps(data))
 
 
 def _fresh(cls: type[R], data: dict[str, Any]) -> R:

@@ -109,7 +109,12 @@ def decide(
     error = None
     if not decision.approved and (step.wait or {}).get("on_reject", "fail") == "fail":
         error = rejection_error(output)
-    return steps.resume(rec, snap, step, output=output, error=error, data={"decision": output})
+    delivery = steps.Delivery(
+        "approval", f"approval:{rec.now!r}", output, error=error, record={"decision": output}
+    )
+    if not steps.resume(rec, snap, step, delivery):
+        raise TransitionRefused(f"step {key!r} could not take the decision")
+    return step
 
 
 def link_claims(snap: Snapshot, key: str, *, role: str, by: str, now: float, ttl: float) -> LinkClaims:

@@ -91,7 +91,6 @@ def _wait_for(rec: Recorder, step: StepRecord, child_id: str, workflow: str) -> 
     steps.wait_step(
         rec,
         step,
-        until=None,
         wait={"kind": "subworkflow", "on_wake": "succeed", "child": child_id, "workflow": workflow},
     )
 
@@ -137,11 +136,15 @@ class Links:
             or snap.execution.status not in EXECUTION_ACTIVE
         ):
             return  # e.g. the parent step was cancelled first, which is what cancelled the child
-        data = {"child_execution": child.id, "child_status": str(child.status)}
-        if child.status is ExecutionStatus.SUCCEEDED:
-            steps.resume(rec, snap, step, output=child.output, data=data)
-        else:
-            steps.resume(rec, snap, step, error=_child_error(child), data=data)
+        succeeded = child.status is ExecutionStatus.SUCCEEDED
+        delivery = steps.Delivery(
+            "child",
+            f"child:{child.id}",
+            child.output if succeeded else None,
+            error=None if succeeded else _child_error(child),
+            record={"child_execution": child.id, "child_status": str(child.status)},
+        )
+        steps.resume(rec, snap, step, delivery)
 
     def cancel_child(self, rec: Recorder, step: StepRecord, reason: str) -> None:
         child_id = (step.wait or {}).get("child")

@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.compile import CompiledWorkflow
 from engine.errors import TransitionRefused
-from engine.orchestration import progress
+from engine.orchestration import planner, progress
 from engine.orchestration.recorder import Recorder
 from engine.orchestration.snapshot import Snapshot, load_whole
 from engine.orchestration.workflows import Workflows
@@ -30,6 +30,7 @@ def start(
     idempotency_key: str | None = None,
     labels: dict[str, str] | None = None,
     parent: dict[str, Any] | None = None,
+    trigger_id: str | None = None,
     execution_id: str | None = None,
 ) -> tuple[ExecutionRecord, bool]:
     """Create the execution and its first ready steps; an idempotency key returns the original."""
@@ -51,6 +52,7 @@ def start(
         idempotency_key=idempotency_key,
         labels=labels or {},
         parent=parent,
+        trigger_id=trigger_id,
     )
     rec.create_execution(execution, {"workflow": definition.name, "version": version})
     progress.advance(rec, Snapshot(rec.tx, compiled, execution, {}, whole=True))
@@ -128,17 +130,14 @@ def _revive(rec: Recorder, snap: Snapshot, record: StepRecord) -> None:
     record.attempt = 0
     record.error = None
     record.run = snap.execution.run
-    is_foreach_parent = record.index is None and snap.compiled.step(record.step_id).foreach is not None
-    if not is_foreach_parent:
-        rec.move_step(record, StepStatus.QUEUED, Cause.RETRY)
-        return
-    if record.items is None:
-        # The foreach expression itself failed: plan the step afresh.
-        rec.move_step(record, StepStatus.QUEUED, Cause.RETRY, dispatch=False)
-        rec.move_step(record, StepStatus.CANCELLED, Cause.RETRY, {"reason": "re-planned"})
+    if record.index is None and record.items is None and snap.compiled.step(record.step_id).foreach is not None:
+        # The foreach expression itself failed: plan the step afresh (``advance`` creates it).
+        rec.withdraw_step(record, Cause.RETRY)
         del snap.records[record.key]
         return
-    # A foreach parent is a container, not a claimable step: it goes straight back to RUNNING.
-    rec.move_step(record, StepStatus.QUEUED, Cause.RETRY, dispatch=False)
-    record.lease_until = rec.now + rec.fanin_check_seconds
-    rec.move_step(record, StepStatus.RUNNING, Cause.CLAIM, {"reason": "retrying failed items"})
+    if planner.is_foreach_parent(record):
+        # A container, not a claimable step: it resumes in RUNNING and re-runs failed items.
+        record.lease_until = rec.now + rec.fanin_check_seconds
+        rec.move_step(record, StepStatus.RUNNING, Cause.RETRY, {"reason": "retrying failed items"})
+        return
+    rec.move_step(record, StepStatus.QUEUED, Cause.RETRY)

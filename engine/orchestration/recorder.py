@@ -1,19 +1,25 @@
 """Apply transitions inside a transaction, one event each, and collect the effects.
 
-Every status change in the engine goes through :class:`Recorder`, which asks
+Every creation and status change in the engine goes through :class:`Recorder`, which asks
 :func:`engine.states.require` first. That is what makes "every transition is recorded
 exactly once" hold: the record, its event and the effects commit together or not at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.events import execution_event, step_event
 from engine.ports import Dispatch, Transaction
-from engine.records import EventRecord, ExecutionRecord, StepRecord
-from engine.states import EXECUTION_TERMINAL, Cause, ExecutionStatus, StepStatus, require
+from engine.records import EventRecord, ExecutionRecord, StepRecord, WaiterRecord
+from engine.states import EXECUTION_TERMINAL, NEW, Cause, ExecutionStatus, Machine, StepStatus, require
+
+
+def machine_of(step: StepRecord) -> Machine:
+    """A foreach parent (a top-level record holding its items) follows its own machine."""
+    return Machine.FOREACH if step.index is None and step.items is not None else Machine.STEP
 
 
 @dataclass(frozen=True)
@@ -36,11 +42,17 @@ class FaninCheck:
 
 @dataclass
 class Effects:
-    """What the caller performs after commit: step dispatches, live events, fan-in checks."""
+    """What the caller performs after commit: step dispatches, live events, fan-in checks,
+    and event-log scans for steps that just started waiting for an event."""
 
     events: list[EventRecord] = field(default_factory=list)
     dispatches: list[Dispatch] = field(default_factory=list)
     fanin_checks: list[FaninCheck] = field(default_factory=list)
+    waiters: list[WaiterRecord] = field(default_factory=list)
+
+
+#: Called in the transaction that moves an execution a schedule trigger started.
+ScheduleHook = Callable[["Recorder", ExecutionRecord], None]
 
 
 class ExecutionLinks(Protocol):
@@ -69,6 +81,7 @@ class Recorder:
         *,
         max_foreach_items: int = 10_000,
         fanin_check_seconds: float = 30.0,
+        schedule_hook: ScheduleHook | None = None,
         links: ExecutionLinks | None = None,
     ) -> None:
         self.tx = tx
@@ -77,6 +90,9 @@ class Recorder:
         self.max_foreach_items = max_foreach_items
         #: How long after it starts (or was last checked) the reconciler checks a foreach's fan-in.
         self.fanin_check_seconds = fanin_check_seconds
+        #: Keeps a schedule trigger's running executions and buffered fires in step
+        #: (:meth:`engine.orchestration.schedule_runs.ScheduleRuns.execution_moved`).
+        self.schedule_hook = schedule_hook
         self.effects = Effects()
 
     def _emit(self, event: EventRecord) -> None:
@@ -84,6 +100,7 @@ class Recorder:
         self.effects.events.append(event)
 
     def create_execution(self, execution: ExecutionRecord, data: dict[str, Any] | None = None) -> None:
+        require(NEW, execution.status, Cause.START, Machine.EXECUTION)
         self.tx.put_execution(execution)
         self._emit(execution_event(execution, self.now, data))
 
@@ -96,10 +113,14 @@ class Recorder:
         execution.finished_at = self.now if target not in (ExecutionStatus.RUNNING, ExecutionStatus.PAUSED) else None
         self.tx.put_execution(execution)
         self._emit(execution_event(execution, self.now, data))
+        if execution.trigger_id is not None and self.schedule_hook is not None:
+            self.schedule_hook(self, execution)
         if target in EXECUTION_TERMINAL and execution.parent and self.links is not None:
             self.links.child_settled(self, execution)
 
     def create_step(self, step: StepRecord, data: dict[str, Any] | None = None) -> None:
+        """Create a planned step in its first status (a creation edge of its machine)."""
+        require(NEW, step.status, Cause.PLAN, machine_of(step))
         step.created_at = self.now
         if step.status is StepStatus.QUEUED:
             self.queue_dispatch(step)
@@ -116,7 +137,7 @@ class Recorder:
         dispatch: bool = True,
     ) -> None:
         """Move ``step`` to ``target``; a step entering QUEUED is dispatched unless told otherwise."""
-        require(step.status, target, cause)
+        require(step.status, target, cause, machine_of(step))
         step.status = target
         if target is StepStatus.QUEUED and dispatch:
             self.queue_dispatch(step)
@@ -127,11 +148,28 @@ class Recorder:
         self.tx.put_step(step)
         self._emit(step_event(step, self.now, data))
 
+    def withdraw_step(self, step: StepRecord, cause: Cause) -> None:
+        """Give up a step's record so that planning creates it afresh (``FAILED -> NEW``).
+
+        The record stays in the store until the new plan overwrites it, in this transaction.
+        """
+        require(step.status, NEW, cause, machine_of(step))
+
     def check_fanin(self, parent: StepRecord) -> None:
         """Ask for a check after commit whether every item of the foreach ``parent`` has ended."""
         check = FaninCheck(parent.tenant, parent.execution_id, parent.step_id, parent.run)
         if check not in self.effects.fanin_checks:
             self.effects.fanin_checks.append(check)
+
+    def watch(self, waiter: WaiterRecord) -> None:
+        """Register a waiting step on its route and scan the event log for it after commit.
+
+        The waiter commits with the step's move to WAITING; the scan after that commit finds
+        every event accepted before it, and the router finds the waiter for every event
+        accepted after it: no event falls between the two.
+        """
+        self.tx.put_waiter(waiter)
+        self.effects.waiters.append(waiter)
 
     def queue_dispatch(self, step: StepRecord, countdown: float = 0.0) -> None:
         """Send the step after commit; ``dispatched_at`` lets the reconciler resend a lost message."""

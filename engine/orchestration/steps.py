@@ -11,16 +11,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import jsonschema
+
 from engine.compile import CompiledWorkflow
-from engine.errors import LeaseLost, NotFound, TransitionRefused
+from engine.errors import ExpressionError, InputInvalid, LeaseLost, NotFound, Problem, TransitionRefused
+from engine.expressions import compile_expression
 from engine.model import RetryPolicy
 from engine.orchestration import planner, progress
 from engine.orchestration.recorder import Recorder
 from engine.orchestration.snapshot import Snapshot, load_whole, open_snapshot, planning_keys
 from engine.orchestration.workflows import Workflows
 from engine.ports import Reads, Transaction
-from engine.records import ExecutionRecord, StepRecord
-from engine.states import Cause, ExecutionStatus, StepStatus
+from engine.records import ExecutionRecord, SignalRecord, StepRecord, WaiterRecord
+from engine.states import STEP_TERMINAL, Cause, ExecutionStatus, StepStatus
 
 #: A step whose worker vanished is re-queued this many times beyond its retry policy, so a
 #: crash does not eat the user's attempts; after that it fails as "worker lost".
@@ -215,6 +218,19 @@ def _claim_follower(rec: Recorder, snap: Snapshot, done: StepRecord, timing: Tim
     return claimed
 
 
+def still_owned(step: StepRecord | None, fence: Fence) -> bool:
+    """Whether an outcome recorded with ``fence`` could still be accepted for ``step`` (read unlocked).
+
+    False once the step was cancelled or timed out with its execution, re-queued, or taken
+    by another worker: its worker should stop running it (``ctx.cancelled()``).
+    """
+    if step is None:
+        return False
+    if isinstance(fence, Unclaimed):
+        return step.status is StepStatus.QUEUED and step.lease_epoch == fence.epoch - 1
+    return step.status is StepStatus.RUNNING and step.lease_epoch == fence
+
+
 def heartbeat(rec: Recorder, tenant: str, execution_id: str, key: str, epoch: int, timing: Timing) -> None:
     """Extend the lease; ``LeaseLost`` tells the worker to stop."""
     step = _fenced(rec.tx.get_steps(tenant, execution_id, [key]), key, epoch)
@@ -233,23 +249,33 @@ def complete(
     timing: Timing,
     *,
     follow: bool = False,
+    event: dict[str, Any] | None = None,
 ) -> Claimed | None:
     """Record a step's success (fenced by ``fence``) and move the execution forward.
 
     With ``follow``, a single step this makes ready is claimed for the caller (see
-    :func:`_claim_follower`) and returned.
+    :func:`_claim_follower`) and returned. ``event`` is the data of its ``step.succeeded`` event.
     """
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
     step = owned(rec, snap, key, fence, timing)
     step.output = output
-    complete_owned(rec, snap, step)
+    complete_owned(rec, snap, step, event)
     return _claim_follower(rec, snap, step, timing) if follow else None
 
 
-def complete_owned(rec: Recorder, snap: Snapshot, step: StepRecord) -> None:
+def complete_owned(rec: Recorder, snap: Snapshot, step: StepRecord, event: dict[str, Any] | None = None) -> None:
     """Record the success of a step this worker owns (its ``output`` set) and move the execution on."""
-    rec.move_step(step, StepStatus.SUCCEEDED, Cause.COMPLETE)
+    rec.move_step(step, StepStatus.SUCCEEDED, Cause.COMPLETE, event)
     _after(rec, snap, step)
+
+
+@dataclass(frozen=True)
+class EventWait:
+    """What a step waits for: external events of ``type`` with ``correlation_key`` (see eventlog)."""
+
+    type: str
+    correlation_key: str
+    route: str
 
 
 def park(
@@ -262,25 +288,205 @@ def park(
     *,
     until: float | None,
     on_wake: str,
-    match: dict[str, Any],
+    match: str | None,
     timing: Timing,
+    event: EventWait | None = None,
+    interrupt: dict[str, Any] | None = None,
     kind: str = "timer",
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Put a running step into WAITING until a timer fires or a signal arrives."""
-    snap = open_snapshot(rec.tx, workflows, tenant, execution_id, [key])
+    """Put a running step into WAITING until a timer fires, a signal or an awaited event arrives.
+
+    A step waiting for an event registers its waiter in this same transaction; the event log
+    is then scanned after commit (``Effects.waiters``). Until that scan is done the step's
+    timer is the scan's deadline, so a worker lost before scanning leaves it to the reconciler.
+    A signal kept for the step (it arrived before the step waited) is delivered here.
+
+    With ``interrupt`` (an agent waiting for a person) a signal resumes the step instead of
+    completing it: the interrupt's request is recorded in the event for whoever answers.
+    ``kind`` and ``details`` (e.g. an approval's roles and declared timeout outcome) are kept
+    in ``wait`` for whoever resumes the step.
+    """
+    snap = open_step(rec.tx, workflows, tenant, execution_id, key)
     step = owned(rec, snap, key, fence, timing)
-    wait_step(rec, step, until=until, wait={"on_wake": on_wake, "match": match, "kind": kind, **(details or {})})
-    if until is not None and until - rec.now <= timing.short_timer:
-        rec.queue_dispatch(step, countdown=max(0.0, until - rec.now))
-
-
-def wait_step(rec: Recorder, step: StepRecord, *, until: float | None, wait: dict[str, Any]) -> None:
-    """Move a step this worker owns into WAITING with what resumes it (``wait``) and its timer."""
+    kept = rec.tx.get_signal(tenant, execution_id, key)
     step.wake_at = until
+    step.wait = {**(details or {}), "on_wake": on_wake, "match": match, "kind": kind}
+    data: dict[str, Any] = {"until": until}
+    if interrupt is not None:
+        step.wait["interrupt"] = interrupt
+        data["interrupt"] = interrupt
+    step.lease_until = None
+    if event is not None:
+        since = snap.execution.created_at
+        step.wait |= {
+            "event": event.type,
+            "correlation_key": event.correlation_key,
+            "route": event.route,
+            "since": since,
+            "timeout_at": until,
+            "scan_pending": True,
+        }
+        step.wake_at = rec.now + timing.lease_seconds
+        rec.watch(WaiterRecord(tenant, execution_id, key, event.route, since))
+    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, data)
+    if kept is not None and _take_kept_signal(rec, snap, step, kept):
+        return
+    if step.wake_at is not None and step.wake_at - rec.now <= timing.short_timer:
+        rec.queue_dispatch(step, countdown=max(0.0, step.wake_at - rec.now))
+
+
+def _take_kept_signal(rec: Recorder, snap: Snapshot, step: StepRecord, kept: SignalRecord) -> bool:
+    """Deliver the signal kept for a step that now waits; a signal the wait refuses is dropped."""
+    rec.tx.delete_signal(step.tenant, step.execution_id, step.key)
+    try:
+        return resume(rec, snap, step, Delivery("signal", f"signal:{kept.at!r}", kept.payload))
+    except InputInvalid:
+        return False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Something that may end a WAITING step: a signal's payload or an external event.
+
+    ``payload`` becomes the step's output. An event delivery names its ``route`` and
+    acceptance time, which must be those the step waits for. With ``error`` the step fails
+    instead (keeping the payload as its output, e.g. a rejection's decision); ``record`` is
+    added to the history event (e.g. who decided).
+    """
+
+    kind: str
+    id: str
+    payload: Any
+    event: dict[str, Any] | None = None
+    route: str | None = None
+    accepted_at: float | None = None
+    error: dict[str, Any] | None = None
+    record: dict[str, Any] | None = None
+
+
+def resume(rec: Recorder, snap: Snapshot, step: StepRecord, delivery: Delivery) -> bool:
+    """The one guarded transition that ends a WAITING step with something delivered to it.
+
+    Signals, external events (from the router or the waiter's own scan) and decisions all
+    come through here, inside the transaction that reads the step: only a step still WAITING
+    in a running execution, waiting for this route since before the event, whose ``match``
+    the delivery satisfies, moves on, and the delivery's id is recorded with it: it succeeds
+    with the payload as its output, or, waiting on an interrupt (an agent asking a person),
+    goes back to the queue with the payload as its answer. A second delivery finds the step
+    no longer WAITING, so a step is never resumed twice.
+    """
+    wait = step.wait or {}
+    status = snap.execution.status
+    # A child may settle while its parent is paused: its result is recorded like a step that
+    # finishes during a pause (its successors wait in QUEUED until the parent resumes).
+    live = status is ExecutionStatus.RUNNING or (delivery.kind == "child" and status is ExecutionStatus.PAUSED)
+    if step.status is not StepStatus.WAITING or not live:
+        return False
+    if delivery.kind == "event" and not _awaits(wait, delivery):
+        return False
+    if not _satisfies(wait, delivery, snap.execution):
+        return False
+    delivered = {"kind": delivery.kind, "id": delivery.id}
+    interrupt = wait.get("interrupt")
+    if interrupt is not None:
+        # An agent asked a person: the answer goes back to the step's next attempt (ctx.resume).
+        _check_answer(interrupt, delivery.payload)
+        answer = {"interrupt_id": interrupt.get("id"), "value": delivery.payload}
+        step.wait = {**wait, "answer": answer, "delivered": delivered}
+        step.wake_at = None
+        rec.move_step(step, StepStatus.QUEUED, Cause.SIGNAL)
+        return True
+    step.output = delivery.payload
+    step.wait = {**wait, "scan_pending": False, "delivered": delivered}
+    if wait.get("route"):
+        rec.tx.delete_waiter(step.tenant, step.execution_id, step.key)
+    data = {"delivered": delivery.kind, "id": delivery.id, **(delivery.record or {})}
+    if delivery.error is None:
+        rec.move_step(step, StepStatus.SUCCEEDED, Cause.SIGNAL, data)
+    else:
+        step.error = delivery.error
+        rec.move_step(step, StepStatus.FAILED, Cause.SIGNAL, {**data, "error": delivery.error})
+    _after(rec, snap, step)
+    return True
+
+
+def waiting_step(snap: Snapshot, key: str, what: str) -> StepRecord:
+    """The WAITING step ``key`` of a running execution; ``NotFound`` or ``TransitionRefused`` otherwise."""
+    step = snap.records.get(key)
+    if step is None:
+        raise NotFound(f"step {key!r} not found in execution {snap.execution.id!r}")
+    if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
+        status = f"{step.status} in a {snap.execution.status} execution"
+        raise TransitionRefused(f"step {key!r} is {status}, not WAITING; it cannot take {what}")
+    return step
+
+
+def _awaits(wait: dict[str, Any], delivery: Delivery) -> bool:
+    """Whether the step waits on the event's route, and waited since before it was accepted."""
+    since = float(wait.get("since") or 0.0)
+    return wait.get("route") == delivery.route and (delivery.accepted_at or 0.0) >= since
+
+
+def _satisfies(wait: dict[str, Any], delivery: Delivery, execution: ExecutionRecord) -> bool:
+    """Whether the wait's CEL ``match`` holds for the delivery (no match: anything does).
+
+    An expression that fails to evaluate, or gives anything but ``true``, does not match.
+    """
+    source = wait.get("match")
+    if not source:
+        return True
+    event = delivery.event or {"id": delivery.id, "type": wait.get("event"), "data": delivery.payload}
+    variables = {
+        "event": event,
+        "signal": delivery.payload,
+        "input": execution.input,
+        "execution": {"id": execution.id, "workflow": execution.workflow, "version": execution.version},
+    }
+    try:
+        return compile_expression(str(source)).evaluate(variables) is True
+    except ExpressionError:
+        return False
+
+
+def deliver_event(rec: Recorder, workflows: Workflows, waiter: WaiterRecord, delivery: Delivery) -> bool:
+    """Offer an event to a registered waiter; a waiter whose step no longer waits is removed."""
+    try:
+        snap = open_step(rec.tx, workflows, waiter.tenant, waiter.execution_id, waiter.step_key)
+    except NotFound:
+        rec.tx.delete_waiter(waiter.tenant, waiter.execution_id, waiter.step_key)
+        return False
+    step = snap.records.get(waiter.step_key)
+    if step is None or step.status in STEP_TERMINAL:
+        rec.tx.delete_waiter(waiter.tenant, waiter.execution_id, waiter.step_key)
+        return False
+    return resume(rec, snap, step, delivery)
+
+
+def finish_scan(rec: Recorder, tenant: str, execution_id: str, key: str, timing: Timing) -> None:
+    """The event log was scanned for a new waiter: from now on only its timeout is its timer."""
+    step = rec.tx.get_steps(tenant, execution_id, [key]).get(key)
+    if step is None or step.status is not StepStatus.WAITING or not (step.wait or {}).get("scan_pending"):
+        return
+    wait = step.wait or {}
+    step.wait = {**wait, "scan_pending": False}
+    timeout_at = wait.get("timeout_at")
+    step.wake_at = None if timeout_at is None else float(timeout_at)
+    rec.tx.put_step(step)
+    if step.wake_at is not None and step.wake_at - rec.now <= timing.short_timer:
+        rec.queue_dispatch(step, countdown=max(0.0, step.wake_at - rec.now))
+
+
+def wait_step(rec: Recorder, step: StepRecord, wait: dict[str, Any]) -> None:
+    """Move a step this worker owns into WAITING, without a timer, until ``wait`` is resolved.
+
+    For waits that a use case of their own ends (a subworkflow's child); a plain signal
+    cannot end them (see :func:`signal`).
+    """
+    step.wake_at = None
     step.wait = wait
     step.lease_until = None
-    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, {"until": until, "kind": wait.get("kind", "timer")})
+    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, {"until": None, "kind": wait.get("kind")})
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
@@ -341,11 +547,14 @@ def wake(rec: Recorder, snap: Snapshot, key: str) -> None:
     if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
         return
     wait = step.wait or {}
+    if wait.get("scan_pending"):
+        return  # its event-log scan is due first (the reconciler runs it), not its timeout
+    if wait.get("route"):
+        rec.tx.delete_waiter(step.tenant, step.execution_id, step.key)
     if wait.get("on_wake") == "fail":
         declared = wait.get("timeout_error") or {}
-        step.error = progress.error_info(
-            declared.get("message", "timed out waiting"), declared.get("type", "WaitTimeout")
-        )
+        message, error_type = declared.get("message", "timed out waiting"), declared.get("type", "WaitTimeout")
+        step.error = progress.error_info(message, error_type)
         rec.move_step(step, StepStatus.FAILED, Cause.TIMER, {"error": step.error})
     else:
         step.output = wait.get("timeout_output")
@@ -360,54 +569,56 @@ def wake_timer(rec: Recorder, workflows: Workflows, tenant: str, execution_id: s
         wake(rec, snap, key)
 
 
-#: Waits a plain signal may not end: they are resumed only by their own use case, which
-#: checks what they require (an approval's roles, a child execution's result).
+#: Step types a plain signal may not end: their own use case resumes them, checking what they
+#: require (an approval's roles, a child execution's result).
 SIGNAL_REFUSED = {"approval": "decide it through its approval endpoint", "subworkflow": "it ends with its child"}
 
 
-def waiting_step(snap: Snapshot, key: str, what: str) -> StepRecord:
-    """The WAITING step ``key`` of a running execution; ``NotFound`` or ``TransitionRefused`` otherwise."""
-    step = snap.records.get(key)
-    if step is None:
-        raise NotFound(f"step {key!r} not found in execution {snap.execution.id!r}")
-    if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
-        status = f"{step.status} in a {snap.execution.status} execution"
-        raise TransitionRefused(f"step {key!r} is {status}, not WAITING; it cannot take {what}")
-    return step
-
-
-def resume(
-    rec: Recorder,
-    snap: Snapshot,
-    step: StepRecord,
-    *,
-    output: Any = None,
-    error: dict[str, Any] | None = None,
-    data: dict[str, Any] | None = None,
-) -> StepRecord:
-    """End a WAITING step from outside (signal, approval decision, child execution), then advance.
-
-    The one transition every resumer goes through: it succeeds with ``output``, or fails with
-    ``error`` (keeping ``output``, e.g. a rejection's decision), and the execution moves on.
-    """
-    step.output = output
-    if error is None:
-        rec.move_step(step, StepStatus.SUCCEEDED, Cause.SIGNAL, data)
-    else:
-        step.error = error
-        rec.move_step(step, StepStatus.FAILED, Cause.SIGNAL, {**(data or {}), "error": error})
-    _after(rec, snap, step)
-    return step
-
-
 def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str, payload: Any) -> StepRecord:
-    """Deliver a payload to a WAITING step: it succeeds with the payload as its output."""
+    """Deliver a payload to a step: a WAITING step succeeds with it as its output.
+
+    A signal for a step that has not reached WAITING yet (not created, queued, running,
+    retrying) is kept in the store and delivered when the step waits (:func:`park`); one
+    signal is kept per step. The returned record is the step as it is now; a kept signal
+    shows as ``wait.signal_kept``.
+
+    A step waiting on an interrupt (an agent asking a person) goes back to the queue instead,
+    its next attempt getting the payload as ``ctx.resume``; the payload must match the
+    interrupt's schema.
+    """
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
-    step = waiting_step(snap, key, "a signal")
-    kind = (step.wait or {}).get("kind", "timer")
-    if kind in SIGNAL_REFUSED:
-        raise TransitionRefused(f"step {key!r} waits for its {kind}; a signal cannot end it ({SIGNAL_REFUSED[kind]})")
-    return resume(rec, snap, step, output=payload)
+    step_id = planner.parse_key(key)[0]
+    if step_id not in snap.compiled.successors:
+        raise NotFound(f"step {key!r} not found in execution {execution_id!r}")
+    step_type = snap.compiled.step(step_id).type
+    if step_type in SIGNAL_REFUSED:
+        reason = SIGNAL_REFUSED[step_type]
+        raise TransitionRefused(f"step {key!r} is an {step_type} step; a signal cannot end it ({reason})")
+    step = snap.records.get(key)
+    if snap.execution.status is not ExecutionStatus.RUNNING:
+        raise TransitionRefused(f"execution {execution_id!r} is {snap.execution.status}; it cannot take a signal")
+    if step is not None and step.status is StepStatus.WAITING:
+        if not resume(rec, snap, step, Delivery("signal", f"signal:{rec.now!r}", payload)):
+            raise TransitionRefused(f"the signal does not satisfy the match of step {key!r}")
+        return step
+    if step is not None and step.status in STEP_TERMINAL:
+        raise TransitionRefused(f"step {key!r} is {step.status}; it cannot take a signal")
+    if rec.tx.get_signal(tenant, execution_id, key) is not None:
+        raise TransitionRefused(f"a signal is already kept for step {key!r} until it waits")
+    rec.tx.put_signal(SignalRecord(tenant, execution_id, key, payload, rec.now))
+    shown = step or StepRecord(execution_id, tenant, key, step_id, StepStatus.QUEUED)
+    return replace(shown, wait={**(shown.wait or {}), "signal_kept": True})
+
+
+def _check_answer(interrupt: dict[str, Any], payload: Any) -> None:
+    """Refuse an answer that does not match the interrupt's JSON Schema (``InputInvalid``)."""
+    schema = interrupt.get("schema")
+    if not schema:
+        return
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(payload), key=lambda e: list(e.path))
+    if errors:
+        problems = [Problem("/".join(map(str, e.absolute_path)) or "payload", e.message) for e in errors]
+        raise InputInvalid("the signal does not answer the step's interrupt", problems)
 
 
 def expire_lease(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str) -> None:

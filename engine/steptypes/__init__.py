@@ -25,4 +25,17 @@ def names() -> list[str]:
 
 def _load_builtins() -> None:
     # Imported lazily so that a built-in module can import this registry without a cycle.
-    from engine.steptypes import approval, fail, http, subworkflow, switch, task, transform, wait  # noqa: F401
+    from engine.steptypes import (  # noqa: F401
+        ai_agent,
+        ai_reward,
+        ai_route,
+        approval,
+        fail,
+        http,
+        subworkflow,
+        switch,
+        task,
+        transform,
+        wait,
+        wait_for_event,
+    )

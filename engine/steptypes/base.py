@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.errors import Problem, StepFailure
-from engine.ports import HttpClient
+from engine.errors import ExpressionError, Problem, StepFailure
+from engine.expressions import compile_expression
+
+if TYPE_CHECKING:
+    from engine.ai import ScriptedModel
+    from engine.ports import AgentRuntime, DecisionStats, HttpClient
 
 
 class StepConfig(BaseModel):
@@ -30,9 +34,18 @@ class NoConfig(StepConfig):
 
 @dataclass(frozen=True)
 class Succeeded:
-    """The step finished with ``output``."""
+    """The step finished with ``output``; ``event`` is recorded in its ``step.succeeded`` event."""
 
     output: Any = None
+    event: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AwaitedEvent:
+    """External events a waiting step takes: of ``type`` with ``correlation_key``."""
+
+    type: str
+    correlation_key: str
 
 
 @dataclass(frozen=True)
@@ -40,15 +53,21 @@ class Wait:
     """Park the step in WAITING until ``until`` (epoch seconds) or a signal/event arrives.
 
     ``on_wake`` says what happens when the timer fires: ``"succeed"`` (a ``wait`` step) or
-    ``"fail"`` (a wait-for-event timeout). ``match`` carries what a signal must satisfy.
-    ``kind`` names what the step waits for (``"timer"``, ``"approval"``, ...): a plain signal
-    resumes only a ``timer`` wait. ``details`` are kept on the step for whoever resumes it;
-    ``timeout_output`` and ``timeout_error`` there say what a timeout records.
+    ``"fail"`` (a wait-for-event timeout). ``match`` is a CEL condition every delivery (a
+    signal, an event) must satisfy, checked when it arrives; ``event`` names the external
+    events the step waits for. ``kind`` names what the step waits for (``"timer"``,
+    ``"approval"``, ...); ``details`` are kept in the step's ``wait`` for whoever resumes it,
+    and ``timeout_output`` / ``timeout_error`` there say what a timeout records.
     """
 
     until: float | None = None
     on_wake: str = "succeed"
-    match: Mapping[str, Any] = field(default_factory=dict)
+    match: str | None = None
+    event: AwaitedEvent | None = None
+    #: Set by a step that pauses for an answer (an agent's interrupt): a signal then sends the
+    #: step back to the queue with its payload as ``ctx.resume`` instead of completing it.
+    #: ``request`` (JSON) says what is asked; ``schema`` (JSON Schema) checks the answer.
+    interrupt: Mapping[str, Any] | None = None
     kind: str = "timer"
     details: Mapping[str, Any] = field(default_factory=dict)
 
@@ -71,12 +90,15 @@ StepOutcome = Succeeded | Wait | StartChild
 
 @dataclass(frozen=True)
 class StepPorts:
-    """The typed services step handlers may use, built by :mod:`engine.bootstrap`.
+    """Services step types use, built by the composition root (:mod:`engine.bootstrap`).
 
-    A port left ``None`` is not configured in this process; the step type that needs it
-    fails with a clear error (:meth:`require_http`).
+    A port is ``None`` when its optional extra is not installed (or, for ``http``, when this
+    process was built without one); the step type needing it then fails with a clear error.
     """
 
+    ai: AgentRuntime | None = None
+    decisions: DecisionStats | None = None
+    #: Outbound HTTP under the egress policy (the ``http`` step; agent tools may use it too).
     http: HttpClient | None = None
 
     def require_http(self) -> HttpClient:
@@ -104,6 +126,12 @@ class StepContext:
     cancelled: Callable[[], bool] = lambda: False
     services: Mapping[str, Any] = field(default_factory=dict)
     ports: StepPorts = field(default_factory=StepPorts)
+    #: Scripted models the workflow declares (``models:``), for ``fake:<name>`` model specs.
+    models: Mapping[str, ScriptedModel] = field(default_factory=dict)
+    #: The workflow's name (bandit statistics are kept per workflow and step).
+    workflow: str = ""
+    #: The answer a signal gave to this step's interrupt (see ``Wait.interrupt``), if any.
+    resume: Any = None
 
     @property
     def idempotency_key(self) -> str:
@@ -143,3 +171,27 @@ class BaseStepType:
 
 def ensure_mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def bare_condition_problems(expressions: list[tuple[str, str]], path: str) -> list[Problem]:
+    """Problems of CEL conditions written bare (no ``${...}``), e.g. a switch's cases."""
+    return [problem for where, source in expressions for problem in check_condition(source, f"{path}.{where}")]
+
+
+def check_condition(source: str | None, path: str, allowed: frozenset[str] | None = None) -> list[Problem]:
+    """Save-time check of a bare CEL condition evaluated against ``allowed`` variables only
+    (``None``: any variable)."""
+    if source is None:
+        return []
+    if "${" in source:
+        return [Problem(path, "write the CEL condition bare, without '${...}'")]
+    try:
+        expression = compile_expression(source)
+    except ExpressionError as exc:
+        return [Problem(path, exc.message)]
+    if allowed is None:
+        return []
+    extra = sorted(expression.variables - allowed)
+    if extra:
+        return [Problem(path, f"may only use {', '.join(sorted(allowed))}, not {', '.join(extra)}")]
+    return []

@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from engine.errors import ExpressionError, Problem, StepFailure
-from engine.expressions import compile_expression, type_name
+from engine.expressions import type_name
 from engine.steptypes import register
-from engine.steptypes.base import BaseStepType, StepConfig, StepContext, StepOutcome, Succeeded
+from engine.steptypes.base import BaseStepType, StepConfig, StepContext, StepOutcome, Succeeded, bare_condition_problems
 
 
 class SwitchCase(StepConfig):
@@ -46,17 +46,7 @@ class SwitchStep(BaseStepType):
     Config: ClassVar[type[StepConfig]] = SwitchConfig
 
     def check(self, config: StepConfig, path: str) -> list[Problem]:
-        assert isinstance(config, SwitchConfig)
-        problems = []
-        for where, source in self.expressions(config):
-            if "${" in source:
-                problems.append(Problem(f"{path}.{where}", "write the CEL condition bare, without '${...}'"))
-                continue
-            try:
-                compile_expression(source)
-            except ExpressionError as exc:
-                problems.append(Problem(f"{path}.{where}", exc.message))
-        return problems
+        return bare_condition_problems(self.expressions(config), path)
 
     def expressions(self, config: StepConfig) -> list[tuple[str, str]]:
         """CEL sources in the config, with paths relative to ``with`` (used by the compiler)."""

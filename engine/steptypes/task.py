@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -11,6 +13,11 @@ from engine import functions
 from engine.errors import Problem, StepFailure
 from engine.steptypes import register
 from engine.steptypes.base import BaseStepType, StepConfig, StepContext, StepOutcome, Succeeded
+from engine.threads import DaemonThreadPool
+
+#: Where sync step functions run: daemon threads, so a step abandoned on cancel or timeout
+#: does not keep the process from exiting (see ``engine.threads``).
+SYNC_STEPS = DaemonThreadPool()
 
 
 class TaskConfig(StepConfig):
@@ -43,7 +50,8 @@ class TaskStep(BaseStepType):
         if registered.is_async:
             result = await registered.function(**kwargs)
         else:
-            result = await asyncio.to_thread(registered.function, **kwargs)
+            call = functools.partial(contextvars.copy_context().run, registered.function, **kwargs)
+            result = await asyncio.get_running_loop().run_in_executor(SYNC_STEPS, call)
         return Succeeded(result)
 
 

@@ -90,25 +90,36 @@ def test_published_events_are_acknowledged_once_per_id(api: Api) -> None:
     assert again.status_code == 202 and again.json()["duplicate"] is True
     generated = api.call("POST", "/v1/events", json={"type": "ping"}).json()
     assert generated["id"] and generated["duplicate"] is False
-    inbox = api.app.state.runtime.inbox
-    assert [e.id for e in inbox.events[TENANT_A]] == ["evt-1", generated["id"]]
+    store = api.app.state.runtime.service.store
+    stored = store.atomic(lambda tx: [tx.get_inbound_event(TENANT_A, i) for i in ("evt-1", generated["id"])])
+    assert [(e.id, e.source, e.routed) for e in stored] == [("evt-1", "shop", True), (generated["id"], None, True)]
     assert api.call("POST", "/v1/events", json={"type": ""}).status_code == 422
     assert api.call("POST", "/v1/events", json={"type": "x", "id": "has space"}).status_code == 422
 
 
-def test_redis_inbox_appends_once_per_id(redis_server_url: str) -> None:
-    import uuid
-
-    import redis
-
-    from engine.adapters.inbox import RedisInbox
-    from engine.inbox import InboundEvent
-
-    prefix = f"conveyor-test-inbox-{uuid.uuid4().hex}"
-    inbox = RedisInbox(redis.Redis.from_url(redis_server_url), prefix=prefix)
-    event = InboundEvent(id="e1", tenant=TENANT_A, type="t", received_at=1.0, data={"a": 1})
-    assert inbox.append(event) is True
-    assert inbox.append(event) is False
-    entries = inbox.client.xrange(inbox.stream_key(TENANT_A))
-    assert len(entries) == 1
-    inbox.client.delete(inbox.stream_key(TENANT_A), f"{prefix}:{{{TENANT_A}}}:seen:e1")
+def test_a_published_event_starts_its_event_trigger_with_the_mapped_input(api: Api) -> None:
+    waiting = {
+        "name": "await-payment",
+        "steps": [
+            {"id": "paid", "type": "wait_for_event", "with": {"type": "payment.settled", "correlation_key": "input.id"}}
+        ],
+    }
+    api.call("PUT", "/v1/workflows/await-payment", json=waiting)
+    trigger = api.call(
+        "POST",
+        "/v1/triggers",
+        role=Role.EDITOR,
+        json={
+            "workflow": "await-payment",
+            "kind": "event",
+            "spec": {"type": "order.created"},
+            "input": {"id": "${event.data.order}"},
+        },
+    ).json()
+    published = api.call("POST", "/v1/events", json={"type": "order.created", "id": "o-1", "data": {"order": "A-7"}})
+    assert published.status_code == 202
+    executions = api.call("GET", "/v1/executions").json()["items"]
+    assert [e["input"] for e in executions] == [{"id": "A-7"}]
+    service = api.app.state.runtime.service
+    assert service.get_execution(TENANT_A, executions[0]["id"]).idempotency_key == f"{trigger['id']}:o-1"
+    assert api.call("POST", "/v1/events", json={"type": "x", "correlation_key": ""}).status_code == 422

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +184,72 @@ class Reconciler:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+@dataclass
+class OneWorker:
+    """A run with one prefork worker process over SQLite and Redis, for a single-step chaos test."""
+
+    prefix: str
+    queue: str
+    service: Service
+    client: Any
+    log_path: Path
+    worker: WorkerProcess
+
+    @classmethod
+    def prepare(
+        cls,
+        name: str,
+        tmp_path: Path,
+        redis_url: str,
+        workers: list[WorkerProcess],
+        imports: list[str],
+        lease_seconds: float,
+        env: Mapping[str, str] | None = None,
+    ) -> OneWorker:
+        """Settings, service and worker (not started yet) of a run named ``name``."""
+        import redis
+
+        from engine.bootstrap import build_service
+        from engine.settings import Settings
+
+        run_id = uuid.uuid4().hex[:10]
+        prefix, queue = f"conveyor-{name}:{run_id}", f"conveyor-{name}-{run_id}"
+        options: dict[str, Any] = {
+            "store": "sqlite",
+            "sqlite_path": tmp_path / f"{name}.db",
+            "broker_url": redis_url,
+            "redis_url": redis_url,
+            "default_queue": queue,
+            "lease_seconds": lease_seconds,
+            "redispatch_after": 3.0,
+            "imports": imports,
+        }
+        log_path = tmp_path / "worker.log"
+        command = worker_command(queue, f"{name}-{run_id}@%h", concurrency=1)
+        worker = WorkerProcess(command, worker_env(options, redis_url, prefix) | dict(env or {}), log_path)
+        workers.append(worker)
+        service = build_service(Settings(**options))
+        return cls(prefix, queue, service, redis.Redis.from_url(redis_url), log_path, worker)
+
+    def close(self) -> None:
+        self.worker.stop()
+        forget_run(self.client, self.prefix, self.queue)
+        self.service.store.close()
+
+
+def wait_ended(service: Service, tenant: str, execution_id: str, timeout: float) -> Any:
+    """Poll the store until the execution is neither running nor paused."""
+    from engine.states import ExecutionStatus
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        execution = service.get_execution(tenant, execution_id)
+        if execution.status not in (ExecutionStatus.RUNNING, ExecutionStatus.PAUSED):
+            return execution
+        time.sleep(0.2)
+    raise AssertionError(f"execution {execution_id} still running after {timeout}s")
 
 
 @pytest.fixture

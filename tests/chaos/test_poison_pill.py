@@ -10,20 +10,21 @@ counted attempts.
 
 from __future__ import annotations
 
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from engine.bootstrap import build_service
 from engine.orchestration.steps import LOST_WORKER_ALLOWANCE
-from engine.settings import Settings
 from engine.states import ExecutionStatus, StepStatus
 from tests.chaos import chaos_steps
-from tests.chaos.conftest import Reconciler, WorkerProcess, forget_run, tail, worker_command, worker_env
+from tests.chaos.conftest import (
+    OneWorker,
+    Reconciler,
+    WorkerProcess,
+    tail,
+    wait_ended,
+)
 
 TENANT = "poison"
 WORKFLOW: dict[str, Any] = {
@@ -37,31 +38,15 @@ WORKFLOW: dict[str, Any] = {
 def test_a_step_that_kills_every_worker_fails_after_its_attempts(
     tmp_path: Path, redis_server_url: str, worker_factory: list[WorkerProcess]
 ) -> None:
-    run_id = uuid.uuid4().hex[:10]
-    prefix, queue = f"conveyor-poison:{run_id}", f"conveyor-poison-{run_id}"
-    options: dict[str, Any] = {
-        "store": "sqlite",
-        "sqlite_path": tmp_path / "poison.db",
-        "broker_url": redis_server_url,
-        "redis_url": redis_server_url,
-        "default_queue": queue,
-        "lease_seconds": 1.0,
-        "redispatch_after": 3.0,
-        "imports": [chaos_steps.__name__],
-    }
-    env = worker_env(options, redis_server_url, prefix)
-    service = build_service(Settings(**options))
+    run = OneWorker.prepare("poison", tmp_path, redis_server_url, worker_factory, [chaos_steps.__name__], 1.0)
+    service, client, prefix, worker, log_path = run.service, run.client, run.prefix, run.worker, run.log_path
     service.apply_workflow(TENANT, WORKFLOW)
-    client = redis.Redis.from_url(redis_server_url)
-    log_path = tmp_path / "worker.log"
-    worker = WorkerProcess(worker_command(queue, f"poison-{run_id}@%h", concurrency=1), env, log_path)
-    worker_factory.append(worker)
     try:
         worker.start()
         worker.wait_ready()
         with Reconciler(service):
             execution_id = service.start(TENANT, "poison", None).execution.id
-            execution = _wait_ended(service, execution_id, timeout=120)
+            execution = wait_ended(service, TENANT, execution_id, timeout=120)
         step = {s.key: s for s in service.list_steps(TENANT, execution_id)}["fatal"]
         runs = int(client.get(chaos_steps.runs_key(prefix, execution_id, "fatal")) or 0)
         assert execution.status is ExecutionStatus.FAILED
@@ -72,16 +57,4 @@ def test_a_step_that_kills_every_worker_fails_after_its_attempts(
         print(f"\n--- worker log tail ({log_path}) ---\n{tail(log_path, 80)}")
         raise
     finally:
-        worker.stop()
-        forget_run(client, prefix, queue)
-        service.store.close()
-
-
-def _wait_ended(service: Any, execution_id: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        execution = service.get_execution(TENANT, execution_id)
-        if execution.status not in (ExecutionStatus.RUNNING, ExecutionStatus.PAUSED):
-            return execution
-        time.sleep(0.2)
-    raise AssertionError(f"execution {execution_id} still running after {timeout}s")
+        run.close()

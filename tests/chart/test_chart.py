@@ -1,9 +1,9 @@
 """Deployment artefacts: Helm chart, docker-compose.yml, Dockerfile and the CI entry point.
 
-Helm is usually not installed where the tests run, so the chart is rendered with the strict
-Go-template subset renderer in ``tests/chart/gotemplate.py`` and the manifests are checked
-structurally. When ``helm`` is on PATH, ``helm lint`` and ``helm template`` run too and their
-output must match the renderer's objects.
+The chart is rendered and linted by real Helm (the Helm v4 Go SDK, see ``tests/chart/helm.py``)
+with the defaults and every scenario file in ``charts/conveyor/ci/``; every rendered object is
+validated strictly against the Kubernetes schemas of the oldest and newest supported versions,
+and then checked structurally here.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import typer
 import yaml
 
 from conveyor.cli import app
 from engine.settings import Settings
-from tests.chart.gotemplate import Renderer, TemplateError
+from tests.chart.helm import KUBE_VERSIONS, HelmError, lint, render, validate
+from tests.chart.settings_schema import SCHEMA, settings_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "conveyor"
@@ -47,76 +49,16 @@ POD_ENV = {"POD_NAME", "POD_NAMESPACE"}
 
 SETTINGS_ENV = {f"CONVEYOR_{name.upper()}" for name in Settings.model_fields}
 
-# Every optional feature switched on, with two worker pools.
-FULL_VALUES: dict[str, Any] = {
-    "image": {"repository": "europe-docker.pkg.dev/acme/conveyor/conveyor", "digest": "sha256:" + "a" * 64},
-    "imagePullSecrets": [{"name": "registry"}],
-    "serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "conveyor@acme.iam.gserviceaccount.com"}},
-    "settings": {
-        "imports": ["acme.steps", "acme.more_steps"],
-        "allowed_origins": ["https://conveyor.acme.dev"],
-        "max_payload_bytes": 8388608,
-        "lease_seconds": 12.5,
-        "graphql_introspection": None,
-    },
-    "firestore": {"project": "acme-prod", "database": "conveyor"},
-    "pubsub": {"project": "acme-events"},
-    "redis": {"existingSecret": "conveyor-redis"},
-    "auth": {
-        "existingSecret": "conveyor-secrets",
-        "oidc": {
-            "jwksUrl": "https://www.googleapis.com/oauth2/v3/certs",
-            "issuer": "https://accounts.google.com",
-            "audience": "conveyor",
-        },
-    },
-    "env": [{"name": "OTEL_SERVICE_NAME", "value": "conveyor"}],
-    "envFrom": [{"secretRef": {"name": "llm-keys"}}],
-    "nodeSelector": {"pool": "general"},
-    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "conveyor", "effect": "NoSchedule"}],
-    "topologySpreadConstraints": [
-        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
-    ],
-    "priorityClassName": "conveyor",
-    "api": {"autoscaling": {"enabled": True, "targetMemoryUtilizationPercentage": 80}},
-    "worker": {
-        "livenessProbe": {"exec": {"command": ["sh", "-c", "celery -A tasks.app inspect ping"]}},
-        "pools": [
-            {"name": "default", "queues": ["conveyor"], "concurrency": 8, "replicas": 3},
-            {
-                "name": "gpu",
-                "queues": ["ai", "ai-batch"],
-                "concurrency": 1,
-                "autoscaling": {
-                    "enabled": True,
-                    "minReplicas": 1,
-                    "maxReplicas": 4,
-                    "targetCPUUtilizationPercentage": 60,
-                },
-                "nodeSelector": {"accelerator": "nvidia-l4"},
-                "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
-            },
-        ],
-    },
-    "flower": {"basicAuth": {"existingSecret": "flower-auth"}},
-    "ingress": {
-        "enabled": True,
-        "className": "nginx",
-        "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"},
-        "hosts": [{"host": "conveyor.acme.dev", "paths": [{"path": "/", "pathType": "Prefix"}]}],
-        "tls": [{"secretName": "conveyor-tls", "hosts": ["conveyor.acme.dev"]}],
-    },
-    "networkPolicy": {
-        "enabled": True,
-        "apiFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
-        "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
-    },
-}
+SCENARIOS = {path.name.removesuffix("-values.yaml"): path for path in sorted((CHART / "ci").glob("*-values.yaml"))}
 
 
-@pytest.fixture(scope="module")
-def renderer() -> Renderer:
-    return Renderer(CHART)
+def scenario(name: str) -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(SCENARIOS[name].read_text())
+    return values
+
+
+FULL_VALUES = scenario("full")
+DEFAULTS: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
 
 
 def objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -165,7 +107,7 @@ def _values_paths(template_text: str) -> set[tuple[str, ...]]:
 def test_every_values_path_in_templates_exists_in_values_yaml() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     missing = []
-    for path in sorted((CHART / "templates").iterdir()):
+    for path in sorted(p for p in (CHART / "templates").rglob("*") if p.is_file()):
         for ref in sorted(_values_paths(path.read_text())):
             node: Any = values
             for i, key in enumerate(ref):
@@ -247,14 +189,19 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
             if command[0] == "conveyor":
                 assert command[1] in CONVEYOR_SUBCOMMANDS, f"{name}: unknown subcommand {command[1]}"
             else:
-                assert command[:4] == ["celery", "-A", "tasks.app", "flower"], command
+                raise AssertionError(f"{name}: every container runs the conveyor CLI, not {command}")
         # no other selector may select these pods (one owner per pod)
         for other, labels in pod_labels.items():
             if other != name:
                 assert not selector.items() <= labels.items(), f"{name}'s selector also matches {other}"
 
     component = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in deployments.values()}
-    assert {"api", "worker", "beat", "flower"} <= set(component)
+    enabled = {
+        name
+        for name in ("api", "worker", "beat", "flower")
+        if values.get(name, {}).get("enabled", DEFAULTS[name]["enabled"])
+    }
+    assert set(component) == enabled
 
     beat = [d for d in deployments.values() if d["metadata"]["labels"]["app.kubernetes.io/component"] == "beat"]
     assert len(beat) == 1
@@ -262,18 +209,17 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
     assert beat[0]["spec"]["strategy"] == {"type": "Recreate"}
     assert containers(beat[0])[0]["command"] == ["conveyor", "beat"]
 
-    api = component["api"]
-    (api_container,) = containers(api)
-    assert api_container["command"] == ["conveyor", "api"]
-    assert api_container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert api_container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    (http_port,) = api_container["ports"]
-    assert http_port["name"] == "http"
-    assert str(http_port["containerPort"]) == data["CONVEYOR_API_PORT"]
+    if "api" in component:
+        (api_container,) = containers(component["api"])
+        assert api_container["command"] == ["conveyor", "api"]
+        assert api_container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert api_container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        (http_port,) = api_container["ports"]
+        assert http_port["name"] == "http"
+        assert str(http_port["containerPort"]) == data["CONVEYOR_API_PORT"]
 
-    pools = (
-        values.get("worker", {}).get("pools") or yaml.safe_load((CHART / "values.yaml").read_text())["worker"]["pools"]
-    )
+    pools = values.get("worker", {}).get("pools") or DEFAULTS["worker"]["pools"]
+    pool_defaults = {**DEFAULTS["worker"]["poolDefaults"], **values.get("worker", {}).get("poolDefaults", {})}
     workers = {
         d["metadata"]["labels"]["conveyor.io/worker-pool"]: d
         for d in deployments.values()
@@ -284,7 +230,8 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
         command = containers(workers[pool["name"]])[0]["command"]
         assert command[:2] == ["conveyor", "worker"]
         assert command[command.index("--queues") + 1] == ",".join(pool["queues"])
-        assert command[command.index("--concurrency") + 1] == str(pool["concurrency"])
+        concurrency = pool.get("concurrency", pool_defaults["concurrency"])
+        assert command[command.index("--concurrency") + 1] == str(concurrency)
 
     for service in objects(docs, "Service").values():
         selected = [n for n, labels in pod_labels.items() if service["spec"]["selector"].items() <= labels.items()]
@@ -316,18 +263,28 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
                 assert backend["name"] in objects(docs, "Service")
 
 
-def test_default_values_render(renderer: Renderer, monkeypatch: pytest.MonkeyPatch) -> None:
-    docs = renderer.manifests()
-    check_manifests(docs, {}, monkeypatch)
+@pytest.mark.parametrize("name", ["defaults", *SCENARIOS])
+def test_scenarios_lint_render_and_validate(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {} if name == "defaults" else scenario(name)
+    rendered = render(copy.deepcopy(values))
+    for kube_version in KUBE_VERSIONS:
+        report = lint(values, kube_version=kube_version)
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        assert not problems, f"helm lint --strict (Kubernetes {kube_version}): {problems}"
+        validate(rendered.docs + rendered.hooks, kube_version)
+    check_manifests(rendered.docs, values, monkeypatch)
+
+
+def test_default_values_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render().docs
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
     configmap = next(iter(objects(docs, "ConfigMap").values()))
     assert configmap["data"]["CONVEYOR_BROKER_URL"].startswith("redis://")
 
 
-def test_full_values_render(renderer: Renderer, monkeypatch: pytest.MonkeyPatch) -> None:
-    docs = renderer.manifests(copy.deepcopy(FULL_VALUES))
-    check_manifests(docs, FULL_VALUES, monkeypatch)
+def test_full_values_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(copy.deepcopy(FULL_VALUES)).docs
     kinds = {d["kind"] for d in docs}
     assert {"HorizontalPodAutoscaler", "Ingress", "NetworkPolicy", "PodDisruptionBudget"} <= kinds
 
@@ -355,6 +312,7 @@ def test_full_values_render(renderer: Renderer, monkeypatch: pytest.MonkeyPatch)
     pod = api["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "general"}
     assert pod["priorityClassName"] == "conveyor"
+    assert pod["topologySpreadConstraints"] == FULL_VALUES["topologySpreadConstraints"], "explicit constraints win"
 
     gpu = deployments["demo-conveyor-worker-gpu"]
     assert gpu["spec"]["template"]["spec"]["nodeSelector"] == {"accelerator": "nvidia-l4"}, (
@@ -362,7 +320,8 @@ def test_full_values_render(renderer: Renderer, monkeypatch: pytest.MonkeyPatch)
     )
     assert "replicas" not in gpu["spec"]
     assert deployments["demo-conveyor-worker-default"]["spec"]["replicas"] == 3
-    assert containers(gpu)[0]["livenessProbe"]["exec"]
+    probe = containers(gpu)[0]["livenessProbe"]["exec"]["command"]
+    assert probe[:2] == ["sh", "-c"] and probe[2].endswith("-lt 90"), probe
 
     flower_env = {e["name"]: e for e in containers(deployments["demo-conveyor-flower"])[0]["env"]}
     assert flower_env["FLOWER_BASIC_AUTH"]["valueFrom"]["secretKeyRef"] == {"name": "flower-auth", "key": "basic-auth"}
@@ -381,105 +340,180 @@ def test_full_values_render(renderer: Renderer, monkeypatch: pytest.MonkeyPatch)
     assert ingress["spec"]["tls"][0]["secretName"] == "conveyor-tls"
 
 
-def test_components_can_be_disabled(renderer: Renderer) -> None:
-    docs = renderer.manifests(
+def test_pools_inherit_the_pool_defaults() -> None:
+    values = scenario("multipool")
+    docs = render(copy.deepcopy(values)).docs
+    deployments = objects(docs, "Deployment")
+    defaults = values["worker"]["poolDefaults"]
+    io = deployments["demo-conveyor-worker-io"]
+    (container,) = containers(io)
+    assert container["resources"] == defaults["resources"], "a pool that names no resources keeps the defaults'"
+    assert container["command"][container["command"].index("--concurrency") + 1] == "32"
+    assert io["spec"]["replicas"] == 4
+    default = deployments["demo-conveyor-worker-default"]
+    assert default["spec"]["replicas"] == DEFAULTS["worker"]["poolDefaults"]["replicas"], "chart default kept"
+    hpas = objects(docs, "HorizontalPodAutoscaler")
+    assert set(hpas) == {"demo-conveyor-worker-batch"}
+    assert hpas["demo-conveyor-worker-batch"]["spec"]["maxReplicas"] == 8
+    assert hpas["demo-conveyor-worker-batch"]["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert "replicas" not in deployments["demo-conveyor-worker-batch"]["spec"]
+    pdbs = objects(docs, "PodDisruptionBudget")
+    assert "demo-conveyor-worker-batch" not in pdbs and "demo-conveyor-worker-io" in pdbs
+
+
+def test_keda_scales_pools_on_their_queue_lengths() -> None:
+    docs = render(scenario("keda")).docs
+    scaled = objects(docs, "ScaledObject")
+    assert set(scaled) == {"demo-conveyor-worker-default", "demo-conveyor-worker-ai"}
+    ai = scaled["demo-conveyor-worker-ai"]["spec"]
+    assert ai["scaleTargetRef"] == {"name": "demo-conveyor-worker-ai"}
+    assert ai["maxReplicaCount"] == 5 and ai["minReplicaCount"] == 1
+    assert [t["metadata"]["listName"] for t in ai["triggers"]] == ["ai", "ai-batch"]
+    trigger = ai["triggers"][0]
+    assert trigger["type"] == "redis"
+    assert trigger["metadata"] == {
+        "address": "redis-master.data:6379",
+        "databaseIndex": "0",
+        "listName": "ai",
+        "listLength": "4",
+        "enableTLS": "false",
+        "passwordFromEnv": "REDIS_PASSWORD",
+    }, "KEDA's trigger metadata values are strings"
+    deployments = objects(docs, "Deployment")
+    assert all("replicas" not in deployments[name]["spec"] for name in scaled), "KEDA owns the replica count"
+    assert not objects(docs, "HorizontalPodAutoscaler")
+    assert not objects(render().docs, "ScaledObject"), "no KEDA objects (nor CRDs needed) by default"
+
+
+def test_probes_fit_celery() -> None:
+    deployments = objects(render().docs, "Deployment")
+    worker = deployments["demo-conveyor-worker-default"]
+    (container,) = containers(worker)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    liveness = DEFAULTS["worker"]["liveness"]
+    assert env["CONVEYOR_LIVENESS_FILE"] == liveness["file"]
+    command = container["livenessProbe"]["exec"]["command"]
+    assert "celery" not in " ".join(command), "no celery inspect in a probe"
+    assert command == ["sh", "-c", f"test $(( $(date +%s) - $(stat -c %Y {liveness['file']}) )) -lt 60"]
+    assert container["startupProbe"]["exec"]["command"] == command
+    assert container["lifecycle"]["preStop"]["exec"]["command"]
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 300
+    beat = deployments["demo-conveyor-beat"]
+    (beat_container,) = containers(beat)
+    assert beat_container["livenessProbe"]["exec"]["command"] == command
+    for deployment in deployments.values():
+        (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"api": {"replica": 3}}, "at '/api': additional properties 'replica' not allowed"),
+        ({"worker": {"poolDefaults": {"concurrency": "four"}}}, "at '/worker/poolDefaults/concurrency': got string"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy': value must be one of"),
+        ({"settings": {"lease_secnds": 3}}, "at '/settings': additional properties 'lease_secnds' not allowed"),
+        ({"settings": {"lease_seconds": "soon"}}, "at '/settings/lease_seconds': got string, want number"),
+        ({"worker": {"pools": [{"name": "x", "queue": ["q"]}]}}, "additional properties 'queue' not allowed"),
+        ({"worker": {"pools": []}}, "at '/worker/pools': minItems"),
+    ],
+)
+def test_schema_refuses_typos_and_wrong_types(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(HelmError, match=re.escape(message)):
+        render(values)
+    report = lint(values, kube_version=KUBE_VERSIONS[-1])
+    assert any(message in error for error in report["errors"]), report
+
+
+def test_schema_settings_follow_the_settings_model() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["definitions"]["settings"] == settings_schema(), (
+        "values.schema.json is stale: run python -m tests.chart.settings_schema"
+    )
+
+
+def test_components_can_be_disabled() -> None:
+    docs = render(
         {
             "api": {"enabled": False},
             "flower": {"enabled": False},
             "ingress": {"enabled": True},
             "networkPolicy": {"enabled": True},
         }
-    )
+    ).docs
     names = {d["metadata"]["name"] for d in docs}
     assert not any(n.endswith(("-api", "-flower")) for n in names), names
     assert "demo-conveyor-beat" in names
 
 
-def test_config_change_rolls_pods(renderer: Renderer) -> None:
+def test_config_change_rolls_pods() -> None:
     def checksum(values: dict[str, Any]) -> str:
-        beat = objects(renderer.manifests(values), "Deployment")["demo-conveyor-beat"]
+        beat = objects(render(values).docs, "Deployment")["demo-conveyor-beat"]
         return str(beat["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
 
     assert checksum({}) != checksum({"settings": {"log_level": "DEBUG"}})
 
 
-def test_release_name_containing_chart_name(renderer: Renderer) -> None:
-    docs = renderer.manifests(release="conveyor-prod")
+def test_release_name_containing_chart_name() -> None:
+    docs = render(release="conveyor-prod").docs
     assert "conveyor-prod-api" in objects(docs, "Deployment")
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"settings": {"broker_url": "redis://x"}}, "settings.broker_url has a dedicated value"),
-        ({"settings": {"store": "sqlite"}}, "settings.store has a dedicated value"),
-        ({"firestore": {"project": ""}}, "firestore.project is required"),
+        ({"settings": {"broker_url": "redis://x"}}, "additional properties 'broker_url' not allowed"),
+        ({"settings": {"store": "sqlite"}}, "additional properties 'store' not allowed"),
+        ({"firestore": {"project": ""}}, "at '/firestore/project': minLength"),
         ({"redis": {"brokerUrl": ""}}, "redis.brokerUrl"),
-        ({"worker": {"pools": [{"name": "x", "queues": []}]}}, "must list at least one queue"),
-        ({"worker": {"pools": [{"queues": ["q"]}]}}, "worker.pools[0].name is required"),
+        ({"worker": {"pools": [{"name": "x", "queues": []}]}}, "at '/worker/pools/0/queues': minItems"),
+        ({"worker": {"pools": [{"queues": ["q"]}]}}, "missing property 'name'"),
         ({"auth": {"oidc": {"jwksUrl": "https://issuer/jwks"}}}, "auth.oidc.issuer is required"),
         (
             {"api": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}},
             "autoscaling needs targetCPUUtilizationPercentage",
         ),
+        (
+            {"worker": {"poolDefaults": {"resources": {"requests": None}, "autoscaling": {"enabled": True}}}},
+            "worker.pools[0] (default): a CPU autoscaler needs resources.requests.cpu",
+        ),
+        (
+            {"worker": {"poolDefaults": {"autoscaling": {"enabled": True}, "keda": {"enabled": True}}}},
+            "autoscaling and keda are exclusive",
+        ),
     ],
 )
-def test_invalid_values_are_refused(renderer: Renderer, values: dict[str, Any], message: str) -> None:
-    with pytest.raises(TemplateError, match=re.escape(message)):
-        renderer.render(values)
+def test_invalid_values_are_refused(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(HelmError, match=re.escape(message)):
+        render(values)
 
 
-def test_notes_render(renderer: Renderer) -> None:
-    notes = renderer.render()["conveyor/templates/NOTES.txt"]
+def test_notes_render() -> None:
+    notes = render().notes
     assert "port-forward svc/demo-conveyor-api" in notes
-    assert "WARNING: Flower runs without authentication" in notes
-    full = renderer.render(copy.deepcopy(FULL_VALUES))["conveyor/templates/NOTES.txt"]
+    assert "worker   demo-conveyor-worker-default (queues: conveyor, concurrency 4)" in notes
+    assert "flower" not in notes, "Flower is off by default"
+    full = render(copy.deepcopy(FULL_VALUES)).notes
     assert "https://conveyor.acme.dev/" in full
+    assert "port-forward svc/demo-conveyor-flower" in full
     assert "WARNING" not in full
 
 
-# ------------------------------------------------------------------- the renderer's own rules
-
-
-def _render_snippet(tmp_path: Path, template: str, values: dict[str, Any] | None = None) -> str:
-    chart = tmp_path / "snippet"
-    (chart / "templates").mkdir(parents=True)
-    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: snippet\nversion: 0.1.0\nappVersion: '1'\n")
-    (chart / "values.yaml").write_text(yaml.safe_dump(values or {}))
-    (chart / "templates" / "t.yaml").write_text(template)
-    return Renderer(chart).render()["snippet/templates/t.yaml"]
-
-
-@pytest.mark.parametrize(
-    ("template", "values", "expected"),
-    [
-        ("a: {{ .Values.n }}", {"n": 8388608}, "a: 8.388608e+06"),  # Helm's float64 values
-        ("a: {{ .Values.n }}", {"n": 3600}, "a: 3600"),
-        ("x  {{- 1 -}}  \n y", {}, "x1y"),
-        ("{{ if and .Values.a (eq .Values.a.b 2.0) }}yes{{ else }}no{{ end }}", {"a": None}, "no"),
-        ("{{ range $k, $v := .Values.m }}{{ $k }}={{ $v }};{{ end }}", {"m": {"b": 2, "a": "x"}}, "a=x;b=2;"),
-        ("{{ $x := 1 }}{{ if true }}{{ $x = 2 }}{{ end }}{{ $x }}", {}, "2"),
-        ('{{ define "t" }}[{{ . }}]{{ end }}{{ include "t" "v" | upper }}', {}, "[V]"),
-    ],
-)
-def test_renderer_semantics(tmp_path: Path, template: str, values: dict[str, Any], expected: str) -> None:
-    assert _render_snippet(tmp_path, template, values).strip() == expected
-
-
-@pytest.mark.parametrize(
-    ("template", "values", "error"),
-    [
-        ("{{ .Values.missing.key }}", {}, "nil pointer evaluating"),
-        ("{{ if eq .Values.n 1 }}{{ end }}", {"n": 1}, "incompatible types for comparison"),
-        ("{{ frobnicate 1 }}", {}, 'function "frobnicate" not defined'),
-        ("{{ if true }}", {}, "missing {{ end }}"),
-        ('{{ include "nope" . }}', {}, 'no template "nope"'),
-        ('{{ printf "%d" .Values.n }}', {"n": 1}, "printf %d"),
-    ],
-)
-def test_renderer_refuses_what_helm_refuses(tmp_path: Path, template: str, values: dict[str, Any], error: str) -> None:
-    with pytest.raises(TemplateError, match=re.escape(error)):
-        _render_snippet(tmp_path, template, values)
+def test_flower_requires_authentication() -> None:
+    with pytest.raises(HelmError, match=re.escape("flower needs authentication")):
+        render({"flower": {"enabled": True}})
+    docs = render({"flower": {"enabled": True, "basicAuth": {"existingSecret": "flower-auth"}}}).docs
+    (container,) = containers(objects(docs, "Deployment")["demo-conveyor-flower"])
+    assert container["command"] == ["conveyor", "flower", "--address", "0.0.0.0", "--port", "5555"]
+    oauth = {"provider": "flower.views.auth.GoogleAuth2LoginHandler", "auth": ".*@acme\\.dev", "existingSecret": "oauth"}
+    docs = render({"flower": {"enabled": True, "oauth": oauth}}).docs
+    (container,) = containers(objects(docs, "Deployment")["demo-conveyor-flower"])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FLOWER_AUTH_PROVIDER"] == oauth["provider"] and env["FLOWER_AUTH"] == oauth["auth"]
+    assert {"secretRef": {"name": "oauth"}} in container["envFrom"]
+    docs = render({"flower": {"enabled": True, "noAuth": True}}).docs
+    (container,) = containers(objects(docs, "Deployment")["demo-conveyor-flower"])
+    assert container["command"][-1] == "--no-auth"
 
 
 # ------------------------------------------------------------------------------ docker-compose
@@ -494,17 +528,41 @@ def compose() -> dict[str, Any]:
 APP_SERVICES = {"api": "api", "worker": "worker", "beat": "beat"}
 
 
+def test_compose_follows_the_compose_specification(compose: dict[str, Any]) -> None:
+    """Validated against the Compose Specification's JSON Schema (tests/chart/compose-spec.json,
+    vendored from compose-spec/compose-spec, Apache-2.0)."""
+    schema = json.loads((Path(__file__).parent / "compose-spec.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
+    assert not errors, errors
+    assert list(validator.iter_errors({"services": {"api": {"imag": "x"}}})), "the schema refuses unknown keys"
+
+
 def test_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "firestore", "api", "worker", "beat", "flower"}
+    assert set(services) == {"redis", "firestore", "pubsub", "api", "worker", "beat", "flower"}
     emulator_image = "gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators"
     assert services["firestore"]["image"] == emulator_image
     assert services["firestore"]["command"][:4] == ["gcloud", "emulators", "firestore", "start"]
-    for name, subcommand in APP_SERVICES.items():
+    assert services["pubsub"]["image"] == emulator_image
+    assert services["pubsub"]["command"][:5] == ["gcloud", "beta", "emulators", "pubsub", "start"]
+    for name, subcommand in {**APP_SERVICES, "flower": "flower"}.items():
         command = services[name]["command"]
         assert command[0] == "conveyor" and command[1] == subcommand, f"{name}: {command}"
     assert services["api"]["command"][2:] == ["--host", "0.0.0.0"]
-    assert services["flower"]["command"] == ["celery", "-A", "tasks.app", "flower", "--port=5555"]
+    assert "--no-auth" not in services["flower"]["command"]
+    auth = services["flower"]["environment"]["CONVEYOR_FLOWER_BASIC_AUTH"]
+    assert "${FLOWER_PASSWORD:?" in auth, "compose refuses to start Flower without a password"
+
+
+def test_compose_redis_keeps_queued_steps(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    flag = lambda name: command[command.index(name) + 1]  # noqa: E731
+    assert flag("--appendonly") == "yes"
+    assert flag("--maxmemory-policy") == "noeviction"
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    assert "redis-data" in compose["volumes"]
 
 
 def test_compose_commands_name_existing_subcommands(compose: dict[str, Any]) -> None:
@@ -529,13 +587,16 @@ def test_compose_environment(compose: dict[str, Any], monkeypatch: pytest.Monkey
         assert settings.broker_url == "redis://redis:6379/0"
         assert settings.redis_url == "redis://redis:6379/1"
         assert env["FIRESTORE_EMULATOR_HOST"].startswith("firestore:")
-        assert "PUBSUB_EMULATOR_HOST" not in env, f"{name}: no Pub/Sub emulator runs in compose"
+        assert env["PUBSUB_EMULATOR_HOST"].startswith("pubsub:")
 
 
 def test_compose_dependencies_and_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in ("redis", "firestore", "api", "worker", "flower"):
-        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name in ("worker", "beat"):
+        assert "conveyor-liveness" in " ".join(services[name]["healthcheck"]["test"]), name
+        assert services[name]["environment"]["CONVEYOR_LIVENESS_FILE"] == "/tmp/conveyor-liveness"
     for name, service in services.items():
         for dependency, spec in (service.get("depends_on") or {}).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
@@ -621,3 +682,36 @@ def test_readme_command_extraction_rejects_malformed_blocks(tmp_path: Path) -> N
             assert result.returncode != 0, name
         else:
             assert result.returncode == 0 and result.stdout.strip() == expected, (name, result.stderr)
+
+
+def test_migrations_run_as_a_hook_before_install_and_upgrade() -> None:
+    rendered = render()
+    hooks = {(d["kind"], d["metadata"]["name"]): d for d in rendered.hooks}
+    job = hooks[("Job", "demo-conveyor-migrate")]
+    config = hooks[("ConfigMap", "demo-conveyor-migrate")]
+    for hook in (job, config):
+        assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    weight = lambda d: int(d["metadata"]["annotations"]["helm.sh/hook-weight"])  # noqa: E731
+    assert weight(config) < weight(job), "the settings exist before the Job that reads them"
+    release_config = objects(rendered.docs, "ConfigMap")["demo-conveyor"]
+    assert config["data"] == release_config["data"], "the hook runs with the release's settings"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["conveyor", "migrate"]
+    assert container["envFrom"][0] == {"configMapRef": {"name": "demo-conveyor-migrate"}}
+    assert {"configMapRef": {"name": "demo-conveyor"}} not in container["envFrom"], "not created yet at pre-install"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert not [d for d in render({"migrations": {"enabled": False}}).hooks if d["kind"] == "Job"]
+
+
+def test_helm_test_checks_readyz() -> None:
+    (pod,) = [d for d in render().hooks if d["metadata"]["annotations"]["helm.sh/hook"] == "test"]
+    command = pod["spec"]["containers"][0]["command"]
+    assert "http://demo-conveyor-api:80/readyz" in command[-1]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_service_monitor_is_optional() -> None:
+    assert not objects(render().docs, "ServiceMonitor")
+    monitor = objects(render({"metrics": {"serviceMonitor": {"enabled": True}}}).docs, "ServiceMonitor")
+    (endpoint,) = monitor["demo-conveyor-api"]["spec"]["endpoints"]
+    assert endpoint == {"port": "http", "path": "/metrics", "interval": "30s"}

@@ -25,8 +25,10 @@ from engine.records import (
     ApiKeyRecord,
     EventRecord,
     ExecutionRecord,
+    InboundEventRecord,
     StepRecord,
     TriggerRecord,
+    WaiterRecord,
     WorkflowVersionRecord,
 )
 from engine.states import ExecutionStatus, StepStatus
@@ -193,6 +195,8 @@ def _seed(store: Store) -> None:
             tx.add_event(entry)
 
     store.atomic(write)
+    store.atomic(lambda tx: tx.put_inbound_event(InboundEventRecord(A, "ev-1", "t", T0 - 1, route="r1")))
+    store.atomic(lambda tx: tx.put_waiter(WaiterRecord(A, "ex-0", "s0", "r1", T0)))
     for n in range(3):
         store.put_trigger(TriggerRecord(f"tr-{n}", A, "orders", "schedule", {}, next_fire_at=T0 - 1))
     for n in range(2):
@@ -246,6 +250,9 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
         "overdue_executions": lambda: store.overdue_executions(T0),
         "list_triggers": lambda: _follow(lambda c: store.list_triggers(A, cursor=c, limit=1)),
         "due_triggers": lambda: store.due_triggers(T0),
+        "list_inbound_events": lambda: store.list_inbound_events(A, "r1", since=T0),
+        "list_waiters": lambda: store.list_waiters(A, "r1"),
+        "due_inbound_events": lambda: store.due_inbound_events(T0),
         "list_api_keys": lambda: store.list_api_keys(A),
         "transaction": lambda: store.atomic(in_transaction),
     }

@@ -407,18 +407,25 @@ def test_headers_and_steps_are_replaced_by_put(store: Store) -> None:
 def test_concurrent_read_modify_write_transactions_are_serialized(store: Store) -> None:
     save(store, step(status=StepStatus.RUNNING))
     workers = 8
-    barrier = threading.Barrier(workers)
-    errors: list[BaseException] = []
 
     def claim(tx: Transaction) -> None:
         current = tx.get_steps(A, "ex-1", ["fetch"])["fetch"]
         tx.put_step(replace(current, lease_epoch=current.lease_epoch + 1))
 
+    assert at_once(workers, lambda: store.atomic(claim)) == []
+    assert store.list_steps(A, "ex-1")[0].lease_epoch == workers
+
+
+def at_once(workers: int, work: Callable[[], object]) -> list[BaseException]:
+    """Run ``work`` on ``workers`` threads released together; what they raised."""
+    barrier = threading.Barrier(workers)
+    errors: list[BaseException] = []
+
     def worker() -> None:
         try:
             barrier.wait(timeout=10)
-            store.atomic(claim)
-        except BaseException as exc:  # surfaced by the assertion below
+            work()
+        except BaseException as exc:  # returned to the test's assertion
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(workers)]
@@ -426,9 +433,7 @@ def test_concurrent_read_modify_write_transactions_are_serialized(store: Store) 
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-
-    assert errors == []
-    assert store.list_steps(A, "ex-1")[0].lease_epoch == workers
+    return errors
 
 
 def test_two_writers_incrementing_one_record_are_serialized(store: Store) -> None:
@@ -708,6 +713,23 @@ def test_mark_once_elects_the_first_caller_per_execution_and_tenant(store: Store
     assert store.mark_once(B, "ex-1", "fanin:ship:1") is True
 
 
+def test_arm_outcomes_add_up_per_bandit_and_tenant(store: Store) -> None:
+    assert store.arm_counts(A, "flow/route") == {}
+    store.add_arm_outcome(A, "flow/route", "fast", 1, 0)
+    store.add_arm_outcome(A, "flow/route", "fast", 0.5, 0.5)
+    store.add_arm_outcome(A, "flow/route", "slow", 0, 1)
+    store.add_arm_outcome(A, "flow/other", "fast", 1, 0)
+    store.add_arm_outcome(B, "flow/route", "fast", 0, 3)
+    assert store.arm_counts(A, "flow/route") == {"fast": (1.5, 0.5), "slow": (0.0, 1.0)}
+    assert store.arm_counts(A, "flow/other") == {"fast": (1.0, 0.0)}
+    assert store.arm_counts(B, "flow/route") == {"fast": (0.0, 3.0)}
+
+
+def test_concurrent_arm_outcomes_are_all_counted(store: Store) -> None:
+    assert at_once(8, lambda: store.add_arm_outcome(A, "flow/route", "fast", 1, 2)) == []
+    assert store.arm_counts(A, "flow/route") == {"fast": (8.0, 16.0)}
+
+
 def test_count_active_items_follows_status_changes(store: Store) -> None:
     save(store, step("ship", status=StepStatus.RUNNING), step("ship[0]", index=0), step("ship[1]", index=1))
     assert store.count_active_items(A, "ex-1", "ship") == 2
@@ -731,6 +753,59 @@ def test_triggers_put_get_list_delete(store: Store) -> None:
     assert store.delete_trigger(A, "tr-2") is False
     assert store.get_trigger(A, "tr-2") is None
     assert [t.id for t in store.list_triggers(A).items] == ["tr-0", "tr-1", "tr-3", "tr-4"]
+
+
+def test_a_trigger_is_read_and_written_in_a_transaction_with_its_runtime_state(store: Store) -> None:
+    save(store, trigger("tr-1", next_fire_at=T0))
+    fired = trigger(
+        "tr-1",
+        next_fire_at=T0 + 60,
+        last_fire_at=T0,
+        last_error="tr-1:2023-11-14T22:13:20Z: workflow 'orders' not found",
+        fired=3,
+        missed=2,
+        skipped=1,
+        buffered=4,
+        running=["ex-1", "ex-2"],
+        pending=[T0 - 60, T0],
+    )
+
+    def fire(tx: Transaction) -> list[TriggerRecord | None]:
+        before = tx.get_trigger(A, "tr-1")
+        tx.put_trigger(fired)
+        return [before, tx.get_trigger(A, "tr-1"), tx.get_trigger(B, "tr-1"), tx.get_trigger(A, "missing")]
+
+    assert store.atomic(fire) == [trigger("tr-1", next_fire_at=T0), fired, None, None]
+    assert store.get_trigger(A, "tr-1") == fired
+    assert read(store, lambda reads: reads.get_trigger(A, "tr-1")) == fired
+    assert store.due_triggers(T0) == [] and store.due_triggers(T0 + 60) == [fired]
+
+
+def test_a_trigger_created_in_a_transaction_is_due_and_a_failed_transaction_writes_none(store: Store) -> None:
+    store.atomic(lambda tx: tx.put_trigger(trigger("tr-new", next_fire_at=T0)))
+    assert store.due_triggers(T0) == [trigger("tr-new", next_fire_at=T0)]
+
+    def fail(tx: Transaction) -> None:
+        tx.put_trigger(trigger("tr-new", next_fire_at=T0 + 999, fired=1))
+        raise NotFound("abort")
+
+    with pytest.raises(NotFound):
+        store.atomic(fail)
+    assert store.get_trigger(A, "tr-new") == trigger("tr-new", next_fire_at=T0)
+
+
+def test_concurrent_fires_of_one_trigger_are_serialized(store: Store) -> None:
+    save(store, trigger(next_fire_at=T0))
+    workers = 6
+
+    def fire(tx: Transaction) -> None:
+        current = tx.get_trigger(A, "tr-1")
+        assert current is not None and current.next_fire_at is not None
+        tx.put_trigger(replace(current, next_fire_at=current.next_fire_at + 1, fired=current.fired + 1))
+
+    assert at_once(workers, lambda: store.atomic(fire)) == []
+    stored = store.get_trigger(A, "tr-1")
+    assert stored is not None and stored.fired == workers and stored.next_fire_at == T0 + workers
 
 
 def test_api_keys_are_found_by_hash_and_listed_per_tenant(store: Store) -> None:

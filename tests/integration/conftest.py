@@ -27,7 +27,7 @@ import tasks.steps  # noqa: F401  (registers the shared tasks on every app)
 from engine.adapters.celery_config import make_celery
 from engine.adapters.dispatcher_celery import CeleryDispatcher
 from engine.adapters.events_memory import MemoryEventLog
-from engine.bootstrap import build_store
+from engine.bootstrap import build_step_ports, build_store
 from engine.ports import Dispatch, Dispatcher, EventSink
 from engine.records import ExecutionRecord
 from engine.runner import RunReport, StepRunner
@@ -44,7 +44,7 @@ class CountingRunner(StepRunner):
     """A StepRunner that counts the outcome of every message it handled, and what it raised."""
 
     def __init__(self, service: Service) -> None:
-        super().__init__(service)
+        super().__init__(service, ports=build_step_ports(service.settings, service.store))
         self.outcomes: Counter[str] = Counter()
         self.errors: list[str] = []
         self._lock = threading.Lock()

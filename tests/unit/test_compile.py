@@ -250,7 +250,7 @@ def test_config_bad_value() -> None:
 
 def test_config_unknown_key_lists_allowed_ones() -> None:
     problem = only_problem(workflow({"id": "a", "type": "wait", "with": {"duration": "1s", "durtion": "2s"}}))
-    assert problem == "steps[0].with.durtion: unknown key (allowed here: duration, until)"
+    assert problem == "steps[0].with.durtion: unknown key (allowed here: duration, until, match)"
 
 
 def test_config_nested_path() -> None:
@@ -272,7 +272,7 @@ def test_templated_config_value_is_not_type_checked() -> None:
 
 def test_templated_value_under_unknown_key_is_still_refused() -> None:
     problem = only_problem(workflow({"id": "a", "type": "wait", "with": {"duration": "1s", "delay": "${input.d}"}}))
-    assert problem == "steps[0].with.delay: unknown key (allowed here: duration, until)"
+    assert problem == "steps[0].with.delay: unknown key (allowed here: duration, until, match)"
 
 
 def test_step_type_check_problems() -> None:

@@ -41,7 +41,7 @@ def evaluate(source: str, variables: dict[str, Any] | None = None) -> Any:
 
 
 def test_allowed_variables() -> None:
-    assert {"input", "steps", "item", "index", "event", "execution"} == ALLOWED_VARIABLES
+    assert {"input", "steps", "item", "index", "event", "execution", "signal"} == ALLOWED_VARIABLES
 
 
 def test_compile_collects_variables_and_step_refs() -> None:
@@ -77,7 +77,7 @@ def test_unknown_variable_lists_available_ones() -> None:
         compile_expression("inputs.order_id")
     assert caught.value.message == (
         "expression 'inputs.order_id': unknown variable 'inputs' "
-        "(available: event, execution, index, input, item, steps)"
+        "(available: event, execution, index, input, item, signal, steps)"
     )
 
 

@@ -447,3 +447,36 @@ def test_foreach_over_the_item_limit_fails_the_step(make_harness):
     assert step.status is StepStatus.FAILED
     assert "the limit is 5" in step.error["message"]
     assert h.execution(execution_id).status is ExecutionStatus.FAILED
+
+
+def _step_history(h, execution_id, key):
+    events = h.service.list_events("t1", execution_id, limit=500).items
+    return [str(e.status) for e in events if e.step_key == key]
+
+
+def test_a_retried_foreach_parent_goes_back_to_running_never_through_queued(h):
+    """The parent has its own machine: FAILED -> RUNNING by retry, no QUEUED/CANCELLED detour."""
+    h.apply({"name": "fe-history", "steps": [
+        {"id": "each", "type": "task", "foreach": "input.items", "concurrency": 2,
+         "with": {"function": f"{F}.flaky", "args": {"key": "h${string(item)}", "failures": "${item == 2 ? 1 : 0}"}}},
+    ]})
+    execution_id = h.start("fe-history", {"items": [1, 2, 3]})
+    h.drain()
+    h.service.retry("t1", execution_id)
+    h.drain()
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
+    assert _step_history(h, execution_id, "each") == ["RUNNING", "FAILED", "RUNNING", "SUCCEEDED"]
+
+
+def test_a_foreach_whose_list_failed_is_planned_afresh_on_retry(h):
+    """Withdrawn (FAILED -> NEW) and created again by planning, not moved through QUEUED."""
+    h.apply({"name": "fe-replan", "steps": [
+        {"id": "each", "type": "transform", "foreach": "input.missing", "with": {"value": "${item}"}},
+    ]})
+    execution_id = h.start("fe-replan", {})
+    assert h.steps(execution_id)["each"].error["type"] == "PlanningFailed"
+    h.service.retry("t1", execution_id)
+    h.drain()
+    assert h.execution(execution_id).status is ExecutionStatus.FAILED
+    assert h.steps(execution_id)["each"].run == 2
+    assert _step_history(h, execution_id, "each") == ["FAILED", "FAILED"]

@@ -117,10 +117,6 @@ priorityClassName: {{ . }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.topologySpreadConstraints }}
-topologySpreadConstraints:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
 volumes:
   - name: tmp
     emptyDir:
@@ -132,9 +128,23 @@ volumes:
 
 {{/*
 Scheduling constraints of a component: its own nodeSelector/tolerations when given, else the
-chart-wide ones. Call with (dict "root" $ "own" <component values>).
+chart-wide ones; topologySpreadConstraints when given, else a spread of the component's own pods.
+Call with (dict "root" $ "own" <component values> "component" <componentSelectorLabels dict>).
 */}}
 {{- define "conveyor.scheduling" -}}
+{{- $spread := .root.Values.topologySpread }}
+{{- if .root.Values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml .root.Values.topologySpreadConstraints | nindent 2 }}
+{{- else if $spread.enabled }}
+topologySpreadConstraints:
+  - maxSkew: {{ $spread.maxSkew }}
+    topologyKey: {{ $spread.topologyKey }}
+    whenUnsatisfiable: {{ $spread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "conveyor.componentSelectorLabels" .component | nindent 8 }}
+{{- end }}
 {{- $nodeSelector := .root.Values.nodeSelector }}
 {{- $tolerations := .root.Values.tolerations }}
 {{- if .own.nodeSelector }}{{ $nodeSelector = .own.nodeSelector }}{{ end }}
@@ -151,24 +161,33 @@ tolerations:
 
 {{/*
 Container fields shared by every Conveyor container (rendered at the level of a container).
-Call with (dict "root" $ "env" <extra EnvVar list, optional>).
+Call with (dict "root" $ "env" <extra EnvVar list, optional> "envFrom" <extra EnvFromSource list, optional>
+"configMap" false <optional: leave out the release's ConfigMap, for hooks that run before it exists>).
 */}}
 {{- define "conveyor.containerCommon" -}}
 {{- $root := .root }}
 {{- $extraEnv := .env }}
+{{- $extraEnvFrom := .envFrom }}
+{{- $withConfigMap := true }}
+{{- if hasKey . "configMap" }}{{ $withConfigMap = .configMap }}{{ end }}
 {{- with $root -}}
 image: {{ include "conveyor.image" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 envFrom:
+  {{- if $withConfigMap }}
   - configMapRef:
       name: {{ include "conveyor.fullname" . }}
+  {{- end }}
   {{- with .Values.auth.existingSecret }}
   - secretRef:
       name: {{ . }}
   {{- end }}
   {{- with .Values.envFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- with $extraEnvFrom }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
 env:
@@ -241,4 +260,69 @@ metrics:
         type: Utilization
         averageUtilization: {{ . }}
   {{- end }}
+{{- end }}
+
+{{/*
+A worker pool's values: worker.poolDefaults deep-merged under the pool's own keys.
+Call with (dict "root" $ "pool" <pool>); returns YAML, read back with fromYaml.
+*/}}
+{{- define "conveyor.workerPool" -}}
+{{- toYaml (mergeOverwrite (deepCopy .root.Values.worker.poolDefaults) (deepCopy .pool)) }}
+{{- end }}
+
+{{/*
+Liveness and startup probes from a heartbeat file (workers and beat). Call with the component's
+liveness values; the probe is a shell test of the file's age, so it answers in milliseconds.
+*/}}
+{{- define "conveyor.heartbeatProbe" -}}
+exec:
+  command:
+    - sh
+    - -c
+    - {{ printf "test $(( $(date +%%s) - $(stat -c %%Y %s) )) -lt %d" .file (int .maxAgeSeconds) | quote }}
+periodSeconds: {{ .periodSeconds }}
+timeoutSeconds: 5
+failureThreshold: {{ .failureThreshold }}
+{{- end }}
+
+{{/*
+The CONVEYOR_* settings every container loads (the ConfigMap's data): dedicated values first, then
+each key of `settings`. Used by the release's ConfigMap and by the migration hook's own copy.
+*/}}
+{{- define "conveyor.configData" -}}
+{{- $reserved := list "store" "state_dir" "sqlite_path" "api_host" "api_port" "firestore_project" "firestore_database" "broker_url" "redis_url" "auth_enabled" "oidc_jwks_url" "oidc_issuer" "oidc_audience" "oidc_algorithms" }}
+CONVEYOR_STORE: "firestore"
+CONVEYOR_STATE_DIR: "/var/lib/conveyor"
+CONVEYOR_API_HOST: "0.0.0.0"
+CONVEYOR_API_PORT: {{ include "conveyor.settingValue" .Values.api.port | quote }}
+CONVEYOR_FIRESTORE_PROJECT: {{ required "firestore.project is required" .Values.firestore.project | quote }}
+CONVEYOR_FIRESTORE_DATABASE: {{ default "(default)" .Values.firestore.database | quote }}
+GOOGLE_CLOUD_PROJECT: {{ default .Values.firestore.project .Values.pubsub.project | quote }}
+{{- with .Values.firestore.emulatorHost }}
+FIRESTORE_EMULATOR_HOST: {{ . | quote }}
+{{- end }}
+{{- with .Values.pubsub.emulatorHost }}
+PUBSUB_EMULATOR_HOST: {{ . | quote }}
+{{- end }}
+{{- if not .Values.redis.existingSecret }}
+CONVEYOR_BROKER_URL: {{ required "redis.brokerUrl (or redis.existingSecret) is required" .Values.redis.brokerUrl | quote }}
+CONVEYOR_REDIS_URL: {{ required "redis.url (or redis.existingSecret) is required" .Values.redis.url | quote }}
+{{- end }}
+CONVEYOR_AUTH_ENABLED: {{ .Values.auth.enabled | toString | quote }}
+{{- with .Values.auth.oidc }}
+{{- if .jwksUrl }}
+CONVEYOR_OIDC_JWKS_URL: {{ .jwksUrl | quote }}
+CONVEYOR_OIDC_ISSUER: {{ required "auth.oidc.issuer is required with auth.oidc.jwksUrl" .issuer | quote }}
+CONVEYOR_OIDC_AUDIENCE: {{ required "auth.oidc.audience is required with auth.oidc.jwksUrl" .audience | quote }}
+CONVEYOR_OIDC_ALGORITHMS: {{ toJson (default (list "RS256") .algorithms) | quote }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := .Values.settings }}
+{{- if has $key $reserved }}
+{{- fail (printf "settings.%s has a dedicated value in values.yaml; set that instead" $key) }}
+{{- end }}
+{{- if not (kindIs "invalid" $value) }}
+{{ printf "CONVEYOR_%s" (upper $key) }}: {{ include "conveyor.settingValue" $value | quote }}
+{{- end }}
+{{- end }}
 {{- end }}

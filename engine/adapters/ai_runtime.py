@@ -1,0 +1,372 @@
+"""The LangGraph side of AI steps: one checkpointed agent thread per step, built with
+``langchain.agents.create_agent`` and run with ``durability="sync"``.
+
+Every attempt of an ``ai.agent`` step opens the same thread (``<tenant>/<execution>/<step
+key>``) and looks at what is saved there before doing anything:
+
+* nothing saved: start the conversation with the step's prompt;
+* stopped at an interrupt: resume it with the signal's answer (``ctx.resume``), or wait again;
+* tasks pending (a crash mid-run): continue them; finished tasks are not run again, since
+  ``durability="sync"`` saved each task's writes before the next began;
+* finished: return the recorded answer without calling any model.
+
+Token usage is read from the checkpointed messages, so budgets count every attempt and
+resume of the step, not just the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware, HumanInTheLoopMiddleware, ModelFallbackMiddleware
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
+from langchain_core.tools.base import create_schema_from_function
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.errors import GraphRecursionError
+from langgraph.types import Command
+from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
+
+from engine import functions
+from engine.adapters.ai_models import ModelRegistry
+from engine.ai import (
+    AgentFinished,
+    AgentInterrupted,
+    AgentOutcome,
+    AgentRequest,
+    Budget,
+    Choice,
+    ChoiceRequest,
+    Usage,
+    check_budget,
+    cost_of,
+)
+from engine.errors import LeaseLost, StepFailure
+from engine.steptypes.base import StepContext
+
+#: Opens the checkpointer for one step attempt (and closes it afterwards).
+CheckpointerFactory = Callable[[StepContext], contextlib.AbstractAsyncContextManager[BaseCheckpointSaver[Any]]]
+
+#: Heartbeats on model and tool activity are at most this often (the lease keeper extends
+#: the lease anyway; an activity beat claims a step that started unclaimed).
+ACTIVITY_BEAT_SECONDS = 5.0
+
+
+def thread_id(ctx: StepContext) -> str:
+    """The LangGraph thread of a step: one per step, shared by all its attempts."""
+    return f"{ctx.tenant}/{ctx.execution_id}/{ctx.step_key}"
+
+
+@dataclass
+class _Activity:
+    """Heartbeats and cancellation checks around model and tool calls."""
+
+    ctx: StepContext
+    last_beat: float = 0.0
+
+    def touch(self) -> None:
+        if self.ctx.cancelled():
+            raise LeaseLost(f"step {self.ctx.step_key!r} lost its lease (cancelled or taken over)")
+        now = time.monotonic()
+        if now - self.last_beat >= ACTIVITY_BEAT_SECONDS:
+            self.last_beat = now
+            self.ctx.heartbeat()
+
+
+class _ActivityCallbacks(AsyncCallbackHandler):
+    """LangChain callbacks: every model call and tool call is activity."""
+
+    raise_error = True
+
+    def __init__(self, activity: _Activity) -> None:
+        self.activity = activity
+
+    async def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        await asyncio.to_thread(self.activity.touch)
+
+    async def on_tool_start(self, serialized: Any, input_str: str, **kwargs: Any) -> None:
+        await asyncio.to_thread(self.activity.touch)
+
+
+def usage_of(messages: Sequence[BaseMessage], model: str, prices: Mapping[str, Mapping[str, float]]) -> Usage:
+    """Usage recorded on the AI messages of a conversation (each model call made one)."""
+    total = Usage()
+    for message in messages:
+        if isinstance(message, AIMessage) and message.usage_metadata:
+            tokens_in = message.usage_metadata.get("input_tokens", 0)
+            tokens_out = message.usage_metadata.get("output_tokens", 0)
+            name = str(message.response_metadata.get("model_name") or model)
+            price_key = name if name in prices else model
+            total = total + Usage(tokens_in, tokens_out, cost_of(price_key, tokens_in, tokens_out, prices), 1)
+    return total
+
+
+class _BudgetGuard(AgentMiddleware):
+    """Refuses a model call once the thread's checkpointed usage reached the step's budget."""
+
+    def __init__(self, budget: Budget, model: str, prices: Mapping[str, Mapping[str, float]], scope: str) -> None:
+        super().__init__()
+        self.budget, self.model, self.prices, self.scope = budget, model, prices, scope
+
+    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        spent = usage_of(state["messages"], self.model, self.prices)
+        check_budget(self.budget, spent, self.scope, before_call=True)
+        return None
+
+
+def _tool_name(function_name: str) -> str:
+    return function_name.rpartition(".")[2]
+
+
+def _json(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def function_tool(ctx: StepContext, function_name: str) -> BaseTool:
+    """A registered ``@step`` function as an agent tool.
+
+    A function taking ``ctx`` gets the step's context whose ``idempotency_key`` is the
+    step's key plus the model's tool call id: stable across attempts (a continued thread
+    replays the same call id), distinct per call.
+    """
+    registered = functions.resolve(function_name)
+    if registered is None:
+        raise StepFailure(
+            f"tool {function_name!r} is not a registered @step function",
+            retryable=False,
+            error_type="FunctionNotFound",
+        )
+    name = _tool_name(function_name)
+    base = create_schema_from_function(name, registered.function, filter_args=["ctx"])
+    schema: type[BaseModel] = create_model(
+        name,
+        __base__=cast(type[BaseModel], base),
+        tool_call_id=(Annotated[str, InjectedToolCallId], ...),
+    )
+
+    async def call(tool_call_id: str, **kwargs: Any) -> str:
+        if registered.wants_context:
+            kwargs["ctx"] = ToolContext.of(ctx, tool_call_id)
+        if registered.is_async:
+            result = await registered.function(**kwargs)
+        else:
+            result = await asyncio.to_thread(registered.function, **kwargs)
+        return _json(result)
+
+    return StructuredTool.from_function(
+        coroutine=call,
+        name=name,
+        description=inspect.getdoc(registered.function) or name,
+        args_schema=schema,
+    )
+
+
+class ToolContext(StepContext):
+    """The step's context inside one tool call: the idempotency key names the call too."""
+
+    tool_call_id: str = ""
+
+    @classmethod
+    def of(cls, ctx: StepContext, tool_call_id: str) -> ToolContext:
+        fields = {name: getattr(ctx, name) for name in ctx.__dataclass_fields__}
+        tool_ctx = cls(**fields)
+        tool_ctx.tool_call_id = tool_call_id
+        return tool_ctx
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.execution_id}/{self.step_key}/{self.tool_call_id}"
+
+
+def _schema_json(schema: Any) -> dict[str, Any] | None:
+    if schema is None:
+        return None
+    if isinstance(schema, dict):
+        return schema
+    try:
+        return TypeAdapter(schema).json_schema()
+    except Exception:  # a type pydantic cannot describe: LangGraph still checks the answer
+        return None
+
+
+class LangGraphRuntime:
+    """:class:`~engine.ports.AgentRuntime` over LangGraph, LangChain models and a checkpointer."""
+
+    def __init__(
+        self,
+        models: ModelRegistry,
+        checkpointer: CheckpointerFactory,
+        prices: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
+        self.models = models
+        self.checkpointer = checkpointer
+        self.prices = dict(prices or {})
+
+    def _middleware(self, ctx: StepContext, request: AgentRequest) -> list[AgentMiddleware]:
+        middleware: list[AgentMiddleware] = []
+        if request.budget is not None:
+            middleware.append(_BudgetGuard(request.budget, request.model, self.prices, f"step {ctx.step_key!r}"))
+        if request.approve:
+            middleware.append(
+                HumanInTheLoopMiddleware(
+                    interrupt_on={_tool_name(name): True for name in request.approve},
+                    interrupt_mode="per_call",
+                )
+            )
+        if request.fallbacks:
+            fallbacks = [self.models.chat_model(spec, request.settings, ctx.models) for spec in request.fallbacks]
+            middleware.append(ModelFallbackMiddleware(*fallbacks))
+        return middleware
+
+    async def run_agent(self, ctx: StepContext, request: AgentRequest) -> AgentOutcome:
+        model = self.models.chat_model(request.model, request.settings, ctx.models)
+        tools = [function_tool(ctx, name) for name in request.tools]
+        config: dict[str, Any] = {
+            "configurable": {"thread_id": thread_id(ctx)},
+            "callbacks": [_ActivityCallbacks(_Activity(ctx))],
+            "recursion_limit": 2 * request.max_turns + 1,
+        }
+        async with self.checkpointer(ctx) as saver:
+            graph: Any = create_agent(
+                model,
+                tools,
+                system_prompt=request.system,
+                middleware=self._middleware(ctx, request),
+                response_format=dict(request.output_schema) if request.output_schema is not None else None,
+                checkpointer=saver,
+            )
+            state = await graph.aget_state(config)
+            graph_input: Any
+            if state.created_at is None:
+                graph_input = {"messages": [HumanMessage(request.prompt)]}
+            elif state.interrupts:
+                answer = _answer_for(ctx.resume, state.interrupts[0].id)
+                if answer is None:
+                    return self._interrupted(state, request)
+                graph_input = Command(resume=answer)
+            elif state.next:
+                graph_input = None
+            else:
+                return self._finished(state.values, request)
+            try:
+                await _cancellable(ctx, graph.ainvoke(graph_input, config, durability="sync"))
+            except GraphRecursionError:
+                raise StepFailure(
+                    f"the agent did not answer within {request.max_turns} turns",
+                    retryable=False,
+                    error_type="AgentTurnLimit",
+                ) from None
+            except ValidationError as exc:
+                raise StepFailure(
+                    f"the answer does not match the interrupt's schema: {exc}",
+                    retryable=False,
+                    error_type="ResumeInvalid",
+                ) from None
+            state = await graph.aget_state(config)
+            if state.interrupts:
+                return self._interrupted(state, request)
+            return self._finished(state.values, request)
+
+    def _finished(self, values: Mapping[str, Any], request: AgentRequest) -> AgentFinished:
+        messages = values.get("messages", [])
+        last = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+        return AgentFinished(
+            answer=last.text if last is not None else "",
+            structured=values.get("structured_response"),
+            usage=usage_of(messages, request.model, self.prices),
+            turns=sum(1 for m in messages if isinstance(m, AIMessage)),
+        )
+
+    def _interrupted(self, state: Any, request: AgentRequest) -> AgentInterrupted:
+        pending = state.interrupts[0]
+        return AgentInterrupted(
+            interrupt_id=pending.id,
+            request=json.loads(_json(pending.value)),
+            schema=_schema_json(getattr(pending, "response_schema", None)),
+            usage=usage_of(state.values.get("messages", []), request.model, self.prices),
+        )
+
+    async def choose(self, ctx: StepContext, request: ChoiceRequest) -> Choice:
+        model = self.models.chat_model(request.model, request.settings, ctx.models)
+        schema = {
+            "title": "route_decision",
+            "description": "Pick exactly one route.",
+            "type": "object",
+            "properties": {
+                "route": {"type": "string", "enum": list(request.routes)},
+                "rationale": {"type": "string"},
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+            "required": ["route", "rationale", "confidence"],
+        }
+        chain = model.with_structured_output(schema, include_raw=True)
+        if request.fallbacks:
+            chain = chain.with_fallbacks(
+                [
+                    self.models.chat_model(spec, request.settings, ctx.models).with_structured_output(
+                        schema, include_raw=True
+                    )
+                    for spec in request.fallbacks
+                ]
+            )
+        messages: list[BaseMessage] = [SystemMessage(request.system)] if request.system else []
+        messages.append(HumanMessage(request.prompt))
+        _Activity(ctx).touch()
+        result: Any = await chain.ainvoke(messages)
+        raw = result.get("raw")
+        usage = usage_of([raw] if isinstance(raw, AIMessage) else [], request.model, self.prices)
+        parsed = result.get("parsed")
+        error = result.get("parsing_error")
+        if not isinstance(parsed, dict):
+            return Choice(answer=None, usage=usage, error=str(error or "the model gave no structured answer"))
+        return Choice(answer=parsed, usage=usage)
+
+
+def _answer_for(resume: Any, interrupt_id: str) -> Any:
+    """The signal's answer if it answers this interrupt (an answer to an earlier one is stale)."""
+    if isinstance(resume, Mapping) and resume.get("interrupt_id") == interrupt_id:
+        return {interrupt_id: resume.get("value")}
+    return None
+
+
+async def _cancellable(ctx: StepContext, running: Any, poll: float = 0.5) -> Any:
+    """Run the graph, cancelling it as soon as the step loses its lease."""
+    task = asyncio.ensure_future(running)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=poll)
+        if done:
+            return task.result()
+        if ctx.cancelled():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise LeaseLost(f"step {ctx.step_key!r} lost its lease (cancelled or taken over); the agent was stopped")
+
+
+@contextlib.asynccontextmanager
+async def sqlite_checkpointer(path: str, ctx: StepContext) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """An ``AsyncSqliteSaver`` on the embedded store's checkpoint file, open for one attempt."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(path) as saver:
+        yield saver
+
+
+@contextlib.asynccontextmanager
+async def unavailable_checkpointer(ctx: StepContext) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """The Firestore checkpointer is not built yet: agent steps need the embedded store."""
+    raise StepFailure(
+        "ai.agent steps need a checkpointer; only the embedded (SQLite) store has one so far",
+        retryable=False,
+        error_type="AiUnavailable",
+    )
+    yield  # pragma: no cover  (makes this an async generator)

@@ -1,0 +1,137 @@
+"""Executions started by schedule triggers, inside store transactions.
+
+:meth:`ScheduleRuns.fire` is one pass over one due trigger: re-read it, plan the fires owed
+(:func:`engine.schedules.plan_fires`), start each with the key ``trigger_id:<fire time>``
+and advance ``next_fire_at``, all in the caller's transaction. Two beats that fire the same
+trigger at once are serialized by the store: the second re-reads ``next_fire_at`` already
+advanced and owes nothing, and even a start it repeated would find its key taken.
+
+:meth:`ScheduleRuns.execution_moved` is the hook :class:`~engine.orchestration.recorder.Recorder`
+calls when an execution a schedule started changes status: when it ends, it leaves the
+trigger's ``running`` list and the oldest buffered fire starts, in that same transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from engine.errors import ConveyorError, NotFound, TransitionRefused
+from engine.orchestration import control
+from engine.orchestration.recorder import Recorder
+from engine.orchestration.workflows import Workflows
+from engine.records import ExecutionRecord, TriggerRecord
+from engine.schedules import FirePlan, ScheduleSpec, TriggerState, fire_key, plan_fires, release_buffered
+from engine.states import EXECUTION_ACTIVE, EXECUTION_TERMINAL
+
+log = structlog.get_logger("conveyor.schedules")
+
+#: Starts an execution inside ``rec``'s transaction (the engine's start use case):
+#: ``(rec, tenant, workflow, input, idempotency_key, trigger_id) -> execution``.
+StartInTransaction = Callable[[Recorder, str, str, Any, str, str], ExecutionRecord]
+
+
+@dataclass
+class FireReport:
+    """What firing one trigger did."""
+
+    trigger_id: str
+    plan: FirePlan | None = None
+    started: list[str] = field(default_factory=list)
+
+
+class ScheduleRuns:
+    """Fires schedule triggers and releases their buffered fires."""
+
+    def __init__(self, start: StartInTransaction, workflows: Workflows) -> None:
+        self._start = start
+        self._workflows = workflows
+
+    def fire(self, rec: Recorder, tenant: str, trigger_id: str) -> FireReport:
+        """Fire what ``trigger_id`` owes at ``rec.now``; nothing if it is not due (any more)."""
+        report = FireReport(trigger_id)
+        trigger = rec.tx.get_trigger(tenant, trigger_id)
+        if trigger is None or trigger.kind != "schedule" or not trigger.enabled or trigger.next_fire_at is None:
+            return report
+        spec = ScheduleSpec.model_validate(trigger.spec)
+        state = TriggerState(trigger.next_fire_at, len(trigger.running), list(trigger.pending))
+        plan = plan_fires(spec, spec.schedule(trigger.created_at), state, rec.now)
+        if plan is None:
+            return report
+        report.plan = plan
+        if plan.cancel_running:
+            for execution_id in list(trigger.running):
+                self._cancel(rec, tenant, execution_id)
+            trigger = self._reread(rec, trigger)
+            trigger.running = []  # cancelled now, or ended (or gone) before
+        trigger.next_fire_at = plan.next_fire_at
+        trigger.pending = plan.pending
+        trigger.missed += plan.missed
+        trigger.skipped += plan.skipped
+        trigger.buffered += plan.buffered
+        rec.tx.put_trigger(trigger)
+        for moment in plan.start:
+            started = self._start_fire(rec, trigger, moment)
+            if started is not None:
+                report.started.append(started.id)
+        return report
+
+    def execution_moved(self, rec: Recorder, execution: ExecutionRecord) -> None:
+        """Keep the trigger's ``running`` list in step with ``execution``; release a buffered fire."""
+        assert execution.trigger_id is not None
+        trigger = rec.tx.get_trigger(execution.tenant, execution.trigger_id)
+        if trigger is None:
+            return
+        if execution.status in EXECUTION_ACTIVE and execution.id not in trigger.running:
+            trigger.running.append(execution.id)  # a retried execution runs again
+            rec.tx.put_trigger(trigger)
+        elif execution.status in EXECUTION_TERMINAL and execution.id in trigger.running:
+            trigger.running.remove(execution.id)
+            rec.tx.put_trigger(trigger)
+            self._release(rec, trigger)
+
+    def _release(self, rec: Recorder, trigger: TriggerRecord) -> None:
+        """Start buffered fires while none of the trigger's executions runs."""
+        while trigger.enabled and not trigger.running and trigger.pending:
+            moment, trigger.pending = release_buffered(trigger.pending)
+            assert moment is not None
+            rec.tx.put_trigger(trigger)
+            self._start_fire(rec, trigger, moment)
+            trigger = self._reread(rec, trigger)
+
+    def _start_fire(self, rec: Recorder, trigger: TriggerRecord, moment: float) -> ExecutionRecord | None:
+        """Start the execution of one fire time and count it; a start the engine refuses is logged."""
+        key = fire_key(trigger.id, moment)
+        try:
+            execution = self._start(rec, trigger.tenant, trigger.workflow, trigger.input, key, trigger.id)
+        except ConveyorError as exc:
+            # Refused before anything was written (unknown or archived workflow, input that
+            # does not fit its schema): the fire is spent, the reason kept on the trigger.
+            log.warning("schedule fire refused", trigger_id=trigger.id, key=key, error=str(exc))
+            current = self._reread(rec, trigger)
+            current.last_error = f"{key}: {exc}"
+            rec.tx.put_trigger(current)
+            return None
+        current = self._reread(rec, trigger)
+        current.fired += 1
+        current.last_fire_at = moment
+        current.last_error = None
+        if execution.status in EXECUTION_ACTIVE and execution.id not in current.running:
+            current.running.append(execution.id)
+        rec.tx.put_trigger(current)
+        return execution
+
+    def _cancel(self, rec: Recorder, tenant: str, execution_id: str) -> None:
+        with contextlib.suppress(TransitionRefused, NotFound):  # already ended, or gone
+            control.cancel(rec, self._workflows, tenant, execution_id, "cancelled by a newer fire of its schedule")
+
+    @staticmethod
+    def _reread(rec: Recorder, trigger: TriggerRecord) -> TriggerRecord:
+        current = rec.tx.get_trigger(trigger.tenant, trigger.id)
+        if current is None:  # pragma: no cover - it was read earlier in this transaction
+            raise NotFound(f"trigger {trigger.id!r} not found")
+        return current

@@ -1,0 +1,153 @@
+"""The event router: accept an external event into the log, then route it.
+
+One path for every source (REST, GraphQL, the Pub/Sub bridge, embedded mode): :meth:`EventRouter.publish`
+commits the event to its tenant's event log first (idempotent by event id), then routes it:
+
+- every enabled event trigger of its type whose CEL ``match`` holds starts its workflow, with
+  the trigger's input mapping rendered over ``event`` and the idempotency key
+  ``<trigger id>:<event id>``, so routing an event twice starts nothing twice;
+- every step registered as waiting on the event's route is offered the event through the one
+  guarded resume transition (:func:`engine.orchestration.steps.resume`).
+
+Then the event is marked routed. An event whose router died before that is routed again by
+:meth:`EventRouter.route_due` (the reconciler); both halves are idempotent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from engine import eventlog
+from engine.errors import ConveyorError, ExpressionError, StoreUnavailable
+from engine.expressions import compile_expression, render
+from engine.records import InboundEventRecord, TriggerRecord
+
+if TYPE_CHECKING:
+    from engine.service import Service
+
+log = structlog.get_logger("conveyor.router")
+
+#: How long a tenant's list of event triggers is reused (a trigger change takes effect after it).
+TRIGGER_CACHE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Routed:
+    """What routing one event did."""
+
+    started: list[str]
+    resumed: int
+
+
+class EventRouter:
+    """Accepts external events into the durable log and routes them (see the module docstring)."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self._triggers: dict[str, tuple[float, list[TriggerRecord]]] = {}
+        self._lock = threading.Lock()
+
+    def publish(
+        self,
+        tenant: str,
+        *,
+        type: str,
+        data: dict[str, Any] | None = None,
+        event_id: str | None = None,
+        source: str | None = None,
+        correlation_key: str | None = None,
+    ) -> eventlog.Accepted:
+        """Accept an event (durably, once per id), then route it unless that was done before."""
+        event = eventlog.new_event(
+            tenant,
+            type=type,
+            accepted_at=self.service.clock.now(),
+            data=data,
+            event_id=event_id,
+            source=source,
+            correlation_key=correlation_key,
+            max_bytes=self.service.settings.max_payload_bytes,
+        )
+        accepted = self.service.store.atomic(lambda tx: eventlog.accept(tx, event))
+        if not accepted.event.routed:
+            self.route(accepted.event)
+        return accepted
+
+    def route(self, event: InboundEventRecord) -> Routed:
+        """Start the event's triggers and offer it to its waiters, then mark it routed.
+
+        A store outage propagates (the event stays unrouted and the reconciler retries); a
+        trigger that cannot start (its workflow was deleted, its input is invalid) is logged
+        and skipped, as retrying would fail the same way.
+        """
+        started = [
+            execution_id for trigger in self._matching_triggers(event) if (execution_id := self._fire(trigger, event))
+        ]
+        resumed = 0
+        if event.correlation_key is not None:
+            for waiter in self.service.store.list_waiters(event.tenant, event.route):
+                resumed += self.service.deliver_event(waiter, event)
+        self.service.store.atomic(lambda tx: eventlog.mark_routed(tx, event.tenant, event.id))
+        return Routed(started, resumed)
+
+    def route_due(self, before: float, limit: int = 200) -> int:
+        """Route events accepted at or before ``before`` that are still unrouted; how many."""
+        events = self.service.store.due_inbound_events(before, limit)
+        for event in events:
+            try:
+                self.route(event)
+            except ConveyorError as exc:
+                log.warning("routing an event failed; the next pass retries it", event_id=event.id, error=str(exc))
+        return len(events)
+
+    # --- triggers -----------------------------------------------------------------------
+
+    def _matching_triggers(self, event: InboundEventRecord) -> list[TriggerRecord]:
+        matching = []
+        for trigger in self._event_triggers(event.tenant):
+            if trigger.spec.get("type") != event.type:
+                continue
+            source = trigger.spec.get("match")
+            try:
+                if not source or compile_expression(source).evaluate({"event": eventlog.event_view(event)}) is True:
+                    matching.append(trigger)
+            except ExpressionError as exc:
+                log.warning("an event trigger's match failed", trigger_id=trigger.id, error=exc.message)
+        return matching
+
+    def _event_triggers(self, tenant: str) -> list[TriggerRecord]:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._triggers.get(tenant)
+        if cached is not None and now - cached[0] < TRIGGER_CACHE_SECONDS:
+            return cached[1]
+        found: list[TriggerRecord] = []
+        cursor: str | None = None
+        while True:
+            page = self.service.store.list_triggers(tenant, cursor=cursor, limit=200)
+            found += [t for t in page.items if t.kind == "event" and t.enabled]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        with self._lock:
+            self._triggers[tenant] = (now, found)
+        return found
+
+    def _fire(self, trigger: TriggerRecord, event: InboundEventRecord) -> str | None:
+        """Start the trigger's workflow for the event; the execution's id, or None if it cannot start."""
+        try:
+            payload = render(trigger.input, {"event": eventlog.event_view(event)})
+            result = self.service.start(
+                trigger.tenant, trigger.workflow, payload, idempotency_key=f"{trigger.id}:{event.id}"
+            )
+        except StoreUnavailable:
+            raise
+        except ConveyorError as exc:
+            log.warning("an event trigger could not start its workflow", trigger_id=trigger.id, error=str(exc))
+            return None
+        return result.execution.id

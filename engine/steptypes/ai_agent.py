@@ -1,0 +1,123 @@
+"""``type: ai.agent``: a LangGraph tool-calling agent as a durable step.
+
+```yaml
+- id: support
+  type: ai.agent
+  with:
+    model: openai:gpt-4o-mini          # or fake:<name>, a scripted model under `models:`
+    fallbacks: [anthropic:claude-3-5-haiku-latest]
+    settings: {temperature: 0, max_tokens: 800, timeout: 30}
+    system: You are a support agent.
+    prompt: "Order ${input.order_id}: ${input.question}"
+    tools: [shop.lookup_order, shop.refund]   # registered @step functions
+    approve: [shop.refund]                    # these wait for a person (a signal) first
+    output_schema: {type: object, properties: {...}}   # optional structured answer
+    budget: {tokens: 20000, cost: 0.05}       # over all attempts and resumes of the step
+```
+
+All attempts of the step share one checkpointed thread: a retry or a redelivery continues
+where the last attempt stopped, and a finished thread answers without calling the model.
+The output is ``{answer, structured, usage, turns}``. A tool needing approval parks the step
+in WAITING with the request as JSON; a signal answering it (``{"type": "approve"}``,
+``{"type": "reject", "message": ...}``, ...) sends the step back to the queue to resume.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field, model_validator
+
+from engine.ai import MODEL_SPEC_PATTERN, AgentFinished, AgentRequest, Budget, ModelSettings, check_budget
+from engine.errors import StepFailure
+from engine.ports import AgentRuntime
+from engine.steptypes import register
+from engine.steptypes.base import BaseStepType, StepConfig, StepContext, StepOutcome, Succeeded, Wait
+
+_FUNCTION_PATTERN = r"^[A-Za-z_][\w.]*$"
+
+
+class AgentConfig(StepConfig):
+    model: str = Field(pattern=MODEL_SPEC_PATTERN)
+    fallbacks: list[str] = Field(default_factory=list)
+    settings: ModelSettings = ModelSettings()
+    system: str | None = None
+    prompt: str = Field(min_length=1)
+    tools: list[str] = Field(default_factory=list)
+    approve: list[str] = Field(default_factory=list)
+    output_schema: dict[str, Any] | None = None
+    budget: Budget | None = None
+    max_turns: int = Field(default=25, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentConfig:
+        import re
+
+        for spec in self.fallbacks:
+            if not re.match(MODEL_SPEC_PATTERN, spec):
+                raise ValueError(f"fallback {spec!r} is not a 'provider:model' spec")
+        for name in self.tools:
+            if not re.match(_FUNCTION_PATTERN, name):
+                raise ValueError(f"tool {name!r} is not a function name")
+        names = [name.rpartition(".")[2] for name in self.tools]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"tools must have distinct last names; repeated: {', '.join(duplicates)}")
+        unknown = sorted(set(self.approve) - set(self.tools))
+        if unknown:
+            raise ValueError(f"approve lists tools that are not in 'tools': {', '.join(unknown)}")
+        return self
+
+
+def runtime_of(ctx: StepContext) -> AgentRuntime:
+    """The AI runtime port, or a clear failure when ``conveyor[ai]`` is not installed."""
+    if ctx.ports.ai is None:
+        raise StepFailure(
+            "AI steps need the 'ai' extra: pip install 'conveyor[ai]'",
+            retryable=False,
+            error_type="AiUnavailable",
+        )
+    return ctx.ports.ai
+
+
+class AgentStep(BaseStepType):
+    name: ClassVar[str] = "ai.agent"
+    Config: ClassVar[type[StepConfig]] = AgentConfig
+
+    async def run(self, ctx: StepContext, config: StepConfig) -> StepOutcome:
+        assert isinstance(config, AgentConfig)
+        request = AgentRequest(
+            model=config.model,
+            prompt=config.prompt,
+            system=config.system,
+            fallbacks=tuple(config.fallbacks),
+            settings=config.settings,
+            tools=tuple(config.tools),
+            approve=tuple(config.approve),
+            output_schema=config.output_schema,
+            budget=config.budget,
+            max_turns=config.max_turns,
+        )
+        outcome = await runtime_of(ctx).run_agent(ctx, request)
+        if isinstance(outcome, AgentFinished):
+            # The last call may have gone over: the answer is not accepted past the budget.
+            check_budget(config.budget, outcome.usage, f"step {ctx.step_key!r}")
+            return Succeeded(
+                {
+                    "answer": outcome.answer,
+                    "structured": outcome.structured,
+                    "usage": outcome.usage.as_dict(),
+                    "turns": outcome.turns,
+                }
+            )
+        return Wait(
+            interrupt={
+                "id": outcome.interrupt_id,
+                "request": outcome.request,
+                "schema": outcome.schema,
+                "usage": outcome.usage.as_dict(),
+            }
+        )
+
+
+register(AgentStep())

@@ -1,0 +1,165 @@
+"""``ai.agent`` steps: real LangGraph graphs with scripted models inside a real Celery worker.
+
+The worker consumes a Redis queue in this process (so the test can count scripted model
+calls); the agent's thread is checkpointed with ``AsyncSqliteSaver`` beside the store.
+The crash test with SIGKILLed worker processes is in ``tests/chaos/test_ai_agent_crash.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from engine.adapters.ai_models import SCRIPTED_CALLS
+from engine.states import ExecutionStatus, StepStatus
+from engine.steptypes import get as get_step_type
+from engine.steptypes.base import StepContext
+from tests.integration import ai_tools
+from tests.integration.ai_flows import REFUND_SCRIPT, TOOLS, agent_workflow
+from tests.integration.conftest import TENANT, World
+
+pytestmark = pytest.mark.backend
+
+
+@pytest.fixture
+def executions() -> Iterator[list[str]]:
+    """Execution ids whose tool side effects are deleted from Redis afterwards."""
+    ids: list[str] = []
+    yield ids
+    for execution_id in ids:
+        ai_tools.forget(execution_id)
+
+
+def test_the_agent_calls_two_tools_and_answers(make_world: Callable[..., World], executions: list[str]) -> None:
+    world = make_world()
+    world.apply(agent_workflow("ai-refund", REFUND_SCRIPT))
+    with world.worker():
+        execution_id = world.start("ai-refund", {"order": "A1"})
+        executions.append(execution_id)
+        execution = world.wait(execution_id)
+    assert execution.status is ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == {"answer": "Refunded 42 for order A1."}
+    step = world.service.list_steps(TENANT, execution_id)[0]
+    assert step.output["turns"] == 3
+    assert step.output["usage"]["calls"] == 3 and step.output["usage"]["total_tokens"] > 0
+    assert (ai_tools.calls(execution_id, "lookup_order"), ai_tools.calls(execution_id, "refund")) == (1, 1)
+    # each tool call's side effect is keyed by the step and the model's tool call id
+    assert ai_tools.keys(execution_id, "refund") == {f"{execution_id}/agent/call_1_0"}
+
+
+def test_a_step_whose_thread_finished_answers_without_calling_the_model(
+    make_world: Callable[..., World], executions: list[str]
+) -> None:
+    """A worker that finished the graph but died before recording the outcome: the message
+    comes again, and the step returns the checkpointed answer without a model call."""
+    world = make_world()
+    world.apply(agent_workflow("ai-finished", REFUND_SCRIPT))
+    execution_id = world.start("ai-finished", {"order": "A1"})
+    executions.append(execution_id)
+    # The first attempt's handler runs to the end, but its outcome is never recorded.
+    step_type = get_step_type("ai.agent")
+    assert step_type is not None
+    rendered = {"prompt": "Customer asks about order A1"}
+    config = step_type.Config.model_validate(agent_workflow("x", REFUND_SCRIPT)["steps"][0]["with"] | rendered)
+    compiled = world.service.compiled(TENANT, "ai-finished", 1)
+    ctx = StepContext(
+        tenant=TENANT,
+        execution_id=execution_id,
+        step_key="agent",
+        step_id="agent",
+        attempt=1,
+        input={"order": "A1"},
+        ports=world.runner.ports,
+        models=compiled.definition.models,
+    )
+    first = asyncio.run(step_type.run(ctx, config))
+    calls_before = SCRIPTED_CALLS["support"]
+    with world.worker():
+        execution = world.wait(execution_id)
+    assert execution.status is ExecutionStatus.SUCCEEDED, execution.error
+    assert SCRIPTED_CALLS["support"] == calls_before, "the finished thread must not call the model again"
+    step = world.service.list_steps(TENANT, execution_id)[0]
+    assert step.output == first.output  # type: ignore[union-attr]
+    assert ai_tools.calls(execution_id, "refund") == 1
+
+
+def test_a_tool_needing_approval_waits_and_resumes_on_a_signal(
+    make_world: Callable[..., World], executions: list[str]
+) -> None:
+    world = make_world()
+    world.apply(agent_workflow("ai-approve", REFUND_SCRIPT, approve=[f"{TOOLS}.refund"]))
+    with world.worker():
+        execution_id = world.start("ai-approve", {"order": "A1"})
+        executions.append(execution_id)
+        step = _wait_step(world, execution_id, StepStatus.WAITING)
+        interrupt = step.wait["interrupt"]
+        assert interrupt["request"]["name"] == "refund"
+        assert interrupt["request"]["args"] == {"order_id": "A1", "amount": 42}
+        assert ai_tools.calls(execution_id, "refund") == 0, "nothing is refunded before the approval"
+        with pytest.raises(Exception, match="does not answer the step's interrupt"):
+            world.service.signal(TENANT, execution_id, "agent", {"type": "maybe"})
+        world.service.signal(TENANT, execution_id, "agent", {"type": "approve"})
+        execution = world.wait(execution_id)
+    assert execution.status is ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == {"answer": "Refunded 42 for order A1."}
+    assert (ai_tools.calls(execution_id, "lookup_order"), ai_tools.calls(execution_id, "refund")) == (1, 1)
+    history = [e.type for e in world.service.events_after(TENANT, execution_id, None) if e.step_key == "agent"]
+    assert history.count("step.waiting") == 1 and history[-1] == "step.succeeded"
+
+
+def test_an_exceeded_budget_fails_the_step_and_a_retry_does_not_reset_it(
+    make_world: Callable[..., World], executions: list[str]
+) -> None:
+    script = [
+        {"tool_calls": [{"name": "lookup_order", "args": {"order_id": "A1"}}], "usage": {"input": 60, "output": 50}},
+        {"content": "never reached", "usage": {"input": 10, "output": 10}},
+    ]
+    world = make_world()
+    definition = agent_workflow("ai-budget", script, budget={"tokens": 100})
+    definition["steps"][0]["retry"] = {"max_attempts": 3, "initial": "0.01s"}
+    world.apply(definition)
+    with world.worker():
+        execution_id = world.start("ai-budget", {"order": "A1"})
+        executions.append(execution_id)
+        execution = world.wait(execution_id)
+        assert execution.status is ExecutionStatus.FAILED
+        step = world.service.list_steps(TENANT, execution_id)[0]
+        assert (step.error or {}).get("type") == "BudgetExceeded", step.error
+        assert step.attempt == 1, "BudgetExceeded is not retried"
+        calls_before = SCRIPTED_CALLS["support"]
+        world.service.retry(TENANT, execution_id)
+        execution = world.wait(execution_id)
+    assert execution.status is ExecutionStatus.FAILED
+    step = world.service.list_steps(TENANT, execution_id)[0]
+    assert (step.error or {}).get("type") == "BudgetExceeded"
+    assert "110 tokens" in step.error["message"]
+    assert SCRIPTED_CALLS["support"] == calls_before, "the retried step must not call the model past its budget"
+    assert ai_tools.calls(execution_id, "lookup_order") == 1
+
+
+def test_a_provider_error_falls_back_to_the_next_model(make_world: Callable[..., World], executions: list[str]) -> None:
+    world = make_world()
+    definition = agent_workflow("ai-fallback", [{"error": "503 overloaded"}], fallbacks=["fake:backup"], tools=[])
+    definition["models"]["backup"] = {"script": [{"content": "answered by the backup"}]}
+    world.apply(definition)
+    with world.worker():
+        execution_id = world.start("ai-fallback", {"order": "A1"})
+        executions.append(execution_id)
+        execution = world.wait(execution_id)
+    assert execution.status is ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output == {"answer": "answered by the backup"}
+
+
+def _wait_step(world: World, execution_id: str, status: StepStatus, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        step = world.service.list_steps(TENANT, execution_id)[0]
+        if step.status is status:
+            return step
+        assert step.status not in (StepStatus.FAILED, StepStatus.SUCCEEDED), step.error
+        time.sleep(0.05)
+    raise AssertionError(f"step not {status} after {timeout}s")

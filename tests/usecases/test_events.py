@@ -1,0 +1,177 @@
+"""External events end to end over each real store: the event log, triggers, wait_for_event, signals."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import DefinitionInvalid, TransitionRefused
+from engine.router import EventRouter
+from engine.states import ExecutionStatus, StepStatus
+from engine.trigger_admin import Triggers
+from tests.usecases.test_usecases import statuses, task
+
+ORDERS = {
+    "name": "orders",
+    "inputs": {"type": "object", "required": ["order_id"], "properties": {"order_id": {"type": "string"}}},
+    "steps": [task("note", "echo", value="${input.order_id}")],
+}
+
+PAYMENT = {
+    "name": "payment",
+    "steps": [
+        {
+            "id": "paid",
+            "type": "wait_for_event",
+            "with": {
+                "type": "payment.settled",
+                "correlation_key": "input.order_id",
+                "match": "event.data.amount >= input.amount",
+                "timeout": "1h",
+            },
+        },
+        task("after", "echo", ["paid"], value="${steps.paid.output.data.amount}"),
+    ],
+}
+
+
+def _event_trigger(h, workflow="orders", **spec):
+    return Triggers(h.store, h.clock).create(
+        "t1",
+        workflow=workflow,
+        kind="event",
+        spec={"type": "order.created", **spec},
+        input={"order_id": "${event.data.id}"},
+    )
+
+
+def test_an_event_trigger_starts_its_workflow_once_per_event_id_with_the_mapped_input(h):
+    h.apply(ORDERS)
+    trigger = _event_trigger(h, match="event.data.total > 100")
+    router = EventRouter(h.service)
+    for _ in range(5):
+        router.publish("t1", type="order.created", data={"id": "A-1", "total": 120}, event_id="evt-1")
+    router.publish("t1", type="order.created", data={"id": "A-2", "total": 5}, event_id="evt-2")  # filtered out
+    router.publish("t1", type="order.updated", data={"id": "A-3", "total": 500}, event_id="evt-3")  # other type
+    h.drain()
+    executions = h.service.list_executions("t1").items
+    assert [(e.input, e.idempotency_key) for e in executions] == [({"order_id": "A-1"}, f"{trigger.id}:evt-1")]
+    assert h.execution(executions[0].id).status is ExecutionStatus.SUCCEEDED
+    assert h.store.due_inbound_events(h.clock.now() + 1) == []
+
+
+def test_an_event_whose_router_died_is_routed_by_the_reconciler(h):
+    h.apply(ORDERS)
+    _event_trigger(h)
+    router = EventRouter(h.service)
+    router.route = lambda event: None  # the router dies right after the event was accepted
+    accepted = router.publish("t1", type="order.created", data={"id": "A-9"}, event_id="evt-9")
+    assert accepted.duplicate is False and h.service.list_executions("t1").items == []
+    h.clock.advance(h.settings.redispatch_after + 1)
+    report = h.service.reconcile()
+    h.drain()
+    assert report.routed_events == 1
+    assert [e.input for e in h.service.list_executions("t1").items] == [{"order_id": "A-9"}]
+    assert h.service.reconcile().routed_events == 0
+
+
+def test_a_waiting_step_resumes_on_a_matching_event_and_ignores_others(h):
+    h.apply(PAYMENT)
+    execution_id = h.start("payment", {"order_id": "A-1", "amount": 50})
+    h.drain()
+    assert statuses(h, execution_id) == {"paid": "WAITING"}
+    router = EventRouter(h.service)
+    router.publish("t1", type="payment.settled", correlation_key="A-2", data={"amount": 90})  # other order
+    router.publish("t1", type="payment.settled", correlation_key="A-1", data={"amount": 10})  # match false
+    router.publish("t1", type="payment.failed", correlation_key="A-1", data={"amount": 90})  # other type
+    h.drain()
+    assert statuses(h, execution_id) == {"paid": "WAITING"}
+    router.publish("t1", type="payment.settled", correlation_key="A-1", data={"amount": 60}, event_id="pay-7")
+    router.publish("t1", type="payment.settled", correlation_key="A-1", data={"amount": 70}, event_id="pay-8")
+    h.drain()
+    paid = h.steps(execution_id)["paid"]
+    assert paid.output["id"] == "pay-7" and paid.wait["delivered"] == {"kind": "event", "id": "pay-7"}
+    assert h.steps(execution_id)["after"].output == 60
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
+    assert h.store.list_waiters("t1", paid.wait["route"]) == []
+
+
+def test_an_event_accepted_before_the_step_waits_is_found_by_its_scan(h):
+    h.apply(PAYMENT)
+    execution_id = h.start("payment", {"order_id": "A-1", "amount": 5})
+    EventRouter(h.service).publish("t1", type="payment.settled", correlation_key="A-1", data={"amount": 5})
+    h.drain()
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
+    assert h.steps(execution_id)["after"].output == 5
+
+
+def test_a_waiter_whose_scan_was_lost_is_scanned_by_the_reconciler(h):
+    h.apply(PAYMENT)
+    execution_id = h.start("payment", {"order_id": "A-1", "amount": 5})
+    EventRouter(h.service).publish("t1", type="payment.settled", correlation_key="A-1", data={"amount": 5})
+    scan = h.service.scan_events
+    h.service.scan_events = lambda waiter: False  # the worker dies right after the step started waiting
+    h.drain()
+    assert statuses(h, execution_id) == {"paid": "WAITING"}
+    h.service.scan_events = scan
+    h.clock.advance(h.settings.lease_seconds + 1)
+    assert h.service.reconcile().scans == 1
+    h.drain()
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize(("on_timeout", "status"), [("fail", StepStatus.FAILED), ("succeed", StepStatus.SUCCEEDED)])
+def test_a_wait_for_event_times_out_with_its_declared_outcome(h, on_timeout, status):
+    definition = {"name": "payment", "steps": [{**PAYMENT["steps"][0]}]}
+    definition["steps"][0]["with"] = {**PAYMENT["steps"][0]["with"], "timeout": "10m", "on_timeout": on_timeout}
+    h.apply(definition)
+    execution_id = h.start("payment", {"order_id": "A-1", "amount": 5})
+    h.drain()
+    h.clock.advance(11 * 60)
+    h.service.reconcile()
+    h.drain()
+    step = h.steps(execution_id)["paid"]
+    assert step.status is status
+    if status is StepStatus.FAILED:
+        assert step.error["type"] == "WaitTimeout"
+    EventRouter(h.service).publish("t1", type="payment.settled", correlation_key="A-1", data={"amount": 5})
+    assert h.steps(execution_id)["paid"].status is status
+
+
+def test_wait_for_event_config_is_checked_at_save_time(h):
+    bad = {"name": "bad", "steps": [{"id": "w", "type": "wait_for_event", "with": {
+        "type": "x", "correlation_key": "input.id", "match": "steps.other.output == 1"}}]}
+    with pytest.raises(DefinitionInvalid) as caught:
+        h.apply(bad)
+    assert caught.value.problems[0].path == "steps[0].with.match"
+
+
+def test_a_signal_sent_before_its_step_waits_is_kept_and_delivered_when_it_waits(h):
+    h.apply({"name": "early", "steps": [
+        task("first", "echo", value=1),
+        {"id": "hold", "type": "wait", "needs": ["first"], "with": {"duration": "1d"}},
+        task("after", "echo", ["hold"], value="${steps.hold.output.ok}"),
+    ]})
+    execution_id = h.start("early")
+    shown = h.service.signal("t1", execution_id, "hold", {"ok": "early"})  # "hold" has no record yet
+    assert shown.wait == {"signal_kept": True}
+    with pytest.raises(TransitionRefused):
+        h.service.signal("t1", execution_id, "hold", {"ok": "twice"})
+    h.drain()
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
+    assert h.steps(execution_id)["after"].output == "early"
+
+
+def test_a_wait_match_is_checked_for_every_signal(h):
+    h.apply({"name": "gate", "steps": [
+        {"id": "hold", "type": "wait", "with": {"duration": "1d", "match": "signal.approved == true"}},
+    ]})
+    execution_id = h.start("gate")
+    h.drain()
+    with pytest.raises(TransitionRefused, match="does not satisfy"):
+        h.service.signal("t1", execution_id, "hold", {"approved": False})
+    assert statuses(h, execution_id) == {"hold": "WAITING"}
+    h.service.signal("t1", execution_id, "hold", {"approved": True})
+    h.drain()
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
+    with pytest.raises(DefinitionInvalid):
+        h.apply({"name": "gate2", "steps": [{"id": "w", "type": "wait", "with": {"duration": "1s", "match": "ev.x"}}]})

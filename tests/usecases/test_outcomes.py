@@ -1,0 +1,119 @@
+"""Every bad outcome of a step is recorded as itself, at once, under the step's retry policy.
+
+Over each real store (SQLite, Firestore emulator) with the manual-clock harness.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from engine.errors import PayloadInvalid
+from engine.states import ExecutionStatus, StepStatus
+from tests.unit.fixtures import outcomefns
+
+F = "tests.unit.fixtures.outcomefns"
+
+
+def task(step_id, function, retry=None, **args):
+    step = {"id": step_id, "type": "task", "with": {"function": f"{F}.{function}", "args": args}}
+    return {**step, "retry": retry} if retry else step
+
+
+def run_one(h, step, input=None):
+    h.apply({"name": "one", "steps": [step]})
+    execution_id = h.start("one", input)
+    h.drain()
+    return h.steps(execution_id)[step["id"]], h.execution(execution_id)
+
+
+def test_a_datetime_output_fails_the_attempt_at_once(h):
+    step, execution = run_one(h, task("s", "returns_datetime"))
+    assert (step.status, step.attempt) == (StepStatus.FAILED, 1)
+    assert step.error["type"] == "OutputNotSerializable"
+    assert step.error["message"] == (
+        "output.when is a datetime, which is not JSON (return strings, numbers, lists and objects)"
+    )
+    assert execution.status is ExecutionStatus.FAILED
+
+
+def test_an_unserializable_output_is_retried_per_the_policy(h):
+    step, _ = run_one(h, task("s", "returns_datetime", retry={"max_attempts": 2, "initial": "10s"}))
+    assert (step.status, step.attempt) == (StepStatus.RETRY_WAIT, 1)
+    assert step.error["type"] == "OutputNotSerializable"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_nan_and_infinity_outputs_fail_instead_of_becoming_null(h, value):
+    step, _ = run_one(h, task("s", "returns_float", value=value))
+    assert (step.status, step.attempt) == (StepStatus.FAILED, 1)
+    assert step.error["type"] == "OutputNotSerializable"
+    assert step.error["message"].startswith(f"output.values[1] is {float(value)}, which JSON cannot represent")
+    assert step.output is None
+
+
+def test_an_exception_whose_str_raises_is_recorded_with_its_type(h):
+    step, _ = run_one(h, task("s", "raises_unprintable"))
+    assert (step.status, step.attempt) == (StepStatus.FAILED, 1)
+    assert step.error["type"] == "UnprintableError"
+    assert step.error["message"] == "<str() of the UnprintableError raised ValueError>"
+
+
+def test_a_user_timeout_error_keeps_its_type_without_a_step_timeout(h):
+    step, _ = run_one(h, task("s", "raises_socket_timeout"))
+    assert (step.status, step.attempt) == (StepStatus.FAILED, 1)
+    assert step.error["type"] == "TimeoutError"
+    assert step.error["message"] == "the upstream server did not answer"
+
+
+def test_a_user_timeout_error_keeps_its_type_under_a_step_timeout_and_honours_non_retryable(h):
+    retry = {"max_attempts": 3, "non_retryable": ["TimeoutError"]}
+    step, _ = run_one(h, {**task("s", "raises_socket_timeout", retry=retry), "timeout": "5s"})
+    assert (step.status, step.attempt) == (StepStatus.FAILED, 1)
+    assert step.error["type"] == "TimeoutError"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_and_infinity_inputs_are_refused_at_start(h, bad):
+    h.apply({"name": "in", "steps": [task("s", "sleeps", seconds=0)]})
+    with pytest.raises(PayloadInvalid, match=r"execution input\.x\[0\] is (nan|inf), which JSON cannot represent"):
+        h.start("in", {"x": [bad]})
+    assert h.service.list_executions("t1").items == []
+
+
+def run_in_background(h, step, reports):
+    """Start an execution of ``step`` on a worker thread; returns once the step is RUNNING."""
+    h.apply({"name": "long", "steps": [step]})
+    execution_id = h.start("long")
+    h.dispatcher.sent.clear()
+    worker = threading.Thread(target=lambda: reports.append(h.runner.run("t1", execution_id, step["id"])))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while h.steps(execution_id)[step["id"]].status is not StepStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return execution_id, worker
+
+
+def test_a_cancel_stops_waiting_for_a_sync_step_within_a_second(h):
+    """The default lease (30 s) would first notice at a heartbeat, 10 s later."""
+    reports = []
+    execution_id, worker = run_in_background(h, task("s", "sleeps", seconds=30), reports)
+    cancelled_at = time.monotonic()
+    h.service.cancel("t1", execution_id)
+    worker.join(timeout=10)
+    assert reports and reports[0].outcome == "lease-lost"
+    assert time.monotonic() - cancelled_at < 1.5
+    assert h.steps(execution_id)["s"].status is StepStatus.CANCELLED
+
+
+def test_ctx_cancelled_turns_true_within_a_second_of_a_cancel(h):
+    execution_id, worker = run_in_background(h, task("s", "until_cancelled", label=h.settings.sqlite_path.name), [])
+    cancelled_at = time.time()
+    h.service.cancel("t1", execution_id)
+    worker.join(timeout=10)
+    label = h.settings.sqlite_path.name
+    while label not in outcomefns.noticed and time.time() < cancelled_at + 10:
+        time.sleep(0.01)  # the runner stopped waiting; the step's thread notices on its next poll
+    assert outcomefns.noticed.pop(label) - cancelled_at < 1.0
