@@ -1,5 +1,5 @@
 """``python -m conveyor``: the same command line as the ``conveyor`` entry point."""
 
-from conveyor.cli import app
+from conveyor.cli import main
 
-app(prog_name="conveyor")
+main()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from conveyor.process import run_app
 from engine.logging import configure_logging
 from engine.settings import Settings
 
@@ -21,7 +22,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def main() -> None:
+def root() -> None:
     """Durable workflows on Celery. Settings come from CONVEYOR_* environment variables."""
     # The console script does not put the working directory on sys.path as `python -m`
     # does; CONVEYOR_IMPORTS names modules of the user's project, relative to it.
@@ -40,7 +41,13 @@ COMMAND_MODULES = [
     "migrate",
     "api",
     "flower",
+    "events",
 ]
 
 for _module in COMMAND_MODULES:
     importlib.import_module(f"conveyor.commands.{_module}").register(app)
+
+
+def main() -> None:
+    """The ``conveyor`` console script (see :mod:`conveyor.process`)."""
+    run_app(app, prog_name="conveyor")

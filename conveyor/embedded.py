@@ -41,9 +41,12 @@ log = structlog.get_logger("conveyor.embedded")
 WORKER_CONCURRENCY = 8
 #: Seconds between reconciler passes; Beat's production interval is far too slow for a CLI run.
 RECONCILE_INTERVAL = 0.5
-#: How long to wait for the worker to connect, and for it to finish its current steps on stop.
+#: How long to wait for the worker to connect, and for it to stop once no step runs.
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+#: How long a stopping worker lets running steps end (a cancelled one notices within
+#: ``cancel_check_seconds``) before it stops waiting for them.
+STOP_GRACE = 1.0
 #: Longest wait for a message in one cycle of the consumer loop (Celery's own is 2s).
 DRAIN_TIMEOUT = 0.1
 
@@ -91,6 +94,7 @@ class EmbeddedWorker:
         self.concurrency = concurrency
         self._controller: _WorkController | None = None
         self._thread: threading.Thread | None = None
+        self._runner: StepRunner | None = None
 
     def start(self) -> None:
         """Start consuming; returns once the worker is connected (raises if it cannot connect)."""
@@ -100,7 +104,8 @@ class EmbeddedWorker:
         from tasks.app import use_runner
 
         ports = build_step_ports(self.service.settings, self.service.store)
-        use_runner(StepRunner(self.service, ports=ports))
+        self._runner = StepRunner(self.service, ports=ports)
+        use_runner(self._runner)
         app = make_celery(self.service.settings, "conveyor-embedded", include=["tasks.steps"])
         _check_broker(app)
         self._controller = _WorkController(
@@ -122,11 +127,20 @@ class EmbeddedWorker:
             self.stop()
             raise ConveyorError(f"the embedded worker did not start consuming within {START_TIMEOUT:g}s")
 
-    def stop(self) -> bool:
-        """Stop consuming and wait for running steps; False if a step is still running after the timeout."""
+    def stop(self, grace: float = STOP_GRACE) -> bool:
+        """Stop consuming; running steps get ``grace`` seconds to end, then are abandoned.
+
+        An abandoned step is left as a crash would leave it (the reconciler re-queues it when its
+        lease expires) and its sync function to its daemon thread: the process exits at once,
+        whatever the step does. False if one had to be abandoned.
+        """
         if self._thread is None:
             return True
         from tasks.app import use_runner
+
+        abandoned = 0
+        if self._runner is not None and not self._runner.leases.wait_idle(grace):
+            abandoned = self._runner.leases.abandon()
 
         # The consumer loop checks this process-wide flag between polls. It is reset once the
         # worker stopped, so a later worker in the same process (tests) can start; a worker
@@ -138,7 +152,7 @@ class EmbeddedWorker:
             worker_state.should_terminate = None
             use_runner(None)
         self._thread = None
-        return stopped
+        return stopped and not abandoned
 
 
 def _check_broker(app: Celery) -> None:
@@ -183,15 +197,20 @@ class Reconciler:
 
 @contextmanager
 def embedded_service(
-    settings: Settings, *, worker: bool = True, queues: Iterable[str] = (), schedules: bool = False
+    settings: Settings,
+    *,
+    worker: bool = True,
+    queues: Iterable[str] = (),
+    schedules: bool = False,
+    stop_grace: float = STOP_GRACE,
 ) -> Iterator[Service]:
     """A service built from ``settings`` with the reconciler and (unless ``worker=False``) a worker.
 
     With ``schedules`` (``conveyor dev``), due schedule triggers fire too.
 
     The worker consumes the default queue plus ``queues`` (those named by ``queue:`` in a
-    definition). On exit both stop; a step still running after :data:`STOP_TIMEOUT` is left
-    to its daemon thread and logged.
+    definition). On exit both stop; a step still running after ``stop_grace`` seconds is
+    abandoned (see :meth:`EmbeddedWorker.stop`) and logged.
     """
     service = build_service(settings)
     embedded = EmbeddedWorker(service, [settings.default_queue, *queues]) if worker else None
@@ -203,6 +222,7 @@ def embedded_service(
         yield service
     finally:
         reconciler.stop()
-        if embedded is not None and not embedded.stop():
-            log.warning("a step was still running when the embedded worker stopped")
+        if embedded is not None and not embedded.stop(stop_grace):
+            # Expected without a grace (the caller knows the steps' outcomes are not wanted).
+            (log.warning if stop_grace else log.info)("running steps were abandoned when the embedded worker stopped")
         service.store.close()

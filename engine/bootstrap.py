@@ -107,24 +107,32 @@ class _LazyAgentRuntime:
         return await self._get().choose(ctx, request)
 
 
-def _langgraph_runtime(settings: Settings) -> AgentRuntime:
+def _langgraph_runtime(settings: Settings, store: Store) -> AgentRuntime:
     from engine.adapters.ai_models import ModelRegistry
-    from engine.adapters.ai_runtime import LangGraphRuntime, sqlite_checkpointer, unavailable_checkpointer
+    from engine.adapters.ai_runtime import LangGraphRuntime, firestore_checkpointer, sqlite_checkpointer
 
-    if settings.store != "sqlite":
-        return LangGraphRuntime(ModelRegistry(), unavailable_checkpointer, settings.ai_prices)
+    if settings.store == "firestore":
+        from engine.adapters.store_firestore import FirestoreStore
+
+        assert isinstance(store, FirestoreStore)
+        checkpointer = functools.partial(firestore_checkpointer, store.client)
+        return LangGraphRuntime(ModelRegistry(), checkpointer, settings.ai_prices)
     path = settings.resolved_ai_checkpoint_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return LangGraphRuntime(ModelRegistry(), functools.partial(sqlite_checkpointer, str(path)), settings.ai_prices)
 
 
-def build_agent_runtime(settings: Settings) -> AgentRuntime | None:
-    """LangGraph for AI steps, or ``None`` when the ``conveyor[ai]`` extra is not installed."""
+def build_agent_runtime(settings: Settings, store: Store) -> AgentRuntime | None:
+    """LangGraph for AI steps, or ``None`` when the ``conveyor[ai]`` extra is not installed.
+
+    Checkpoints go to the store's backend: a SQLite file beside the embedded store, or
+    Firestore (fenced by each step's lease epoch).
+    """
     if importlib.util.find_spec("langchain") is None or importlib.util.find_spec("langgraph") is None:
         return None
-    return _LazyAgentRuntime(functools.partial(_langgraph_runtime, settings))
+    return _LazyAgentRuntime(functools.partial(_langgraph_runtime, settings, store))
 
 
 def build_step_ports(settings: Settings, store: Store) -> StepPorts:
     """The services step types use, from settings and the service's store."""
-    return StepPorts(ai=build_agent_runtime(settings), decisions=store, http=build_http_client(settings))
+    return StepPorts(ai=build_agent_runtime(settings, store), decisions=store, http=build_http_client(settings))

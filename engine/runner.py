@@ -121,6 +121,26 @@ class LeaseKeeper:
             with self._lock:
                 del self._leases[id(lease)]
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every step running here to end; True if none is left."""
+        deadline = time.monotonic() + timeout
+        while self._leases and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self._leases
+
+    def abandon(self) -> int:
+        """Stop waiting for every step running here, as if each lease were lost; how many there were.
+
+        For a process about to exit: the steps' records are left as a crash would leave them
+        (the reconciler re-queues a RUNNING one when its lease expires), and their sync
+        functions are left to their daemon threads.
+        """
+        with self._lock:
+            leases = list(self._leases.values())
+        for lease in leases:
+            lease.lose()
+        return len(leases)
+
     def beat(self, lease: Lease) -> None:
         """Extend the lease, or claim the step of an unclaimed one; the lease is lost if refused."""
         with lease.lock:
@@ -360,6 +380,7 @@ class StepRunner:
             now=self.service.clock.now,
             evaluate=lambda source: compile_expression(source).evaluate(variables),
             heartbeat=lambda: self.leases.beat(lease),
+            lease_epoch=lambda: None if lease.unclaimed else lease.step.lease_epoch,
             cancelled=lease.lost.is_set,
             services=self.services,
             ports=self.ports,

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import signal
 import sys
 import sysconfig
+import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import structlog
@@ -32,12 +37,13 @@ from rich.table import Table
 
 import engine
 from conveyor import progress
+from conveyor.process import exit_promptly
 from engine.adapters.celery_config import is_embedded
 from engine.compile import CompiledWorkflow, compile_workflow
 from engine.errors import ConveyorError, InvalidRequest, PayloadTooLarge, Problem
 from engine.logging import configure_logging
 from engine.model import parse_definition_text
-from engine.records import ExecutionRecord
+from engine.records import ExecutionRecord, StepRecord
 from engine.service import Service
 from engine.settings import Settings
 from engine.states import EXECUTION_TERMINAL, ExecutionStatus
@@ -45,6 +51,8 @@ from engine.states import EXECUTION_TERMINAL, ExecutionStatus
 #: Exit codes (documented in the README).
 EXIT_FAILED = 1
 EXIT_INVALID = 2
+#: A second Ctrl-C: 128 + SIGINT, as shells report a process ended by it.
+EXIT_INTERRUPTED = 130
 
 #: Seconds between refreshes of the table (the store is read each time).
 REFRESH_INTERVAL = 0.1
@@ -104,7 +112,12 @@ def run(
     queues = {step.queue for step in compiled.definition.steps if step.queue}
     _quiet_logging(settings)
     try:
-        with embedded_service(settings, worker=not no_worker, queues=queues) as service:
+        # Once the watched execution has ended, a step still running here belongs to it and its
+        # outcome would be refused: stop without waiting for it (stop_grace=0).
+        with (
+            _restoring_sigint(),
+            embedded_service(settings, worker=not no_worker, queues=queues, stop_grace=0) as service,
+        ):
             _quiet_logging(settings)  # again: Celery's worker_init signal configured logging anew
             try:
                 execution = _start(service, tenant, definition, payload)
@@ -115,6 +128,7 @@ def run(
     except ConveyorError as exc:  # the store or the broker cannot be used
         err.print(f"[red]✗[/red] {escape(exc.message)}")
         raise typer.Exit(EXIT_FAILED) from None
+    exit_promptly()  # steps still running belong to the ended execution: do not wait for their threads
     raise typer.Exit(_report(outcome, err, Console(highlight=False, soft_wrap=True), quiet=quiet))
 
 
@@ -202,22 +216,32 @@ def watch(
     step_ids = list(compiled.order)
     live = Live(console=console, refresh_per_second=10) if console is not None and console.is_terminal else None
     with live or nullcontext():
-        outcome = _follow(service, execution, step_ids, timeout, live)
+        outcome = _follow(service, execution, step_ids, timeout, live, console)
     if console is not None and live is None:
-        console.print(_table(service, outcome.execution, step_ids))
+        console.print(_table(outcome.execution, service.list_steps(execution.tenant, execution.id), step_ids))
     return outcome
 
 
 def _follow(
-    service: Service, execution: ExecutionRecord, step_ids: list[str], timeout: float | None, live: Live | None
+    service: Service,
+    execution: ExecutionRecord,
+    step_ids: list[str],
+    timeout: float | None,
+    live: Live | None,
+    console: Console | None = None,
 ) -> RunOutcome:
     deadline = None if timeout is None else time.monotonic() + timeout
     reason: str | None = None
+    hinted: set[str] = set()
     while True:
         try:
             execution = service.get_execution(execution.tenant, execution.id)
+            records = service.list_steps(execution.tenant, execution.id)
+            if console is not None:
+                for hint in progress.event_hints(execution, records, hinted):
+                    console.print(hint)
             if live is not None:
-                live.update(_table(service, execution, step_ids), refresh=True)
+                live.update(_table(execution, records, step_ids), refresh=True)
             if execution.status in EXECUTION_TERMINAL:
                 return RunOutcome(execution, reason)
             if reason is None and deadline is not None and time.monotonic() >= deadline:
@@ -227,12 +251,43 @@ def _follow(
             time.sleep(REFRESH_INTERVAL)
         except KeyboardInterrupt:
             reason = "interrupted"
+            _exit_on_next_interrupt()
             execution = _cancel(service, execution)
 
 
-def _table(service: Service, execution: ExecutionRecord, step_ids: list[str]) -> Table:
+@contextmanager
+def _restoring_sigint() -> Iterator[None]:
+    """Put back the SIGINT handler :func:`_exit_on_next_interrupt` may replace (the CLI may run in-process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _exit_on_next_interrupt() -> None:
+    """After the first Ctrl-C (which cancels, then lets this process stop), a second one exits at once, quietly.
+
+    Nothing is lost by not waiting: every change is a committed store transaction, and the
+    cancel is either recorded or not (``conveyor executions cancel`` can do it later).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def exit_now(signum: int, frame: FrameType | None) -> None:
+        sys.stdout.flush()
+        sys.stderr.write("\ninterrupted again: exiting without waiting\n")
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, exit_now)
+
+
+def _table(execution: ExecutionRecord, records: list[StepRecord], step_ids: list[str]) -> Table:
     now = time.time()
-    records = service.list_steps(execution.tenant, execution.id)
     rows = progress.step_rows(step_ids, records, now, ended=execution.status in EXECUTION_TERMINAL)
     return progress.render(execution, rows, now)
 

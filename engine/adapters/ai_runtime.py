@@ -362,11 +362,12 @@ async def sqlite_checkpointer(path: str, ctx: StepContext) -> AsyncIterator[Base
 
 
 @contextlib.asynccontextmanager
-async def unavailable_checkpointer(ctx: StepContext) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    """The Firestore checkpointer is not built yet: agent steps need the embedded store."""
-    raise StepFailure(
-        "ai.agent steps need a checkpointer; only the embedded (SQLite) store has one so far",
-        retryable=False,
-        error_type="AiUnavailable",
-    )
-    yield  # pragma: no cover  (makes this an async generator)
+async def firestore_checkpointer(client: Any, ctx: StepContext) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """A :class:`FirestoreSaver` that writes only while this attempt holds the step's lease."""
+    from engine.adapters.checkpoint_firestore import FirestoreSaver, LeaseFence
+
+    await asyncio.to_thread(ctx.heartbeat)  # claims a step that started unclaimed: fencing needs its epoch
+    epoch = ctx.lease_epoch()
+    if epoch is None:
+        raise LeaseLost(f"step {ctx.step_key!r} could not be claimed; its agent does not run")
+    yield FirestoreSaver(client, fence=LeaseFence(ctx.tenant, ctx.execution_id, ctx.step_key, epoch))

@@ -123,6 +123,8 @@ class StepContext:
     now: Callable[[], float] = lambda: 0.0
     evaluate: Callable[[str], Any] = lambda expression: None
     heartbeat: Callable[[], None] = lambda: None
+    #: The epoch of the step's lease, ``None`` while it runs unclaimed (a heartbeat claims it).
+    lease_epoch: Callable[[], int | None] = lambda: None
     cancelled: Callable[[], bool] = lambda: False
     services: Mapping[str, Any] = field(default_factory=dict)
     ports: StepPorts = field(default_factory=StepPorts)

@@ -34,8 +34,11 @@ def executions() -> Iterator[list[str]]:
         ai_tools.forget(execution_id)
 
 
-def test_the_agent_calls_two_tools_and_answers(make_world: Callable[..., World], executions: list[str]) -> None:
-    world = make_world()
+@pytest.mark.parametrize("store", ["sqlite", "firestore"])
+def test_the_agent_calls_two_tools_and_answers(
+    store: str, make_world: Callable[..., World], executions: list[str]
+) -> None:
+    world = make_world(store)
     world.apply(agent_workflow("ai-refund", REFUND_SCRIPT))
     with world.worker():
         execution_id = world.start("ai-refund", {"order": "A1"})
@@ -87,10 +90,11 @@ def test_a_step_whose_thread_finished_answers_without_calling_the_model(
     assert ai_tools.calls(execution_id, "refund") == 1
 
 
+@pytest.mark.parametrize("store", ["sqlite", "firestore"])
 def test_a_tool_needing_approval_waits_and_resumes_on_a_signal(
-    make_world: Callable[..., World], executions: list[str]
+    store: str, make_world: Callable[..., World], executions: list[str]
 ) -> None:
-    world = make_world()
+    world = make_world(store)
     world.apply(agent_workflow("ai-approve", REFUND_SCRIPT, approve=[f"{TOOLS}.refund"]))
     with world.worker():
         execution_id = world.start("ai-approve", {"order": "A1"})
