@@ -129,31 +129,34 @@ def child_of(h, parent_id):
     return child
 
 
-def test_subworkflow_returns_the_child_outputs(h):
+def parent_waiting_for_child(h, x):
+    """A parent execution whose subworkflow step waits for its child (which waits an hour)."""
     h.apply(CHILD)
     h.apply(PARENT)
-    parent_id = h.start("parent", {"x": 4})
+    parent_id = h.start("parent", {"x": x})
     waiting(h, parent_id, "sub")
-    child = child_of(h, parent_id)
-    assert child.idempotency_key == f"{parent_id}/sub"
-    assert child.parent == {"execution_id": parent_id, "step_key": "sub", "depth": 1}
+    return parent_id, child_of(h, parent_id)
+
+
+def pass_the_hour(h):
     h.clock.advance(3601)
     h.service.reconcile()
     h.drain()
+
+
+def test_subworkflow_returns_the_child_outputs(h):
+    parent_id, child = parent_waiting_for_child(h, 4)
+    assert child.idempotency_key == f"{parent_id}/sub"
+    assert child.parent == {"execution_id": parent_id, "step_key": "sub", "depth": 1}
+    pass_the_hour(h)
     assert h.execution(child.id).status is ExecutionStatus.SUCCEEDED
     assert h.steps(parent_id)["sub"].output == {"doubled": 8}
     assert h.execution(parent_id).output == {"result": 9}
 
 
 def test_child_failure_surfaces_in_the_parent(h):
-    h.apply(CHILD)
-    h.apply(PARENT)
-    parent_id = h.start("parent", {"x": -1})
-    waiting(h, parent_id, "sub")
-    child = child_of(h, parent_id)
-    h.clock.advance(3601)
-    h.service.reconcile()
-    h.drain()
+    parent_id, child = parent_waiting_for_child(h, -1)
+    pass_the_hour(h)
     assert h.execution(child.id).status is ExecutionStatus.FAILED
     parent = h.execution(parent_id)
     assert parent.status is ExecutionStatus.FAILED
@@ -164,11 +167,7 @@ def test_child_failure_surfaces_in_the_parent(h):
 
 
 def test_cancelling_the_parent_cancels_the_child(h):
-    h.apply(CHILD)
-    h.apply(PARENT)
-    parent_id = h.start("parent", {"x": 1})
-    waiting(h, parent_id, "sub")
-    child = child_of(h, parent_id)
+    parent_id, child = parent_waiting_for_child(h, 1)
     h.service.cancel("t1", parent_id)
     assert h.execution(parent_id).status is ExecutionStatus.CANCELLED
     assert h.execution(child.id).status is ExecutionStatus.CANCELLED
