@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     rate_limit: str = "600/minute"
     tenant_rate_limit: str = "6000/minute"
     allowed_origins: list[str] = Field(default_factory=lambda: ["http://localhost", "http://127.0.0.1"])
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["*"])
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
     oidc_jwks_url: str | None = None
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
@@ -121,6 +123,8 @@ class Settings(BaseSettings):
     graphql_max_depth: int = 12
     graphql_max_aliases: int = 30
     graphql_max_tokens: int = 5000
+    graphql_max_document_bytes: int = 16 * 1024
+    graphql_max_cost: int = 50_000
 
     # operations
     liveness_file: Path | None = None
