@@ -32,7 +32,8 @@ from engine.eventlog import route_of
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
 from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
-from engine.records import StepRecord
+from engine.ports import StepAttempt
+from engine.records import Deferred, StepRecord
 from engine.service import Service
 from engine.steptypes.base import StartChild, StepConfig, StepContext, StepOutcome, StepPorts, Succeeded, Wait
 
@@ -292,12 +293,32 @@ class StepRunner:
         claimed = unclaimed or self.service.claim(tenant, execution_id, step_key)
         if claimed is None:
             return RunReport("ignored", step_key)
-        report, follower = self._attempt(claimed, follow=True, unclaimed=unclaimed is not None)
+        report, follower = self._observed_attempt(claimed, follow=True, unclaimed=unclaimed is not None)
         followed = 0
         while follower is not None:
             followed += 1
-            _, follower = self._attempt(follower, follow=followed < MAX_FOLLOWED_STEPS)
+            _, follower = self._observed_attempt(follower, follow=followed < MAX_FOLLOWED_STEPS)
         return replace(report, followed=followed)
+
+    def _observed_attempt(
+        self, claimed: Claimed, *, follow: bool, unclaimed: bool = False
+    ) -> tuple[RunReport, Claimed | None]:
+        """:meth:`_attempt`, reported to the service's telemetry (workflow, step type, outcome, timings)."""
+        started = time.monotonic()
+        queued_at = claimed.step.dispatched_at
+        queue_wait = self.service.clock.now() - queued_at if queued_at is not None else None
+        report, follower = self._attempt(claimed, follow=follow, unclaimed=unclaimed)
+        self.service.telemetry.step_attempt(
+            StepAttempt(
+                workflow=claimed.execution.workflow,
+                step_type=claimed.compiled.step(claimed.step.step_id).type,
+                outcome=report.outcome,
+                seconds=time.monotonic() - started,
+                queue_wait=queue_wait,
+                attempt=claimed.step.attempt,
+            )
+        )
+        return report, follower
 
     def _attempt(self, claimed: Claimed, *, follow: bool, unclaimed: bool = False) -> tuple[RunReport, Claimed | None]:
         """Run one attempt and record its outcome; a follower claimed on completion, if any."""
@@ -404,7 +425,7 @@ class StepRunner:
             step_key=step.key,
             step_id=step.step_id,
             attempt=step.attempt,
-            input=execution.input,
+            input=Deferred(lambda: execution.input),
             item=step.item,
             index=step.index,
             now=self.service.clock.now,

@@ -46,7 +46,7 @@ from engine.model import parse_definition_text
 from engine.records import ExecutionRecord, StepRecord
 from engine.service import Service
 from engine.settings import Settings
-from engine.states import EXECUTION_TERMINAL, ExecutionStatus
+from engine.states import EXECUTION_TERMINAL, ExecutionStatus, StepStatus
 
 #: Exit codes (documented in the README).
 EXIT_FAILED = 1
@@ -94,10 +94,24 @@ def run(
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Do not run steps here; leave them to `conveyor worker` processes.")
     ] = False,
+    signals: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--signal",
+            "-s",
+            help="STEP=JSON or STEP=@file.json: signal this payload to STEP once it waits (e.g. an approval). "
+            "Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Run a workflow to completion on this machine and print its outputs."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     definition, compiled, payload = _prepare(file, input, err)
+    try:
+        answers = parse_signals(signals or [])
+    except InvalidRequest as exc:
+        _print_problems(err, "--signal", exc)
+        raise typer.Exit(EXIT_INVALID) from None
     # Step modules sit beside the workflow file (`function: order_steps.reserve`).
     sys.path.insert(0, str(file.resolve().parent))
     # Imported here: loading a Celery worker would slow down every other command.
@@ -124,7 +138,9 @@ def run(
             except (InvalidRequest, PayloadTooLarge) as exc:
                 _print_problems(err, _input_source(input), exc)
                 raise typer.Exit(EXIT_INVALID) from None
-            outcome = watch(service, compiled, execution, timeout=timeout, console=None if quiet else err)
+            outcome = watch(
+                service, compiled, execution, timeout=timeout, console=None if quiet else err, answers=answers
+            )
     except ConveyorError as exc:  # the store or the broker cannot be used
         err.print(f"[red]✗[/red] {escape(exc.message)}")
         raise typer.Exit(EXIT_FAILED) from None
@@ -179,6 +195,17 @@ def parse_input(value: str | None) -> Any:
         raise InvalidRequest("the input is not valid JSON", [problem]) from None
 
 
+def parse_signals(values: list[str]) -> dict[str, Any]:
+    """``--signal STEP=JSON`` options as ``{step key: payload}``."""
+    answers: dict[str, Any] = {}
+    for value in values:
+        key, separator, payload = value.partition("=")
+        if not separator or not key:
+            raise InvalidRequest("a --signal is STEP=JSON", [Problem(value, "expected STEP=JSON or STEP=@file.json")])
+        answers[key] = parse_input(payload)
+    return answers
+
+
 def _input_source(value: str | None) -> str:
     return value[1:] if value is not None and value.startswith("@") else "--input"
 
@@ -206,6 +233,7 @@ def watch(
     *,
     timeout: float | None = None,
     console: Console | None = None,
+    answers: dict[str, Any] | None = None,
 ) -> RunOutcome:
     """Follow ``execution`` until it ends, showing the table on ``console`` (none: no table).
 
@@ -216,7 +244,7 @@ def watch(
     step_ids = list(compiled.order)
     live = Live(console=console, refresh_per_second=10) if console is not None and console.is_terminal else None
     with live or nullcontext():
-        outcome = _follow(service, execution, step_ids, timeout, live, console)
+        outcome = _follow(service, execution, step_ids, timeout, live, console, dict(answers or {}))
     if console is not None and live is None:
         console.print(_table(outcome.execution, service.list_steps(execution.tenant, execution.id), step_ids))
     return outcome
@@ -229,6 +257,7 @@ def _follow(
     timeout: float | None,
     live: Live | None,
     console: Console | None = None,
+    answers: dict[str, Any] | None = None,
 ) -> RunOutcome:
     deadline = None if timeout is None else time.monotonic() + timeout
     reason: str | None = None
@@ -237,6 +266,8 @@ def _follow(
         try:
             execution = service.get_execution(execution.tenant, execution.id)
             records = service.list_steps(execution.tenant, execution.id)
+            if answers:
+                _answer_waiting(service, execution, records, answers)
             if console is not None:
                 for hint in progress.event_hints(execution, records, hinted):
                     console.print(hint)
@@ -253,6 +284,15 @@ def _follow(
             reason = "interrupted"
             _exit_on_next_interrupt()
             execution = _cancel(service, execution)
+
+
+def _answer_waiting(
+    service: Service, execution: ExecutionRecord, records: list[StepRecord], answers: dict[str, Any]
+) -> None:
+    """Signal each step named in ``answers`` once it waits; an answered step is dropped."""
+    for record in records:
+        if record.key in answers and record.status is StepStatus.WAITING:
+            service.signal(execution.tenant, execution.id, record.key, answers.pop(record.key))
 
 
 @contextmanager
