@@ -128,7 +128,7 @@ DOC_ID = FieldPath.document_id()
 #: Fields of each record kind holding free-form JSON: stored as JSON bytes, claim-checked.
 JSON_FIELDS: dict[type[Any], tuple[str, ...]] = {
     WorkflowVersionRecord: ("definition",),
-    ExecutionRecord: ("input", "output", "error", "parent", "labels"),
+    ExecutionRecord: ("input", "output", "error", "parent", "labels", "usage"),
     StepRecord: ("item", "items", "output", "error", "wait"),
     ItemChunkRecord: ("items",),
     EventRecord: ("data",),

@@ -259,6 +259,7 @@ def complete(
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
     step = owned(rec, snap, key, fence, timing)
     step.output = output
+    _note_usage(rec, snap, key, (event or {}).get("usage"))
     complete_owned(rec, snap, step, event)
     return _claim_follower(rec, snap, step, timing) if follow else None
 
@@ -316,6 +317,7 @@ def park(
     if interrupt is not None:
         step.wait["interrupt"] = interrupt
         data["interrupt"] = interrupt
+        _note_usage(rec, snap, key, interrupt.get("usage"))
     step.lease_until = None
     if event is not None:
         since = snap.execution.created_at
@@ -489,6 +491,16 @@ def wait_step(rec: Recorder, step: StepRecord, wait: dict[str, Any]) -> None:
     rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, {"until": None, "kind": wait.get("kind")})
 
 
+def _note_usage(rec: Recorder, snap: Snapshot, key: str, usage: dict[str, Any] | None) -> None:
+    """Record an AI step's model usage (over all its attempts) on the execution header, for
+    ``execution.usage`` and the execution's budget. Only AI outcomes carry usage."""
+    if not usage:
+        return
+    execution = snap.execution
+    execution.usage = {**(execution.usage or {}), key: usage}
+    rec.tx.put_execution(execution)
+
+
 def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
     """Delay before attempt ``attempt + 1``: fixed or exponential, capped, with equal jitter."""
     delay = policy.initial if policy.backoff == "fixed" else policy.initial * 2 ** (attempt - 1)
@@ -512,6 +524,7 @@ def fail(
     step = owned(rec, snap, key, fence, timing)
     policy = snap.compiled.step(step.step_id).retry
     step.error = error
+    _note_usage(rec, snap, key, error.get("usage"))
     if retryable and error.get("type") not in policy.non_retryable and step.attempt < policy.max_attempts:
         delay = backoff_delay(policy, step.attempt)
         step.wake_at = rec.now + delay
