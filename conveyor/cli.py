@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "api",
     "flower",
     "events",
+    "bridge",
     "triggers",
 ]
 

@@ -20,7 +20,7 @@ from engine.records import DecodedOnUse
 
 if TYPE_CHECKING:
     from engine.ai import Budget, ScriptedModel, Usage
-    from engine.ports import AgentRuntime, DecisionStats, HttpClient
+    from engine.ports import AgentRuntime, DecisionStats, HttpClient, Publisher
 
 
 class StepConfig(BaseModel):
@@ -99,6 +99,7 @@ class StepPorts:
 
     ai: AgentRuntime | None = None
     decisions: DecisionStats | None = None
+    publisher: Publisher | None = None
     #: Outbound HTTP under the egress policy (the ``http`` step; agent tools may use it too).
     http: HttpClient | None = None
 
