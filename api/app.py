@@ -15,6 +15,7 @@ from api.metrics import Metrics, MetricsMiddleware
 from api.routes import approval_links, events, executions, health, keys, triggers, workflows
 from api.routes import streams as stream_routes
 from api.runtime import Runtime, StreamOptions
+from engine.bootstrap import configure_error_reporting, instrument_api
 from engine.service import Service
 from engine.settings import Settings
 
@@ -76,4 +77,6 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, router=app.router)
     app.add_middleware(HostAllowList, settings=settings)
+    configure_error_reporting(settings, "conveyor-api")
+    instrument_api(app, settings)
     return app

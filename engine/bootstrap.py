@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
 from engine.egress import EgressPolicy
@@ -102,6 +102,43 @@ def build_telemetry(settings: Settings) -> Telemetry:
     from engine.adapters.metrics_prometheus import PrometheusTelemetry
 
     return PrometheusTelemetry()
+
+
+def configure_tracing(settings: Settings, component: str) -> Any:
+    """With ``CONVEYOR_TRACING_ENABLED``: an OpenTelemetry provider for this process, step messages
+    traced (``conveyor[otel]``); else None. ``component`` names the service (``conveyor-api``)."""
+    if not settings.tracing_enabled:
+        return None
+    from engine.adapters import tracing
+
+    provider = tracing.tracer_provider(f"conveyor-{component}")
+    tracing.instrument_celery(provider)
+    return provider
+
+
+def instrument_api(app: Any, settings: Settings) -> None:
+    """Trace the API's requests (and through them the steps they dispatch) when tracing is on."""
+    provider = configure_tracing(settings, "api")
+    if provider is not None:
+        from engine.adapters.tracing import instrument_api as instrument
+
+        instrument(app, provider)
+
+
+def configure_error_reporting(settings: Settings, component: str) -> bool:
+    """With ``CONVEYOR_SENTRY_DSN``: report unhandled errors of this process to Sentry
+    (``conveyor[sentry]``; its FastAPI and Celery integrations load automatically)."""
+    if not settings.sentry_dsn:
+        return False
+    import sentry_sdk
+
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        environment=settings.sentry_environment or settings.profile,
+        server_name=component,
+        traces_sample_rate=0.0,
+    )
+    return True
 
 
 def engine_metrics() -> bytes:

@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     liveness_file: Path | None = None
     worker_metrics_port: int | None = None
     worker_metrics_address: str = "127.0.0.1"
+    tracing_enabled: bool = False
+    sentry_dsn: str | None = None
+    sentry_environment: str | None = None
     flower_port: int = 5555
     flower_address: str = "127.0.0.1"
     flower_basic_auth: list[str] = Field(default_factory=list)

@@ -32,6 +32,7 @@ def _load_builtins() -> None:
         approval,
         fail,
         http,
+        pubsub_publish,
         subworkflow,
         switch,
         task,

@@ -232,3 +232,30 @@ def test_a_waiting_step_resumes_on_a_matching_message_and_ignores_others(tmp_pat
         stop.set()
         thread.join(60)
         h.store.close()
+
+
+def test_a_pubsub_publish_step_publishes_once_with_its_idempotency_key(tmp_path: Path, topics: Topics) -> None:
+    topic, subscription = topics.create("notify")
+    h = Harness(tmp_path, pubsub_project=PROJECT)
+    h.apply(
+        {
+            "name": "notify",
+            "steps": [
+                {
+                    "id": "announce",
+                    "type": "pubsub.publish",
+                    "with": {"topic": topic, "data": {"order": "${input.order}"}, "attributes": {"kind": "order"}},
+                }
+            ],
+        },
+        tenant=TENANT,
+    )
+    execution_id = h.start("notify", {"order": "A-5"}, tenant=TENANT)
+    h.drain()
+    step = h.steps(execution_id, tenant=TENANT)["announce"]
+    (received,) = topics.pull(subscription, wanted=1)
+    h.store.close()
+    assert step.status is StepStatus.SUCCEEDED and step.output == {"message_id": received.message_id, "topic": topic}
+    assert json.loads(received.data) == {"order": "A-5"}
+    key = f"{execution_id}/announce"
+    assert dict(received.attributes) == {"kind": "order", "idempotency_key": key, "event_id": key}
