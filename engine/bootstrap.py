@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
+from engine.egress import EgressPolicy
 from engine.errors import ConveyorError
 from engine.functions import import_modules
-from engine.ports import AgentRuntime, Dispatcher, EventSink, Publisher, Store, Telemetry
+from engine.ports import AgentRuntime, Dispatcher, EventSink, HttpClient, Publisher, Resolver, Store, Telemetry
 from engine.service import Service
 from engine.settings import Settings
 from engine.steptypes.base import StepContext, StepPorts
@@ -182,6 +183,20 @@ def build_service(
     )
 
 
+def build_http_client(settings: Settings, resolver: Resolver | None = None) -> HttpClient:
+    """Outbound HTTP under the egress policy of ``settings`` (the http step, agent tools)."""
+    from engine.adapters.http_guarded import GuardedHttpClient
+
+    policy = EgressPolicy.from_lists(settings.http_allow_hosts, settings.http_allow_cidrs, settings.http_allow_ports)
+    return GuardedHttpClient(
+        policy,
+        resolver,
+        timeout=settings.http_timeout,
+        max_response_bytes=settings.http_max_response_bytes,
+        max_redirects=settings.http_max_redirects,
+    )
+
+
 class _LazyAgentRuntime:
     """Builds the LangGraph runtime on first use: importing LangChain takes seconds, which a
     worker that never runs an AI step should not pay when its pool processes start."""
@@ -241,7 +256,12 @@ def build_publisher(settings: Settings) -> Publisher | None:
 
 def build_step_ports(settings: Settings, store: Store) -> StepPorts:
     """The services step types use, from settings and the service's store."""
-    return StepPorts(ai=build_agent_runtime(settings, store), decisions=store, publisher=build_publisher(settings))
+    return StepPorts(
+        ai=build_agent_runtime(settings, store),
+        decisions=store,
+        publisher=build_publisher(settings),
+        http=build_http_client(settings),
+    )
 
 
 #: Test hook: a bridge started with this set kills itself after committing an event, before
