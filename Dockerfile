@@ -11,21 +11,18 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/conveyor
 ENV PATH=/opt/conveyor/bin:$PATH
 WORKDIR /src
-# Dependencies first, so that a code change does not reinstall them: install what pyproject.toml
-# declares from a stub package, then the real sources on top.
+# Dependencies first, so that a code change does not reinstall them: exactly the versions and
+# hashes of requirements.lock (runtime dependencies and the `ai` extra, resolved by
+# `uv pip compile`; regenerate it with the command at its top), then the package itself.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
-RUN mkdir -p engine tasks api beat conveyor \
- && for p in engine tasks api beat conveyor; do touch "$p/__init__.py"; done \
- && pip install --upgrade pip \
- && pip install . \
- && pip uninstall -y conveyor \
- && rm -rf engine tasks api beat conveyor build ./*.egg-info
 COPY engine ./engine
 COPY tasks ./tasks
 COPY api ./api
 COPY beat ./beat
 COPY conveyor ./conveyor
-RUN pip install --no-deps . && python -m compileall -q /opt/conveyor/lib
+RUN pip install --no-deps . && pip check && python -m compileall -q /opt/conveyor/lib
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="conveyor" \
@@ -50,4 +47,12 @@ COPY --from=build /opt/conveyor /opt/conveyor
 WORKDIR /var/lib/conveyor
 USER 10001:10001
 EXPOSE 8080 5555
+# One image, several processes: a worker or beat (CONVEYOR_LIVENESS_FILE set) is healthy while its
+# heartbeat file is fresh; any other container while the API answers /healthz.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=4 CMD \
+  if [ -n "$CONVEYOR_LIVENESS_FILE" ]; then \
+    test $(( $(date +%s) - $(stat -c %Y "$CONVEYOR_LIVENESS_FILE") )) -lt 60; \
+  else \
+    python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CONVEYOR_API_PORT', '8080'), timeout=3)"; \
+  fi
 CMD ["conveyor", "api"]

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api import problems
 from api.bodylimit import BodySizeLimit
 from api.graphql.schema import graphql_router
+from api.hosts import HostAllowList
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import events, executions, health, keys, triggers, workflows
 from api.routes import streams as stream_routes
@@ -74,4 +75,5 @@ def create_app(
     problems.document_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, router=app.router)
+    app.add_middleware(HostAllowList, settings=settings)
     return app

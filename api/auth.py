@@ -18,7 +18,8 @@ from engine.keys import ApiKeys, hash_token, looks_like_key
 from engine.settings import Settings
 
 #: How long a verified API key is trusted without a store read. Revocation takes effect
-#: within this delay; it spares one store read per request on hot paths.
+#: within this delay (at once in the process that revoked it); it spares one store read per
+#: request on hot paths. An expiring key is trusted at most until it expires.
 KEY_CACHE_SECONDS = 5.0
 _KEY_CACHE_SIZE = 4096
 
@@ -82,7 +83,10 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             return cached[1]
         principal = await run_in_threadpool(self.keys.authenticate, token)
-        self._cache[digest] = (now + KEY_CACHE_SECONDS, principal)
+        trusted_for = KEY_CACHE_SECONDS
+        if principal.expires_at is not None:  # an expiring key is never trusted past its expiry
+            trusted_for = min(trusted_for, principal.expires_at - self.keys.clock.now())
+        self._cache[digest] = (now + trusted_for, principal)
         self._cache.move_to_end(digest)
         while len(self._cache) > _KEY_CACHE_SIZE:
             self._cache.popitem(last=False)

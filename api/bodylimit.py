@@ -7,11 +7,9 @@ API hold more than ``max_bytes`` of one request in memory.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.problems import problem_body
+from api.problems import send_problem
 from engine.errors import PayloadTooLarge
 
 
@@ -67,16 +65,4 @@ def _content_length(scope: Scope) -> int | None:
 
 async def _refuse(scope: Scope, send: Send, max_bytes: int) -> None:
     detail = f"the request body exceeds {max_bytes} bytes"
-    body = json.dumps(problem_body(413, PayloadTooLarge.code, detail, instance=scope.get("path"))).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_problem(scope, send, 413, PayloadTooLarge.code, detail, close=True)

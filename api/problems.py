@@ -7,6 +7,7 @@ the same way, so clients parse one error format.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from http import HTTPStatus
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
 
 from engine.errors import AuthenticationFailed, ConveyorError, InvalidRequest, RateLimited
 
@@ -59,6 +61,18 @@ def problem_body(
         problems=problems,
     )
     return body.model_dump(exclude_none=True)
+
+
+async def send_problem(
+    scope: Scope, send: Send, status: int, code: str, detail: str, *, close: bool = False
+) -> None:
+    """Answer with a problem document from ASGI middleware (before any route runs)."""
+    body = json.dumps(problem_body(status, code, detail, instance=scope.get("path"))).encode()
+    headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def problem_response(

@@ -60,6 +60,8 @@ class Runtime:
             limiter=RateLimiter(settings.rate_limit, settings.tenant_rate_limit, redis_url=settings.redis_url),
             metrics=metrics,
             router=EventRouter(service),
-            streams=streams or StreamOptions(max_replay=settings.event_stream_maxlen),
+            streams=streams
+            or StreamOptions(
+                heartbeat_seconds=settings.stream_heartbeat_seconds, max_replay=settings.event_stream_maxlen
+            ),
         )
-

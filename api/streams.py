@@ -34,9 +34,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.runtime import Runtime, StreamOptions
 from api.schemas.executions import Event, ExecutionDetail
-from engine.adapters.events_memory import LiveEvent
+from engine.adapters.events_memory import LiveEvent, parse_stream_id
 from engine.auth import Principal
-from engine.errors import StoreUnavailable
+from engine.errors import InvalidRequest, StoreUnavailable
 from engine.records import EventRecord, ExecutionRecord, StepRecord
 
 #: The cursor meaning "from the start of the live log" (used when it was empty at snapshot time).
@@ -116,10 +116,17 @@ class ExecutionFeed:
         self._newest: str | None = None
 
     async def check(self) -> None:
-        """Fail early (before a transport accepts) for an unknown execution or a malformed cursor."""
+        """Fail early (before a transport accepts) for an unknown execution or a malformed cursor.
+
+        A cursor past the newest event was never handed out: resuming from it would silently
+        skip the events that reach it, so it is refused.
+        """
         await run_in_threadpool(self.rt.service.get_execution, self.tenant, self.execution_id)
         if self.after is not None:
             await self.log.aexpired(self.tenant, self.execution_id, self.after)  # InvalidRequest if malformed
+            newest = await self.log.alast_id(self.tenant, self.execution_id)
+            if newest is not None and parse_stream_id(self.after) > parse_stream_id(newest):
+                raise InvalidRequest(f"the cursor {self.after!r} is ahead of this execution's newest event")
 
     async def messages(self) -> AsyncIterator[Message]:
         """Yield messages until the client goes away; raises ``SlowConsumer`` on overflow."""

@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "migrate",
     "api",
     "flower",
+    "events",
 ]
 
 for _module in COMMAND_MODULES:

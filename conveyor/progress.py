@@ -8,10 +8,12 @@ stays readable.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -105,6 +107,9 @@ def _foreach_row(parent: StepRecord, items: list[StepRecord], now: float) -> Ste
 def _detail(record: StepRecord, now: float) -> str:
     if record.status is StepStatus.RETRY_WAIT and record.wake_at is not None:
         return f"retry in {max(0.0, record.wake_at - now):.1f}s · {_short(_message(record))}"
+    if record.status is StepStatus.WAITING and (record.wait or {}).get("event"):
+        wait = record.wait or {}
+        return f"waiting for event {wait['event']} with key {wait.get('correlation_key')}"
     if record.status is StepStatus.WAITING and record.wake_at is None:
         return "waiting for a signal"
     if record.status is StepStatus.WAITING and record.wake_at is not None:
@@ -155,3 +160,25 @@ def render(execution: ExecutionRecord, rows: Sequence[StepRow], now: float) -> T
             Text(row.detail, style="red" if row.status == StepStatus.FAILED else ""),
         )
     return table
+
+
+def event_hints(execution: ExecutionRecord, records: Sequence[StepRecord], hinted: set[str]) -> list[str]:
+    """How to send the event each step newly waiting for one expects (once per step, in ``hinted``)."""
+    hints = []
+    for record in records:
+        wait = record.wait or {}
+        if record.status is not StepStatus.WAITING or not wait.get("event") or record.key in hinted:
+            continue
+        hinted.add(record.key)
+        command = f"conveyor events publish {wait['event']} --key {wait.get('correlation_key')} --data '{{...}}'"
+        if execution.tenant != "default":
+            command += f" --tenant {execution.tenant}"
+        body = json.dumps({"type": wait["event"], "correlation_key": wait.get("correlation_key"), "data": {}})
+        hints.append(
+            f"[blue]⏸[/blue] step [bold]{escape(record.key)}[/bold] waits for event "
+            f"[bold]{escape(str(wait['event']))}[/bold] with correlation key "
+            f"[bold]{escape(str(wait.get('correlation_key')))}[/bold]. Send it from another terminal:\n"
+            f"    {escape(command)}\n"
+            f"  or POST /v1/events {escape(body)}"
+        )
+    return hints

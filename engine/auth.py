@@ -53,6 +53,8 @@ class Principal:
     subject: str
     kind: str
     key_id: str | None = None
+    #: When the credential stops being valid (epoch seconds), if it expires.
+    expires_at: float | None = None
 
     @property
     def rate_key(self) -> str:

@@ -106,5 +106,10 @@ class ApiKeys:
         if record.expires_at is not None and record.expires_at <= self.clock.now():
             raise AuthenticationFailed("invalid API key")
         return Principal(
-            tenant=record.tenant, role=Role(record.role), subject=record.name or record.id, kind="key", key_id=record.id
+            tenant=record.tenant,
+            role=Role(record.role),
+            subject=record.name or record.id,
+            kind="key",
+            key_id=record.id,
+            expires_at=record.expires_at,
         )

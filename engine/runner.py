@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -207,8 +208,37 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {
         "type": error_type,
         "message": message,
-        "traceback": "".join(traceback.format_exception(exc, limit=-8))[-4000:],
+        "traceback": "".join(_trimmed(traceback.TracebackException.from_exception(exc, limit=-8)).format())[-4000:],
     }
+
+
+def _short_path(filename: str) -> str:
+    """A frame's file without the host's directories (what an operator needs, no more)."""
+    for marker in ("site-packages/", "dist-packages/"):
+        if marker in filename:
+            return filename.rsplit(marker, 1)[1]
+    path = Path(filename)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return path.name
+    return filename
+
+
+def _trimmed(found: traceback.TracebackException) -> traceback.TracebackException:
+    seen: set[int] = set()
+    pending: list[traceback.TracebackException | None] = [found]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        for frame in current.stack:
+            _ = frame.line  # read the source line before the path it is read from changes
+            frame.filename = _short_path(frame.filename)
+        pending += [current.__cause__, current.__context__]
+    return found
 
 
 def _event_wait(wait: Wait) -> EventWait | None:

@@ -535,7 +535,7 @@ class Service:
         overdue = self.store.overdue_executions(now, limit)
         for execution in overdue:
             attempt(self._time_out(execution))
-        routed = EventRouter(self).route_due(now - self.settings.redispatch_after, limit)
+        routed = EventRouter(self).route_due(now - self.settings.event_route_after, limit)
         return ReconcileReport(
             len(expired),
             len(timers) - len(scans),

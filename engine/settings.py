@@ -8,8 +8,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BridgeSubscription(BaseModel):
+    """One Pub/Sub subscription the bridge pulls, and the tenant its events belong to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Subscription id (in ``pubsub_project``) or full path ``projects/P/subscriptions/S``.
+    subscription: str = Field(min_length=1)
+    tenant: str = Field(min_length=1)
+    #: Topic to create the subscription on when it does not exist yet (with the dead-letter policy).
+    topic: str | None = None
+    #: Event type of messages without a ``type`` / ``ce-type`` attribute.
+    event_type: str | None = None
+    #: Only messages whose attributes include all of these are routed; others are acknowledged
+    #: and dropped (filtering happens here: the emulator ignores subscription filters).
+    attributes: dict[str, str] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -53,6 +70,25 @@ class Settings(BaseSettings):
     #: in currency units per million tokens.
     ai_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
 
+    # external events and the Pub/Sub bridge (conveyor bridge)
+    #: An accepted event its router has not finished after this many seconds (it died) is
+    #: routed by the reconciler.
+    event_route_after: float = Field(default=5.0, ge=0)
+    #: Google Cloud project of the Pub/Sub subscriptions, topics and ``pubsub.publish`` steps.
+    pubsub_project: str | None = None
+    #: Subscriptions the bridge pulls: ``[{"subscription": "orders", "tenant": "acme", ...}]``
+    #: (see docs/configuration.md for every key). The tenant is never taken from a message.
+    bridge_subscriptions: list[BridgeSubscription] = Field(default_factory=list)
+    #: Topic that receives messages the bridge cannot turn into events, the reason in attributes.
+    bridge_dead_letter_topic: str | None = None
+    #: Deliveries of a message failing transiently before it is dead-lettered (the native
+    #: dead-letter policy set on created subscriptions is this plus 2, a backstop).
+    bridge_max_attempts: int = Field(default=5, ge=1, le=98)
+    #: Flow control: messages held by the bridge at once.
+    bridge_max_messages: int = Field(default=100, ge=1)
+    #: Larger messages are dead-lettered as too large.
+    bridge_max_message_bytes: int = Field(default=1024 * 1024, ge=1)
+
     # api
     api_host: str = "127.0.0.1"
     api_port: int = 8080
@@ -62,6 +98,8 @@ class Settings(BaseSettings):
     rate_limit: str = "600/minute"
     tenant_rate_limit: str = "6000/minute"
     allowed_origins: list[str] = Field(default_factory=lambda: ["http://localhost", "http://127.0.0.1"])
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["*"])
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
     oidc_jwks_url: str | None = None
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
@@ -72,6 +110,8 @@ class Settings(BaseSettings):
     graphql_max_depth: int = 12
     graphql_max_aliases: int = 30
     graphql_max_tokens: int = 5000
+    graphql_max_document_bytes: int = 16 * 1024
+    graphql_max_cost: int = 50_000
 
     # operations
     liveness_file: Path | None = None

@@ -13,7 +13,7 @@ from strawberry.fastapi import BaseContext
 
 from api.auth import bearer_token
 from api.deps import runtime
-from api.graphql.loaders import Loaders
+from api.graphql.loaders import Loaders, current_loaders
 from api.runtime import Runtime
 from engine.auth import Principal
 from engine.errors import AuthenticationFailed
@@ -26,7 +26,6 @@ class Context(BaseContext):
         super().__init__()
         self.runtime = rt
         self._principal = principal
-        self._loaders = Loaders(rt, principal.tenant) if principal else None
 
     @property
     def principal(self) -> Principal:
@@ -40,13 +39,10 @@ class Context(BaseContext):
 
     def authenticate(self, principal: Principal) -> None:
         self._principal = principal
-        self._loaders = Loaders(self.runtime, principal.tenant)
 
     def loader(self) -> Loaders:
-        """The request's DataLoaders (scoped to the principal's tenant)."""
-        if self._loaders is None:
-            raise AuthenticationFailed("the connection is not authenticated")
-        return self._loaders
+        """The operation's DataLoaders (scoped to the principal's tenant)."""
+        return current_loaders(self.runtime, self.principal.tenant)
 
 
 async def get_context(connection: HTTPConnection) -> Context:

@@ -1,6 +1,10 @@
-"""DataLoaders: one batched store read per kind of record per request, whatever the query shape."""
+"""DataLoaders: one batched store read per kind of record per operation, whatever the query shape."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from starlette.concurrency import run_in_threadpool
 from strawberry.dataloader import DataLoader
@@ -11,7 +15,7 @@ from engine.records import StepRecord, WorkflowVersionRecord
 
 
 class Loaders:
-    """The loaders of one request (caches must not outlive it: data changes between requests)."""
+    """The loaders of one operation (caches must not outlive it: data changes between operations)."""
 
     def __init__(self, rt: Runtime, tenant: str) -> None:
         self.rt = rt
@@ -38,3 +42,30 @@ class Loaders:
             return results
 
         return await run_in_threadpool(load)
+
+
+_current: ContextVar[Loaders | None] = ContextVar("conveyor_graphql_loaders", default=None)
+
+
+@contextmanager
+def operation_loaders(rt: Runtime, tenant: str) -> Iterator[Loaders]:
+    """Fresh loaders for the operation executing in this context (see ``current_loaders``)."""
+    loaders = Loaders(rt, tenant)
+    token = _current.set(loaders)
+    try:
+        yield loaders
+    finally:
+        _current.reset(token)
+
+
+def current_loaders(rt: Runtime, tenant: str) -> Loaders:
+    """The executing operation's loaders.
+
+    One WebSocket connection runs many operations with one context: caching on the context
+    would show a later query the records an earlier one read. A subscription's events are
+    resolved outside its execution hook, so they get loaders of their own per access.
+    """
+    loaders = _current.get()
+    if loaders is None or loaders.tenant != tenant:
+        return Loaders(rt, tenant)
+    return loaders

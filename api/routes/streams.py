@@ -10,7 +10,8 @@ Credentials never go in the URL (URLs end up in logs and browser history):
   ``["conveyor.v1", "bearer.<token>"]`` (the server selects ``conveyor.v1`` and never echoes
   the token), or a first message ``{"type": "auth", "token": "…", "after": "…"}``.
 
-Browsers send ``Origin``: a cross-origin request must come from ``settings.allowed_origins``.
+Browsers send ``Origin``: a cross-origin request must come from ``settings.allowed_origins``
+(:mod:`api.hosts`; WebSocket handshakes are checked by its middleware).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from api.auth import bearer_token
 from api.deps import PrincipalDep, RuntimeDep, guard, runtime
+from api.hosts import origin_allowed
 from api.problems import conveyor_error_response, problem_body, responses
 from api.runtime import Runtime
 from api.streams import ExecutionFeed, SlowConsumer, message_body
@@ -47,16 +49,6 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_SLOW_CONSUMER = 4408
 
 ExecutionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-
-
-def origin_allowed(rt: Runtime, origin: str | None, host: str | None) -> bool:
-    """Non-browser clients send no Origin; a browser's must be same-origin or allow-listed."""
-    if origin is None:
-        return True
-    allowed = rt.settings.allowed_origins
-    if "*" in allowed or origin.rstrip("/") in {o.rstrip("/") for o in allowed}:
-        return True
-    return host is not None and origin.split("://", 1)[-1] == host
 
 
 # --------------------------------------------------------------------------- SSE
@@ -129,7 +121,7 @@ async def sse(
     after: Annotated[str | None, Query(max_length=64, description="Resume after this cursor")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
 ) -> StreamingResponse:
-    if not origin_allowed(rt, request.headers.get("origin"), request.headers.get("host")):
+    if not origin_allowed(rt.settings, request.headers.get("origin"), request.headers.get("host")):
         raise PermissionDenied("this origin is not allowed")
     feed = ExecutionFeed(rt, principal, execution_id, last_event_id or after)
     await feed.check()  # 404 / 422 as a problem response, before the stream starts
@@ -177,10 +169,7 @@ async def _authenticate(websocket: WebSocket, rt: Runtime, token: str | None) ->
 @router.websocket("/{execution_id}/events")
 async def websocket_events(websocket: WebSocket, execution_id: str) -> None:
     """Live progress over WebSocket (see the module docstring for authentication)."""
-    rt = runtime(websocket)
-    if not origin_allowed(rt, websocket.headers.get("origin"), websocket.headers.get("host")):
-        await websocket.close(CLOSE_FORBIDDEN)  # before accept: the handshake is refused with 403
-        return
+    rt = runtime(websocket)  # Host and Origin were checked by api.hosts.HostAllowList
     token, subprotocol = _offered_token(websocket)
     await websocket.accept(subprotocol=subprotocol)
     try:

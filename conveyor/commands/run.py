@@ -43,10 +43,10 @@ from engine.compile import CompiledWorkflow, compile_workflow
 from engine.errors import ConveyorError, InvalidRequest, PayloadTooLarge, Problem
 from engine.logging import configure_logging
 from engine.model import parse_definition_text
-from engine.records import ExecutionRecord
+from engine.records import ExecutionRecord, StepRecord
 from engine.service import Service
 from engine.settings import Settings
-from engine.states import EXECUTION_TERMINAL, ExecutionStatus
+from engine.states import EXECUTION_TERMINAL, ExecutionStatus, StepStatus
 
 #: Seconds between refreshes of the table (the store is read each time).
 REFRESH_INTERVAL = 0.1
@@ -88,10 +88,24 @@ def run(
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Do not run steps here; leave them to `conveyor worker` processes.")
     ] = False,
+    signals: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--signal",
+            "-s",
+            help="STEP=JSON or STEP=@file.json: signal this payload to STEP once it waits (e.g. an approval). "
+            "Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Run a workflow to completion on this machine and print its outputs."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     definition, compiled, payload = _prepare(file, input, err)
+    try:
+        answers = parse_signals(signals or [])
+    except InvalidRequest as exc:
+        _print_problems(err, "--signal", exc)
+        raise typer.Exit(exit_codes.INVALID) from None
     # Step modules sit beside the workflow file (`function: order_steps.reserve`).
     sys.path.insert(0, str(file.resolve().parent))
     settings = Settings(state_dir=state_dir) if state_dir is not None else Settings()
@@ -104,7 +118,9 @@ def run(
             raise typer.Exit(exit_codes.INVALID) from None
 
     queues = {step.queue for step in compiled.definition.steps if step.queue}
-    follow_here(settings, begin, queues=queues, no_worker=no_worker, timeout=timeout, quiet=quiet, err=err)
+    follow_here(
+        settings, begin, queues=queues, no_worker=no_worker, timeout=timeout, quiet=quiet, err=err, answers=answers
+    )
 
 
 def follow_here(
@@ -116,11 +132,13 @@ def follow_here(
     timeout: float | None,
     quiet: bool,
     err: Console,
+    answers: dict[str, Any] | None = None,
 ) -> NoReturn:
     """Start an execution with ``begin``, run its steps in this process (unless ``no_worker``), follow it
     to its end and exit with its code: 0 succeeded, 1 failed, timed out or cancelled.
 
     ``conveyor run`` starts a new execution; ``conveyor executions retry`` retries one.
+    ``answers`` are signals for steps once they wait (``--signal``).
     """
     # Imported here: loading a Celery worker would slow down every other command.
     from conveyor.embedded import embedded_service
@@ -141,7 +159,9 @@ def follow_here(
             _quiet_logging(settings)  # again: Celery's worker_init signal configured logging anew
             execution = begin(service)
             compiled = service.compiled(execution.tenant, execution.workflow, execution.version)
-            outcome = watch(service, compiled, execution, timeout=timeout, console=None if quiet else err)
+            outcome = watch(
+                service, compiled, execution, timeout=timeout, console=None if quiet else err, answers=answers
+            )
     except ConveyorError as exc:  # the store or the broker cannot be used, or `begin` was refused
         err.print(f"[red]✗[/red] {escape(exc.message)}")
         raise typer.Exit(exit_codes.FAILED) from None
@@ -196,6 +216,17 @@ def parse_input(value: str | None) -> Any:
         raise InvalidRequest("the input is not valid JSON", [problem]) from None
 
 
+def parse_signals(values: list[str]) -> dict[str, Any]:
+    """``--signal STEP=JSON`` options as ``{step key: payload}``."""
+    answers: dict[str, Any] = {}
+    for value in values:
+        key, separator, payload = value.partition("=")
+        if not separator or not key:
+            raise InvalidRequest("a --signal is STEP=JSON", [Problem(value, "expected STEP=JSON or STEP=@file.json")])
+        answers[key] = parse_input(payload)
+    return answers
+
+
 def _input_source(value: str | None) -> str:
     return value[1:] if value is not None and value.startswith("@") else "--input"
 
@@ -223,6 +254,7 @@ def watch(
     *,
     timeout: float | None = None,
     console: Console | None = None,
+    answers: dict[str, Any] | None = None,
 ) -> RunOutcome:
     """Follow ``execution`` until it ends, showing the table on ``console`` (none: no table).
 
@@ -233,22 +265,35 @@ def watch(
     step_ids = list(compiled.order)
     live = Live(console=console, refresh_per_second=10) if console is not None and console.is_terminal else None
     with live or nullcontext():
-        outcome = _follow(service, execution, step_ids, timeout, live)
+        outcome = _follow(service, execution, step_ids, timeout, live, console, dict(answers or {}))
     if console is not None and live is None:
-        console.print(_table(service, outcome.execution, step_ids))
+        console.print(_table(outcome.execution, service.list_steps(execution.tenant, execution.id), step_ids))
     return outcome
 
 
 def _follow(
-    service: Service, execution: ExecutionRecord, step_ids: list[str], timeout: float | None, live: Live | None
+    service: Service,
+    execution: ExecutionRecord,
+    step_ids: list[str],
+    timeout: float | None,
+    live: Live | None,
+    console: Console | None = None,
+    answers: dict[str, Any] | None = None,
 ) -> RunOutcome:
     deadline = None if timeout is None else time.monotonic() + timeout
     reason: str | None = None
+    hinted: set[str] = set()
     while True:
         try:
             execution = service.get_execution(execution.tenant, execution.id)
+            records = service.list_steps(execution.tenant, execution.id)
+            if answers:
+                _answer_waiting(service, execution, records, answers)
+            if console is not None:
+                for hint in progress.event_hints(execution, records, hinted):
+                    console.print(hint)
             if live is not None:
-                live.update(_table(service, execution, step_ids), refresh=True)
+                live.update(_table(execution, records, step_ids), refresh=True)
             if execution.status in EXECUTION_TERMINAL:
                 return RunOutcome(execution, reason)
             if reason is None and deadline is not None and time.monotonic() >= deadline:
@@ -260,6 +305,15 @@ def _follow(
             reason = "interrupted"
             _exit_on_next_interrupt()
             execution = _cancel(service, execution)
+
+
+def _answer_waiting(
+    service: Service, execution: ExecutionRecord, records: list[StepRecord], answers: dict[str, Any]
+) -> None:
+    """Signal each step named in ``answers`` once it waits; an answered step is dropped."""
+    for record in records:
+        if record.key in answers and record.status is StepStatus.WAITING:
+            service.signal(execution.tenant, execution.id, record.key, answers.pop(record.key))
 
 
 @contextmanager
@@ -293,9 +347,8 @@ def _exit_on_next_interrupt() -> None:
     signal.signal(signal.SIGINT, exit_now)
 
 
-def _table(service: Service, execution: ExecutionRecord, step_ids: list[str]) -> Table:
+def _table(execution: ExecutionRecord, records: list[StepRecord], step_ids: list[str]) -> Table:
     now = time.time()
-    records = service.list_steps(execution.tenant, execution.id)
     rows = progress.step_rows(step_ids, records, now, ended=execution.status in EXECUTION_TERMINAL)
     return progress.render(execution, rows, now)
 

@@ -36,15 +36,25 @@ log = structlog.get_logger("conveyor.events")
 #: Streams outlive their last event by a week: long enough to reconnect to a finished run.
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 KEY_PREFIX = "conveyor:events"
+#: The longest ``XREAD BLOCK`` a read asks for (a longer request is shortened to this).
+MAX_BLOCK_MS = 5000
+#: Socket read timeout: the longest block plus a margin for Redis to answer. redis-py's
+#: default (5 s) equals the streams' block time, so every read of an idle stream used to
+#: time out and a quiet execution's stream died after 5 s.
+SOCKET_TIMEOUT_SECONDS = MAX_BLOCK_MS / 1000 + 10.0
 
 
 @contextlib.contextmanager
 def _translated() -> Iterator[None]:
-    """Redis failures on the reading side become ``StoreUnavailable`` (503 in the API)."""
+    """Redis failures on the reading side become ``StoreUnavailable`` (503 in the API).
+
+    The message clients see names no host or port (those go to the log only).
+    """
     try:
         yield
     except redis.RedisError as exc:
-        raise StoreUnavailable(f"Redis could not serve the live event stream: {exc}") from exc
+        log.warning("live event stream read failed", error=str(exc))
+        raise StoreUnavailable("the live event stream is unavailable; reconnect with your last cursor") from exc
 
 
 def _start(after: str | None) -> str:
@@ -52,6 +62,10 @@ def _start(after: str | None) -> str:
         return "0-0"
     parse_stream_id(after)  # refuse a malformed cursor here, with a clear InvalidRequest
     return after
+
+
+def _block(block_ms: int) -> int | None:
+    return min(block_ms, MAX_BLOCK_MS) if block_ms > 0 else None
 
 
 def _decode(reply: Any) -> list[LiveEvent]:
@@ -92,7 +106,7 @@ class RedisEventLog:
         self.url = url
         self.maxlen = maxlen
         self.ttl_seconds = ttl_seconds
-        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_SECONDS)
         # redis.asyncio connections belong to the event loop that opened them.
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = (
             weakref.WeakKeyDictionary()
@@ -135,7 +149,7 @@ class RedisEventLog:
     ) -> list[LiveEvent]:
         streams: dict[KeyT, StreamIdT] = {self.key(tenant, execution_id): _start(after)}
         with _translated():
-            return _decode(self.client.xread(streams, count=count, block=block_ms if block_ms > 0 else None))
+            return _decode(self.client.xread(streams, count=count, block=_block(block_ms)))
 
     def first_id(self, tenant: str, execution_id: str) -> str | None:
         with _translated():
@@ -162,7 +176,9 @@ class RedisEventLog:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = self._async_clients[loop] = aredis.Redis.from_url(self.url, decode_responses=True)
+            client = self._async_clients[loop] = aredis.Redis.from_url(
+                self.url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_SECONDS
+            )
         return client
 
     async def aread(
@@ -171,7 +187,7 @@ class RedisEventLog:
         """Like :meth:`read`; a blocked read holds one pooled connection while it waits."""
         streams: dict[KeyT, StreamIdT] = {self.key(tenant, execution_id): _start(after)}
         with _translated():
-            return _decode(await self._aclient().xread(streams, count=count, block=block_ms if block_ms > 0 else None))
+            return _decode(await self._aclient().xread(streams, count=count, block=_block(block_ms)))
 
     async def afirst_id(self, tenant: str, execution_id: str) -> str | None:
         with _translated():

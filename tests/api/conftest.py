@@ -17,7 +17,7 @@ from engine.auth import Role
 from engine.ports import EventSink
 from engine.service import Service
 from engine.settings import Settings
-from tests.api.support import TENANT_A, TENANT_B, Driver, api_settings, bearer, issue_keys, make_service
+from tests.api.support import HELLO, TENANT_A, TENANT_B, Driver, api_settings, bearer, issue_keys, make_service
 
 
 @dataclass
@@ -86,3 +86,13 @@ def make_api(tmp_path: Path) -> Iterator[ApiFactory]:
 @pytest.fixture
 def api(make_api: ApiFactory) -> Api:
     return make_api()
+
+
+@pytest.fixture
+def counted(make_api: ApiFactory) -> Api:
+    """An app over a counting store, with ``hello`` applied and the admin key's cache warm
+    (store calls counted from now on come from resolvers)."""
+    api = make_api(counting=True)
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    api.gql("{ workflows { items { name } } }")
+    return api

@@ -60,7 +60,10 @@ def test_the_store_keeps_only_a_hash_and_expired_keys_are_refused(api: Api) -> N
 
 def test_auth_can_be_switched_off_for_local_development(make_api: ApiFactory) -> None:
     open_api = make_api(auth_enabled=False)
-    assert open_api.client.get("/v1/workflows").status_code == 200
+    assert open_api.client.get("/v1/workflows", headers={"Host": "localhost:8080"}).status_code == 200
+    # Without auth every caller is an admin: a DNS-rebinding page (a foreign Host) is refused.
+    foreign = open_api.client.post("/v1/keys", json={"name": "x", "role": "admin"}, headers={"Host": "evil.example"})
+    assert foreign.status_code == 400 and foreign.json()["code"] == "host-not-allowed"
 
 
 def test_bodies_over_the_limit_are_413_whether_declared_or_streamed(make_api: ApiFactory) -> None:

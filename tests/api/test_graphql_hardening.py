@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.api.conftest import Api, ApiFactory
-from tests.api.support import HELLO, CountingStore
-
-
-@pytest.fixture
-def counted(make_api: ApiFactory) -> Api:
-    api = make_api(counting=True)
-    api.call("PUT", "/v1/workflows/hello", json=HELLO)
-    api.gql("{ workflows { items { name } } }")  # warms the key cache: later store calls come from resolvers
-    return api
+from tests.api.support import CountingStore
 
 
 def _refused_without_store_calls(api: Api, document: str) -> list[str]:
@@ -61,7 +51,7 @@ def test_a_hundred_thousand_tokens_are_refused(counted: Api) -> None:
 
 
 def test_the_token_limit_applies_below_the_body_limit(make_api: ApiFactory) -> None:
-    api = make_api(counting=True, max_request_bytes=4 * 1024 * 1024)
+    api = make_api(counting=True, max_request_bytes=4 * 1024 * 1024, graphql_max_document_bytes=4 * 1024 * 1024)
     api.gql("{ __typename }")
     document = "{ " + " ".join("__typename" for _ in range(100_000)) + " }"
     messages = _refused_without_store_calls(api, document)

@@ -634,9 +634,28 @@ def test_dockerfile() -> None:
     assert env_names <= SETTINGS_ENV, env_names - SETTINGS_ENV
 
 
+def _distribution(requirement: str) -> str:
+    """The normalized distribution name of a requirement string (PEP 503)."""
+    name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_image_installs_locked_dependencies() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in text
+    assert re.search(r"^HEALTHCHECK ", text, re.M)
+    lock = (ROOT / "requirements.lock").read_text()
+    locked = {_distribution(line) for line in lock.splitlines() if re.match(r"^[A-Za-z0-9]", line)}
+    assert lock.count("--hash=sha256:") >= len(locked), "every locked distribution carries its hashes"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_distribution(r) for r in project["dependencies"] + project["optional-dependencies"]["ai"]}
+    missing = sorted(wanted - locked)
+    assert not missing, f"requirements.lock is stale (missing {missing}); regenerate it with the command at its top"
+
+
 def test_dockerignore_lets_the_build_context_through() -> None:
     lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
-    for needed in ["pyproject.toml", "README.md", *(f"{p}/" for p in _packages())]:
+    for needed in ["pyproject.toml", "README.md", "requirements.lock", *(f"{p}/" for p in _packages())]:
         assert f"!{needed}" in lines, f".dockerignore must re-include {needed}"
 
 

@@ -101,12 +101,15 @@ EXPECTED_OUTPUTS = {
     "order_fanout": {"shipment_id": "shp-ord-1042", "units": 11},
     "loan_approval": {"decision": "approve", "score": 740},
     "payment_retry": {"gateway_calls": 3},
+    "support_agent": {"answer": "Sorry about the damaged kettle. I have refunded the 42 you paid for order A-1001."},
 }
+#: Extra arguments an example needs (answers to the steps that wait for a person).
+EXTRA_ARGUMENTS = {"support_agent": ["--signal", f"support=@{EXAMPLES / 'support_agent' / 'approve.json'}"]}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_OUTPUTS))
 def test_each_example_runs_to_success_and_prints_its_outputs(tmp_path, name):
-    result = conveyor(tmp_path, *example(name))
+    result = conveyor(tmp_path, *example(name), *EXTRA_ARGUMENTS.get(name, []))
     assert result.returncode == 0, result.stderr
     outputs = json.loads(result.stdout)
     assert outputs.items() >= EXPECTED_OUTPUTS[name].items()
@@ -123,6 +126,12 @@ def test_foreach_is_one_row_with_a_count(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "reserve[*]" in result.stderr and "6/6 done" in result.stderr
     assert "reserve[0]" not in result.stderr
+
+
+def test_a_bad_signal_option_exits_2(tmp_path):
+    result = conveyor(tmp_path, *example("support_agent"), "--signal", "support")
+    assert result.returncode == 2
+    assert "expected STEP=JSON or STEP=@file.json" in result.stderr
 
 
 def test_a_failing_step_exits_1_with_its_error(tmp_path):

@@ -98,6 +98,21 @@ def test_payment_retry_survives_a_timeout_and_a_refusal(tmp_path, monkeypatch):
     assert [e.type for e in h.history(execution_id) if e.step_key == "settle"][-1] == "step.succeeded"
 
 
+def test_support_agent_waits_for_the_refund_approval_then_answers(tmp_path, monkeypatch):
+    h, execution_id = run_example(tmp_path, monkeypatch, "support_agent")
+    waiting = h.steps(execution_id)["support"]
+    assert waiting.status is StepStatus.WAITING
+    assert waiting.wait["interrupt"]["request"]["name"] == "refund"
+    h.service.signal("t1", execution_id, "support", {"type": "approve"})
+    h.drain()
+    execution = h.execution(execution_id)
+    assert execution.status is ExecutionStatus.SUCCEEDED, execution.error
+    assert execution.output["style"] in ("concise", "warm")
+    assert "refunded the 42" in execution.output["answer"]
+    decision = h.steps(execution_id)["style"].output
+    assert h.store.arm_counts("t1", "support-agent/style") == {decision["route"]: (1.0, 0.0)}
+
+
 # --------------------------------------------------------------------------- documentation
 
 

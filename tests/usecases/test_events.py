@@ -66,7 +66,7 @@ def test_an_event_whose_router_died_is_routed_by_the_reconciler(h):
     router.route = lambda event: None  # the router dies right after the event was accepted
     accepted = router.publish("t1", type="order.created", data={"id": "A-9"}, event_id="evt-9")
     assert accepted.duplicate is False and h.service.list_executions("t1").items == []
-    h.clock.advance(h.settings.redispatch_after + 1)
+    h.clock.advance(h.settings.event_route_after + 1)
     report = h.service.reconcile()
     h.drain()
     assert report.routed_events == 1

@@ -1,0 +1,44 @@
+"""``conveyor run`` of a workflow that waits for an event: it says how to send it, and it works."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.integration.test_cli_run import RUN_TIMEOUT, conveyor_env, wait_for_status
+
+WAITING_WORKFLOW = """
+name: await-payment
+steps:
+  - id: paid
+    type: wait_for_event
+    with: {type: payment.settled, correlation_key: input.order, timeout: 10m}
+outputs: {amount: steps.paid.output.data.amount}
+"""
+
+
+def test_run_tells_how_to_send_the_awaited_event_and_the_cli_event_resumes_it(tmp_path: Path) -> None:
+    path = tmp_path / "await.yaml"
+    path.write_text(WAITING_WORKFLOW)
+    state = tmp_path / "state"
+    env = conveyor_env(CONVEYOR_EVENT_ROUTE_AFTER="0.2")
+    command = [sys.executable, "-m", "conveyor", "run", str(path), "--input", '{"order": "A-7"}', "--state-dir", str(state)]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for_status(state / "conveyor.db", "WAITING")
+        sent = subprocess.run(
+            [sys.executable, "-m", "conveyor", "events", "publish", "payment.settled", "--key", "A-7",
+             "--data", '{"amount": 42}', "--id", "pay-1"],
+            cwd=tmp_path, env={**env, "CONVEYOR_STATE_DIR": str(state)}, capture_output=True, text=True,
+            timeout=RUN_TIMEOUT, check=False,
+        )  # fmt: skip
+        assert sent.returncode == 0 and "event pay-1 accepted" in sent.stderr, sent.stderr
+        stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "waits for event payment.settled with correlation key A-7" in stderr
+    assert "conveyor events publish payment.settled --key A-7" in stderr
+    assert '"amount": 42' in stdout
