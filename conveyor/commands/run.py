@@ -18,7 +18,6 @@ import os
 import re
 import signal
 import sys
-import sysconfig
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +34,6 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-import engine
 from conveyor import exit_codes, progress
 from conveyor.process import exit_promptly
 from engine.adapters.celery_config import is_embedded
@@ -44,20 +42,13 @@ from engine.errors import ConveyorError, InvalidRequest, PayloadTooLarge, Proble
 from engine.logging import configure_logging
 from engine.model import parse_definition_text
 from engine.records import ExecutionRecord, StepRecord
+from engine.runner import INTERNAL_PATHS
 from engine.service import Service
 from engine.settings import Settings
 from engine.states import EXECUTION_TERMINAL, ExecutionStatus, StepStatus
 
 #: Seconds between refreshes of the table (the store is read each time).
 REFRESH_INTERVAL = 0.1
-
-#: Traceback frames under these folders are Conveyor's or Python's, not the user's step code.
-_INTERNAL_PREFIXES = (
-    str(Path(engine.__file__).resolve().parent),
-    sysconfig.get_paths()["stdlib"],
-    str(Path(sysconfig.get_paths()["stdlib"]).resolve()),
-)
-
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -409,7 +400,7 @@ def user_traceback(text: str) -> str:
 def _internal(frame: str) -> bool:
     match = re.match(r'  File "([^"]+)"', frame)
     path = match.group(1) if match else ""
-    return path.startswith(_INTERNAL_PREFIXES)
+    return path.startswith(INTERNAL_PATHS)
 
 
 def _print_problems(console: Console, where: str, exc: InvalidRequest | PayloadTooLarge) -> None:
