@@ -14,6 +14,7 @@ worker never creates a second Celery app there.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -32,6 +33,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 
 #: Registered name of the no-op step (``<module>.<function>``; the module is ``_support``).
 NOOP = f"{__name__}.noop"
+MAKE_ITEMS = f"{__name__}.make_items"
 RAW_NOOP = "bench.raw.noop"
 RAW_DONE = "bench.raw.done"
 
@@ -40,6 +42,17 @@ RAW_DONE = "bench.raw.done"
 def noop(x: Any = None) -> Any:
     """The step every benchmark workflow runs: no work at all."""
     return x
+
+
+@step
+def make_items(count: int, item_bytes: int) -> list[dict[str, Any]]:
+    """A list of ``count`` objects of about ``item_bytes`` bytes of JSON each (foreach sources)."""
+    return items(count, item_bytes)
+
+
+def items(count: int, item_bytes: int) -> list[dict[str, Any]]:
+    pad = "x" * max(0, item_bytes - len('{"i":00000,"pad":""}'))
+    return [{"i": i, "pad": pad} for i in range(count)]
 
 
 # --- the raw Celery baseline ------------------------------------------------------------------
@@ -90,7 +103,32 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-# --- processes --------------------------------------------------------------------------------
+# --- Conveyor workers and processes ---------------------------------------------------------------
+
+
+def conveyor_config(
+    store: str, broker: str, queue: str, workdir: Path, project: str, emulator: str | None, base_env: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Settings of a Conveyor worker (and of the bench's own service) on ``store``, and the
+    worker's environment that carries them (``CONVEYOR_*``)."""
+    options: dict[str, Any] = {
+        "store": store,
+        "broker_url": broker,
+        "redis_url": broker,
+        "default_queue": queue,
+        "imports": ["_support"],
+        "log_level": "WARNING",
+    }
+    env = dict(base_env)
+    if store == "sqlite":
+        options["sqlite_path"] = str(workdir / "bench.db")
+    else:
+        assert emulator is not None
+        options["firestore_project"] = project
+        env["FIRESTORE_EMULATOR_HOST"] = emulator
+        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator
+    env.update({f"CONVEYOR_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in options.items()})
+    return options, env
 
 
 def free_port() -> int:
@@ -184,4 +222,3 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-

@@ -13,6 +13,9 @@ doing the same no-op work on the same broker with the same worker concurrency:
 (b) a foreach of 100 items plus a join step   vs  a chord of 100 tasks plus a callback
 (c) 500 one-step workflows started at once    vs  500 independent tasks (throughput); both sent
                                                   by the same 8 client threads
+(d) a foreach of 10,000 items plus a join      vs  a chord of 10,000 tasks plus a callback
+    (``foreach10k``: no warm-up rounds, ``--repeat-10k`` rounds; the client polls the
+    execution's header every half second, as its live stream would carry 30,000 events)
 
 Times run from just before the client call until the worker recorded the end (the
 execution's ``finished_at``; the raw baseline's last task returns ``time.time()``), so
@@ -56,12 +59,13 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(1, str(BENCH_DIR.parent))
 
 import _support  # noqa: E402
-from _support import NOOP, RAW_DONE, RAW_NOOP, Worker, median  # noqa: E402
+from _support import NOOP, RAW_DONE, RAW_NOOP, Worker, conveyor_config, median  # noqa: E402
 
 from engine.states import EXECUTION_ACTIVE  # noqa: E402
 
 LINEAR_STEPS = 20
 FAN_ITEMS = 100
+BIG_FAN_ITEMS = 10_000
 MANY = 500
 #: Client threads that send the 500 starts (or the 500 raw tasks) "at once".
 STARTERS = 8
@@ -70,6 +74,8 @@ TARGETS = {
     "foreach": {"sqlite": 3.0, "firestore": 3.0},  # conveyor / raw, at most
     "many": {"sqlite": 0.2, "firestore": 0.2},  # throughput conveyor / raw, at least
 }
+#: Cases measured without warm-up rounds: one round is long enough to warm itself.
+UNWARMED = {"foreach10k"}
 
 
 def linear_workflow() -> dict[str, Any]:
@@ -107,6 +113,14 @@ def foreach_workflow() -> dict[str, Any]:
     }
 
 
+def big_foreach_workflow() -> dict[str, Any]:
+    """A foreach of ``BIG_FAN_ITEMS`` items at the default concurrency (100), then a join."""
+    definition = foreach_workflow()
+    definition["name"] = "bench-foreach-10k"
+    del definition["steps"][0]["concurrency"]
+    return definition
+
+
 def single_workflow() -> dict[str, Any]:
     return {
         "name": "bench-single",
@@ -137,6 +151,13 @@ class Raw:
         result = chord([self.noop.s(i) for i in range(FAN_ITEMS)])(self.done.s())
         return float(result.get(timeout=120)) - t0
 
+    def foreach10k(self) -> float:
+        from celery import chord
+
+        t0 = time.time()
+        result = chord([self.noop.s(i) for i in range(BIG_FAN_ITEMS)])(self.done.s())
+        return float(result.get(timeout=1800)) - t0
+
     def many(self) -> float:
         t0 = time.time()
         with ThreadPoolExecutor(STARTERS) as pool:
@@ -151,7 +172,7 @@ class Conveyor:
     def __init__(self, service: Any, tenant: str) -> None:
         self.service = service
         self.tenant = tenant
-        for definition in (linear_workflow(), foreach_workflow(), single_workflow()):
+        for definition in (linear_workflow(), foreach_workflow(), big_foreach_workflow(), single_workflow()):
             service.apply_workflow(tenant, definition)
 
     def _wait(self, execution_id: str, timeout: float = 300) -> Any:
@@ -185,6 +206,17 @@ class Conveyor:
 
     def foreach(self) -> float:
         return self._one("bench-foreach", {"items": list(range(FAN_ITEMS))})
+
+    def foreach10k(self) -> float:
+        t0 = time.time()
+        execution_id = self.service.start(self.tenant, "bench-foreach-10k", {"items": list(range(BIG_FAN_ITEMS))})
+        execution_id = execution_id.execution.id
+        deadline = time.monotonic() + 1800
+        while self.service.get_execution(self.tenant, execution_id).finished_at is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the foreach of {BIG_FAN_ITEMS} items did not finish within 1800s")
+            time.sleep(0.5)
+        return float(self._ended(execution_id).finished_at) - t0
 
     def many(self) -> float:
         t0 = time.time()
@@ -357,7 +389,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--emulator", default=os.environ.get("FIRESTORE_EMULATOR_HOST"))
     parser.add_argument("--profile", action="store_true", help="also profile the step hot path in process")
-    parser.add_argument("--cases", default="linear,foreach,many", help="comma-separated subset to run")
+    parser.add_argument("--cases", default="linear,foreach,many,foreach10k", help="comma-separated subset to run")
+    parser.add_argument("--repeat-10k", type=int, default=1, help="measured rounds of the foreach10k case")
     args = parser.parse_args()
     stores = ["sqlite", "firestore"] if args.store == "both" else [args.store]
     cases = [c for c in args.cases.split(",") if c]
@@ -395,27 +428,8 @@ def main() -> int:
             raw = Raw(_support.raw_app)
             for store in stores:
                 queue = f"bench-{store}-{run_id}"
-                options: dict[str, Any] = {
-                    "store": store,
-                    "broker_url": args.broker,
-                    "redis_url": args.broker,
-                    "default_queue": queue,
-                    "imports": ["_support"],
-                    "log_level": "WARNING",
-                }
-                env = dict(base_env)
-                if store == "sqlite":
-                    options["sqlite_path"] = str(workdir / "bench.db")
-                else:
-                    options["firestore_project"] = f"conveyor-bench-{run_id}"
-                    env["FIRESTORE_EMULATOR_HOST"] = emulator
-                    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator
-                env.update(
-                    {
-                        f"CONVEYOR_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v)
-                        for k, v in options.items()
-                    }
-                )
+                project = f"conveyor-bench-{run_id}"
+                options, env = conveyor_config(store, args.broker, queue, workdir, project, emulator, base_env)
                 worker = Worker("tasks.app", queue, env, workdir / f"worker-{store}.log", args.concurrency)
                 worker.start()
                 workers.append(worker)
@@ -431,8 +445,12 @@ def main() -> int:
                 figures: dict[str, Any] = {}
                 for case in cases:
                     print(f"[{store}] {case} ...", file=sys.stderr, flush=True)
+                    unwarmed = case in UNWARMED
                     raw_values, conv_values = measure(
-                        getattr(raw, case), getattr(conveyor, case), args.repeat, args.warmup
+                        getattr(raw, case),
+                        getattr(conveyor, case),
+                        args.repeat_10k if unwarmed else args.repeat,
+                        0 if unwarmed else args.warmup,
                     )
                     raw_median, conv_median = median(raw_values), median(conv_values)
                     figures[case] = {
@@ -495,6 +513,12 @@ def summarize(figures: dict[str, Any], store: str) -> dict[str, Any]:
         out["foreach100_raw_s"] = round(foreach["raw_s"], 4)
         out["foreach100_ratio"] = round(foreach["conveyor_s"] / foreach["raw_s"], 2)
         out["targets_met"]["foreach100"] = out["foreach100_ratio"] <= TARGETS["foreach"][store]
+    if "foreach10k" in figures:
+        big = figures["foreach10k"]
+        out["foreach_10k_conveyor_s"] = round(big["conveyor_s"], 3)
+        out["foreach_10k_raw_s"] = round(big["raw_s"], 3)
+        out["foreach_10k_per_item_conveyor_ms"] = round(big["conveyor_s"] / BIG_FAN_ITEMS * 1000, 3)
+        out["foreach_10k_ratio"] = round(big["conveyor_s"] / big["raw_s"], 2)
     if "many" in figures:
         many = figures["many"]
         out["many500_conveyor_s"] = round(many["conveyor_s"], 4)
@@ -525,6 +549,11 @@ def print_table(results: dict[str, Any], stores: list[str]) -> None:
             rows.append(
                 ("(b) foreach 100 + join", f"{r['foreach100_conveyor_s']:.3f}s", f"{r['foreach100_raw_s']:.3f}s",
                  f"{r['foreach100_ratio']:.2f}x", f"<={TARGETS['foreach'][store]:g}x", met["foreach100"])
+            )  # fmt: skip
+        if "foreach_10k_ratio" in r:
+            rows.append(
+                ("(d) foreach 10,000 + join", f"{r['foreach_10k_conveyor_s']:.2f}s", f"{r['foreach_10k_raw_s']:.2f}s",
+                 f"{r['foreach_10k_ratio']:.2f}x", "", None)
             )  # fmt: skip
         if "many500" in met:
             rows += [

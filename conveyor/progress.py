@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from engine.orchestration import planner
 from engine.records import ExecutionRecord, StepRecord
 from engine.states import STEP_TERMINAL, ExecutionStatus, StepStatus
 
@@ -79,7 +80,7 @@ def _row(step_id: str, records: list[StepRecord], now: float, ended: bool) -> St
     parent = next((record for record in records if record.index is None), None)
     if parent is None:
         return StepRow(step_id, NOT_RUN if ended else PENDING, None, None)
-    if parent.items is None:
+    if not planner.is_foreach_parent(parent):
         return StepRow(step_id, str(parent.status), parent.attempt or None, _seconds(parent, now), _detail(parent, now))
     items = [record for record in records if record.index is not None]
     return _foreach_row(parent, items, now)
@@ -87,7 +88,7 @@ def _row(step_id: str, records: list[StepRecord], now: float, ended: bool) -> St
 
 def _foreach_row(parent: StepRecord, items: list[StepRecord], now: float) -> StepRow:
     """The parent of a foreach with a count of its items instead of one row each."""
-    total = len(parent.items or [])
+    total = planner.item_count(parent) or 0
     done = sum(item.status in STEP_TERMINAL for item in items)
     running = sum(item.status is StepStatus.RUNNING for item in items)
     retrying = sum(item.status is StepStatus.RETRY_WAIT for item in items)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
 from engine.functions import import_modules
-from engine.ports import AgentRuntime, Dispatcher, EventSink, Store
+from engine.ports import AgentRuntime, Dispatcher, EventSink, Store, Telemetry
 from engine.service import Service
 from engine.settings import Settings
 from engine.steptypes.base import StepContext, StepPorts
@@ -52,6 +52,34 @@ def build_dispatcher(settings: Settings) -> Dispatcher:
     return CeleryDispatcher.from_settings(settings)
 
 
+def build_telemetry(settings: Settings) -> Telemetry:
+    """Prometheus metrics in every process (served by the API's /metrics and ``conveyor worker --metrics-port``)."""
+    from engine.adapters.metrics_prometheus import PrometheusTelemetry
+
+    return PrometheusTelemetry()
+
+
+def engine_metrics() -> bytes:
+    """The engine's metrics of this process (all pool processes' in multiprocess mode), for /metrics."""
+    from engine.adapters.metrics_prometheus import render
+
+    return render()
+
+
+def serve_worker_metrics(port: int, address: str) -> None:
+    """Serve the engine's metrics on ``address:port`` from a worker's main process."""
+    from engine.adapters import metrics_prometheus
+
+    metrics_prometheus.serve_worker_metrics(port, address)
+
+
+def forget_worker_process(pid: int) -> None:
+    """A pool process exited: drop its live gauges from the multiprocess metrics."""
+    from engine.adapters.metrics_prometheus import process_exited
+
+    process_exited(pid)
+
+
 def build_service(
     settings: Settings | None = None,
     *,
@@ -67,6 +95,7 @@ def build_service(
         dispatcher=dispatcher or build_dispatcher(settings),
         events=events or build_event_sink(settings),
         settings=settings,
+        telemetry=build_telemetry(settings),
     )
 
 

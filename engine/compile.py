@@ -77,11 +77,13 @@ class CompiledWorkflow:
         return self._steps[step_id]
 
     def referenced_steps(self, step_id: str) -> frozenset[str]:
-        """Steps whose records the step's ``with`` templates, type expressions and ``foreach`` read.
+        """Steps whose records the step's ``with`` templates and type expressions read.
 
         The worker loads these records before running the step. A step that reads
         ``steps`` in a way that cannot be resolved statically gets all its ancestors.
-        ``when`` is not included: use ``when[step_id].step_refs``.
+        ``when`` and ``foreach`` are not included: they are evaluated when the step is
+        planned (:meth:`planning_steps`), and a foreach item carries its own element, so
+        running an item never reads the list's source.
         """
         return self._referenced[step_id]
 
@@ -212,14 +214,12 @@ class _Checker:
                 self._check_constant_condition(expression, f"{path}.when")
                 self.when[step.id] = expression
                 planned.append(expression)
-        rendered: list[Expression] = []
         if step.foreach is not None:
             expression = self._expression(step.foreach, f"{path}.foreach", step, "foreach")
             if expression is not None:
                 self.foreach[step.id] = expression
                 planned.append(expression)
-                rendered.append(expression)
-        rendered += self._config_expressions(index, step)
+        rendered = self._config_expressions(index, step)
         ancestors = self.ancestors.get(step.id, frozenset())
         self.referenced.setdefault(step.id, _steps_read(rendered, ancestors))
         self.planning.setdefault(step.id, _steps_read(planned, ancestors) | set(self.needs.get(step.id, ())))

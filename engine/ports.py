@@ -18,6 +18,7 @@ from engine.records import (
     EventRecord,
     ExecutionRecord,
     InboundEventRecord,
+    ItemChunkRecord,
     Page,
     SignalRecord,
     StepRecord,
@@ -64,6 +65,10 @@ class Reads(Protocol):
 
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None: ...
 
+    def get_item_chunk(self, tenant: str, execution_id: str, step_id: str, chunk: int) -> ItemChunkRecord | None:
+        """One slice of a foreach's list (see :class:`ItemChunkRecord`), or None if there is none."""
+        ...
+
     def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None: ...
 
 
@@ -87,6 +92,10 @@ class Transaction(Reads, Protocol):
 
     def put_trigger(self, record: TriggerRecord) -> None:
         """Create or replace a trigger (firing a schedule and ending its executions update it)."""
+        ...
+
+    def put_item_chunk(self, record: ItemChunkRecord) -> None:
+        """Create or replace one slice of a foreach's list."""
         ...
 
     def add_event(self, event: EventRecord) -> None:
@@ -332,3 +341,37 @@ class DecisionStats(Protocol):
     def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]: ...
 
     def mark_once(self, tenant: str, execution_id: str, name: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class StepAttempt:
+    """One attempt of a step as its worker saw it, for metrics."""
+
+    workflow: str
+    step_type: str
+    #: How the attempt ended for this worker: succeeded, failed, waiting or lease-lost.
+    outcome: str
+    #: The attempt's wall time, running and recording.
+    seconds: float
+    #: From the step's dispatch to the start of this attempt (None when not known).
+    queue_wait: float | None
+    #: The step's attempt number (2 and more: a retry).
+    attempt: int
+
+
+class Telemetry(Protocol):
+    """Operational metrics of what the engine did (Prometheus in production, nothing embedded).
+
+    Called after the fact and never in a transaction; an implementation must be cheap and never
+    raise into the engine.
+    """
+
+    def step_attempt(self, attempt: StepAttempt) -> None: ...
+
+    def execution_started(self, workflow: str) -> None: ...
+
+    def execution_settled(self, workflow: str, status: str, seconds: float) -> None: ...
+
+    def reconciled(self, repairs: dict[str, int]) -> None:
+        """One reconciler pass's repairs by kind (expired_leases, timers, redispatched, ...)."""
+        ...

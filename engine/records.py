@@ -7,6 +7,7 @@ schema version it was written with (see :mod:`engine.migrations`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,18 +30,58 @@ class WorkflowVersionRecord:
     schema_version: int = SCHEMA_VERSION
 
 
+class Deferred:
+    """A stored JSON value a store read but did not decode: the record decodes it on first use."""
+
+    __slots__ = ("_decode",)
+
+    def __init__(self, decode: Callable[[], Any]) -> None:
+        self._decode = decode
+
+    def decode(self) -> Any:
+        return self._decode()
+
+
+class DecodedOnUse:
+    """A record field that may hold a :class:`Deferred`, decoded (once) when first read.
+
+    Raising ``AttributeError`` on class access tells ``dataclass`` the field has no default.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = f"_{name}"
+
+    def __get__(self, record: object, owner: type | None = None) -> Any:
+        if record is None:
+            raise AttributeError(self._slot)
+        value = record.__dict__[self._slot]
+        if type(value) is Deferred:
+            value = record.__dict__[self._slot] = value.decode()
+        return value
+
+    def __set__(self, record: object, value: Any) -> None:
+        record.__dict__[self._slot] = value
+
+
 @dataclass
 class ExecutionRecord:
-    """The small header of one execution; steps live in their own records."""
+    """The small header of one execution; steps live in their own records.
+
+    ``input`` never changes once the execution is created, and most transactions never look
+    at it (a foreach item's completion, for one): a store may hand it over as a
+    :class:`Deferred`, so a large input is decoded only by the code that reads it.
+    """
 
     id: str
     tenant: str
     workflow: str
     version: int
     status: ExecutionStatus
-    input: Any
     created_at: float
     updated_at: float
+    # Required like the fields above (see DecodedOnUse); declared after them so that static
+    # checkers, which take the descriptor for a default, accept the order.
+    input: Any = DecodedOnUse()
     output: Any = None
     error: dict[str, Any] | None = None
     deadline_at: float | None = None
@@ -60,6 +101,12 @@ class StepRecord:
 
     ``key`` is the step id, or ``"<id>[<index>]"`` for a foreach item. ``lease_epoch`` grows on
     every claim; a completion must present the epoch it claimed with (fencing).
+
+    An expanded foreach parent records how many items its list has (``item_count``); the list
+    itself lives in :class:`ItemChunkRecord` slices and each item record carries its own
+    ``item``, so no transaction about one item reads the whole list. ``items`` is the whole
+    list inline, as parents expanded by Conveyor before ``item_count`` existed hold it: read
+    for them, never written.
     """
 
     execution_id: str
@@ -76,6 +123,7 @@ class StepRecord:
     index: int | None = None
     item: Any = None
     items: list[Any] | None = None
+    item_count: int | None = None
     output: Any = None
     error: dict[str, Any] | None = None
     wait: dict[str, Any] | None = None
@@ -83,6 +131,22 @@ class StepRecord:
     started_at: float | None = None
     finished_at: float | None = None
     run: int = 1
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class ItemChunkRecord:
+    """A slice of a foreach's evaluated list: elements ``chunk * size`` up to ``(chunk + 1) * size``.
+
+    Written once, when the foreach expands; read when an ending item creates a later item, so
+    that transaction decodes one slice, not the whole list.
+    """
+
+    tenant: str
+    execution_id: str
+    step_id: str
+    chunk: int
+    items: list[Any]
     schema_version: int = SCHEMA_VERSION
 
 

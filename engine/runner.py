@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from structlog.contextvars import bound_contextvars
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from engine import steptypes
@@ -33,7 +34,8 @@ from engine.eventlog import route_of
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
 from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
-from engine.records import StepRecord
+from engine.ports import StepAttempt
+from engine.records import Deferred, StepRecord
 from engine.service import Service
 from engine.steptypes.base import StepConfig, StepContext, StepPorts, Succeeded, Wait
 
@@ -307,12 +309,34 @@ class StepRunner:
         claimed = unclaimed or self.service.claim(tenant, execution_id, step_key)
         if claimed is None:
             return RunReport("ignored", step_key)
-        report, follower = self._attempt(claimed, follow=True, unclaimed=unclaimed is not None)
+        report, follower = self._observed_attempt(claimed, follow=True, unclaimed=unclaimed is not None)
         followed = 0
         while follower is not None:
             followed += 1
-            _, follower = self._attempt(follower, follow=followed < MAX_FOLLOWED_STEPS)
+            _, follower = self._observed_attempt(follower, follow=followed < MAX_FOLLOWED_STEPS)
         return replace(report, followed=followed)
+
+    def _observed_attempt(
+        self, claimed: Claimed, *, follow: bool, unclaimed: bool = False
+    ) -> tuple[RunReport, Claimed | None]:
+        """:meth:`_attempt`, reported to the service's telemetry (workflow, step type, outcome, timings)."""
+        started = time.monotonic()
+        step = claimed.step
+        queue_wait = self.service.clock.now() - step.dispatched_at if step.dispatched_at is not None else None
+        # Every log line of the attempt, stdlib records of the step's own code included, names it.
+        with bound_contextvars(tenant=step.tenant, execution_id=step.execution_id, step_key=step.key):
+            report, follower = self._attempt(claimed, follow=follow, unclaimed=unclaimed)
+        self.service.telemetry.step_attempt(
+            StepAttempt(
+                workflow=claimed.execution.workflow,
+                step_type=claimed.compiled.step(claimed.step.step_id).type,
+                outcome=report.outcome,
+                seconds=time.monotonic() - started,
+                queue_wait=queue_wait,
+                attempt=claimed.step.attempt,
+            )
+        )
+        return report, follower
 
     def _attempt(self, claimed: Claimed, *, follow: bool, unclaimed: bool = False) -> tuple[RunReport, Claimed | None]:
         """Run one attempt and record its outcome; a follower claimed on completion, if any."""
@@ -402,7 +426,7 @@ class StepRunner:
             step_key=step.key,
             step_id=step.step_id,
             attempt=step.attempt,
-            input=execution.input,
+            input=Deferred(lambda: execution.input),
             item=step.item,
             index=step.index,
             now=self.service.clock.now,

@@ -5,6 +5,7 @@ The API, Celery tasks, Beat and the CLI talk to Conveyor only through :class:`Se
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from engine.orchestration import steps as step_cases
 from engine.orchestration.recorder import Effects, FaninCheck, Recorder
 from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
 from engine.orchestration.workflows import Workflows
-from engine.ports import Clock, Dispatcher, EventSink, Store, Transaction
+from engine.ports import Clock, Dispatcher, EventSink, Store, Telemetry, Transaction
 from engine.records import (
     EventRecord,
     ExecutionRecord,
@@ -35,6 +36,7 @@ from engine.records import (
 from engine.router import EventRouter
 from engine.settings import Settings
 from engine.states import StepStatus
+from engine.telemetry import NoTelemetry
 
 T = TypeVar("T")
 log = structlog.get_logger("conveyor.service")
@@ -90,10 +92,12 @@ class Service:
         events: EventSink,
         settings: Settings | None = None,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.events = events
+        self.telemetry: Telemetry = telemetry or NoTelemetry()
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
         self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
@@ -151,6 +155,12 @@ class Service:
             self.dispatcher.dispatch(effects.dispatches)
         if effects.events:
             self.events.publish(effects.events)
+        for execution in effects.started:
+            self.telemetry.execution_started(execution.workflow)
+        for execution in effects.settled:
+            self.telemetry.execution_settled(
+                execution.workflow, execution.status.value, (execution.finished_at or 0.0) - execution.created_at
+            )
         for waiter in effects.waiters:
             try:
                 self.scan_events(waiter)
@@ -536,7 +546,7 @@ class Service:
         for execution in overdue:
             attempt(self._time_out(execution))
         routed = EventRouter(self).route_due(now - self.settings.event_route_after, limit)
-        return ReconcileReport(
+        report = ReconcileReport(
             len(expired),
             len(timers) - len(scans),
             len(stale),
@@ -545,6 +555,8 @@ class Service:
             routed_events=routed,
             scans=len(scans),
         )
+        self.telemetry.reconciled(dataclasses.asdict(report))
+        return report
 
     def _expire(self, step: StepRecord) -> Callable[[Recorder], None]:
         return lambda rec: step_cases.expire_lease(rec, self.workflows, step.tenant, step.execution_id, step.key)

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
 
     # operations
     liveness_file: Path | None = None
+    worker_metrics_port: int | None = None
+    worker_metrics_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_address: str = "127.0.0.1"
     flower_basic_auth: list[str] = Field(default_factory=list)

@@ -18,7 +18,7 @@ from typing import Any
 from celery import signals
 
 from engine.adapters.celery_config import make_celery
-from engine.bootstrap import build_service, build_step_ports
+from engine.bootstrap import build_service, build_step_ports, forget_worker_process, serve_worker_metrics
 from engine.logging import configure_logging
 from engine.runner import StepRunner
 from engine.settings import Settings
@@ -59,5 +59,18 @@ def _build_runner_in_child(**_: Any) -> None:
     runner()
 
 
+def _serve_metrics(**_: Any) -> None:
+    # In the main process, before the pool forks: it serves the sum of every pool process's metrics.
+    if settings.worker_metrics_port is not None:
+        serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_address)
+
+
+def _forget_pool_process(pid: int | None = None, **_: Any) -> None:
+    if pid is not None:
+        forget_worker_process(pid)
+
+
 signals.worker_init.connect(_configure_logging, weak=False)
+signals.worker_init.connect(_serve_metrics, weak=False)
 signals.worker_process_init.connect(_build_runner_in_child, weak=False)
+signals.worker_process_shutdown.connect(_forget_pool_process, weak=False)

@@ -7,6 +7,7 @@ Layout: one subtree per tenant, so no read names a document of another tenant::
     tenants/{tenant}/executions/{id}                       small execution header
     tenants/{tenant}/executions/{id}/steps/{step_key}      one document per step
     tenants/{tenant}/executions/{id}/events/{event_id}     history
+    tenants/{tenant}/executions/{id}/item_chunks/{step_id}-{n}  a slice of a foreach's list
     tenants/{tenant}/idempotency/{sha256(key)}             idempotency key -> execution id
     tenants/{tenant}/triggers/{id}
     tenants/{tenant}/blobs/{blob_id}                       out-of-line payload, first chunk
@@ -69,9 +70,11 @@ from engine.ports import DUE_FIELD, Reads, Transaction
 from engine.records import (
     SCHEMA_VERSION,
     ApiKeyRecord,
+    Deferred,
     EventRecord,
     ExecutionRecord,
     InboundEventRecord,
+    ItemChunkRecord,
     Page,
     SignalRecord,
     StepRecord,
@@ -127,6 +130,7 @@ JSON_FIELDS: dict[type[Any], tuple[str, ...]] = {
     WorkflowVersionRecord: ("definition",),
     ExecutionRecord: ("input", "output", "error", "parent", "labels"),
     StepRecord: ("item", "items", "output", "error", "wait"),
+    ItemChunkRecord: ("items",),
     EventRecord: ("data",),
     TriggerRecord: ("spec", "input"),
     ApiKeyRecord: (),
@@ -134,6 +138,10 @@ JSON_FIELDS: dict[type[Any], tuple[str, ...]] = {
     WaiterRecord: (),
     SignalRecord: ("payload",),
 }
+
+#: JSON fields a read record decodes on first use (see :class:`~engine.records.Deferred`): an
+#: execution's input is read by every transaction and looked at by few.
+DEFERRED_FIELDS: dict[type[Any], tuple[str, ...]] = {ExecutionRecord: ("input",)}
 
 #: Marker key of a claim-check reference left in place of an out-of-line payload.
 BLOB_MARK = "$blob"
@@ -246,6 +254,10 @@ class Paths:
 
     def step(self, tenant: str, execution_id: str, key: str) -> DocumentReference:
         return self._document(*_execution_path(tenant, execution_id), "steps", encode_id(key))
+
+    def item_chunk(self, tenant: str, execution_id: str, step_id: str, chunk: int) -> DocumentReference:
+        # Step ids have no "-", so "<step_id>-<n>" names one chunk of one step.
+        return self._document(*_execution_path(tenant, execution_id), "item_chunks", encode_id(f"{step_id}-{chunk}"))
 
     def marker(self, tenant: str, execution_id: str, name: str) -> DocumentReference:
         return self._document(*_execution_path(tenant, execution_id), "markers", encode_id(name))
@@ -381,16 +393,24 @@ def encode_record(record: DataclassInstance) -> dict[str, Any]:
 
 
 def decode_record(cls: type[R], fields: Mapping[str, Any], blobs: Mapping[str, bytes]) -> R:
-    """Rebuild a record from stored fields, resolving claim-check references from ``blobs``."""
+    """Rebuild a record from stored fields, resolving claim-check references from ``blobs``.
+
+    Fields in :data:`DEFERRED_FIELDS` are left to be decoded on first use.
+    """
     data = dict(fields)
+    deferred = DEFERRED_FIELDS.get(cls, ())
     for name in JSON_FIELDS[cls]:
         value = data.get(name)
         ref = BlobRef.from_field(value)
         if ref is not None:
             value = blobs[ref.blob_id]
         if isinstance(value, bytes):
-            data[name] = json.loads(value.decode("utf-8", "surrogatepass"))
+            data[name] = Deferred(functools.partial(_from_json, value)) if name in deferred else _from_json(value)
     return record_from_dict(cls, data)
+
+
+def _from_json(value: bytes) -> Any:
+    return json.loads(value.decode("utf-8", "surrogatepass"))
 
 
 def blob_refs(fields: Mapping[str, Any] | None) -> dict[str, BlobRef]:
@@ -1370,6 +1390,9 @@ class FirestoreTransaction:
                 latest = candidate
         return latest
 
+    def get_item_chunk(self, tenant: str, execution_id: str, step_id: str, chunk: int) -> ItemChunkRecord | None:
+        return self._record(ItemChunkRecord, self._paths.item_chunk(tenant, execution_id, step_id, chunk))
+
     def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None:
         return self._record(TriggerRecord, self._paths.trigger(tenant, trigger_id))
 
@@ -1391,6 +1414,10 @@ class FirestoreTransaction:
 
     def put_step(self, record: StepRecord) -> None:
         ref = self._paths.step(record.tenant, record.execution_id, record.key)
+        self._writes[ref.path] = _Write(ref, record.tenant, encode_record(record))
+
+    def put_item_chunk(self, record: ItemChunkRecord) -> None:
+        ref = self._paths.item_chunk(record.tenant, record.execution_id, record.step_id, record.chunk)
         self._writes[ref.path] = _Write(ref, record.tenant, encode_record(record))
 
     def put_trigger(self, record: TriggerRecord) -> None:

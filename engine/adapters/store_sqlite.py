@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import random
@@ -31,9 +32,11 @@ from engine.ports import DUE_FIELD, Reads, Transaction
 from engine.records import (
     SCHEMA_VERSION,
     ApiKeyRecord,
+    Deferred,
     EventRecord,
     ExecutionRecord,
     InboundEventRecord,
+    ItemChunkRecord,
     Page,
     SignalRecord,
     StepRecord,
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 R = TypeVar("R", bound="DataclassInstance")
+#: Reads an execution's input: ``(tenant, execution_id) -> input``.
+_InputLoader = Callable[[str, str], Any]
 
 _BUSY_TIMEOUT_SECONDS = 30.0
 _ATTEMPTS = 8
@@ -80,6 +85,11 @@ _SCHEMA = (
         tenant TEXT NOT NULL, execution_id TEXT NOT NULL, step_key TEXT NOT NULL,
         field TEXT NOT NULL, body TEXT NOT NULL,
         PRIMARY KEY (tenant, execution_id, step_key, field))""",
+    """CREATE TABLE IF NOT EXISTS execution_inputs (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant, id))""",
+    """CREATE TABLE IF NOT EXISTS item_chunks (
+        tenant TEXT NOT NULL, execution_id TEXT NOT NULL, step_id TEXT NOT NULL, chunk INTEGER NOT NULL,
+        doc TEXT NOT NULL, PRIMARY KEY (tenant, execution_id, step_id, chunk))""",
     """CREATE TABLE IF NOT EXISTS events (
         tenant TEXT NOT NULL, execution_id TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL,
         PRIMARY KEY (tenant, execution_id, id))""",
@@ -139,6 +149,14 @@ _COUNT_ACTIVE_ITEMS = """
     WHERE tenant = ? AND execution_id = ? AND key >= ? || '[' AND key < ? || '\\'
       AND status IN (SELECT value FROM json_each(?))
       AND json_extract(doc, '$.step_id') = ? AND json_extract(doc, '$.index') IS NOT NULL"""
+_SELECT_INPUT = "SELECT body FROM execution_inputs WHERE tenant = ? AND id = ?"
+_UPSERT_INPUT = """
+    INSERT INTO execution_inputs (tenant, id, body) VALUES (?, ?, ?)
+    ON CONFLICT (tenant, id) DO UPDATE SET body = excluded.body"""
+_SELECT_ITEM_CHUNK = "SELECT doc FROM item_chunks WHERE tenant = ? AND execution_id = ? AND step_id = ? AND chunk = ?"
+_UPSERT_ITEM_CHUNK = """
+    INSERT INTO item_chunks (tenant, execution_id, step_id, chunk, doc) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (tenant, execution_id, step_id, chunk) DO UPDATE SET doc = excluded.doc"""
 _SELECT_LATEST_VERSION = "SELECT doc FROM workflow_versions WHERE tenant = ? AND name = ? ORDER BY version DESC LIMIT 1"
 _LIST_EXECUTIONS = """
     SELECT doc, spilled, tenant, id, '' FROM executions
@@ -226,7 +244,7 @@ class SqliteStore:
         """Run ``fn`` under the database write lock and commit its buffered writes."""
 
         def run(conn: sqlite3.Connection) -> T:
-            tx = _SqliteTransaction(conn, self._codec)
+            tx = _SqliteTransaction(conn, self._codec, self._load_input)
             result = fn(tx)
             tx.apply()
             return result
@@ -235,7 +253,7 @@ class SqliteStore:
 
     def read(self, fn: Callable[[Reads], T]) -> T:
         """Run ``fn`` in a read transaction: one snapshot of the database, and no write lock."""
-        return self._read(lambda conn: fn(_SqliteTransaction(conn, self._codec)))
+        return self._read(lambda conn: fn(_SqliteTransaction(conn, self._codec, self._load_input)))
 
     # workflows
 
@@ -302,7 +320,7 @@ class SqliteStore:
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None:
         def read(conn: sqlite3.Connection) -> ExecutionRecord | None:
             row = conn.execute(_SELECT_EXECUTION, (tenant, execution_id)).fetchone()
-            return None if row is None else _load_spilled(conn, ExecutionRecord, row)
+            return None if row is None else _load_execution(conn, row, self._load_input)
 
         return self._read(read)
 
@@ -332,7 +350,7 @@ class SqliteStore:
 
         def read(conn: sqlite3.Connection) -> list[ExecutionRecord]:
             rows = conn.execute(_LIST_EXECUTIONS, params).fetchall()
-            return [_load_spilled(conn, ExecutionRecord, row) for row in rows]
+            return [_load_execution(conn, row, self._load_input) for row in rows]
 
         records = self._read(read)
         return _page(records, limit, lambda r: r, lambda r: [r.created_at, r.id])
@@ -378,7 +396,9 @@ class SqliteStore:
 
     def overdue_executions(self, before: float, limit: int = 200) -> list[ExecutionRecord]:
         params = (before, _ACTIVE_STATUSES, limit)
-        return self._read(lambda c: _load_all(c, ExecutionRecord, c.execute(_OVERDUE_EXECUTIONS, params)))
+        return self._read(
+            lambda c: [_load_execution(c, row, self._load_input) for row in c.execute(_OVERDUE_EXECUTIONS, params)]
+        )
 
     # triggers
 
@@ -491,6 +511,13 @@ class SqliteStore:
 
     # plumbing
 
+    def _load_input(self, tenant: str, execution_id: str) -> Any:
+        """An execution's input, stored beside its header (see :func:`_load_execution`)."""
+        row = self._read(lambda c: c.execute(_SELECT_INPUT, (tenant, execution_id)).fetchone())
+        if row is None:
+            raise ConveyorError(f"the input of execution {execution_id!r} is missing from the store")
+        return json.loads(row[0])
+
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._connections.get()
         if conn.in_transaction:
@@ -513,13 +540,15 @@ class SqliteStore:
 class _SqliteTransaction:
     """A :class:`~engine.ports.Transaction`: reads see the buffered writes, ``apply`` writes them."""
 
-    def __init__(self, conn: sqlite3.Connection, codec: _DocCodec) -> None:
+    def __init__(self, conn: sqlite3.Connection, codec: _DocCodec, load_input: _InputLoader) -> None:
         self._conn = conn
         self._codec = codec
+        self._load_input = load_input
         # Buffered writes, as record_to_dict output, keyed by record identity.
         self._executions: dict[tuple[str, str], dict[str, Any]] = {}
         self._steps: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._events: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._chunks: dict[tuple[str, str, str, int], dict[str, Any]] = {}
         # A list, not a dict: putting one version twice must fail like any taken number.
         self._versions: list[dict[str, Any]] = []
         self._triggers: dict[tuple[str, str], dict[str, Any]] = {}
@@ -533,7 +562,7 @@ class _SqliteTransaction:
         if buffered is not None:
             return _fresh(ExecutionRecord, buffered)
         row = self._conn.execute(_SELECT_EXECUTION, (tenant, execution_id)).fetchone()
-        return None if row is None else _load_spilled(self._conn, ExecutionRecord, row)
+        return None if row is None else _load_execution(self._conn, row, self._load_input)
 
     def find_execution_by_key(self, tenant: str, idempotency_key: str) -> ExecutionRecord | None:
         for (buffered_tenant, _), data in self._executions.items():
@@ -543,7 +572,7 @@ class _SqliteTransaction:
         if row is None or (tenant, row[3]) in self._executions:
             # Absent, or the stored header was rewritten in this transaction with another key.
             return None
-        return _load_spilled(self._conn, ExecutionRecord, row)
+        return _load_execution(self._conn, row, self._load_input)
 
     def get_steps(self, tenant: str, execution_id: str, keys: Sequence[str]) -> dict[str, StepRecord]:
         found = {
@@ -575,6 +604,14 @@ class _SqliteTransaction:
             return None
         return _fresh(WorkflowVersionRecord, max(candidates, key=lambda data: int(data["version"])))
 
+    def get_item_chunk(self, tenant: str, execution_id: str, step_id: str, chunk: int) -> ItemChunkRecord | None:
+        identity = (tenant, execution_id, step_id, chunk)
+        buffered = self._chunks.get(identity)
+        if buffered is not None:
+            return _fresh(ItemChunkRecord, buffered)
+        row = self._conn.execute(_SELECT_ITEM_CHUNK, identity).fetchone()
+        return None if row is None else _load(ItemChunkRecord, row[0])
+
     def get_trigger(self, tenant: str, trigger_id: str) -> TriggerRecord | None:
         buffered = self._triggers.get((tenant, trigger_id))
         if buffered is not None:
@@ -584,6 +621,10 @@ class _SqliteTransaction:
 
     def put_workflow_version(self, record: WorkflowVersionRecord) -> None:
         self._versions.append(record_to_dict(record))
+
+    def put_item_chunk(self, record: ItemChunkRecord) -> None:
+        identity = (record.tenant, record.execution_id, record.step_id, record.chunk)
+        self._chunks[identity] = record_to_dict(record)
 
     def put_trigger(self, record: TriggerRecord) -> None:
         self._triggers[(record.tenant, record.id)] = record_to_dict(record)
@@ -672,6 +713,10 @@ class _SqliteTransaction:
             self._upsert_execution(data)
         for data in self._steps.values():
             self._upsert_step(data)
+        if self._chunks:
+            self._conn.executemany(
+                _UPSERT_ITEM_CHUNK, [(*identity, _dumps(data)) for identity, data in self._chunks.items()]
+            )
         self._conn.executemany(_UPSERT_TRIGGER, [_trigger_row(data) for data in self._triggers.values()])
         self._conn.executemany(
             "INSERT OR IGNORE INTO events (tenant, execution_id, id, doc) VALUES (?, ?, ?, ?)",
@@ -690,7 +735,8 @@ class _SqliteTransaction:
 
     def _upsert_execution(self, data: dict[str, Any]) -> None:
         tenant, execution_id = data["tenant"], data["id"]
-        doc, spilled = self._codec.encode(data)
+        header = {name: value for name, value in data.items() if name != "input"}
+        doc, spilled = self._codec.encode(header)
         try:
             self._conn.execute(
                 _UPSERT_EXECUTION,
@@ -711,6 +757,7 @@ class _SqliteTransaction:
                 f"idempotency key {data['idempotency_key']!r} is already used by another execution"
             ) from exc
         _write_payloads(self._conn, (tenant, execution_id, ""), spilled)
+        self._conn.execute(_UPSERT_INPUT, (tenant, execution_id, _dumps(data["input"])))
 
     def _upsert_step(self, data: dict[str, Any]) -> None:
         owner = (data["tenant"], data["execution_id"], data["key"])
@@ -899,14 +946,32 @@ def _fresh(cls: type[R], data: dict[str, Any]) -> R:
 
 def _load_spilled(conn: sqlite3.Connection, cls: type[R], row: Sequence[Any]) -> R:
     """Load an execution or step row (doc, spilled, owner...) with its out-of-line payloads."""
+    return record_from_dict(cls, _row_data(conn, row))
+
+
+def _row_data(conn: sqlite3.Connection, row: Sequence[Any]) -> dict[str, Any]:
+    """The fields of an execution or step row (doc, spilled, owner...), out-of-line payloads included."""
     doc, spilled, *owner = row
-    data = json.loads(doc)
+    data: dict[str, Any] = json.loads(doc)
     if spilled is not None:
         for name, body in conn.execute(
             "SELECT field, body FROM payloads WHERE tenant = ? AND execution_id = ? AND step_key = ?", owner
         ):
             data[name] = json.loads(body)
-    return record_from_dict(cls, data)
+    return data
+
+
+def _load_execution(conn: sqlite3.Connection, row: Sequence[Any], load_input: _InputLoader) -> ExecutionRecord:
+    """Load an execution header; its input, kept in ``execution_inputs``, is read on first use.
+
+    Most transactions never look at the input, and a large one (a foreach's list) would
+    otherwise be read and decoded by every transaction of every step. A header written
+    before inputs moved out keeps its input in ``doc`` and loads it at once.
+    """
+    data = _row_data(conn, row)
+    if "input" not in data:
+        data["input"] = Deferred(functools.partial(load_input, data["tenant"], data["id"]))
+    return record_from_dict(ExecutionRecord, data)
 
 
 def _load_all(conn: sqlite3.Connection, cls: type[R], rows: Iterable[Sequence[Any]]) -> list[R]:

@@ -129,7 +129,11 @@ def _revive(rec: Recorder, snap: Snapshot, record: StepRecord) -> None:
     record.attempt = 0
     record.error = None
     record.run = snap.execution.run
-    if record.index is None and record.items is None and snap.compiled.step(record.step_id).foreach is not None:
+    if (
+        record.index is None
+        and not planner.is_foreach_parent(record)
+        and snap.compiled.step(record.step_id).foreach is not None
+    ):
         # The foreach expression itself failed: plan the step afresh (``advance`` creates it).
         rec.withdraw_step(record, Cause.RETRY)
         del snap.records[record.key]

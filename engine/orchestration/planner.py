@@ -6,7 +6,7 @@ records; nothing reads or writes a store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,7 +45,17 @@ def is_item(record: StepRecord) -> bool:
 
 def is_foreach_parent(record: StepRecord) -> bool:
     """A top-level record whose foreach has been expanded into items."""
-    return record.index is None and record.items is not None
+    return record.index is None and item_count(record) is not None
+
+
+def item_count(record: StepRecord) -> int | None:
+    """How many items an expanded foreach parent has; ``None`` for any other record.
+
+    A parent expanded before ``item_count`` existed holds its whole list in ``items``.
+    """
+    if record.item_count is not None:
+        return record.item_count
+    return None if record.items is None else len(record.items)
 
 
 def blocks(compiled: CompiledWorkflow, record: StepRecord) -> bool:
@@ -62,12 +72,32 @@ def step_view(records: Mapping[str, StepRecord]) -> dict[str, dict[str, Any]]:
     }
 
 
+class Variables(Mapping[str, Any]):
+    """Bound variables for CEL; ``input`` is taken from the header only when it is looked up.
+
+    Expressions look up only the variables they read, so a large input (see
+    :class:`~engine.records.ExecutionRecord`) is decoded only for expressions that use it.
+    """
+
+    def __init__(self, execution: ExecutionRecord, values: dict[str, Any]) -> None:
+        self._execution = execution
+        self._values = values
+
+    def __getitem__(self, name: str) -> Any:
+        return self._execution.input if name == "input" else self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("input", *self._values))
+
+    def __len__(self) -> int:
+        return len(self._values) + 1
+
+
 def variables(
     execution: ExecutionRecord, records: Mapping[str, StepRecord], *, item: Any = None, index: int | None = None
-) -> dict[str, Any]:
+) -> Variables:
     """Bound variables for CEL: ``input``, ``steps``, ``execution`` (and ``item``/``index``)."""
     bound: dict[str, Any] = {
-        "input": execution.input,
         "steps": step_view(records),
         "execution": {
             "id": execution.id,
@@ -79,7 +109,7 @@ def variables(
     if index is not None:
         bound["item"] = item
         bound["index"] = index
-    return bound
+    return Variables(execution, bound)
 
 
 def plan_step(

@@ -11,14 +11,18 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.compile import CompiledWorkflow
-from engine.errors import ExpressionError
+from engine.errors import ConveyorError, ExpressionError
 from engine.orchestration import planner
 from engine.orchestration.recorder import Recorder
 from engine.orchestration.snapshot import Snapshot
-from engine.records import ExecutionRecord, StepRecord
+from engine.records import ExecutionRecord, ItemChunkRecord, StepRecord
 from engine.states import STEP_ACTIVE, STEP_TERMINAL, Cause, ExecutionStatus, StepStatus
 
 Records = dict[str, StepRecord]
+
+#: Elements of a foreach's list per stored slice (:class:`ItemChunkRecord`): creating an item
+#: decodes one slice, whatever the length of the list.
+ITEMS_PER_CHUNK = 100
 
 
 def error_info(message: str, error_type: str = "StepFailure", **extra: Any) -> dict[str, Any]:
@@ -113,10 +117,13 @@ def _apply(rec: Recorder, snap: Snapshot, plan: planner.StepPlan) -> StepRecord:
 def _expand(rec: Recorder, snap: Snapshot, parent: StepRecord, items: list[Any]) -> None:
     """Start a foreach: the parent runs while at most ``concurrency`` items are in flight.
 
-    The parent's ``lease_until`` is when the reconciler checks its fan-in, in case the worker
+    The parent records only how many items there are. The first ``concurrency`` items are
+    created with their elements; the rest of the list is stored in slices of
+    :data:`ITEMS_PER_CHUNK` for the items that create them later (:func:`item_ended`). The
+    parent's ``lease_until`` is when the reconciler checks its fan-in, in case the worker
     that should have finished it died between its commit and that check.
     """
-    parent.items = items
+    parent.item_count = len(items)
     if not items:
         parent.status = StepStatus.SUCCEEDED
         parent.output = []
@@ -128,12 +135,29 @@ def _expand(rec: Recorder, snap: Snapshot, parent: StepRecord, items: list[Any])
     parent.lease_until = rec.now + rec.fanin_check_seconds
     rec.create_step(parent, {"items": len(items)})
     snap.records[parent.key] = parent
-    for index in range(min(len(items), planner.foreach_concurrency(snap.compiled, parent.step_id))):
-        create_item(rec, snap, parent, index)
+    first = min(len(items), planner.foreach_concurrency(snap.compiled, parent.step_id))
+    for index in range(first):
+        create_item(rec, snap, parent, index, items[index])
+    for chunk in range(first // ITEMS_PER_CHUNK, -(-len(items) // ITEMS_PER_CHUNK)):
+        start = chunk * ITEMS_PER_CHUNK
+        rec.tx.put_item_chunk(
+            ItemChunkRecord(
+                parent.tenant, parent.execution_id, parent.step_id, chunk, items[start : start + ITEMS_PER_CHUNK]
+            )
+        )
 
 
-def create_item(rec: Recorder, snap: Snapshot, parent: StepRecord, index: int) -> None:
-    assert parent.items is not None
+def _element(snap: Snapshot, parent: StepRecord, index: int) -> Any:
+    """Element ``index`` of a foreach's list, read from its slice (or a legacy parent's inline list)."""
+    if parent.items is not None:
+        return parent.items[index]
+    chunk = snap.tx.get_item_chunk(snap.tenant, parent.execution_id, parent.step_id, index // ITEMS_PER_CHUNK)
+    if chunk is None:
+        raise ConveyorError(f"the stored list of foreach {parent.step_id!r} has no element {index}")
+    return chunk.items[index % ITEMS_PER_CHUNK]
+
+
+def create_item(rec: Recorder, snap: Snapshot, parent: StepRecord, index: int, element: Any) -> None:
     child = StepRecord(
         execution_id=parent.execution_id,
         tenant=parent.tenant,
@@ -142,7 +166,7 @@ def create_item(rec: Recorder, snap: Snapshot, parent: StepRecord, index: int) -
         status=StepStatus.QUEUED,
         queue=parent.queue,
         index=index,
-        item=parent.items[index],
+        item=element,
         run=parent.run,
     )
     rec.create_step(child)
@@ -163,10 +187,9 @@ def item_ended(rec: Recorder, snap: Snapshot, child: StepRecord) -> None:
     later = later_items(snap.compiled, child.step_id, child.index)
     snap.ensure([child.step_id, *later])
     parent = snap.records[child.step_id]
-    assert parent.items is not None
     successor = child.index + planner.foreach_concurrency(snap.compiled, child.step_id)
-    if successor < len(parent.items) and later[0] not in snap.records:
-        create_item(rec, snap, parent, successor)
+    if successor < (planner.item_count(parent) or 0) and later[0] not in snap.records:
+        create_item(rec, snap, parent, successor, _element(snap, parent, successor))
     if parent.status is not StepStatus.RUNNING:
         return
     if planner.blocks(snap.compiled, child):
@@ -198,8 +221,8 @@ def later_items(compiled: CompiledWorkflow, step_id: str, index: int) -> list[st
 def _still_to_end(snap: Snapshot, parent: StepRecord, key: str) -> bool:
     """Whether item ``key`` of ``parent`` is active or, within range, not created yet."""
     index = planner.parse_key(key)[1]
-    assert index is not None and parent.items is not None
-    if index >= len(parent.items):
+    assert index is not None
+    if index >= (planner.item_count(parent) or 0):
         return False
     record = snap.records.get(key)
     return record is None or record.status in STEP_ACTIVE
@@ -211,9 +234,8 @@ def finish_foreach(rec: Recorder, snap: Snapshot, parent: StepRecord) -> bool:
     Needs the whole snapshot: an item without a record has not started, so it has not ended.
     """
     snap.load_all()
-    assert parent.items is not None
     items = planner.items_of(snap.records, parent.step_id)
-    if parent.status is not StepStatus.RUNNING or len(items) < len(parent.items):
+    if parent.status is not StepStatus.RUNNING or len(items) < (planner.item_count(parent) or 0):
         return False
     if any(item.status in STEP_ACTIVE for item in items):
         return False

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.events import execution_event, step_event
+from engine.orchestration import planner
 from engine.ports import Dispatch, Transaction
 from engine.records import EventRecord, ExecutionRecord, StepRecord, WaiterRecord
-from engine.states import NEW, Cause, ExecutionStatus, Machine, StepStatus, require
+from engine.states import EXECUTION_TERMINAL, NEW, Cause, ExecutionStatus, Machine, StepStatus, require
 
 
 def machine_of(step: StepRecord) -> Machine:
-    """A foreach parent (a top-level record holding its items) follows its own machine."""
-    return Machine.FOREACH if step.index is None and step.items is not None else Machine.STEP
+    """A foreach parent (an expanded top-level record, see ``is_foreach_parent``) follows its own machine."""
+    return Machine.FOREACH if planner.is_foreach_parent(step) else Machine.STEP
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class Effects:
     dispatches: list[Dispatch] = field(default_factory=list)
     fanin_checks: list[FaninCheck] = field(default_factory=list)
     waiters: list[WaiterRecord] = field(default_factory=list)
+    #: Executions this transaction created, and those it moved to a final status (for metrics).
+    started: list[ExecutionRecord] = field(default_factory=list)
+    settled: list[ExecutionRecord] = field(default_factory=list)
 
 
 #: Called in the transaction that moves an execution a schedule trigger started.
@@ -85,6 +89,7 @@ class Recorder:
         require(NEW, execution.status, Cause.START, Machine.EXECUTION)
         self.tx.put_execution(execution)
         self._emit(execution_event(execution, self.now, data))
+        self.effects.started.append(execution)
 
     def move_execution(
         self, execution: ExecutionRecord, target: ExecutionStatus, cause: Cause, data: dict[str, Any] | None = None
@@ -95,6 +100,8 @@ class Recorder:
         execution.finished_at = self.now if target not in (ExecutionStatus.RUNNING, ExecutionStatus.PAUSED) else None
         self.tx.put_execution(execution)
         self._emit(execution_event(execution, self.now, data))
+        if target in EXECUTION_TERMINAL:
+            self.effects.settled.append(execution)
         if execution.trigger_id is not None and self.schedule_hook is not None:
             self.schedule_hook(self, execution)
 

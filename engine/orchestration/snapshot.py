@@ -59,8 +59,8 @@ class Snapshot:
         self.ensure(
             planner.item_key(record.step_id, index)
             for record in list(self.records.values())
-            if not planner.is_item(record) and record.items
-            for index in range(len(record.items))
+            if not planner.is_item(record)
+            for index in range(planner.item_count(record) or 0)
         )
         self.whole = True
 

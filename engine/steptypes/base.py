@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.errors import ExpressionError, Problem
 from engine.expressions import compile_expression
+from engine.records import DecodedOnUse
 
 if TYPE_CHECKING:
     from engine.ai import ScriptedModel
@@ -91,7 +92,8 @@ class StepContext:
     step_key: str
     step_id: str
     attempt: int
-    input: Any
+    #: The execution input; the runner hands it over as a ``Deferred``, decoded on first use.
+    input: Any = DecodedOnUse()  # noqa: RUF009 - a descriptor (see DecodedOnUse), not a shared default
     item: Any = None
     index: int | None = None
     now: Callable[[], float] = lambda: 0.0

@@ -207,6 +207,7 @@ def test_step_round_trips_in_every_status(store: Store, status: StepStatus) -> N
         index=3,
         item={"sku": "a"},
         items=[{"sku": "a"}, None, 3],
+        item_count=3,
         output={"tracking": "T-1"},
         error={"type": "Timeout"},
         wait={"event": "order.paid", "match": "event.id == 1"},
