@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor import exit_codes, progress
-from conveyor.commands.run import follow_here
+from conveyor.commands.run import NoWorkerOption, QuietOption, TimeoutOption, follow_here
 from engine.adapters.payloads import record_to_dict
 from engine.bootstrap import build_service
 from engine.errors import ConveyorError
@@ -150,13 +150,9 @@ def retry(
     execution_id: ExecutionId,
     tenant: Tenant = "default",
     state_dir: StateDir = None,
-    timeout: Annotated[
-        float | None, typer.Option(help="Cancel the execution if it has not finished after this many seconds.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table: print only outputs or errors.")] = False,
-    no_worker: Annotated[
-        bool, typer.Option("--no-worker", help="Do not run steps here; leave them to `conveyor worker` processes.")
-    ] = False,
+    timeout: TimeoutOption = None,
+    quiet: QuietOption = False,
+    no_worker: NoWorkerOption = False,
 ) -> None:
     """Retry a failed, cancelled or timed-out execution from its failed steps and follow it to its end.
 

@@ -58,6 +58,16 @@ class RunOutcome:
     reason: str | None = None
 
 
+#: Options of every command that follows an execution here (``run``, ``executions retry``).
+TimeoutOption = Annotated[
+    float | None, typer.Option(help="Cancel the execution if it has not finished after this many seconds.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No live table: print only outputs or errors.")]
+NoWorkerOption = Annotated[
+    bool, typer.Option("--no-worker", help="Do not run steps here; leave them to `conveyor worker` processes.")
+]
+
+
 def register(app: typer.Typer) -> None:
     """Add ``run`` to the ``conveyor`` app."""
     app.command("run")(run)
@@ -72,13 +82,9 @@ def run(
     state_dir: Annotated[
         Path | None, typer.Option(help="Folder for the local store (default: CONVEYOR_STATE_DIR or .conveyor).")
     ] = None,
-    timeout: Annotated[
-        float | None, typer.Option(help="Cancel the execution if it has not finished after this many seconds.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table: print only outputs or errors.")] = False,
-    no_worker: Annotated[
-        bool, typer.Option("--no-worker", help="Do not run steps here; leave them to `conveyor worker` processes.")
-    ] = False,
+    timeout: TimeoutOption = None,
+    quiet: QuietOption = False,
+    no_worker: NoWorkerOption = False,
     signals: Annotated[
         list[str] | None,
         typer.Option(
