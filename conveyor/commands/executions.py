@@ -117,8 +117,11 @@ def show(
         execution = service.get_execution(tenant, execution_id)
         steps = service.list_steps(tenant, execution_id)
         order = list(service.compiled(tenant, execution.workflow, execution.version).order)
+        # Built while the store is open: a record reads its payloads only when first asked
+        # (this reads them all, so the table below needs the store no more).
+        document = {**record_to_dict(execution), "steps": [record_to_dict(step) for step in steps]}
     if as_json:
-        _print_json({**record_to_dict(execution), "steps": [record_to_dict(step) for step in steps]})
+        _print_json(document)
         return
     now = time.time()
     rows = progress.step_rows(order, steps, now, ended=execution.status in EXECUTION_TERMINAL)
