@@ -43,6 +43,8 @@ COMMAND_MODULES = [
     "api",
     "flower",
     "events",
+    "bridge",
+    "triggers",
 ]
 
 for _module in COMMAND_MODULES:

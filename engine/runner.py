@@ -29,6 +29,7 @@ from structlog.contextvars import bound_contextvars
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from engine import steptypes
+from engine.ai import BudgetExceeded, usage_total
 from engine.errors import ConveyorError, LeaseLost, PayloadInvalid, PayloadTooLarge, StepFailure, StoreUnavailable
 from engine.eventlog import route_of
 from engine.expressions import compile_expression, render
@@ -226,7 +227,10 @@ def _error(exc: BaseException) -> dict[str, Any]:
     frames = traceback.extract_tb(exc.__traceback__)
     if not isinstance(exc, ConveyorError) or any(not frame.filename.startswith(INTERNAL_PATHS) for frame in frames):
         shown = "".join(_trimmed(traceback.TracebackException.from_exception(exc, limit=-8)).format())[-4000:]
-    return {"type": error_type, "message": message, "traceback": shown}
+    error: dict[str, Any] = {"type": error_type, "message": message, "traceback": shown}
+    if isinstance(exc, BudgetExceeded) and exc.usage is not None:
+        error["usage"] = exc.usage.as_dict()  # spent all the same: the execution's totals count it
+    return error
 
 
 def _short_path(filename: str) -> str:
@@ -438,6 +442,8 @@ class StepRunner:
             ports=self.ports,
             models=compiled.definition.models,
             workflow=compiled.name,
+            execution_budget=compiled.definition.budget,
+            execution_spent=usage_total(execution.usage, without=step.key),
             resume=(step.wait or {}).get("answer"),
         )
         # A lost lease (the step was cancelled, timed out or taken over) stops the wait for

@@ -85,6 +85,14 @@ def run(
     timeout: TimeoutOption = None,
     quiet: QuietOption = False,
     no_worker: NoWorkerOption = False,
+    reconcile: Annotated[
+        bool | None,
+        typer.Option(
+            "--reconcile/--no-reconcile",
+            help="Run the reconciler (timers, retries, lost workers) here; default: yes, unless --no-worker "
+            "(then `conveyor beat` does it). With Redis it shares beat's lease: never two at once.",
+        ),
+    ] = None,
     signals: Annotated[
         list[str] | None,
         typer.Option(
@@ -116,7 +124,15 @@ def run(
 
     queues = {step.queue for step in compiled.definition.steps if step.queue}
     follow_here(
-        settings, begin, queues=queues, no_worker=no_worker, timeout=timeout, quiet=quiet, err=err, answers=answers
+        settings,
+        begin,
+        queues=queues,
+        no_worker=no_worker,
+        timeout=timeout,
+        quiet=quiet,
+        err=err,
+        answers=answers,
+        reconcile=reconcile,
     )
 
 
@@ -130,12 +146,14 @@ def follow_here(
     quiet: bool,
     err: Console,
     answers: dict[str, Any] | None = None,
+    reconcile: bool | None = None,
 ) -> NoReturn:
     """Start an execution with ``begin``, run its steps in this process (unless ``no_worker``), follow it
     to its end and exit with its code: 0 succeeded, 1 failed, timed out or cancelled.
 
     ``conveyor run`` starts a new execution; ``conveyor executions retry`` retries one.
-    ``answers`` are signals for steps once they wait (``--signal``).
+    ``answers`` are signals for steps once they wait (``--signal``). The reconciler runs here
+    if ``reconcile``, by default unless ``no_worker``.
     """
     # Imported here: loading a Celery worker would slow down every other command.
     from conveyor.embedded import embedded_service
@@ -149,9 +167,12 @@ def follow_here(
     try:
         # Once the watched execution has ended, a step still running here belongs to it and its
         # outcome would be refused: stop without waiting for it (stop_grace=0).
+        run_reconciler = not no_worker if reconcile is None else reconcile
         with (
             _restoring_sigint(),
-            embedded_service(settings, worker=not no_worker, queues=queues, stop_grace=0) as service,
+            embedded_service(
+                settings, worker=not no_worker, reconcile=run_reconciler, queues=queues, stop_grace=0
+            ) as service,
         ):
             _quiet_logging(settings)  # again: Celery's worker_init signal configured logging anew
             execution = begin(service)
