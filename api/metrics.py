@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.bootstrap import engine_metrics
+
 
 class Metrics:
     """The API's metric families."""
@@ -50,7 +52,8 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The API's own metrics, then the engine's (executions started, cancelled, ... here)."""
+        return generate_latest(self.registry) + engine_metrics()
 
 
 def route_template(app: ASGIApp, scope: Scope) -> str:

@@ -112,23 +112,57 @@ def cost_of(model: str, input_tokens: int, output_tokens: int, prices: Mapping[s
 
 
 class BudgetExceeded(StepFailure):
-    """A step or execution spent its token or cost budget. Never retried: a retry would spend more."""
+    """A step or execution spent its token or cost budget. Never retried: a retry would spend more.
 
-    def __init__(self, message: str) -> None:
+    ``usage`` is what the step had spent (recorded with its error, counted for the execution).
+    """
+
+    def __init__(self, message: str, usage: Usage | None = None) -> None:
         super().__init__(message, retryable=False, error_type="BudgetExceeded")
+        self.usage = usage
 
 
-def check_budget(budget: Budget | None, spent: Usage, scope: str, *, before_call: bool = False) -> None:
+def usage_total(by_step: Mapping[str, Mapping[str, Any]] | None, *, without: str | None = None) -> Usage:
+    """The sum of per-step usage records (``Usage.as_dict`` shapes), leaving out step ``without``."""
+    total = Usage()
+    for key, usage in (by_step or {}).items():
+        if key != without:
+            total = total + Usage(
+                int(usage.get("input_tokens", 0)),
+                int(usage.get("output_tokens", 0)),
+                float(usage.get("cost", 0.0)),
+                int(usage.get("calls", 0)),
+            )
+    return total
+
+
+def check_budget(
+    budget: Budget | None, spent: Usage, scope: str, *, before_call: bool = False, step_usage: Usage | None = None
+) -> None:
     """Raise :class:`BudgetExceeded` if ``spent`` went over a limit of ``budget``.
 
     ``before_call``: a model call is about to be made, so reaching the limit is already too much.
+    ``step_usage`` is what the checking step spent (default: ``spent``), kept on the error.
     """
     if budget is None:
         return
+    own = step_usage if step_usage is not None else spent
     if budget.tokens is not None and _over(spent.total_tokens, budget.tokens, before_call):
-        raise BudgetExceeded(f"{scope} used {spent.total_tokens} tokens; its budget is {budget.tokens}")
+        raise BudgetExceeded(f"{scope} used {spent.total_tokens} tokens; its budget is {budget.tokens}", own)
     if budget.cost is not None and _over(spent.cost, budget.cost, before_call):
-        raise BudgetExceeded(f"{scope} cost {spent.cost:.6f}; its budget is {budget.cost}")
+        raise BudgetExceeded(f"{scope} cost {spent.cost:.6f}; its budget is {budget.cost}", own)
+
+
+def check_budgets(request: AgentRequest, step: Usage, scope: str, *, before_call: bool = False) -> None:
+    """The step's budget on its own usage, and the execution's on everything spent."""
+    check_budget(request.budget, step, scope, before_call=before_call)
+    check_budget(
+        request.execution_budget,
+        request.execution_spent + step,
+        "the execution",
+        before_call=before_call,
+        step_usage=step,
+    )
 
 
 def _over(spent: float, limit: float, before_call: bool) -> bool:
@@ -149,6 +183,9 @@ class AgentRequest:
     output_schema: Mapping[str, Any] | None = None
     budget: Budget | None = None
     max_turns: int = 25
+    #: The workflow's ``budget`` and what the execution's other steps spent so far.
+    execution_budget: Budget | None = None
+    execution_spent: Usage = field(default_factory=lambda: Usage())
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Structured logging (structlog) for every Conveyor process.
 
-Log lines carry ``execution_id`` and ``step_key`` where they are known: the runner binds
-them per step. ``CONVEYOR_LOG_JSON=true`` emits one JSON object per line for collectors.
+Log lines carry ``tenant``, ``execution_id`` and ``step_key`` where they are known: the runner
+binds them (structlog context variables) for each step attempt, a step followed inline included,
+and stdlib ``logging`` records (Celery's, libraries', your steps') go through the same processors,
+so they carry them too. ``CONVEYOR_LOG_JSON=true`` emits one JSON object per line for collectors.
 """
 
 from __future__ import annotations
@@ -31,16 +33,27 @@ def configure_logging(settings: Settings) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_conveyor", False)]:
+        root.removeHandler(old)
+    handler._conveyor = True  # type: ignore[attr-defined]  # ours, replaced when logging is configured again
+    root.addHandler(handler)
+    root.setLevel(level)

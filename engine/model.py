@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from engine.ai import ScriptedModel
+from engine.ai import Budget, ScriptedModel
 from engine.durations import parse_duration
 from engine.errors import DefinitionInvalid, Problem
 
@@ -63,6 +63,8 @@ class WorkflowDef(Frozen):
     steps: tuple[StepDef, ...]
     outputs: dict[str, str] = Field(default_factory=dict)
     deadline: Duration | None = None
+    #: Model token/cost limits over all AI steps of an execution (each counted over its attempts).
+    budget: Budget | None = None
     #: Scripted models by name, used by AI steps as ``model: fake:<name>`` (offline runs, tests).
     models: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")], ScriptedModel] = Field(default_factory=dict)
 

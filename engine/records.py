@@ -92,6 +92,8 @@ class ExecutionRecord:
     labels: dict[str, str] = field(default_factory=dict)
     #: The schedule trigger that started this execution, if one did (its overlap policy reads it).
     trigger_id: str | None = None
+    #: Model usage of the execution's AI steps, by step key (each over all its attempts).
+    usage: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
 

@@ -24,14 +24,17 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from structlog.contextvars import bound_contextvars
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from engine import steptypes
+from engine.ai import BudgetExceeded, usage_total
 from engine.errors import ConveyorError, LeaseLost, PayloadInvalid, PayloadTooLarge, StepFailure, StoreUnavailable
 from engine.eventlog import route_of
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
 from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
+from engine.ports import StepAttempt
 from engine.records import Deferred, StepRecord
 from engine.service import Service
 from engine.steptypes.base import StepConfig, StepContext, StepPorts, Succeeded, Wait
@@ -205,11 +208,14 @@ def _message(exc: BaseException) -> str:
 def _error(exc: BaseException) -> dict[str, Any]:
     error_type = exc.error_type if isinstance(exc, StepFailure) else type(exc).__name__
     message = _message(exc) or error_type
-    return {
+    error: dict[str, Any] = {
         "type": error_type,
         "message": message,
         "traceback": "".join(_trimmed(traceback.TracebackException.from_exception(exc, limit=-8)).format())[-4000:],
     }
+    if isinstance(exc, BudgetExceeded) and exc.usage is not None:
+        error["usage"] = exc.usage.as_dict()  # spent all the same: the execution's totals count it
+    return error
 
 
 def _short_path(filename: str) -> str:
@@ -292,12 +298,34 @@ class StepRunner:
         claimed = unclaimed or self.service.claim(tenant, execution_id, step_key)
         if claimed is None:
             return RunReport("ignored", step_key)
-        report, follower = self._attempt(claimed, follow=True, unclaimed=unclaimed is not None)
+        report, follower = self._observed_attempt(claimed, follow=True, unclaimed=unclaimed is not None)
         followed = 0
         while follower is not None:
             followed += 1
-            _, follower = self._attempt(follower, follow=followed < MAX_FOLLOWED_STEPS)
+            _, follower = self._observed_attempt(follower, follow=followed < MAX_FOLLOWED_STEPS)
         return replace(report, followed=followed)
+
+    def _observed_attempt(
+        self, claimed: Claimed, *, follow: bool, unclaimed: bool = False
+    ) -> tuple[RunReport, Claimed | None]:
+        """:meth:`_attempt`, reported to the service's telemetry (workflow, step type, outcome, timings)."""
+        started = time.monotonic()
+        step = claimed.step
+        queue_wait = self.service.clock.now() - step.dispatched_at if step.dispatched_at is not None else None
+        # Every log line of the attempt, stdlib records of the step's own code included, names it.
+        with bound_contextvars(tenant=step.tenant, execution_id=step.execution_id, step_key=step.key):
+            report, follower = self._attempt(claimed, follow=follow, unclaimed=unclaimed)
+        self.service.telemetry.step_attempt(
+            StepAttempt(
+                workflow=claimed.execution.workflow,
+                step_type=claimed.compiled.step(claimed.step.step_id).type,
+                outcome=report.outcome,
+                seconds=time.monotonic() - started,
+                queue_wait=queue_wait,
+                attempt=claimed.step.attempt,
+            )
+        )
+        return report, follower
 
     def _attempt(self, claimed: Claimed, *, follow: bool, unclaimed: bool = False) -> tuple[RunReport, Claimed | None]:
         """Run one attempt and record its outcome; a follower claimed on completion, if any."""
@@ -399,6 +427,8 @@ class StepRunner:
             ports=self.ports,
             models=compiled.definition.models,
             workflow=compiled.name,
+            execution_budget=compiled.definition.budget,
+            execution_spent=usage_total(execution.usage, without=step.key),
             resume=(step.wait or {}).get("answer"),
         )
         # A lost lease (the step was cancelled, timed out or taken over) stops the wait for

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -46,6 +48,17 @@ def worker_argv(
     return argv
 
 
+def enable_multiprocess_metrics(port: int | None) -> None:
+    """Count metrics per pool process in files the main process sums up for /metrics.
+
+    Must run before prometheus_client is imported (it picks its value class from the
+    environment at import), hence before ``tasks.app``.
+    """
+    os.environ["CONVEYOR_WORKER_METRICS_PORT"] = str(port)
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="conveyor-metrics-")
+
+
 def worker(
     queues: Annotated[
         list[str] | None,
@@ -68,6 +81,10 @@ def worker(
     hostname: Annotated[
         str | None, typer.Option("--hostname", "-n", help="Node name, e.g. gpu@%h (needed for two workers per host).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", help="Serve Prometheus /metrics here (default: CONVEYOR_WORKER_METRICS_PORT)."),
+    ] = None,
 ) -> None:
     """Run a worker: claims queued steps from the default queue and the -Q queues.
 
@@ -86,6 +103,8 @@ def worker(
     cwd = str(Path.cwd())
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+    if metrics_port is not None or settings.worker_metrics_port is not None:
+        enable_multiprocess_metrics(metrics_port or settings.worker_metrics_port)
     from tasks.app import app as celery_app
 
     celery_app.worker_main(

@@ -43,11 +43,10 @@ from engine.ai import (
     AgentInterrupted,
     AgentOutcome,
     AgentRequest,
-    Budget,
     Choice,
     ChoiceRequest,
     Usage,
-    check_budget,
+    check_budgets,
     cost_of,
 )
 from engine.errors import LeaseLost, StepFailure
@@ -111,15 +110,16 @@ def usage_of(messages: Sequence[BaseMessage], model: str, prices: Mapping[str, M
 
 
 class _BudgetGuard(AgentMiddleware):
-    """Refuses a model call once the thread's checkpointed usage reached the step's budget."""
+    """Refuses a model call once the thread's checkpointed usage reached the step's budget, or
+    with what the execution's other steps spent, the execution's."""
 
-    def __init__(self, budget: Budget, model: str, prices: Mapping[str, Mapping[str, float]], scope: str) -> None:
+    def __init__(self, request: AgentRequest, prices: Mapping[str, Mapping[str, float]], scope: str) -> None:
         super().__init__()
-        self.budget, self.model, self.prices, self.scope = budget, model, prices, scope
+        self.request, self.prices, self.scope = request, prices, scope
 
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        spent = usage_of(state["messages"], self.model, self.prices)
-        check_budget(self.budget, spent, self.scope, before_call=True)
+        spent = usage_of(state["messages"], self.request.model, self.prices)
+        check_budgets(self.request, spent, self.scope, before_call=True)
         return None
 
 
@@ -213,8 +213,8 @@ class LangGraphRuntime:
 
     def _middleware(self, ctx: StepContext, request: AgentRequest) -> list[AgentMiddleware]:
         middleware: list[AgentMiddleware] = []
-        if request.budget is not None:
-            middleware.append(_BudgetGuard(request.budget, request.model, self.prices, f"step {ctx.step_key!r}"))
+        if request.budget is not None or request.execution_budget is not None:
+            middleware.append(_BudgetGuard(request, self.prices, f"step {ctx.step_key!r}"))
         if request.approve:
             middleware.append(
                 HumanInTheLoopMiddleware(

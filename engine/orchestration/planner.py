@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from engine.ai import usage_total
 from engine.compile import CompiledWorkflow
 from engine.errors import ExpressionError
 from engine.records import ExecutionRecord, StepRecord
@@ -104,6 +105,7 @@ def variables(
             "workflow": execution.workflow,
             "version": execution.version,
             "run": execution.run,
+            "usage": usage_total(execution.usage).as_dict(),
         },
     }
     if index is not None:

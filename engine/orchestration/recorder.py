@@ -15,7 +15,7 @@ from engine.events import execution_event, step_event
 from engine.orchestration import planner
 from engine.ports import Dispatch, Transaction
 from engine.records import EventRecord, ExecutionRecord, StepRecord, WaiterRecord
-from engine.states import NEW, Cause, ExecutionStatus, Machine, StepStatus, require
+from engine.states import EXECUTION_TERMINAL, NEW, Cause, ExecutionStatus, Machine, StepStatus, require
 
 
 def machine_of(step: StepRecord) -> Machine:
@@ -55,6 +55,9 @@ class Effects:
     dispatches: list[Dispatch] = field(default_factory=list)
     fanin_checks: list[FaninCheck] = field(default_factory=list)
     waiters: list[WaiterRecord] = field(default_factory=list)
+    #: Executions this transaction created, and those it moved to a final status (for metrics).
+    started: list[ExecutionRecord] = field(default_factory=list)
+    settled: list[ExecutionRecord] = field(default_factory=list)
 
 
 #: Called in the transaction that moves an execution a schedule trigger started.
@@ -91,6 +94,7 @@ class Recorder:
         require(NEW, execution.status, Cause.START, Machine.EXECUTION)
         self.tx.put_execution(execution)
         self._emit(execution_event(execution, self.now, data))
+        self.effects.started.append(execution)
 
     def move_execution(
         self, execution: ExecutionRecord, target: ExecutionStatus, cause: Cause, data: dict[str, Any] | None = None
@@ -101,6 +105,8 @@ class Recorder:
         execution.finished_at = self.now if target not in (ExecutionStatus.RUNNING, ExecutionStatus.PAUSED) else None
         self.tx.put_execution(execution)
         self._emit(execution_event(execution, self.now, data))
+        if target in EXECUTION_TERMINAL:
+            self.effects.settled.append(execution)
         if execution.trigger_id is not None and self.schedule_hook is not None:
             self.schedule_hook(self, execution)
 
@@ -122,11 +128,14 @@ class Recorder:
         *,
         dispatch: bool = True,
     ) -> None:
-        """Move ``step`` to ``target``; a step entering QUEUED is dispatched unless told otherwise."""
+        """Move ``step`` to ``target``; a step entering QUEUED is dispatched unless told otherwise.
+
+        A step re-queued because its worker vanished is dispatched as urgent (recovery).
+        """
         require(step.status, target, cause, machine_of(step))
         step.status = target
         if target is StepStatus.QUEUED and dispatch:
-            self.queue_dispatch(step)
+            self.queue_dispatch(step, urgent=cause is Cause.LEASE_EXPIRED)
         if target in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
             step.finished_at = self.now
             step.lease_until = None
@@ -157,9 +166,9 @@ class Recorder:
         self.tx.put_waiter(waiter)
         self.effects.waiters.append(waiter)
 
-    def queue_dispatch(self, step: StepRecord, countdown: float = 0.0) -> None:
+    def queue_dispatch(self, step: StepRecord, countdown: float = 0.0, *, urgent: bool = False) -> None:
         """Send the step after commit; ``dispatched_at`` lets the reconciler resend a lost message."""
         step.dispatched_at = self.now + countdown
         self.effects.dispatches.append(
-            Dispatch(step.tenant, step.execution_id, step.key, queue=step.queue, countdown=countdown)
+            Dispatch(step.tenant, step.execution_id, step.key, queue=step.queue, countdown=countdown, urgent=urgent)
         )

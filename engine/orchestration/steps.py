@@ -259,6 +259,7 @@ def complete(
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
     step = _owned(rec, snap, key, fence, timing)
     step.output = output
+    _note_usage(rec, snap, key, (event or {}).get("usage"))
     rec.move_step(step, StepStatus.SUCCEEDED, Cause.COMPLETE, event)
     _after(rec, snap, step)
     return _claim_follower(rec, snap, step, timing) if follow else None
@@ -307,6 +308,7 @@ def park(
     if interrupt is not None:
         step.wait["interrupt"] = interrupt
         data["interrupt"] = interrupt
+        _note_usage(rec, snap, key, interrupt.get("usage"))
     step.lease_until = None
     if event is not None:
         since = snap.execution.created_at
@@ -444,6 +446,16 @@ def finish_scan(rec: Recorder, tenant: str, execution_id: str, key: str, timing:
         rec.queue_dispatch(step, countdown=max(0.0, step.wake_at - rec.now))
 
 
+def _note_usage(rec: Recorder, snap: Snapshot, key: str, usage: dict[str, Any] | None) -> None:
+    """Record an AI step's model usage (over all its attempts) on the execution header, for
+    ``execution.usage`` and the execution's budget. Only AI outcomes carry usage."""
+    if not usage:
+        return
+    execution = snap.execution
+    execution.usage = {**(execution.usage or {}), key: usage}
+    rec.tx.put_execution(execution)
+
+
 def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
     """Delay before attempt ``attempt + 1``: fixed or exponential, capped, with equal jitter."""
     delay = policy.initial if policy.backoff == "fixed" else policy.initial * 2 ** (attempt - 1)
@@ -467,6 +479,7 @@ def fail(
     step = _owned(rec, snap, key, fence, timing)
     policy = snap.compiled.step(step.step_id).retry
     step.error = error
+    _note_usage(rec, snap, key, error.get("usage"))
     if retryable and error.get("type") not in policy.non_retryable and step.attempt < policy.max_attempts:
         delay = backoff_delay(policy, step.attempt)
         step.wake_at = rec.now + delay
@@ -603,19 +616,20 @@ def check_fanin(
     return None if follow is None else _claim_follower(rec, snap, parent, follow)
 
 
-def redispatch(rec: Recorder, tenant: str, execution_id: str, key: str, stale_before: float) -> None:
+def redispatch(rec: Recorder, tenant: str, execution_id: str, key: str, stale_before: float) -> bool:
     """Send a QUEUED step again whose message may have been lost (transactional outbox).
 
     The message may also have been held by a worker that died running the step unclaimed
     (see :func:`peek`). The new epoch makes the step be claimed before it runs again, so a
     step that kills its workers has its attempts counted, and it fences out any run of the
-    old message that is still going.
+    old message that is still going. Whether it sent the step again.
     """
     step = rec.tx.get_steps(tenant, execution_id, [key]).get(key)
     if step is None or step.status is not StepStatus.QUEUED:
-        return
+        return False  # claimed meanwhile (its message had just reached a worker)
     if step.dispatched_at is not None and step.dispatched_at > stale_before:
-        return
+        return False
     step.lease_epoch += 1
-    rec.queue_dispatch(step)
+    rec.queue_dispatch(step, urgent=True)
     rec.tx.put_step(step)
+    return True

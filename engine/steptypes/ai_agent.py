@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from engine.ai import MODEL_SPEC_PATTERN, AgentFinished, AgentRequest, Budget, ModelSettings, check_budget
+from engine.ai import MODEL_SPEC_PATTERN, AgentFinished, AgentRequest, Budget, ModelSettings, Usage, check_budgets
 from engine.errors import StepFailure
 from engine.ports import AgentRuntime
 from engine.steptypes import register
@@ -97,18 +97,17 @@ class AgentStep(BaseStepType):
             output_schema=config.output_schema,
             budget=config.budget,
             max_turns=config.max_turns,
+            execution_budget=ctx.execution_budget,
+            execution_spent=ctx.execution_spent or Usage(),
         )
         outcome = await runtime_of(ctx).run_agent(ctx, request)
         if isinstance(outcome, AgentFinished):
-            # The last call may have gone over: the answer is not accepted past the budget.
-            check_budget(config.budget, outcome.usage, f"step {ctx.step_key!r}")
+            # The last call may have gone over: the answer is not accepted past a budget.
+            check_budgets(request, outcome.usage, f"step {ctx.step_key!r}")
+            usage = outcome.usage.as_dict()
             return Succeeded(
-                {
-                    "answer": outcome.answer,
-                    "structured": outcome.structured,
-                    "usage": outcome.usage.as_dict(),
-                    "turns": outcome.turns,
-                }
+                {"answer": outcome.answer, "structured": outcome.structured, "usage": usage, "turns": outcome.turns},
+                event={"model": config.model, "usage": usage},
             )
         return Wait(
             interrupt={

@@ -18,8 +18,8 @@ from engine.expressions import compile_expression
 from engine.records import DecodedOnUse
 
 if TYPE_CHECKING:
-    from engine.ai import ScriptedModel
-    from engine.ports import AgentRuntime, DecisionStats
+    from engine.ai import Budget, ScriptedModel, Usage
+    from engine.ports import AgentRuntime, DecisionStats, Publisher
 
 
 class StepConfig(BaseModel):
@@ -81,6 +81,7 @@ class StepPorts:
 
     ai: AgentRuntime | None = None
     decisions: DecisionStats | None = None
+    publisher: Publisher | None = None
 
 
 @dataclass
@@ -108,6 +109,9 @@ class StepContext:
     models: Mapping[str, ScriptedModel] = field(default_factory=dict)
     #: The workflow's name (bandit statistics are kept per workflow and step).
     workflow: str = ""
+    #: The workflow's model budget and what the execution's other AI steps spent of it.
+    execution_budget: Budget | None = None
+    execution_spent: Usage | None = None
     #: The answer a signal gave to this step's interrupt (see ``Wait.interrupt``), if any.
     resume: Any = None
 

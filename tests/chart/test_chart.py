@@ -734,3 +734,33 @@ def test_service_monitor_is_optional() -> None:
     monitor = objects(render({"metrics": {"serviceMonitor": {"enabled": True}}}).docs, "ServiceMonitor")
     (endpoint,) = monitor["demo-conveyor-api"]["spec"]["endpoints"]
     assert endpoint == {"port": "http", "path": "/metrics", "interval": "30s"}
+
+
+def test_grafana_dashboard_queries_metrics_that_exist() -> None:
+    from api.metrics import Metrics
+    from engine.adapters import metrics_prometheus
+
+    families = {m.name for m in Metrics().registry.collect()}
+    families |= {
+        family.name
+        for value in vars(metrics_prometheus).values()
+        if hasattr(value, "collect") and hasattr(value, "_name")
+        for family in value.collect()
+    }
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "conveyor-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            names = set(re.findall(r"\b(conveyor_[a-z_]+?)(?:_bucket|_total|_count|_sum)?\b", target["expr"]))
+            assert names, panel["title"]
+            unknown = {n for n in names if n not in families and n.removesuffix("_total") not in families}
+            assert not unknown, f"{panel['title']}: {unknown} are not metrics Conveyor exports"
+
+
+def test_workers_serve_metrics() -> None:
+    worker = objects(render().docs, "Deployment")["demo-conveyor-worker-default"]
+    (container,) = containers(worker)
+    command = container["command"]
+    assert command[command.index("--metrics-port") + 1] == "9808"
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9808, "protocol": "TCP"}]
+    annotations = worker["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "9808" and annotations["prometheus.io/scrape"] == "true"

@@ -167,3 +167,36 @@ def _wait_step(world: World, execution_id: str, status: StepStatus, timeout: flo
         assert step.status not in (StepStatus.FAILED, StepStatus.SUCCEEDED), step.error
         time.sleep(0.05)
     raise AssertionError(f"step not {status} after {timeout}s")
+
+
+def test_the_execution_budget_counts_every_ai_step_and_its_usage_is_readable_in_cel(
+    make_world: Callable[..., World], executions: list[str]
+) -> None:
+    script = [{"content": "first answer", "usage": {"input": 40, "output": 30}}]
+    world = make_world()
+    definition = agent_workflow("ai-execution-budget", script, tools=[])
+    definition["budget"] = {"tokens": 100}
+    definition["steps"].append(
+        {"id": "second", "type": "ai.agent", "needs": ["agent"], "with": definition["steps"][0]["with"]}
+    )
+    definition["outputs"] = {"tokens": "execution.usage.total_tokens"}
+    measured = dict(definition, name="ai-usage-in-cel", budget={"tokens": 1000})
+    world.apply(definition)
+    world.apply(measured)
+    with world.worker():
+        execution_id = world.start("ai-execution-budget", {"order": "A1"})
+        executions.append(execution_id)
+        over = world.wait(execution_id)
+        within_id = world.start("ai-usage-in-cel", {"order": "A1"})
+        executions.append(within_id)
+        within = world.wait(within_id)
+    assert over.status is ExecutionStatus.FAILED
+    steps = {s.key: s for s in world.service.list_steps(TENANT, execution_id)}
+    assert steps["agent"].status is StepStatus.SUCCEEDED
+    assert (steps["second"].error or {}).get("type") == "BudgetExceeded"
+    assert "the execution used 140 tokens" in steps["second"].error["message"]
+    assert set(over.usage or {}) == {"agent", "second"}
+    assert within.status is ExecutionStatus.SUCCEEDED, within.error
+    assert within.output == {"tokens": 140}
+    succeeded = [e for e in world.service.events_after(TENANT, within_id, None) if e.type == "step.succeeded"]
+    assert [e.data["usage"]["total_tokens"] for e in succeeded] == [70, 70]
