@@ -123,7 +123,7 @@ class _Pass:
         returning False found nothing to do and is not counted. Every action started is
         finished before this returns: a pass never leaves a transaction behind.
         """
-        start = random.randrange(len(actions)) if actions else 0
+        start = random.randrange(len(actions)) if actions else 0  # noqa: S311  # not a secret
         actions = actions[start:] + actions[:start]
         workers = min(len(actions), self.service.settings.reconcile_concurrency)
         if workers <= 1:
