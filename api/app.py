@@ -12,7 +12,7 @@ from api.bodylimit import BodySizeLimit
 from api.graphql.schema import graphql_router
 from api.hosts import HostAllowList
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import events, executions, health, keys, triggers, workflows
+from api.routes import decisions, events, executions, health, keys, triggers, workflows
 from api.routes import streams as stream_routes
 from api.runtime import Runtime, StreamOptions
 from engine.service import Service
@@ -69,7 +69,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     problems.install(app)
-    for module in (workflows, executions, stream_routes, triggers, events, keys, health):
+    for module in (workflows, executions, decisions, stream_routes, triggers, events, keys, health):
         app.include_router(module.router)
     app.include_router(graphql_router(settings))
     problems.document_openapi(app)

@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "api",
     "flower",
     "events",
+    "decisions",
 ]
 
 for _module in COMMAND_MODULES:
