@@ -15,11 +15,12 @@ from typing import Any
 from api.problems import ProblemDetail
 from api.runtime import Runtime
 from api.schemas.executions import StartExecution
+from api.schemas.triggers import TriggerCreate
 from api.schemas.workflows import ValidationReport
 from engine.auth import Principal
 from engine.errors import DefinitionInvalid, InvalidRequest
 from engine.eventlog import Accepted
-from engine.records import ExecutionRecord, StepRecord
+from engine.records import ExecutionRecord, StepRecord, TriggerRecord
 from engine.service import ApplyResult, StartResult
 from engine.trigger_admin import Triggers
 
@@ -102,6 +103,18 @@ def execution_with_steps(rt: Runtime, principal: Principal, execution_id: str) -
 
 def triggers(rt: Runtime) -> Triggers:
     return Triggers(rt.service.store, rt.service.clock)
+
+
+def create_trigger(rt: Runtime, principal: Principal, body: TriggerCreate) -> TriggerRecord:
+    """Create a trigger in the principal's tenant."""
+    return triggers(rt).create(
+        principal.tenant,
+        workflow=body.workflow,
+        kind=body.kind,
+        spec=body.spec,
+        input=body.input,
+        enabled=body.enabled,
+    )
 
 
 def publish_event(

@@ -1,13 +1,16 @@
 """``conveyor beat``: Celery Beat firing Conveyor's periodic jobs, one active instance at a time.
 
-A :class:`PeriodicJob` fires every ``every`` seconds. Normally beat sends the job's task to
+A :class:`PeriodicJob` fires every ``every`` seconds. A job with a task is normally sent to
 the workers by name (beat never imports the task code); with ``local`` (the default in
 embedded mode, where no worker in another process could receive it) beat runs the job in
-its own process against a :class:`~engine.service.Service` instead.
+its own process against a :class:`~engine.service.Service` instead. A job without a task
+always runs in beat: the reconciler does, so that recovery never waits in the step queues
+behind a backlog (see docs/architecture.md, "The reconciler").
 
 Several beat instances may run for availability: before each firing the scheduler makes
-sure it holds the Redis lease (:mod:`beat.lease`); the others stand by. Without Redis
-(embedded mode) there is no lease and the single instance is always active.
+sure it holds the Redis lease (:mod:`engine.adapters.lease_redis`); the others stand by.
+Without Redis (embedded mode) there is no lease and the single instance is always active.
+Beat fires one job at a time, so the passes of its reconciler never overlap.
 
 To add a periodic job, append a factory to :data:`JOB_FACTORIES`. Schedule triggers are
 not Celery entries: one :class:`~beat.schedules.SchedulePoller` runs in the beat process
@@ -17,39 +20,54 @@ second or sooner.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from celery.beat import Scheduler
 
-from beat.lease import RedisLease
 from beat.schedules import SchedulePoller
 from engine.adapters.celery_config import is_embedded, make_celery
+from engine.adapters.lease_redis import RedisLease
 from engine.adapters.liveness import LivenessFile
-from engine.bootstrap import build_service
+from engine.bootstrap import build_service, reconciler_lease, reconciler_lease_key
+from engine.errors import ConveyorError
 from engine.service import Service
 from engine.settings import Settings
 
-RECONCILE_TASK = "conveyor.reconcile"
+log = structlog.get_logger("conveyor.beat")
 
 
 @dataclass(frozen=True)
 class PeriodicJob:
-    """One periodic firing: send ``task`` every ``every`` seconds, or call ``run_local``."""
+    """One periodic firing: send ``task`` every ``every`` seconds, or call ``run_local``.
+
+    A job without ``task`` is always run by beat itself.
+    """
 
     name: str
-    task: str
+    task: str | None
     every: float
     run_local: Callable[[Service], object]
 
 
+def reconcile(service: Service) -> None:
+    """One reconciler pass, logged when it did something."""
+    try:
+        report = service.reconcile()
+    except ConveyorError as exc:  # the store is unreachable: the next firing tries again
+        log.warning("reconciler pass failed", error=str(exc))
+        return
+    if report.total or report.failed or not report.complete:
+        log.info("reconciled", **dataclasses.asdict(report))
+
+
 def reconciler_job(settings: Settings) -> PeriodicJob:
-    """Expired leases, due timers, lost dispatches and deadlines (ARCHITECTURE §2.6)."""
-    return PeriodicJob(
-        "conveyor.reconcile", RECONCILE_TASK, settings.reconcile_interval, lambda service: service.reconcile()
-    )
+    """Expired leases, lost dispatches, due timers and deadlines (ARCHITECTURE §2.6), in beat."""
+    return PeriodicJob("conveyor.reconcile", None, settings.reconcile_interval, reconcile)
 
 
 #: Every periodic job of beat, as factories of settings.
@@ -64,15 +82,14 @@ def beat_lease(settings: Settings) -> RedisLease | None:
     """The lease on ``CONVEYOR_REDIS_URL`` (or a Redis broker); ``None`` without Redis.
 
     Beats serving the same default queue share one lease: two deployments on one Redis
-    (with different queues) each keep their own active beat.
+    (with different queues) each keep their own active beat. It is the reconciler's lease
+    (``conveyor run --reconcile`` takes it too): beat runs the reconciler.
     """
-    candidates = (settings.redis_url, settings.broker_url)
-    url = next((u for u in candidates if u and u.startswith(("redis://", "rediss://"))), None)
-    return RedisLease.from_url(url, lease_key(settings)) if url else None
+    return reconciler_lease(settings)
 
 
 def lease_key(settings: Settings) -> str:
-    return f"conveyor:beat:lease:{settings.default_queue}"
+    return reconciler_lease_key(settings)
 
 
 #: Seconds a standby beat waits before trying the lease again: it takes over soon after it lapses.
@@ -100,7 +117,8 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         *args: Any,
         jobs: Sequence[PeriodicJob],
         lease: RedisLease | None,
-        service: Callable[[], Service] | None = None,
+        service: Callable[[], Service],
+        run_local: bool = False,
         liveness: LivenessFile | None = None,
         schedules: SchedulePoller | None = None,
         **kwargs: Any,
@@ -110,12 +128,13 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         self.liveness = liveness
         self.lease = lease
         self.service = service
+        self.run_local = run_local
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
         self.merge_inplace(
             {
-                job.name: {"task": job.task, "schedule": job.every, "options": {"expires": job.every}}
+                job.name: {"task": job.task or job.name, "schedule": job.every, "options": {"expires": job.every}}
                 for job in self.jobs.values()
             }
         )
@@ -135,7 +154,7 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         return interval if self.schedules is None else min(interval, self.schedules.tick())
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
-        if self.service is None:
+        if not self.run_local and self.jobs[entry.name].task is not None:
             return super().apply_async(entry, producer, advance, **kwargs)
         entry = self.reserve(entry) if advance else entry
         self.jobs[entry.name].run_local(self.service())
@@ -152,7 +171,7 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
 def scheduler_factory(settings: Settings, *, local: bool | None = None) -> Callable[..., LeasedScheduler]:
     """What Celery Beat instantiates; ``local`` defaults to True in embedded mode."""
     run_local = is_embedded(settings) if local is None else local
-    # Schedules always fire in this process; other jobs only with ``local``.
+    # Schedules and the reconciler always run in this process; other jobs only with ``local``.
     service = functools.cache(lambda: build_service(settings))
     liveness = LivenessFile(settings.liveness_file) if settings.liveness_file else None
     lease = beat_lease(settings)
@@ -160,7 +179,8 @@ def scheduler_factory(settings: Settings, *, local: bool | None = None) -> Calla
         LeasedScheduler,
         jobs=periodic_jobs(settings),
         lease=lease,
-        service=service if run_local else None,
+        service=service,
+        run_local=run_local,
         liveness=liveness,
         schedules=schedule_poller(settings, service, lease),
     )

@@ -42,6 +42,8 @@ COMMAND_MODULES = [
     "api",
     "flower",
     "events",
+    "bridge",
+    "triggers",
     "decisions",
 ]
 

@@ -10,7 +10,8 @@ With ``CONVEYOR_BROKER_URL`` set, the same worker consumes from that broker inst
 The reconciler pass that Beat runs in production runs here every
 :data:`RECONCILE_INTERVAL` seconds, so long retry delays, ``wait`` timers, expired leases
 and deadlines progress; for ``conveyor dev`` the same thread fires due schedule triggers
-(Beat's schedule job), with no Redis.
+(Beat's schedule job). With Redis configured it runs only while holding the reconciler
+lease beat uses, so it never overlaps a beat's (or another process's) passes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from celery.worker.consumer import Consumer
 
 from engine.adapters.celery_config import make_celery
 from engine.adapters.dispatcher_celery import BROKER_ERRORS
-from engine.bootstrap import build_service, build_step_ports
+from engine.adapters.lease_redis import RedisLease
+from engine.bootstrap import build_service, build_step_ports, reconciler_lease
 from engine.errors import ConveyorError, StoreUnavailable
 from engine.runner import StepRunner
 from engine.service import Service
@@ -167,13 +169,25 @@ def _check_broker(app: Celery) -> None:
 class Reconciler:
     """Runs ``service.reconcile()`` every ``interval`` seconds in a background thread.
 
-    With ``schedules``, each pass also fires the schedule triggers that are due.
+    With ``schedules``, each pass also fires the schedule triggers that are due. With a
+    ``lease`` (Redis), a pass runs only while this process holds it. Stopping waits for the
+    current pass, which checks the stop request between items: the thread is never left
+    inside a store transaction (an abandoned Firestore transaction keeps its locks for a
+    minute).
     """
 
-    def __init__(self, service: Service, interval: float = RECONCILE_INTERVAL, *, schedules: bool = False) -> None:
+    def __init__(
+        self,
+        service: Service,
+        interval: float = RECONCILE_INTERVAL,
+        *,
+        schedules: bool = False,
+        lease: RedisLease | None = None,
+    ) -> None:
         self.service = service
         self.interval = interval
         self.schedules = schedules
+        self.lease = lease
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="conveyor-reconciler", daemon=True)
 
@@ -183,12 +197,16 @@ class Reconciler:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(STOP_TIMEOUT)
+            self._thread.join(STOP_TIMEOUT + self.service.settings.reconcile_pass_seconds)
+        if self.lease is not None:
+            self.lease.release()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
+            if self.lease is not None and not self.lease.hold():
+                continue
             try:
-                self.service.reconcile()
+                self.service.reconcile(should_stop=self._stop.is_set)
                 if self.schedules:
                     self.service.fire_due_triggers(horizon=0.0)
             except Exception:  # the thread must outlive one bad pass: without it timers never fire
@@ -200,11 +218,12 @@ def embedded_service(
     settings: Settings,
     *,
     worker: bool = True,
+    reconcile: bool = True,
     queues: Iterable[str] = (),
     schedules: bool = False,
     stop_grace: float = STOP_GRACE,
 ) -> Iterator[Service]:
-    """A service built from ``settings`` with the reconciler and (unless ``worker=False``) a worker.
+    """A service built from ``settings`` with (unless turned off) a worker and the reconciler.
 
     With ``schedules`` (``conveyor dev``), due schedule triggers fire too.
 
@@ -214,14 +233,18 @@ def embedded_service(
     """
     service = build_service(settings)
     embedded = EmbeddedWorker(service, [settings.default_queue, *queues]) if worker else None
-    reconciler = Reconciler(service, schedules=schedules)
+    reconciler = (
+        Reconciler(service, schedules=schedules, lease=reconciler_lease(settings)) if reconcile else None
+    )
     try:
         if embedded is not None:
             embedded.start()
-        reconciler.start()
+        if reconciler is not None:
+            reconciler.start()
         yield service
     finally:
-        reconciler.stop()
+        if reconciler is not None:
+            reconciler.stop()
         if embedded is not None and not embedded.stop(stop_grace):
             # Expected without a grace (the caller knows the steps' outcomes are not wanted).
             (log.warning if stop_grace else log.info)("running steps were abandoned when the embedded worker stopped")

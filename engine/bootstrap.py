@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
+import signal
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
+from engine.errors import ConveyorError
 from engine.functions import import_modules
-from engine.ports import AgentRuntime, Dispatcher, EventSink, Store, Telemetry
+from engine.ports import AgentRuntime, Dispatcher, EventSink, Publisher, Store, Telemetry
 from engine.service import Service
 from engine.settings import Settings
 from engine.steptypes.base import StepContext, StepPorts
+
+if TYPE_CHECKING:
+    from engine.adapters.lease_redis import RedisLease
+    from engine.adapters.ledger_redis import RedisMessageLedger
+    from engine.adapters.pubsub import StreamingBridge
 
 
 def build_store(settings: Settings) -> Store:
@@ -46,10 +55,45 @@ def build_event_sink(settings: Settings) -> EventSink:
     return MemoryEventLog.shared(maxlen=settings.event_stream_maxlen)
 
 
-def build_dispatcher(settings: Settings) -> Dispatcher:
+def _redis_broker(settings: Settings) -> str | None:
+    url = settings.broker_url
+    return url if url and url.startswith(("redis://", "rediss://")) else None
+
+
+def build_ledger(settings: Settings) -> RedisMessageLedger | None:
+    """The ledger of held step messages, on a Redis broker (none on the in-memory transport)."""
+    url = _redis_broker(settings)
+    if url is None:
+        return None
+    from engine.adapters.ledger_redis import RedisMessageLedger
+
+    return RedisMessageLedger.from_url(url)
+
+
+def build_dispatcher(settings: Settings, ledger: RedisMessageLedger | None = None) -> Dispatcher:
     from engine.adapters.dispatcher_celery import CeleryDispatcher
 
-    return CeleryDispatcher.from_settings(settings)
+    return CeleryDispatcher.from_settings(settings, ledger)
+
+
+def reconciler_lease(settings: Settings) -> RedisLease | None:
+    """The lease a reconciler holds while it runs passes, so two never run at once.
+
+    On ``CONVEYOR_REDIS_URL`` or a Redis broker; ``None`` without Redis (a single embedded
+    process). Beats and ``conveyor run --reconcile`` of one deployment (one default queue)
+    share it: the holder reconciles, the others stand by.
+    """
+    candidates = (settings.redis_url, settings.broker_url)
+    url = next((u for u in candidates if u and u.startswith(("redis://", "rediss://"))), None)
+    if url is None:
+        return None
+    from engine.adapters.lease_redis import RedisLease
+
+    return RedisLease.from_url(url, reconciler_lease_key(settings))
+
+
+def reconciler_lease_key(settings: Settings) -> str:
+    return f"conveyor:beat:lease:{settings.default_queue}"
 
 
 def build_telemetry(settings: Settings) -> Telemetry:
@@ -90,11 +134,13 @@ def build_service(
     """The service wired from settings; any port may be given explicitly instead."""
     settings = settings or Settings()
     import_modules(settings.imports)
+    ledger = build_ledger(settings)
     return Service(
         store=store or build_store(settings),
-        dispatcher=dispatcher or build_dispatcher(settings),
+        dispatcher=dispatcher or build_dispatcher(settings, ledger),
         events=events or build_event_sink(settings),
         settings=settings,
+        ledger=ledger if dispatcher is None else None,
         telemetry=build_telemetry(settings),
     )
 
@@ -147,6 +193,49 @@ def build_agent_runtime(settings: Settings, store: Store) -> AgentRuntime | None
     return _LazyAgentRuntime(functools.partial(_langgraph_runtime, settings, store))
 
 
+def build_publisher(settings: Settings) -> Publisher | None:
+    """Pub/Sub publishing, or ``None`` without ``CONVEYOR_PUBSUB_PROJECT``."""
+    if settings.pubsub_project is None:
+        return None
+    from engine.adapters.pubsub import PubSubPublisher
+
+    return PubSubPublisher(settings.pubsub_project)
+
+
 def build_step_ports(settings: Settings, store: Store) -> StepPorts:
     """The services step types use, from settings and the service's store."""
-    return StepPorts(ai=build_agent_runtime(settings, store), decisions=store)
+    return StepPorts(ai=build_agent_runtime(settings, store), decisions=store, publisher=build_publisher(settings))
+
+
+#: Test hook: a bridge started with this set kills itself after committing an event, before
+#: acknowledging its message (the crash the bridge's ack-after-commit order is built for).
+CRASH_AFTER_COMMIT_ENV = "CONVEYOR_TEST_BRIDGE_CRASH_AFTER_COMMIT"
+
+
+def build_bridge(settings: Settings, service: Service | None = None) -> StreamingBridge:
+    """``conveyor bridge``: streaming pull over the configured subscriptions into the event router."""
+    from engine.adapters.pubsub import PubSubPublisher, StreamingBridge
+    from engine.bridge import Bridge
+    from engine.router import EventRouter
+
+    if settings.pubsub_project is None:
+        raise ConveyorError("the bridge needs CONVEYOR_PUBSUB_PROJECT")
+    if settings.bridge_dead_letter_topic is None:
+        raise ConveyorError("the bridge needs CONVEYOR_BRIDGE_DEAD_LETTER_TOPIC")
+    after_commit = None
+    if os.environ.get(CRASH_AFTER_COMMIT_ENV):
+        after_commit = lambda message: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
+    bridge = Bridge(
+        EventRouter(service or build_service(settings)),
+        PubSubPublisher(settings.pubsub_project),
+        settings.bridge_dead_letter_topic,
+        max_attempts=settings.bridge_max_attempts,
+        max_message_bytes=settings.bridge_max_message_bytes,
+        after_commit=after_commit,
+    )
+    return StreamingBridge(
+        bridge,
+        settings.bridge_subscriptions,
+        project=settings.pubsub_project,
+        max_messages=settings.bridge_max_messages,
+    )

@@ -9,7 +9,7 @@ tenant), so a record of tenant A cannot be read with tenant B's name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -231,8 +231,14 @@ class Store(Protocol):
         ...
 
     # reconciler scans; these cross tenants on purpose and are used only by Beat
-    def due_steps(self, status: StepStatus, before: float, limit: int = 200) -> list[StepRecord]:
-        """Steps in ``status`` whose ``DUE_FIELD[status]`` is set and not after ``before``."""
+    def due_steps(
+        self, status: StepStatus, before: float, limit: int = 200, after: StepRecord | None = None
+    ) -> list[StepRecord]:
+        """Steps in ``status`` whose ``DUE_FIELD[status]`` is set and not after ``before``.
+
+        Ordered by that field (ties in an order of the store's choosing, the same every time);
+        with ``after``, only the steps after that record in this order: pages of a long list.
+        """
         ...
 
     def overdue_executions(self, before: float, limit: int = 200) -> list[ExecutionRecord]:
@@ -290,13 +296,19 @@ class Store(Protocol):
 
 @dataclass(frozen=True)
 class Dispatch:
-    """Ask a worker to run one step; ``countdown`` is only ever a few seconds."""
+    """Ask a worker to run one step; ``countdown`` is only ever a few seconds.
+
+    ``urgent`` messages (steps the reconciler recovers: a lost message, a dead worker's step)
+    are served before the others waiting on the same queue, so recovery does not wait for a
+    backlog to drain.
+    """
 
     tenant: str
     execution_id: str
     step_key: str
     queue: str | None = None
     countdown: float = 0.0
+    urgent: bool = False
 
 
 class Dispatcher(Protocol):
@@ -305,10 +317,34 @@ class Dispatcher(Protocol):
     def dispatch(self, dispatches: Sequence[Dispatch]) -> None: ...
 
 
+class MessageLedger(Protocol):
+    """Which step messages the broker still holds: published, and not yet taken by a worker.
+
+    The reconciler re-sends a QUEUED step whose message is old; the ledger tells a message
+    that is lost (never published, flushed with the broker) from one waiting behind a backlog,
+    which must not be sent twice. Kept beside the messages, so losing them loses it too.
+    """
+
+    def held(self, steps: Sequence[StepRecord], since: float) -> list[bool]:
+        """For each step, whether a message for it, published at ``since`` or later, is still held."""
+        ...
+
+
 class EventSink(Protocol):
     """Live fan-out of committed events (a Redis Stream per execution)."""
 
     def publish(self, events: Sequence[EventRecord]) -> None: ...
+
+
+class Publisher(Protocol):
+    """Publishes messages to Pub/Sub topics (``pubsub.publish`` steps, the bridge's dead letters)."""
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        """Publish one message and wait until the broker has it; its message id.
+
+        ``NotFound`` when the topic does not exist, ``StoreUnavailable`` when it cannot be reached.
+        """
+        ...
 
 
 class Clock(Protocol):

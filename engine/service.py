@@ -5,10 +5,12 @@ The API, Celery tasks, Beat and the CLI talk to Conveyor only through :class:`Se
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,7 +25,7 @@ from engine.orchestration import steps as step_cases
 from engine.orchestration.recorder import Effects, FaninCheck, Recorder
 from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
 from engine.orchestration.workflows import Workflows
-from engine.ports import Clock, Dispatcher, EventSink, Store, Telemetry, Transaction
+from engine.ports import Clock, Dispatcher, EventSink, MessageLedger, Store, Telemetry, Transaction
 from engine.records import (
     EventRecord,
     ExecutionRecord,
@@ -76,10 +78,74 @@ class ReconcileReport:
     #: Items that raised (e.g. a Firestore execution whose documents a crashed worker's open
     #: transaction still locks); they are retried by the next pass.
     failed: int = 0
+    #: Stale QUEUED steps left alone because the broker still holds their message.
+    held: int = 0
+    #: False when the pass stopped at its time budget (or was asked to stop) with work left;
+    #: the next pass goes on from there.
+    complete: bool = True
 
     @property
     def total(self) -> int:
         return self.expired_leases + self.timers + self.redispatched + self.timed_out + self.routed_events + self.scans
+
+
+_KINDS = ("expired_leases", "timers", "redispatched", "timed_out", "routed_events", "scans")
+
+
+class _Pass:
+    """The bookkeeping of one reconciler pass: its budget, its counts, its per-item error guard."""
+
+    def __init__(self, service: Service, should_stop: Callable[[], bool]) -> None:
+        self.service = service
+        self.should_stop = should_stop
+        self.ends = time.monotonic() + service.settings.reconcile_pass_seconds
+        self.counts: dict[str, int] = dict.fromkeys(_KINDS, 0)
+        self.failed = 0
+        self.held = 0
+        self.cut_short = False
+        self._lock = threading.Lock()
+
+    def over(self) -> bool:
+        if not self.cut_short and (self.should_stop() or time.monotonic() >= self.ends):
+            self.cut_short = True
+        return self.cut_short
+
+    def run(self, kind: str, actions: list[Callable[[], object]]) -> None:
+        """Run the actions (each one transaction or one scan) until the budget is spent.
+
+        ``reconcile_concurrency`` at a time, in random order: items are independent records,
+        and a transaction waits mostly for the store, so a burst of due timers is woken in
+        a fraction of the time. Random order: two reconcilers that did not coordinate (two
+        beats without Redis) do not walk the same records in lockstep, contending on each
+        one. An action returning False found nothing to do and is not counted. Every action
+        started is finished before this returns: a pass never leaves a transaction behind.
+        """
+        random.shuffle(actions)
+        workers = min(len(actions), self.service.settings.reconcile_concurrency)
+        if workers <= 1:
+            for action in actions:
+                self._one(kind, action)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="conveyor-reconcile") as pool:
+            list(pool.map(lambda action: self._one(kind, action), actions))
+
+    def _one(self, kind: str, action: Callable[[], object]) -> None:
+        if self.over():
+            return
+        try:
+            done = action() is not False
+        except ConveyorError as exc:
+            # One stuck item must not stop the pass for every other execution and tenant.
+            with self._lock:
+                self.failed += 1
+            log.warning("reconciler item failed; the next pass retries it", kind=kind, error=str(exc))
+            return
+        if done:
+            with self._lock:
+                self.counts[kind] += 1
+
+    def report(self) -> ReconcileReport:
+        return ReconcileReport(**self.counts, failed=self.failed, held=self.held, complete=not self.cut_short)
 
 
 class Service:
@@ -92,11 +158,16 @@ class Service:
         events: EventSink,
         settings: Settings | None = None,
         clock: Clock | None = None,
+        ledger: MessageLedger | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.events = events
+        #: What the broker still holds; without one, every stale QUEUED step is sent again.
+        self.ledger = ledger
+        #: Where the scan for lost messages goes on in the next pass (the last step it looked at).
+        self._lost_cursor: StepRecord | None = None
         self.telemetry: Telemetry = telemetry or NoTelemetry()
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
@@ -526,61 +597,75 @@ class Service:
 
     # --- reconciler -------------------------------------------------------------------------
 
-    def reconcile(self, limit: int = 200) -> ReconcileReport:
-        """One pass: expired leases, due timers, lost dispatches and passed deadlines."""
+    def reconcile(self, should_stop: Callable[[], bool] = lambda: False) -> ReconcileReport:
+        """One pass: expired leases, lost messages, due timers and passed deadlines, in that order.
+
+        Bounded in work (``reconcile_batch`` records of each kind) and in time
+        (``reconcile_pass_seconds``, checked between items, as is ``should_stop``): whatever is
+        left is due still and the next pass finds it. Callers must not overlap passes (see
+        ``docs/architecture.md``); a second, uncoordinated reconciler is harmless but wasteful.
+        """
         now = self.clock.now()
-        failed = 0
-
-        def attempt(use_case: Callable[[Recorder], None]) -> None:
-            # One stuck item must not stop the pass for every other execution and tenant.
-            nonlocal failed
-            try:
-                self._run(use_case)
-            except ConveyorError as exc:
-                failed += 1
-                log.warning("reconciler item failed; the next pass retries it", error=str(exc))
-
-        expired = self.store.due_steps(StepStatus.RUNNING, now, limit)
-        for step in expired:
-            attempt(self._expire(step))
-        timers = [
-            *self.store.due_steps(StepStatus.RETRY_WAIT, now, limit),
-            *self.store.due_steps(StepStatus.WAITING, now, limit),
-        ]
-        scans = [step for step in timers if (step.wait or {}).get("scan_pending")]
-        for step in timers:
-            if step not in scans:
-                attempt(self._wake(step))
-        for step in scans:
-            try:
-                self.scan_events(_waiter_of(step))
-            except ConveyorError as exc:
-                failed += 1
-                log.warning("event-log scan failed; the next pass retries it", error=str(exc))
-        stale_before = now - self.settings.redispatch_after
-        stale = self.store.due_steps(StepStatus.QUEUED, stale_before, limit)
-        for step in stale:
-            attempt(self._redispatch(step, stale_before))
-        overdue = self.store.overdue_executions(now, limit)
-        for execution in overdue:
-            attempt(self._time_out(execution))
-        routed = EventRouter(self).route_due(now - self.settings.event_route_after, limit)
-        report = ReconcileReport(
-            len(expired),
-            len(timers) - len(scans),
-            len(stale),
-            len(overdue),
-            failed=failed,
-            routed_events=routed,
-            scans=len(scans),
-        )
-        self.telemetry.reconciled(dataclasses.asdict(report))
+        batch = self.settings.reconcile_batch
+        job = _Pass(self, should_stop)
+        expired = self.store.due_steps(StepStatus.RUNNING, now, batch)
+        job.run("expired_leases", [self._transact(self._expire(step)) for step in expired])
+        if not job.over():
+            self._resend_lost(job, now)
+        if not job.over():
+            timers = [
+                *self.store.due_steps(StepStatus.RETRY_WAIT, now, batch),
+                *self.store.due_steps(StepStatus.WAITING, now, batch),
+            ]
+            scans = [step for step in timers if (step.wait or {}).get("scan_pending")]
+            job.run("timers", [self._transact(self._wake(step)) for step in timers if step not in scans])
+            job.run("scans", [self._scan(step) for step in scans])
+        if not job.over():
+            overdue = self.store.overdue_executions(now, batch)
+            job.run("timed_out", [self._transact(self._time_out(execution)) for execution in overdue])
+        if not job.over():
+            job.counts["routed_events"] += EventRouter(self).route_due(now - self.settings.event_route_after, batch)
+        report = job.report()
+        self.telemetry.reconciled({**job.counts, "failed": job.failed})
         return report
+
+    def _resend_lost(self, job: _Pass, now: float) -> None:
+        """Send again up to a batch of QUEUED steps whose message is old and not held by the broker.
+
+        Under a backlog most old QUEUED steps are only waiting: the ledger says so, and the
+        scan pages past them (going on where the last pass stopped) to find the lost ones.
+        """
+        batch = self.settings.reconcile_batch
+        stale_before = now - self.settings.redispatch_after
+        held_since = now - self.settings.redispatch_held_after
+        lost: list[StepRecord] = []
+        while len(lost) < batch and not job.over():
+            page = self.store.due_steps(StepStatus.QUEUED, stale_before, batch, after=self._lost_cursor)
+            held = self.ledger.held(page, held_since) if self.ledger is not None else [False] * len(page)
+            lost += [step for step, is_held in zip(page, held, strict=True) if not is_held]
+            job.held += sum(held)
+            self._lost_cursor = page[-1] if len(page) == batch else None
+            if self._lost_cursor is None:
+                break  # the end of the list: the next pass starts from the oldest again
+        job.run("redispatched", [self._transact(self._redispatch(step, stale_before)) for step in lost])
+        if job.over():
+            self._lost_cursor = None  # some found were not sent: look from the oldest again
+
+    def _transact(self, use_case: Callable[[Recorder], object]) -> Callable[[], object]:
+        return lambda: self._run(use_case)
+
+    def _scan(self, step: StepRecord) -> Callable[[], None]:
+        waiter = _waiter_of(step)
+
+        def scan() -> None:  # counted whether or not it found an event
+            self.scan_events(waiter)
+
+        return scan
 
     def _expire(self, step: StepRecord) -> Callable[[Recorder], None]:
         return lambda rec: step_cases.expire_lease(rec, self.workflows, step.tenant, step.execution_id, step.key)
 
-    def _redispatch(self, step: StepRecord, stale_before: float) -> Callable[[Recorder], None]:
+    def _redispatch(self, step: StepRecord, stale_before: float) -> Callable[[Recorder], bool]:
         return lambda rec: step_cases.redispatch(rec, step.tenant, step.execution_id, step.key, stale_before)
 
     def _time_out(self, execution: ExecutionRecord) -> Callable[[Recorder], None]:

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     unclaimed_run_seconds: float = 1.0
     cancel_check_seconds: float = Field(default=0.5, ge=0)
     reconcile_interval: float = 5.0
+    reconcile_batch: int = Field(default=200, ge=1)
+    reconcile_pass_seconds: float = Field(default=2.0, gt=0)
+    reconcile_concurrency: int = Field(default=8, ge=1)
+    redispatch_held_after: float = 300.0
     schedule_poll_interval: float = Field(default=1.0, gt=0, le=1.0)
     short_timer_threshold: float = 5.0
     max_payload_bytes: int = 8 * 1024 * 1024

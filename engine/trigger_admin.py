@@ -199,14 +199,6 @@ class Triggers:
         if self.store.get_workflow_version(tenant, workflow) is None:
             raise NotFound(f"workflow {workflow!r} not found")
 
-    def next_fires(self, record: TriggerRecord, count: int = 5) -> list[FirePreview]:
-        """The next ``count`` fire times of a schedule trigger (none for an event trigger)."""
-        if record.kind != "schedule":
-            return []
-        spec = ScheduleSpec.model_validate(record.spec)
-        after = record.next_fire_at - 0.001 if record.next_fire_at is not None else self.clock.now()
-        return preview(spec.schedule(record.created_at), after, count)
-
     @staticmethod
     def _schedule(record: TriggerRecord, now: float) -> None:
         # Only enabled schedule triggers are due; disabling clears the time so the scan skips
@@ -217,3 +209,19 @@ class Triggers:
         else:
             record.next_fire_at = None
             record.pending = []
+
+
+#: Fire times a created or updated trigger shows.
+PREVIEW_COUNT = 5
+
+
+def next_fires(record: TriggerRecord, count: int = PREVIEW_COUNT) -> list[FirePreview]:
+    """The next ``count`` fire times of an enabled schedule trigger, from its ``next_fire_at``.
+
+    Each carries a note where a daylight-saving shift moves it. Empty for an event trigger
+    and for a disabled one (it will not fire).
+    """
+    if record.kind != "schedule" or record.next_fire_at is None:
+        return []
+    spec = ScheduleSpec.model_validate(record.spec)
+    return preview(spec.schedule(record.created_at), record.next_fire_at - 0.001, count)

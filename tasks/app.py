@@ -12,13 +12,16 @@ a queue of its own).
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
 from celery import signals
 
 from engine.adapters.celery_config import make_celery
-from engine.bootstrap import build_service, build_step_ports, forget_worker_process, serve_worker_metrics
+from engine.adapters.dispatcher_celery import RUN_STEP_TASK
+from engine.adapters.ledger_redis import RedisMessageLedger
+from engine.bootstrap import build_ledger, build_service, build_step_ports, forget_worker_process, serve_worker_metrics
 from engine.logging import configure_logging
 from engine.runner import StepRunner
 from engine.settings import Settings
@@ -59,6 +62,24 @@ def _build_runner_in_child(**_: Any) -> None:
     runner()
 
 
+@functools.cache
+def _ledger(broker_url: str) -> RedisMessageLedger | None:
+    return build_ledger(Settings(broker_url=broker_url))
+
+
+def _message_taken(sender: Any = None, request: Any = None, **_: Any) -> None:
+    """A step message left the broker for this worker: it is no longer held (see the ledger).
+
+    Runs in the consumer, when the message arrives, before a pool process runs it: a message
+    this worker holds unstarted when it dies is then seen as lost and sent again.
+    """
+    if request is None or request.name != RUN_STEP_TASK:
+        return
+    ledger = _ledger(str(sender.app.conf.broker_url))
+    if ledger is not None:
+        ledger.taken(*request.args)
+
+
 def _serve_metrics(**_: Any) -> None:
     # In the main process, before the pool forks: it serves the sum of every pool process's metrics.
     if settings.worker_metrics_port is not None:
@@ -72,5 +93,6 @@ def _forget_pool_process(pid: int | None = None, **_: Any) -> None:
 
 signals.worker_init.connect(_configure_logging, weak=False)
 signals.worker_init.connect(_serve_metrics, weak=False)
+signals.task_received.connect(_message_taken, weak=False)
 signals.worker_process_init.connect(_build_runner_in_child, weak=False)
 signals.worker_process_shutdown.connect(_forget_pool_process, weak=False)

@@ -9,8 +9,6 @@ brief outage does not wait for the reconciler.
 
 from __future__ import annotations
 
-import dataclasses
-
 import structlog
 from celery import Task, shared_task
 from structlog.contextvars import bound_contextvars
@@ -41,12 +39,3 @@ def run_step(self: Task, tenant: str, execution_id: str, step_key: str) -> str:
         report = runner().run(tenant, execution_id, step_key, first_delivery=first_delivery)
         log.debug("step message handled", outcome=report.outcome)
         return report.outcome
-
-
-@shared_task(name="conveyor.reconcile")  # type: ignore[untyped-decorator]
-def reconcile() -> dict[str, int]:
-    """One reconciler pass (beat sends this every ``reconcile_interval`` seconds)."""
-    report = runner().service.reconcile()
-    if report.total:
-        log.info("reconciled", **dataclasses.asdict(report))
-    return dataclasses.asdict(report)

@@ -17,8 +17,10 @@ from api.graphql.permissions import requires
 from api.graphql.types.execution import Execution, StartedExecution
 from api.graphql.types.problem import Problem
 from api.graphql.types.step import Step
+from api.graphql.types.trigger import Trigger
 from api.graphql.types.workflow import AppliedWorkflow, WorkflowVersion
 from api.schemas.executions import StartExecution
+from api.schemas.triggers import TriggerCreate, TriggerUpdate
 from engine.auth import Role
 from engine.errors import ConveyorError, InvalidRequest
 
@@ -31,6 +33,24 @@ ApplyWorkflowResult = Annotated[AppliedWorkflow | Problem, strawberry.union("App
 StartExecutionResult = Annotated[StartedExecution | Problem, strawberry.union("StartExecutionResult")]
 ExecutionResult = Annotated[Execution | Problem, strawberry.union("ExecutionResult")]
 SignalResult = Annotated[Step | Problem, strawberry.union("SignalResult")]
+TriggerResult = Annotated[Trigger | Problem, strawberry.union("TriggerResult")]
+
+
+@strawberry.input(description="A schedule (cron or every, and its policies) or an event trigger")
+class CreateTriggerInput:
+    workflow: str
+    kind: str
+    spec: JSON
+    input: JSON | None = None
+    enabled: bool = True
+
+
+@strawberry.input(description="A partial update; absent fields keep their value")
+class UpdateTriggerInput:
+    workflow: str | None = None
+    spec: JSON | None = None
+    input: JSON | None = None
+    enabled: bool | None = None
 
 
 @strawberry.input
@@ -65,6 +85,20 @@ def _start(info: Info, item: StartExecutionInput) -> StartedExecution:
 def _cancel(info: Info, execution_id: str) -> Execution:
     ctx = info.context
     return Execution.from_record(ctx.runtime.service.cancel(ctx.principal.tenant, execution_id))
+
+
+def _create_trigger(info: Info, item: CreateTriggerInput) -> Trigger:
+    ctx = info.context
+    fields = {"workflow": item.workflow, "kind": item.kind, "spec": item.spec, "input": item.input or {}}
+    body = TriggerCreate.model_validate({**fields, "enabled": item.enabled})
+    return Trigger.from_record(actions.create_trigger(ctx.runtime, ctx.principal, body))
+
+
+def _update_trigger(info: Info, trigger_id: str, item: UpdateTriggerInput) -> Trigger:
+    ctx = info.context
+    fields = {"workflow": item.workflow, "spec": item.spec, "input": item.input, "enabled": item.enabled}
+    body = TriggerUpdate.model_validate({k: v for k, v in fields.items() if v is not None})
+    return Trigger.from_record(actions.triggers(ctx.runtime).update(ctx.principal.tenant, trigger_id, body.changes()))
 
 
 def _batch(items: list[Any]) -> None:
@@ -117,3 +151,11 @@ class Mutation:
         return await _attempt(
             lambda: Step.from_record(ctx.runtime.service.signal(ctx.principal.tenant, str(id), step, payload))
         )
+
+    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Create a trigger")
+    async def create_trigger(self, info: Info, input: CreateTriggerInput) -> TriggerResult:
+        return await _attempt(partial(_create_trigger, info, input))
+
+    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Update a trigger; takes effect within 2 s")
+    async def update_trigger(self, info: Info, id: strawberry.ID, input: UpdateTriggerInput) -> TriggerResult:
+        return await _attempt(partial(_update_trigger, info, str(id), input))

@@ -27,15 +27,7 @@ TriggerId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     **guard(Role.EDITOR),
 )
 def create(rt: RuntimeDep, principal: PrincipalDep, body: TriggerCreate) -> Trigger:
-    record = actions.triggers(rt).create(
-        principal.tenant,
-        workflow=body.workflow,
-        kind=body.kind,
-        spec=body.spec,
-        input=body.input,
-        enabled=body.enabled,
-    )
-    return Trigger.from_record(record)
+    return Trigger.from_record(actions.create_trigger(rt, principal, body))
 
 
 @router.get("", response_model=Page[Trigger], summary="List triggers", responses=responses(), **guard(Role.VIEWER))

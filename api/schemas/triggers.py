@@ -11,7 +11,7 @@ from api.convert import to_datetime
 from api.schemas.common import ApiModel
 from engine.model import WORKFLOW_NAME_PATTERN
 from engine.records import TriggerRecord
-from engine.trigger_admin import TriggerChanges, TriggerKind
+from engine.trigger_admin import TriggerChanges, TriggerKind, next_fires
 
 SPEC_EXAMPLES: list[dict[str, Any]] = [{"cron": "*/5 * * * *", "timezone": "UTC"}, {"type": "order.created"}]
 
@@ -38,8 +38,15 @@ class TriggerUpdate(ApiModel):
         return TriggerChanges(workflow=self.workflow, spec=self.spec, input=self.input, enabled=self.enabled)
 
 
+class FireTime(BaseModel):
+    """An upcoming fire time of a schedule; ``note`` says how a daylight-saving shift moves it."""
+
+    at: datetime
+    note: str | None = None
+
+
 class Trigger(BaseModel):
-    """A stored trigger."""
+    """A stored trigger; for a schedule, also its next fire times and its counters."""
 
     id: str
     workflow: str
@@ -50,6 +57,15 @@ class Trigger(BaseModel):
     created_at: datetime
     updated_at: datetime
     next_fire_at: datetime | None = None
+    next_fires: list[FireTime] = Field(default_factory=list, description="The next 5 fire times (schedules).")
+    fired: int = Field(0, description="Fire times that started an execution.")
+    missed: int = Field(0, description="Fire times not started: too late (catch-up window, or `catchup: latest`).")
+    skipped: int = Field(0, description="Fire times dropped by the overlap policy.")
+    buffered: int = Field(0, description="Fire times kept to start when the running execution ends.")
+    last_fire_at: datetime | None = None
+    last_error: str | None = Field(None, description="Why the last fire started nothing, if it did not.")
+    running: list[str] = Field(default_factory=list, description="Active executions this schedule started.")
+    pending: list[datetime] = Field(default_factory=list, description="Buffered fire times, oldest first.")
 
     @classmethod
     def from_record(cls, record: TriggerRecord) -> Trigger:
@@ -67,4 +83,13 @@ def trigger_fields(record: TriggerRecord) -> dict[str, Any]:
         "created_at": to_datetime(record.created_at),
         "updated_at": to_datetime(record.updated_at),
         "next_fire_at": to_datetime(record.next_fire_at),
+        "next_fires": [{"at": to_datetime(fire.at), "note": fire.note} for fire in next_fires(record)],
+        "fired": record.fired,
+        "missed": record.missed,
+        "skipped": record.skipped,
+        "buffered": record.buffered,
+        "last_fire_at": to_datetime(record.last_fire_at),
+        "last_error": record.last_error,
+        "running": list(record.running),
+        "pending": [to_datetime(moment) for moment in record.pending],
     }

@@ -94,6 +94,14 @@ def run(
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Do not run steps here; leave them to `conveyor worker` processes.")
     ] = False,
+    reconcile: Annotated[
+        bool | None,
+        typer.Option(
+            "--reconcile/--no-reconcile",
+            help="Run the reconciler (timers, retries, lost workers) here; default: yes, unless --no-worker "
+            "(then `conveyor beat` does it). With Redis it shares beat's lease: never two at once.",
+        ),
+    ] = None,
     signals: Annotated[
         list[str] | None,
         typer.Option(
@@ -128,9 +136,12 @@ def run(
     try:
         # Once the watched execution has ended, a step still running here belongs to it and its
         # outcome would be refused: stop without waiting for it (stop_grace=0).
+        run_reconciler = not no_worker if reconcile is None else reconcile
         with (
             _restoring_sigint(),
-            embedded_service(settings, worker=not no_worker, queues=queues, stop_grace=0) as service,
+            embedded_service(
+                settings, worker=not no_worker, reconcile=run_reconciler, queues=queues, stop_grace=0
+            ) as service,
         ):
             _quiet_logging(settings)  # again: Celery's worker_init signal configured logging anew
             try:

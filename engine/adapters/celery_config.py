@@ -28,6 +28,14 @@ MEMORY_POLLING_INTERVAL = 0.01
 SOCKET_CONNECT_TIMEOUT = 5
 
 
+#: Message priorities on kombu's Redis transport, which keeps one list per step of
+#: ``PRIORITY_STEPS`` and serves the *lowest* number first. Step messages are published as
+#: normal; those the reconciler recovers as urgent, so they do not wait behind a backlog.
+URGENT_PRIORITY = 0
+NORMAL_PRIORITY = 9
+PRIORITY_STEPS = [URGENT_PRIORITY, NORMAL_PRIORITY]
+
+
 def broker_url(settings: Settings) -> str:
     """The broker to use: ``settings.broker_url`` or the in-memory transport."""
     return settings.broker_url or MEMORY_BROKER
@@ -45,6 +53,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport["polling_interval"] = MEMORY_POLLING_INTERVAL
     else:
         transport["socket_connect_timeout"] = SOCKET_CONNECT_TIMEOUT
+        transport["priority_steps"] = PRIORITY_STEPS
     return {
         "broker_url": broker_url(settings),
         "broker_transport_options": transport,
@@ -70,6 +79,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists holding ``queue``'s messages, one per priority step (kombu's naming)."""
+    return [queue if priority == URGENT_PRIORITY else f"{queue}\x06\x16{priority}" for priority in PRIORITY_STEPS]
 
 
 def make_celery(settings: Settings, name: str, include: Sequence[str] = ()) -> Celery:

@@ -8,10 +8,17 @@ failed publish and returns instead of raising: raising would turn a committed, d
 success (an execution was started, a step completed) into an error for the caller, who
 would then retry and do the work twice. :meth:`ping` is there for health checks that do
 want to know whether the broker is reachable.
+
+Urgent dispatches (steps the reconciler recovers) are published with a higher priority:
+kombu's Redis transport keeps one list per priority step and workers drain the urgent one
+first (see :func:`~engine.adapters.celery_config.celery_config`). With a
+:class:`~engine.adapters.ledger_redis.RedisMessageLedger`, every message is recorded just
+before it is published, so the reconciler can tell a lost message from a queued one.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import kombu.exceptions
@@ -19,7 +26,8 @@ import redis.exceptions
 import structlog
 from celery import Celery
 
-from engine.adapters.celery_config import make_celery
+from engine.adapters.celery_config import NORMAL_PRIORITY, URGENT_PRIORITY, make_celery
+from engine.adapters.ledger_redis import RedisMessageLedger
 from engine.errors import StoreUnavailable
 from engine.ports import Dispatch
 from engine.settings import Settings
@@ -42,13 +50,16 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 class CeleryDispatcher:
     """Publishes step messages by task name; the publisher never imports the task code."""
 
-    def __init__(self, app: Celery, default_queue: str | None = None) -> None:
+    def __init__(
+        self, app: Celery, default_queue: str | None = None, ledger: RedisMessageLedger | None = None
+    ) -> None:
         self.app = app
         self.default_queue: str = default_queue or app.conf.task_default_queue
+        self.ledger = ledger
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CeleryDispatcher:
-        return cls(make_celery(settings, "conveyor-dispatcher"), settings.default_queue)
+    def from_settings(cls, settings: Settings, ledger: RedisMessageLedger | None = None) -> CeleryDispatcher:
+        return cls(make_celery(settings, "conveyor-dispatcher"), settings.default_queue, ledger)
 
     def dispatch(self, dispatches: Sequence[Dispatch]) -> None:
         """Publish one message per dispatch through one pooled producer.
@@ -60,11 +71,15 @@ class CeleryDispatcher:
             return
         sent = 0
         try:
+            if self.ledger is not None:
+                self.ledger.sent(dispatches, time.time())
             with self.app.producer_pool.acquire(block=True) as producer:
                 for item in dispatches:
                     self._send(item, producer)
                     sent += 1
         except BROKER_ERRORS as exc:
+            if self.ledger is not None:
+                self.ledger.unsent(dispatches[sent:])
             log.warning(
                 "could not publish step messages; the reconciler will send them again",
                 unsent=len(dispatches) - sent,
@@ -78,6 +93,7 @@ class CeleryDispatcher:
             args=[item.tenant, item.execution_id, item.step_key],
             queue=item.queue or self.default_queue,
             countdown=item.countdown if item.countdown > 0 else None,
+            priority=URGENT_PRIORITY if item.urgent else NORMAL_PRIORITY,
             producer=producer,
         )
 

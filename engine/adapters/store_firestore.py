@@ -998,16 +998,27 @@ class FirestoreStore:
 
     # ---------------------------------------------------------------- reconciler scans
 
-    def due_steps(self, status: StepStatus, before: float, limit: int = 200) -> list[StepRecord]:
-        """Collection-group scan of every tenant's steps in ``status`` due by ``before``."""
+    def due_steps(
+        self, status: StepStatus, before: float, limit: int = 200, after: StepRecord | None = None
+    ) -> list[StepRecord]:
+        """Collection-group scan of every tenant's steps in ``status`` due by ``before``.
+
+        Ordered by the due field, then by document path (which Firestore appends to every
+        index); ``after`` resumes after that record.
+        """
         status = StepStatus(status)
         field = DUE_FIELD.get(status)
         if field is None:
             return []  # nothing is ever due in a status without a timer
+        cursor = None
+        if after is not None:
+            ref = self._paths.step(after.tenant, after.execution_id, after.key)
+            cursor = {field: getattr(after, field), DOC_ID: ref}
         query = self.query(
             self._client.collection_group("steps"),
             where=[("status", "==", status.value), (field, "<=", before)],
-            order=[(field, ASC)],
+            order=[(field, ASC), (DOC_ID, ASC)],
+            start_after=cursor,
             limit=limit,
         )
         return self._run_query(StepRecord, query)
@@ -1257,14 +1268,24 @@ class _Attempt:
         return found
 
     def commit(self) -> None:
-        """Commit the transaction, or the writes as a batch when nothing was read."""
-        self._finished = True  # a commit ends the transaction whatever its outcome
+        """Commit the transaction, or the writes as a batch when nothing was read.
+
+        A commit that fails otherwise than by ``Aborted`` (a deadline, an unavailable backend)
+        leaves the transaction open as far as we know: it stays unfinished, so the caller's
+        rollback releases its locks instead of leaving them for Firestore's 60 s expiry.
+        """
         if self.id is None and not self._writes:
+            self._finished = True
             return  # nothing read, nothing written: no round trip at all
         request = _COMMIT_REQUEST(database=self._client._database_string, writes=self._writes)
         if self.id is not None:
             request.transaction = self.id
-        self._rpc.commit(request=request)
+        try:
+            self._rpc.commit(request=request)
+        except gexc.Aborted:
+            self._finished = True  # Firestore ended it already
+            raise
+        self._finished = True
 
     def rollback(self) -> None:
         """Release the read locks of a transaction that will not commit (best effort).

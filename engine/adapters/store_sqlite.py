@@ -181,13 +181,13 @@ _LIST_TRIGGERS = """
     SELECT doc, id FROM triggers WHERE tenant = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"""
 # The due column differs per status (``DUE_FIELD``); ``<=`` also excludes NULL.
 _DUE_STEPS = {
-    "dispatched_at": "SELECT doc, spilled, tenant, execution_id, key FROM steps"
-    " WHERE status = ? AND dispatched_at <= ? ORDER BY dispatched_at LIMIT ?",
-    "lease_until": "SELECT doc, spilled, tenant, execution_id, key FROM steps"
-    " WHERE status = ? AND lease_until <= ? ORDER BY lease_until LIMIT ?",
-    "wake_at": "SELECT doc, spilled, tenant, execution_id, key FROM steps"
-    " WHERE status = ? AND wake_at <= ? ORDER BY wake_at LIMIT ?",
+    field: f"SELECT doc, spilled, tenant, execution_id, key FROM steps WHERE status = ? AND {field} <= ?"  # noqa: S608  # fixed column names
+    f" AND ({field}, tenant, execution_id, key) > (?, ?, ?, ?)"
+    f" ORDER BY {field}, tenant, execution_id, key LIMIT ?"
+    for field in ("dispatched_at", "lease_until", "wake_at")
 }
+#: A cursor before every row: a due field is a number, and numbers sort before text in SQLite.
+_BEFORE_ALL = (float("-inf"), "", "", "")
 _OVERDUE_EXECUTIONS = """
     SELECT doc, spilled, tenant, id, '' FROM executions
     WHERE deadline_at <= ? AND status IN (SELECT value FROM json_each(?))
@@ -390,9 +390,14 @@ class SqliteStore:
 
     # reconciler scans
 
-    def due_steps(self, status: StepStatus, before: float, limit: int = 200) -> list[StepRecord]:
-        sql = _DUE_STEPS[DUE_FIELD[status]]
-        return self._read(lambda c: _load_all(c, StepRecord, c.execute(sql, (status.value, before, limit))))
+    def due_steps(
+        self, status: StepStatus, before: float, limit: int = 200, after: StepRecord | None = None
+    ) -> list[StepRecord]:
+        field = DUE_FIELD[status]
+        sql = _DUE_STEPS[field]
+        cursor = _BEFORE_ALL if after is None else (getattr(after, field), after.tenant, after.execution_id, after.key)
+        params = (status.value, before, *cursor, limit)
+        return self._read(lambda c: _load_all(c, StepRecord, c.execute(sql, params)))
 
     def overdue_executions(self, before: float, limit: int = 200) -> list[ExecutionRecord]:
         params = (before, _ACTIVE_STATUSES, limit)

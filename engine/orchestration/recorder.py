@@ -123,11 +123,14 @@ class Recorder:
         *,
         dispatch: bool = True,
     ) -> None:
-        """Move ``step`` to ``target``; a step entering QUEUED is dispatched unless told otherwise."""
+        """Move ``step`` to ``target``; a step entering QUEUED is dispatched unless told otherwise.
+
+        A step re-queued because its worker vanished is dispatched as urgent (recovery).
+        """
         require(step.status, target, cause, machine_of(step))
         step.status = target
         if target is StepStatus.QUEUED and dispatch:
-            self.queue_dispatch(step)
+            self.queue_dispatch(step, urgent=cause is Cause.LEASE_EXPIRED)
         if target in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
             step.finished_at = self.now
             step.lease_until = None
@@ -158,9 +161,9 @@ class Recorder:
         self.tx.put_waiter(waiter)
         self.effects.waiters.append(waiter)
 
-    def queue_dispatch(self, step: StepRecord, countdown: float = 0.0) -> None:
+    def queue_dispatch(self, step: StepRecord, countdown: float = 0.0, *, urgent: bool = False) -> None:
         """Send the step after commit; ``dispatched_at`` lets the reconciler resend a lost message."""
         step.dispatched_at = self.now + countdown
         self.effects.dispatches.append(
-            Dispatch(step.tenant, step.execution_id, step.key, queue=step.queue, countdown=countdown)
+            Dispatch(step.tenant, step.execution_id, step.key, queue=step.queue, countdown=countdown, urgent=urgent)
         )

@@ -616,19 +616,20 @@ def check_fanin(
     return None if follow is None else _claim_follower(rec, snap, parent, follow)
 
 
-def redispatch(rec: Recorder, tenant: str, execution_id: str, key: str, stale_before: float) -> None:
+def redispatch(rec: Recorder, tenant: str, execution_id: str, key: str, stale_before: float) -> bool:
     """Send a QUEUED step again whose message may have been lost (transactional outbox).
 
     The message may also have been held by a worker that died running the step unclaimed
     (see :func:`peek`). The new epoch makes the step be claimed before it runs again, so a
     step that kills its workers has its attempts counted, and it fences out any run of the
-    old message that is still going.
+    old message that is still going. Whether it sent the step again.
     """
     step = rec.tx.get_steps(tenant, execution_id, [key]).get(key)
     if step is None or step.status is not StepStatus.QUEUED:
-        return
+        return False  # claimed meanwhile (its message had just reached a worker)
     if step.dispatched_at is not None and step.dispatched_at > stale_before:
-        return
+        return False
     step.lease_epoch += 1
-    rec.queue_dispatch(step)
+    rec.queue_dispatch(step, urgent=True)
     rec.tx.put_step(step)
+    return True

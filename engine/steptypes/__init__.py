@@ -30,6 +30,7 @@ def _load_builtins() -> None:
         ai_reward,
         ai_route,
         fail,
+        pubsub_publish,
         switch,
         task,
         transform,

@@ -19,7 +19,7 @@ from engine.records import DecodedOnUse
 
 if TYPE_CHECKING:
     from engine.ai import Budget, ScriptedModel, Usage
-    from engine.ports import AgentRuntime, DecisionStats
+    from engine.ports import AgentRuntime, DecisionStats, Publisher
 
 
 class StepConfig(BaseModel):
@@ -81,6 +81,7 @@ class StepPorts:
 
     ai: AgentRuntime | None = None
     decisions: DecisionStats | None = None
+    publisher: Publisher | None = None
 
 
 @dataclass

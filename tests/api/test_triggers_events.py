@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from engine.auth import Role
 from tests.api.conftest import Api
 from tests.api.support import HELLO, TENANT_A
+from tests.harness import ManualClock
 
 
 def _trigger(api: Api, **body: object) -> dict:
@@ -123,3 +126,77 @@ def test_a_published_event_starts_its_event_trigger_with_the_mapped_input(api: A
     service = api.app.state.runtime.service
     assert service.get_execution(TENANT_A, executions[0]["id"]).idempotency_key == f"{trigger['id']}:o-1"
     assert api.call("POST", "/v1/events", json={"type": "x", "correlation_key": ""}).status_code == 422
+
+
+def _berlin_dst_day(api: Api) -> None:
+    """Put the service clock on 2027-01-01 (UTC), before the 2027 daylight-saving days."""
+    api.service.clock = ManualClock(datetime(2027, 1, 1, tzinfo=UTC).timestamp())
+
+
+def test_a_schedule_returns_its_next_five_fires_with_dst_notes(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    _berlin_dst_day(api)
+    # 2027-03-28 and 2027-10-31 are the days Berlin's clocks change.
+    created = _trigger(api, spec={"cron": "30 2 28 3 *", "timezone": "Europe/Berlin"})
+    fires = created["next_fires"]
+    assert [f["at"][:10] for f in fires] == ["2027-03-28", "2028-03-28", "2029-03-28", "2030-03-28", "2031-03-28"]
+    assert fires[0]["at"] == "2027-03-28T01:00:00Z" and "spring forward" in fires[0]["note"]
+    assert [f["note"] for f in fires[1:]] == [None] * 4
+    patched = api.call(
+        "PATCH",
+        f"/v1/triggers/{created['id']}",
+        role=Role.EDITOR,
+        json={"spec": {"cron": "30 2 31 10 *", "timezone": "Europe/Berlin"}},
+    ).json()
+    first = patched["next_fires"][0]
+    assert first["at"] == "2027-10-31T00:30:00Z" and "occurs twice" in first["note"]
+    disabled = api.call("POST", f"/v1/triggers/{created['id']}/disable", role=Role.EDITOR).json()
+    assert disabled["next_fires"] == []
+
+
+def test_schedule_counters_show_through_rest_and_graphql(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    _berlin_dst_day(api)
+    created = _trigger(api, spec={"every": "1m"}, input={"who": "cron"})
+    clock = api.service.clock
+    assert isinstance(clock, ManualClock)
+    for _ in range(2):  # the first fire starts; the second is skipped while the first runs
+        due = api.call("GET", f"/v1/triggers/{created['id']}").json()["next_fire_at"]
+        clock.value = datetime.fromisoformat(due).timestamp()
+        api.service.fire_due_triggers()
+    got = api.call("GET", f"/v1/triggers/{created['id']}", role=Role.VIEWER).json()
+    assert (got["fired"], got["skipped"], got["missed"], got["buffered"]) == (1, 1, 0, 0)
+    assert len(got["running"]) == 1 and got["last_fire_at"] == "2027-01-01T00:01:00Z"
+    query = "query($id: ID!) { trigger(id: $id) { fired skipped missed buffered running nextFires { at note } } }"
+    data = api.gql(query, {"id": created["id"]}, role=Role.VIEWER)["data"]["trigger"]
+    assert (data["fired"], data["skipped"], data["missed"], data["buffered"]) == (1, 1, 0, 0)
+    assert data["running"] == got["running"] and len(data["nextFires"]) == 5
+
+
+def test_graphql_creates_and_updates_a_schedule_showing_its_next_fires(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    _berlin_dst_day(api)
+    create = """mutation($input: CreateTriggerInput!) {
+      createTrigger(input: $input) {
+        ... on Trigger { id nextFires { at note } }
+        ... on Problem { code problems { path message } }
+      }
+    }"""
+    spec = {"cron": "30 1 7 11 *", "timezone": "America/New_York"}
+    created = api.gql(create, {"input": {"workflow": "hello", "kind": "schedule", "spec": spec}}, role=Role.EDITOR)
+    trigger = created["data"]["createTrigger"]
+    assert trigger["nextFires"][0]["at"].startswith("2027-11-07T05:30:00")  # 01:30 EDT, the first of two
+    assert "occurs twice" in trigger["nextFires"][0]["note"]
+    update = """mutation($id: ID!, $input: UpdateTriggerInput!) {
+      updateTrigger(id: $id, input: $input) {
+        ... on Trigger { enabled nextFires { at } }
+        ... on Problem { code problems { path message } }
+      }
+    }"""
+    disabled = api.gql(update, {"id": trigger["id"], "input": {"enabled": False}}, role=Role.EDITOR)
+    assert disabled["data"]["updateTrigger"] == {"enabled": False, "nextFires": []}
+    invalid = api.gql(update, {"id": trigger["id"], "input": {"spec": {"cron": "0 0 * * * *"}}}, role=Role.EDITOR)
+    problem = invalid["data"]["updateTrigger"]
+    assert problem["problems"][0]["path"] == "spec" and "5 fields" in problem["problems"][0]["message"]
+    denied = api.gql(update, {"id": trigger["id"], "input": {"enabled": True}}, role=Role.VIEWER)
+    assert denied["errors"]

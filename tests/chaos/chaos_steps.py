@@ -70,3 +70,28 @@ def kill_worker(ctx: Any) -> None:
     """Count the run, then SIGKILL the process running it: a step that kills every worker."""
     _redis().incr(runs_key(prefix(), ctx.execution_id, ctx.step_key))
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hang_key(prefix: str) -> str:
+    return f"{prefix}:hang"
+
+
+@step
+def hang(ctx: Any, seconds: float = 300.0) -> dict[str, Any]:
+    """First attempt: note this worker's process group, then block (the killer's target).
+
+    A later attempt (after the worker was killed and the step re-queued) returns at once.
+    """
+    if ctx.attempt > 1:
+        return {"attempt": ctx.attempt}
+    _redis().set(hang_key(prefix()), json.dumps({"pgid": os.getpgid(0), "execution_id": ctx.execution_id}))
+    time.sleep(seconds)
+    return {"attempt": ctx.attempt}
+
+
+@step
+def fail_first(ctx: Any, label: str) -> dict[str, Any]:
+    """Fail the first attempt (a retryable error), succeed after: a retry with its backoff timer."""
+    if ctx.attempt == 1:
+        raise RuntimeError(f"{label}: first attempt fails on purpose")
+    return {"label": label, "attempt": ctx.attempt}

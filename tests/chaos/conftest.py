@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from engine.adapters.celery_config import queue_keys
 from engine.service import Service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,7 +146,7 @@ def forget_run(client: Any, prefix: str, queue: str) -> None:
 def purge_broker(client: Any, queue: str) -> None:
     """Drop ``queue`` and the unacknowledged messages killed workers left for it in kombu's
     shared ``unacked`` hash, so nothing of this run is restored into Redis later."""
-    client.delete(queue)
+    client.delete(*queue_keys(queue))
     for tag, payload in client.hscan_iter("unacked"):
         with contextlib.suppress(ValueError, TypeError, IndexError):
             if json.loads(payload)[2] == queue:

@@ -21,6 +21,7 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from engine.adapters.store_firestore import FirestoreStore
+from engine.errors import StoreUnavailable
 from engine.ports import Transaction
 from engine.records import ExecutionRecord, StepRecord
 from engine.states import StepStatus
@@ -250,6 +251,36 @@ def test_an_error_in_the_body_rolls_back_and_frees_the_read_locks(
     assert methods(calls) == ["batch_get_documents", "rollback"]
     assert calls[1].sent("transaction") == calls[0].began
     # A lock left behind would make this write wait for the emulator's lock timeout.
+    started = time.monotonic()
+    save(firestore_store, step(status=StepStatus.RUNNING))
+    assert time.monotonic() - started < EMULATOR_LOCK_TIMEOUT / 2
+
+
+def test_a_commit_that_fails_without_an_abort_is_rolled_back(
+    firestore_store: FirestoreStore, rpcs: RpcRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit lost to a deadline leaves the transaction open as far as we know: roll it back,
+    or its read locks would stall every writer of those documents for a minute."""
+    save(firestore_store, step())
+    rpcs.take()
+    recording_commit = firestore_store.rpc.commit
+
+    def deadline(*, request: Any) -> Any:
+        recording_commit(request=request.__class__(database=request.database))  # recorded, commits nothing
+        raise gexc.DeadlineExceeded("commit deadline")
+
+    monkeypatch.setattr(firestore_store.rpc, "commit", deadline)
+
+    def claim(tx: Transaction) -> None:
+        current = tx.get_steps(A, "ex-1", ["fetch"])["fetch"]
+        tx.put_step(replace(current, status=StepStatus.RUNNING))
+
+    with pytest.raises(StoreUnavailable):
+        firestore_store.atomic(claim)
+    calls = rpcs.take()
+    assert methods(calls) == ["batch_get_documents", "commit", "rollback"]
+    assert calls[2].sent("transaction") == calls[0].began
+    monkeypatch.setattr(firestore_store.rpc, "commit", recording_commit)
     started = time.monotonic()
     save(firestore_store, step(status=StepStatus.RUNNING))
     assert time.monotonic() - started < EMULATOR_LOCK_TIMEOUT / 2

@@ -847,6 +847,31 @@ def test_due_steps_uses_the_due_field_of_each_status(store: Store, status: StepS
     assert store.due_steps(status, T0 - 11) == []
 
 
+@pytest.mark.parametrize("status", list(DUE_FIELD))
+def test_due_steps_pages_through_ties_in_a_stable_order(store: Store, status: StepStatus) -> None:
+    """``after`` resumes a scan: every due step once, also among steps due at the same moment."""
+    field = DUE_FIELD[status]
+    records = [
+        step(f"k{i}", f"ex-{i % 3}", tenant=(A if i % 2 else B), status=status, **{field: T0 - (i % 2)})
+        for i in range(7)
+    ]
+    save(store, *records)
+    first = store.due_steps(status, T0)
+    assert [getattr(r, field) for r in first] == sorted(getattr(r, field) for r in first)
+    seen: list[StepRecord] = []
+    while True:
+        page = store.due_steps(status, T0, limit=2, after=seen[-1] if seen else None)
+        if not page:
+            break
+        assert len(page) <= 2
+        seen.extend(page)
+    assert seen == first
+    assert sorted((r.tenant, r.execution_id, r.key) for r in seen) == sorted(
+        (r.tenant, r.execution_id, r.key) for r in records
+    )
+    assert store.due_steps(status, T0, after=seen[-1]) == []
+
+
 def test_overdue_executions_are_active_ones_past_their_deadline(store: Store) -> None:
     overdue = [
         execution("ex-run", status=ExecutionStatus.RUNNING, deadline_at=T0 - 5),

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from engine.adapters.celery_config import queue_keys
 from engine.bootstrap import build_service
 from engine.settings import Settings
 from engine.states import ExecutionStatus, StepStatus
@@ -49,14 +50,14 @@ def test_pipeline_with_retry_switch_and_foreach_succeeds_on_a_real_worker(
     assert flaky_types[-1] == "step.succeeded"
 
 
-def test_a_lost_step_message_is_sent_again_by_the_reconcile_task(make_world: Callable[..., World]) -> None:
+def test_a_lost_step_message_is_sent_again_by_the_reconciler(make_world: Callable[..., World]) -> None:
     world = make_world(wrap=lambda inner: DroppingDispatcher(inner, drop=1), redispatch_after=0.2)
     world.apply({"name": "it-lost", "steps": [flows.task("only", "whoami", args={"label": "x"})]})
     with world.worker():
         execution_id = world.start("it-lost")
         time.sleep(0.5)
         assert world.service.get_execution(TENANT, execution_id).status is ExecutionStatus.RUNNING
-        world.app.send_task("conveyor.reconcile")  # what beat sends
+        assert world.service.reconcile().redispatched == 1  # what beat runs
         execution = world.wait(execution_id, timeout=30)
     assert execution.status is ExecutionStatus.SUCCEEDED
     assert [d.step_key for d in world.dispatcher.dropped] == ["only"]
@@ -145,24 +146,45 @@ def test_conveyor_worker_process_runs_steps_on_default_and_extra_queues(
         delete_queue_keys(redis_client, queue)
 
 
-def test_conveyor_beat_process_sends_reconcile_tasks(
+def test_conveyor_beat_process_reconciles_itself_and_resends_lost_messages_first(
+    tmp_path: Path,
     redis_server_url: str,
     redis_client: redis.Redis,
     run_id: str,
     processes: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
+    """Beat runs the pass in its own process (no reconcile message waits in the step queue),
+    and the step whose message was lost is sent on the urgent lane, ahead of a backlog."""
     queue = f"conveyor-it-{run_id}"
-    options: dict[str, Any] = {"broker_url": redis_server_url, "default_queue": queue, "reconcile_interval": 0.5}
+    options: dict[str, Any] = {
+        "store": "sqlite",
+        "sqlite_path": str(tmp_path / "beat.db"),
+        "broker_url": redis_server_url,
+        "default_queue": queue,
+        "reconcile_interval": 0.5,
+        "redispatch_after": 1.0,
+    }
+    settings = Settings(**options)
+    service = build_service(settings)
+    lost = build_service(settings, dispatcher=DroppingDispatcher(service.dispatcher, drop=1))
     try:
-        processes(["beat", "--send", "--loglevel", "INFO"], _env(options), "beat")
+        service.apply_workflow(TENANT, {"name": "it-beat", "steps": [flows.task("only", "whoami", args={"label": "x"})]})
+        backlog = [service.start(TENANT, "it-beat").execution.id for _ in range(3)]  # published, never consumed
+        execution_id = lost.start(TENANT, "it-beat").execution.id
+        normal, urgent = queue_keys(queue)[::-1]
+        assert redis_client.llen(normal) == 3 and redis_client.llen(urgent) == 0
+        processes(["beat", "--loglevel", "INFO"], _env(options), "beat")
         deadline = time.monotonic() + 30
-        while redis_client.llen(queue) < 2:
-            assert time.monotonic() < deadline, "beat sent fewer than 2 reconcile messages within 30s"
+        while redis_client.llen(urgent) < 1:
+            assert time.monotonic() < deadline, "beat did not re-send the lost message within 30s"
             time.sleep(0.1)
-        message = json.loads(redis_client.lindex(queue, 0) or b"{}")
-        assert message["headers"]["task"] == "conveyor.reconcile"
-        assert message["content-type"] == "application/json"
-        assert json.loads(base64.b64decode(message["body"]))[0] == []  # no arguments
+        message = json.loads(redis_client.lindex(urgent, 0) or b"{}")
+        assert message["headers"]["task"] == "conveyor.run_step"
+        assert json.loads(base64.b64decode(message["body"]))[0] == [TENANT, execution_id, "only"]
+        time.sleep(2.0)  # more passes: the backlog's messages are held by the broker, not lost
+        assert redis_client.llen(urgent) == 1 and redis_client.llen(normal) == 3
+        assert all(service.list_steps(TENANT, e)[0].lease_epoch == 0 for e in backlog)
     finally:
+        service.store.close()
         delete_queue_keys(redis_client, queue)
         redis_client.delete(f"conveyor:beat:lease:{queue}")

@@ -106,7 +106,7 @@ def test_hundreds_of_racing_events_on_sqlite_lose_no_wake_up_and_resume_once(tmp
 
     store = SqliteStore(tmp_path / "race.db")
     try:
-        _race(store, tmp_path, executions=300, max_jitter=0.02)
+        _race(store, tmp_path, executions=200, max_jitter=0.02)
     finally:
         store.close()
 
@@ -117,6 +117,6 @@ def test_racing_events_on_firestore_lose_no_wake_up_and_resume_once(tmp_path: Pa
 
     store = FirestoreStore(project=unique_project)
     try:
-        _race(store, tmp_path, executions=60, max_jitter=0.05)
+        _race(store, tmp_path, executions=40, max_jitter=0.05)
     finally:
         store.close()

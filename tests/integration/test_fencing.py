@@ -4,7 +4,7 @@ Steps: a worker that stalls past its lease loses the step to the reconciler, ano
 runs it, and the stalled worker's late completion is refused by the ``lease_epoch``
 precondition: the recorded output is the second worker's.
 
-Beat: the Redis lease of :mod:`beat.lease` lets exactly one of several beat instances fire.
+Beat: the Redis lease of :mod:`engine.adapters.lease_redis` lets exactly one of several beat instances fire.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import cast
 import pytest
 import redis
 
-from beat.lease import RedisLease
 from beat.scheduler import LeasedScheduler, PeriodicJob
 from engine.adapters.celery_config import make_celery
+from engine.adapters.lease_redis import RedisLease
 from engine.errors import LeaseLost
 from engine.records import StepRecord
 from engine.service import Service
@@ -150,7 +150,9 @@ def test_only_the_lease_holder_of_two_schedulers_fires(
 
     def scheduler(name: str) -> LeasedScheduler:
         job = PeriodicJob("tick", "conveyor.tick", 0.1, run_local=lambda _service: fired.append(name))
-        return LeasedScheduler(app=app, jobs=[job], lease=RedisLease(redis_client, lease_key), service=lambda: service)
+        return LeasedScheduler(
+                app=app, jobs=[job], lease=RedisLease(redis_client, lease_key), service=lambda: service, run_local=True
+            )
 
     active, standby = scheduler("active"), scheduler("standby")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from beat.lease import DEFAULT_TTL_SECONDS
+from engine.adapters.lease_redis import DEFAULT_TTL_SECONDS
 from engine.bootstrap import build_service
 from engine.records import ExecutionRecord
 from engine.service import Service

@@ -11,11 +11,19 @@ import pytest
 
 from beat.scheduler import LeasedScheduler, beat_lease, lease_key, periodic_jobs, scheduler_factory
 from conveyor.commands.worker import Pool, worker_argv
-from engine.adapters.celery_config import MEMORY_POLLING_INTERVAL, celery_config, is_embedded, make_celery
+from engine.adapters.celery_config import (
+    MEMORY_POLLING_INTERVAL,
+    NORMAL_PRIORITY,
+    URGENT_PRIORITY,
+    celery_config,
+    is_embedded,
+    make_celery,
+    queue_keys,
+)
 from engine.adapters.dispatcher_celery import RUN_STEP_TASK, CeleryDispatcher
 from engine.errors import StoreUnavailable
 from engine.ports import Dispatch
-from engine.service import Service
+from engine.service import ReconcileReport, Service
 from engine.settings import Settings
 
 CLOSED_PORT_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connections are refused
@@ -114,9 +122,10 @@ def test_worker_consumes_the_default_queue_first_plus_extra_queues() -> None:
     ]
 
 
-def test_beat_fires_the_reconciler_every_reconcile_interval() -> None:
+def test_beat_runs_the_reconciler_itself_every_reconcile_interval() -> None:
+    """No task: the pass never waits in the step queues behind a backlog."""
     [job] = periodic_jobs(Settings(reconcile_interval=2.5))
-    assert (job.task, job.every) == ("conveyor.reconcile", 2.5)
+    assert (job.name, job.task, job.every) == ("conveyor.reconcile", None, 2.5)
 
 
 def test_the_beat_lease_lives_in_redis_and_is_scoped_by_queue() -> None:
@@ -130,8 +139,9 @@ def test_embedded_beat_runs_jobs_in_process_without_a_lease() -> None:
     reconciled: list[float] = []
 
     class FakeService:
-        def reconcile(self) -> None:
+        def reconcile(self) -> ReconcileReport:
             reconciled.append(time.monotonic())
+            return ReconcileReport()
 
     factory = scheduler_factory(settings)
     scheduler: LeasedScheduler = factory(app=make_celery(settings, "unit-beat"))
@@ -142,3 +152,33 @@ def test_embedded_beat_runs_jobs_in_process_without_a_lease() -> None:
         time.sleep(max(0.0, min(scheduler.tick(), 0.02)))  # like beat: a negative delay means now
     assert len(reconciled) >= 3
     scheduler.close()
+
+
+def test_beat_runs_the_reconciler_itself_even_when_it_sends_jobs_to_workers() -> None:
+    settings = Settings(broker_url=None, redis_url=None, reconcile_interval=0.05, default_queue=_unique_queue())
+    reconciled: list[float] = []
+
+    class FakeService:
+        def reconcile(self) -> ReconcileReport:
+            reconciled.append(time.monotonic())
+            return ReconcileReport(redispatched=1, complete=False)
+
+    scheduler: LeasedScheduler = scheduler_factory(settings, local=False)(app=make_celery(settings, "unit-beat"))
+    assert not scheduler.run_local
+    scheduler.service = lambda: cast(Service, FakeService())
+    sent: list[Any] = []
+    scheduler.send_task = lambda *args, **kwargs: sent.append(args)  # nothing may be sent
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        time.sleep(max(0.0, min(scheduler.tick(), 0.02)))
+    assert len(reconciled) >= 2 and sent == []
+    scheduler.close()
+
+
+def test_urgent_dispatches_are_published_on_the_lane_workers_drain_first() -> None:
+    """kombu's Redis transport serves the lowest priority number first."""
+    config = celery_config(Settings(broker_url="redis://broker:6379/0"))
+    assert config["broker_transport_options"]["priority_steps"] == [URGENT_PRIORITY, NORMAL_PRIORITY]
+    assert URGENT_PRIORITY < NORMAL_PRIORITY
+    assert queue_keys("work") == ["work", "work\x06\x169"]
+    assert "priority_steps" not in celery_config(Settings(broker_url=None))["broker_transport_options"]

@@ -175,3 +175,12 @@ def test_a_wait_match_is_checked_for_every_signal(h):
     assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
     with pytest.raises(DefinitionInvalid):
         h.apply({"name": "gate2", "steps": [{"id": "w", "type": "wait", "with": {"duration": "1s", "match": "ev.x"}}]})
+
+
+def test_pubsub_publish_without_pubsub_configured_fails_clearly(h):
+    h.apply({"name": "notify", "steps": [{"id": "announce", "type": "pubsub.publish", "with": {"topic": "t"}}]})
+    execution_id = h.start("notify")
+    h.drain()
+    step = h.steps(execution_id)["announce"]
+    assert step.status is StepStatus.FAILED and step.error["type"] == "NotConfigured"
+    assert "CONVEYOR_PUBSUB_PROJECT" in step.error["message"]

@@ -1,4 +1,4 @@
-"""``Trigger``: a schedule or event trigger (bookkeeping; firing happens elsewhere)."""
+"""``Trigger``: a schedule or event trigger, with a schedule's next fire times and counters."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from strawberry.scalars import JSON
 
 from api.schemas.triggers import trigger_fields
 from engine.records import TriggerRecord
+
+
+@strawberry.type(description="An upcoming fire time; note says how a daylight-saving shift moves it")
+class FireTime:
+    at: datetime
+    note: str | None
 
 
 @strawberry.type
@@ -22,7 +28,18 @@ class Trigger:
     created_at: datetime
     updated_at: datetime
     next_fire_at: datetime | None
+    next_fires: list[FireTime]
+    fired: int
+    missed: int
+    skipped: int
+    buffered: int
+    last_fire_at: datetime | None
+    last_error: str | None
+    running: list[str]
+    pending: list[datetime]
 
     @classmethod
     def from_record(cls, record: TriggerRecord) -> Trigger:
-        return cls(**trigger_fields(record))
+        fields = trigger_fields(record)
+        fields["next_fires"] = [FireTime(**fire) for fire in fields["next_fires"]]
+        return cls(**fields)

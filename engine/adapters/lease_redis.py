@@ -1,4 +1,4 @@
-"""A Redis lease that lets one beat instance of many be the active one.
+"""A Redis lease that lets one instance of many be the active one (beat, a reconciler).
 
 ``SET key token NX PX ttl`` takes the lease; the holder renews it with a compare-and-extend
 script well before it runs out, and gives it up with compare-and-delete on shutdown. If
@@ -15,7 +15,7 @@ import uuid
 import redis
 import structlog
 
-log = structlog.get_logger("conveyor.beat.lease")
+log = structlog.get_logger("conveyor.lease")
 
 #: Seconds a lease lasts without renewal: how long a dead beat delays its successor.
 DEFAULT_TTL_SECONDS = 15.0

@@ -1,0 +1,113 @@
+"""The reconciler pass: recovery goes out urgent, a pass is bounded in work and time, and
+a step whose message the broker still holds is not sent twice (over each real store)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine.records import StepRecord
+from engine.states import StepStatus
+
+F = "tests.unit.fixtures.corefns"
+ONE_STEP = {
+    "name": "one",
+    "steps": [{"id": "a", "type": "task", "with": {"function": f"{F}.echo", "args": {"value": 1}}}],
+}
+
+
+class Ledger:
+    """A message ledger that holds the message of every execution not in ``lost``."""
+
+    def __init__(self) -> None:
+        self.lost: set[str] = set()
+        self.asked: list[float] = []
+
+    def held(self, steps: Sequence[StepRecord], since: float) -> list[bool]:
+        self.asked.append(since)
+        return [step.execution_id not in self.lost for step in steps]
+
+
+def _queued_without_message(h, count: int) -> list[str]:
+    h.apply(ONE_STEP)
+    ids = [h.start("one") for _ in range(count)]
+    h.dispatcher.sent.clear()
+    return ids
+
+
+def test_recovered_steps_are_dispatched_urgent_and_new_steps_are_not(h):
+    [execution_id] = _queued_without_message(h, 1)
+    h.clock.advance(h.settings.redispatch_after + 1)
+    assert h.service.reconcile().redispatched == 1
+    [resent] = h.dispatcher.sent
+    assert resent.urgent and resent.step_key == "a"
+    h.dispatcher.sent.clear()
+    claimed = h.service.claim("t1", execution_id, "a")
+    assert claimed is not None
+    h.clock.advance(h.settings.lease_seconds + 1)
+    assert h.service.reconcile().expired_leases == 1
+    [requeued] = h.dispatcher.sent
+    assert requeued.urgent
+    h.dispatcher.sent.clear()
+    h.start("one")
+    assert [d.urgent for d in h.dispatcher.sent] == [False]
+
+
+def test_a_step_whose_message_the_broker_holds_is_not_sent_again(h):
+    ids = _queued_without_message(h, 5)
+    ledger = Ledger()
+    ledger.lost = {ids[3]}
+    h.service.ledger = ledger
+    h.clock.advance(h.settings.redispatch_after + 1)
+    report = h.service.reconcile()
+    assert (report.redispatched, report.held) == (1, 4)
+    assert [d.execution_id for d in h.dispatcher.sent] == [ids[3]]
+    assert ledger.asked == [h.clock.now() - h.settings.redispatch_held_after]
+
+
+def test_the_lost_message_is_found_behind_pages_of_held_ones(make_harness):
+    """The scan pages past a backlog of held messages, and goes on in the next pass."""
+    h = make_harness(reconcile_batch=2)
+    ids = _queued_without_message(h, 7)
+    ledger = Ledger()
+    ledger.lost = {ids[6]}
+    h.service.ledger = ledger
+    h.clock.advance(h.settings.redispatch_after + 1)
+    report = h.service.reconcile()
+    assert (report.redispatched, report.held) == (1, 6)
+    assert [d.execution_id for d in h.dispatcher.sent] == [ids[6]]
+    assert h.steps(ids[6])["a"].lease_epoch == 1
+
+
+def test_one_pass_handles_at_most_a_batch_of_each_kind_and_the_next_goes_on(make_harness):
+    h = make_harness(reconcile_batch=2)
+    ids = _queued_without_message(h, 5)
+    h.clock.advance(h.settings.redispatch_after + 1)
+    counts = [h.service.reconcile().redispatched for _ in range(4)]
+    assert counts == [2, 2, 1, 0]
+    assert sorted(d.execution_id for d in h.dispatcher.sent) == sorted(ids)
+
+
+def test_a_pass_stops_at_its_time_budget(make_harness):
+    h = make_harness(reconcile_pass_seconds=1e-9)
+    _queued_without_message(h, 3)
+    h.clock.advance(h.settings.redispatch_after + 1)
+    report = h.service.reconcile()
+    assert not report.complete and report.total == 0
+
+
+def test_a_pass_stops_when_asked_and_the_next_one_goes_on(make_harness):
+    h = make_harness(reconcile_concurrency=1)
+    ids = _queued_without_message(h, 3)
+    h.clock.advance(h.settings.redispatch_after + 1)
+    asked: list[int] = []
+
+    def stop_after_one() -> bool:
+        asked.append(1)
+        return len(h.dispatcher.sent) >= 1
+
+    report = h.service.reconcile(should_stop=stop_after_one)
+    assert (report.redispatched, report.complete) == (1, False)
+    report = h.service.reconcile()
+    assert (report.redispatched, report.complete) == (2, True)
+    assert sorted(d.execution_id for d in h.dispatcher.sent) == sorted(ids)
+    assert all(h.steps(e)["a"].status is StepStatus.QUEUED for e in ids)
