@@ -37,7 +37,7 @@ from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
 from engine.ports import StepAttempt
 from engine.records import Deferred, StepRecord
 from engine.service import Service
-from engine.steptypes.base import StepConfig, StepContext, StepPorts, Succeeded, Wait
+from engine.steptypes.base import StartChild, StepConfig, StepContext, StepOutcome, StepPorts, Succeeded, Wait
 
 log = structlog.get_logger("conveyor.runner")
 
@@ -363,6 +363,23 @@ class StepRunner:
                     match=wait.match,
                     event=_event_wait(wait),
                     interrupt=dict(wait.interrupt) if wait.interrupt is not None else None,
+                    kind=wait.kind,
+                    details=dict(wait.details),
+                ),
+                "waiting",
+                step_key,
+            )
+        if isinstance(outcome, StartChild):
+            child = outcome
+            return self._record(
+                lambda: self.service.start_child(
+                    tenant,
+                    execution_id,
+                    step_key,
+                    fence,
+                    workflow=child.workflow,
+                    input=child.input,
+                    version=child.version,
                 ),
                 "waiting",
                 step_key,
@@ -397,7 +414,7 @@ class StepRunner:
                     return RunReport("lease-lost", step_key), None
         return RunReport(outcome, step_key), follower
 
-    async def _handle(self, claimed: Claimed, lease: Lease) -> Succeeded | Wait:
+    async def _handle(self, claimed: Claimed, lease: Lease) -> StepOutcome:
         step, execution, compiled = claimed.step, claimed.execution, claimed.compiled
         definition = compiled.step(step.step_id)
         step_type = steptypes.get(definition.type)

@@ -54,6 +54,9 @@ MIN_INTERVAL = 1.0
 MAX_CATCHUP = 100
 #: Fires ``overlap: buffer_all`` keeps waiting at most.
 MAX_BUFFERED = 100
+#: Active executions a trigger keeps track of (``allow_all`` may have many; the other policies
+#: need at most a few). Bounds the trigger document, which Firestore caps at 1 MiB.
+MAX_TRACKED_RUNNING = 1000
 #: How late a fire may start before it counts as missed (seconds), unless the spec says.
 DEFAULT_CATCHUP_WINDOW = 300.0
 #: Fire times counted one by one when a cron schedule missed many (beyond: counted as this many).
@@ -309,6 +312,13 @@ def _overlap(policy: Overlap, fires: list[float], state: TriggerState, *, missed
     pending = waiting[:capacity]
     new = [moment for moment in pending if moment in fires]
     return FirePlan(start, pending, False, next_fire_at, missed, len(waiting) - len(pending), len(new))
+
+
+def track_running(running: list[str], execution_id: str) -> list[str]:
+    """``running`` with ``execution_id`` added, unless present or :data:`MAX_TRACKED_RUNNING` are tracked."""
+    if execution_id in running or len(running) >= MAX_TRACKED_RUNNING:
+        return running
+    return [*running, execution_id]
 
 
 def release_buffered(pending: list[float]) -> tuple[float | None, list[float]]:

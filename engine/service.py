@@ -18,12 +18,13 @@ import structlog
 
 from engine import decisions, eventlog, payloads
 from engine.compile import CompiledWorkflow, compile_workflow
-from engine.errors import ConveyorError, NotFound, QuotaExceeded
+from engine.errors import ConveyorError, InvalidRequest, NotFound, QuotaExceeded
 from engine.model import canonical_json
-from engine.orchestration import control
+from engine.orchestration import approvals, children, control
 from engine.orchestration import steps as step_cases
 from engine.orchestration.recorder import Effects, FaninCheck, Recorder
 from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
+from engine.orchestration.snapshot import open_snapshot
 from engine.orchestration.workflows import Workflows
 from engine.ports import Clock, Dispatcher, EventSink, MessageLedger, Store, Telemetry, Transaction
 from engine.records import (
@@ -174,6 +175,7 @@ class Service:
         self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
         self.workflows = Workflows(lambda tenant, name, version: self.get_workflow(tenant, name, version).definition)
         self.schedules = ScheduleRuns(self._start_for_trigger, self.workflows)
+        self.links = children.Links(self.workflows)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -206,6 +208,7 @@ class Service:
                 max_foreach_items=self.settings.max_foreach_items,
                 fanin_check_seconds=self.settings.lease_seconds,
                 schedule_hook=self.schedules.execution_moved,
+                links=self.links,
             )
             recorders.append(rec)  # the store may retry: only the last attempt committed
             return use_case(rec)
@@ -437,6 +440,53 @@ class Service:
         bandit = step["with"].get("bandit") or f"{workflow}/{step_id}"
         return decisions.estimates(self.store, tenant, bandit, prior=float(step["with"].get("prior", 1.0)))
 
+    # --- approvals ----------------------------------------------------------------------------
+
+    def decide_approval(
+        self, tenant: str, execution_id: str, step_key: str, decision: approvals.Decision
+    ) -> StepRecord:
+        """Approve or reject a waiting approval step; the decider's role must be one the step allows."""
+        return self._run(
+            lambda rec: approvals.decide(rec, self.workflows, tenant, execution_id, step_key, decision)
+        )
+
+    def approval_link(
+        self, tenant: str, execution_id: str, step_key: str, *, role: str, by: str, ttl: float | None = None
+    ) -> tuple[str, approvals.LinkClaims]:
+        """A signed single-use token that decides ``step_key`` on behalf of ``by`` (and its claims)."""
+        ttl = self.settings.approval_link_ttl if ttl is None else min(ttl, self.settings.approval_link_ttl)
+        now = self.clock.now()
+        claims = self.store.read(
+            lambda reads: approvals.link_claims(
+                open_snapshot(reads, self.workflows, tenant, execution_id, [step_key]),
+                step_key,
+                role=role,
+                by=by,
+                now=now,
+                ttl=ttl,
+            )
+        )
+        return approvals.sign_link(claims, self._link_secret()), claims
+
+    def verify_approval_link(self, token: str) -> approvals.LinkClaims:
+        """The claims of a genuine, unexpired approval link (``AuthenticationFailed`` otherwise)."""
+        return approvals.verify_link(token, self._link_secret(), self.clock.now())
+
+    def decide_by_link(self, token: str, approved: bool, comment: str | None = None) -> StepRecord:
+        """Decide with a signed link: valid once, for the wait it was issued in, until it expires."""
+        claims = self.verify_approval_link(token)
+        decision = approvals.Decision(approved, claims.by, claims.role, comment, via="link")
+        return self._run(
+            lambda rec: approvals.decide(
+                rec, self.workflows, claims.tenant, claims.execution_id, claims.step_key, decision, epoch=claims.epoch
+            )
+        )
+
+    def _link_secret(self) -> bytes:
+        if self.settings.approval_link_secret is None:
+            raise InvalidRequest("approval links are disabled: set CONVEYOR_APPROVAL_LINK_SECRET to enable them")
+        return self.settings.approval_link_secret.get_secret_value().encode()
+
     # --- steps (called by workers) ----------------------------------------------------------
 
     def claim(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
@@ -504,6 +554,8 @@ class Service:
         match: str | None = None,
         event: step_cases.EventWait | None = None,
         interrupt: dict[str, Any] | None = None,
+        kind: str = "timer",
+        details: dict[str, Any] | None = None,
     ) -> None:
         self._run(
             lambda rec: step_cases.park(
@@ -519,6 +571,43 @@ class Service:
                 interrupt=interrupt,
                 timing=self.timing,
                 event=event,
+                kind=kind,
+                details=details,
+            )
+        )
+
+    def start_child(
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        fence: step_cases.Fence,
+        *,
+        workflow: str,
+        input: Any,
+        version: int | None = None,
+    ) -> None:
+        """Start the child execution of a subworkflow step and park the step until it settles."""
+        payload = {} if input is None else input
+        self.check_payload(payload, f"input of the child of step {step_key!r}")
+
+        def resolve(tx: Transaction) -> tuple[CompiledWorkflow, int]:
+            if version is not None:
+                return self.compiled(tenant, workflow, version), version
+            return self._latest(tx, tenant, workflow)
+
+        self._run(
+            lambda rec: children.start_child(
+                rec,
+                self.workflows,
+                tenant,
+                execution_id,
+                step_key,
+                fence,
+                self.timing,
+                resolve=resolve,
+                input=payload,
+                max_depth=self.settings.subworkflow_max_depth,
             )
         )
 

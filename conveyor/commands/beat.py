@@ -1,4 +1,4 @@
-"""``conveyor beat``: run the periodic jobs (the reconciler) under Celery Beat."""
+"""``conveyor beat``: run the periodic jobs (the reconciler, schedule triggers) under Celery Beat."""
 
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ def beat(
         str | None, typer.Option("--loglevel", "-l", help="DEBUG, INFO, WARNING... (default: CONVEYOR_LOG_LEVEL).")
     ] = None,
 ) -> None:
-    """Run Celery Beat: a reconciler pass every CONVEYOR_RECONCILE_INTERVAL seconds.
+    """Run Celery Beat: a reconciler pass every CONVEYOR_RECONCILE_INTERVAL seconds, and schedule triggers.
 
     The reconciler re-queues steps of dead workers, wakes due timers and re-sends lost messages.
+    Schedule triggers fire from this process (polled every second, sooner when a fire is closer).
 
     Run two for availability: with Redis, only the holder of the beat lease fires.
     """

@@ -277,7 +277,10 @@ def cancel_active(rec: Recorder, records: Records, reason: str) -> None:
         if record.status in STEP_ACTIVE:
             if record.status is StepStatus.RUNNING:
                 record.lease_epoch += 1
+            waited_child = (record.wait or {}).get("child") if record.status is StepStatus.WAITING else None
             rec.move_step(record, StepStatus.CANCELLED, Cause.CANCEL, {"reason": reason})
+            if waited_child and rec.links is not None:
+                rec.links.cancel_child(rec, record, reason)
 
 
 def fail_execution(rec: Recorder, execution: ExecutionRecord, records: Records, error: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from engine.events import execution_event, step_event
 from engine.orchestration import planner
@@ -59,6 +59,22 @@ class Effects:
 ScheduleHook = Callable[["Recorder", ExecutionRecord], None]
 
 
+class ExecutionLinks(Protocol):
+    """What ties a child execution to the parent step that waits for it (``children.Links``).
+
+    Called inside the transaction that ends one side, so the other side hears of it in the
+    same commit: nothing is lost between them.
+    """
+
+    def child_settled(self, rec: Recorder, child: ExecutionRecord) -> None:
+        """``child`` (which has a parent) just reached a terminal status: resume its parent step."""
+        ...
+
+    def cancel_child(self, rec: Recorder, step: StepRecord, reason: str) -> None:
+        """The parent step ``step`` that waits for a child was just cancelled: cancel the child."""
+        ...
+
+
 class Recorder:
     """Writes records and their events into ``tx`` and gathers :class:`Effects`."""
 
@@ -70,9 +86,11 @@ class Recorder:
         max_foreach_items: int = 10_000,
         fanin_check_seconds: float = 30.0,
         schedule_hook: ScheduleHook | None = None,
+        links: ExecutionLinks | None = None,
     ) -> None:
         self.tx = tx
         self.now = now
+        self.links = links
         self.max_foreach_items = max_foreach_items
         #: How long after it starts (or was last checked) the reconciler checks a foreach's fan-in.
         self.fanin_check_seconds = fanin_check_seconds
@@ -104,6 +122,8 @@ class Recorder:
             self.effects.settled.append(execution)
         if execution.trigger_id is not None and self.schedule_hook is not None:
             self.schedule_hook(self, execution)
+        if target in EXECUTION_TERMINAL and execution.parent and self.links is not None:
+            self.links.child_settled(self, execution)
 
     def create_step(self, step: StepRecord, data: dict[str, Any] | None = None) -> None:
         """Create a planned step in its first status (a creation edge of its machine)."""

@@ -25,7 +25,15 @@ from engine.orchestration import control
 from engine.orchestration.recorder import Recorder
 from engine.orchestration.workflows import Workflows
 from engine.records import ExecutionRecord, TriggerRecord
-from engine.schedules import FirePlan, ScheduleSpec, TriggerState, fire_key, plan_fires, release_buffered
+from engine.schedules import (
+    FirePlan,
+    ScheduleSpec,
+    TriggerState,
+    fire_key,
+    plan_fires,
+    release_buffered,
+    track_running,
+)
 from engine.states import EXECUTION_ACTIVE, EXECUTION_TERMINAL
 
 log = structlog.get_logger("conveyor.schedules")
@@ -87,7 +95,7 @@ class ScheduleRuns:
         if trigger is None:
             return
         if execution.status in EXECUTION_ACTIVE and execution.id not in trigger.running:
-            trigger.running.append(execution.id)  # a retried execution runs again
+            trigger.running = track_running(trigger.running, execution.id)  # a retried execution runs again
             rec.tx.put_trigger(trigger)
         elif execution.status in EXECUTION_TERMINAL and execution.id in trigger.running:
             trigger.running.remove(execution.id)
@@ -120,8 +128,8 @@ class ScheduleRuns:
         current.fired += 1
         current.last_fire_at = moment
         current.last_error = None
-        if execution.status in EXECUTION_ACTIVE and execution.id not in current.running:
-            current.running.append(execution.id)
+        if execution.status in EXECUTION_ACTIVE:
+            current.running = track_running(current.running, execution.id)
         rec.tx.put_trigger(current)
         return execution
 

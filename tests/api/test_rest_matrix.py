@@ -47,6 +47,7 @@ def seeded(make_api: ApiFactory) -> tuple[Api, dict[str, str]]:
         "trigger_id": trigger_id,
         "key_id": key_id,
         "step_id": "hold",
+        "step_key": "hold",
     }
     return api, params
 
@@ -62,6 +63,7 @@ def test_every_role_below_the_guard_is_forbidden(make_api: ApiFactory, case: Rou
             "trigger_id": "t",
             "key_id": "0123456789abcdef",
             "step_id": "s",
+            "step_key": "hold",
         }
     )
     for role in Role:

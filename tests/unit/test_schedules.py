@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from engine.schedules import (
     MAX_BUFFERED,
     MAX_CATCHUP,
+    MAX_TRACKED_RUNNING,
     CronSchedule,
     IntervalSchedule,
     ScheduleSpec,
@@ -19,6 +20,7 @@ from engine.schedules import (
     plan_fires,
     preview,
     release_buffered,
+    track_running,
 )
 
 BERLIN, NEW_YORK = "Europe/Berlin", "America/New_York"
@@ -259,6 +261,13 @@ def test_cancel_other_cancels_the_running_ones_and_starts_the_newest():
 def test_allow_all_starts_regardless_of_running_executions():
     fired = plan(now=600.0, running=5, overlap="allow_all")
     assert fired is not None and fired.start == [600.0] and not fired.cancel_running
+
+
+def test_running_executions_are_tracked_once_and_up_to_a_bound():
+    assert track_running(["a"], "b") == ["a", "b"]
+    assert track_running(["a", "b"], "a") == ["a", "b"]
+    full = [str(n) for n in range(MAX_TRACKED_RUNNING)]
+    assert track_running(full, "new") == full
 
 
 def test_release_buffered_takes_the_oldest():
