@@ -9,7 +9,7 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,7 +18,7 @@ import structlog
 
 from engine import decisions, eventlog, payloads
 from engine.compile import CompiledWorkflow, compile_workflow
-from engine.errors import ConveyorError, InvalidRequest, NotFound, QuotaExceeded
+from engine.errors import ConveyorError, InputInvalid, InvalidRequest, NotFound, PayloadTooLarge, QuotaExceeded
 from engine.model import canonical_json
 from engine.orchestration import approvals, children, control
 from engine.orchestration import steps as step_cases
@@ -612,6 +612,47 @@ class Service:
         )
 
     # --- external events ----------------------------------------------------------------
+
+    def accept_event(
+        self, event: InboundEventRecord, starts: Sequence[eventlog.TriggerStart]
+    ) -> tuple[eventlog.Accepted, list[ExecutionRecord]]:
+        """Append an event to its tenant's log and start its triggers' executions, in one transaction.
+
+        An event no step can wait for (it has no correlation key) is routed by this commit;
+        one with a key stays unrouted until the router offered it to the waiters. A start
+        whose workflow is gone or whose mapped input is invalid is logged and left out, as
+        retrying would fail the same way. A duplicate event id starts nothing.
+        """
+
+        def use_case(rec: Recorder) -> tuple[eventlog.Accepted, list[ExecutionRecord]]:
+            accepted = eventlog.accept(rec.tx, event, routed=event.correlation_key is None)
+            if accepted.duplicate:
+                return accepted, []
+            return accepted, self._start_all(rec, event.tenant, starts)
+
+        return self._run(use_case)
+
+    def start_for_event(
+        self, event: InboundEventRecord, starts: Sequence[eventlog.TriggerStart]
+    ) -> list[ExecutionRecord]:
+        """Start (or find, by their keys) the executions of an event's triggers, in one transaction."""
+        if not starts:
+            return []
+        return self._run(lambda rec: self._start_all(rec, event.tenant, starts))
+
+    def _start_all(self, rec: Recorder, tenant: str, starts: Sequence[eventlog.TriggerStart]) -> list[ExecutionRecord]:
+        started = []
+        for start in starts:
+            try:
+                started.append(
+                    self._start_for_trigger(
+                        rec, tenant, start.workflow, start.input, start.idempotency_key, start.trigger_id
+                    )
+                )
+            except (NotFound, InputInvalid, PayloadTooLarge) as exc:
+                # Checked before the start writes anything, so the rest of the transaction stands.
+                log.warning("an event trigger cannot start", trigger_id=start.trigger_id, error=exc.message)
+        return started
 
     def deliver_event(self, waiter: WaiterRecord, event: InboundEventRecord) -> bool:
         """Offer an event from the log to a waiting step; whether it resumed the step."""
