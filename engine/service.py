@@ -38,7 +38,7 @@ from engine.records import (
 )
 from engine.router import EventRouter
 from engine.settings import Settings
-from engine.states import StepStatus
+from engine.states import STEP_ACTIVE, StepStatus
 from engine.telemetry import NoTelemetry
 
 T = TypeVar("T")
@@ -251,6 +251,9 @@ class Service:
         return claimed
 
     def _check_fanin(self, check: FaninCheck, follow: step_cases.Timing | None = None) -> step_cases.Claimed | None:
+        last = self.store.read(lambda reads: reads.get_steps(check.tenant, check.execution_id, check.last_items))
+        if len(last) < len(check.last_items) or any(item.status in STEP_ACTIVE for item in last.values()):
+            return None  # a chain has not ended: its last item asks again when it does
         if self.store.count_active_items(check.tenant, check.execution_id, check.step_id) > 0:
             return None
         if not self.store.mark_once(check.tenant, check.execution_id, check.marker):
