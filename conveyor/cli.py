@@ -45,6 +45,7 @@ COMMAND_MODULES = [
     "events",
     "bridge",
     "triggers",
+    "decisions",
 ]
 
 for _module in COMMAND_MODULES:
