@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Conveyor: one image for every process (api, worker, beat, flower); the command picks one.
+# Conveyor: one image for every process (api, worker, beat, bridge, flower); the command picks one.
 #   docker build -t conveyor .
 #   docker run --rm -p 8080:8080 conveyor                 # conveyor api on 0.0.0.0:8080
 #   docker run --rm conveyor conveyor worker              # any other process

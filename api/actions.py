@@ -20,11 +20,13 @@ from api.schemas.workflows import ValidationReport
 from engine.auth import Principal
 from engine.errors import DefinitionInvalid, InvalidRequest
 from engine.eventlog import Accepted
+from engine.orchestration.approvals import Decision, LinkClaims
 from engine.records import ExecutionRecord, StepRecord, TriggerRecord
 from engine.service import ApplyResult, StartResult
 from engine.trigger_admin import Triggers
 
 MAX_IDEMPOTENCY_KEY = 255
+MAX_APPROVAL_COMMENT = 2000
 
 
 class IdempotencyKeyReused(InvalidRequest):
@@ -130,4 +132,27 @@ def publish_event(
     """Accept an event into the tenant's event log and route it (see :mod:`engine.router`)."""
     return rt.router.publish(
         principal.tenant, type=type, data=data, event_id=event_id, source=source, correlation_key=correlation_key
+    )
+
+
+def decide_approval(
+    rt: Runtime, principal: Principal, execution_id: str, step_key: str, decision: str, comment: str | None, via: str
+) -> StepRecord:
+    """Approve or reject an approval step as ``principal`` (the step's ``roles`` decide who may)."""
+    if comment is not None and len(comment) > MAX_APPROVAL_COMMENT:
+        raise InvalidRequest(f"an approval comment has at most {MAX_APPROVAL_COMMENT} characters")
+    return rt.service.decide_approval(
+        principal.tenant,
+        execution_id,
+        step_key,
+        Decision(decision == "approve", principal.subject, str(principal.role), comment, via=via),
+    )
+
+
+def approval_link(
+    rt: Runtime, principal: Principal, execution_id: str, step_key: str, recipient: str, ttl: float | None
+) -> tuple[str, LinkClaims]:
+    """A signed single-use link for ``recipient``; only a principal who may decide can issue one."""
+    return rt.service.approval_link(
+        principal.tenant, execution_id, step_key, role=str(principal.role), by=recipient, ttl=ttl
     )

@@ -12,9 +12,10 @@ from api.bodylimit import BodySizeLimit
 from api.graphql.schema import graphql_router
 from api.hosts import HostAllowList
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import events, executions, health, keys, triggers, workflows
+from api.routes import approval_links, events, executions, health, keys, triggers, workflows
 from api.routes import streams as stream_routes
 from api.runtime import Runtime, StreamOptions
+from engine.bootstrap import configure_error_reporting, instrument_api
 from engine.service import Service
 from engine.settings import Settings
 
@@ -69,11 +70,13 @@ def create_app(
         openapi_url="/openapi.json",
     )
     problems.install(app)
-    for module in (workflows, executions, stream_routes, triggers, events, keys, health):
+    for module in (workflows, executions, approval_links, stream_routes, triggers, events, keys, health):
         app.include_router(module.router)
     app.include_router(graphql_router(settings))
     problems.document_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, router=app.router)
     app.add_middleware(HostAllowList, settings=settings)
+    configure_error_reporting(settings, "conveyor-api")
+    instrument_api(app, settings)
     return app

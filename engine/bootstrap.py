@@ -13,12 +13,13 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
+from engine.egress import EgressPolicy
 from engine.errors import ConveyorError
 from engine.functions import import_modules
-from engine.ports import AgentRuntime, Dispatcher, EventSink, Publisher, Store, Telemetry
+from engine.ports import AgentRuntime, Dispatcher, EventSink, HttpClient, Publisher, Resolver, Store, Telemetry
 from engine.service import Service
 from engine.settings import Settings
 from engine.steptypes.base import StepContext, StepPorts
@@ -103,6 +104,43 @@ def build_telemetry(settings: Settings) -> Telemetry:
     return PrometheusTelemetry()
 
 
+def configure_tracing(settings: Settings, component: str) -> Any:
+    """With ``CONVEYOR_TRACING_ENABLED``: an OpenTelemetry provider for this process, step messages
+    traced (``conveyor[otel]``); else None. ``component`` names the service (``conveyor-api``)."""
+    if not settings.tracing_enabled:
+        return None
+    from engine.adapters import tracing
+
+    provider = tracing.tracer_provider(f"conveyor-{component}")
+    tracing.instrument_celery(provider)
+    return provider
+
+
+def instrument_api(app: Any, settings: Settings) -> None:
+    """Trace the API's requests (and through them the steps they dispatch) when tracing is on."""
+    provider = configure_tracing(settings, "api")
+    if provider is not None:
+        from engine.adapters.tracing import instrument_api as instrument
+
+        instrument(app, provider)
+
+
+def configure_error_reporting(settings: Settings, component: str) -> bool:
+    """With ``CONVEYOR_SENTRY_DSN``: report unhandled errors of this process to Sentry
+    (``conveyor[sentry]``; its FastAPI and Celery integrations load automatically)."""
+    if not settings.sentry_dsn:
+        return False
+    import sentry_sdk
+
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        environment=settings.sentry_environment or settings.profile,
+        server_name=component,
+        traces_sample_rate=0.0,
+    )
+    return True
+
+
 def engine_metrics() -> bytes:
     """The engine's metrics of this process (all pool processes' in multiprocess mode), for /metrics."""
     from engine.adapters.metrics_prometheus import render
@@ -130,6 +168,7 @@ def build_service(
     store: Store | None = None,
     dispatcher: Dispatcher | None = None,
     events: EventSink | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Service:
     """The service wired from settings; any port may be given explicitly instead."""
     settings = settings or Settings()
@@ -141,7 +180,21 @@ def build_service(
         events=events or build_event_sink(settings),
         settings=settings,
         ledger=ledger if dispatcher is None else None,
-        telemetry=build_telemetry(settings),
+        telemetry=telemetry or build_telemetry(settings),
+    )
+
+
+def build_http_client(settings: Settings, resolver: Resolver | None = None) -> HttpClient:
+    """Outbound HTTP under the egress policy of ``settings`` (the http step, agent tools)."""
+    from engine.adapters.http_guarded import GuardedHttpClient
+
+    policy = EgressPolicy.from_lists(settings.http_allow_hosts, settings.http_allow_cidrs, settings.http_allow_ports)
+    return GuardedHttpClient(
+        policy,
+        resolver,
+        timeout=settings.http_timeout,
+        max_response_bytes=settings.http_max_response_bytes,
+        max_redirects=settings.http_max_redirects,
     )
 
 
@@ -204,7 +257,12 @@ def build_publisher(settings: Settings) -> Publisher | None:
 
 def build_step_ports(settings: Settings, store: Store) -> StepPorts:
     """The services step types use, from settings and the service's store."""
-    return StepPorts(ai=build_agent_runtime(settings, store), decisions=store, publisher=build_publisher(settings))
+    return StepPorts(
+        ai=build_agent_runtime(settings, store),
+        decisions=store,
+        publisher=build_publisher(settings),
+        http=build_http_client(settings),
+    )
 
 
 #: Test hook: a bridge started with this set kills itself after committing an event, before

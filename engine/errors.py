@@ -22,6 +22,8 @@ inside adapters. The API maps each class to an RFC 9457 problem in one place usi
     ├── RateLimited (429)
     ├── QuotaExceeded (429)
     ├── StoreUnavailable (503)         a backend could not be reached
+    ├── EgressDenied (403)             the egress policy refused an outbound request; ``reason`` says why
+    ├── OutboundRequestFailed (502)    an outbound HTTP request failed (connect, timeout, size, redirects)
     └── StepFailure                    raised by step handlers; ``retryable`` decides retries
 """
 
@@ -165,6 +167,37 @@ class StoreUnavailable(ConveyorError):
 
     status = 503
     code = "unavailable"
+
+
+class EgressDenied(ConveyorError):
+    """The egress policy refused an outbound request before any connection was opened.
+
+    ``reason`` is the short cause (``loopback``, ``private``, ``metadata``, ``port``,
+    ``scheme``, ...); the message names the URL or address it applies to.
+    """
+
+    status = 403
+    code = "egress-denied"
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class OutboundRequestFailed(ConveyorError):
+    """An outbound HTTP request did not produce a usable response.
+
+    ``kind`` is ``connect``, ``timeout``, ``too-large``, ``too-many-redirects`` or
+    ``protocol``; ``transient`` says whether sending it again may succeed.
+    """
+
+    status = 502
+    code = "outbound-request-failed"
+
+    def __init__(self, message: str, kind: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.transient = transient
 
 
 class StepFailure(ConveyorError):

@@ -10,7 +10,7 @@ tenant), so a record of tenant A cannot be read with tenant B's name.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from engine.records import (
@@ -393,6 +393,13 @@ class StepAttempt:
     queue_wait: float | None
     #: The step's attempt number (2 and more: a retry).
     attempt: int
+    tenant: str = ""
+    execution_id: str = ""
+    step_key: str = ""
+    #: When the attempt started (seconds since the epoch).
+    started_at: float = 0.0
+    #: Run inline after the step of the message being handled (no message of its own).
+    followed: bool = False
 
 
 class Telemetry(Protocol):
@@ -410,4 +417,47 @@ class Telemetry(Protocol):
 
     def reconciled(self, repairs: dict[str, int]) -> None:
         """One reconciler pass's repairs by kind (expired_leases, timers, redispatched, ...)."""
+        ...
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One outbound HTTP request; limits left ``None`` take the client's configured defaults."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    timeout: float | None = None
+    max_response_bytes: int | None = None
+    follow_redirects: bool = True
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """What came back: the final URL after redirects, and the whole body (within the size limit)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    url: str
+    redirects: int = 0
+
+
+class HttpClient(Protocol):
+    """Outbound HTTP under the egress policy (:mod:`engine.egress`).
+
+    Raises ``EgressDenied`` (before any connection to a refused destination is opened,
+    redirects included) or ``OutboundRequestFailed``; an HTTP error status is a response,
+    not an exception.
+    """
+
+    async def send(self, request: HttpRequest) -> HttpResponse: ...
+
+
+class Resolver(Protocol):
+    """Name resolution for outbound connections (the system resolver in production)."""
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """Every address ``host`` resolves to, as text; an unknown name gives ``[]``."""
         ...

@@ -88,7 +88,8 @@ class ExecutionRecord:
     finished_at: float | None = None
     idempotency_key: str | None = None
     run: int = 1
-    parent: dict[str, str] | None = None
+    #: For a child execution: ``execution_id`` and ``step_key`` of the parent step, and ``depth``.
+    parent: dict[str, Any] | None = None
     labels: dict[str, str] = field(default_factory=dict)
     #: The schedule trigger that started this execution, if one did (its overlap policy reads it).
     trigger_id: str | None = None

@@ -37,7 +37,7 @@ from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
 from engine.ports import StepAttempt
 from engine.records import Deferred, StepRecord
 from engine.service import Service
-from engine.steptypes.base import StepConfig, StepContext, StepPorts, Succeeded, Wait
+from engine.steptypes.base import StartChild, StepConfig, StepContext, StepOutcome, StepPorts, Succeeded, Wait
 
 log = structlog.get_logger("conveyor.runner")
 
@@ -302,16 +302,17 @@ class StepRunner:
         followed = 0
         while follower is not None:
             followed += 1
-            _, follower = self._observed_attempt(follower, follow=followed < MAX_FOLLOWED_STEPS)
+            _, follower = self._observed_attempt(follower, follow=followed < MAX_FOLLOWED_STEPS, followed=True)
         return replace(report, followed=followed)
 
     def _observed_attempt(
-        self, claimed: Claimed, *, follow: bool, unclaimed: bool = False
+        self, claimed: Claimed, *, follow: bool, unclaimed: bool = False, followed: bool = False
     ) -> tuple[RunReport, Claimed | None]:
         """:meth:`_attempt`, reported to the service's telemetry (workflow, step type, outcome, timings)."""
         started = time.monotonic()
         step = claimed.step
-        queue_wait = self.service.clock.now() - step.dispatched_at if step.dispatched_at is not None else None
+        started_at = self.service.clock.now()
+        queue_wait = started_at - step.dispatched_at if step.dispatched_at is not None else None
         # Every log line of the attempt, stdlib records of the step's own code included, names it.
         with bound_contextvars(tenant=step.tenant, execution_id=step.execution_id, step_key=step.key):
             report, follower = self._attempt(claimed, follow=follow, unclaimed=unclaimed)
@@ -322,7 +323,12 @@ class StepRunner:
                 outcome=report.outcome,
                 seconds=time.monotonic() - started,
                 queue_wait=queue_wait,
-                attempt=claimed.step.attempt,
+                attempt=step.attempt,
+                tenant=step.tenant,
+                execution_id=step.execution_id,
+                step_key=step.key,
+                started_at=started_at,
+                followed=followed,
             )
         )
         return report, follower
@@ -363,6 +369,23 @@ class StepRunner:
                     match=wait.match,
                     event=_event_wait(wait),
                     interrupt=dict(wait.interrupt) if wait.interrupt is not None else None,
+                    kind=wait.kind,
+                    details=dict(wait.details),
+                ),
+                "waiting",
+                step_key,
+            )
+        if isinstance(outcome, StartChild):
+            child = outcome
+            return self._record(
+                lambda: self.service.start_child(
+                    tenant,
+                    execution_id,
+                    step_key,
+                    fence,
+                    workflow=child.workflow,
+                    input=child.input,
+                    version=child.version,
                 ),
                 "waiting",
                 step_key,
@@ -397,7 +420,7 @@ class StepRunner:
                     return RunReport("lease-lost", step_key), None
         return RunReport(outcome, step_key), follower
 
-    async def _handle(self, claimed: Claimed, lease: Lease) -> Succeeded | Wait:
+    async def _handle(self, claimed: Claimed, lease: Lease) -> StepOutcome:
         step, execution, compiled = claimed.step, claimed.execution, claimed.compiled
         definition = compiled.step(step.step_id)
         step_type = steptypes.get(definition.type)

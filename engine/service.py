@@ -9,7 +9,7 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,12 +18,13 @@ import structlog
 
 from engine import eventlog, payloads
 from engine.compile import CompiledWorkflow, compile_workflow
-from engine.errors import ConveyorError, NotFound, QuotaExceeded
+from engine.errors import ConveyorError, InputInvalid, InvalidRequest, NotFound, PayloadTooLarge, QuotaExceeded
 from engine.model import canonical_json
-from engine.orchestration import control
+from engine.orchestration import approvals, children, control
 from engine.orchestration import steps as step_cases
 from engine.orchestration.recorder import Effects, FaninCheck, Recorder
 from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
+from engine.orchestration.snapshot import open_snapshot
 from engine.orchestration.workflows import Workflows
 from engine.ports import Clock, Dispatcher, EventSink, MessageLedger, Store, Telemetry, Transaction
 from engine.records import (
@@ -37,7 +38,7 @@ from engine.records import (
 )
 from engine.router import EventRouter
 from engine.settings import Settings
-from engine.states import StepStatus
+from engine.states import STEP_ACTIVE, StepStatus
 from engine.telemetry import NoTelemetry
 
 T = TypeVar("T")
@@ -174,6 +175,7 @@ class Service:
         self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
         self.workflows = Workflows(lambda tenant, name, version: self.get_workflow(tenant, name, version).definition)
         self.schedules = ScheduleRuns(self._start_for_trigger, self.workflows)
+        self.links = children.Links(self.workflows)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -206,6 +208,7 @@ class Service:
                 max_foreach_items=self.settings.max_foreach_items,
                 fanin_check_seconds=self.settings.lease_seconds,
                 schedule_hook=self.schedules.execution_moved,
+                links=self.links,
             )
             recorders.append(rec)  # the store may retry: only the last attempt committed
             return use_case(rec)
@@ -248,6 +251,9 @@ class Service:
         return claimed
 
     def _check_fanin(self, check: FaninCheck, follow: step_cases.Timing | None = None) -> step_cases.Claimed | None:
+        last = self.store.read(lambda reads: reads.get_steps(check.tenant, check.execution_id, check.last_items))
+        if len(last) < len(check.last_items) or any(item.status in STEP_ACTIVE for item in last.values()):
+            return None  # a chain has not ended: its last item asks again when it does
         if self.store.count_active_items(check.tenant, check.execution_id, check.step_id) > 0:
             return None
         if not self.store.mark_once(check.tenant, check.execution_id, check.marker):
@@ -418,6 +424,53 @@ class Service:
         self.check_payload(payload, "signal payload")
         return self._run(lambda rec: step_cases.signal(rec, self.workflows, tenant, execution_id, step_key, payload))
 
+    # --- approvals ----------------------------------------------------------------------------
+
+    def decide_approval(
+        self, tenant: str, execution_id: str, step_key: str, decision: approvals.Decision
+    ) -> StepRecord:
+        """Approve or reject a waiting approval step; the decider's role must be one the step allows."""
+        return self._run(
+            lambda rec: approvals.decide(rec, self.workflows, tenant, execution_id, step_key, decision)
+        )
+
+    def approval_link(
+        self, tenant: str, execution_id: str, step_key: str, *, role: str, by: str, ttl: float | None = None
+    ) -> tuple[str, approvals.LinkClaims]:
+        """A signed single-use token that decides ``step_key`` on behalf of ``by`` (and its claims)."""
+        ttl = self.settings.approval_link_ttl if ttl is None else min(ttl, self.settings.approval_link_ttl)
+        now = self.clock.now()
+        claims = self.store.read(
+            lambda reads: approvals.link_claims(
+                open_snapshot(reads, self.workflows, tenant, execution_id, [step_key]),
+                step_key,
+                role=role,
+                by=by,
+                now=now,
+                ttl=ttl,
+            )
+        )
+        return approvals.sign_link(claims, self._link_secret()), claims
+
+    def verify_approval_link(self, token: str) -> approvals.LinkClaims:
+        """The claims of a genuine, unexpired approval link (``AuthenticationFailed`` otherwise)."""
+        return approvals.verify_link(token, self._link_secret(), self.clock.now())
+
+    def decide_by_link(self, token: str, approved: bool, comment: str | None = None) -> StepRecord:
+        """Decide with a signed link: valid once, for the wait it was issued in, until it expires."""
+        claims = self.verify_approval_link(token)
+        decision = approvals.Decision(approved, claims.by, claims.role, comment, via="link")
+        return self._run(
+            lambda rec: approvals.decide(
+                rec, self.workflows, claims.tenant, claims.execution_id, claims.step_key, decision, epoch=claims.epoch
+            )
+        )
+
+    def _link_secret(self) -> bytes:
+        if self.settings.approval_link_secret is None:
+            raise InvalidRequest("approval links are disabled: set CONVEYOR_APPROVAL_LINK_SECRET to enable them")
+        return self.settings.approval_link_secret.get_secret_value().encode()
+
     # --- steps (called by workers) ----------------------------------------------------------
 
     def claim(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
@@ -485,6 +538,8 @@ class Service:
         match: str | None = None,
         event: step_cases.EventWait | None = None,
         interrupt: dict[str, Any] | None = None,
+        kind: str = "timer",
+        details: dict[str, Any] | None = None,
     ) -> None:
         self._run(
             lambda rec: step_cases.park(
@@ -500,10 +555,88 @@ class Service:
                 interrupt=interrupt,
                 timing=self.timing,
                 event=event,
+                kind=kind,
+                details=details,
+            )
+        )
+
+    def start_child(
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        fence: step_cases.Fence,
+        *,
+        workflow: str,
+        input: Any,
+        version: int | None = None,
+    ) -> None:
+        """Start the child execution of a subworkflow step and park the step until it settles."""
+        payload = {} if input is None else input
+        self.check_payload(payload, f"input of the child of step {step_key!r}")
+
+        def resolve(tx: Transaction) -> tuple[CompiledWorkflow, int]:
+            if version is not None:
+                return self.compiled(tenant, workflow, version), version
+            return self._latest(tx, tenant, workflow)
+
+        self._run(
+            lambda rec: children.start_child(
+                rec,
+                self.workflows,
+                tenant,
+                execution_id,
+                step_key,
+                fence,
+                self.timing,
+                resolve=resolve,
+                input=payload,
+                max_depth=self.settings.subworkflow_max_depth,
             )
         )
 
     # --- external events ----------------------------------------------------------------
+
+    def accept_event(
+        self, event: InboundEventRecord, starts: Sequence[eventlog.TriggerStart]
+    ) -> tuple[eventlog.Accepted, list[ExecutionRecord]]:
+        """Append an event to its tenant's log and start its triggers' executions, in one transaction.
+
+        An event no step can wait for (it has no correlation key) is routed by this commit;
+        one with a key stays unrouted until the router offered it to the waiters. A start
+        whose workflow is gone or whose mapped input is invalid is logged and left out, as
+        retrying would fail the same way. A duplicate event id starts nothing.
+        """
+
+        def use_case(rec: Recorder) -> tuple[eventlog.Accepted, list[ExecutionRecord]]:
+            accepted = eventlog.accept(rec.tx, event, routed=event.correlation_key is None)
+            if accepted.duplicate:
+                return accepted, []
+            return accepted, self._start_all(rec, event.tenant, starts)
+
+        return self._run(use_case)
+
+    def start_for_event(
+        self, event: InboundEventRecord, starts: Sequence[eventlog.TriggerStart]
+    ) -> list[ExecutionRecord]:
+        """Start (or find, by their keys) the executions of an event's triggers, in one transaction."""
+        if not starts:
+            return []
+        return self._run(lambda rec: self._start_all(rec, event.tenant, starts))
+
+    def _start_all(self, rec: Recorder, tenant: str, starts: Sequence[eventlog.TriggerStart]) -> list[ExecutionRecord]:
+        started = []
+        for start in starts:
+            try:
+                started.append(
+                    self._start_for_trigger(
+                        rec, tenant, start.workflow, start.input, start.idempotency_key, start.trigger_id
+                    )
+                )
+            except (NotFound, InputInvalid, PayloadTooLarge) as exc:
+                # Checked before the start writes anything, so the rest of the transaction stands.
+                log.warning("an event trigger cannot start", trigger_id=start.trigger_id, error=exc.message)
+        return started
 
     def deliver_event(self, waiter: WaiterRecord, event: InboundEventRecord) -> bool:
         """Offer an event from the log to a waiting step; whether it resumed the step."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -67,6 +67,19 @@ class Settings(BaseSettings):
     inline_payload_bytes: int = 256 * 1024
     max_foreach_items: int = 10_000
 
+    # outbound HTTP (the http step; see engine/egress.py)
+    http_allow_hosts: list[str] = Field(default_factory=list)
+    http_allow_cidrs: list[str] = Field(default_factory=list)
+    http_allow_ports: list[int] = Field(default_factory=list)
+    http_timeout: float = 30.0
+    http_max_response_bytes: int = 1024 * 1024
+    http_max_redirects: int = Field(default=5, ge=0, le=5)
+
+    # approvals and subworkflows
+    approval_link_secret: SecretStr | None = None
+    approval_link_ttl: float = 7 * 24 * 3600.0
+    subworkflow_max_depth: int = Field(default=5, ge=1)
+
     # AI steps (conveyor[ai])
     #: Where the embedded store keeps agent checkpoints (default: beside the SQLite store).
     ai_checkpoint_path: Path | None = None
@@ -121,10 +134,14 @@ class Settings(BaseSettings):
     liveness_file: Path | None = None
     worker_metrics_port: int | None = None
     worker_metrics_address: str = "127.0.0.1"
+    tracing_enabled: bool = False
+    sentry_dsn: str | None = None
+    sentry_environment: str | None = None
     flower_port: int = 5555
     flower_address: str = "127.0.0.1"
     flower_basic_auth: list[str] = Field(default_factory=list)
     flower_auth_disabled: bool = False
+    flower_inline_events: bool = True
 
     # logging
     log_level: str = "INFO"

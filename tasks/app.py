@@ -21,11 +21,21 @@ from celery import signals
 from engine.adapters.celery_config import make_celery
 from engine.adapters.dispatcher_celery import RUN_STEP_TASK
 from engine.adapters.ledger_redis import RedisMessageLedger
-from engine.bootstrap import build_ledger, build_service, build_step_ports, forget_worker_process, serve_worker_metrics
+from engine.bootstrap import (
+    build_ledger,
+    build_service,
+    build_step_ports,
+    build_telemetry,
+    configure_error_reporting,
+    configure_tracing,
+    forget_worker_process,
+    serve_worker_metrics,
+)
 from engine.logging import configure_logging
 from engine.runner import StepRunner
 from engine.settings import Settings
 from tasks import liveness
+from tasks.flower_events import InlineStepEvents
 
 settings = Settings()
 app = make_celery(settings, "conveyor", include=["tasks.steps"])
@@ -40,7 +50,10 @@ def runner() -> StepRunner:
     global _runner
     with _runner_lock:
         if _runner is None:
-            service = build_service(settings)
+            telemetry = build_telemetry(settings)
+            if settings.flower_inline_events:
+                telemetry = InlineStepEvents(telemetry, app)
+            service = build_service(settings, telemetry=telemetry)
             _runner = StepRunner(service, ports=build_step_ports(settings, service.store))
         return _runner
 
@@ -54,6 +67,12 @@ def use_runner(step_runner: StepRunner | None) -> None:
 
 def _configure_logging(**_: Any) -> None:
     configure_logging(settings)
+
+
+def _configure_observability(**_: Any) -> None:
+    # In the main process, before the pool forks (the children inherit both).
+    configure_tracing(settings, "worker")
+    configure_error_reporting(settings, "conveyor-worker")
 
 
 def _build_runner_in_child(**_: Any) -> None:
@@ -93,6 +112,7 @@ def _forget_pool_process(pid: int | None = None, **_: Any) -> None:
 
 signals.worker_init.connect(_configure_logging, weak=False)
 signals.worker_init.connect(_serve_metrics, weak=False)
+signals.worker_init.connect(_configure_observability, weak=False)
 signals.task_received.connect(_message_taken, weak=False)
 signals.worker_process_init.connect(_build_runner_in_child, weak=False)
 signals.worker_process_shutdown.connect(_forget_pool_process, weak=False)

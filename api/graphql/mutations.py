@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from functools import partial
 from typing import Annotated, Any, TypeVar
 
@@ -33,6 +34,7 @@ ApplyWorkflowResult = Annotated[AppliedWorkflow | Problem, strawberry.union("App
 StartExecutionResult = Annotated[StartedExecution | Problem, strawberry.union("StartExecutionResult")]
 ExecutionResult = Annotated[Execution | Problem, strawberry.union("ExecutionResult")]
 SignalResult = Annotated[Step | Problem, strawberry.union("SignalResult")]
+ApprovalResult = Annotated[Step | Problem, strawberry.union("ApprovalResult")]
 TriggerResult = Annotated[Trigger | Problem, strawberry.union("TriggerResult")]
 
 
@@ -51,6 +53,12 @@ class UpdateTriggerInput:
     spec: JSON | None = None
     input: JSON | None = None
     enabled: bool | None = None
+
+
+@strawberry.enum(description="An approver's answer")
+class ApprovalVerdict(Enum):
+    APPROVE = "approve"
+    REJECT = "reject"
 
 
 @strawberry.input
@@ -142,6 +150,20 @@ class Mutation:
     async def retry_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
         ctx = info.context
         return await _attempt(lambda: Execution.from_record(ctx.runtime.service.retry(ctx.principal.tenant, str(id))))
+
+    @strawberry.mutation(
+        extensions=requires(Role.VIEWER),
+        description="Approve or reject a waiting approval step; the step's roles decide who may",
+    )
+    async def decide_approval(
+        self, info: Info, id: strawberry.ID, step: str, decision: ApprovalVerdict, comment: str | None = None
+    ) -> ApprovalResult:
+        ctx = info.context
+        return await _attempt(
+            lambda: Step.from_record(
+                actions.decide_approval(ctx.runtime, ctx.principal, str(id), step, decision.value, comment, "graphql")
+            )
+        )
 
     @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Deliver a payload to a waiting step")
     async def signal_execution(

@@ -1,18 +1,28 @@
-"""``/v1/executions``: start, list, get, history, cancel, retry, pause, resume, signal."""
+"""``/v1/executions``: start, list, get, history, cancel, retry, pause, resume, signal, approvals."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import actions
-from api.convert import IsoDatetime, to_timestamp
+from api.convert import IsoDatetime, to_datetime, to_timestamp
 from api.deps import PageDep, PrincipalDep, RuntimeDep, guard
 from api.problems import responses
 from api.schemas.common import Page
-from api.schemas.executions import Event, Execution, ExecutionDetail, Signal, StartExecution, Step
+from api.schemas.executions import (
+    ApprovalDecision,
+    ApprovalLink,
+    ApprovalLinkRequest,
+    Event,
+    Execution,
+    ExecutionDetail,
+    Signal,
+    StartExecution,
+    Step,
+)
 from engine.auth import Role
 from engine.model import WORKFLOW_NAME_PATTERN
 from engine.states import ExecutionStatus
@@ -20,6 +30,7 @@ from engine.states import ExecutionStatus
 router = APIRouter(prefix="/v1/executions", tags=["executions"])
 
 ExecutionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["4f1c2e0a9b8d4c7e8f6a5b4c3d2e1f00"])]
+StepKey = Annotated[str, Path(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\[[0-9]{1,6}\])?$", examples=["review"])]
 IDEMPOTENCY_DOC = (
     "Makes the start idempotent: repeating a request with the same key returns the same execution "
     "(status 200 and `Idempotent-Replayed: true`); reusing it for another request is a 422."
@@ -175,3 +186,52 @@ def resume(rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId) -
 )
 def signal(rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId, body: Signal) -> Step:
     return Step.from_record(rt.service.signal(principal.tenant, execution_id, body.step, body.payload))
+
+
+@router.post(
+    "/{execution_id}/steps/{step_key}/approval",
+    response_model=Step,
+    summary="Approve or reject a waiting approval step",
+    description=(
+        "Any authenticated role may call this; the step's `roles` decide who may actually decide "
+        "(403 otherwise). The decision, its author, time and comment become the step's output."
+    ),
+    responses=responses(403, 404, 409),
+    **guard(Role.VIEWER),
+)
+def decide_approval(
+    rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId, step_key: StepKey, body: ApprovalDecision
+) -> Step:
+    record = actions.decide_approval(rt, principal, execution_id, step_key, body.decision, body.comment, "rest")
+    return Step.from_record(record)
+
+
+@router.post(
+    "/{execution_id}/steps/{step_key}/approval-link",
+    response_model=ApprovalLink,
+    status_code=201,
+    summary="Issue a signed single-use link that decides an approval step",
+    description=(
+        "Only a principal who may decide the step can issue a link. The link is bound to the step's "
+        "current wait: it works once, and not after the step runs again. Needs CONVEYOR_APPROVAL_LINK_SECRET."
+    ),
+    responses=responses(403, 404, 409, 422),
+    **guard(Role.VIEWER),
+)
+def approval_link(
+    request: Request,
+    rt: RuntimeDep,
+    principal: PrincipalDep,
+    execution_id: ExecutionId,
+    step_key: StepKey,
+    body: ApprovalLinkRequest,
+) -> ApprovalLink:
+    token, claims = actions.approval_link(rt, principal, execution_id, step_key, body.recipient, body.ttl_seconds)
+    return ApprovalLink(
+        token=token,
+        url=str(request.url_for("decide_by_link", token=token)),
+        execution_id=claims.execution_id,
+        step=claims.step_key,
+        recipient=claims.by,
+        expires_at=to_datetime(claims.expires_at),
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -47,7 +47,7 @@ class Execution(BaseModel):
     run: int
     labels: dict[str, str]
     idempotency_key: str | None = None
-    parent: dict[str, str] | None = None
+    parent: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
@@ -154,3 +154,37 @@ def event_fields(record: EventRecord) -> dict[str, Any]:
         "attempt": record.attempt,
         "data": record.data,
     }
+
+
+class ApprovalDecision(ApiModel):
+    """Approve or reject a waiting ``approval`` step."""
+
+    decision: Literal["approve", "reject"] = Field(examples=["approve"])
+    comment: str | None = Field(default=None, max_length=2000, examples=["checked the invoice"])  # MAX_APPROVAL_COMMENT
+
+
+class ApprovalLinkRequest(ApiModel):
+    """Ask for a signed single-use link that decides an approval on behalf of ``recipient``."""
+
+    recipient: str = Field(min_length=1, max_length=200, examples=["alice@example.com"])
+    ttl_seconds: float | None = Field(default=None, gt=0, description="Capped by CONVEYOR_APPROVAL_LINK_TTL")
+
+
+class ApprovalLink(BaseModel):
+    """A signed link: POST an ``ApprovalDecision`` to ``url`` (no credentials needed) once."""
+
+    token: str
+    url: str
+    execution_id: str
+    step: str
+    recipient: str
+    expires_at: datetime
+
+
+class ApprovalLinkInfo(BaseModel):
+    """What a link decides (``GET`` on the link; changes nothing)."""
+
+    execution_id: str
+    step: str
+    recipient: str
+    expires_at: datetime

@@ -29,8 +29,9 @@ def start(
     input: Any,
     idempotency_key: str | None = None,
     labels: dict[str, str] | None = None,
-    parent: dict[str, str] | None = None,
+    parent: dict[str, Any] | None = None,
     trigger_id: str | None = None,
+    execution_id: str | None = None,
 ) -> tuple[ExecutionRecord, bool]:
     """Create the execution and its first ready steps; an idempotency key returns the original."""
     if idempotency_key is not None:
@@ -39,7 +40,7 @@ def start(
             return existing, False
     definition = compiled.definition
     execution = ExecutionRecord(
-        id=new_execution_id(),
+        id=execution_id or new_execution_id(),
         tenant=tenant,
         workflow=definition.name,
         version=version,

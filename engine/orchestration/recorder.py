@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from engine.events import execution_event, step_event
 from engine.orchestration import planner
@@ -27,14 +27,19 @@ def machine_of(step: StepRecord) -> Machine:
 class FaninCheck:
     """A foreach item that may have been the last to end: after commit, count the active items.
 
-    The last two items may both ask; a marker per foreach and run elects one of them to
-    finish the parent, as two finishing transactions would contend for it.
+    ``last_items`` are the keys of the foreach's last ``concurrency`` items, one per chain of
+    items (item *i* creates item *i + concurrency* when it ends, so a chain has ended once its
+    last item has). While one of them is active or not created yet, an item will end later
+    and ask again, so the check stops there: a read by key, where the count is a query over
+    every item. The last two items may both ask; a marker per foreach and run elects one of
+    them to finish the parent, as two finishing transactions would contend for it.
     """
 
     tenant: str
     execution_id: str
     step_id: str
     run: int
+    last_items: tuple[str, ...] = ()
 
     @property
     def marker(self) -> str:
@@ -59,6 +64,22 @@ class Effects:
 ScheduleHook = Callable[["Recorder", ExecutionRecord], None]
 
 
+class ExecutionLinks(Protocol):
+    """What ties a child execution to the parent step that waits for it (``children.Links``).
+
+    Called inside the transaction that ends one side, so the other side hears of it in the
+    same commit: nothing is lost between them.
+    """
+
+    def child_settled(self, rec: Recorder, child: ExecutionRecord) -> None:
+        """``child`` (which has a parent) just reached a terminal status: resume its parent step."""
+        ...
+
+    def cancel_child(self, rec: Recorder, step: StepRecord, reason: str) -> None:
+        """The parent step ``step`` that waits for a child was just cancelled: cancel the child."""
+        ...
+
+
 class Recorder:
     """Writes records and their events into ``tx`` and gathers :class:`Effects`."""
 
@@ -70,9 +91,11 @@ class Recorder:
         max_foreach_items: int = 10_000,
         fanin_check_seconds: float = 30.0,
         schedule_hook: ScheduleHook | None = None,
+        links: ExecutionLinks | None = None,
     ) -> None:
         self.tx = tx
         self.now = now
+        self.links = links
         self.max_foreach_items = max_foreach_items
         #: How long after it starts (or was last checked) the reconciler checks a foreach's fan-in.
         self.fanin_check_seconds = fanin_check_seconds
@@ -104,6 +127,8 @@ class Recorder:
             self.effects.settled.append(execution)
         if execution.trigger_id is not None and self.schedule_hook is not None:
             self.schedule_hook(self, execution)
+        if target in EXECUTION_TERMINAL and execution.parent and self.links is not None:
+            self.links.child_settled(self, execution)
 
     def create_step(self, step: StepRecord, data: dict[str, Any] | None = None) -> None:
         """Create a planned step in its first status (a creation edge of its machine)."""
@@ -145,9 +170,9 @@ class Recorder:
         """
         require(step.status, NEW, cause, machine_of(step))
 
-    def check_fanin(self, parent: StepRecord) -> None:
+    def check_fanin(self, parent: StepRecord, last_items: tuple[str, ...]) -> None:
         """Ask for a check after commit whether every item of the foreach ``parent`` has ended."""
-        check = FaninCheck(parent.tenant, parent.execution_id, parent.step_id, parent.run)
+        check = FaninCheck(parent.tenant, parent.execution_id, parent.step_id, parent.run, last_items)
         if check not in self.effects.fanin_checks:
             self.effects.fanin_checks.append(check)
 

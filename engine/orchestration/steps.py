@@ -98,7 +98,7 @@ def _fenced(records: dict[str, StepRecord], key: str, epoch: int) -> StepRecord:
     return step
 
 
-def _owned(rec: Recorder, snap: Snapshot, key: str, fence: Fence, timing: Timing) -> StepRecord:
+def owned(rec: Recorder, snap: Snapshot, key: str, fence: Fence, timing: Timing) -> StepRecord:
     """The RUNNING step an outcome is recorded on; an ``Unclaimed`` one is claimed here first.
 
     Raises ``LeaseLost`` (rolling the transaction back) if the worker does not own the step.
@@ -257,12 +257,17 @@ def complete(
     :func:`_claim_follower`) and returned. ``event`` is the data of its ``step.succeeded`` event.
     """
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
-    step = _owned(rec, snap, key, fence, timing)
+    step = owned(rec, snap, key, fence, timing)
     step.output = output
     _note_usage(rec, snap, key, (event or {}).get("usage"))
+    complete_owned(rec, snap, step, event)
+    return _claim_follower(rec, snap, step, timing) if follow else None
+
+
+def complete_owned(rec: Recorder, snap: Snapshot, step: StepRecord, event: dict[str, Any] | None = None) -> None:
+    """Record the success of a step this worker owns (its ``output`` set) and move the execution on."""
     rec.move_step(step, StepStatus.SUCCEEDED, Cause.COMPLETE, event)
     _after(rec, snap, step)
-    return _claim_follower(rec, snap, step, timing) if follow else None
 
 
 @dataclass(frozen=True)
@@ -288,6 +293,8 @@ def park(
     timing: Timing,
     event: EventWait | None = None,
     interrupt: dict[str, Any] | None = None,
+    kind: str = "timer",
+    details: dict[str, Any] | None = None,
 ) -> None:
     """Put a running step into WAITING until a timer fires, a signal or an awaited event arrives.
 
@@ -298,12 +305,14 @@ def park(
 
     With ``interrupt`` (an agent waiting for a person) a signal resumes the step instead of
     completing it: the interrupt's request is recorded in the event for whoever answers.
+    ``kind`` and ``details`` (e.g. an approval's roles and declared timeout outcome) are kept
+    in ``wait`` for whoever resumes the step.
     """
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
-    step = _owned(rec, snap, key, fence, timing)
+    step = owned(rec, snap, key, fence, timing)
     kept = rec.tx.get_signal(tenant, execution_id, key)
     step.wake_at = until
-    step.wait = {"on_wake": on_wake, "match": match}
+    step.wait = {**(details or {}), "on_wake": on_wake, "match": match, "kind": kind}
     data: dict[str, Any] = {"until": until}
     if interrupt is not None:
         step.wait["interrupt"] = interrupt
@@ -343,7 +352,9 @@ class Delivery:
     """Something that may end a WAITING step: a signal's payload or an external event.
 
     ``payload`` becomes the step's output. An event delivery names its ``route`` and
-    acceptance time, which must be those the step waits for.
+    acceptance time, which must be those the step waits for. With ``error`` the step fails
+    instead (keeping the payload as its output, e.g. a rejection's decision); ``record`` is
+    added to the history event (e.g. who decided).
     """
 
     kind: str
@@ -352,6 +363,8 @@ class Delivery:
     event: dict[str, Any] | None = None
     route: str | None = None
     accepted_at: float | None = None
+    error: dict[str, Any] | None = None
+    record: dict[str, Any] | None = None
 
 
 def resume(rec: Recorder, snap: Snapshot, step: StepRecord, delivery: Delivery) -> bool:
@@ -366,7 +379,11 @@ def resume(rec: Recorder, snap: Snapshot, step: StepRecord, delivery: Delivery) 
     no longer WAITING, so a step is never resumed twice.
     """
     wait = step.wait or {}
-    if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
+    status = snap.execution.status
+    # A child may settle while its parent is paused: its result is recorded like a step that
+    # finishes during a pause (its successors wait in QUEUED until the parent resumes).
+    live = status is ExecutionStatus.RUNNING or (delivery.kind == "child" and status is ExecutionStatus.PAUSED)
+    if step.status is not StepStatus.WAITING or not live:
         return False
     if delivery.kind == "event" and not _awaits(wait, delivery):
         return False
@@ -386,9 +403,25 @@ def resume(rec: Recorder, snap: Snapshot, step: StepRecord, delivery: Delivery) 
     step.wait = {**wait, "scan_pending": False, "delivered": delivered}
     if wait.get("route"):
         rec.tx.delete_waiter(step.tenant, step.execution_id, step.key)
-    rec.move_step(step, StepStatus.SUCCEEDED, Cause.SIGNAL, {"delivered": delivery.kind, "id": delivery.id})
+    data = {"delivered": delivery.kind, "id": delivery.id, **(delivery.record or {})}
+    if delivery.error is None:
+        rec.move_step(step, StepStatus.SUCCEEDED, Cause.SIGNAL, data)
+    else:
+        step.error = delivery.error
+        rec.move_step(step, StepStatus.FAILED, Cause.SIGNAL, {**data, "error": delivery.error})
     _after(rec, snap, step)
     return True
+
+
+def waiting_step(snap: Snapshot, key: str, what: str) -> StepRecord:
+    """The WAITING step ``key`` of a running execution; ``NotFound`` or ``TransitionRefused`` otherwise."""
+    step = snap.records.get(key)
+    if step is None:
+        raise NotFound(f"step {key!r} not found in execution {snap.execution.id!r}")
+    if step.status is not StepStatus.WAITING or snap.execution.status is not ExecutionStatus.RUNNING:
+        status = f"{step.status} in a {snap.execution.status} execution"
+        raise TransitionRefused(f"step {key!r} is {status}, not WAITING; it cannot take {what}")
+    return step
 
 
 def _awaits(wait: dict[str, Any], delivery: Delivery) -> bool:
@@ -446,6 +479,18 @@ def finish_scan(rec: Recorder, tenant: str, execution_id: str, key: str, timing:
         rec.queue_dispatch(step, countdown=max(0.0, step.wake_at - rec.now))
 
 
+def wait_step(rec: Recorder, step: StepRecord, wait: dict[str, Any]) -> None:
+    """Move a step this worker owns into WAITING, without a timer, until ``wait`` is resolved.
+
+    For waits that a use case of their own ends (a subworkflow's child); a plain signal
+    cannot end them (see :func:`signal`).
+    """
+    step.wake_at = None
+    step.wait = wait
+    step.lease_until = None
+    rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, {"until": None, "kind": wait.get("kind")})
+
+
 def _note_usage(rec: Recorder, snap: Snapshot, key: str, usage: dict[str, Any] | None) -> None:
     """Record an AI step's model usage (over all its attempts) on the execution header, for
     ``execution.usage`` and the execution's budget. Only AI outcomes carry usage."""
@@ -476,7 +521,7 @@ def fail(
 ) -> None:
     """Record a failed attempt: wait and retry per the step's policy, or fail the step."""
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
-    step = _owned(rec, snap, key, fence, timing)
+    step = owned(rec, snap, key, fence, timing)
     policy = snap.compiled.step(step.step_id).retry
     step.error = error
     _note_usage(rec, snap, key, error.get("usage"))
@@ -487,6 +532,12 @@ def fail(
         if delay <= timing.short_timer:
             rec.queue_dispatch(step, countdown=delay)
         return
+    fail_owned(rec, snap, step, error)
+
+
+def fail_owned(rec: Recorder, snap: Snapshot, step: StepRecord, error: dict[str, Any]) -> None:
+    """Fail a step this worker owns for good (no retry) and move the execution on."""
+    step.error = error
     rec.move_step(step, StepStatus.FAILED, Cause.COMPLETE, {"error": error})
     _after(rec, snap, step)
 
@@ -514,9 +565,12 @@ def wake(rec: Recorder, snap: Snapshot, key: str) -> None:
     if wait.get("route"):
         rec.tx.delete_waiter(step.tenant, step.execution_id, step.key)
     if wait.get("on_wake") == "fail":
-        step.error = progress.error_info("timed out waiting", "WaitTimeout")
+        declared = wait.get("timeout_error") or {}
+        message, error_type = declared.get("message", "timed out waiting"), declared.get("type", "WaitTimeout")
+        step.error = progress.error_info(message, error_type)
         rec.move_step(step, StepStatus.FAILED, Cause.TIMER, {"error": step.error})
     else:
+        step.output = wait.get("timeout_output")
         rec.move_step(step, StepStatus.SUCCEEDED, Cause.TIMER)
     _after(rec, snap, step)
 
@@ -526,6 +580,11 @@ def wake_timer(rec: Recorder, workflows: Workflows, tenant: str, execution_id: s
     snap = open_step(rec.tx, workflows, tenant, execution_id, key)
     if snap.execution.status is ExecutionStatus.RUNNING:
         wake(rec, snap, key)
+
+
+#: Step types a plain signal may not end: their own use case resumes them, checking what they
+#: require (an approval's roles, a child execution's result).
+SIGNAL_REFUSED = {"approval": "decide it through its approval endpoint", "subworkflow": "it ends with its child"}
 
 
 def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str, payload: Any) -> StepRecord:
@@ -544,6 +603,10 @@ def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, 
     step_id = planner.parse_key(key)[0]
     if step_id not in snap.compiled.successors:
         raise NotFound(f"step {key!r} not found in execution {execution_id!r}")
+    step_type = snap.compiled.step(step_id).type
+    if step_type in SIGNAL_REFUSED:
+        reason = SIGNAL_REFUSED[step_type]
+        raise TransitionRefused(f"step {key!r} is an {step_type} step; a signal cannot end it ({reason})")
     step = snap.records.get(key)
     if snap.execution.status is not ExecutionStatus.RUNNING:
         raise TransitionRefused(f"execution {execution_id!r} is {snap.execution.status}; it cannot take a signal")

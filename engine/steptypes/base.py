@@ -2,7 +2,8 @@
 
 A step type module defines one :class:`StepType` and registers it with
 :func:`engine.steptypes.register`. Handlers run outside any store transaction and talk to
-the world only through :class:`StepContext` (whose ports are provided by the worker).
+the world only through :class:`StepContext`, whose typed :class:`StepPorts` the composition
+root (:mod:`engine.bootstrap`) builds from settings.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.errors import ExpressionError, Problem
+from engine.errors import ExpressionError, Problem, StepFailure
 from engine.expressions import compile_expression
 from engine.records import DecodedOnUse
 
 if TYPE_CHECKING:
     from engine.ai import Budget, ScriptedModel, Usage
-    from engine.ports import AgentRuntime, DecisionStats, Publisher
+    from engine.ports import AgentRuntime, DecisionStats, HttpClient, Publisher
 
 
 class StepConfig(BaseModel):
@@ -55,7 +56,9 @@ class Wait:
     ``on_wake`` says what happens when the timer fires: ``"succeed"`` (a ``wait`` step) or
     ``"fail"`` (a wait-for-event timeout). ``match`` is a CEL condition every delivery (a
     signal, an event) must satisfy, checked when it arrives; ``event`` names the external
-    events the step waits for.
+    events the step waits for. ``kind`` names what the step waits for (``"timer"``,
+    ``"approval"``, ...); ``details`` are kept in the step's ``wait`` for whoever resumes it,
+    and ``timeout_output`` / ``timeout_error`` there say what a timeout records.
     """
 
     until: float | None = None
@@ -66,22 +69,45 @@ class Wait:
     #: step back to the queue with its payload as ``ctx.resume`` instead of completing it.
     #: ``request`` (JSON) says what is asked; ``schema`` (JSON Schema) checks the answer.
     interrupt: Mapping[str, Any] | None = None
+    kind: str = "timer"
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
-StepOutcome = Succeeded | Wait
+@dataclass(frozen=True)
+class StartChild:
+    """Start a child execution of ``workflow`` and wait in WAITING until it settles.
+
+    The worker's outcome transaction starts the child and parks the step together, so the
+    child cannot settle before its parent step waits for it.
+    """
+
+    workflow: str
+    input: Any = None
+    version: int | None = None
+
+
+StepOutcome = Succeeded | Wait | StartChild
 
 
 @dataclass(frozen=True)
 class StepPorts:
     """Services step types use, built by the composition root (:mod:`engine.bootstrap`).
 
-    A port is ``None`` when its optional extra is not installed; the step type needing it
-    then fails with a clear error.
+    A port is ``None`` when its optional extra is not installed (or, for ``http``, when this
+    process was built without one); the step type needing it then fails with a clear error.
     """
 
     ai: AgentRuntime | None = None
     decisions: DecisionStats | None = None
     publisher: Publisher | None = None
+    #: Outbound HTTP under the egress policy (the ``http`` step; agent tools may use it too).
+    http: HttpClient | None = None
+
+    def require_http(self) -> HttpClient:
+        if self.http is None:
+            message = "no HTTP client is configured in this worker"
+            raise StepFailure(message, retryable=False, error_type="NotConfigured")
+        return self.http
 
 
 @dataclass

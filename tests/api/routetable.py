@@ -44,6 +44,8 @@ class RouteCase:
 SAMPLE_BODIES: dict[str, Any] = {
     "StartExecution": {"workflow": "hello", "input": {"who": "b"}},
     "Signal": {"step": "hold", "payload": {"ok": True}},
+    "ApprovalDecision": {"decision": "approve", "comment": "fine"},
+    "ApprovalLinkRequest": {"recipient": "alice@example.com"},
     "TriggerCreate": {"workflow": "hello", "kind": "event", "spec": {"type": "x.y"}},
     "TriggerUpdate": {"enabled": False},
     "PublishEvent": {"type": "x.y", "data": {}},

@@ -182,6 +182,8 @@ FIELD_CALLS: dict[str, str] = {
     "cancelExecutions": 'cancelExecutions(ids: ["$EXECUTION"]) { __typename ... on Problem { code } }',
     "retryExecution": 'retryExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "signalExecution": 'signalExecution(id: "$EXECUTION", step: "hold") { __typename ... on Problem { code } }',
+    "decideApproval": 'decideApproval(id: "$EXECUTION", step: "hold", decision: APPROVE) { __typename '
+    "... on Problem { code } }",
     "createTrigger": 'createTrigger(input: {workflow: "hello", kind: "schedule", spec: {every: "1h"}}) '
     "{ __typename ... on Problem { code } }",
     "updateTrigger": 'updateTrigger(id: "$TRIGGER", input: {enabled: false}) { __typename ... on Problem { code } }',

@@ -46,6 +46,7 @@ def seeded(make_api: ApiFactory) -> tuple[Api, dict[str, str]]:
         "execution_id": execution_id,
         "trigger_id": trigger_id,
         "key_id": key_id,
+        "step_key": "hold",
     }
     return api, params
 
@@ -54,7 +55,14 @@ def seeded(make_api: ApiFactory) -> tuple[Api, dict[str, str]]:
 def test_every_role_below_the_guard_is_forbidden(make_api: ApiFactory, case: RouteCase) -> None:
     api = make_api()
     url = case.url(
-        {"name": "hello", "version": "1", "execution_id": "e", "trigger_id": "t", "key_id": "0123456789abcdef"}
+        {
+            "name": "hello",
+            "version": "1",
+            "execution_id": "e",
+            "trigger_id": "t",
+            "key_id": "0123456789abcdef",
+            "step_key": "hold",
+        }
     )
     for role in Role:
         response = api.call(case.method, url, role=role, json=case.json())

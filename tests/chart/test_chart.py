@@ -198,7 +198,7 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
     component = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in deployments.values()}
     enabled = {
         name
-        for name in ("api", "worker", "beat", "flower")
+        for name in ("api", "worker", "beat", "flower", "bridge")
         if values.get(name, {}).get("enabled", DEFAULTS[name]["enabled"])
     }
     assert set(component) == enabled
@@ -540,13 +540,13 @@ def test_compose_follows_the_compose_specification(compose: dict[str, Any]) -> N
 
 def test_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "firestore", "pubsub", "api", "worker", "beat", "flower"}
+    assert set(services) == {"redis", "firestore", "pubsub", "pubsub-init", "api", "worker", "beat", "bridge", "flower"}
     emulator_image = "gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators"
     assert services["firestore"]["image"] == emulator_image
     assert services["firestore"]["command"][:4] == ["gcloud", "emulators", "firestore", "start"]
     assert services["pubsub"]["image"] == emulator_image
     assert services["pubsub"]["command"][:5] == ["gcloud", "beta", "emulators", "pubsub", "start"]
-    for name, subcommand in {**APP_SERVICES, "flower": "flower"}.items():
+    for name, subcommand in {**APP_SERVICES, "flower": "flower", "bridge": "bridge"}.items():
         command = services[name]["command"]
         assert command[0] == "conveyor" and command[1] == subcommand, f"{name}: {command}"
     assert services["api"]["command"][2:] == ["--host", "0.0.0.0"]
@@ -593,6 +593,8 @@ def test_compose_environment(compose: dict[str, Any], monkeypatch: pytest.Monkey
 def test_compose_dependencies_and_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name, service in services.items():
+        if service.get("restart") == "no":  # a one-shot job: compose waits for it to complete
+            continue
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     for name in ("worker", "beat"):
         assert "conveyor-liveness" in " ".join(services[name]["healthcheck"]["test"]), name
@@ -764,3 +766,41 @@ def test_workers_serve_metrics() -> None:
     assert container["ports"] == [{"name": "metrics", "containerPort": 9808, "protocol": "TCP"}]
     annotations = worker["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == "9808" and annotations["prometheus.io/scrape"] == "true"
+
+
+def test_bridge_deployment() -> None:
+    assert "demo-conveyor-bridge" not in objects(render().docs, "Deployment"), "off by default"
+    with pytest.raises(HelmError, match=re.escape("bridge.enabled needs settings.bridge_subscriptions")):
+        render({"bridge": {"enabled": True}})
+    rendered = render(copy.deepcopy(FULL_VALUES))
+    bridge = objects(rendered.docs, "Deployment")["demo-conveyor-bridge"]
+    (container,) = containers(bridge)
+    assert container["command"] == ["conveyor", "bridge"]
+    assert bridge["spec"]["replicas"] == 3
+    assert bridge["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 30, "time to ack in-flight messages"
+    data = objects(rendered.docs, "ConfigMap")["demo-conveyor"]["data"]
+    assert json.loads(data["CONVEYOR_BRIDGE_SUBSCRIPTIONS"])[0] == {"subscription": "orders-conveyor", "tenant": "acme"}
+    assert "demo-conveyor-bridge" in objects(rendered.docs, "PodDisruptionBudget")
+    assert "bridge   demo-conveyor-bridge (3 replicas, 2 subscriptions)" in rendered.notes
+    no_ingress = objects(rendered.docs, "NetworkPolicy")["demo-conveyor-no-ingress"]
+    assert "bridge" in no_ingress["spec"]["podSelector"]["matchExpressions"][0]["values"]
+    metrics = objects(rendered.docs, "NetworkPolicy")["demo-conveyor-worker-metrics"]
+    assert metrics["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+
+
+@pytest.mark.backend
+def test_compose_pubsub_init_creates_the_bridge_topics(compose: dict[str, Any], pubsub_emulator: str) -> None:
+    """The one-shot topic job runs against the real Pub/Sub emulator; the bridge's configuration
+    names a subscription on one of its topics and a dead-letter topic it creates."""
+    command = compose["services"]["pubsub-init"]["command"]
+    assert command[:3] == ["python", "-m", "conveyor.pubsub_topics"]
+    project, *topics = command[3:]
+    bridge_env = compose["services"]["bridge"]["environment"]
+    (subscription,) = json.loads(bridge_env["CONVEYOR_BRIDGE_SUBSCRIPTIONS"])
+    assert subscription["topic"] in topics and bridge_env["CONVEYOR_BRIDGE_DEAD_LETTER_TOPIC"] in topics
+    assert bridge_env["CONVEYOR_PUBSUB_PROJECT"] == project
+    from conveyor.pubsub_topics import ensure_topics
+
+    unique = f"{project}-{os.getpid()}"
+    assert ensure_topics(unique, topics) == topics
+    assert ensure_topics(unique, topics) == [], "running it again creates nothing"

@@ -52,12 +52,18 @@ def test_recovered_steps_are_dispatched_urgent_and_new_steps_are_not(h):
     assert [d.urgent for d in h.dispatcher.sent] == [False]
 
 
-def test_a_step_whose_message_the_broker_holds_is_not_sent_again(h):
-    ids = _queued_without_message(h, 5)
+def _one_lost_among(h, count: int, lost: int) -> tuple[list[str], Ledger]:
+    """``count`` stale QUEUED steps whose messages the broker holds, but for the one at ``lost``."""
+    ids = _queued_without_message(h, count)
     ledger = Ledger()
-    ledger.lost = {ids[3]}
+    ledger.lost = {ids[lost]}
     h.service.ledger = ledger
     h.clock.advance(h.settings.redispatch_after + 1)
+    return ids, ledger
+
+
+def test_a_step_whose_message_the_broker_holds_is_not_sent_again(h):
+    ids, ledger = _one_lost_among(h, 5, 3)
     report = h.service.reconcile()
     assert (report.redispatched, report.held) == (1, 4)
     assert [d.execution_id for d in h.dispatcher.sent] == [ids[3]]
@@ -67,11 +73,7 @@ def test_a_step_whose_message_the_broker_holds_is_not_sent_again(h):
 def test_the_lost_message_is_found_behind_pages_of_held_ones(make_harness):
     """The scan pages past a backlog of held messages, and goes on in the next pass."""
     h = make_harness(reconcile_batch=2)
-    ids = _queued_without_message(h, 7)
-    ledger = Ledger()
-    ledger.lost = {ids[6]}
-    h.service.ledger = ledger
-    h.clock.advance(h.settings.redispatch_after + 1)
+    ids, _ = _one_lost_among(h, 7, 6)
     report = h.service.reconcile()
     assert (report.redispatched, report.held) == (1, 6)
     assert [d.execution_id for d in h.dispatcher.sent] == [ids[6]]
