@@ -36,6 +36,7 @@ def root() -> None:
 COMMAND_MODULES = [
     "definitions",
     "run",
+    "executions",
     "worker",
     "beat",
     "migrate",
