@@ -1,7 +1,7 @@
 """Triggers in the production topology: Redis, the Firestore emulator, a worker and ``conveyor beat``.
 
-    python bench/triggers.py [--case schedule|all] [--broker redis://...] [--emulator HOST:PORT]
-                             [--triggers N] [--seconds S]
+    python bench/triggers.py [--case schedule|events|all] [--broker redis://...] [--emulator HOST:PORT]
+                             [--triggers N] [--seconds S] [--events N] [--flow N]
 
 Not a test: it prints a table and, as its last line, one JSON object with every figure.
 
@@ -16,6 +16,16 @@ Cases (``--case``, default ``all``; each is one function in :data:`CASES`):
     RUNNING (its header's ``created_at``: an execution is created RUNNING in the fire's
     transaction) and to its step having finished on the worker. Target: p99 to RUNNING
     ≤ 1.5 s. Fires in the first 3 s (beat and worker warming up) are left out.
+
+``events``
+    ``--events`` messages (default 1000) are published to a Pub/Sub emulator topic before
+    a real ``conveyor bridge`` process starts on its subscription; an event trigger turns each
+    into an execution (store: the Firestore emulator). Beside it, in the same run, a raw
+    subscriber (streaming pull, same flow control, its callback only acks) drains the same
+    number from a topic of its own. Each rate is measured from the first to the last message
+    handled (execution ``created_at``; raw ack time), so process start-up is left out.
+    Target: events turned into started executions per second at least 0.3 times the raw ack rate.
+    Needs ``PUBSUB_EMULATOR_HOST`` (project ``PUBSUB_PROJECT_ID``, default conveyor-test).
 
 It starts what it needs: a Firestore emulator (unless ``--emulator`` or
 ``FIRESTORE_EMULATOR_HOST`` names one), the worker and beat, each with a queue and lease of
@@ -209,9 +219,126 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
+#: The issue's target for events turned into started executions, as a fraction of raw acks.
+TARGET_EVENTS_RATIO = 0.3
+
+
+def run_events(ctx: Context) -> dict[str, Any]:
+    """Events per second turned into started executions by ``conveyor bridge``, beside a raw subscriber."""
+    import threading
+
+    from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
+    from google.cloud.pubsub_v1.types import FlowControl
+
+    from engine.bootstrap import build_service
+    from engine.settings import Settings
+    from engine.trigger_admin import Triggers
+
+    emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if not emulator:
+        raise SystemExit("the events case needs PUBSUB_EMULATOR_HOST (a running Pub/Sub emulator)")
+    project = os.environ.get("PUBSUB_PROJECT_ID", "conveyor-test")
+    count = ctx.args.events
+    publisher, subscriber = PublisherClient(), SubscriberClient()
+
+    def topic_with_subscription(name: str) -> tuple[str, str]:
+        topic = publisher.topic_path(project, f"bench-{name}-{ctx.run_id}")
+        sub = subscriber.subscription_path(project, f"bench-{name}-{ctx.run_id}")
+        publisher.create_topic(name=topic)
+        subscriber.create_subscription(request={"name": sub, "topic": topic, "ack_deadline_seconds": 60})
+        ctx.cleanup.append(lambda: subscriber.delete_subscription(request={"subscription": sub}))
+        ctx.cleanup.append(lambda: publisher.delete_topic(request={"topic": topic}))
+        return topic, sub
+
+    def publish_all(topic: str) -> None:
+        futures = [
+            publisher.publish(topic, json.dumps({"n": n}).encode(), type="bench.event", event_id=f"e-{n}")
+            for n in range(count)
+        ]
+        for future in futures:
+            future.result(timeout=120)
+
+    # the raw baseline: streaming pull with the bridge's flow control, the callback only acks
+    raw_topic, raw_sub = topic_with_subscription("raw")
+    publish_all(raw_topic)
+    acked: list[float] = []
+    lock, all_acked = threading.Lock(), threading.Event()
+
+    def ack(message: Any) -> None:
+        message.ack()
+        with lock:
+            acked.append(time.time())
+            if len(acked) >= count:
+                all_acked.set()
+
+    stream = subscriber.subscribe(raw_sub, callback=ack, flow_control=FlowControl(max_messages=ctx.args.flow))
+    all_acked.wait(timeout=600)
+    stream.cancel()
+    raw_rate = (len(acked) - 1) / max(1e-9, max(acked) - min(acked))
+
+    # the bridge: the same number of messages, each made an execution by an event trigger
+    options = {**ctx.options("events"), "pubsub_project": project, "bridge_max_messages": ctx.args.flow}
+    os.environ["FIRESTORE_EMULATOR_HOST"] = ctx.emulator
+    service = build_service(Settings(**options))
+    tenant = f"bench-{ctx.run_id}"
+    service.apply_workflow(
+        tenant, {"name": "on-event", "steps": [{"id": "work", "type": "task", "with": {"function": NOOP}}]}
+    )
+    Triggers(service.store, service.clock).create(
+        tenant, workflow="on-event", kind="event", spec={"type": "bench.event"}, input={"n": "${event.data.n}"}
+    )
+    bridge_topic, bridge_sub = topic_with_subscription("bridge")
+    dead_topic, _ = topic_with_subscription("dead")
+    publish_all(bridge_topic)
+    env = ctx.env(options)
+    env["PUBSUB_EMULATOR_HOST"] = emulator
+    env["CONVEYOR_BRIDGE_SUBSCRIPTIONS"] = json.dumps([{"subscription": bridge_sub, "tenant": tenant}])
+    env["CONVEYOR_BRIDGE_DEAD_LETTER_TOPIC"] = dead_topic
+    bridge_log = ctx.workdir / "bridge.log"
+    with bridge_log.open("wb") as log:
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "bridge"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    ctx.cleanup.append(lambda: _stop(bridge))
+    print(f"[events] {count} messages: raw subscriber done, bridge started ...", file=sys.stderr)
+    deadline = time.monotonic() + 900
+    while service.store.count_active_executions(tenant) < count:
+        if bridge.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the bridge stopped or took too long; see {bridge_log}")
+        time.sleep(1)
+    created = [e.created_at for e in _all_executions(service, tenant)]
+    service.store.close()
+    bridge_rate = (len(created) - 1) / max(1e-9, max(created) - min(created))
+    ratio = bridge_rate / raw_rate
+    return {
+        "messages": count,
+        "flow_control_max_messages": ctx.args.flow,
+        "executions_started": len(created),
+        "raw_acks_per_s": round(raw_rate, 1),
+        "bridge_executions_per_s": round(bridge_rate, 1),
+        "ratio": round(ratio, 3),
+        "target_ratio": TARGET_EVENTS_RATIO,
+        "met": ratio >= TARGET_EVENTS_RATIO,
+    }
+
+
+def print_events(result: dict[str, Any]) -> None:
+    print(f"\nevents: {result['messages']} Pub/Sub messages, flow control {result['flow_control_max_messages']}\n")
+    print("| consumer | messages/s | ratio to raw | target | met |")
+    print("|---|---|---|---|---|")
+    print(f"| raw subscriber (ack only) | {result['raw_acks_per_s']:.1f} | 1.00 | | |")
+    met = "yes" if result["met"] else "NO"
+    print(
+        f"| conveyor bridge → started executions | {result['bridge_executions_per_s']:.1f} "
+        f"| {result['ratio']:.2f} | ≥ {result['target_ratio']:g} | {met} |"
+    )
+
+
 #: Every case: its runner and its table printer.
 CASES: dict[str, tuple[Callable[[Context], dict[str, Any]], Callable[[dict[str, Any]], None]]] = {
     "schedule": (run_schedule, print_schedule),
+    "events": (run_events, print_events),
 }
 
 
@@ -223,6 +350,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
     parser.add_argument("--triggers", type=int, default=10, help="schedule: triggers firing every second")
     parser.add_argument("--seconds", type=float, default=30.0, help="schedule: how long they fire")
+    parser.add_argument("--events", type=int, default=1000, help="events: messages published")
+    parser.add_argument("--flow", type=int, default=100, help="events: flow control, messages in flight")
     args = parser.parse_args()
     cases = list(CASES) if args.case == "all" else [args.case]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine import payloads
@@ -30,6 +30,16 @@ def route_of(event_type: str, correlation_key: str | None) -> str:
     """The route on which events of ``event_type`` with ``correlation_key`` meet their waiters."""
     text = f"{event_type}\x00{'' if correlation_key is None else correlation_key}"
     return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class TriggerStart:
+    """An execution an event trigger starts: its workflow, mapped input and idempotency key."""
+
+    trigger_id: str
+    workflow: str
+    input: Any
+    idempotency_key: str
 
 
 @dataclass(frozen=True)
@@ -73,13 +83,17 @@ def new_event(
     )
 
 
-def accept(tx: Transaction, event: InboundEventRecord) -> Accepted:
-    """Append ``event`` to its tenant's log unless its id is there already (then return that one)."""
+def accept(tx: Transaction, event: InboundEventRecord, *, routed: bool = False) -> Accepted:
+    """Append ``event`` to its tenant's log unless its id is there already (then return that one).
+
+    ``routed`` when this same transaction also does all its routing.
+    """
     existing = tx.get_inbound_event(event.tenant, event.id)
     if existing is not None:
         return Accepted(existing, duplicate=True)
-    tx.put_inbound_event(event)
-    return Accepted(event, duplicate=False)
+    stored = replace(event, routed=routed)
+    tx.put_inbound_event(stored)
+    return Accepted(stored, duplicate=False)
 
 
 def mark_routed(tx: Transaction, tenant: str, event_id: str) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from engine import eventlog
-from engine.errors import ConveyorError, ExpressionError, StoreUnavailable
+from engine.errors import ConveyorError, ExpressionError
 from engine.expressions import compile_expression, render
 from engine.records import InboundEventRecord, TriggerRecord
 
@@ -62,7 +62,12 @@ class EventRouter:
         source: str | None = None,
         correlation_key: str | None = None,
     ) -> eventlog.Accepted:
-        """Accept an event (durably, once per id), then route it unless that was done before."""
+        """Accept an event (durably, once per id) with its trigger starts, then offer it to waiters.
+
+        The event and the executions its triggers start commit in one transaction; an event
+        without a correlation key is then routed. One with a key is offered to the steps
+        waiting for it after that commit, then marked routed.
+        """
         event = eventlog.new_event(
             tenant,
             type=type,
@@ -73,7 +78,7 @@ class EventRouter:
             correlation_key=correlation_key,
             max_bytes=self.service.settings.max_payload_bytes,
         )
-        accepted = self.service.store.atomic(lambda tx: eventlog.accept(tx, event))
+        accepted, _ = self.service.accept_event(event, self._starts(event))
         if not accepted.event.routed:
             self.route(accepted.event)
         return accepted
@@ -81,13 +86,11 @@ class EventRouter:
     def route(self, event: InboundEventRecord) -> Routed:
         """Start the event's triggers and offer it to its waiters, then mark it routed.
 
-        A store outage propagates (the event stays unrouted and the reconciler retries); a
-        trigger that cannot start (its workflow was deleted, its input is invalid) is logged
-        and skipped, as retrying would fail the same way.
+        Both are idempotent (trigger starts by their key, resumes by the guarded transition),
+        so an event whose first routing was interrupted is simply routed again. A store outage
+        propagates: the event stays unrouted and the reconciler retries.
         """
-        started = [
-            execution_id for trigger in self._matching_triggers(event) if (execution_id := self._fire(trigger, event))
-        ]
+        started = [e.id for e in self.service.start_for_event(event, self._starts(event))]
         resumed = 0
         if event.correlation_key is not None:
             for waiter in self.service.store.list_waiters(event.tenant, event.route):
@@ -138,16 +141,14 @@ class EventRouter:
             self._triggers[tenant] = (now, found)
         return found
 
-    def _fire(self, trigger: TriggerRecord, event: InboundEventRecord) -> str | None:
-        """Start the trigger's workflow for the event; the execution's id, or None if it cannot start."""
-        try:
-            payload = render(trigger.input, {"event": eventlog.event_view(event)})
-            result = self.service.start(
-                trigger.tenant, trigger.workflow, payload, idempotency_key=f"{trigger.id}:{event.id}"
-            )
-        except StoreUnavailable:
-            raise
-        except ConveyorError as exc:
-            log.warning("an event trigger could not start its workflow", trigger_id=trigger.id, error=str(exc))
-            return None
-        return result.execution.id
+    def _starts(self, event: InboundEventRecord) -> list[eventlog.TriggerStart]:
+        """The executions the event's matching triggers start (input mapping rendered)."""
+        starts = []
+        for trigger in self._matching_triggers(event):
+            try:
+                payload = render(trigger.input, {"event": eventlog.event_view(event)})
+            except ExpressionError as exc:
+                log.warning("an event trigger's input mapping failed", trigger_id=trigger.id, error=exc.message)
+                continue
+            starts.append(eventlog.TriggerStart(trigger.id, trigger.workflow, payload, f"{trigger.id}:{event.id}"))
+        return starts

@@ -13,6 +13,7 @@ costs one transaction instead of two. If it is still running after
 from __future__ import annotations
 
 import asyncio
+import sysconfig
 import threading
 import time
 import traceback
@@ -205,14 +206,28 @@ def _message(exc: BaseException) -> str:
         return f"<str() of the {type(exc).__name__} raised {type(broken).__name__}>"
 
 
+#: Traceback frames under these folders are Conveyor's engine or Python's own, not step code.
+INTERNAL_PATHS = (
+    str(Path(__file__).resolve().parent),
+    sysconfig.get_paths()["stdlib"],
+    str(Path(sysconfig.get_paths()["stdlib"]).resolve()),
+)
+
+
 def _error(exc: BaseException) -> dict[str, Any]:
+    """The recorded error: type, message and, when the step's own code raised it, a traceback.
+
+    An error Conveyor raised on purpose with no step code on the stack (a ``fail`` step, an
+    unknown function, an invalid config, a step timeout, an output that is not JSON) has no
+    traceback worth showing: its type and message say everything.
+    """
     error_type = exc.error_type if isinstance(exc, StepFailure) else type(exc).__name__
     message = _message(exc) or error_type
-    error: dict[str, Any] = {
-        "type": error_type,
-        "message": message,
-        "traceback": "".join(_trimmed(traceback.TracebackException.from_exception(exc, limit=-8)).format())[-4000:],
-    }
+    shown = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not isinstance(exc, ConveyorError) or any(not frame.filename.startswith(INTERNAL_PATHS) for frame in frames):
+        shown = "".join(_trimmed(traceback.TracebackException.from_exception(exc, limit=-8)).format())[-4000:]
+    error: dict[str, Any] = {"type": error_type, "message": message, "traceback": shown}
     if isinstance(exc, BudgetExceeded) and exc.usage is not None:
         error["usage"] = exc.usage.as_dict()  # spent all the same: the execution's totals count it
     return error
@@ -302,16 +317,17 @@ class StepRunner:
         followed = 0
         while follower is not None:
             followed += 1
-            _, follower = self._observed_attempt(follower, follow=followed < MAX_FOLLOWED_STEPS)
+            _, follower = self._observed_attempt(follower, follow=followed < MAX_FOLLOWED_STEPS, followed=True)
         return replace(report, followed=followed)
 
     def _observed_attempt(
-        self, claimed: Claimed, *, follow: bool, unclaimed: bool = False
+        self, claimed: Claimed, *, follow: bool, unclaimed: bool = False, followed: bool = False
     ) -> tuple[RunReport, Claimed | None]:
         """:meth:`_attempt`, reported to the service's telemetry (workflow, step type, outcome, timings)."""
         started = time.monotonic()
         step = claimed.step
-        queue_wait = self.service.clock.now() - step.dispatched_at if step.dispatched_at is not None else None
+        started_at = self.service.clock.now()
+        queue_wait = started_at - step.dispatched_at if step.dispatched_at is not None else None
         # Every log line of the attempt, stdlib records of the step's own code included, names it.
         with bound_contextvars(tenant=step.tenant, execution_id=step.execution_id, step_key=step.key):
             report, follower = self._attempt(claimed, follow=follow, unclaimed=unclaimed)
@@ -322,7 +338,12 @@ class StepRunner:
                 outcome=report.outcome,
                 seconds=time.monotonic() - started,
                 queue_wait=queue_wait,
-                attempt=claimed.step.attempt,
+                attempt=step.attempt,
+                tenant=step.tenant,
+                execution_id=step.execution_id,
+                step_key=step.key,
+                started_at=started_at,
+                followed=followed,
             )
         )
         return report, follower

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
 from google.api_core import exceptions as gexc
 from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
+from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 from google.cloud.pubsub_v1.types import FlowControl
 
 from engine.bridge import Bridge, Message
@@ -29,6 +31,9 @@ PUBLISH_TIMEOUT = 60.0
 #: minimum): the client keeps extending while the bridge works on the message, and a bridge
 #: that died holding messages lets Pub/Sub redeliver them this soon, not after a minute.
 LEASE_EXTENSION_SECONDS = 10
+#: Threads handling messages per subscription: handling waits on the store, so more threads
+#: than cores keep more messages in flight (never more than flow control allows).
+MAX_CALLBACK_THREADS = 32
 #: Pub/Sub's bounds of a native dead-letter policy's ``max_delivery_attempts``.
 NATIVE_ATTEMPTS_BOUNDS = (5, 100)
 
@@ -119,6 +124,9 @@ class StreamingBridge:
                 self.subscription_path(sub),
                 callback=self._callback(sub),
                 flow_control=flow,
+                scheduler=ThreadScheduler(
+                    ThreadPoolExecutor(min(MAX_CALLBACK_THREADS, self.max_messages), thread_name_prefix="bridge")
+                ),
                 await_callbacks_on_shutdown=True,  # stopping waits for the messages in flight
             )
             for sub in self.subscriptions

@@ -155,6 +155,22 @@ def test_each_example_runs_to_success_and_prints_its_outputs(tmp_path, name):
     assert (tmp_path / "state" / "conveyor.db").is_file()
 
 
+def test_decisions_show_reads_the_bandit_a_run_taught(tmp_path):
+    result = conveyor(tmp_path, *example("support_agent"), *EXTRA_ARGUMENTS["support_agent"], "--quiet")
+    assert result.returncode == 0, result.stderr
+    env = conveyor_env(CONVEYOR_STATE_DIR=str(tmp_path / "state"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "conveyor", "decisions", *args]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    shown = cli("show", "support-agent", "style")
+    assert shown.returncode == 0, shown.stderr
+    assert "support-agent/style" in shown.stdout and json.loads(result.stdout)["style"] in shown.stdout
+    missing = cli("show", "support-agent", "support")
+    assert missing.returncode == 1 and "no ai.route step 'support'" in missing.stderr
+
+
 def test_every_example_is_covered():
     assert sorted(EXPECTED_OUTPUTS) == sorted(path.parent.name for path in EXAMPLES.glob("*/workflow.yaml"))
 

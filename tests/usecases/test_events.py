@@ -60,18 +60,29 @@ def test_an_event_trigger_starts_its_workflow_once_per_event_id_with_the_mapped_
 
 
 def test_an_event_whose_router_died_is_routed_by_the_reconciler(h):
-    h.apply(ORDERS)
-    _event_trigger(h)
+    h.apply(PAYMENT)
+    execution_id = h.start("payment", {"order_id": "A-9", "amount": 1})
+    h.drain()
     router = EventRouter(h.service)
     router.route = lambda event: None  # the router dies right after the event was accepted
-    accepted = router.publish("t1", type="order.created", data={"id": "A-9"}, event_id="evt-9")
-    assert accepted.duplicate is False and h.service.list_executions("t1").items == []
+    accepted = router.publish("t1", type="payment.settled", correlation_key="A-9", data={"amount": 3})
+    assert accepted.duplicate is False and accepted.event.routed is False
+    assert statuses(h, execution_id) == {"paid": "WAITING"}
     h.clock.advance(h.settings.event_route_after + 1)
     report = h.service.reconcile()
     h.drain()
     assert report.routed_events == 1
-    assert [e.input for e in h.service.list_executions("t1").items] == [{"order_id": "A-9"}]
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
     assert h.service.reconcile().routed_events == 0
+
+
+def test_an_event_without_correlation_key_is_routed_with_its_trigger_starts(h):
+    h.apply(ORDERS)
+    _event_trigger(h)
+    accepted = EventRouter(h.service).publish("t1", type="order.created", data={"id": "A-3"}, event_id="evt-3")
+    assert accepted.event.routed is True
+    stored = h.store.atomic(lambda tx: tx.get_inbound_event("t1", "evt-3"))
+    assert stored.routed is True and [e.input for e in h.service.list_executions("t1").items] == [{"order_id": "A-3"}]
 
 
 def test_a_waiting_step_resumes_on_a_matching_event_and_ignores_others(h):
