@@ -323,6 +323,8 @@ def park(
     step = owned(rec, snap, key, fence, timing)
     kept = rec.tx.get_signal(tenant, execution_id, key)
     step.wake_at = until
+    if event is not None and kind == "timer":
+        kind = "event"
     step.wait = {**(details or {}), "on_wake": on_wake, "match": match, "kind": kind}
     data: dict[str, Any] = {"until": until}
     if interrupt is not None:
