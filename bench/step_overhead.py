@@ -29,6 +29,12 @@ It starts what it needs: a Firestore emulator (unless ``--emulator`` or
 ``FIRESTORE_EMULATOR_HOST`` names one), one raw Celery worker and one Conveyor worker per
 store (``celery -A tasks.app worker --pool prefork``), each on a queue of its own.
 
+Flower sees a step run inline (after the first of a chain, from the same message) through the
+task events the worker sends for it (``CONVEYOR_FLOWER_INLINE_EVENTS``, on by default, so the
+linear case above includes their cost). The run also times those events alone, in this process
+on the same broker, and prints their cost per inline step beside the linear per-step figure
+(``inline_events_ms_per_step`` in the JSON line).
+
 ``--profile`` also runs the step hot path in this process (same store, real Redis event
 stream, real Celery publisher) and prints where the time of one step goes: claim
 transaction, complete transaction, event publish, dispatch, the rest of the runner; the
@@ -478,13 +484,40 @@ def main() -> int:
             for key in client.scan_iter(f"*{run_id}*"):
                 client.delete(key)
 
+    results["inline_events_ms_per_step"] = round(inline_events_cost(args.broker), 3)
     results["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print_table(results, stores)
+    print(
+        f"Flower task events of an inline step: {results['inline_events_ms_per_step']:.3f} ms each "
+        "(included in the linear case's per-step time; CONVEYOR_FLOWER_INLINE_EVENTS=false drops them)"
+    )
     for profile in profiles:
         print_profile(profile, results[profile["store"]])
         results[profile["store"]]["profile_ms_per_step"] = {k: round(v, 3) for k, v in profile["ms_per_step"].items()}
     print(json.dumps(results, sort_keys=True))
     return 0
+
+
+def inline_events_cost(broker: str, steps: int = 500) -> float:
+    """Milliseconds the Flower task event of one inline step costs (one publish), on ``broker``."""
+    from unittest import mock
+
+    from engine.adapters.celery_config import make_celery
+    from engine.ports import StepAttempt
+    from engine.settings import Settings
+    from engine.telemetry import NoTelemetry
+    from tasks.flower_events import InlineStepEvents
+
+    app = make_celery(Settings(broker_url=broker), "bench-events")
+    events = InlineStepEvents(NoTelemetry(), app)
+    attempt = StepAttempt("bench", "task", "succeeded", 0.001, 0.0, 1, "t", "e", "s", time.time(), followed=True)
+    request = mock.Mock(id="bench-parent", hostname="bench@host")
+    with mock.patch("tasks.flower_events.current_task", mock.Mock(request=request)):
+        events.step_attempt(attempt)  # connect once, as a worker's pooled connection is
+        started = time.perf_counter()
+        for _ in range(steps):
+            events.step_attempt(attempt)
+        return (time.perf_counter() - started) * 1000 / steps
 
 
 def _env_value(value: Any) -> str:

@@ -168,6 +168,7 @@ def build_service(
     store: Store | None = None,
     dispatcher: Dispatcher | None = None,
     events: EventSink | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Service:
     """The service wired from settings; any port may be given explicitly instead."""
     settings = settings or Settings()
@@ -179,7 +180,7 @@ def build_service(
         events=events or build_event_sink(settings),
         settings=settings,
         ledger=ledger if dispatcher is None else None,
-        telemetry=build_telemetry(settings),
+        telemetry=telemetry or build_telemetry(settings),
     )
 
 

@@ -393,6 +393,13 @@ class StepAttempt:
     queue_wait: float | None
     #: The step's attempt number (2 and more: a retry).
     attempt: int
+    tenant: str = ""
+    execution_id: str = ""
+    step_key: str = ""
+    #: When the attempt started (seconds since the epoch).
+    started_at: float = 0.0
+    #: Run inline after the step of the message being handled (no message of its own).
+    followed: bool = False
 
 
 class Telemetry(Protocol):

@@ -302,16 +302,17 @@ class StepRunner:
         followed = 0
         while follower is not None:
             followed += 1
-            _, follower = self._observed_attempt(follower, follow=followed < MAX_FOLLOWED_STEPS)
+            _, follower = self._observed_attempt(follower, follow=followed < MAX_FOLLOWED_STEPS, followed=True)
         return replace(report, followed=followed)
 
     def _observed_attempt(
-        self, claimed: Claimed, *, follow: bool, unclaimed: bool = False
+        self, claimed: Claimed, *, follow: bool, unclaimed: bool = False, followed: bool = False
     ) -> tuple[RunReport, Claimed | None]:
         """:meth:`_attempt`, reported to the service's telemetry (workflow, step type, outcome, timings)."""
         started = time.monotonic()
         step = claimed.step
-        queue_wait = self.service.clock.now() - step.dispatched_at if step.dispatched_at is not None else None
+        started_at = self.service.clock.now()
+        queue_wait = started_at - step.dispatched_at if step.dispatched_at is not None else None
         # Every log line of the attempt, stdlib records of the step's own code included, names it.
         with bound_contextvars(tenant=step.tenant, execution_id=step.execution_id, step_key=step.key):
             report, follower = self._attempt(claimed, follow=follow, unclaimed=unclaimed)
@@ -322,7 +323,12 @@ class StepRunner:
                 outcome=report.outcome,
                 seconds=time.monotonic() - started,
                 queue_wait=queue_wait,
-                attempt=claimed.step.attempt,
+                attempt=step.attempt,
+                tenant=step.tenant,
+                execution_id=step.execution_id,
+                step_key=step.key,
+                started_at=started_at,
+                followed=followed,
             )
         )
         return report, follower

@@ -141,6 +141,7 @@ class Settings(BaseSettings):
     flower_address: str = "127.0.0.1"
     flower_basic_auth: list[str] = Field(default_factory=list)
     flower_auth_disabled: bool = False
+    flower_inline_events: bool = True
 
     # logging
     log_level: str = "INFO"

@@ -25,6 +25,7 @@ from engine.bootstrap import (
     build_ledger,
     build_service,
     build_step_ports,
+    build_telemetry,
     configure_error_reporting,
     configure_tracing,
     forget_worker_process,
@@ -34,6 +35,7 @@ from engine.logging import configure_logging
 from engine.runner import StepRunner
 from engine.settings import Settings
 from tasks import liveness
+from tasks.flower_events import InlineStepEvents
 
 settings = Settings()
 app = make_celery(settings, "conveyor", include=["tasks.steps"])
@@ -48,7 +50,10 @@ def runner() -> StepRunner:
     global _runner
     with _runner_lock:
         if _runner is None:
-            service = build_service(settings)
+            telemetry = build_telemetry(settings)
+            if settings.flower_inline_events:
+                telemetry = InlineStepEvents(telemetry, app)
+            service = build_service(settings, telemetry=telemetry)
             _runner = StepRunner(service, ports=build_step_ports(settings, service.store))
         return _runner
 
