@@ -12,7 +12,7 @@ from api.bodylimit import BodySizeLimit
 from api.graphql.schema import graphql_router
 from api.hosts import HostAllowList
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import approval_links, events, executions, health, keys, triggers, workflows
+from api.routes import approval_links, decisions, events, executions, health, keys, triggers, workflows
 from api.routes import streams as stream_routes
 from api.runtime import Runtime, StreamOptions
 from engine.bootstrap import configure_error_reporting, instrument_api
@@ -70,7 +70,8 @@ def create_app(
         openapi_url="/openapi.json",
     )
     problems.install(app)
-    for module in (workflows, executions, approval_links, stream_routes, triggers, events, keys, health):
+    modules = (workflows, executions, approval_links, decisions, stream_routes, triggers, events, keys, health)
+    for module in modules:
         app.include_router(module.router)
     app.include_router(graphql_router(settings))
     problems.document_openapi(app)

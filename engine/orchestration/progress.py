@@ -199,7 +199,7 @@ def item_ended(rec: Recorder, snap: Snapshot, child: StepRecord) -> None:
     elif snap.whole:
         finish_foreach(rec, snap, parent)
     elif not any(_still_to_end(snap, parent, key) for key in later):
-        rec.check_fanin(parent)
+        rec.check_fanin(parent, last_items(snap.compiled, parent))
 
 
 def later_items(compiled: CompiledWorkflow, step_id: str, index: int) -> list[str]:
@@ -216,6 +216,13 @@ def later_items(compiled: CompiledWorkflow, step_id: str, index: int) -> list[st
     if index + 1 < concurrency:
         later.append(planner.item_key(step_id, index + 1))
     return later
+
+
+def last_items(compiled: CompiledWorkflow, parent: StepRecord) -> tuple[str, ...]:
+    """Keys of the last ``concurrency`` items of a foreach: the last item of each chain of items."""
+    count = planner.item_count(parent) or 0
+    first = max(0, count - planner.foreach_concurrency(compiled, parent.step_id))
+    return tuple(planner.item_key(parent.step_id, index) for index in range(first, count))
 
 
 def _still_to_end(snap: Snapshot, parent: StepRecord, key: str) -> bool:

@@ -27,14 +27,19 @@ def machine_of(step: StepRecord) -> Machine:
 class FaninCheck:
     """A foreach item that may have been the last to end: after commit, count the active items.
 
-    The last two items may both ask; a marker per foreach and run elects one of them to
-    finish the parent, as two finishing transactions would contend for it.
+    ``last_items`` are the keys of the foreach's last ``concurrency`` items, one per chain of
+    items (item *i* creates item *i + concurrency* when it ends, so a chain has ended once its
+    last item has). While one of them is active or not created yet, an item will end later
+    and ask again, so the check stops there: a read by key, where the count is a query over
+    every item. The last two items may both ask; a marker per foreach and run elects one of
+    them to finish the parent, as two finishing transactions would contend for it.
     """
 
     tenant: str
     execution_id: str
     step_id: str
     run: int
+    last_items: tuple[str, ...] = ()
 
     @property
     def marker(self) -> str:
@@ -165,9 +170,9 @@ class Recorder:
         """
         require(step.status, NEW, cause, machine_of(step))
 
-    def check_fanin(self, parent: StepRecord) -> None:
+    def check_fanin(self, parent: StepRecord, last_items: tuple[str, ...]) -> None:
         """Ask for a check after commit whether every item of the foreach ``parent`` has ended."""
-        check = FaninCheck(parent.tenant, parent.execution_id, parent.step_id, parent.run)
+        check = FaninCheck(parent.tenant, parent.execution_id, parent.step_id, parent.run, last_items)
         if check not in self.effects.fanin_checks:
             self.effects.fanin_checks.append(check)
 

@@ -181,6 +181,8 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
             assert security["allowPrivilegeEscalation"] is False, name
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             assert mounts.get("/tmp") in volumes, f"{name}: /tmp must be writable"
+            requests = container["resources"].get("requests", {})
+            assert requests.get("memory") and requests.get("cpu"), f"{name}: every container requests CPU and memory"
             assert container["envFrom"][0]["configMapRef"]["name"] == configmap["metadata"]["name"]
             env_names = {e["name"] for e in container.get("env", [])}
             user_env = {e["name"] for e in values.get("env", [])}

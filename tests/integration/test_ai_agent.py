@@ -200,3 +200,30 @@ def test_the_execution_budget_counts_every_ai_step_and_its_usage_is_readable_in_
     assert within.output == {"tokens": 140}
     succeeded = [e for e in world.service.events_after(TENANT, within_id, None) if e.type == "step.succeeded"]
     assert [e.data["usage"]["total_tokens"] for e in succeeded] == [70, 70]
+
+
+def test_cancelling_the_execution_stops_the_agent_in_the_middle_of_a_tool(
+    make_world: Callable[..., World], executions: list[str]
+) -> None:
+    script = [
+        {"tool_calls": [{"name": "slow_lookup", "args": {"order_id": "A1"}}]},
+        {"tool_calls": [{"name": "refund", "args": {"order_id": "A1", "amount": 42}}]},
+        {"content": "never"},
+    ]
+    world = make_world(cancel_check_seconds=0.2)
+    world.apply(agent_workflow("ai-cancel", script, tools=[f"{TOOLS}.slow_lookup", f"{TOOLS}.refund"]))
+    with world.worker():
+        execution_id = world.start("ai-cancel", {"order": "A1"})
+        executions.append(execution_id)
+        deadline = time.monotonic() + 60
+        while ai_tools.calls(execution_id, "slow_lookup") == 0:
+            assert time.monotonic() < deadline, "the slow tool never started"
+            time.sleep(0.05)
+        calls_before = SCRIPTED_CALLS["support"]
+        world.service.cancel(TENANT, execution_id)
+        world.wait_handled(1, timeout=20)  # the attempt ends long before the tool's 30 s
+    assert world.service.get_execution(TENANT, execution_id).status is ExecutionStatus.CANCELLED
+    assert world.runner.outcomes["lease-lost"] == 1
+    assert not ai_tools.finished(execution_id, "slow_lookup"), "the tool was stopped with the graph"
+    assert ai_tools.calls(execution_id, "refund") == 0
+    assert SCRIPTED_CALLS["support"] == calls_before, "no model call after the cancel"

@@ -134,3 +134,33 @@ def test_a_long_list_finishing_in_any_order_gives_every_output_in_list_order(h):
     assert execution.status is ExecutionStatus.SUCCEEDED
     assert execution.output == {"all": elements(count)}
     assert h.steps(execution_id)["each"].output == elements(count)
+
+
+def test_items_ending_while_other_chains_run_do_not_query_every_item(h, monkeypatch):
+    counted = []
+    count = h.store.count_active_items
+    monkeypatch.setattr(h.store, "count_active_items", lambda *args: counted.append(args) or count(*args))
+    h.apply(wide("input"))
+    execution_id = h.start("wide-input", {"items": elements(CONCURRENCY)})  # every item ends a chain
+    h.dispatcher.sent.reverse()  # the last items end first: each asks, and finds an earlier one active
+    h.drain()
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
+    assert counted == [("t1", execution_id, "each")]  # only the item that ended last counted
+
+
+def test_a_parent_expanded_before_item_counts_existed_still_runs_from_its_inline_list(h):
+    h.apply(wide("input"))
+    execution_id = h.start("wide-input", {"items": elements(3 * CONCURRENCY)})
+
+    def as_written_before(tx):
+        parent = tx.get_steps("t1", execution_id, ["each"])["each"]
+        parent.items, parent.item_count = elements(3 * CONCURRENCY), None
+        parent.items[CONCURRENCY] = "from the inline list"
+        tx.put_step(parent)
+
+    h.store.atomic(as_written_before)
+    h.drain()
+    execution = h.execution(execution_id)
+    assert execution.status is ExecutionStatus.SUCCEEDED
+    assert execution.output["all"][CONCURRENCY] == "from the inline list"
+    assert len(execution.output["all"]) == 3 * CONCURRENCY

@@ -179,3 +179,15 @@ def test_a_fire_the_engine_refuses_is_kept_on_the_trigger_and_does_not_block_it(
     stored = h.triggers.get("t1", trigger.id)
     assert stored.fired == 0 and "archived" in stored.last_error
     assert stored.next_fire_at == trigger.next_fire_at + 60
+
+
+def test_an_execution_lost_from_the_running_list_does_not_block_a_skip_schedule(sleepy):
+    h = sleepy
+    trigger = schedule(h)
+    stored = h.triggers.get("t1", trigger.id)
+    stored.running = ["gone"]  # an id whose execution does not exist (or ended unseen)
+    h.store.put_trigger(stored)
+    fire_at(h, trigger.next_fire_at)
+    started = by_key(h, trigger.id, trigger.next_fire_at)
+    assert started is not None
+    assert h.triggers.get("t1", trigger.id).running == [started.id]
