@@ -274,12 +274,19 @@ class Service:
 
     # --- workflows ------------------------------------------------------------------------
 
+    def _check_definition(self, definition: dict[str, Any] | str) -> None:
+        # Checked as sent: compiling turns NaN and Infinity into null, which would be saved.
+        if not isinstance(definition, str):
+            self.check_payload(definition, "workflow definition")
+
     def validate_workflow(self, definition: dict[str, Any] | str) -> CompiledWorkflow:
         """Compile a definition without saving it; raises ``DefinitionInvalid`` with every problem."""
+        self._check_definition(definition)
         return compile_workflow(definition)
 
     def apply_workflow(self, tenant: str, definition: dict[str, Any] | str) -> ApplyResult:
         """Save a definition as the next version; an unchanged definition returns the latest version."""
+        self._check_definition(definition)
         compiled = compile_workflow(definition)
         document = compiled.definition.to_document()
         self.check_payload(document, "workflow definition")
