@@ -41,6 +41,7 @@ from engine.compile import CompiledWorkflow, compile_workflow
 from engine.errors import ConveyorError, InvalidRequest, PayloadTooLarge, Problem
 from engine.logging import configure_logging
 from engine.model import parse_definition_text
+from engine.orchestration.approvals import Decision
 from engine.records import ExecutionRecord, StepRecord
 from engine.runner import INTERNAL_PATHS
 from engine.service import Service
@@ -98,8 +99,9 @@ def run(
         typer.Option(
             "--signal",
             "-s",
-            help="STEP=JSON or STEP=@file.json: signal this payload to STEP once it waits (e.g. an approval). "
-            "Repeatable.",
+            help="STEP=JSON or STEP=@file.json: signal this payload to STEP once it waits (e.g. an agent's "
+            'question). For an approval step the payload is a decision: {"decision": "approve" or "reject", '
+            '"comment": "..."}. Repeatable.',
         ),
     ] = None,
 ) -> None:
@@ -108,6 +110,7 @@ def run(
     definition, compiled, payload = _prepare(file, input, err)
     try:
         answers = parse_signals(signals or [])
+        check_approval_answers(compiled, answers)
     except InvalidRequest as exc:
         _print_problems(err, "--signal", exc)
         raise typer.Exit(exit_codes.INVALID) from None
@@ -234,6 +237,17 @@ def parse_input(value: str | None) -> Any:
         raise InvalidRequest("the input is not valid JSON", [problem]) from None
 
 
+def check_approval_answers(compiled: CompiledWorkflow, answers: dict[str, Any]) -> None:
+    """An answer for an approval step must be a decision (checked before anything runs)."""
+    for key, answer in answers.items():
+        step_id = key.split("[", 1)[0]
+        if step_id not in compiled.successors or compiled.step(step_id).type != "approval":
+            continue
+        if not isinstance(answer, dict) or answer.get("decision") not in ("approve", "reject"):
+            expected = 'a decision: {"decision": "approve" or "reject", "comment": "..."}'
+            raise InvalidRequest("an approval step is answered with a decision", [Problem(key, f"expected {expected}")])
+
+
 def parse_signals(values: list[str]) -> dict[str, Any]:
     """``--signal STEP=JSON`` options as ``{step key: payload}``."""
     answers: dict[str, Any] = {}
@@ -328,10 +342,28 @@ def _follow(
 def _answer_waiting(
     service: Service, execution: ExecutionRecord, records: list[StepRecord], answers: dict[str, Any]
 ) -> None:
-    """Signal each step named in ``answers`` once it waits; an answered step is dropped."""
+    """Signal each step named in ``answers`` once it waits; an answered step is dropped.
+
+    An approval step is decided instead: the person running ``conveyor run`` owns the local
+    store, so they decide in the first role the step allows, recorded as ``cli:<user>``.
+    """
     for record in records:
-        if record.key in answers and record.status is StepStatus.WAITING:
-            service.signal(execution.tenant, execution.id, record.key, answers.pop(record.key))
+        if record.key not in answers or record.status is not StepStatus.WAITING:
+            continue
+        answer = answers.pop(record.key)
+        wait = record.wait or {}
+        if wait.get("kind") != "approval":
+            service.signal(execution.tenant, execution.id, record.key, answer)
+            continue
+        comment = answer.get("comment")
+        decision = Decision(
+            answer["decision"] == "approve",
+            f"cli:{os.environ.get('USER') or os.environ.get('USERNAME') or 'local'}",
+            str((wait.get("roles") or ["admin"])[0]),
+            comment if isinstance(comment, str) else None,
+            via="cli",
+        )
+        service.decide_approval(execution.tenant, execution.id, record.key, decision)
 
 
 @contextmanager
