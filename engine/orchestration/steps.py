@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema
 
+from engine import steptypes
 from engine.compile import CompiledWorkflow
 from engine.errors import ExpressionError, InputInvalid, LeaseLost, NotFound, Problem, TransitionRefused
 from engine.expressions import compile_expression
@@ -629,6 +630,9 @@ def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, 
         return step
     if step is not None and step.status in STEP_TERMINAL:
         raise TransitionRefused(f"step {key!r} is {step.status}; it cannot take a signal")
+    kind = steptypes.get(step_type)
+    if kind is None or not kind.may_wait:
+        raise TransitionRefused(f"step {key!r} is a {step_type} step, which never waits; it cannot take a signal")
     if rec.tx.get_signal(tenant, execution_id, key) is not None:
         raise TransitionRefused(f"a signal is already kept for step {key!r} until it waits")
     rec.tx.put_signal(SignalRecord(tenant, execution_id, key, payload, rec.now))

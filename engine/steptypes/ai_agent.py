@@ -108,6 +108,7 @@ def runtime_of(ctx: StepContext) -> AgentRuntime:
 class AgentStep(BaseStepType):
     name: ClassVar[str] = "ai.agent"
     Config: ClassVar[type[StepConfig]] = AgentConfig
+    may_wait: ClassVar[bool] = True
 
     async def run(self, ctx: StepContext, config: StepConfig) -> StepOutcome:
         assert isinstance(config, AgentConfig)

@@ -195,3 +195,10 @@ def test_pubsub_publish_without_pubsub_configured_fails_clearly(h):
     step = h.steps(execution_id)["announce"]
     assert step.status is StepStatus.FAILED and step.error["type"] == "NotConfigured"
     assert "CONVEYOR_PUBSUB_PROJECT" in step.error["message"]
+
+
+def test_a_signal_for_a_step_that_never_waits_is_refused_not_kept(h):
+    h.apply({"name": "plain", "steps": [task("first", "echo", value=1)]})
+    execution_id = h.start("plain")
+    with pytest.raises(TransitionRefused, match="never waits"):
+        h.service.signal("t1", execution_id, "first", {"x": 1})
