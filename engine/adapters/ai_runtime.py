@@ -51,7 +51,7 @@ from engine.ai import (
     cost_of,
 )
 from engine.errors import EgressDenied, LeaseLost, OutboundRequestFailed, StepFailure
-from engine.ports import HttpClient, HttpRequest
+from engine.ports import HttpClient, HttpRequest, ModelCall, ModelTelemetry
 from engine.steptypes.base import StepContext
 
 #: Opens the checkpointer for one step attempt (and closes it afterwards).
@@ -84,18 +84,69 @@ class _Activity:
 
 
 class _ActivityCallbacks(AsyncCallbackHandler):
-    """LangChain callbacks: every model call and tool call is activity."""
+    """LangChain callbacks: every model call and tool call is activity; model calls are measured."""
 
     raise_error = True
 
-    def __init__(self, activity: _Activity) -> None:
+    def __init__(self, activity: _Activity, measure: _ModelMeter) -> None:
         self.activity = activity
+        self.measure = measure
 
     async def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self.measure.started(kwargs.get("run_id"))
         await asyncio.to_thread(self.activity.touch)
+
+    async def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        self.measure.ended(kwargs.get("run_id"), response)
+
+    async def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
+        self.measure.failed(kwargs.get("run_id"), error)
 
     async def on_tool_start(self, serialized: Any, input_str: str, **kwargs: Any) -> None:
         await asyncio.to_thread(self.activity.touch)
+
+
+class _ModelMeter:
+    """Times model calls and reports them (tokens, cost, errors) to :class:`ModelTelemetry`."""
+
+    def __init__(
+        self, telemetry: ModelTelemetry | None, ctx: StepContext, model: str, prices: Mapping[str, Mapping[str, float]]
+    ) -> None:
+        self.telemetry, self.ctx, self.model, self.prices = telemetry, ctx, model, prices
+        self._started: dict[Any, float] = {}
+
+    def started(self, run_id: Any) -> None:
+        self._started[run_id] = time.monotonic()
+
+    def _seconds(self, run_id: Any) -> float:
+        return time.monotonic() - self._started.pop(run_id, time.monotonic())
+
+    def ended(self, run_id: Any, response: Any) -> None:
+        if self.telemetry is None:
+            return
+        generation = response.generations[0][0] if response.generations and response.generations[0] else None
+        message = getattr(generation, "message", None)
+        usage = usage_of([message], self.model, self.prices) if isinstance(message, AIMessage) else Usage()
+        name = str(message.response_metadata.get("model_name") or self.model) if message is not None else self.model
+        self.telemetry.model_call(
+            ModelCall(
+                self.ctx.workflow,
+                self.ctx.step_id,
+                name,
+                self._seconds(run_id),
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cost,
+            )
+        )
+
+    def failed(self, run_id: Any, error: BaseException) -> None:
+        if self.telemetry is not None:
+            self.telemetry.model_call(
+                ModelCall(
+                    self.ctx.workflow, self.ctx.step_id, self.model, self._seconds(run_id), error=type(error).__name__
+                )
+            )
 
 
 def usage_of(messages: Sequence[BaseMessage], model: str, prices: Mapping[str, Mapping[str, float]]) -> Usage:
@@ -254,10 +305,12 @@ class LangGraphRuntime:
         models: ModelRegistry,
         checkpointer: CheckpointerFactory,
         prices: Mapping[str, Mapping[str, float]] | None = None,
+        telemetry: ModelTelemetry | None = None,
     ) -> None:
         self.models = models
         self.checkpointer = checkpointer
         self.prices = dict(prices or {})
+        self.telemetry = telemetry
 
     def _middleware(self, ctx: StepContext, request: AgentRequest) -> list[AgentMiddleware]:
         middleware: list[AgentMiddleware] = []
@@ -282,7 +335,9 @@ class LangGraphRuntime:
             tools.append(http_tool(ctx, ctx.ports.require_http(), request.http_methods, request.http_max_chars))
         config: dict[str, Any] = {
             "configurable": {"thread_id": thread_id(ctx)},
-            "callbacks": [_ActivityCallbacks(_Activity(ctx))],
+            "callbacks": [
+                _ActivityCallbacks(_Activity(ctx), _ModelMeter(self.telemetry, ctx, request.model, self.prices))
+            ],
             "recursion_limit": 2 * request.max_turns + 1,
         }
         async with self.checkpointer(ctx) as saver:

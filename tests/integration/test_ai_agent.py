@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from engine.adapters.ai_models import SCRIPTED_CALLS
 from engine.states import ExecutionStatus, StepStatus
@@ -156,6 +157,18 @@ def test_a_provider_error_falls_back_to_the_next_model(make_world: Callable[...,
         execution = world.wait(execution_id)
     assert execution.status is ExecutionStatus.SUCCEEDED, execution.error
     assert execution.output == {"answer": "answered by the backup"}
+    # per-model metrics: the failed call of the primary, the answer of the fallback with its tokens
+    labels = {"workflow": "ai-fallback", "step": "agent"}
+    failed = REGISTRY.get_sample_value(
+        "conveyor_model_calls_total", labels | {"model": "fake:support", "outcome": "ScriptedProviderError"}
+    )
+    answered = REGISTRY.get_sample_value(
+        "conveyor_model_calls_total", labels | {"model": "fake:backup", "outcome": "ok"}
+    )
+    tokens = REGISTRY.get_sample_value(
+        "conveyor_model_tokens_total", labels | {"model": "fake:backup", "direction": "output"}
+    )
+    assert (failed, answered, tokens) == (1.0, 1.0, 4.0)
 
 
 def _wait_step(world: World, execution_id: str, status: StepStatus, timeout: float = 60) -> Any:
