@@ -1,13 +1,15 @@
 """The event router: accept an external event into the log, then route it.
 
-One path for every source (REST, GraphQL, the Pub/Sub bridge, embedded mode): :meth:`EventRouter.publish`
-commits the event to its tenant's event log first (idempotent by event id), then routes it:
+One path for every source (``POST /v1/events``, ``conveyor events publish``, the Pub/Sub
+bridge): :meth:`EventRouter.publish` commits the event to its tenant's event log (idempotent
+by event id) in the same transaction as the executions its triggers start:
 
 - every enabled event trigger of its type whose CEL ``match`` holds starts its workflow, with
   the trigger's input mapping rendered over ``event`` and the idempotency key
   ``<trigger id>:<event id>``, so routing an event twice starts nothing twice;
-- every step registered as waiting on the event's route is offered the event through the one
-  guarded resume transition (:func:`engine.orchestration.steps.resume`).
+- then, for an event with a correlation key, every step registered as waiting on the event's
+  route is offered the event through the one guarded resume transition
+  (:func:`engine.orchestration.steps.resume`).
 
 Then the event is marked routed. An event whose router died before that is routed again by
 :meth:`EventRouter.route_due` (the reconciler); both halves are idempotent.
