@@ -228,5 +228,8 @@ def next_fires(record: TriggerRecord, count: int = PREVIEW_COUNT) -> list[FirePr
     """
     if record.kind != "schedule" or record.next_fire_at is None:
         return []
-    spec = ScheduleSpec.model_validate(record.spec)
+    try:
+        spec = ScheduleSpec.model_validate(record.spec)
+    except ValidationError:  # stored before a stricter check; firing it records why (last_error)
+        return []
     return preview(spec.schedule(record.created_at), record.next_fire_at - 0.001, count)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from engine.errors import ConveyorError, NotFound, TransitionRefused
 from engine.orchestration import control
@@ -66,7 +67,14 @@ class ScheduleRuns:
         trigger = rec.tx.get_trigger(tenant, trigger_id)
         if trigger is None or trigger.kind != "schedule" or not trigger.enabled or trigger.next_fire_at is None:
             return report
-        spec = ScheduleSpec.model_validate(trigger.spec)
+        try:
+            spec = ScheduleSpec.model_validate(trigger.spec)
+        except ValidationError as exc:
+            # Stored before a stricter check (e.g. a 6-field cron): stop scheduling it, say why.
+            trigger.next_fire_at = None
+            trigger.last_error = f"the schedule spec is not valid: {exc.errors()[0]['msg']}; update it to resume"
+            rec.tx.put_trigger(trigger)
+            return report
         if spec.overlap is not Overlap.ALLOW_ALL:
             trigger.running = self._still_active(rec, tenant, trigger.running)
         state = TriggerState(trigger.next_fire_at, len(trigger.running), list(trigger.pending))
