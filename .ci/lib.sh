@@ -168,3 +168,15 @@ ensure_redis() {
   done
   ci_log "redis started on 127.0.0.1:6379"
 }
+
+# Debian's chromium and chromedriver for the console's browser tests (never a downloaded browser).
+ensure_browser() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    ci_log "chromium $(chromium --version 2>/dev/null | awk '{print $2}') and chromedriver are installed"
+    return 0
+  fi
+  ci_log "installing chromium and chromium-driver (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null || ci_die "apt-get update failed"
+  apt-get install -y -qq chromium chromium-driver >/dev/null || ci_die "apt-get install chromium chromium-driver failed"
+}

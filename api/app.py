@@ -7,12 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import problems
+from api import console, problems
 from api.bodylimit import BodySizeLimit
 from api.graphql.schema import graphql_router
 from api.hosts import HostAllowList
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import approval_links, events, executions, health, keys, triggers, workflows
+from api.routes import approval_links, decisions, events, executions, health, keys, session, triggers, workflows
 from api.routes import streams as stream_routes
 from api.runtime import Runtime, StreamOptions
 from engine.bootstrap import configure_error_reporting, instrument_api
@@ -70,9 +70,11 @@ def create_app(
         openapi_url="/openapi.json",
     )
     problems.install(app)
-    for module in (workflows, executions, approval_links, stream_routes, triggers, events, keys, health):
+    modules = (workflows, executions, approval_links, decisions, stream_routes, triggers, events, keys, session, health)
+    for module in modules:
         app.include_router(module.router)
     app.include_router(graphql_router(settings))
+    console.install(app)
     problems.document_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, router=app.router)

@@ -50,7 +50,7 @@ def _role_check(role: Role) -> Callable[[Principal], Awaitable[None]]:
     return check
 
 
-def guard(role: Role) -> dict[str, Any]:
+def guard(role: Role, openapi_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Route keyword arguments that require ``role`` and document it as ``x-required-role``.
 
     Every route under ``/v1`` is declared with one, which is what lets tests walk the route
@@ -58,7 +58,7 @@ def guard(role: Role) -> dict[str, Any]:
     """
     return {
         "dependencies": [Depends(_role_check(role))],
-        "openapi_extra": {"x-required-role": str(role)},
+        "openapi_extra": {"x-required-role": str(role), **(openapi_extra or {})},
     }
 
 

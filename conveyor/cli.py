@@ -36,6 +36,7 @@ def root() -> None:
 COMMAND_MODULES = [
     "definitions",
     "run",
+    "executions",
     "worker",
     "beat",
     "migrate",
@@ -44,6 +45,7 @@ COMMAND_MODULES = [
     "events",
     "bridge",
     "triggers",
+    "decisions",
 ]
 
 for _module in COMMAND_MODULES:

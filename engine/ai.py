@@ -19,6 +19,8 @@ from engine.errors import StepFailure
 #: scripted model declared under the workflow's ``models:``.
 MODEL_SPEC_PATTERN = r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_./:@-]+$"
 FAKE_PROVIDER = "fake"
+#: The name agents see for the SSRF-guarded HTTP tool.
+HTTP_TOOL = "http_request"
 
 
 class _Frozen(BaseModel):
@@ -179,6 +181,9 @@ class AgentRequest:
     fallbacks: Sequence[str] = ()
     settings: ModelSettings = field(default_factory=ModelSettings)
     tools: Sequence[str] = ()
+    #: Methods the SSRF-guarded HTTP tool (``http_request``) may use; empty: no HTTP tool.
+    http_methods: Sequence[str] = ()
+    http_max_chars: int = 20_000
     approve: Sequence[str] = ()
     output_schema: Mapping[str, Any] | None = None
     budget: Budget | None = None

@@ -19,7 +19,17 @@ from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
 from engine.egress import EgressPolicy
 from engine.errors import ConveyorError
 from engine.functions import import_modules
-from engine.ports import AgentRuntime, Dispatcher, EventSink, HttpClient, Publisher, Resolver, Store, Telemetry
+from engine.ports import (
+    AgentRuntime,
+    Dispatcher,
+    EventSink,
+    HttpClient,
+    ModelTelemetry,
+    Publisher,
+    Resolver,
+    Store,
+    Telemetry,
+)
 from engine.service import Service
 from engine.settings import Settings
 from engine.steptypes.base import StepContext, StepPorts
@@ -229,10 +239,17 @@ def _langgraph_runtime(settings: Settings, store: Store) -> AgentRuntime:
 
         assert isinstance(store, FirestoreStore)
         checkpointer = functools.partial(firestore_checkpointer, store.client)
-        return LangGraphRuntime(ModelRegistry(), checkpointer, settings.ai_prices)
+        return LangGraphRuntime(ModelRegistry(), checkpointer, settings.ai_prices, _model_telemetry())
     path = settings.resolved_ai_checkpoint_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return LangGraphRuntime(ModelRegistry(), functools.partial(sqlite_checkpointer, str(path)), settings.ai_prices)
+    checkpointer = functools.partial(sqlite_checkpointer, str(path))
+    return LangGraphRuntime(ModelRegistry(), checkpointer, settings.ai_prices, _model_telemetry())
+
+
+def _model_telemetry() -> ModelTelemetry:
+    from engine.adapters.metrics_prometheus import PrometheusTelemetry
+
+    return PrometheusTelemetry()
 
 
 def build_agent_runtime(settings: Settings, store: Store) -> AgentRuntime | None:

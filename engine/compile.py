@@ -211,6 +211,7 @@ class _Checker:
         if step.when is not None:
             expression = self._expression(step.when, f"{path}.when", step, "when")
             if expression is not None:
+                self._check_constant_condition(expression, f"{path}.when")
                 self.when[step.id] = expression
                 planned.append(expression)
         if step.foreach is not None:
@@ -222,6 +223,19 @@ class _Checker:
         ancestors = self.ancestors.get(step.id, frozenset())
         self.referenced.setdefault(step.id, _steps_read(rendered, ancestors))
         self.planning.setdefault(step.id, _steps_read(planned, ancestors) | set(self.needs.get(step.id, ())))
+
+    def _check_constant_condition(self, expression: Expression, path: str) -> None:
+        """A condition that reads no variable has its value, hence its type, known now: it must be a boolean.
+
+        One that reads variables is checked when it is evaluated (the step fails with
+        ``PlanningFailed`` if it does not give a boolean).
+        """
+        if expression.variables:
+            return
+        try:
+            expression.evaluate_bool({})
+        except ExpressionError as exc:
+            self.add(path, exc.message)
 
     def _config_expressions(self, index: int, step: StepDef) -> list[Expression]:
         """Check the ``with`` block: config model, type checks, templates and type expressions."""

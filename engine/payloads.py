@@ -20,12 +20,13 @@ from engine.errors import PayloadInvalid, PayloadTooLarge
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def to_json(value: Any) -> str:
-    """Compact JSON text of ``value``; raises :class:`PayloadInvalid` if it is not plain JSON."""
+def to_json(value: Any, what: str = "value") -> str:
+    """Compact JSON text of ``value``; raises :class:`PayloadInvalid` (naming the first
+    offending path under ``what``) if it is not plain JSON."""
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise PayloadInvalid(_why_not_json(value, "value", exc)) from None
+        raise PayloadInvalid(_why_not_json(value, what, exc)) from None
 
 
 def json_size(value: Any) -> int:

@@ -353,6 +353,27 @@ class Clock(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ModelCall:
+    """One chat model call of an AI step, for metrics."""
+
+    workflow: str
+    step_id: str
+    model: str
+    seconds: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    #: The exception's type name when the call failed.
+    error: str | None = None
+
+
+class ModelTelemetry(Protocol):
+    """Metrics of model calls (Prometheus in production); cheap, never raises."""
+
+    def model_call(self, call: ModelCall) -> None: ...
+
+
 class AgentRuntime(Protocol):
     """Runs AI work for ``ai.*`` steps: chat models, agents and their checkpoints (LangGraph).
 

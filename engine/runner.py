@@ -13,6 +13,7 @@ costs one transaction instead of two. If it is still running after
 from __future__ import annotations
 
 import asyncio
+import sysconfig
 import threading
 import time
 import traceback
@@ -205,14 +206,28 @@ def _message(exc: BaseException) -> str:
         return f"<str() of the {type(exc).__name__} raised {type(broken).__name__}>"
 
 
+#: Traceback frames under these folders are Conveyor's engine or Python's own, not step code.
+INTERNAL_PATHS = (
+    str(Path(__file__).resolve().parent),
+    sysconfig.get_paths()["stdlib"],
+    str(Path(sysconfig.get_paths()["stdlib"]).resolve()),
+)
+
+
 def _error(exc: BaseException) -> dict[str, Any]:
+    """The recorded error: type, message and, when the step's own code raised it, a traceback.
+
+    An error Conveyor raised on purpose with no step code on the stack (a ``fail`` step, an
+    unknown function, an invalid config, a step timeout, an output that is not JSON) has no
+    traceback worth showing: its type and message say everything.
+    """
     error_type = exc.error_type if isinstance(exc, StepFailure) else type(exc).__name__
     message = _message(exc) or error_type
-    error: dict[str, Any] = {
-        "type": error_type,
-        "message": message,
-        "traceback": "".join(_trimmed(traceback.TracebackException.from_exception(exc, limit=-8)).format())[-4000:],
-    }
+    shown = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not isinstance(exc, ConveyorError) or any(not frame.filename.startswith(INTERNAL_PATHS) for frame in frames):
+        shown = "".join(_trimmed(traceback.TracebackException.from_exception(exc, limit=-8)).format())[-4000:]
+    error: dict[str, Any] = {"type": error_type, "message": message, "traceback": shown}
     if isinstance(exc, BudgetExceeded) and exc.usage is not None:
         error["usage"] = exc.usage.as_dict()  # spent all the same: the execution's totals count it
     return error

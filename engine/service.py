@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from engine import eventlog, payloads
+from engine import decisions, eventlog, payloads
 from engine.compile import CompiledWorkflow, compile_workflow
 from engine.errors import ConveyorError, InputInvalid, InvalidRequest, NotFound, PayloadTooLarge, QuotaExceeded
 from engine.model import canonical_json
@@ -114,14 +114,17 @@ class _Pass:
     def run(self, kind: str, actions: list[Callable[[], object]]) -> None:
         """Run the actions (each one transaction or one scan) until the budget is spent.
 
-        ``reconcile_concurrency`` at a time, in random order: items are independent records,
-        and a transaction waits mostly for the store, so a burst of due timers is woken in
-        a fraction of the time. Random order: two reconcilers that did not coordinate (two
-        beats without Redis) do not walk the same records in lockstep, contending on each
-        one. An action returning False found nothing to do and is not counted. Every action
-        started is finished before this returns: a pass never leaves a transaction behind.
+        ``reconcile_concurrency`` at a time: items are independent records, and a transaction
+        waits mostly for the store, so a burst of due timers is woken in a fraction of the
+        time. The list (oldest first) is walked from a random place, wrapping around: two
+        reconcilers that did not coordinate (two beats without Redis) then move the same way
+        from different places, one behind the other, and the one behind finds its items done
+        already (a read, no write) instead of both locking the same record at once. An action
+        returning False found nothing to do and is not counted. Every action started is
+        finished before this returns: a pass never leaves a transaction behind.
         """
-        random.shuffle(actions)
+        start = random.randrange(len(actions)) if actions else 0  # noqa: S311  # not a secret
+        actions = actions[start:] + actions[:start]
         workers = min(len(actions), self.service.settings.reconcile_concurrency)
         if workers <= 1:
             for action in actions:
@@ -273,12 +276,19 @@ class Service:
 
     # --- workflows ------------------------------------------------------------------------
 
+    def _check_definition(self, definition: dict[str, Any] | str) -> None:
+        # Checked as sent: compiling turns NaN and Infinity into null, which would be saved.
+        if not isinstance(definition, str):
+            self.check_payload(definition, "workflow definition")
+
     def validate_workflow(self, definition: dict[str, Any] | str) -> CompiledWorkflow:
         """Compile a definition without saving it; raises ``DefinitionInvalid`` with every problem."""
+        self._check_definition(definition)
         return compile_workflow(definition)
 
     def apply_workflow(self, tenant: str, definition: dict[str, Any] | str) -> ApplyResult:
         """Save a definition as the next version; an unchanged definition returns the latest version."""
+        self._check_definition(definition)
         compiled = compile_workflow(definition)
         document = compiled.definition.to_document()
         self.check_payload(document, "workflow definition")
@@ -425,6 +435,25 @@ class Service:
     def signal(self, tenant: str, execution_id: str, step_key: str, payload: Any) -> StepRecord:
         self.check_payload(payload, "signal payload")
         return self._run(lambda rec: step_cases.signal(rec, self.workflows, tenant, execution_id, step_key, payload))
+
+    # --- routing decisions (ai.route, strategy: bandit) ---------------------------------------
+
+    def reward(self, tenant: str, execution_id: str, step_key: str, reward: float) -> bool:
+        """Count a reward (0..1) for the bandit decision step ``step_key`` made; once per step
+        and execution (``False``: it was counted before)."""
+        step = self.store.read(lambda reads: reads.get_steps(tenant, execution_id, [step_key])).get(step_key)
+        if step is None or step.status is not StepStatus.SUCCEEDED:
+            raise NotFound(f"no decision of step {step_key!r} in execution {execution_id!r}")
+        return decisions.reward_decision(self.store, tenant, execution_id, f"reward:{step_key}", step.output, reward)
+
+    def decision_estimates(self, tenant: str, workflow: str, step_id: str) -> dict[str, Any]:
+        """Counts and posteriors of every route the bandit of ``ai.route`` step ``step_id`` has tried."""
+        definition = self.get_workflow(tenant, workflow).definition
+        step = next((s for s in definition.get("steps", []) if s.get("id") == step_id), None)
+        if step is None or step.get("type") != "ai.route" or step.get("with", {}).get("strategy") != "bandit":
+            raise NotFound(f"workflow {workflow!r} has no ai.route step {step_id!r} with strategy 'bandit'")
+        bandit = step["with"].get("bandit") or f"{workflow}/{step_id}"
+        return decisions.estimates(self.store, tenant, bandit, prior=float(step["with"].get("prior", 1.0)))
 
     # --- approvals ----------------------------------------------------------------------------
 

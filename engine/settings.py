@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     allowed_origins: list[str] = Field(default_factory=lambda: ["http://localhost", "http://127.0.0.1"])
     allowed_hosts: list[str] = Field(default_factory=lambda: ["*"])
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    max_json_depth: int = Field(default=64, ge=2)
     oidc_jwks_url: str | None = None
     oidc_issuer: str | None = None
     oidc_audience: str | None = None

@@ -53,19 +53,30 @@ class DaemonThreadPool(Executor):
 
     def _serve(self) -> None:
         while True:
-            _call(*self._work.get())  # in a function: an idle thread keeps none of the last call's objects
-            self._idle.release()
+            # In a function: an idle thread keeps none of the last call's objects.
+            _call(*self._work.get(), finished=self._idle.release)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Nothing to do: idle threads are daemons blocked on the queue."""
 
 
-def _call(future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _call(
+    future: Future[Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    finished: Callable[[], object],
+) -> None:
+    """Run one call; ``finished`` (the thread is idle again) comes before the caller sees the result."""
     if not future.set_running_or_notify_cancel():
+        finished()
         return
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:  # handed to whoever awaits the future, as ThreadPoolExecutor does
+        finished()
         future.set_exception(exc)
     else:
+        finished()
         future.set_result(result)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.errors import ExpressionError, InvalidRequest, NotFound, Problem
 from engine.expressions import compile_expression, split_template, template_strings
 from engine.model import WORKFLOW_NAME_PATTERN
+from engine.payloads import to_json
 from engine.ports import Clock, Store, Transaction
 from engine.records import Page, TriggerRecord
 from engine.schedules import FirePreview, ScheduleSpec, preview
@@ -127,6 +128,8 @@ class Triggers:
     ) -> TriggerRecord:
         """Validate and store a new trigger for an existing workflow."""
         self._check_workflow(tenant, workflow)
+        to_json(spec, "trigger spec")  # plain JSON only: NaN or Infinity would be stored as null
+        to_json(input or {}, "trigger input")
         parse_spec(kind, spec)
         check_input_mapping(kind, input or {})
         now = self.clock.now()
@@ -162,6 +165,8 @@ class Triggers:
         """
         if changes.workflow is not None:
             self._check_workflow(tenant, changes.workflow)
+        to_json(changes.spec, "trigger spec")
+        to_json(changes.input, "trigger input")
         now = self.clock.now()
 
         def body(tx: Transaction) -> TriggerRecord:
@@ -223,5 +228,8 @@ def next_fires(record: TriggerRecord, count: int = PREVIEW_COUNT) -> list[FirePr
     """
     if record.kind != "schedule" or record.next_fire_at is None:
         return []
-    spec = ScheduleSpec.model_validate(record.spec)
+    try:
+        spec = ScheduleSpec.model_validate(record.spec)
+    except ValidationError:  # stored before a stricter check; firing it records why (last_error)
+        return []
     return preview(spec.schedule(record.created_at), record.next_fire_at - 0.001, count)

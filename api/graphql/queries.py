@@ -15,6 +15,7 @@ from api.graphql.permissions import requires
 from api.graphql.types.enums import ExecutionStatus
 from api.graphql.types.execution import Execution
 from api.graphql.types.pages import ExecutionPage, TriggerPage, WorkflowPage
+from api.graphql.types.session import WhoAmI
 from api.graphql.types.trigger import Trigger
 from api.graphql.types.workflow import WorkflowVersion
 from engine.auth import Role
@@ -29,6 +30,11 @@ def _limit(limit: int) -> int:
 
 @strawberry.type
 class Query:
+    @strawberry.field(extensions=requires(Role.VIEWER), description="The caller's tenant and role")
+    async def whoami(self, info: Info) -> WhoAmI:
+        principal = info.context.principal
+        return WhoAmI(tenant=principal.tenant, role=principal.role, subject=principal.subject, kind=principal.kind)
+
     @strawberry.field(extensions=requires(Role.VIEWER), description="Workflows (latest version of each)")
     async def workflows(self, info: Info, cursor: str | None = None, limit: int = 50) -> WorkflowPage:
         ctx = info.context

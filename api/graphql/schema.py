@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
+from cross_web import HTTPException
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
 from api.auth import bearer_token
+from api.bodies import BodyRefused, decode_json
 from api.graphql.context import Context, get_context
 from api.graphql.limits import extensions
 from api.graphql.mutations import Mutation
@@ -36,7 +38,18 @@ def connection_token(params: Any) -> str | None:
 
 
 class ConveyorGraphQLRouter(GraphQLRouter[Context, None]):
-    """Strawberry's router, authenticating WebSocket connections at ``connection_init``."""
+    """Strawberry's router, authenticating WebSocket connections at ``connection_init`` and
+    decoding bodies and messages like REST does (strict JSON, nesting-limited)."""
+
+    def __init__(self, schema: strawberry.Schema, settings: Settings, **options: Any) -> None:
+        super().__init__(schema, **options)
+        self.max_json_depth = settings.max_json_depth
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return decode_json(data, self.max_json_depth)
+        except BodyRefused as exc:
+            raise HTTPException(exc.status_code, exc.detail) from None
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         rt = context.runtime
@@ -54,6 +67,7 @@ def graphql_router(settings: Settings) -> GraphQLRouter[Context, None]:
     introspection = settings.introspection_enabled()
     return ConveyorGraphQLRouter(
         build_schema(settings),
+        settings,
         path="/graphql",
         context_getter=get_context,
         graphql_ide="graphiql" if introspection else None,

@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import actions
+from api.bodies import StrictRoute
 from api.deps import PrincipalDep, RuntimeDep, guard
 from api.problems import responses
 from api.schemas.events import EventAccepted, PublishEvent
 from engine.auth import Role
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = APIRouter(prefix="/v1/events", tags=["events"], route_class=StrictRoute)
 
 
 @router.post(

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import actions
+from api.bodies import StrictRoute
 from api.convert import IsoDatetime, to_datetime, to_timestamp
 from api.deps import PageDep, PrincipalDep, RuntimeDep, guard
 from api.problems import responses
@@ -27,7 +28,7 @@ from engine.auth import Role
 from engine.model import WORKFLOW_NAME_PATTERN
 from engine.states import ExecutionStatus
 
-router = APIRouter(prefix="/v1/executions", tags=["executions"])
+router = APIRouter(prefix="/v1/executions", tags=["executions"], route_class=StrictRoute)
 
 ExecutionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["4f1c2e0a9b8d4c7e8f6a5b4c3d2e1f00"])]
 StepKey = Annotated[str, Path(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\[[0-9]{1,6}\])?$", examples=["review"])]

@@ -13,10 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.bodies import StrictRoute
 from api.deps import RuntimeDep
 from engine.errors import ConveyorError
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=StrictRoute)
 
 
 @runtime_checkable

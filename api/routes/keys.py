@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from api.bodies import StrictRoute
 from api.deps import PrincipalDep, RuntimeDep, guard
 from api.problems import responses
 from api.schemas.keys import ApiKey, CreatedApiKey, KeyCreate
 from engine.auth import Role
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=StrictRoute)
 
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
 

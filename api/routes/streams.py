@@ -28,6 +28,7 @@ from starlette.types import Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from api.auth import bearer_token
+from api.bodies import StrictRoute
 from api.deps import PrincipalDep, RuntimeDep, guard, runtime
 from api.hosts import origin_allowed
 from api.problems import conveyor_error_response, problem_body, responses
@@ -36,7 +37,7 @@ from api.streams import ExecutionFeed, SlowConsumer, message_body
 from engine.auth import Principal, Role
 from engine.errors import AuthenticationFailed, ConveyorError, PermissionDenied
 
-router = APIRouter(prefix="/v1/executions", tags=["executions"])
+router = APIRouter(prefix="/v1/executions", tags=["executions"], route_class=StrictRoute)
 
 SUBPROTOCOL = "conveyor.v1"
 TOKEN_SUBPROTOCOL = "bearer."  # noqa: S105  # a prefix, not a secret

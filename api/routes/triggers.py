@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from api import actions
+from api.bodies import StrictRoute
 from api.deps import PageDep, PrincipalDep, RuntimeDep, guard
 from api.problems import responses
 from api.schemas.common import Page
 from api.schemas.triggers import Trigger, TriggerCreate, TriggerUpdate
 from engine.auth import Role
 
-router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
+router = APIRouter(prefix="/v1/triggers", tags=["triggers"], route_class=StrictRoute)
 
 TriggerId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Response
 
 from api import actions
+from api.bodies import StrictRoute
 from api.deps import PageDep, PrincipalDep, RuntimeDep, guard
 from api.problems import responses
 from api.schemas.common import Page
@@ -14,10 +15,12 @@ from api.schemas.workflows import DEFINITION_EXAMPLE, ValidationReport, Workflow
 from engine.auth import Role
 from engine.model import WORKFLOW_NAME_PATTERN
 
-router = APIRouter(tags=["workflows"])
+router = APIRouter(tags=["workflows"], route_class=StrictRoute)
 PREFIX = "/v1/workflows"
 
 WorkflowName = Annotated[str, Path(pattern=WORKFLOW_NAME_PATTERN, examples=["hello"])]
+#: Definitions may also be sent as YAML, the format they are written in (api.bodies).
+YAML_BODY = {"requestBody": {"content": {"application/yaml": {"schema": {"type": "object"}}}}}
 Definition = Annotated[dict[str, Any], Body(examples=[DEFINITION_EXAMPLE], description="A workflow definition")]
 
 
@@ -26,7 +29,7 @@ Definition = Annotated[dict[str, Any], Body(examples=[DEFINITION_EXAMPLE], descr
     response_model=ValidationReport,
     summary="Validate a definition without saving it",
     responses=responses(),
-    **guard(Role.VIEWER),
+    **guard(Role.VIEWER, YAML_BODY),
 )
 def validate(rt: RuntimeDep, definition: Definition) -> ValidationReport:
     return actions.validate_workflow(rt, definition)
@@ -52,7 +55,7 @@ def list_workflows(rt: RuntimeDep, principal: PrincipalDep, page: PageDep) -> Pa
     description="Saves the definition as the next version. An unchanged definition returns the "
     "latest version with status 200 instead of 201.",
     responses={200: {"model": WorkflowVersion, "description": "Unchanged: the latest version"}, **responses()},
-    **guard(Role.EDITOR),
+    **guard(Role.EDITOR, YAML_BODY),
 )
 def apply(
     rt: RuntimeDep, principal: PrincipalDep, name: WorkflowName, definition: Definition, response: Response

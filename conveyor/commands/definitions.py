@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from conveyor import exit_codes
 from engine.compile import CompiledWorkflow, compile_workflow
 from engine.errors import DefinitionInvalid, Problem
 from engine.graph import to_mermaid
@@ -24,7 +25,7 @@ def register(app: typer.Typer) -> None:
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Workflow definition files (YAML or JSON).")],
 ) -> None:
-    """Check workflow definitions and report every problem with its path."""
+    """Check workflow definitions and report every problem with its path; exits 2 if one is invalid (as `run` does)."""
     console = _console()
     invalid = 0
     for path in files:
@@ -43,7 +44,7 @@ def validate(
     if len(files) > 1:
         console.print(f"{len(files) - invalid} valid, {invalid} invalid")
     if invalid:
-        raise typer.Exit(1)
+        raise typer.Exit(exit_codes.INVALID)
 
 
 def graph(
@@ -58,7 +59,7 @@ def graph(
         compiled = _load(file)
     except DefinitionInvalid as exc:
         _print_problems(_console(stderr=True), file, exc)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exit_codes.INVALID) from None
     text = to_mermaid(compiled)
     if output is None:
         typer.echo(text, nl=False)  # plain text, no Rich markup: meant to be piped

@@ -18,15 +18,14 @@ import os
 import re
 import signal
 import sys
-import sysconfig
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import structlog
 import typer
@@ -35,35 +34,22 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-import engine
-from conveyor import progress
+from conveyor import exit_codes, progress
 from conveyor.process import exit_promptly
 from engine.adapters.celery_config import is_embedded
 from engine.compile import CompiledWorkflow, compile_workflow
 from engine.errors import ConveyorError, InvalidRequest, PayloadTooLarge, Problem
 from engine.logging import configure_logging
 from engine.model import parse_definition_text
+from engine.orchestration.approvals import Decision
 from engine.records import ExecutionRecord, StepRecord
+from engine.runner import INTERNAL_PATHS
 from engine.service import Service
 from engine.settings import Settings
 from engine.states import EXECUTION_TERMINAL, ExecutionStatus, StepStatus
 
-#: Exit codes (documented in the README).
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-#: A second Ctrl-C: 128 + SIGINT, as shells report a process ended by it.
-EXIT_INTERRUPTED = 130
-
 #: Seconds between refreshes of the table (the store is read each time).
 REFRESH_INTERVAL = 0.1
-
-#: Traceback frames under these folders are Conveyor's or Python's, not the user's step code.
-_INTERNAL_PREFIXES = (
-    str(Path(engine.__file__).resolve().parent),
-    sysconfig.get_paths()["stdlib"],
-    str(Path(sysconfig.get_paths()["stdlib"]).resolve()),
-)
-
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -71,6 +57,16 @@ class RunOutcome:
 
     execution: ExecutionRecord
     reason: str | None = None
+
+
+#: Options of every command that follows an execution here (``run``, ``executions retry``).
+TimeoutOption = Annotated[
+    float | None, typer.Option(help="Cancel the execution if it has not finished after this many seconds.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No live table: print only outputs or errors.")]
+NoWorkerOption = Annotated[
+    bool, typer.Option("--no-worker", help="Do not run steps here; leave them to `conveyor worker` processes.")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -87,13 +83,9 @@ def run(
     state_dir: Annotated[
         Path | None, typer.Option(help="Folder for the local store (default: CONVEYOR_STATE_DIR or .conveyor).")
     ] = None,
-    timeout: Annotated[
-        float | None, typer.Option(help="Cancel the execution if it has not finished after this many seconds.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table: print only outputs or errors.")] = False,
-    no_worker: Annotated[
-        bool, typer.Option("--no-worker", help="Do not run steps here; leave them to `conveyor worker` processes.")
-    ] = False,
+    timeout: TimeoutOption = None,
+    quiet: QuietOption = False,
+    no_worker: NoWorkerOption = False,
     reconcile: Annotated[
         bool | None,
         typer.Option(
@@ -107,8 +99,9 @@ def run(
         typer.Option(
             "--signal",
             "-s",
-            help="STEP=JSON or STEP=@file.json: signal this payload to STEP once it waits (e.g. an approval). "
-            "Repeatable.",
+            help="STEP=JSON or STEP=@file.json: signal this payload to STEP once it waits (e.g. an agent's "
+            'question). For an approval step the payload is a decision: {"decision": "approve" or "reject", '
+            '"comment": "..."}. Repeatable.',
         ),
     ] = None,
 ) -> None:
@@ -117,21 +110,62 @@ def run(
     definition, compiled, payload = _prepare(file, input, err)
     try:
         answers = parse_signals(signals or [])
+        check_approval_answers(compiled, answers)
     except InvalidRequest as exc:
         _print_problems(err, "--signal", exc)
-        raise typer.Exit(EXIT_INVALID) from None
+        raise typer.Exit(exit_codes.INVALID) from None
     # Step modules sit beside the workflow file (`function: order_steps.reserve`).
     sys.path.insert(0, str(file.resolve().parent))
+    settings = Settings(state_dir=state_dir) if state_dir is not None else Settings()
+
+    def begin(service: Service) -> ExecutionRecord:
+        try:
+            return _start(service, tenant, definition, payload)
+        except (InvalidRequest, PayloadTooLarge) as exc:
+            _print_problems(err, _input_source(input), exc)
+            raise typer.Exit(exit_codes.INVALID) from None
+
+    queues = {step.queue for step in compiled.definition.steps if step.queue}
+    follow_here(
+        settings,
+        begin,
+        queues=queues,
+        no_worker=no_worker,
+        timeout=timeout,
+        quiet=quiet,
+        err=err,
+        answers=answers,
+        reconcile=reconcile,
+    )
+
+
+def follow_here(
+    settings: Settings,
+    begin: Callable[[Service], ExecutionRecord],
+    *,
+    queues: Iterable[str] = (),
+    no_worker: bool,
+    timeout: float | None,
+    quiet: bool,
+    err: Console,
+    answers: dict[str, Any] | None = None,
+    reconcile: bool | None = None,
+) -> NoReturn:
+    """Start an execution with ``begin``, run its steps in this process (unless ``no_worker``), follow it
+    to its end and exit with its code: 0 succeeded, 1 failed, timed out or cancelled.
+
+    ``conveyor run`` starts a new execution; ``conveyor executions retry`` retries one.
+    ``answers`` are signals for steps once they wait (``--signal``). The reconciler runs here
+    if ``reconcile``, by default unless ``no_worker``.
+    """
     # Imported here: loading a Celery worker would slow down every other command.
     from conveyor.embedded import embedded_service
 
-    settings = Settings(state_dir=state_dir) if state_dir is not None else Settings()
     if no_worker and is_embedded(settings):
         err.print(
             "[red]✗[/red] --no-worker needs CONVEYOR_BROKER_URL: without a broker only this process can run steps"
         )
-        raise typer.Exit(EXIT_INVALID)
-    queues = {step.queue for step in compiled.definition.steps if step.queue}
+        raise typer.Exit(exit_codes.INVALID)
     _quiet_logging(settings)
     try:
         # Once the watched execution has ended, a step still running here belongs to it and its
@@ -144,17 +178,14 @@ def run(
             ) as service,
         ):
             _quiet_logging(settings)  # again: Celery's worker_init signal configured logging anew
-            try:
-                execution = _start(service, tenant, definition, payload)
-            except (InvalidRequest, PayloadTooLarge) as exc:
-                _print_problems(err, _input_source(input), exc)
-                raise typer.Exit(EXIT_INVALID) from None
+            execution = begin(service)
+            compiled = service.compiled(execution.tenant, execution.workflow, execution.version)
             outcome = watch(
                 service, compiled, execution, timeout=timeout, console=None if quiet else err, answers=answers
             )
-    except ConveyorError as exc:  # the store or the broker cannot be used
+    except ConveyorError as exc:  # the store or the broker cannot be used, or `begin` was refused
         err.print(f"[red]✗[/red] {escape(exc.message)}")
-        raise typer.Exit(EXIT_FAILED) from None
+        raise typer.Exit(exit_codes.FAILED) from None
     exit_promptly()  # steps still running belong to the ended execution: do not wait for their threads
     raise typer.Exit(_report(outcome, err, Console(highlight=False, soft_wrap=True), quiet=quiet))
 
@@ -169,13 +200,13 @@ def _prepare(file: Path, input: str | None, err: Console) -> tuple[dict[str, Any
         compiled = compile_workflow(definition)
     except InvalidRequest as exc:
         _print_problems(err, str(file), exc)
-        raise typer.Exit(EXIT_INVALID) from None
+        raise typer.Exit(exit_codes.INVALID) from None
     try:
         payload = parse_input(input)
         compiled.validate_input(payload)
     except InvalidRequest as exc:
         _print_problems(err, _input_source(input), exc)
-        raise typer.Exit(EXIT_INVALID) from None
+        raise typer.Exit(exit_codes.INVALID) from None
     return definition, compiled, payload
 
 
@@ -204,6 +235,17 @@ def parse_input(value: str | None) -> Any:
     except json.JSONDecodeError as exc:
         problem = Problem(where, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
         raise InvalidRequest("the input is not valid JSON", [problem]) from None
+
+
+def check_approval_answers(compiled: CompiledWorkflow, answers: dict[str, Any]) -> None:
+    """An answer for an approval step must be a decision (checked before anything runs)."""
+    for key, answer in answers.items():
+        step_id = key.split("[", 1)[0]
+        if step_id not in compiled.successors or compiled.step(step_id).type != "approval":
+            continue
+        if not isinstance(answer, dict) or answer.get("decision") not in ("approve", "reject"):
+            expected = 'a decision: {"decision": "approve" or "reject", "comment": "..."}'
+            raise InvalidRequest("an approval step is answered with a decision", [Problem(key, f"expected {expected}")])
 
 
 def parse_signals(values: list[str]) -> dict[str, Any]:
@@ -300,10 +342,28 @@ def _follow(
 def _answer_waiting(
     service: Service, execution: ExecutionRecord, records: list[StepRecord], answers: dict[str, Any]
 ) -> None:
-    """Signal each step named in ``answers`` once it waits; an answered step is dropped."""
+    """Signal each step named in ``answers`` once it waits; an answered step is dropped.
+
+    An approval step is decided instead: the person running ``conveyor run`` owns the local
+    store, so they decide in the first role the step allows, recorded as ``cli:<user>``.
+    """
     for record in records:
-        if record.key in answers and record.status is StepStatus.WAITING:
-            service.signal(execution.tenant, execution.id, record.key, answers.pop(record.key))
+        if record.key not in answers or record.status is not StepStatus.WAITING:
+            continue
+        answer = answers.pop(record.key)
+        wait = record.wait or {}
+        if wait.get("kind") != "approval":
+            service.signal(execution.tenant, execution.id, record.key, answer)
+            continue
+        comment = answer.get("comment")
+        decision = Decision(
+            answer["decision"] == "approve",
+            f"cli:{os.environ.get('USER') or os.environ.get('USERNAME') or 'local'}",
+            str((wait.get("roles") or ["admin"])[0]),
+            comment if isinstance(comment, str) else None,
+            via="cli",
+        )
+        service.decide_approval(execution.tenant, execution.id, record.key, decision)
 
 
 @contextmanager
@@ -332,7 +392,7 @@ def _exit_on_next_interrupt() -> None:
         sys.stdout.flush()
         sys.stderr.write("\ninterrupted again: exiting without waiting\n")
         sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
+        os._exit(exit_codes.INTERRUPTED)
 
     signal.signal(signal.SIGINT, exit_now)
 
@@ -369,15 +429,18 @@ def _report(outcome: RunOutcome, err: Console, out: Console, *, quiet: bool) -> 
         err.print(f"  {escape(outcome.reason)}")
     elif execution.status is ExecutionStatus.TIMED_OUT:
         err.print("  the workflow's deadline passed")
-    if error.get("traceback") and not quiet:
-        err.print(escape(user_traceback(str(error["traceback"]))), style="dim")
-    return EXIT_FAILED
+    shown = "" if quiet else user_traceback(str(error.get("traceback") or ""))
+    if shown:
+        err.print(escape(shown), style="dim")
+    return exit_codes.FAILED
 
 
 def user_traceback(text: str) -> str:
     """The stored traceback without the frames of Conveyor's runner and of the standard library.
 
-    What is left points at the user's step function; if nothing is left, the whole text is kept.
+    What is left points at the user's step function. If nothing is left (a ``type: fail`` step,
+    a configuration error: Conveyor failed the step on purpose), the result is empty: the
+    error's type and message say everything, and an engine traceback would only bury them.
     """
     blocks = re.split(r"(?m)^(?=  File \")", text.rstrip())
     header, frames = blocks[0], blocks[1:]
@@ -388,13 +451,15 @@ def user_traceback(text: str) -> str:
     exception = [line for line in last_lines[1:] if not line.startswith(" ")]
     frames[-1] = "\n".join(line for line in last_lines if line not in exception) + "\n"
     mine = [frame for frame in frames if not _internal(frame)]
-    return (header + "".join(mine or frames) + "\n".join(exception)).rstrip()
+    if not mine:
+        return ""
+    return (header + "".join(mine) + "\n".join(exception)).rstrip()
 
 
 def _internal(frame: str) -> bool:
     match = re.match(r'  File "([^"]+)"', frame)
     path = match.group(1) if match else ""
-    return path.startswith(_INTERNAL_PREFIXES)
+    return path.startswith(INTERNAL_PATHS)
 
 
 def _print_problems(console: Console, where: str, exc: InvalidRequest | PayloadTooLarge) -> None:

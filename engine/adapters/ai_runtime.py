@@ -39,6 +39,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 from engine import functions
 from engine.adapters.ai_models import ModelRegistry
 from engine.ai import (
+    HTTP_TOOL,
     AgentFinished,
     AgentInterrupted,
     AgentOutcome,
@@ -49,7 +50,8 @@ from engine.ai import (
     check_budgets,
     cost_of,
 )
-from engine.errors import LeaseLost, StepFailure
+from engine.errors import EgressDenied, LeaseLost, OutboundRequestFailed, StepFailure
+from engine.ports import HttpClient, HttpRequest, ModelCall, ModelTelemetry
 from engine.steptypes.base import StepContext
 
 #: Opens the checkpointer for one step attempt (and closes it afterwards).
@@ -82,18 +84,69 @@ class _Activity:
 
 
 class _ActivityCallbacks(AsyncCallbackHandler):
-    """LangChain callbacks: every model call and tool call is activity."""
+    """LangChain callbacks: every model call and tool call is activity; model calls are measured."""
 
     raise_error = True
 
-    def __init__(self, activity: _Activity) -> None:
+    def __init__(self, activity: _Activity, measure: _ModelMeter) -> None:
         self.activity = activity
+        self.measure = measure
 
     async def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self.measure.started(kwargs.get("run_id"))
         await asyncio.to_thread(self.activity.touch)
+
+    async def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        self.measure.ended(kwargs.get("run_id"), response)
+
+    async def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
+        self.measure.failed(kwargs.get("run_id"), error)
 
     async def on_tool_start(self, serialized: Any, input_str: str, **kwargs: Any) -> None:
         await asyncio.to_thread(self.activity.touch)
+
+
+class _ModelMeter:
+    """Times model calls and reports them (tokens, cost, errors) to :class:`ModelTelemetry`."""
+
+    def __init__(
+        self, telemetry: ModelTelemetry | None, ctx: StepContext, model: str, prices: Mapping[str, Mapping[str, float]]
+    ) -> None:
+        self.telemetry, self.ctx, self.model, self.prices = telemetry, ctx, model, prices
+        self._started: dict[Any, float] = {}
+
+    def started(self, run_id: Any) -> None:
+        self._started[run_id] = time.monotonic()
+
+    def _seconds(self, run_id: Any) -> float:
+        return time.monotonic() - self._started.pop(run_id, time.monotonic())
+
+    def ended(self, run_id: Any, response: Any) -> None:
+        if self.telemetry is None:
+            return
+        generation = response.generations[0][0] if response.generations and response.generations[0] else None
+        message = getattr(generation, "message", None)
+        usage = usage_of([message], self.model, self.prices) if isinstance(message, AIMessage) else Usage()
+        name = str(message.response_metadata.get("model_name") or self.model) if message is not None else self.model
+        self.telemetry.model_call(
+            ModelCall(
+                self.ctx.workflow,
+                self.ctx.step_id,
+                name,
+                self._seconds(run_id),
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cost,
+            )
+        )
+
+    def failed(self, run_id: Any, error: BaseException) -> None:
+        if self.telemetry is not None:
+            self.telemetry.model_call(
+                ModelCall(
+                    self.ctx.workflow, self.ctx.step_id, self.model, self._seconds(run_id), error=type(error).__name__
+                )
+            )
 
 
 def usage_of(messages: Sequence[BaseMessage], model: str, prices: Mapping[str, Mapping[str, float]]) -> Usage:
@@ -187,6 +240,52 @@ class ToolContext(StepContext):
         return f"{self.execution_id}/{self.step_key}/{self.tool_call_id}"
 
 
+class _HttpArgs(BaseModel):
+    method: str = "GET"
+    url: str
+    headers: dict[str, str] = {}
+    body: str | None = None
+    tool_call_id: Annotated[str, InjectedToolCallId]
+
+
+def http_tool(ctx: StepContext, client: HttpClient, methods: Sequence[str], max_chars: int) -> BaseTool:
+    """The SSRF-guarded HTTP client as an agent tool (``http_request``).
+
+    Requests go through the egress policy; a refused or failed request is told to the model
+    (it may try something else) rather than failing the step. Requests other than GET/HEAD
+    carry an ``Idempotency-Key`` of the step and the model's tool call id.
+    """
+
+    async def call(
+        tool_call_id: str,
+        method: str = "GET",
+        url: str = "",
+        headers: dict[str, str] | None = None,
+        body: str | None = None,
+    ) -> str:
+        method = method.upper()
+        if method not in methods:
+            return f"refused: method {method} is not allowed here (allowed: {', '.join(methods)})"
+        sent_headers = dict(headers or {})
+        if method not in ("GET", "HEAD"):
+            sent_headers.setdefault("Idempotency-Key", f"{ctx.idempotency_key}/{tool_call_id}")
+        request = HttpRequest(method, url, sent_headers, body.encode() if body is not None else None)
+        try:
+            response = await client.send(request)
+        except (EgressDenied, OutboundRequestFailed) as exc:
+            return f"refused: {exc.message}"
+        text = response.body.decode("utf-8", "replace")
+        truncated = len(text) > max_chars
+        return _json({"status": response.status, "url": response.url, "body": text[:max_chars], "truncated": truncated})
+
+    return StructuredTool.from_function(
+        coroutine=call,
+        name=HTTP_TOOL,
+        description=f"Send an HTTP request ({', '.join(methods)}) and read the response status and body.",
+        args_schema=_HttpArgs,
+    )
+
+
 def _schema_json(schema: Any) -> dict[str, Any] | None:
     if schema is None:
         return None
@@ -206,10 +305,12 @@ class LangGraphRuntime:
         models: ModelRegistry,
         checkpointer: CheckpointerFactory,
         prices: Mapping[str, Mapping[str, float]] | None = None,
+        telemetry: ModelTelemetry | None = None,
     ) -> None:
         self.models = models
         self.checkpointer = checkpointer
         self.prices = dict(prices or {})
+        self.telemetry = telemetry
 
     def _middleware(self, ctx: StepContext, request: AgentRequest) -> list[AgentMiddleware]:
         middleware: list[AgentMiddleware] = []
@@ -230,9 +331,13 @@ class LangGraphRuntime:
     async def run_agent(self, ctx: StepContext, request: AgentRequest) -> AgentOutcome:
         model = self.models.chat_model(request.model, request.settings, ctx.models)
         tools = [function_tool(ctx, name) for name in request.tools]
+        if request.http_methods:
+            tools.append(http_tool(ctx, ctx.ports.require_http(), request.http_methods, request.http_max_chars))
         config: dict[str, Any] = {
             "configurable": {"thread_id": thread_id(ctx)},
-            "callbacks": [_ActivityCallbacks(_Activity(ctx))],
+            "callbacks": [
+                _ActivityCallbacks(_Activity(ctx), _ModelMeter(self.telemetry, ctx, request.model, self.prices))
+            ],
             "recursion_limit": 2 * request.max_turns + 1,
         }
         async with self.checkpointer(ctx) as saver:
@@ -258,7 +363,8 @@ class LangGraphRuntime:
             else:
                 return self._finished(state.values, request)
             try:
-                await _cancellable(ctx, graph.ainvoke(graph_input, config, durability="sync"))
+                # A lost lease cancels this handler (the runner cancels its task), and with it the graph.
+                await graph.ainvoke(graph_input, config, durability="sync")
             except GraphRecursionError:
                 raise StepFailure(
                     f"the agent did not answer within {request.max_turns} turns",
@@ -336,20 +442,6 @@ def _answer_for(resume: Any, interrupt_id: str) -> Any:
     if isinstance(resume, Mapping) and resume.get("interrupt_id") == interrupt_id:
         return {interrupt_id: resume.get("value")}
     return None
-
-
-async def _cancellable(ctx: StepContext, running: Any, poll: float = 0.5) -> Any:
-    """Run the graph, cancelling it as soon as the step loses its lease."""
-    task = asyncio.ensure_future(running)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=poll)
-        if done:
-            return task.result()
-        if ctx.cancelled():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            raise LeaseLost(f"step {ctx.step_key!r} lost its lease (cancelled or taken over); the agent was stopped")
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from engine.ports import StepAttempt
+from engine.ports import ModelCall, StepAttempt
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -64,6 +64,29 @@ REPAIRS = Counter(
 )
 
 
+MODEL_CALLS = Counter(
+    "conveyor_model_calls_total",
+    "Chat model calls of AI steps by workflow, step, model and outcome (ok or the error's type)",
+    ["workflow", "step", "model", "outcome"],
+)
+MODEL_TOKENS = Counter(
+    "conveyor_model_tokens_total",
+    "Tokens of AI steps' model calls by workflow, step, model and direction (input or output)",
+    ["workflow", "step", "model", "direction"],
+)
+MODEL_COST = Counter(
+    "conveyor_model_cost_total",
+    "Cost of AI steps' model calls (CONVEYOR_AI_PRICES units) by workflow, step and model",
+    ["workflow", "step", "model"],
+)
+MODEL_SECONDS = Histogram(
+    "conveyor_model_call_seconds",
+    "Latency of AI steps' model calls by workflow, step and model",
+    ["workflow", "step", "model"],
+    buckets=DURATION_BUCKETS,
+)
+
+
 class PrometheusTelemetry:
     """A :class:`~engine.ports.Telemetry` over the metric families above."""
 
@@ -86,6 +109,18 @@ class PrometheusTelemetry:
         for kind, count in repairs.items():
             if count:
                 REPAIRS.labels(kind).inc(count)
+
+    def model_call(self, call: ModelCall) -> None:
+        """Also the :class:`~engine.ports.ModelTelemetry` of the AI runtime."""
+        labels = (call.workflow, call.step_id, call.model)
+        MODEL_CALLS.labels(*labels, call.error or "ok").inc()
+        MODEL_SECONDS.labels(*labels).observe(max(call.seconds, 0.0))
+        if call.input_tokens:
+            MODEL_TOKENS.labels(*labels, "input").inc(call.input_tokens)
+        if call.output_tokens:
+            MODEL_TOKENS.labels(*labels, "output").inc(call.output_tokens)
+        if call.cost:
+            MODEL_COST.labels(*labels).inc(call.cost)
 
 
 def multiprocess_dir() -> Path | None:

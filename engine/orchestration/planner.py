@@ -128,7 +128,7 @@ def plan_step(
     bound = variables(execution, records)
     try:
         condition = compiled.when.get(step_id)
-        if condition is not None and condition.evaluate(bound) is not True:
+        if condition is not None and not condition.evaluate_bool(bound):  # not a boolean: the step fails
             return StepPlan(step_id, "skip", f"condition is false: {condition.source}")
         over = compiled.foreach.get(step_id)
         if over is None:

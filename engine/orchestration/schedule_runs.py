@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from engine.errors import ConveyorError, NotFound, TransitionRefused
 from engine.orchestration import control
@@ -27,6 +28,7 @@ from engine.orchestration.workflows import Workflows
 from engine.records import ExecutionRecord, TriggerRecord
 from engine.schedules import (
     FirePlan,
+    Overlap,
     ScheduleSpec,
     TriggerState,
     fire_key,
@@ -65,7 +67,16 @@ class ScheduleRuns:
         trigger = rec.tx.get_trigger(tenant, trigger_id)
         if trigger is None or trigger.kind != "schedule" or not trigger.enabled or trigger.next_fire_at is None:
             return report
-        spec = ScheduleSpec.model_validate(trigger.spec)
+        try:
+            spec = ScheduleSpec.model_validate(trigger.spec)
+        except ValidationError as exc:
+            # Stored before a stricter check (e.g. a 6-field cron): stop scheduling it, say why.
+            trigger.next_fire_at = None
+            trigger.last_error = f"the schedule spec is not valid: {exc.errors()[0]['msg']}; update it to resume"
+            rec.tx.put_trigger(trigger)
+            return report
+        if spec.overlap is not Overlap.ALLOW_ALL:
+            trigger.running = self._still_active(rec, tenant, trigger.running)
         state = TriggerState(trigger.next_fire_at, len(trigger.running), list(trigger.pending))
         plan = plan_fires(spec, spec.schedule(trigger.created_at), state, rec.now)
         if plan is None:
@@ -101,6 +112,19 @@ class ScheduleRuns:
             trigger.running.remove(execution.id)
             rec.tx.put_trigger(trigger)
             self._release(rec, trigger)
+
+    @staticmethod
+    def _still_active(rec: Recorder, tenant: str, running: list[str]) -> list[str]:
+        """The ids of ``running`` whose execution is still active.
+
+        Normally all of them (an execution leaves the list when it ends); this keeps one lost
+        from the list by any other path from blocking a ``skip`` schedule for ever.
+        """
+        return [
+            execution_id
+            for execution_id in running
+            if (found := rec.tx.get_execution(tenant, execution_id)) is not None and found.status in EXECUTION_ACTIVE
+        ]
 
     def _release(self, rec: Recorder, trigger: TriggerRecord) -> None:
         """Start buffered fires while none of the trigger's executions runs."""

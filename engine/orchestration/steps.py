@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema
 
+from engine import steptypes
 from engine.compile import CompiledWorkflow
 from engine.errors import ExpressionError, InputInvalid, LeaseLost, NotFound, Problem, TransitionRefused
 from engine.expressions import compile_expression
@@ -21,16 +22,13 @@ from engine.orchestration import planner, progress
 from engine.orchestration.recorder import Recorder
 from engine.orchestration.snapshot import Snapshot, load_whole, open_snapshot, planning_keys
 from engine.orchestration.workflows import Workflows
-from engine.ports import Reads, Transaction
+from engine.ports import Dispatch, Reads, Transaction
 from engine.records import ExecutionRecord, SignalRecord, StepRecord, WaiterRecord
 from engine.states import STEP_TERMINAL, Cause, ExecutionStatus, StepStatus
 
 #: A step whose worker vanished is re-queued this many times beyond its retry policy, so a
 #: crash does not eat the user's attempts; after that it fails as "worker lost".
 LOST_WORKER_ALLOWANCE = 2
-
-#: A timer message may arrive slightly early (clock skew between hosts); accept it.
-TIMER_TOLERANCE = 0.25
 
 
 @dataclass(frozen=True)
@@ -182,12 +180,14 @@ def _take(rec: Recorder, snap: Snapshot, key: str, timing: Timing) -> StepRecord
     step, execution, now = snap.records.get(key), snap.execution, rec.now
     if step is None or execution.status is not ExecutionStatus.RUNNING:
         return None
-    due = step.wake_at is not None and step.wake_at <= now + TIMER_TOLERANCE
-    if step.status is StepStatus.RETRY_WAIT and due:
+    if step.status in (StepStatus.RETRY_WAIT, StepStatus.WAITING) and step.wake_at is not None:
+        if step.wake_at > now:
+            _early(rec, step, timing)
+            return None
+        if step.status is StepStatus.WAITING:
+            wake(rec, snap, key)
+            return None
         rec.move_step(step, StepStatus.QUEUED, Cause.TIMER, dispatch=False)
-    elif step.status is StepStatus.WAITING and due:
-        wake(rec, snap, key)
-        return None
     if step.status is not StepStatus.QUEUED:
         return None
     step.attempt += 1
@@ -197,6 +197,18 @@ def _take(rec: Recorder, snap: Snapshot, key: str, timing: Timing) -> StepRecord
     step.error = None
     rec.move_step(step, StepStatus.RUNNING, Cause.CLAIM)
     return step
+
+
+def _early(rec: Recorder, step: StepRecord, timing: Timing) -> None:
+    """A timer's message came before its time (clock skew between hosts, a broker's coarse
+    countdown): never start early; send it again for the rest of a short wait, and leave a
+    long one to the reconciler, which wakes timers once they are due."""
+    assert step.wake_at is not None
+    remaining = step.wake_at - rec.now
+    if remaining <= timing.short_timer:
+        rec.effects.dispatches.append(
+            Dispatch(step.tenant, step.execution_id, step.key, queue=step.queue, countdown=remaining)
+        )
 
 
 def _claim_follower(rec: Recorder, snap: Snapshot, done: StepRecord, timing: Timing) -> Claimed | None:
@@ -312,6 +324,8 @@ def park(
     step = owned(rec, snap, key, fence, timing)
     kept = rec.tx.get_signal(tenant, execution_id, key)
     step.wake_at = until
+    if event is not None and kind == "timer":
+        kind = "event"
     step.wait = {**(details or {}), "on_wake": on_wake, "match": match, "kind": kind}
     data: dict[str, Any] = {"until": until}
     if interrupt is not None:
@@ -552,7 +566,7 @@ def _after(rec: Recorder, snap: Snapshot, step: StepRecord) -> None:
 def wake(rec: Recorder, snap: Snapshot, key: str) -> None:
     """A due timer: a retry goes back to the queue; a wait succeeds (or fails on a timeout)."""
     step = snap.records.get(key)
-    if step is None or step.wake_at is None or step.wake_at > rec.now + TIMER_TOLERANCE:
+    if step is None or step.wake_at is None or step.wake_at > rec.now:
         return
     if step.status is StepStatus.RETRY_WAIT:
         rec.move_step(step, StepStatus.QUEUED, Cause.TIMER)
@@ -616,6 +630,9 @@ def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, 
         return step
     if step is not None and step.status in STEP_TERMINAL:
         raise TransitionRefused(f"step {key!r} is {step.status}; it cannot take a signal")
+    kind = steptypes.get(step_type)
+    if kind is None or not kind.may_wait:
+        raise TransitionRefused(f"step {key!r} is a {step_type} step, which never waits; it cannot take a signal")
     if rec.tx.get_signal(tenant, execution_id, key) is not None:
         raise TransitionRefused(f"a signal is already kept for step {key!r} until it waits")
     rec.tx.put_signal(SignalRecord(tenant, execution_id, key, payload, rec.now))

@@ -10,6 +10,7 @@
     system: You are a support agent.
     prompt: "Order ${input.order_id}: ${input.question}"
     tools: [shop.lookup_order, shop.refund]   # registered @step functions
+    http: {methods: [GET]}                    # optional: the SSRF-guarded HTTP tool, http_request
     approve: [shop.refund]                    # these wait for a person (a signal) first
     output_schema: {type: object, properties: {...}}   # optional structured answer
     budget: {tokens: 20000, cost: 0.05}       # over all attempts and resumes of the step
@@ -24,17 +25,36 @@ in WAITING with the request as JSON; a signal answering it (``{"type": "approve"
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from engine.ai import MODEL_SPEC_PATTERN, AgentFinished, AgentRequest, Budget, ModelSettings, Usage, check_budgets
+from engine.ai import (
+    HTTP_TOOL,
+    MODEL_SPEC_PATTERN,
+    AgentFinished,
+    AgentRequest,
+    Budget,
+    ModelSettings,
+    Usage,
+    check_budgets,
+)
 from engine.errors import StepFailure
 from engine.ports import AgentRuntime
 from engine.steptypes import register
 from engine.steptypes.base import BaseStepType, StepConfig, StepContext, StepOutcome, Succeeded, Wait
 
 _FUNCTION_PATTERN = r"^[A-Za-z_][\w.]*$"
+
+
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+class HttpToolConfig(StepConfig):
+    """The SSRF-guarded HTTP tool (``http_request``): which methods, how much of a body it reads."""
+
+    methods: list[HttpMethod] = Field(default_factory=lambda: list[HttpMethod](["GET"]), min_length=1)
+    max_chars: int = Field(default=20_000, ge=100, le=1_000_000)
 
 
 class AgentConfig(StepConfig):
@@ -44,6 +64,8 @@ class AgentConfig(StepConfig):
     system: str | None = None
     prompt: str = Field(min_length=1)
     tools: list[str] = Field(default_factory=list)
+    #: Give the agent the SSRF-guarded HTTP tool (``http_request``; the egress policy applies).
+    http: HttpToolConfig | None = None
     approve: list[str] = Field(default_factory=list)
     output_schema: dict[str, Any] | None = None
     budget: Budget | None = None
@@ -63,9 +85,12 @@ class AgentConfig(StepConfig):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"tools must have distinct last names; repeated: {', '.join(duplicates)}")
-        unknown = sorted(set(self.approve) - set(self.tools))
+        available = set(self.tools) | ({HTTP_TOOL} if self.http is not None else set())
+        unknown = sorted(set(self.approve) - available)
         if unknown:
-            raise ValueError(f"approve lists tools that are not in 'tools': {', '.join(unknown)}")
+            raise ValueError(f"approve lists tools the agent does not have: {', '.join(unknown)}")
+        if HTTP_TOOL in names:
+            raise ValueError(f"{HTTP_TOOL!r} is the HTTP tool's name: give it with 'http', not in 'tools'")
         return self
 
 
@@ -83,6 +108,7 @@ def runtime_of(ctx: StepContext) -> AgentRuntime:
 class AgentStep(BaseStepType):
     name: ClassVar[str] = "ai.agent"
     Config: ClassVar[type[StepConfig]] = AgentConfig
+    may_wait: ClassVar[bool] = True
 
     async def run(self, ctx: StepContext, config: StepConfig) -> StepOutcome:
         assert isinstance(config, AgentConfig)
@@ -93,6 +119,8 @@ class AgentStep(BaseStepType):
             fallbacks=tuple(config.fallbacks),
             settings=config.settings,
             tools=tuple(config.tools),
+            http_methods=tuple(config.http.methods) if config.http is not None else (),
+            http_max_chars=config.http.max_chars if config.http is not None else 20_000,
             approve=tuple(config.approve),
             output_schema=config.output_schema,
             budget=config.budget,

@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from engine.errors import StepFailure
+from engine.decisions import reward_decision
+from engine.errors import InvalidRequest, StepFailure
 from engine.steptypes import register
 from engine.steptypes.base import BaseStepType, StepConfig, StepContext, StepOutcome, Succeeded
 
@@ -36,19 +37,23 @@ class RewardStep(BaseStepType):
 
     async def run(self, ctx: StepContext, config: StepConfig) -> StepOutcome:
         assert isinstance(config, RewardConfig)
-        bandit, route = config.decision.get("bandit"), config.decision.get("route")
-        if not isinstance(bandit, str) or not isinstance(route, str):
-            raise StepFailure(
-                "'decision' must be the output of an ai.route step with strategy 'bandit'",
-                retryable=False,
-                error_type="ConfigInvalid",
-            )
         if ctx.ports.decisions is None:
             raise StepFailure("no decision statistics are configured", retryable=False, error_type="AiUnavailable")
-        counted = ctx.ports.decisions.mark_once(ctx.tenant, ctx.execution_id, f"reward:{ctx.step_key}")
-        if counted:
-            ctx.ports.decisions.add_arm_outcome(ctx.tenant, bandit, route, config.reward, 1 - config.reward)
-        return Succeeded({"bandit": bandit, "route": route, "reward": config.reward, "counted": counted})
+        try:
+            counted = reward_decision(
+                ctx.ports.decisions,
+                ctx.tenant,
+                ctx.execution_id,
+                f"reward:{ctx.step_key}",
+                config.decision,
+                config.reward,
+            )
+        except InvalidRequest as exc:
+            raise StepFailure(exc.message, retryable=False, error_type="ConfigInvalid") from None
+        route = config.decision.get("route")
+        return Succeeded(
+            {"bandit": config.decision["bandit"], "route": route, "reward": config.reward, "counted": counted}
+        )
 
 
 register(RewardStep())

@@ -152,6 +152,8 @@ class StepType(Protocol):
 
     name: ClassVar[str]
     Config: ClassVar[type[StepConfig]]
+    #: Whether the step may park in WAITING (so a signal sent before it waits is worth keeping).
+    may_wait: ClassVar[bool]
 
     def check(self, config: StepConfig, path: str) -> list[Problem]:
         """Problems beyond the config model's own validation (e.g. expressions)."""
@@ -169,6 +171,7 @@ class BaseStepType:
 
     name: ClassVar[str]
     Config: ClassVar[type[StepConfig]] = NoConfig
+    may_wait: ClassVar[bool] = False
 
     def check(self, config: StepConfig, path: str) -> list[Problem]:
         return []

@@ -38,6 +38,7 @@ MATCH_VARIABLES = frozenset({"signal", "input", "execution"})
 class WaitStep(BaseStepType):
     name: ClassVar[str] = "wait"
     Config: ClassVar[type[StepConfig]] = WaitConfig
+    may_wait: ClassVar[bool] = True
 
     def check(self, config: StepConfig, path: str) -> list[Problem]:
         assert isinstance(config, WaitConfig)

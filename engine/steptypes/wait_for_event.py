@@ -44,6 +44,7 @@ class WaitForEventConfig(StepConfig):
 class WaitForEventStep(BaseStepType):
     name: ClassVar[str] = "wait_for_event"
     Config: ClassVar[type[StepConfig]] = WaitForEventConfig
+    may_wait: ClassVar[bool] = True
 
     def check(self, config: StepConfig, path: str) -> list[Problem]:
         assert isinstance(config, WaitForEventConfig)

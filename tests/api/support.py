@@ -12,6 +12,7 @@ from typing import Any
 from engine.adapters.events_memory import MemoryEventLog
 from engine.adapters.store_sqlite import SqliteStore
 from engine.auth import Role
+from engine.bootstrap import build_step_ports
 from engine.keys import ApiKeys
 from engine.ports import Dispatch, EventSink, Store
 from engine.runner import StepRunner
@@ -109,7 +110,7 @@ class Driver:
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        self.runner = StepRunner(service)
+        self.runner = StepRunner(service, ports=build_step_ports(service.settings, service.store))
         dispatcher = service.dispatcher
         assert isinstance(dispatcher, CollectingDispatcher)
         self.dispatcher = dispatcher

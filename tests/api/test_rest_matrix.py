@@ -46,6 +46,7 @@ def seeded(make_api: ApiFactory) -> tuple[Api, dict[str, str]]:
         "execution_id": execution_id,
         "trigger_id": trigger_id,
         "key_id": key_id,
+        "step_id": "hold",
         "step_key": "hold",
     }
     return api, params
@@ -61,6 +62,7 @@ def test_every_role_below_the_guard_is_forbidden(make_api: ApiFactory, case: Rou
             "execution_id": "e",
             "trigger_id": "t",
             "key_id": "0123456789abcdef",
+            "step_id": "s",
             "step_key": "hold",
         }
     )

@@ -181,6 +181,8 @@ def check_manifests(docs: list[dict[str, Any]], values: dict[str, Any], monkeypa
             assert security["allowPrivilegeEscalation"] is False, name
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             assert mounts.get("/tmp") in volumes, f"{name}: /tmp must be writable"
+            requests = container["resources"].get("requests", {})
+            assert requests.get("memory") and requests.get("cpu"), f"{name}: every container requests CPU and memory"
             assert container["envFrom"][0]["configMapRef"]["name"] == configmap["metadata"]["name"]
             env_names = {e["name"] for e in container.get("env", [])}
             user_env = {e["name"] for e in values.get("env", [])}
@@ -464,6 +466,7 @@ def test_release_name_containing_chart_name() -> None:
     [
         ({"settings": {"broker_url": "redis://x"}}, "additional properties 'broker_url' not allowed"),
         ({"settings": {"store": "sqlite"}}, "additional properties 'store' not allowed"),
+        ({"settings": {"approval_link_secret": "s3cret"}}, "additional properties 'approval_link_secret' not allowed"),
         ({"firestore": {"project": ""}}, "at '/firestore/project': minLength"),
         ({"redis": {"brokerUrl": ""}}, "redis.brokerUrl"),
         ({"worker": {"pools": [{"name": "x", "queues": []}]}}, "at '/worker/pools/0/queues': minItems"),

@@ -797,7 +797,7 @@ def test_a_trigger_created_in_a_transaction_is_due_and_a_failed_transaction_writ
 
 def test_concurrent_fires_of_one_trigger_are_serialized(store: Store) -> None:
     save(store, trigger(next_fire_at=T0))
-    workers = 6
+    workers = 4
 
     def fire(tx: Transaction) -> None:
         current = tx.get_trigger(A, "tr-1")

@@ -6,6 +6,7 @@ key it got, so a test can check that a crash did not run a finished tool again.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from typing import Any
@@ -62,3 +63,16 @@ def crash_once(ctx: Any, note: str) -> str:
     if client().set(f"{PREFIX}:{ctx.execution_id}:crashed", 1, nx=True):
         os.kill(os.getpid(), signal.SIGKILL)
     return f"noted: {note}"
+
+
+@step
+async def slow_lookup(ctx: Any, order_id: str) -> str:
+    """Look an order up slowly (seconds); marks when it started and when it finished."""
+    _count(ctx, "slow_lookup")
+    await asyncio.sleep(30)
+    client().set(f"{PREFIX}:{ctx.execution_id}:slow_lookup:finished", 1)
+    return f"{order_id}: delivered"
+
+
+def finished(execution_id: str, tool: str) -> bool:
+    return bool(client().exists(f"{PREFIX}:{execution_id}:{tool}:finished"))

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from engine.adapters.ai_models import SCRIPTED_CALLS
 from engine.states import ExecutionStatus, StepStatus
@@ -156,6 +157,18 @@ def test_a_provider_error_falls_back_to_the_next_model(make_world: Callable[...,
         execution = world.wait(execution_id)
     assert execution.status is ExecutionStatus.SUCCEEDED, execution.error
     assert execution.output == {"answer": "answered by the backup"}
+    # per-model metrics: the failed call of the primary, the answer of the fallback with its tokens
+    labels = {"workflow": "ai-fallback", "step": "agent"}
+    failed = REGISTRY.get_sample_value(
+        "conveyor_model_calls_total", labels | {"model": "fake:support", "outcome": "ScriptedProviderError"}
+    )
+    answered = REGISTRY.get_sample_value(
+        "conveyor_model_calls_total", labels | {"model": "fake:backup", "outcome": "ok"}
+    )
+    tokens = REGISTRY.get_sample_value(
+        "conveyor_model_tokens_total", labels | {"model": "fake:backup", "direction": "output"}
+    )
+    assert (failed, answered, tokens) == (1.0, 1.0, 4.0)
 
 
 def _wait_step(world: World, execution_id: str, status: StepStatus, timeout: float = 60) -> Any:
@@ -200,3 +213,30 @@ def test_the_execution_budget_counts_every_ai_step_and_its_usage_is_readable_in_
     assert within.output == {"tokens": 140}
     succeeded = [e for e in world.service.events_after(TENANT, within_id, None) if e.type == "step.succeeded"]
     assert [e.data["usage"]["total_tokens"] for e in succeeded] == [70, 70]
+
+
+def test_cancelling_the_execution_stops_the_agent_in_the_middle_of_a_tool(
+    make_world: Callable[..., World], executions: list[str]
+) -> None:
+    script = [
+        {"tool_calls": [{"name": "slow_lookup", "args": {"order_id": "A1"}}]},
+        {"tool_calls": [{"name": "refund", "args": {"order_id": "A1", "amount": 42}}]},
+        {"content": "never"},
+    ]
+    world = make_world(cancel_check_seconds=0.2)
+    world.apply(agent_workflow("ai-cancel", script, tools=[f"{TOOLS}.slow_lookup", f"{TOOLS}.refund"]))
+    with world.worker():
+        execution_id = world.start("ai-cancel", {"order": "A1"})
+        executions.append(execution_id)
+        deadline = time.monotonic() + 60
+        while ai_tools.calls(execution_id, "slow_lookup") == 0:
+            assert time.monotonic() < deadline, "the slow tool never started"
+            time.sleep(0.05)
+        calls_before = SCRIPTED_CALLS["support"]
+        world.service.cancel(TENANT, execution_id)
+        world.wait_handled(1, timeout=20)  # the attempt ends long before the tool's 30 s
+    assert world.service.get_execution(TENANT, execution_id).status is ExecutionStatus.CANCELLED
+    assert world.runner.outcomes["lease-lost"] == 1
+    assert not ai_tools.finished(execution_id, "slow_lookup"), "the tool was stopped with the graph"
+    assert ai_tools.calls(execution_id, "refund") == 0
+    assert SCRIPTED_CALLS["support"] == calls_before, "no model call after the cancel"

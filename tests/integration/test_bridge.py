@@ -187,7 +187,7 @@ def test_a_bridge_killed_between_commit_and_ack_starts_nothing_twice(tmp_path: P
     reader = threading.Thread(target=lambda: lines.extend(iter(restarted.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
     try:
-        eventually(lambda: any(message_id in line and "duplicate=True" in line for line in lines), 90, "redelivery")
+        eventually(lambda: any(message_id in line and "duplicate=True" in line for line in lines), 180, "redelivery")
         restarted.send_signal(signal.SIGTERM)
         restarted.wait(timeout=60)
     finally:
@@ -259,3 +259,21 @@ def test_a_pubsub_publish_step_publishes_once_with_its_idempotency_key(tmp_path:
     assert json.loads(received.data) == {"order": "A-5"}
     key = f"{execution_id}/announce"
     assert dict(received.attributes) == {"kind": "order", "idempotency_key": key, "event_id": key}
+
+
+def test_the_bridge_creates_a_missing_subscription_with_the_native_dead_letter_policy(topics: Topics) -> None:
+    topic, _ = topics.create("orders")
+    dead_topic, _ = topics.create("dead")
+    wanted = BridgeSubscription(subscription=f"{topic}-created", tenant=TENANT, topic=topic)
+    bridge = Bridge(None, None, dead_topic, max_attempts=5, max_message_bytes=1)  # type: ignore[arg-type]
+    streaming = StreamingBridge(bridge, [wanted], project=PROJECT, max_messages=1)
+    streaming.ensure_subscriptions(dead_topic, max_attempts=5)
+    streaming.ensure_subscriptions(dead_topic, max_attempts=5)  # already there: left as it is
+    path = streaming.subscription_path(wanted)
+    try:
+        created = topics.subscriber.get_subscription(request={"subscription": path})
+        assert created.topic.endswith(f"/topics/{topic}")
+        assert created.dead_letter_policy.dead_letter_topic.endswith(f"/topics/{dead_topic}")
+        assert created.dead_letter_policy.max_delivery_attempts == 7
+    finally:
+        topics.subscriber.delete_subscription(request={"subscription": path})

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -102,19 +103,72 @@ EXPECTED_OUTPUTS = {
     "loan_approval": {"decision": "approve", "score": 740},
     "payment_retry": {"gateway_calls": 3},
     "support_agent": {"answer": "Sorry about the damaged kettle. I have refunded the 42 you paid for order A-1001."},
+    "invoice_review": {"invoice": "INV-7", "approved": True, "vendor": "Acme"},
 }
 #: Extra arguments an example needs (answers to the steps that wait for a person).
-EXTRA_ARGUMENTS = {"support_agent": ["--signal", f"support=@{EXAMPLES / 'support_agent' / 'approve.json'}"]}
+EXTRA_ARGUMENTS = {
+    "support_agent": ["--signal", f"support=@{EXAMPLES / 'support_agent' / 'approve.json'}"],
+    "invoice_review": ["--signal", f"review=@{EXAMPLES / 'invoice_review' / 'approve.json'}"],
+}
+#: Events an example waits for, published by `conveyor events publish` once its execution started.
+EVENTS = {"invoice_review": ["invoice.scanned", "--key", "INV-7", "--data", '{"total": 120, "vendor": "Acme"}']}
+
+
+def publish_once_started(tmp_path: Path, args: list[str]) -> None:
+    """From another process, as a user would: publish the event once the run's execution exists."""
+    db = tmp_path / "state" / "conveyor.db"
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        if db.is_file():
+            store = SqliteStore(db)
+            try:
+                started = store.list_executions("default", limit=1).items
+            finally:
+                store.close()
+            if started:
+                break
+        time.sleep(0.2)
+    subprocess.run(
+        [sys.executable, "-m", "conveyor", "events", "publish", *args],
+        cwd=tmp_path,
+        env=conveyor_env(CONVEYOR_STATE_DIR=str(tmp_path / "state")),
+        capture_output=True,
+        timeout=RUN_TIMEOUT,
+        check=True,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_OUTPUTS))
 def test_each_example_runs_to_success_and_prints_its_outputs(tmp_path, name):
-    result = conveyor(tmp_path, *example(name), *EXTRA_ARGUMENTS.get(name, []))
+    publisher = None
+    if name in EVENTS:
+        publisher = threading.Thread(target=publish_once_started, args=(tmp_path, EVENTS[name]), daemon=True)
+        publisher.start()
+    env = conveyor_env(CONVEYOR_EVENT_ROUTE_AFTER="0.5")  # the run routes the other process's event soon
+    result = conveyor(tmp_path, *example(name), *EXTRA_ARGUMENTS.get(name, []), env=env)
+    if publisher is not None:
+        publisher.join(timeout=RUN_TIMEOUT)
     assert result.returncode == 0, result.stderr
     outputs = json.loads(result.stdout)
     assert outputs.items() >= EXPECTED_OUTPUTS[name].items()
     assert "SUCCEEDED" in result.stderr  # the final state of the progress table
     assert (tmp_path / "state" / "conveyor.db").is_file()
+
+
+def test_decisions_show_reads_the_bandit_a_run_taught(tmp_path):
+    result = conveyor(tmp_path, *example("support_agent"), *EXTRA_ARGUMENTS["support_agent"], "--quiet")
+    assert result.returncode == 0, result.stderr
+    env = conveyor_env(CONVEYOR_STATE_DIR=str(tmp_path / "state"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "conveyor", "decisions", *args]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    shown = cli("show", "support-agent", "style")
+    assert shown.returncode == 0, shown.stderr
+    assert "support-agent/style" in shown.stdout and json.loads(result.stdout)["style"] in shown.stdout
+    missing = cli("show", "support-agent", "support")
+    assert missing.returncode == 1 and "no ai.route step 'support'" in missing.stderr
 
 
 def test_every_example_is_covered():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from engine.bootstrap import build_service
 from engine.settings import Settings
 from engine.states import ExecutionStatus
 from tests.chaos.conftest import WorkerProcess, forget_run, tail, worker_env
-from tests.services import free_port
+from tests.services import free_port, wait_for
 
 pytestmark = pytest.mark.backend
 
@@ -36,14 +35,6 @@ WORKFLOW: dict[str, Any] = {
 }
 
 
-def wait_for(predicate, timeout: float, what: str) -> Any:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 @pytest.mark.timeout(180)

@@ -17,6 +17,7 @@ import pytest
 
 from tests.chaos.conftest import WorkerProcess, worker_command, worker_env
 from tests.chart.helm import render
+from tests.services import wait_for
 
 pytestmark = pytest.mark.backend
 
@@ -44,13 +45,6 @@ def probe(command: list[str]) -> tuple[bool, float]:
     return result.returncode == 0, time.perf_counter() - started
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def test_worker_liveness_probe(tmp_path: Path, redis_server_url: str) -> None:

@@ -71,7 +71,7 @@ def test_validate_valid_file(files: dict[str, Path]) -> None:
 
 def test_validate_invalid_file_lists_every_problem(files: dict[str, Path]) -> None:
     result = runner.invoke(app, ["validate", str(files["invalid"])])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the code `conveyor run` exits with for an invalid file
     lines = result.output.splitlines()
     assert lines[0] == f"✗ {files['invalid']}: workflow 'broken' is invalid (3 problems)"
     assert lines[1].startswith("  steps[0].type: unknown step type 'tsk' (known: ")
@@ -82,19 +82,19 @@ def test_validate_invalid_file_lists_every_problem(files: dict[str, Path]) -> No
 
 def test_validate_malformed_yaml_shows_line_and_column(files: dict[str, Path]) -> None:
     result = runner.invoke(app, ["validate", str(files["yaml"])])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the code `conveyor run` exits with for an invalid file
     assert "line 4, column 24: expected ',' or ']', but got '}'" in result.output
 
 
 def test_validate_several_files_summarises(files: dict[str, Path]) -> None:
     result = runner.invoke(app, ["validate", str(files["valid"]), str(files["invalid"]), str(files["yaml"])])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the code `conveyor run` exits with for an invalid file
     assert result.output.splitlines()[-1] == "1 valid, 2 invalid"
 
 
 def test_validate_missing_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the code `conveyor run` exits with for an invalid file
     assert "cannot read the file" in result.output
     assert "No such file or directory" in result.output
 
@@ -128,6 +128,6 @@ def test_graph_markdown_gets_a_fence(files: dict[str, Path], tmp_path: Path) -> 
 
 def test_graph_of_invalid_file(files: dict[str, Path]) -> None:
     result = runner.invoke(app, ["graph", str(files["invalid"])])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the code `conveyor run` exits with for an invalid file
     assert result.stdout == ""
     assert "steps[1].needs[0]: unknown step 'fetc'" in result.stderr

@@ -113,6 +113,45 @@ def test_support_agent_waits_for_the_refund_approval_then_answers(tmp_path, monk
     assert h.store.arm_counts("t1", "support-agent/style") == {decision["route"]: (1.0, 0.0)}
 
 
+def test_invoice_review_runs_from_its_event_trigger_and_its_schedule(tmp_path):
+    from engine.orchestration.approvals import Decision
+    from engine.router import EventRouter
+    from engine.trigger_admin import Triggers
+
+    directory = EXAMPLES / "invoice_review"
+    h = Harness(tmp_path)
+    h.apply(load_example(directory))
+    triggers = Triggers(h.store, h.clock)
+    created = [triggers.create("t1", **spec) for spec in json.loads((directory / "triggers.json").read_text())]
+    assert [t.kind for t in created] == ["event", "schedule"]
+    router = EventRouter(h.service)
+
+    # The event trigger starts a review with the mapped input; it waits for the scan.
+    router.publish("t1", type="invoice.submitted", data={"id": "INV-9", "amount": 80}, event_id="sub-1")
+    [execution] = h.service.list_executions("t1").items
+    assert execution.input == {"invoice_id": "INV-9", "amount": 80}
+    h.drain()
+    assert h.steps(execution.id)["scan"].status is StepStatus.WAITING
+    router.publish("t1", type="invoice.scanned", correlation_key="INV-9", data={"total": 80, "vendor": "Acme"})
+    h.drain()
+    review = h.steps(execution.id)["review"]
+    assert review.status is StepStatus.WAITING
+    assert review.wait["message"] == "Pay 80 EUR to Acme for INV-9?"
+    h.service.decide_approval("t1", execution.id, "review", Decision(False, "key:ops", "operator", "duplicate"))
+    h.drain()
+    rejected = h.execution(execution.id)
+    assert rejected.status is ExecutionStatus.SUCCEEDED  # on_reject: continue
+    assert rejected.output == {"invoice": "INV-9", "approved": False, "decided_by": "key:ops", "vendor": "Acme"}
+    assert h.steps(execution.id)["pay"].status is StepStatus.SKIPPED
+
+    # The schedule starts the monthly rent review at its next fire time.
+    schedule = created[1]
+    h.clock.value = schedule.next_fire_at
+    h.service.fire_due_triggers()
+    rent = [e for e in h.service.list_executions("t1").items if e.input.get("invoice_id") == "RENT"]
+    assert len(rent) == 1 and rent[0].trigger_id == schedule.id
+
+
 # --------------------------------------------------------------------------- documentation
 
 

@@ -186,3 +186,53 @@ def test_subworkflow_depth_is_limited(make_harness):
     assert h.steps(root)["again"].error["type"] == "SubworkflowFailed"
     deepest = next(e for e in executions if (e.parent or {}).get("depth") == 2)
     assert h.steps(deepest.id)["again"].error["type"] == "SubworkflowTooDeep"
+
+
+def test_retrying_the_parent_retries_its_failed_child_and_reuses_it(h):
+    # The child's only step fails once (no retries), then succeeds when run again.
+    h.apply({"name": "once", "steps": [{"id": "try", "type": "task", "with": {
+        "function": "tests.unit.fixtures.corefns.flaky", "args": {"key": "once", "failures": 1}}}],
+        "outputs": {"said": "steps.try.output"}})
+    h.apply({"name": "outer", "steps": [{"id": "sub", "type": "subworkflow", "with": {"workflow": "once"}}],
+             "outputs": {"said": "steps.sub.output.said"}})
+    parent_id = h.start("outer")
+    h.drain()
+    assert h.execution(parent_id).status is ExecutionStatus.FAILED
+    child = child_of(h, parent_id)
+    assert h.execution(child.id).status is ExecutionStatus.FAILED
+    h.service.retry("t1", parent_id)
+    h.drain()
+    assert h.execution(parent_id).status is ExecutionStatus.SUCCEEDED
+    assert h.execution(parent_id).output == {"said": "ok after 1"}
+    assert child_of(h, parent_id).id == child.id  # the same child, run again from its failed step
+    assert h.execution(child.id).run == 2
+
+
+def test_a_child_settling_while_its_parent_is_paused_is_recorded(h):
+    parent_id, child = parent_waiting_for_child(h, 3)
+    h.service.pause("t1", parent_id)
+    pass_the_hour(h)
+    assert h.execution(child.id).status is ExecutionStatus.SUCCEEDED
+    assert h.steps(parent_id)["sub"].status is StepStatus.SUCCEEDED
+    assert h.execution(parent_id).status is ExecutionStatus.PAUSED
+    h.service.resume("t1", parent_id)
+    h.drain()
+    assert h.execution(parent_id).output == {"result": 7}
+
+
+def test_a_link_issued_before_the_step_ran_again_is_refused(make_harness):
+    h = make_harness(approval_link_secret="s3cret")
+    h.apply(APPROVE)
+    execution_id = h.start("approve")
+    waiting(h, execution_id, "review")
+    stale, _ = h.service.approval_link("t1", execution_id, "review", role="admin", by="bob@example.com")
+    h.service.decide_approval("t1", execution_id, "review", decision(False))
+    h.drain()
+    h.service.retry("t1", execution_id)
+    waiting(h, execution_id, "review")
+    with pytest.raises(TransitionRefused, match="no longer valid"):
+        h.service.decide_by_link(stale, True)
+    fresh, _ = h.service.approval_link("t1", execution_id, "review", role="admin", by="bob@example.com")
+    h.service.decide_by_link(fresh, True)
+    h.drain()
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED

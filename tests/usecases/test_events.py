@@ -195,3 +195,26 @@ def test_pubsub_publish_without_pubsub_configured_fails_clearly(h):
     step = h.steps(execution_id)["announce"]
     assert step.status is StepStatus.FAILED and step.error["type"] == "NotConfigured"
     assert "CONVEYOR_PUBSUB_PROJECT" in step.error["message"]
+
+
+def test_a_signal_for_a_step_that_never_waits_is_refused_not_kept(h):
+    h.apply({"name": "plain", "steps": [task("first", "echo", value=1)]})
+    execution_id = h.start("plain")
+    with pytest.raises(TransitionRefused, match="never waits"):
+        h.service.signal("t1", execution_id, "first", {"x": 1})
+
+
+def test_one_event_id_published_concurrently_is_accepted_and_started_once(h):
+    from concurrent.futures import ThreadPoolExecutor
+
+    h.apply(ORDERS)
+    _event_trigger(h)
+    router = EventRouter(h.service)
+
+    def publish(_):
+        return router.publish("t1", type="order.created", data={"id": "A-1"}, event_id="same").duplicate
+
+    with ThreadPoolExecutor(6) as pool:
+        duplicates = list(pool.map(publish, range(6)))
+    assert sorted(duplicates) == [False] + [True] * 5
+    assert [e.input for e in h.service.list_executions("t1").items] == [{"order_id": "A-1"}]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -117,3 +118,39 @@ def test_ctx_cancelled_turns_true_within_a_second_of_a_cancel(h):
     while label not in outcomefns.noticed and time.time() < cancelled_at + 10:
         time.sleep(0.01)  # the runner stopped waiting; the step's thread notices on its next poll
     assert outcomefns.noticed.pop(label) - cancelled_at < 1.0
+
+
+def test_a_retry_message_that_arrives_early_does_not_start_the_retry(h):
+    h.apply({"name": "early", "steps": [
+        task("s", "raise_once", retry={"max_attempts": 2, "backoff": "fixed", "initial": "1s", "jitter": False},
+             key=uuid.uuid4().hex),
+    ]})
+    execution_id = h.start("early")
+    h.dispatcher.sent.clear()
+    h.runner.run("t1", execution_id, "s")
+    failed_at = h.clock.now()
+    assert h.steps(execution_id)["s"].status is StepStatus.RETRY_WAIT
+    [retry] = h.dispatcher.sent
+    assert retry.countdown == 1.0
+    h.dispatcher.sent.clear()
+    h.clock.advance(0.9)  # the broker delivers the countdown message 0.1 s early
+    assert h.runner.run("t1", execution_id, "s").outcome == "ignored"
+    step = h.steps(execution_id)["s"]
+    assert (step.status, step.attempt) == (StepStatus.RETRY_WAIT, 1)
+    [again] = h.dispatcher.sent  # sent again for the rest of the delay, not left to the reconciler
+    assert again.countdown == pytest.approx(0.1)
+    h.drain()
+    step = h.steps(execution_id)["s"]
+    assert (step.status, step.attempt) == (StepStatus.SUCCEEDED, 2)
+    assert step.started_at - failed_at >= 1.0
+
+
+def test_a_when_that_is_not_a_boolean_fails_the_step(h):
+    h.apply({"name": "cond", "steps": [
+        {**task("s", "sleeps", seconds=0), "when": "input.flag"},
+    ]})
+    execution_id = h.start("cond", {"flag": "yes"})
+    step = h.steps(execution_id)["s"]
+    assert step.status is StepStatus.FAILED
+    assert step.error["message"] == "expression 'input.flag' must be a boolean but returned a string"
+    assert h.execution(execution_id).status is ExecutionStatus.FAILED

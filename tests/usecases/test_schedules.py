@@ -10,7 +10,7 @@ import pytest
 from engine.schedules import fire_key
 from engine.service import Service
 from engine.states import ExecutionStatus
-from engine.trigger_admin import TriggerChanges, Triggers
+from engine.trigger_admin import TriggerChanges, Triggers, next_fires
 
 SLEEPY = {"name": "sleepy", "steps": [{"id": "nap", "type": "wait", "with": {"duration": "1h"}}]}
 QUICK = {"name": "quick", "steps": [{"id": "done", "type": "transform", "with": {"value": 1}}]}
@@ -179,3 +179,29 @@ def test_a_fire_the_engine_refuses_is_kept_on_the_trigger_and_does_not_block_it(
     stored = h.triggers.get("t1", trigger.id)
     assert stored.fired == 0 and "archived" in stored.last_error
     assert stored.next_fire_at == trigger.next_fire_at + 60
+
+
+def test_an_execution_lost_from_the_running_list_does_not_block_a_skip_schedule(sleepy):
+    h = sleepy
+    trigger = schedule(h)
+    stored = h.triggers.get("t1", trigger.id)
+    stored.running = ["gone"]  # an id whose execution does not exist (or ended unseen)
+    h.store.put_trigger(stored)
+    fire_at(h, trigger.next_fire_at)
+    started = by_key(h, trigger.id, trigger.next_fire_at)
+    assert started is not None
+    assert h.triggers.get("t1", trigger.id).running == [started.id]
+
+
+def test_a_stored_spec_that_is_no_longer_valid_stops_only_its_own_trigger(sleepy):
+    h = sleepy
+    broken = schedule(h)
+    healthy = schedule(h)
+    stored = h.triggers.get("t1", broken.id)
+    stored.spec = {"cron": "0 0 * * * *"}  # 6 fields: accepted by the former cron library
+    h.store.put_trigger(stored)
+    assert next_fires(stored) == []
+    fire_at(h, healthy.next_fire_at)
+    assert by_key(h, healthy.id, healthy.next_fire_at) is not None
+    after = h.triggers.get("t1", broken.id)
+    assert after.next_fire_at is None and "5 fields" in after.last_error

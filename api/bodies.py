@@ -1,0 +1,156 @@
+"""Strict requests: unknown query parameters refused, bodies decoded as strict JSON (and YAML
+where a route declares it), nesting-limited.
+
+A query parameter the route does not declare is a 400 ``unknown-parameter`` problem (it would
+otherwise be ignored silently: a misspelt filter returning everything). Every body is checked
+the same way before any model or use case sees it:
+
+- malformed JSON is a 400 ``malformed-json`` problem (``NaN`` and ``Infinity``, which
+  Python's decoder accepts, are refused by the engine with the path they were found at:
+  :func:`engine.payloads.check_payload`, a 422 ``payload-invalid``);
+- a body nested deeper than ``settings.max_json_depth`` is a 422 ``nested-too-deeply`` problem
+  (deep nesting otherwise ends in a ``RecursionError`` somewhere in validation, a 500);
+- a route that lists ``application/yaml`` in its OpenAPI ``requestBody`` also accepts YAML
+  (safe subset, no aliases), checked the same way and handed on as JSON.
+
+REST routes get this through :class:`StrictRoute` (the routers' ``route_class``); GraphQL
+through :func:`decode_json` in its router.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import yaml
+from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+
+from api.deps import runtime
+
+YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
+
+
+class BodyRefused(HTTPException):
+    """A body that cannot be decoded; ``code`` is the problem's code."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(status, detail)
+        self.code = code
+
+
+def _too_deep(max_depth: int) -> BodyRefused:
+    return BodyRefused(422, "nested-too-deeply", f"the body nests deeper than {max_depth} levels")
+
+
+def check_depth(value: Any, max_depth: int) -> None:
+    """Refuse ``value`` when objects and arrays nest deeper than ``max_depth`` (no recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while pending:
+        current, depth = pending.pop()
+        if depth > max_depth:
+            raise _too_deep(max_depth)
+        children = current.values() if isinstance(current, dict) else current
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def _decoded(decode: Callable[[], Any], max_depth: int) -> Any:
+    try:
+        value = decode()
+    except RecursionError:  # nesting deeper than the decoder itself can follow
+        raise _too_deep(max_depth) from None
+    check_depth(value, max_depth)
+    return value
+
+
+def _json_loads(raw: str | bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BodyRefused(400, "malformed-json", f"the body is not valid JSON: {exc.msg} at {exc.pos}") from None
+
+
+def decode_json(raw: str | bytes, max_depth: int) -> Any:
+    """Strict JSON, nesting-limited (see the module docstring)."""
+    return _decoded(lambda: _json_loads(raw), max_depth)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases (a few aliases can stand for a huge document)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise BodyRefused(400, "malformed-yaml", "YAML aliases are not accepted")
+        return super().compose_node(parent, index)
+
+
+def _yaml_loads(raw: bytes) -> Any:
+    loader = _NoAliasLoader(raw)  # a SafeLoader: plain data only
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise BodyRefused(400, "malformed-yaml", f"the body is not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def decode_yaml(raw: bytes, max_depth: int) -> Any:
+    """Safe YAML without aliases, nesting-limited, as the JSON value it stands for."""
+    value = _decoded(lambda: _yaml_loads(raw), max_depth)
+    # YAML has values JSON has not (dates, timestamps): refuse them rather than convert them.
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        raise BodyRefused(422, "invalid", "the YAML holds values JSON cannot (such as dates): quote them") from None
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+class _CheckedRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = decode_json(await self.body(), runtime(self).settings.max_json_depth)
+        return self._json
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+class StrictRoute(APIRoute):
+    """A route refusing undeclared query parameters, its body decoded by :func:`decode_json`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        content = (self.openapi_extra or {}).get("requestBody", {}).get("content", {})
+        accepts_yaml = any(media in YAML_MEDIA_TYPES for media in content)
+        known = frozenset(_query_names(self.dependant))
+
+        async def route_handler(request: Request) -> Response:
+            unknown = sorted(set(request.query_params) - known)
+            if unknown:
+                expected = ", ".join(sorted(known)) or "none"
+                raise BodyRefused(
+                    400, "unknown-parameter", f"unknown query parameter(s) {', '.join(unknown)} (expected: {expected})"
+                )
+            checked = _CheckedRequest(request.scope, request.receive)
+            if accepts_yaml and _media_type(request) in YAML_MEDIA_TYPES:
+                value = decode_yaml(await request.body(), runtime(request).settings.max_json_depth)
+                # Hand the route JSON: FastAPI decodes only JSON media types into models.
+                scope = dict(request.scope)
+                scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+                scope["headers"].append((b"content-type", b"application/json"))
+                checked = _CheckedRequest(scope, request.receive)
+                checked._body = json.dumps(value).encode()
+                checked._json = value
+            return await handler(checked)
+
+        return route_handler

@@ -1,0 +1,202 @@
+"""``conveyor executions list|show|cancel|retry``: operate executions in the configured store.
+
+The store is the one every other command uses: SQLite under ``--state-dir`` (the embedded
+default, where ``conveyor run`` keeps its executions) or Firestore with
+``CONVEYOR_STORE=firestore``. ``retry`` runs the retried steps the way ``conveyor run``
+does: in this process (an embedded worker), unless ``--no-worker`` leaves them to
+``conveyor worker`` processes through ``CONVEYOR_BROKER_URL``.
+
+Exit codes: 0 done; 1 the execution is not found, the store refused the change (it cannot
+be cancelled or retried in its state), or a retried execution failed again; 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from conveyor import exit_codes, progress
+from conveyor.commands.run import NoWorkerOption, QuietOption, TimeoutOption, follow_here
+from engine.adapters.payloads import record_to_dict
+from engine.bootstrap import build_service
+from engine.errors import ConveyorError
+from engine.records import ExecutionRecord
+from engine.service import Service
+from engine.settings import Settings
+from engine.states import EXECUTION_TERMINAL, ExecutionStatus
+
+executions = typer.Typer(
+    name="executions",
+    help="List, inspect, cancel and retry executions in the configured store.",
+    no_args_is_help=True,
+)
+
+Tenant = Annotated[str, typer.Option(help="Tenant whose executions to use.")]
+StateDir = Annotated[
+    Path | None, typer.Option(help="Folder of the local store (default: CONVEYOR_STATE_DIR or .conveyor).")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ExecutionId = Annotated[str, typer.Argument(help="The execution's id.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``executions`` to the ``conveyor`` app."""
+    app.add_typer(executions)
+
+
+def _settings(state_dir: Path | None) -> Settings:
+    return Settings(state_dir=state_dir) if state_dir is not None else Settings()
+
+
+@contextmanager
+def _service(state_dir: Path | None) -> Iterator[Service]:
+    """A service on the configured store; any Conveyor error is printed and exits 1."""
+    service = None
+    try:
+        service = build_service(_settings(state_dir))
+        yield service
+    except ConveyorError as exc:
+        _err().print(f"[red]✗[/red] {escape(exc.message)}")
+        raise typer.Exit(exit_codes.FAILED) from None
+    finally:
+        if service is not None:
+            service.store.close()
+
+
+@executions.command("list")
+def list_executions(
+    status: Annotated[
+        ExecutionStatus | None, typer.Option(case_sensitive=False, help="Only executions in this status.")
+    ] = None,
+    workflow: Annotated[str | None, typer.Option(help="Only executions of this workflow.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many, newest first.")] = 20,
+    tenant: Tenant = "default",
+    state_dir: StateDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """List executions, newest first."""
+    with _service(state_dir) as service:
+        page = service.list_executions(tenant, status=status, workflow=workflow, limit=limit)
+    found: list[ExecutionRecord] = list(page.items)
+    if as_json:
+        _print_json([_summary(execution) for execution in found])
+        return
+    table = Table(title=f"{len(found)} execution{'s' if len(found) != 1 else ''}", title_justify="left")
+    table.add_column("id", no_wrap=True)  # ids are copied into other commands: never cut
+    for column in ("workflow", "status", "created", "finished", "error"):
+        table.add_column(column)
+    for execution in found:
+        error = execution.error or {}
+        table.add_row(
+            execution.id,
+            f"{execution.workflow} v{execution.version}",
+            str(execution.status),
+            _when(execution.created_at),
+            _when(execution.finished_at),
+            escape(str(error.get("type") or "")),
+        )
+    _out().print(table)
+
+
+@executions.command("show")
+def show(
+    execution_id: ExecutionId, tenant: Tenant = "default", state_dir: StateDir = None, as_json: AsJson = False
+) -> None:
+    """Show one execution: its status, steps, outputs and error."""
+    with _service(state_dir) as service:
+        execution = service.get_execution(tenant, execution_id)
+        steps = service.list_steps(tenant, execution_id)
+        order = list(service.compiled(tenant, execution.workflow, execution.version).order)
+        # Built while the store is open: a record reads its payloads only when first asked
+        # (this reads them all, so the table below needs the store no more).
+        document = {**record_to_dict(execution), "steps": [record_to_dict(step) for step in steps]}
+    if as_json:
+        _print_json(document)
+        return
+    now = time.time()
+    rows = progress.step_rows(order, steps, now, ended=execution.status in EXECUTION_TERMINAL)
+    out = _out()
+    out.print(progress.render(execution, rows, now))
+    if execution.status is ExecutionStatus.SUCCEEDED:
+        out.print_json(data=execution.output, indent=2)
+    elif execution.error:
+        where = f" at step {execution.error['step']}" if execution.error.get("step") else ""
+        out.print(f"{escape(str(execution.error.get('type', 'Error')))}{escape(where)}: "
+                  f"{escape(str(execution.error.get('message', '')))}")  # fmt: skip
+
+
+@executions.command("cancel")
+def cancel(
+    execution_id: ExecutionId, tenant: Tenant = "default", state_dir: StateDir = None, as_json: AsJson = False
+) -> None:
+    """Cancel a running or paused execution and every step still active in it."""
+    with _service(state_dir) as service:
+        execution = service.cancel(tenant, execution_id)
+    if as_json:
+        _print_json(_summary(execution))
+        return
+    _err().print(f"[green]✓[/green] execution {execution.id} {execution.status}")
+
+
+@executions.command("retry")
+def retry(
+    execution_id: ExecutionId,
+    tenant: Tenant = "default",
+    state_dir: StateDir = None,
+    timeout: TimeoutOption = None,
+    quiet: QuietOption = False,
+    no_worker: NoWorkerOption = False,
+) -> None:
+    """Retry a failed, cancelled or timed-out execution from its failed steps and follow it to its end.
+
+    Successful steps keep their outputs; the failed and cancelled ones run again. As with
+    ``conveyor run``, steps run in this process unless ``--no-worker``; the step modules must
+    be importable from the current folder or ``CONVEYOR_IMPORTS``. Exits 0 if it succeeds.
+    """
+    err = _err()
+
+    def begin(service: Service) -> ExecutionRecord:
+        return service.retry(tenant, execution_id)
+
+    follow_here(_settings(state_dir), begin, no_worker=no_worker, timeout=timeout, quiet=quiet, err=err)
+
+
+def _summary(execution: ExecutionRecord) -> dict[str, Any]:
+    return {
+        "id": execution.id,
+        "workflow": execution.workflow,
+        "version": execution.version,
+        "status": str(execution.status),
+        "created_at": execution.created_at,
+        "finished_at": execution.finished_at,
+        "error": execution.error,
+    }
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+

@@ -1,0 +1,85 @@
+"""Issue 11 items 6 and 10: deep nesting, NaN, malformed JSON, unknown query parameters and
+YAML definitions get clear problems (never a 500, never silently ignored)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from engine.auth import Role
+from tests.api.conftest import Api
+from tests.api.support import HELLO
+
+pytestmark = pytest.mark.timeout(60)
+
+DEEP = "[" * 900 + "]" * 900  # 1.8 KB
+
+
+def _post(api: Api, path: str, body: str, media: str = "application/json") -> dict:
+    response = api.call("POST", path, content=body, headers={"content-type": media})
+    assert response.headers["content-type"] == "application/problem+json", response.text
+    return {"status": response.status_code, **response.json()}
+
+
+def test_input_nested_900_deep_is_a_422_problem_on_rest_and_graphql(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    for path, body in (
+        ("/v1/executions", '{"workflow": "hello", "input": {"who": ' + DEEP + "}}"),
+        ("/v1/workflows:validate", '{"name": "x", "steps": ' + DEEP + "}"),
+        ("/v1/events", '{"type": "x.y", "data": {"a": ' + DEEP + "}}"),
+    ):
+        problem = _post(api, path, body)
+        assert (problem["status"], problem["code"]) == (422, "nested-too-deeply"), problem
+        assert "64 levels" in problem["detail"]
+    query = 'mutation ($i: JSON) { startExecution(input: {workflow: "hello", input: $i}) { __typename } }'
+    body = '{"query": ' + json.dumps(query) + ', "variables": {"i": ' + DEEP + "}}"
+    response = api.call("POST", "/graphql", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "64 levels" in response.text
+    literal = "{a: " * 900 + "1" + "}" * 900
+    document = 'mutation { startExecution(input: {workflow: "hello", input: ' + literal + "}) { __typename } }"
+    errors = api.client.post("/graphql", json={"query": document}, headers=api.headers(), params=None).json()["errors"]
+    assert "nested too deeply" in errors[0]["message"]
+    assert api.call("GET", "/v1/executions").json()["items"] == []
+
+
+def test_nan_and_infinity_are_refused_in_definitions_and_triggers(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    definition = '{"name": "x", "steps": [{"id": "a", "type": "transform", "with": {"value": NaN}}]}'
+    for path, body in (
+        ("/v1/workflows:validate", definition),
+        ("/v1/triggers", '{"workflow": "hello", "kind": "event", "spec": {"type": "x.y"}, "input": {"a": Infinity}}'),
+    ):
+        problem = _post(api, path, body)
+        assert (problem["status"], problem["code"]) == (422, "payload-invalid"), problem
+        assert "which JSON cannot represent" in problem["detail"]
+    response = api.call("PUT", "/v1/workflows/x", content=definition, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["code"] == "payload-invalid"
+    assert api.call("GET", "/v1/triggers").json()["items"] == []
+
+
+def test_malformed_json_is_400_and_unknown_query_parameters_are_refused(api: Api) -> None:
+    problem = _post(api, "/v1/executions", '{"workflow": ')
+    assert (problem["status"], problem["code"]) == (400, "malformed-json")
+    for path in ("/v1/executions?staus=RUNNING", "/v1/workflows?limit=5&sort=name", "/v1/keys?tenant=other"):
+        response = api.call("GET", path)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["code"] == "unknown-parameter"
+    assert api.call("GET", "/v1/executions?status=RUNNING&limit=5").status_code == 200
+
+
+def test_a_workflow_can_be_put_as_yaml(api: Api) -> None:
+    text = yaml.safe_dump(HELLO, sort_keys=False)
+    response = api.call("PUT", "/v1/workflows/hello", content=text, headers={"content-type": "application/yaml"})
+    assert response.status_code == 201, response.text
+    assert response.json()["definition"]["steps"][0]["id"] == "greet"
+    report = api.call("POST", "/v1/workflows:validate", content=text, headers={"content-type": "application/yaml"})
+    assert report.json()["valid"] is True
+    started = api.call("POST", "/v1/executions", role=Role.OPERATOR, json={"workflow": "hello", "input": {"who": "y"}})
+    assert started.status_code == 201
+    # Anchors and aliases (a few of them can stand for a huge document) and broken YAML are refused.
+    bomb = "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n"
+    for body, code in ((bomb, "malformed-yaml"), ("name: [unclosed", "malformed-yaml")):
+        refused = api.call("PUT", "/v1/workflows/hello", content=body, headers={"content-type": "application/yaml"})
+        assert (refused.status_code, refused.json()["code"]) == (400, code), refused.text

@@ -1,0 +1,236 @@
+"""The web console in a real headless Chromium (Debian's chromium + chromedriver, driven by
+Selenium; nothing is downloaded) against ``conveyor dev`` (API, worker and beat in one process).
+
+A user signs in with a key, starts an execution from the form, watches its steps turn green on
+the graph without reloading, opens a failed step's error and retries its execution, and sees
+only its own tenant's executions; a viewer sees no action buttons and the API refuses the
+actions anyway. Screenshots of the pages land in ``docs/screenshots/`` (the README shows them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from engine.adapters.store_sqlite import SqliteStore
+from engine.auth import Role
+from engine.keys import ApiKeys
+from engine.service import SystemClock
+from tests.services import free_port, wait_for
+
+pytestmark = pytest.mark.backend
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+DEMO: dict[str, Any] = {
+    "name": "console-demo",
+    "inputs": {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]},
+    "steps": [
+        {"id": "receive", "type": "transform", "with": {"value": "${input.order}"}},
+        {"id": "settle", "type": "wait", "needs": ["receive"], "with": {"duration": "3s"}},
+        {"id": "pack", "type": "transform", "needs": ["settle"], "with": {"value": "packed"}},
+        {"id": "notify", "type": "transform", "needs": ["settle"], "with": {"value": "sent"}},
+        {"id": "archive", "type": "transform", "needs": ["pack", "notify"], "with": {"value": "done"}},
+    ],
+}
+BROKEN: dict[str, Any] = {
+    "name": "console-broken",
+    "steps": [
+        {"id": "check", "type": "transform", "with": {"value": 1}},
+        {
+            "id": "refuse",
+            "type": "fail",
+            "needs": ["check"],
+            "with": {"message": "card declined", "error_type": "Declined"},
+        },
+    ],
+}
+
+
+def browser_binaries() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.fail("Debian's chromium and chromium-driver are needed (apt-get install chromium chromium-driver)")
+    return chromium, driver
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path) -> Iterator[tuple[str, dict[tuple[str, Role], str]]]:
+    """``conveyor dev`` on a free port with keys for two tenants and every role."""
+    port = free_port()
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(CONVEYOR_STATE_DIR=str(state), CONVEYOR_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    log = (tmp_path / "dev.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "dev", "--port", str(port)], env=env, cwd=tmp_path, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ready(base), 60, "conveyor dev answers /readyz")
+        store = SqliteStore(state / "conveyor.db")
+        keys = ApiKeys(store, SystemClock())
+        tokens = {(t, r): keys.create(t, r, f"{t}-{r}").token for t in ("acme", "globex") for r in Role}
+        store.close()
+        for tenant in ("acme", "globex"):
+            for definition in (DEMO, BROKEN):
+                response = httpx.put(
+                    f"{base}/v1/workflows/{definition['name']}",
+                    json=definition,
+                    headers={"Authorization": f"Bearer {tokens[(tenant, Role.EDITOR)]}"},
+                )
+                assert response.status_code in (200, 201), response.text
+        yield base, tokens
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    chromium, driver_path = browser_binaries()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=ChromeService(executable_path=driver_path), options=options)
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def until(driver: WebDriver, condition: Any, seconds: float = 45, what: str = "") -> Any:
+    def check(d: WebDriver) -> Any:
+        try:
+            return condition(d)
+        except StaleElementReferenceException:
+            return False
+
+    return WebDriverWait(driver, seconds, poll_frequency=0.1).until(check, message=what)
+
+
+def sign_in(driver: WebDriver, base: str, key: str) -> None:
+    driver.get(f"{base}/ui/")
+    field = until(driver, lambda d: d.find_element(By.ID, "key"), what="the sign-in form")
+    field.send_keys(key)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    until(driver, lambda d: d.find_elements(By.ID, "executions"), what="the executions page")
+
+
+def node_status(driver: WebDriver, step: str) -> str:
+    return str(driver.find_element(By.CSS_SELECTOR, f'g.node[data-step="{step}"]').get_attribute("data-status"))
+
+
+def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]], browser: WebDriver) -> None:
+    base, keys = dev_server
+    other = httpx.post(
+        f"{base}/v1/executions",
+        json={"workflow": "console-demo", "input": {"order": "G-1"}},
+        headers={"Authorization": f"Bearer {keys[('globex', Role.OPERATOR)]}"},
+    ).json()["id"]
+
+    sign_in(browser, base, keys[("acme", Role.OPERATOR)])
+    assert "acme · operator" in browser.find_element(By.ID, "who").text
+
+    # Start an execution from the form.
+    browser.get(f"{base}/ui/#/start")
+    until(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, '#start-workflow option[value="console-demo"]'),
+        what="workflows",
+    )
+    Select(browser.find_element(By.ID, "start-workflow")).select_by_value("console-demo")
+    field = browser.find_element(By.ID, "start-input")
+    field.clear()
+    field.send_keys('{"order": "A-1001"}')
+    browser.execute_script("window.notReloaded = true")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "g.node"), what="the execution's graph")
+
+    # Steps turn green live, without a reload.
+    until(browser, lambda d: node_status(d, "receive") == "SUCCEEDED", what="receive succeeds")
+    assert node_status(browser, "archive") != "SUCCEEDED", "the last step cannot have ended while settle waits"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / "execution-graph.png"))
+    until(browser, lambda d: node_status(d, "archive") == "SUCCEEDED", 60, "every step succeeds, live")
+    assert browser.execute_script("return window.notReloaded === true"), "the page was never reloaded"
+    assert all(node_status(browser, s["id"]) == "SUCCEEDED" for s in DEMO["steps"])
+
+    # A failed execution: its step's error, then a retry.
+    broken = httpx.post(
+        f"{base}/v1/executions",
+        json={"workflow": "console-broken"},
+        headers={"Authorization": f"Bearer {keys[('acme', Role.OPERATOR)]}"},
+    ).json()["id"]
+    browser.get(f"{base}/ui/#/executions/{broken}")
+    until(browser, lambda d: node_status(d, "refuse") == "FAILED", 60, "the fail step fails")
+    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-step="refuse"]')
+    assert "Declined: card declined" in row.text
+    browser.find_element(By.CSS_SELECTOR, "button[data-action=retry]").click()
+    until(browser, lambda d: "retry requested" in d.find_element(By.TAG_NAME, "main").text, what="the retry is sent")
+    wait_for(lambda: _execution(base, keys, broken)["run"] == 2, 30, "the execution ran again")
+
+    # Only this tenant's executions.
+    browser.get(f"{base}/ui/#/executions")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#executions tbody tr")) == 2, what="the list")
+    ids = {row.get_attribute("data-id") for row in browser.find_elements(By.CSS_SELECTOR, "#executions tbody tr")}
+    assert other not in ids and broken in ids
+    browser.save_screenshot(str(SCREENSHOTS / "executions.png"))
+    browser.get(f"{base}/ui/#/executions/{other}")
+    until(browser, lambda d: "not found" in d.find_element(By.TAG_NAME, "main").text.lower(), what="a foreign id")
+
+    # A viewer: no actions in the page, and the API refuses them anyway.
+    browser.find_element(By.ID, "sign-out").click()
+    sign_in(browser, base, keys[("acme", Role.VIEWER)])
+    assert not browser.find_element(By.CSS_SELECTOR, 'a[href="#/start"]').is_displayed()
+    browser.get(f"{base}/ui/#/executions/{broken}")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "g.node"), what="the execution as a viewer")
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-action]")
+    refused = httpx.post(
+        f"{base}/v1/executions/{broken}/retry", headers={"Authorization": f"Bearer {keys[('acme', Role.VIEWER)]}"}
+    )
+    assert refused.status_code == 403
+
+
+def _execution(base: str, keys: dict[tuple[str, Role], str], execution_id: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{base}/v1/executions/{execution_id}", headers={"Authorization": f"Bearer {keys[('acme', Role.VIEWER)]}"}
+    )
+    return dict(response.json())
+
+
+def test_console_assets_ship_in_the_package_with_a_strict_policy(dev_server: Any) -> None:
+    base, _ = dev_server
+    page = httpx.get(f"{base}/ui/")
+    assert page.status_code == 200 and '<script type="module" src="app.js">' in page.text
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    for asset in ("app.js", "style.css"):
+        response = httpx.get(f"{base}/ui/{asset}")
+        assert response.status_code == 200 and response.headers["x-content-type-options"] == "nosniff"
+    assert "http" not in httpx.get(f"{base}/ui/").text.split("<body>")[0].replace("http-equiv", ""), "no CDN"
