@@ -1,13 +1,15 @@
 """The event router: accept an external event into the log, then route it.
 
-One path for every source (REST, GraphQL, the Pub/Sub bridge, embedded mode): :meth:`EventRouter.publish`
-commits the event to its tenant's event log first (idempotent by event id), then routes it:
+One path for every source (``POST /v1/events``, ``conveyor events publish``, the Pub/Sub
+bridge): :meth:`EventRouter.publish` commits the event to its tenant's event log (idempotent
+by event id) in the same transaction as the executions its triggers start:
 
 - every enabled event trigger of its type whose CEL ``match`` holds starts its workflow, with
   the trigger's input mapping rendered over ``event`` and the idempotency key
   ``<trigger id>:<event id>``, so routing an event twice starts nothing twice;
-- every step registered as waiting on the event's route is offered the event through the one
-  guarded resume transition (:func:`engine.orchestration.steps.resume`).
+- then, for an event with a correlation key, every step registered as waiting on the event's
+  route is offered the event through the one guarded resume transition
+  (:func:`engine.orchestration.steps.resume`).
 
 Then the event is marked routed. An event whose router died before that is routed again by
 :meth:`EventRouter.route_due` (the reconciler); both halves are idempotent.
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -34,14 +35,6 @@ log = structlog.get_logger("conveyor.router")
 
 #: How long a tenant's list of event triggers is reused (a trigger change takes effect after it).
 TRIGGER_CACHE_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class Routed:
-    """What routing one event did."""
-
-    started: list[str]
-    resumed: int
 
 
 class EventRouter:
@@ -83,20 +76,18 @@ class EventRouter:
             self.route(accepted.event)
         return accepted
 
-    def route(self, event: InboundEventRecord) -> Routed:
+    def route(self, event: InboundEventRecord) -> None:
         """Start the event's triggers and offer it to its waiters, then mark it routed.
 
         Both are idempotent (trigger starts by their key, resumes by the guarded transition),
         so an event whose first routing was interrupted is simply routed again. A store outage
         propagates: the event stays unrouted and the reconciler retries.
         """
-        started = [e.id for e in self.service.start_for_event(event, self._starts(event))]
-        resumed = 0
+        self.service.start_for_event(event, self._starts(event))
         if event.correlation_key is not None:
             for waiter in self.service.store.list_waiters(event.tenant, event.route):
-                resumed += self.service.deliver_event(waiter, event)
+                self.service.deliver_event(waiter, event)
         self.service.store.atomic(lambda tx: eventlog.mark_routed(tx, event.tenant, event.id))
-        return Routed(started, resumed)
 
     def route_due(self, before: float, limit: int = 200) -> int:
         """Route events accepted at or before ``before`` that are still unrouted; how many."""

@@ -471,6 +471,7 @@ def test_release_name_containing_chart_name() -> None:
     [
         ({"settings": {"broker_url": "redis://x"}}, "additional properties 'broker_url' not allowed"),
         ({"settings": {"store": "sqlite"}}, "additional properties 'store' not allowed"),
+        ({"settings": {"approval_link_secret": "s3cret"}}, "additional properties 'approval_link_secret' not allowed"),
         ({"firestore": {"project": ""}}, "at '/firestore/project': minLength"),
         ({"redis": {"brokerUrl": ""}}, "redis.brokerUrl"),
         ({"worker": {"pools": [{"name": "x", "queues": []}]}}, "at '/worker/pools/0/queues': minItems"),

@@ -290,7 +290,7 @@ The CONVEYOR_* settings every container loads (the ConfigMap's data): dedicated 
 each key of `settings`. Used by the release's ConfigMap and by the migration hook's own copy.
 */}}
 {{- define "conveyor.configData" -}}
-{{- $reserved := list "store" "state_dir" "sqlite_path" "api_host" "api_port" "firestore_project" "firestore_database" "broker_url" "redis_url" "auth_enabled" "oidc_jwks_url" "oidc_issuer" "oidc_audience" "oidc_algorithms" }}
+{{- $reserved := list "store" "state_dir" "sqlite_path" "api_host" "api_port" "firestore_project" "firestore_database" "broker_url" "redis_url" "auth_enabled" "oidc_jwks_url" "oidc_issuer" "oidc_audience" "oidc_algorithms" "approval_link_secret" "sentry_dsn" }}
 CONVEYOR_STORE: "firestore"
 CONVEYOR_STATE_DIR: "/var/lib/conveyor"
 CONVEYOR_API_HOST: "0.0.0.0"
