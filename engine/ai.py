@@ -188,6 +188,8 @@ class AgentRequest:
     output_schema: Mapping[str, Any] | None = None
     budget: Budget | None = None
     max_turns: int = 25
+    #: Send the model's tokens to the live progress stream as they come.
+    stream: bool = False
     #: The workflow's ``budget`` and what the execution's other steps spent so far.
     execution_budget: Budget | None = None
     execution_spent: Usage = field(default_factory=lambda: Usage())

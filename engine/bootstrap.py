@@ -279,6 +279,7 @@ def build_step_ports(settings: Settings, store: Store) -> StepPorts:
         decisions=store,
         publisher=build_publisher(settings),
         http=build_http_client(settings),
+        live=build_event_sink(settings),
     )
 
 

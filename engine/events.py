@@ -19,6 +19,21 @@ def new_event_id(at: float) -> str:
     return f"{int(at * 1_000_000):016x}{next(_sequence) % 0x10000:04x}{secrets.token_hex(3)}"
 
 
+def token_event(tenant: str, execution_id: str, step_key: str, attempt: int, at: float, text: str) -> EventRecord:
+    """Model output tokens of an AI step (``stream: true``): sent on the live stream only, never
+    stored in the history (they would flood it; the answer is recorded with the step)."""
+    return EventRecord(
+        id=new_event_id(at),
+        execution_id=execution_id,
+        tenant=tenant,
+        type="step.tokens",
+        at=at,
+        step_key=step_key,
+        attempt=attempt,
+        data={"text": text},
+    )
+
+
 def execution_event(execution: ExecutionRecord, at: float, data: dict[str, Any] | None = None) -> EventRecord:
     return EventRecord(
         id=new_event_id(at),

@@ -28,7 +28,7 @@ from typing import Annotated, Any, cast
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, HumanInTheLoopMiddleware, ModelFallbackMiddleware
 from langchain_core.callbacks import AsyncCallbackHandler
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
 from langchain_core.tools.base import create_schema_from_function
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -51,6 +51,7 @@ from engine.ai import (
     cost_of,
 )
 from engine.errors import EgressDenied, LeaseLost, OutboundRequestFailed, StepFailure
+from engine.events import token_event
 from engine.ports import HttpClient, HttpRequest, ModelCall, ModelTelemetry
 from engine.steptypes.base import StepContext
 
@@ -364,7 +365,10 @@ class LangGraphRuntime:
                 return self._finished(state.values, request)
             try:
                 # A lost lease cancels this handler (the runner cancels its task), and with it the graph.
-                await graph.ainvoke(graph_input, config, durability="sync")
+                if request.stream:
+                    await _streamed(ctx, graph, graph_input, config)
+                else:
+                    await graph.ainvoke(graph_input, config, durability="sync")
             except GraphRecursionError:
                 raise StepFailure(
                     f"the agent did not answer within {request.max_turns} turns",
@@ -442,6 +446,32 @@ def _answer_for(resume: Any, interrupt_id: str) -> Any:
     if isinstance(resume, Mapping) and resume.get("interrupt_id") == interrupt_id:
         return {interrupt_id: resume.get("value")}
     return None
+
+
+#: Tokens are sent to the live stream in batches at most this often (seconds).
+TOKEN_BATCH_SECONDS = 0.1
+
+
+async def _streamed(ctx: StepContext, graph: Any, graph_input: Any, config: dict[str, Any]) -> None:
+    """Run the graph streaming model tokens (``stream_mode="messages"``) to the live stream."""
+    live = ctx.ports.live
+    pending: list[str] = []
+    last_sent = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last_sent
+        if pending and live is not None:
+            event = token_event(ctx.tenant, ctx.execution_id, ctx.step_key, ctx.attempt, ctx.now(), "".join(pending))
+            live.publish([event])
+        pending.clear()
+        last_sent = time.monotonic()
+
+    async for message, _metadata in graph.astream(graph_input, config, stream_mode="messages", durability="sync"):
+        if isinstance(message, AIMessageChunk) and isinstance(message.content, str) and message.content:
+            pending.append(message.content)
+            if time.monotonic() - last_sent >= TOKEN_BATCH_SECONDS:
+                flush()
+    flush()
 
 
 @contextlib.asynccontextmanager

@@ -70,6 +70,8 @@ class AgentConfig(StepConfig):
     output_schema: dict[str, Any] | None = None
     budget: Budget | None = None
     max_turns: int = Field(default=25, ge=1, le=200)
+    #: Send the model's tokens to the live progress stream (never to the store) as they come.
+    stream: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentConfig:
@@ -125,6 +127,7 @@ class AgentStep(BaseStepType):
             output_schema=config.output_schema,
             budget=config.budget,
             max_turns=config.max_turns,
+            stream=config.stream,
             execution_budget=ctx.execution_budget,
             execution_spent=ctx.execution_spent or Usage(),
         )

@@ -20,7 +20,7 @@ from engine.records import DecodedOnUse
 
 if TYPE_CHECKING:
     from engine.ai import Budget, ScriptedModel, Usage
-    from engine.ports import AgentRuntime, DecisionStats, HttpClient, Publisher
+    from engine.ports import AgentRuntime, DecisionStats, EventSink, HttpClient, Publisher
 
 
 class StepConfig(BaseModel):
@@ -102,6 +102,8 @@ class StepPorts:
     publisher: Publisher | None = None
     #: Outbound HTTP under the egress policy (the ``http`` step; agent tools may use it too).
     http: HttpClient | None = None
+    #: The live event stream (not the store): AI steps with ``stream: true`` send tokens there.
+    live: EventSink | None = None
 
     def require_http(self) -> HttpClient:
         if self.http is None:

@@ -240,3 +240,24 @@ def test_cancelling_the_execution_stops_the_agent_in_the_middle_of_a_tool(
     assert not ai_tools.finished(execution_id, "slow_lookup"), "the tool was stopped with the graph"
     assert ai_tools.calls(execution_id, "refund") == 0
     assert SCRIPTED_CALLS["support"] == calls_before, "no model call after the cancel"
+
+
+def test_with_stream_the_tokens_go_to_the_live_stream_and_not_to_the_history(
+    make_world: Callable[..., World], executions: list[str], redis_server_url: str
+) -> None:
+    from engine.adapters.events_redis import RedisEventLog
+
+    answer = "Your kettle is on its way back to us and the refund follows."
+    world = make_world()
+    world.apply(agent_workflow("ai-stream", [{"content": answer}], tools=[], stream=True))
+    with world.worker():
+        execution_id = world.start("ai-stream", {"order": "A1"})
+        executions.append(execution_id)
+        execution = world.wait(execution_id)
+    assert execution.status is ExecutionStatus.SUCCEEDED, execution.error
+    live = RedisEventLog.from_url(redis_server_url, maxlen=1000)
+    tokens = [e.event for e in live.read(TENANT, execution_id, count=1000) if e.event.type == "step.tokens"]
+    assert tokens and all(e.step_key == "agent" for e in tokens)
+    assert "".join(e.data["text"] for e in tokens) == answer
+    history = world.service.events_after(TENANT, execution_id, None)
+    assert not [e for e in history if e.type == "step.tokens"], "tokens are never stored"
