@@ -371,15 +371,17 @@ def test_keda_scales_pools_on_their_queue_lengths() -> None:
     ai = scaled["demo-conveyor-worker-ai"]["spec"]
     assert ai["scaleTargetRef"] == {"name": "demo-conveyor-worker-ai"}
     assert ai["maxReplicaCount"] == 5 and ai["minReplicaCount"] == 1
-    assert [t["metadata"]["listName"] for t in ai["triggers"]] == [*queue_keys("ai"), *queue_keys("ai-batch")], (
-        "every priority list of every queue (what kombu's Redis transport holds the messages in)"
-    )
+    # Each queue's urgent list (recovered steps) and normal list (every other step message).
+    assert [t["metadata"]["listName"] for t in ai["triggers"]] == [
+        *queue_keys("ai"),
+        *queue_keys("ai-batch"),
+    ]
     trigger = ai["triggers"][0]
     assert trigger["type"] == "redis"
     assert trigger["metadata"] == {
         "address": "redis-master.data:6379",
         "databaseIndex": "0",
-        "listName": queue_keys("ai")[0],
+        "listName": "ai",
         "listLength": "4",
         "enableTLS": "false",
         "passwordFromEnv": "REDIS_PASSWORD",
