@@ -70,7 +70,7 @@ class StartExecutionInput:
     idempotency_key: str | None = None
 
 
-async def _attempt(work: Callable[[], T]) -> T | Problem:
+async def attempt(work: Callable[[], T]) -> T | Problem:
     """Run a use case in the thread pool; an expected error becomes a ``Problem``."""
     try:
         return await run_in_threadpool(work)
@@ -126,30 +126,30 @@ class Mutation:
             result = actions.apply_workflow(ctx.runtime, ctx.principal, None, definition)
             return AppliedWorkflow(workflow=WorkflowVersion.from_record(result.version), created=result.created)
 
-        return await _attempt(apply)
+        return await attempt(apply)
 
     @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Start an execution")
     async def start_execution(self, info: Info, input: StartExecutionInput) -> StartExecutionResult:
-        return await _attempt(partial(_start, info, input))
+        return await attempt(partial(_start, info, input))
 
     @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Start many executions (at most 100)")
     async def start_executions(self, info: Info, inputs: list[StartExecutionInput]) -> list[StartExecutionResult]:
         _batch(inputs)
-        return [await _attempt(partial(_start, info, item)) for item in inputs]
+        return [await attempt(partial(_start, info, item)) for item in inputs]
 
     @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Cancel an execution")
     async def cancel_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
-        return await _attempt(partial(_cancel, info, str(id)))
+        return await attempt(partial(_cancel, info, str(id)))
 
     @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Cancel many executions (at most 100)")
     async def cancel_executions(self, info: Info, ids: list[strawberry.ID]) -> list[ExecutionResult]:
         _batch(ids)
-        return [await _attempt(partial(_cancel, info, str(i))) for i in ids]
+        return [await attempt(partial(_cancel, info, str(i))) for i in ids]
 
     @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Retry from the failed steps")
     async def retry_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
         ctx = info.context
-        return await _attempt(lambda: Execution.from_record(ctx.runtime.service.retry(ctx.principal.tenant, str(id))))
+        return await attempt(lambda: Execution.from_record(ctx.runtime.service.retry(ctx.principal.tenant, str(id))))
 
     @strawberry.mutation(
         extensions=requires(Role.VIEWER),
@@ -159,7 +159,7 @@ class Mutation:
         self, info: Info, id: strawberry.ID, step: str, decision: ApprovalVerdict, comment: str | None = None
     ) -> ApprovalResult:
         ctx = info.context
-        return await _attempt(
+        return await attempt(
             lambda: Step.from_record(
                 actions.decide_approval(ctx.runtime, ctx.principal, str(id), step, decision.value, comment, "graphql")
             )
@@ -170,14 +170,14 @@ class Mutation:
         self, info: Info, id: strawberry.ID, step: str, payload: JSON | None = None
     ) -> SignalResult:
         ctx = info.context
-        return await _attempt(
+        return await attempt(
             lambda: Step.from_record(ctx.runtime.service.signal(ctx.principal.tenant, str(id), step, payload))
         )
 
     @strawberry.mutation(extensions=requires(Role.EDITOR), description="Create a trigger")
     async def create_trigger(self, info: Info, input: CreateTriggerInput) -> TriggerResult:
-        return await _attempt(partial(_create_trigger, info, input))
+        return await attempt(partial(_create_trigger, info, input))
 
     @strawberry.mutation(extensions=requires(Role.EDITOR), description="Update a trigger; takes effect within 2 s")
     async def update_trigger(self, info: Info, id: strawberry.ID, input: UpdateTriggerInput) -> TriggerResult:
-        return await _attempt(partial(_update_trigger, info, str(id), input))
+        return await attempt(partial(_update_trigger, info, str(id), input))

@@ -14,6 +14,7 @@ from api.deps import MAX_PAGE_SIZE
 from api.graphql.permissions import requires
 from api.graphql.types.enums import ExecutionStatus
 from api.graphql.types.execution import Execution
+from api.graphql.types.key import ApiKey
 from api.graphql.types.pages import ExecutionPage, TriggerPage, WorkflowPage
 from api.graphql.types.session import WhoAmI
 from api.graphql.types.trigger import Trigger
@@ -51,6 +52,24 @@ class Query:
         except NotFound:
             return None
         return WorkflowVersion.from_record(record)
+
+    @strawberry.field(extensions=requires(Role.VIEWER), description="Versions of a workflow, newest first")
+    async def workflow_versions(
+        self, info: Info, name: str, cursor: str | None = None, limit: int = 50
+    ) -> WorkflowPage:
+        ctx = info.context
+        page = await run_in_threadpool(
+            lambda: ctx.runtime.service.list_workflow_versions(
+                ctx.principal.tenant, name, cursor=cursor, limit=_limit(limit)
+            )
+        )
+        return WorkflowPage(items=[WorkflowVersion.from_record(r) for r in page.items], next_cursor=page.next_cursor)
+
+    @strawberry.field(extensions=requires(Role.ADMIN), description="API keys of the caller's tenant (never secrets)")
+    async def keys(self, info: Info) -> list[ApiKey]:
+        ctx = info.context
+        records = await run_in_threadpool(ctx.runtime.keys.for_tenant, ctx.principal.tenant)
+        return [ApiKey.from_record(r) for r in records]
 
     @strawberry.field(extensions=requires(Role.VIEWER), description="Executions, newest first")
     async def executions(

@@ -9,11 +9,13 @@ from cross_web import HTTPException
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.tools import merge_types
 from strawberry.types.unset import UnsetType
 
 from api.auth import bearer_token
 from api.bodies import BodyRefused, decode_json
 from api.graphql.context import Context, get_context
+from api.graphql.control import ControlMutation
 from api.graphql.limits import extensions
 from api.graphql.mutations import Mutation
 from api.graphql.queries import Query
@@ -23,7 +25,8 @@ from engine.settings import Settings
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions(settings))
+    mutation = merge_types("Mutation", (Mutation, ControlMutation))
+    return strawberry.Schema(query=Query, mutation=mutation, subscription=Subscription, extensions=extensions(settings))
 
 
 def connection_token(params: Any) -> str | None:

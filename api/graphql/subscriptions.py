@@ -39,7 +39,7 @@ class Subscription:
                 yield to_graphql(message)
         except SlowConsumer as exc:
             metrics.slow_consumers.labels("graphql").inc()
-            yield Problem(code="slow-consumer", status=429, message=str(exc), problems=[])
+            yield Problem(code="slow-consumer", status="429", message=str(exc), problems=[])
         except ConveyorError as exc:
             yield Problem.from_error(exc)
         finally:

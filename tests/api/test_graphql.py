@@ -97,7 +97,7 @@ def test_mutations_return_expected_errors_as_problems(api: Api) -> None:
         "... on Problem { code status problems { path } } } }"
     )
     assert invalid["data"]["applyWorkflow"]["__typename"] == "Problem"
-    assert invalid["data"]["applyWorkflow"]["status"] == 422
+    assert invalid["data"]["applyWorkflow"]["status"] == "422"
 
     start = """mutation ($input: StartExecutionInput!) { startExecution(input: $input) { __typename
       ... on StartedExecution { created execution { id status } }
@@ -111,7 +111,7 @@ def test_mutations_return_expected_errors_as_problems(api: Api) -> None:
     bad_input = api.gql(start, {"input": {"workflow": "hello", "input": {"who": 5}}})["data"]["startExecution"]
     assert bad_input["__typename"] == "Problem" and bad_input["code"] == "input-invalid"
     unknown = api.gql(start, {"input": {"workflow": "nope"}})["data"]["startExecution"]
-    assert unknown["code"] == "not-found" and unknown["status"] == 404
+    assert unknown["code"] == "not-found" and unknown["status"] == "404"
     bad_labels = api.gql(start, {"input": {"workflow": "hello", "input": {"who": "x"}, "labels": {"bad key!": "v"}}})
     assert bad_labels["data"]["startExecution"]["code"] == "invalid"
 
@@ -187,6 +187,18 @@ FIELD_CALLS: dict[str, str] = {
     "createTrigger": 'createTrigger(input: {workflow: "hello", kind: "schedule", spec: {every: "1h"}}) '
     "{ __typename ... on Problem { code } }",
     "updateTrigger": 'updateTrigger(id: "$TRIGGER", input: {enabled: false}) { __typename ... on Problem { code } }',
+    "workflowVersions": 'workflowVersions(name: "hello") { items { name version } }',
+    "keys": "keys { id name role }",
+    "pauseExecution": 'pauseExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
+    "resumeExecution": 'resumeExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
+    "archiveWorkflow": 'archiveWorkflow(name: "hello") { __typename ... on Problem { code } }',
+    "restoreWorkflow": 'restoreWorkflow(name: "hello") { __typename ... on Problem { code } }',
+    "validateWorkflow": 'validateWorkflow(definition: {name: "x", steps: []}) { valid problems { path } }',
+    "enableTrigger": 'enableTrigger(id: "$TRIGGER") { __typename ... on Problem { code } }',
+    "disableTrigger": 'disableTrigger(id: "$TRIGGER") { __typename ... on Problem { code } }',
+    "deleteTrigger": 'deleteTrigger(id: "$TRIGGER") { __typename ... on Problem { code } }',
+    "createKey": 'createKey(input: {name: "g", role: VIEWER}) { __typename ... on Problem { code } }',
+    "revokeKey": 'revokeKey(id: "0123456789abcdef") { __typename ... on Problem { code } }',
 }
 
 

@@ -191,7 +191,7 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     until(browser, lambda d: node_status(d, "refuse") == "FAILED", 60, "the fail step fails")
     row = browser.find_element(By.CSS_SELECTOR, 'tr[data-step="refuse"]')
     assert "Declined: card declined" in row.text
-    browser.find_element(By.CSS_SELECTOR, "button[data-action=retry]").click()
+    until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "button[data-action=retry]"), what="retry offered").click()
     until(browser, lambda d: "retry requested" in d.find_element(By.TAG_NAME, "main").text, what="the retry is sent")
     wait_for(lambda: _execution(base, keys, broken)["run"] == 2, 30, "the execution ran again")
 
@@ -203,6 +203,28 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     browser.save_screenshot(str(SCREENSHOTS / "executions.png"))
     browser.get(f"{base}/ui/#/executions/{other}")
     until(browser, lambda d: "not found" in d.find_element(By.TAG_NAME, "main").text.lower(), what="a foreign id")
+
+    # Workflows (the graph of the latest version, its versions) and triggers (next fire times, counters).
+    trigger = httpx.post(
+        f"{base}/v1/triggers",
+        json={
+            "workflow": "console-demo",
+            "kind": "schedule",
+            "spec": {"cron": "0 9 * * *", "timezone": "Europe/Berlin"},
+            "input": {"order": "nightly"},
+        },
+        headers={"Authorization": f"Bearer {keys[('acme', Role.EDITOR)]}"},
+    )
+    assert trigger.status_code == 201, trigger.text
+    browser.get(f"{base}/ui/#/workflows/console-demo")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#versions li"), what="the workflow's versions")
+    assert {n.get_attribute("data-step") for n in browser.find_elements(By.CSS_SELECTOR, "g.node")} == {
+        s["id"] for s in DEMO["steps"]
+    }
+    browser.get(f"{base}/ui/#/triggers")
+    row = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f'tr[data-trigger="{trigger.json()["id"]}"]'))
+    assert row.text.count("AM") + row.text.count("PM") + row.text.count(":00") >= 5, row.text
+    browser.save_screenshot(str(SCREENSHOTS / "triggers.png"))
 
     # A viewer: no actions in the page, and the API refuses them anyway.
     browser.find_element(By.ID, "sign-out").click()

@@ -348,9 +348,100 @@ function executionPage(id) {
   follow();
 }
 
+// ------------------------------------------------------------------------------ workflows
+
+async function workflowsPage(name) {
+  const message = el("div");
+  const list = el("div", { class: "scroll" });
+  const detail = el("div");
+  show(el("h1", {}, "Workflows"), message, list, detail);
+  try {
+    const page = await api("/v1/workflows?limit=200");
+    fill(
+      list,
+      el(
+        "table",
+        { id: "workflows" },
+        el("caption", { class: "sr-only" }, "Workflows, latest version of each"),
+        el("thead", {}, el("tr", {}, ["Workflow", "Latest", "Created", "Archived"].map((h) => el("th", { scope: "col" }, h)))),
+        el(
+          "tbody",
+          {},
+          page.items.map((w) =>
+            el(
+              "tr",
+              { "data-workflow": w.name },
+              el("td", {}, el("a", { href: `#/workflows/${encodeURIComponent(w.name)}` }, w.name)),
+              el("td", {}, `v${w.version}`),
+              el("td", {}, when(w.created_at)),
+              el("td", {}, w.archived ? "yes" : ""),
+            ),
+          ),
+        ),
+      ),
+    );
+    if (!name) return;
+    const versions = await api(`/v1/workflows/${encodeURIComponent(name)}/versions?limit=50`);
+    const latest = await api(`/v1/workflows/${encodeURIComponent(name)}`);
+    fill(
+      detail,
+      el("h2", {}, `${latest.name} v${latest.version}`),
+      can("operator") ? el("p", {}, el("a", { href: `#/start?workflow=${encodeURIComponent(name)}` }, "Start an execution")) : null,
+      graph(latest.definition, []),
+      el("h3", {}, "Versions"),
+      el("ul", { id: "versions" }, versions.items.map((v) => el("li", {}, `v${v.version} · ${when(v.created_at)} · ${v.digest.slice(0, 12)}`))),
+      el("h3", {}, "Definition"),
+      el("pre", {}, JSON.stringify(latest.definition, null, 2)),
+    );
+  } catch (error) {
+    fill(message, notice(error.message));
+  }
+}
+
+// ------------------------------------------------------------------------------ triggers
+
+async function triggersPage() {
+  const message = el("div");
+  const list = el("div", { class: "scroll" });
+  show(el("h1", {}, "Triggers"), message, list);
+  try {
+    const page = await api("/v1/triggers?limit=200");
+    fill(
+      list,
+      el(
+        "table",
+        { id: "triggers" },
+        el("caption", { class: "sr-only" }, "Schedule and event triggers"),
+        el("thead", {}, el("tr", {}, ["Trigger", "Workflow", "Kind", "Spec", "Enabled", "Next fires", "Fired / missed / skipped / buffered", "Last error"].map((h) => el("th", { scope: "col" }, h)))),
+        el(
+          "tbody",
+          {},
+          page.items.map((t) =>
+            el(
+              "tr",
+              { "data-trigger": t.id },
+              el("td", {}, t.id.slice(0, 12)),
+              el("td", {}, t.workflow),
+              el("td", {}, t.kind),
+              el("td", {}, el("code", {}, JSON.stringify(t.spec))),
+              el("td", {}, t.enabled ? "yes" : "no"),
+              el("td", {}, el("ul", { class: "plain" }, (t.next_fires || []).map((f) => el("li", {}, when(f.at), f.note ? el("span", { class: "hint" }, ` (${f.note})`) : null)))),
+              el("td", {}, `${t.fired} / ${t.missed} / ${t.skipped} / ${t.buffered}`),
+              el("td", {}, t.last_error ? el("span", { class: "error" }, t.last_error) : ""),
+            ),
+          ),
+        ),
+      ),
+    );
+    if (!page.items.length) fill(message, notice("No triggers yet.", "info"));
+  } catch (error) {
+    fill(message, notice(error.message));
+  }
+}
+
 // ------------------------------------------------------------------------------ start
 
-async function startPage() {
+async function startPage(params) {
   const message = el("div");
   const workflow = el("select", { id: "start-workflow", name: "workflow", required: true });
   const input = el("textarea", { id: "start-input", name: "input", rows: 8, spellcheck: "false" }, "{}");
@@ -366,7 +457,8 @@ async function startPage() {
   show(form);
   try {
     const page = await api("/v1/workflows?limit=200");
-    fill(workflow, ...page.items.filter((w) => !w.archived).map((w) => el("option", { value: w.name }, `${w.name} (v${w.version})`)));
+    const chosen = params.get("workflow");
+    fill(workflow, page.items.filter((w) => !w.archived).map((w) => el("option", { value: w.name, selected: w.name === chosen }, `${w.name} (v${w.version})`)));
   } catch (error) {
     fill(message, notice(error.message));
   }
@@ -405,7 +497,9 @@ async function route() {
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean);
   if (parts[0] === "executions" && parts[1]) return executionPage(decodeURIComponent(parts[1]));
-  if (parts[0] === "start" && can("operator")) return startPage();
+  if (parts[0] === "start" && can("operator")) return startPage(params);
+  if (parts[0] === "workflows") return workflowsPage(parts[1] ? decodeURIComponent(parts[1]) : null);
+  if (parts[0] === "triggers") return triggersPage();
   return executionsPage(params);
 }
 

@@ -9,7 +9,6 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from api.graphql.types.enums import ExecutionStatus
 from api.graphql.types.event import Event
 from api.graphql.types.step import Step
 from api.graphql.types.workflow import WorkflowVersion
@@ -24,7 +23,10 @@ class Execution:
     id: strawberry.ID
     workflow: str
     version: int
-    status: ExecutionStatus
+    status: str = strawberry.field(
+        description="The execution's status, one of the ExecutionStatus values (a string, like Problem.status, so both "
+        "can be selected in one result union)"
+    )
     input: JSON | None
     output: JSON | None
     error: JSON | None

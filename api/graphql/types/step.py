@@ -7,7 +7,6 @@ from datetime import datetime
 import strawberry
 from strawberry.scalars import JSON
 
-from api.graphql.types.enums import StepStatus
 from api.schemas.executions import step_fields
 from engine.records import StepRecord
 
@@ -16,7 +15,10 @@ from engine.records import StepRecord
 class Step:
     key: str
     step_id: str
-    status: StepStatus
+    status: str = strawberry.field(
+        description="The step's status, one of the StepStatus values (a string, like Problem.status, so both "
+        "can be selected in one result union)"
+    )
     attempt: int
     run: int
     index: int | None
