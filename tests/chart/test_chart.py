@@ -24,6 +24,7 @@ import typer
 import yaml
 
 from conveyor.cli import app
+from engine.adapters.celery_config import queue_keys
 from engine.settings import Settings
 from tests.chart.helm import KUBE_VERSIONS, HelmError, lint, render, validate
 from tests.chart.settings_schema import SCHEMA, settings_schema
@@ -370,7 +371,11 @@ def test_keda_scales_pools_on_their_queue_lengths() -> None:
     ai = scaled["demo-conveyor-worker-ai"]["spec"]
     assert ai["scaleTargetRef"] == {"name": "demo-conveyor-worker-ai"}
     assert ai["maxReplicaCount"] == 5 and ai["minReplicaCount"] == 1
-    assert [t["metadata"]["listName"] for t in ai["triggers"]] == ["ai", "ai-batch"]
+    # Each queue's urgent list (recovered steps) and normal list (every other step message).
+    assert [t["metadata"]["listName"] for t in ai["triggers"]] == [
+        *queue_keys("ai"),
+        *queue_keys("ai-batch"),
+    ]
     trigger = ai["triggers"][0]
     assert trigger["type"] == "redis"
     assert trigger["metadata"] == {

@@ -19,6 +19,7 @@ import pytest
 import redis
 import yaml
 
+from engine.adapters.celery_config import queue_keys
 from engine.adapters.dispatcher_celery import CeleryDispatcher
 from engine.ports import Dispatch
 from engine.settings import Settings
@@ -68,14 +69,15 @@ def test_queued_steps_survive_a_redis_crash(tmp_path: Path) -> None:
         dispatcher = CeleryDispatcher.from_settings(Settings(broker_url=url, default_queue=QUEUE))
         dispatcher.dispatch([Dispatch("acme", f"exec-{i}", "step") for i in range(MESSAGES)])
         client = redis.Redis.from_url(url)
-        assert client.llen(QUEUE) == MESSAGES
+        normal = queue_keys(QUEUE)[-1]  # step messages wait on the normal-priority list
+        assert client.llen(normal) == MESSAGES
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
         time.sleep(2)  # appendfsync everysec: what was acknowledged a second ago is on disk
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         proc = start_redis(tmp_path, port)
         client = redis.Redis.from_url(url)
-        messages = [json.loads(raw) for raw in client.lrange(QUEUE, 0, -1)]
+        messages = [json.loads(raw) for raw in client.lrange(normal, 0, -1)]
         assert len(messages) == MESSAGES
         assert {m["headers"]["task"] for m in messages} == {"conveyor.run_step"}
         assert sorted(m["headers"]["argsrepr"] for m in messages) == sorted(
