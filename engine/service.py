@@ -254,9 +254,11 @@ class Service:
         return claimed
 
     def _check_fanin(self, check: FaninCheck, follow: step_cases.Timing | None = None) -> step_cases.Claimed | None:
-        last = self.store.read(lambda reads: reads.get_steps(check.tenant, check.execution_id, check.last_items))
-        if len(last) < len(check.last_items) or any(item.status in STEP_ACTIVE for item in last.values()):
-            return None  # a chain has not ended: its last item asks again when it does
+        if check.last_items:
+            keys = check.last_items
+            last = self.store.read(lambda reads: reads.get_steps(check.tenant, check.execution_id, keys))
+            if len(last) < len(keys) or any(item.status in STEP_ACTIVE for item in last.values()):
+                return None  # a chain has not ended: its last item asks again when it does
         if self.store.count_active_items(check.tenant, check.execution_id, check.step_id) > 0:
             return None
         if not self.store.mark_once(check.tenant, check.execution_id, check.marker):

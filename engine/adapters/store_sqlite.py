@@ -149,6 +149,9 @@ _COUNT_ACTIVE_ITEMS = """
     WHERE tenant = ? AND execution_id = ? AND key >= ? || '[' AND key < ? || '\\'
       AND status IN (SELECT value FROM json_each(?))
       AND json_extract(doc, '$.step_id') = ? AND json_extract(doc, '$.index') IS NOT NULL"""
+#: An execution input larger than this (as JSON) is kept in ``execution_inputs`` and read on
+#: first use; a smaller one stays in the header's document, decoded with it (no extra read).
+_INLINE_INPUT_BYTES = 16 * 1024
 _SELECT_INPUT = "SELECT body FROM execution_inputs WHERE tenant = ? AND id = ?"
 _UPSERT_INPUT = """
     INSERT INTO execution_inputs (tenant, id, body) VALUES (?, ?, ?)
@@ -740,7 +743,9 @@ class _SqliteTransaction:
 
     def _upsert_execution(self, data: dict[str, Any]) -> None:
         tenant, execution_id = data["tenant"], data["id"]
-        header = {name: value for name, value in data.items() if name != "input"}
+        input_text = _dumps(data["input"])
+        large_input = len(input_text) > _INLINE_INPUT_BYTES
+        header = {name: value for name, value in data.items() if name != "input"} if large_input else data
         doc, spilled = self._codec.encode(header)
         try:
             self._conn.execute(
@@ -762,7 +767,8 @@ class _SqliteTransaction:
                 f"idempotency key {data['idempotency_key']!r} is already used by another execution"
             ) from exc
         _write_payloads(self._conn, (tenant, execution_id, ""), spilled)
-        self._conn.execute(_UPSERT_INPUT, (tenant, execution_id, _dumps(data["input"])))
+        if large_input:
+            self._conn.execute(_UPSERT_INPUT, (tenant, execution_id, input_text))
 
     def _upsert_step(self, data: dict[str, Any]) -> None:
         owner = (data["tenant"], data["execution_id"], data["key"])
@@ -967,11 +973,11 @@ def _row_data(conn: sqlite3.Connection, row: Sequence[Any]) -> dict[str, Any]:
 
 
 def _load_execution(conn: sqlite3.Connection, row: Sequence[Any], load_input: _InputLoader) -> ExecutionRecord:
-    """Load an execution header; its input, kept in ``execution_inputs``, is read on first use.
+    """Load an execution header; a large input, kept in ``execution_inputs``, is read on first use.
 
     Most transactions never look at the input, and a large one (a foreach's list) would
-    otherwise be read and decoded by every transaction of every step. A header written
-    before inputs moved out keeps its input in ``doc`` and loads it at once.
+    otherwise be read and decoded by every transaction of every step. A small input stays
+    in ``doc`` and loads with it (see ``_INLINE_INPUT_BYTES``).
     """
     data = _row_data(conn, row)
     if "input" not in data:

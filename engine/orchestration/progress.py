@@ -219,10 +219,16 @@ def later_items(compiled: CompiledWorkflow, step_id: str, index: int) -> list[st
 
 
 def last_items(compiled: CompiledWorkflow, parent: StepRecord) -> tuple[str, ...]:
-    """Keys of the last ``concurrency`` items of a foreach: the last item of each chain of items."""
+    """Keys of the last ``concurrency`` items of a foreach: the last item of each chain of items.
+
+    Empty when every item ends a chain (no more items than ``concurrency``): reading them all
+    would cost what counting them does.
+    """
     count = planner.item_count(parent) or 0
-    first = max(0, count - planner.foreach_concurrency(compiled, parent.step_id))
-    return tuple(planner.item_key(parent.step_id, index) for index in range(first, count))
+    concurrency = planner.foreach_concurrency(compiled, parent.step_id)
+    if count <= concurrency:
+        return ()
+    return tuple(planner.item_key(parent.step_id, index) for index in range(count - concurrency, count))
 
 
 def _still_to_end(snap: Snapshot, parent: StepRecord, key: str) -> bool:

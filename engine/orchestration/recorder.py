@@ -29,10 +29,11 @@ class FaninCheck:
 
     ``last_items`` are the keys of the foreach's last ``concurrency`` items, one per chain of
     items (item *i* creates item *i + concurrency* when it ends, so a chain has ended once its
-    last item has). While one of them is active or not created yet, an item will end later
-    and ask again, so the check stops there: a read by key, where the count is a query over
-    every item. The last two items may both ask; a marker per foreach and run elects one of
-    them to finish the parent, as two finishing transactions would contend for it.
+    last item has), or none when the list is no longer than that. While one of them is active
+    or not created yet, an item will end later and ask again, so the check stops there: a
+    read by key, where the count is a query over every item. The last two items may both
+    ask; a marker per foreach and run elects one of them to finish the parent, as two
+    finishing transactions would contend for it.
     """
 
     tenant: str

@@ -1,6 +1,8 @@
-"""Store contract: slices of a foreach's list (``put_item_chunk`` / ``get_item_chunk``)."""
+"""Store contract: slices of a foreach's list (``put_item_chunk`` / ``get_item_chunk``), large inputs."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from engine.ports import Store, Transaction
 from engine.records import ItemChunkRecord
@@ -36,3 +38,15 @@ def test_a_chunk_is_replaced_and_a_large_one_round_trips(store: Store) -> None:
     store.atomic(lambda tx: tx.put_item_chunk(chunk(0, ["old"])))
     store.atomic(lambda tx: tx.put_item_chunk(large))
     assert store.read(lambda reads: reads.get_item_chunk(A, "ex-1", "ship", 0)) == large
+
+
+def test_a_large_execution_input_reads_back_in_and_out_of_transactions(store: Store) -> None:
+    # Large enough that a backend may keep it apart from the header and read it on first use.
+    record = execution(input={"items": [{"i": i, "pad": "x" * 100} for i in range(2000)]})
+    store.atomic(lambda tx: tx.put_execution(record))
+    assert store.get_execution(A, "ex-1") == record
+    assert store.read(lambda reads: reads.get_execution(A, "ex-1")) == record
+    assert store.atomic(lambda tx: tx.get_execution(A, "ex-1")) == record
+    # A header rewritten without its input being looked at keeps the input.
+    store.atomic(lambda tx: tx.put_execution(replace(tx.get_execution(A, "ex-1"), version=2)))
+    assert store.get_execution(A, "ex-1") == replace(record, version=2)

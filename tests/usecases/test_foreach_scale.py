@@ -141,8 +141,9 @@ def test_items_ending_while_other_chains_run_do_not_query_every_item(h, monkeypa
     count = h.store.count_active_items
     monkeypatch.setattr(h.store, "count_active_items", lambda *args: counted.append(args) or count(*args))
     h.apply(wide("input"))
-    execution_id = h.start("wide-input", {"items": elements(CONCURRENCY)})  # every item ends a chain
-    h.dispatcher.sent.reverse()  # the last items end first: each asks, and finds an earlier one active
+    execution_id = h.start("wide-input", {"items": elements(2 * CONCURRENCY)})  # two items per chain
+    # In reverse order: each item of the second half asks, and finds one of lower index active.
+    h.dispatcher.sent.reverse()
     h.drain()
     assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
     assert counted == [("t1", execution_id, "each")]  # only the item that ended last counted
