@@ -190,6 +190,7 @@ FIELD_CALLS: dict[str, str] = {
     "workflowVersions": 'workflowVersions(name: "hello") { items { name version } }',
     "keys": "keys { id name role }",
     "decisions": 'decisions(workflow: "hello", step: "hold") { bandit }',
+    "whoami": "whoami { tenant role }",
     "pauseExecution": 'pauseExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "resumeExecution": 'resumeExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "archiveWorkflow": 'archiveWorkflow(name: "hello") { __typename ... on Problem { code } }',

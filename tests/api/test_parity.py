@@ -46,6 +46,7 @@ TWINS: dict[str, str] = {
     "DELETE /v1/triggers/{trigger_id}": "Mutation.deleteTrigger",
     "POST /v1/triggers/{trigger_id}/enable": "Mutation.enableTrigger",
     "POST /v1/triggers/{trigger_id}/disable": "Mutation.disableTrigger",
+    "GET /v1/whoami": "Query.whoami",
     "GET /v1/keys": "Query.keys",
     "POST /v1/keys": "Mutation.createKey",
     "DELETE /v1/keys/{key_id}": "Mutation.revokeKey",
