@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 
 from api.auth import bearer_token
 from api.runtime import Runtime
+from api.visibility import note_caller
 from engine.auth import Principal, Role
 
 MAX_PAGE_SIZE = 200
@@ -30,6 +31,7 @@ async def current_principal(
     principal = await rt.auth.authenticate(bearer_token(authorization))
     await rt.limiter.hit(principal)
     request.state.principal = principal
+    note_caller(principal)
     return principal
 
 

@@ -15,6 +15,7 @@ from api.auth import bearer_token
 from api.deps import runtime
 from api.graphql.loaders import Loaders, current_loaders
 from api.runtime import Runtime
+from api.visibility import note_caller
 from engine.auth import Principal
 from engine.errors import AuthenticationFailed
 
@@ -39,6 +40,7 @@ class Context(BaseContext):
 
     def authenticate(self, principal: Principal) -> None:
         self._principal = principal
+        note_caller(principal)
 
     def loader(self) -> Loaders:
         """The operation's DataLoaders (scoped to the principal's tenant)."""
@@ -54,4 +56,5 @@ async def get_context(connection: HTTPConnection) -> Context:
         return Context(rt, None)
     principal = await rt.auth.authenticate(bearer_token(connection.headers.get("authorization")))
     await rt.limiter.hit(principal)
+    note_caller(principal)
     return Context(rt, principal)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from api.convert import to_datetime
 from api.schemas.common import LABEL_KEY, ApiModel
+from api.visibility import visible_error, visible_event_data
 from engine.model import STEP_ID_PATTERN, WORKFLOW_NAME_PATTERN
 from engine.records import EventRecord, ExecutionRecord, StepRecord
 from engine.states import ExecutionStatus, StepStatus
@@ -66,7 +67,7 @@ def execution_fields(record: ExecutionRecord) -> dict[str, Any]:
         "status": record.status,
         "input": record.input,
         "output": record.output,
-        "error": record.error,
+        "error": visible_error(record.error),
         "run": record.run,
         "labels": record.labels,
         "idempotency_key": record.idempotency_key,
@@ -110,7 +111,7 @@ def step_fields(record: StepRecord) -> dict[str, Any]:
         "index": record.index,
         "item": record.item,
         "output": record.output,
-        "error": record.error,
+        "error": visible_error(record.error),
         "wait": record.wait,
         "created_at": to_datetime(record.created_at or None),
         "started_at": to_datetime(record.started_at),
@@ -152,7 +153,7 @@ def event_fields(record: EventRecord) -> dict[str, Any]:
         "step_key": record.step_key,
         "status": record.status,
         "attempt": record.attempt,
-        "data": record.data,
+        "data": visible_event_data(record.data),
     }
 
 
