@@ -22,19 +22,26 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _refused_cheaply(api: Api, document: str, code: str, **extra: Any) -> dict[str, Any]:
+    """Send ``document``; assert it is refused with ``code``, with no store call, within the CPU bound.
+
+    CPU is measured over the whole process (the app runs in the test client's thread), so a
+    background thread of an earlier test can add to it: the cheapest of three tries counts.
+    """
     store = api.service.store
     assert isinstance(store, CountingStore)
     store.calls.clear()
     body = {"query": document, **extra}
-    started = time.process_time()
-    response = api.client.post("/graphql", json=body, headers=api.headers())
-    spent = time.process_time() - started
+    spent = []
+    for _ in range(3):
+        started = time.process_time()
+        response = api.client.post("/graphql", json=body, headers=api.headers())
+        spent.append(time.process_time() - started)
     assert response.status_code == 200, response.text
     result = response.json()
     assert result.get("data") is None, result
     assert [e["extensions"]["code"] for e in result["errors"]] == [code], result
     assert sum(store.calls.values()) == 0, f"the store was called: {dict(store.calls)}"
-    assert spent < MAX_REFUSAL_CPU_SECONDS, f"refusing cost {spent * 1000:.1f} ms of CPU"
+    assert min(spent) < MAX_REFUSAL_CPU_SECONDS, f"refusing cost {min(spent) * 1000:.1f} ms of CPU"
     return dict(result["errors"][0])
 
 
