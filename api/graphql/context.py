@@ -48,7 +48,9 @@ class Context(BaseContext):
 async def get_context(connection: HTTPConnection) -> Context:
     """Build the context; HTTP requests are authenticated and rate limited here."""
     rt = runtime(connection)
-    if connection.scope["type"] == "websocket":
+    # WebSockets authenticate at connection_init. A GET only renders GraphiQL (queries over GET
+    # are refused): a browser opening /graphql gets the IDE, where the key goes in Headers.
+    if connection.scope["type"] == "websocket" or connection.scope.get("method") == "GET":
         return Context(rt, None)
     principal = await rt.auth.authenticate(bearer_token(connection.headers.get("authorization")))
     await rt.limiter.hit(principal)

@@ -121,3 +121,12 @@ def test_two_queries_on_one_socket_see_fresh_data(api: Api) -> None:
     assert before["steps"] == [{"key": "hold", "status": "QUEUED"}]
     assert after["status"] == "SUCCEEDED"
     assert {s["key"]: s["status"] for s in after["steps"]} == {"hold": "SUCCEEDED", "after": "SUCCEEDED"}
+
+
+def test_graphiql_in_a_browser_offers_a_place_for_the_key(api: Api) -> None:
+    page = api.client.get("/graphql", headers={"accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "isHeadersEditorEnabled: true" in page.text and "Bearer <your API key" in page.text
+    # Only the page is open: a query over GET is still refused, and POST still needs a key.
+    assert api.client.get("/graphql", params={"query": "{ keys { id } }"}).status_code == 400
+    assert api.client.post("/graphql", json={"query": "{ keys { id } }"}).status_code == 401
