@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -45,6 +45,13 @@ DEMO: dict[str, Any] = {
         {"id": "pack", "type": "transform", "needs": ["settle"], "with": {"value": "packed"}},
         {"id": "notify", "type": "transform", "needs": ["settle"], "with": {"value": "sent"}},
         {"id": "archive", "type": "transform", "needs": ["pack", "notify"], "with": {"value": "done"}},
+    ],
+}
+REVIEWED: dict[str, Any] = {
+    "name": "console-reviewed",
+    "steps": [
+        {"id": "review", "type": "approval", "with": {"message": "Ship it?"}},
+        {"id": "ship", "type": "transform", "needs": ["review"], "with": {"value": "${steps.review.output.approved}"}},
     ],
 }
 BROKEN: dict[str, Any] = {
@@ -88,7 +95,7 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, dict[tuple[str, Role], str
         tokens = {(t, r): keys.create(t, r, f"{t}-{r}").token for t in ("acme", "globex") for r in Role}
         store.close()
         for tenant in ("acme", "globex"):
-            for definition in (DEMO, BROKEN):
+            for definition in (DEMO, BROKEN, REVIEWED):
                 response = httpx.put(
                     f"{base}/v1/workflows/{definition['name']}",
                     json=definition,
@@ -128,10 +135,32 @@ def until(driver: WebDriver, condition: Any, seconds: float = 45, what: str = ""
     def check(d: WebDriver) -> Any:
         try:
             return condition(d)
-        except StaleElementReferenceException:
-            return False
+        except (StaleElementReferenceException, ElementNotInteractableException):
+            return False  # the page re-rendered that part live: look again
 
     return WebDriverWait(driver, seconds, poll_frequency=0.1).until(check, message=what)
+
+
+def click(driver: WebDriver, selector: str, what: str) -> None:
+    """Click ``selector`` once it is there; the page re-renders live, so retry a stale element."""
+
+    def clicked(d: WebDriver) -> bool:
+        d.find_element(By.CSS_SELECTOR, selector).click()
+        return True
+
+    until(driver, clicked, 60, what)
+
+
+def type_into(driver: WebDriver, selector: str, text: str) -> None:
+    """Type ``text`` into a field the page may re-render meanwhile; done when the field holds it."""
+
+    def typed(d: WebDriver) -> bool:
+        field = d.find_element(By.CSS_SELECTOR, selector)
+        field.clear()
+        field.send_keys(text)
+        return d.find_element(By.CSS_SELECTOR, selector).get_attribute("value") == text
+
+    until(driver, typed, 30, f"typing into {selector}")
 
 
 def sign_in(driver: WebDriver, base: str, key: str) -> None:
@@ -191,7 +220,7 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     until(browser, lambda d: node_status(d, "refuse") == "FAILED", 60, "the fail step fails")
     row = browser.find_element(By.CSS_SELECTOR, 'tr[data-step="refuse"]')
     assert "Declined: card declined" in row.text
-    until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "button[data-action=retry]"), what="retry offered").click()
+    click(browser, "button[data-action=retry]", "retry offered")
     until(browser, lambda d: "retry requested" in d.find_element(By.TAG_NAME, "main").text, what="the retry is sent")
     wait_for(lambda: _execution(base, keys, broken)["run"] == 2, 30, "the execution ran again")
 
@@ -203,6 +232,21 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     browser.save_screenshot(str(SCREENSHOTS / "executions.png"))
     browser.get(f"{base}/ui/#/executions/{other}")
     until(browser, lambda d: "not found" in d.find_element(By.TAG_NAME, "main").text.lower(), what="a foreign id")
+
+    # An approval decided from the page, with a comment; the timeline shows the attempts.
+    reviewed = httpx.post(
+        f"{base}/v1/executions",
+        json={"workflow": "console-reviewed"},
+        headers={"Authorization": f"Bearer {keys[('acme', Role.OPERATOR)]}"},
+    ).json()["id"]
+    browser.get(f"{base}/ui/#/executions/{reviewed}")
+    until(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'button[data-approve="review"]'), 60, "approve offered")
+    type_into(browser, 'tr[data-step="review"] input.comment', "looks right")
+    click(browser, 'button[data-approve="review"]', "approve")
+    until(browser, lambda d: node_status(d, "ship") == "SUCCEEDED", 60, "the approved execution goes on")
+    review = next(s for s in _steps(base, keys, reviewed) if s["key"] == "review")
+    assert review["output"]["approved"] is True and review["output"]["comment"] == "looks right"
+    assert browser.find_elements(By.CSS_SELECTOR, ".timeline rect.bar")
 
     # Workflows (the graph of the latest version, its versions) and triggers (next fire times, counters).
     trigger = httpx.post(
@@ -237,6 +281,14 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
         f"{base}/v1/executions/{broken}/retry", headers={"Authorization": f"Bearer {keys[('acme', Role.VIEWER)]}"}
     )
     assert refused.status_code == 403
+
+
+def _steps(base: str, keys: dict[tuple[str, Role], str], execution_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{base}/v1/executions/{execution_id}/steps", headers={"Authorization": f"Bearer {keys[('acme', Role.VIEWER)]}"}
+    )
+    body = response.json()
+    return list(body["steps"] if isinstance(body, dict) else body)
 
 
 def _execution(base: str, keys: dict[tuple[str, Role], str], execution_id: str) -> dict[str, Any]:

@@ -248,12 +248,71 @@ function graph(definition, steps) {
   return el("figure", { class: "graph" }, drawing, el("figcaption", { class: "sr-only" }, "Steps coloured by status"));
 }
 
-function stepsTable(steps) {
+// What the user typed into a step's comment or payload field survives the live re-renders.
+const drafts = new Map();
+
+function draftInput(key, attrs) {
+  const input = el("input", { ...attrs, value: drafts.get(key) || "" });
+  input.addEventListener("input", () => drafts.set(key, input.value));
+  return input;
+}
+
+function stepActions(step, definition, act) {
+  if (step.status !== "WAITING" || !can("operator")) return "";
+  const type = (definition.steps || []).find((s) => s.id === step.step_id)?.type;
+  if (type === "approval") {
+    const comment = draftInput(`comment:${step.key}`, { class: "comment", "aria-label": `Comment on ${step.key}`, placeholder: "comment" });
+    const decide = (decision) => act(`steps/${encodeURIComponent(step.key)}/approval`, { decision, comment: comment.value || null });
+    return el(
+      "div",
+      { class: "step-actions" },
+      comment,
+      el("button", { type: "button", "data-approve": step.key, onclick: () => decide("approve") }, "Approve"),
+      el("button", { type: "button", "data-reject": step.key, onclick: () => decide("reject") }, "Reject"),
+    );
+  }
+  const payload = draftInput(`payload:${step.key}`, { class: "comment", "aria-label": `Signal payload for ${step.key} (JSON)`, placeholder: "payload (JSON)" });
+  const send = () => {
+    let value = null;
+    try {
+      value = payload.value ? JSON.parse(payload.value) : null;
+    } catch (error) {
+      payload.setCustomValidity("not JSON");
+      payload.reportValidity();
+      return;
+    }
+    act("signal", { step: step.key, payload: value });
+  };
+  return el("div", { class: "step-actions" }, payload, el("button", { type: "button", "data-signal": step.key, onclick: send }, "Signal"));
+}
+
+function timeline(steps) {
+  // One bar per step from its start to its end (or now), on the execution's time axis.
+  const timed = steps.filter((s) => s.started_at);
+  if (!timed.length) return null;
+  const start = Math.min(...timed.map((s) => Date.parse(s.started_at)));
+  const end = Math.max(...timed.map((s) => (s.finished_at ? Date.parse(s.finished_at) : Date.now())), start + 1);
+  const width = 900;
+  const scale = (t) => 160 + ((t - start) / (end - start)) * (width - 170);
+  const drawing = svg("svg", { viewBox: `0 0 ${width} ${timed.length * 22 + 24}`, width: "100%", role: "img", "aria-label": "Timeline of step attempts" });
+  timed.forEach((s, row) => {
+    const from = scale(Date.parse(s.started_at));
+    const to = scale(s.finished_at ? Date.parse(s.finished_at) : Date.now());
+    drawing.append(
+      svg("text", { x: 0, y: row * 22 + 15, class: "meta" }, s.key),
+      svg("rect", { x: from, y: row * 22 + 4, width: Math.max(to - from, 2), height: 14, rx: 3, class: `bar s-${s.status.toLowerCase()}` }, svg("title", {}, `${s.key}: ${s.status}, attempt ${s.attempt}`)),
+    );
+  });
+  drawing.append(svg("text", { x: 160, y: timed.length * 22 + 18, class: "meta" }, `0 s … ${((end - start) / 1000).toFixed(1)} s`));
+  return el("figure", { class: "timeline" }, el("figcaption", {}, "Timeline"), drawing);
+}
+
+function stepsTable(steps, definition, act) {
   return el(
     "table",
     { id: "steps" },
     el("caption", { class: "sr-only" }, "Steps and their attempts"),
-    el("thead", {}, el("tr", {}, ["Step", "Status", "Attempt", "Started", "Finished", "Error"].map((h) => el("th", { scope: "col" }, h)))),
+    el("thead", {}, el("tr", {}, ["Step", "Status", "Attempt", "Started", "Finished", "Error", ""].map((h) => el("th", { scope: "col" }, h)))),
     el(
       "tbody",
       {},
@@ -267,6 +326,7 @@ function stepsTable(steps) {
           el("td", {}, when(s.started_at)),
           el("td", {}, when(s.finished_at)),
           el("td", {}, s.error ? errorView(s.error) : ""),
+          el("td", {}, stepActions(s, definition, act)),
         ),
       ),
     ),
@@ -290,10 +350,10 @@ function executionPage(id) {
   let closed = false;
   let pending = null;
 
-  async function act(action) {
+  async function act(action, body) {
     try {
-      await api(`/v1/executions/${id}/${action}`, { method: "POST" });
-      fill(message, notice(`${action} requested`, "info"));
+      await api(`/v1/executions/${id}/${action}`, { method: "POST", body });
+      fill(message, notice(`${action.split("/").pop()} requested`, "info"));
       refresh();
     } catch (error) {
       fill(message, notice(error.message));
@@ -320,7 +380,7 @@ function executionPage(id) {
         execution.error ? errorView(execution.error) : null,
       );
       fill(picture, graph(definition, steps));
-      fill(table, stepsTable(steps));
+      fill(table, stepsTable(steps, definition, act), timeline(steps));
       fill(output, 
         el("h2", {}, "Input"), el("pre", {}, JSON.stringify(execution.input, null, 2)),
         execution.output !== null && execution.output !== undefined ? el("h2", {}, "Output") : null,
