@@ -13,7 +13,8 @@ model turns, two tool calls). Both sides checkpoint with ``AsyncSqliteSaver`` an
   worker --pool prefork``, SQLite store, Redis broker), timed from ``Service.start`` until the
   execution's ``finished_at``.
 
-Overhead = median conveyor / median direct. The target is at most 2x.
+The two sides run interleaved (one of each per round), so both see the same load on a shared
+machine. Overhead = median conveyor / median direct. The target is at most 2x.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ WORKFLOW: dict[str, Any] = {
 }
 
 
-async def direct_runs(path: Path, runs: int) -> list[float]:
+async def direct_run(path: Path) -> float:
     """The same graph in this process: scripted model, two tools, AsyncSqliteSaver, durability=sync."""
     from langchain.agents import create_agent
     from langchain_core.tools import tool
@@ -77,36 +78,31 @@ async def direct_runs(path: Path, runs: int) -> list[float]:
         return value
 
     scripted = {"bench": ScriptedModel.model_validate({"script": SCRIPT})}
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-            model = ModelRegistry().chat_model("fake:bench", ModelSettings(), scripted)
-            graph = create_agent(model, [first_tool, second_tool], checkpointer=saver)
-            config = {"configurable": {"thread_id": uuid.uuid4().hex}}
-            result = await graph.ainvoke({"messages": [("user", "Run both tools.")]}, config, durability="sync")
-        times.append(time.perf_counter() - started)
-        assert result["messages"][-1].content == "done"
-    return times
+    started = time.perf_counter()
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        model = ModelRegistry().chat_model("fake:bench", ModelSettings(), scripted)
+        graph = create_agent(model, [first_tool, second_tool], checkpointer=saver)
+        config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+        result = await graph.ainvoke({"messages": [("user", "Run both tools.")]}, config, durability="sync")
+    assert result["messages"][-1].content == "done"
+    return time.perf_counter() - started
 
 
-def conveyor_runs(service: Any, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        started = time.time()
-        execution_id = service.start("bench", "bench-ai-agent", None).execution.id
-        deadline = time.monotonic() + 120
-        while True:
-            execution = service.get_execution("bench", execution_id)
-            if execution.finished_at is not None:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"execution {execution_id} did not finish")
-            time.sleep(0.005)
-        if execution.status != "SUCCEEDED":
-            raise RuntimeError(f"execution {execution_id} ended {execution.status}: {execution.error}")
-        times.append(float(execution.finished_at) - started)
-    return times
+def conveyor_run(service: Any) -> float:
+    """One execution of the workflow, from the start call to the recorded end."""
+    started = time.time()
+    execution_id = service.start("bench", "bench-ai-agent", None).execution.id
+    deadline = time.monotonic() + 120
+    while True:
+        execution = service.get_execution("bench", execution_id)
+        if execution.finished_at is not None:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"execution {execution_id} did not finish")
+        time.sleep(0.005)
+    if execution.status != "SUCCEEDED":
+        raise RuntimeError(f"execution {execution_id} ended {execution.status}: {execution.error}")
+    return float(execution.finished_at) - started
 
 
 def main() -> int:
@@ -136,14 +132,21 @@ def main() -> int:
     env.update({f"CONVEYOR_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in options.items()})
     print(f"conveyor ai bench {run_id}: logs and data in {workdir}", file=sys.stderr)
 
-    direct = asyncio.run(direct_runs(workdir / "direct-checkpoints.db", args.warmup + args.repeat))[args.warmup :]
     worker = Worker("tasks.app", queue, env, workdir / "worker.log", concurrency=1)
     worker.start()
     service = build_service(Settings(**options))
+    loop = asyncio.new_event_loop()
+    direct: list[float] = []
+    conveyor: list[float] = []
     try:
         service.apply_workflow("bench", WORKFLOW)
-        conveyor = conveyor_runs(service, args.warmup + args.repeat)[args.warmup :]
+        # Interleaved, so both sides see the same load on a shared machine.
+        for _ in range(args.warmup + args.repeat):
+            direct.append(loop.run_until_complete(direct_run(workdir / "direct-checkpoints.db")))
+            conveyor.append(conveyor_run(service))
+        direct, conveyor = direct[args.warmup :], conveyor[args.warmup :]
     finally:
+        loop.close()
         worker.stop()
         service.store.close()
     figures = {

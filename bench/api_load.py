@@ -1,6 +1,7 @@
 """Load benchmark of the API's start endpoint, against ``conveyor api`` and a real worker.
 
-Not a test. Needs Redis (``--redis-url``, default ``redis://127.0.0.1:6379``). In one run:
+Not a test. Needs Redis (``--redis-url``, default ``redis://127.0.0.1:6379``; database
+``--redis-db``, default 14). In one run:
 
 1. starts ``conveyor worker`` (Celery on Redis) and ``conveyor api`` as subprocesses sharing a
    fresh SQLite store, and applies a one-step workflow;
@@ -159,6 +160,12 @@ def _direct_phase(service: Any, concurrency: int, seconds: float) -> Phase:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--redis-url", default=os.environ.get("CONVEYOR_BENCH_REDIS_URL", "redis://127.0.0.1:6379"))
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        default=int(os.environ.get("CONVEYOR_BENCH_REDIS_DB", "14")),
+        help="Redis database for the broker, live events and rate limits (default 14)",
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--api-workers", type=int, default=1)
@@ -171,8 +178,8 @@ def main() -> None:
     env = {
         **os.environ,
         "CONVEYOR_STATE_DIR": str(state),
-        "CONVEYOR_BROKER_URL": f"{redis_url}/14",
-        "CONVEYOR_REDIS_URL": f"{redis_url}/14",
+        "CONVEYOR_BROKER_URL": f"{redis_url}/{args.redis_db}",
+        "CONVEYOR_REDIS_URL": f"{redis_url}/{args.redis_db}",
         "CONVEYOR_DEFAULT_QUEUE": f"bench-api-{uuid.uuid4().hex[:8]}",
         "CONVEYOR_RATE_LIMIT": "100000000/minute",
         "CONVEYOR_TENANT_RATE_LIMIT": "100000000/minute",

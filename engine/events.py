@@ -34,6 +34,28 @@ def token_event(tenant: str, execution_id: str, step_key: str, attempt: int, at:
     )
 
 
+def unclaimed_running_event(step: StepRecord, at: float) -> EventRecord:
+    """``step.running`` for a step running before its claim, sent on the live stream only.
+
+    A first delivery runs before its claim (docs/architecture.md), so the history records
+    ``step.running`` only when the step is claimed: by its outcome, or by the lease keeper
+    once it has run ``unclaimed_run_seconds``. Watchers get this one as soon as the run has
+    lasted a moment; ``data.unclaimed`` marks it, and the history keeps exactly one
+    ``step.running`` per attempt.
+    """
+    return EventRecord(
+        id=new_event_id(at),
+        execution_id=step.execution_id,
+        tenant=step.tenant,
+        type="step.running",
+        at=at,
+        step_key=step.key,
+        status="RUNNING",
+        attempt=step.attempt,
+        data={"unclaimed": True},
+    )
+
+
 def execution_event(execution: ExecutionRecord, at: float, data: dict[str, Any] | None = None) -> EventRecord:
     return EventRecord(
         id=new_event_id(at),

@@ -32,6 +32,7 @@ from engine import steptypes
 from engine.ai import BudgetExceeded, usage_total
 from engine.errors import ConveyorError, LeaseLost, PayloadInvalid, PayloadTooLarge, StepFailure, StoreUnavailable
 from engine.eventlog import route_of
+from engine.events import unclaimed_running_event
 from engine.expressions import compile_expression, render
 from engine.orchestration import planner
 from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
@@ -69,6 +70,9 @@ class Lease:
         self.last_check = now
         self.lost = threading.Event()
         self.unclaimed = unclaimed
+        #: An unclaimed run is announced on the live stream once (see ``ANNOUNCE_RUNNING_AFTER``).
+        self.announced = not unclaimed
+        self.started = now
         self.closed = False
         self._on_lost: Callable[[], object] | None = None
         # Held while the keeper writes, so the outcome is never fenced with a stale epoch.
@@ -94,6 +98,11 @@ class Lease:
         self._on_lost = callback
         if self.lost.is_set():
             callback()
+
+
+#: Seconds an unclaimed run lasts before watchers are told it runs (a live-only
+#: ``step.running``); a shorter step costs nothing extra.
+ANNOUNCE_RUNNING_AFTER = 0.25
 
 
 class LeaseKeeper:
@@ -165,6 +174,15 @@ class LeaseKeeper:
             except LeaseLost:
                 lease.lose()
 
+    def announce(self, lease: Lease) -> None:
+        """Tell watchers an unclaimed step runs (live stream only; no store write)."""
+        with lease.lock:
+            if lease.closed or not lease.unclaimed:
+                lease.announced = True
+                return
+            lease.announced = True
+            self.service.events.publish([unclaimed_running_event(lease.step, self.service.clock.now())])
+
     def check(self, lease: Lease) -> None:
         """Read the step (no transaction, no write); the lease is lost if it is no longer ours."""
         with lease.lock:
@@ -180,7 +198,7 @@ class LeaseKeeper:
         interval = settings.lease_seconds / 3
         claim_after = settings.unclaimed_run_seconds
         check_every = settings.cancel_check_seconds
-        tick = min(interval / 4, claim_after / 2 or 1.0, check_every / 2 or 1.0, 1.0)
+        tick = min(interval / 4, claim_after / 2 or 1.0, check_every / 2 or 1.0, ANNOUNCE_RUNNING_AFTER)
         while True:
             time.sleep(tick)
             with self._lock:
@@ -188,6 +206,8 @@ class LeaseKeeper:
             now = time.monotonic()
             for lease in running:
                 try:
+                    if not lease.announced and now - lease.started >= ANNOUNCE_RUNNING_AFTER:
+                        self.announce(lease)
                     if now - lease.last_beat >= (claim_after if lease.unclaimed else interval):
                         self.beat(lease)
                     elif check_every and now - lease.last_check >= check_every:

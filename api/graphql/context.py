@@ -15,6 +15,7 @@ from api.auth import bearer_token
 from api.deps import runtime
 from api.graphql.loaders import Loaders, current_loaders
 from api.runtime import Runtime
+from api.visibility import note_caller
 from engine.auth import Principal
 from engine.errors import AuthenticationFailed
 
@@ -39,6 +40,7 @@ class Context(BaseContext):
 
     def authenticate(self, principal: Principal) -> None:
         self._principal = principal
+        note_caller(principal)
 
     def loader(self) -> Loaders:
         """The operation's DataLoaders (scoped to the principal's tenant)."""
@@ -48,8 +50,11 @@ class Context(BaseContext):
 async def get_context(connection: HTTPConnection) -> Context:
     """Build the context; HTTP requests are authenticated and rate limited here."""
     rt = runtime(connection)
-    if connection.scope["type"] == "websocket":
+    # WebSockets authenticate at connection_init. A GET only renders GraphiQL (queries over GET
+    # are refused): a browser opening /graphql gets the IDE, where the key goes in Headers.
+    if connection.scope["type"] == "websocket" or connection.scope.get("method") == "GET":
         return Context(rt, None)
     principal = await rt.auth.authenticate(bearer_token(connection.headers.get("authorization")))
     await rt.limiter.hit(principal)
+    note_caller(principal)
     return Context(rt, principal)

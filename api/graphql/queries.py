@@ -12,6 +12,7 @@ from api import actions
 from api.convert import to_timestamp
 from api.deps import MAX_PAGE_SIZE
 from api.graphql.permissions import requires
+from api.graphql.types.decision import BanditEstimates
 from api.graphql.types.enums import ExecutionStatus
 from api.graphql.types.execution import Execution
 from api.graphql.types.key import ApiKey
@@ -64,6 +65,19 @@ class Query:
             )
         )
         return WorkflowPage(items=[WorkflowVersion.from_record(r) for r in page.items], next_cursor=page.next_cursor)
+
+    @strawberry.field(
+        extensions=requires(Role.VIEWER), description="What the bandit of an ai.route step has learned, per route"
+    )
+    async def decisions(self, info: Info, workflow: str, step: str) -> BanditEstimates | None:
+        ctx = info.context
+        try:
+            found = await run_in_threadpool(
+                ctx.runtime.service.decision_estimates, ctx.principal.tenant, workflow, step
+            )
+        except NotFound:
+            return None
+        return BanditEstimates.from_estimates(found)
 
     @strawberry.field(extensions=requires(Role.ADMIN), description="API keys of the caller's tenant (never secrets)")
     async def keys(self, info: Info) -> list[ApiKey]:

@@ -40,6 +40,10 @@ def connection_token(params: Any) -> str | None:
     return bearer_token(header) if isinstance(header, str) else None
 
 
+#: What GraphiQL's Headers tab shows until the user types their own.
+KEY_HINT = '{"Authorization": "Bearer <your API key: conveyor keys create>"}'
+
+
 class ConveyorGraphQLRouter(GraphQLRouter[Context, None]):
     """Strawberry's router, authenticating WebSocket connections at ``connection_init`` and
     decoding bodies and messages like REST does (strict JSON, nesting-limited)."""
@@ -47,6 +51,12 @@ class ConveyorGraphQLRouter(GraphQLRouter[Context, None]):
     def __init__(self, schema: strawberry.Schema, settings: Settings, **options: Any) -> None:
         super().__init__(schema, **options)
         self.max_json_depth = settings.max_json_depth
+
+    @property
+    def graphql_ide_html(self) -> str:
+        """GraphiQL, its Headers tab pre-filled with where the API key goes."""
+        html = super().graphql_ide_html
+        return html.replace("React.useState(parameters.headers)", f"React.useState(parameters.headers || {KEY_HINT!r})")
 
     def decode_json(self, data: str | bytes) -> object:
         try:

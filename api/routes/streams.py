@@ -34,6 +34,7 @@ from api.hosts import origin_allowed
 from api.problems import conveyor_error_response, problem_body, responses
 from api.runtime import Runtime
 from api.streams import ExecutionFeed, SlowConsumer, message_body
+from api.visibility import note_caller
 from engine.auth import Principal, Role
 from engine.errors import AuthenticationFailed, ConveyorError, PermissionDenied
 
@@ -164,6 +165,7 @@ async def _authenticate(websocket: WebSocket, rt: Runtime, token: str | None) ->
     principal = await rt.auth.authenticate(token)
     await rt.limiter.hit(principal)
     principal.require(Role.VIEWER)
+    note_caller(principal)
     return principal, after
 
 

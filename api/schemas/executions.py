@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from api.convert import to_datetime
 from api.schemas.common import LABEL_KEY, ApiModel
+from api.visibility import visible_error, visible_event_data
 from engine.model import STEP_ID_PATTERN, WORKFLOW_NAME_PATTERN
 from engine.records import EventRecord, ExecutionRecord, StepRecord
 from engine.states import ExecutionStatus, StepStatus
@@ -24,7 +25,13 @@ class StartExecution(ApiModel):
     workflow: str = Field(pattern=WORKFLOW_NAME_PATTERN, examples=["order-fulfilment"])
     version: int | None = Field(default=None, ge=1, description="Latest version when absent")
     input: dict[str, Any] = Field(default_factory=dict, examples=[{"order_id": "A-1001"}])
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS, examples=[{"team": "shop"}])
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        examples=[{"team": "shop"}],
+        # Keys outside the pattern are refused: say so (patternProperties alone would allow them).
+        json_schema_extra={"additionalProperties": False},
+    )
 
 
 class Signal(ApiModel):
@@ -66,7 +73,7 @@ def execution_fields(record: ExecutionRecord) -> dict[str, Any]:
         "status": record.status,
         "input": record.input,
         "output": record.output,
-        "error": record.error,
+        "error": visible_error(record.error),
         "run": record.run,
         "labels": record.labels,
         "idempotency_key": record.idempotency_key,
@@ -110,7 +117,7 @@ def step_fields(record: StepRecord) -> dict[str, Any]:
         "index": record.index,
         "item": record.item,
         "output": record.output,
-        "error": record.error,
+        "error": visible_error(record.error),
         "wait": record.wait,
         "created_at": to_datetime(record.created_at or None),
         "started_at": to_datetime(record.started_at),
@@ -152,7 +159,7 @@ def event_fields(record: EventRecord) -> dict[str, Any]:
         "step_key": record.step_key,
         "status": record.status,
         "attempt": record.attempt,
-        "data": record.data,
+        "data": visible_event_data(record.data),
     }
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from engine.auth import Role, parse_role
 from engine.errors import ConveyorError
@@ -114,12 +114,36 @@ def keys_create(
     Console(stderr=True).print(f"key [bold]{created.record.id}[/bold] for {tenant} ({role}); store it now")
 
 
+#: The tenant ``conveyor dev`` and an API without authentication act for.
+DEFAULT_TENANT = "default"
+TenantOption = Annotated[str, typer.Option(help="Tenant of the keys (default: the default tenant).")]
+
+
 @keys_app.command("list")
-def keys_list(tenant: Annotated[str, typer.Option(help="Tenant whose keys to list.")]) -> None:
+def keys_list(
+    tenant: TenantOption = DEFAULT_TENANT,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one array).")] = False,
+) -> None:
     """List a tenant's keys (ids, roles, expiry; never secrets)."""
-    keys = _keys()
-    table = Table("id", "name", "role", "created", "expires", "revoked")
-    for record in keys.for_tenant(tenant):
+    records = _keys().for_tenant(tenant)
+    if as_json:
+        rows = [
+            {
+                "id": r.id,
+                "name": r.name,
+                "role": r.role,
+                "created_at": r.created_at,
+                "expires_at": r.expires_at,
+                "revoked": r.revoked,
+            }
+            for r in records
+        ]
+        typer.echo(json.dumps(rows))
+        return
+    # Ids are what `keys revoke` takes: never shortened, whatever the terminal's width.
+    id_column = Column("id", no_wrap=True, min_width=max((len(r.id) for r in records), default=2))
+    table = Table(id_column, "name", "role", "created", "expires", "revoked")
+    for record in records:
         table.add_row(
             record.id,
             record.name,
@@ -134,7 +158,7 @@ def keys_list(tenant: Annotated[str, typer.Option(help="Tenant whose keys to lis
 @keys_app.command("revoke")
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (the part after cvk_).")],
-    tenant: Annotated[str, typer.Option(help="Tenant the key belongs to.")],
+    tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
     """Revoke a key; API processes stop accepting it within seconds."""
     try:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, cast
 
 from langchain.agents import create_agent
@@ -70,18 +71,22 @@ def thread_id(ctx: StepContext) -> str:
 
 @dataclass
 class _Activity:
-    """Heartbeats and cancellation checks around model and tool calls."""
+    """Heartbeats and cancellation checks around model and tool calls.
+
+    The first beat comes after ``ACTIVITY_BEAT_SECONDS`` of activity: a short agent step
+    costs no heartbeat write (the lease keeper covers the start, as for any step).
+    """
 
     ctx: StepContext
-    last_beat: float = 0.0
+    last_beat: float = field(default_factory=time.monotonic)
 
-    def touch(self) -> None:
+    async def touch(self) -> None:
         if self.ctx.cancelled():
             raise LeaseLost(f"step {self.ctx.step_key!r} lost its lease (cancelled or taken over)")
         now = time.monotonic()
         if now - self.last_beat >= ACTIVITY_BEAT_SECONDS:
             self.last_beat = now
-            self.ctx.heartbeat()
+            await asyncio.to_thread(self.ctx.heartbeat)  # a store write: off the event loop
 
 
 class _ActivityCallbacks(AsyncCallbackHandler):
@@ -95,7 +100,7 @@ class _ActivityCallbacks(AsyncCallbackHandler):
 
     async def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
         self.measure.started(kwargs.get("run_id"))
-        await asyncio.to_thread(self.activity.touch)
+        await self.activity.touch()
 
     async def on_llm_end(self, response: Any, **kwargs: Any) -> None:
         self.measure.ended(kwargs.get("run_id"), response)
@@ -104,7 +109,7 @@ class _ActivityCallbacks(AsyncCallbackHandler):
         self.measure.failed(kwargs.get("run_id"), error)
 
     async def on_tool_start(self, serialized: Any, input_str: str, **kwargs: Any) -> None:
-        await asyncio.to_thread(self.activity.touch)
+        await self.activity.touch()
 
 
 class _ModelMeter:
@@ -185,6 +190,18 @@ def _json(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
+@functools.lru_cache(maxsize=1024)
+def _args_schema(name: str, function: Callable[..., Any]) -> type[BaseModel]:
+    """The tool's argument model from the function's signature (built once per function)."""
+    base = create_schema_from_function(name, function, filter_args=["ctx"])
+    schema: type[BaseModel] = create_model(
+        name,
+        __base__=cast(type[BaseModel], base),
+        tool_call_id=(Annotated[str, InjectedToolCallId], ...),
+    )
+    return schema
+
+
 def function_tool(ctx: StepContext, function_name: str) -> BaseTool:
     """A registered ``@step`` function as an agent tool.
 
@@ -200,12 +217,7 @@ def function_tool(ctx: StepContext, function_name: str) -> BaseTool:
             error_type="FunctionNotFound",
         )
     name = _tool_name(function_name)
-    base = create_schema_from_function(name, registered.function, filter_args=["ctx"])
-    schema: type[BaseModel] = create_model(
-        name,
-        __base__=cast(type[BaseModel], base),
-        tool_call_id=(Annotated[str, InjectedToolCallId], ...),
-    )
+    schema = _args_schema(name, registered.function)
 
     async def call(tool_call_id: str, **kwargs: Any) -> str:
         if registered.wants_context:
@@ -357,7 +369,7 @@ class LangGraphRuntime:
             elif state.interrupts:
                 answer = _answer_for(ctx.resume, state.interrupts[0].id)
                 if answer is None:
-                    return self._interrupted(state, request)
+                    return self._interrupted(state.interrupts[0], state.values, request)
                 graph_input = Command(resume=answer)
             elif state.next:
                 graph_input = None
@@ -367,8 +379,11 @@ class LangGraphRuntime:
                 # A lost lease cancels this handler (the runner cancels its task), and with it the graph.
                 if request.stream:
                     await _streamed(ctx, graph, graph_input, config)
+                    state = await graph.aget_state(config)
+                    values, interrupts = state.values, state.interrupts
                 else:
-                    await graph.ainvoke(graph_input, config, durability="sync")
+                    values = await graph.ainvoke(graph_input, config, durability="sync")
+                    interrupts = values.get("__interrupt__", ())
             except GraphRecursionError:
                 raise StepFailure(
                     f"the agent did not answer within {request.max_turns} turns",
@@ -381,10 +396,9 @@ class LangGraphRuntime:
                     retryable=False,
                     error_type="ResumeInvalid",
                 ) from None
-            state = await graph.aget_state(config)
-            if state.interrupts:
-                return self._interrupted(state, request)
-            return self._finished(state.values, request)
+            if interrupts:
+                return self._interrupted(interrupts[0], values, request)
+            return self._finished(values, request)
 
     def _finished(self, values: Mapping[str, Any], request: AgentRequest) -> AgentFinished:
         messages = values.get("messages", [])
@@ -396,13 +410,12 @@ class LangGraphRuntime:
             turns=sum(1 for m in messages if isinstance(m, AIMessage)),
         )
 
-    def _interrupted(self, state: Any, request: AgentRequest) -> AgentInterrupted:
-        pending = state.interrupts[0]
+    def _interrupted(self, pending: Any, values: Mapping[str, Any], request: AgentRequest) -> AgentInterrupted:
         return AgentInterrupted(
             interrupt_id=pending.id,
             request=json.loads(_json(pending.value)),
             schema=_schema_json(getattr(pending, "response_schema", None)),
-            usage=usage_of(state.values.get("messages", []), request.model, self.prices),
+            usage=usage_of(values.get("messages", []), request.model, self.prices),
         )
 
     async def choose(self, ctx: StepContext, request: ChoiceRequest) -> Choice:
@@ -430,7 +443,7 @@ class LangGraphRuntime:
             )
         messages: list[BaseMessage] = [SystemMessage(request.system)] if request.system else []
         messages.append(HumanMessage(request.prompt))
-        _Activity(ctx).touch()
+        await _Activity(ctx).touch()
         result: Any = await chain.ainvoke(messages)
         raw = result.get("raw")
         usage = usage_of([raw] if isinstance(raw, AIMessage) else [], request.model, self.prices)

@@ -37,3 +37,18 @@ def test_rewards_and_estimates_are_refused_for_what_is_not_a_bandit_decision(api
         == 422
     )
     assert api.call("GET", "/v1/workflows/routed/steps/missing/decisions").status_code == 404
+
+
+def test_graphql_shows_the_same_estimates(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/routed", json=ROUTED)
+    execution_id = api.call("POST", "/v1/executions", json={"workflow": "routed"}).json()["id"]
+    api.driver.run_all()
+    api.call("POST", f"/v1/executions/{execution_id}/rewards", json={"step": "route", "reward": 0})
+    query = "query($w: String!, $s: String!) { decisions(workflow: $w, step: $s) { bandit arms { route successes failures mean } } }"
+    found = api.gql(query, {"w": "routed", "s": "route"})["data"]["decisions"]
+    chosen = api.service.list_steps(TENANT_A, execution_id)[0].output["route"]
+    assert found == {
+        "bandit": "routed/route",
+        "arms": [{"route": chosen, "successes": 0.0, "failures": 1.0, "mean": 1 / 3}],
+    }
+    assert api.gql(query, {"w": "routed", "s": "nope"})["data"]["decisions"] is None

@@ -189,6 +189,8 @@ FIELD_CALLS: dict[str, str] = {
     "updateTrigger": 'updateTrigger(id: "$TRIGGER", input: {enabled: false}) { __typename ... on Problem { code } }',
     "workflowVersions": 'workflowVersions(name: "hello") { items { name version } }',
     "keys": "keys { id name role }",
+    "decisions": 'decisions(workflow: "hello", step: "hold") { bandit }',
+    "whoami": "whoami { tenant role }",
     "pauseExecution": 'pauseExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "resumeExecution": 'resumeExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "archiveWorkflow": 'archiveWorkflow(name: "hello") { __typename ... on Problem { code } }',

@@ -22,19 +22,26 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _refused_cheaply(api: Api, document: str, code: str, **extra: Any) -> dict[str, Any]:
+    """Send ``document``; assert it is refused with ``code``, with no store call, within the CPU bound.
+
+    CPU is measured over the whole process (the app runs in the test client's thread), so a
+    background thread of an earlier test can add to it: the cheapest of three tries counts.
+    """
     store = api.service.store
     assert isinstance(store, CountingStore)
     store.calls.clear()
     body = {"query": document, **extra}
-    started = time.process_time()
-    response = api.client.post("/graphql", json=body, headers=api.headers())
-    spent = time.process_time() - started
+    spent = []
+    for _ in range(3):
+        started = time.process_time()
+        response = api.client.post("/graphql", json=body, headers=api.headers())
+        spent.append(time.process_time() - started)
     assert response.status_code == 200, response.text
     result = response.json()
     assert result.get("data") is None, result
     assert [e["extensions"]["code"] for e in result["errors"]] == [code], result
     assert sum(store.calls.values()) == 0, f"the store was called: {dict(store.calls)}"
-    assert spent < MAX_REFUSAL_CPU_SECONDS, f"refusing cost {spent * 1000:.1f} ms of CPU"
+    assert min(spent) < MAX_REFUSAL_CPU_SECONDS, f"refusing cost {min(spent) * 1000:.1f} ms of CPU"
     return dict(result["errors"][0])
 
 
@@ -121,3 +128,12 @@ def test_two_queries_on_one_socket_see_fresh_data(api: Api) -> None:
     assert before["steps"] == [{"key": "hold", "status": "QUEUED"}]
     assert after["status"] == "SUCCEEDED"
     assert {s["key"]: s["status"] for s in after["steps"]} == {"hold": "SUCCEEDED", "after": "SUCCEEDED"}
+
+
+def test_graphiql_in_a_browser_offers_a_place_for_the_key(api: Api) -> None:
+    page = api.client.get("/graphql", headers={"accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "isHeadersEditorEnabled: true" in page.text and "Bearer <your API key" in page.text
+    # Only the page is open: a query over GET is still refused, and POST still needs a key.
+    assert api.client.get("/graphql", params={"query": "{ keys { id } }"}).status_code == 400
+    assert api.client.post("/graphql", json={"query": "{ keys { id } }"}).status_code == 401

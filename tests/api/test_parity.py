@@ -46,9 +46,11 @@ TWINS: dict[str, str] = {
     "DELETE /v1/triggers/{trigger_id}": "Mutation.deleteTrigger",
     "POST /v1/triggers/{trigger_id}/enable": "Mutation.enableTrigger",
     "POST /v1/triggers/{trigger_id}/disable": "Mutation.disableTrigger",
+    "GET /v1/whoami": "Query.whoami",
     "GET /v1/keys": "Query.keys",
     "POST /v1/keys": "Mutation.createKey",
     "DELETE /v1/keys/{key_id}": "Mutation.revokeKey",
+    "GET /v1/workflows/{name}/steps/{step_id}/decisions": "Query.decisions",
 }
 
 #: Operations with no GraphQL twin, and why.
@@ -57,8 +59,7 @@ REST_ONLY: dict[str, str] = {
     "(senders are integrations, not GraphQL clients)",
     "POST /v1/executions/{execution_id}/steps/{step_key}/approval-link": "mints a link for a person outside "
     "the API (mail, chat); the link itself is a plain-HTTP page",
-    "POST /v1/executions/{execution_id}/rewards": "not built in GraphQL yet (ai.route bandit feedback, issue 9)",
-    "GET /v1/workflows/{name}/steps/{step_id}/decisions": "not built in GraphQL yet (ai.route decisions, issue 9)",
+    "POST /v1/executions/{execution_id}/rewards": "not built in GraphQL yet (ai.route bandit feedback, issue 10)",
 }
 
 #: Root fields with no single REST twin, and why.

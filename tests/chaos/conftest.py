@@ -208,8 +208,10 @@ class OneWorker:
         imports: list[str],
         lease_seconds: float,
         env: Mapping[str, str] | None = None,
+        firestore_project: str | None = None,
     ) -> OneWorker:
-        """Settings, service and worker (not started yet) of a run named ``name``."""
+        """Settings, service and worker (not started yet) of a run named ``name``: on SQLite, or
+        on the Firestore emulator under ``firestore_project``."""
         import redis
 
         from engine.bootstrap import build_service
@@ -227,6 +229,9 @@ class OneWorker:
             "redispatch_after": 3.0,
             "imports": imports,
         }
+        if firestore_project is not None:
+            options.update(store="firestore", firestore_project=firestore_project)
+            del options["sqlite_path"]
         log_path = tmp_path / "worker.log"
         command = worker_command(queue, f"{name}-{run_id}@%h", concurrency=1)
         worker = WorkerProcess(command, worker_env(options, redis_url, prefix) | dict(env or {}), log_path)

@@ -34,9 +34,18 @@ SCRIPT: list[dict[str, Any]] = [
 
 @pytest.mark.backend
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("store", ["sqlite", "firestore"])
 def test_a_sigkilled_agent_resumes_from_its_checkpoint_without_rerunning_a_finished_tool(
-    tmp_path: Path, redis_server_url: str, worker_factory: list[WorkerProcess]
+    store: str,
+    tmp_path: Path,
+    redis_server_url: str,
+    worker_factory: list[WorkerProcess],
+    request: pytest.FixtureRequest,
 ) -> None:
+    project = None
+    if store == "firestore":
+        request.getfixturevalue("firestore_emulator")
+        project = request.getfixturevalue("unique_project")
     run = OneWorker.prepare(
         "ai-crash",
         tmp_path,
@@ -45,6 +54,7 @@ def test_a_sigkilled_agent_resumes_from_its_checkpoint_without_rerunning_a_finis
         [ai_tools.__name__],
         2.0,
         env={"CONVEYOR_TEST_REDIS_URL": redis_server_url},
+        firestore_project=project,
     )
     service, worker, log_path = run.service, run.worker, run.log_path
     tools = [f"{TOOLS}.lookup_order", f"{TOOLS}.crash_once"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from conveyor import step
@@ -42,6 +43,18 @@ def gated(ctx: Any) -> dict[str, Any]:
     """Waits for :data:`GATE` (at most 20s), then reports who finished."""
     GATE.wait(20)
     return {"by": "second worker", "attempt": ctx.attempt}
+
+
+#: When :func:`long_running` began, per execution (in-process workers share this module).
+STARTED: dict[str, float] = {}
+
+
+@step
+def long_running(ctx: Any, seconds: float) -> dict[str, Any]:
+    """Records when it began, then runs for ``seconds``."""
+    STARTED[ctx.execution_id] = time.time()
+    time.sleep(seconds)
+    return {"slept": seconds}
 
 
 def task(step_id: str, function: str, needs: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:

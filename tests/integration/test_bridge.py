@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from engine.states import StepStatus
 from engine.trigger_admin import Triggers
 from tests.harness import Harness
 from tests.integration.test_cli_run import conveyor_env
+from tests.services import wait_for
 
 PROJECT = "conveyor-test"
 TENANT = "t1"
@@ -99,13 +100,6 @@ def topics(pubsub_emulator: str) -> Iterator[Topics]:
     created.close()
 
 
-def eventually(check: Callable[[], bool], seconds: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached within {seconds}s")
 
 
 def bridge_process(db: Path, subscription: str, dead_letters: str, **extra: str) -> subprocess.Popen[str]:
@@ -157,7 +151,7 @@ def test_messages_start_executions_once_per_business_event_and_poison_is_dead_le
         topics.publish(topic, b"{not json", type="order.created")
         topics.publish(topic, json.dumps({"id": "A-2"}).encode())  # no type: unroutable
         dead = topics.pull(dead_subscription, wanted=2)
-        eventually(lambda: len(executions(db)) >= 1, what="an execution")
+        wait_for(lambda: len(executions(db)) >= 1, 60, "an execution")
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
     finally:
@@ -187,7 +181,7 @@ def test_a_bridge_killed_between_commit_and_ack_starts_nothing_twice(tmp_path: P
     reader = threading.Thread(target=lambda: lines.extend(iter(restarted.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
     try:
-        eventually(lambda: any(message_id in line and "duplicate=True" in line for line in lines), 180, "redelivery")
+        wait_for(lambda: any(message_id in line and "duplicate=True" in line for line in lines), 180, "redelivery")
         restarted.send_signal(signal.SIGTERM)
         restarted.wait(timeout=60)
     finally:
@@ -223,10 +217,10 @@ def test_a_waiting_step_resumes_on_a_matching_message_and_ignores_others(tmp_pat
         topics.publish(topic, b'{"amount": 5}', **attrs, correlation_key="A-2", event_id="other-order")
         topics.publish(topic, b'{"amount": 0}', **attrs, correlation_key="A-1", event_id="no-match")
         topics.publish(topic, b'{"amount": 5}', type="payment.failed", correlation_key="A-1", event_id="other-type")
-        eventually(lambda: all(map(stored, ["other-order", "no-match", "other-type"])), what="the events")
+        wait_for(lambda: all(map(stored, ["other-order", "no-match", "other-type"])), 60, "the events")
         assert paid().status is StepStatus.WAITING
         topics.publish(topic, b'{"amount": 7}', **attrs, correlation_key="A-1", event_id="pay-1")
-        eventually(lambda: paid().status is StepStatus.SUCCEEDED, what="the resume")
+        wait_for(lambda: paid().status is StepStatus.SUCCEEDED, 60, "the resume")
         assert paid().output["id"] == "pay-1" and paid().output["data"] == {"amount": 7}
     finally:
         stop.set()

@@ -9,6 +9,7 @@ from conveyor.embedded import embedded_service
 from engine.settings import Settings
 from engine.states import ExecutionStatus
 from engine.trigger_admin import TriggerChanges, Triggers
+from tests.services import wait_for
 
 TENANT = "dev"
 #: The issue's bound for a change to a trigger to take effect.
@@ -19,14 +20,6 @@ def created_since(service, moment):  # type: ignore[no-untyped-def]
     return service.list_executions(TENANT, created_after=moment, limit=200).items
 
 
-def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def test_schedules_fire_without_redis_and_changes_take_effect_within_two_seconds(tmp_path):
