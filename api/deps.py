@@ -70,7 +70,13 @@ class PageParams:
     def __init__(
         self,
         cursor: Annotated[
-            str | None, Query(max_length=512, description="Opaque cursor from a previous page's `next_cursor`")
+            str | None,
+            Query(
+                max_length=512,
+                pattern=r"^[A-Za-z0-9_-]+={0,2}$",
+                description="Opaque cursor from a previous page's `next_cursor` of the same listing; "
+                "one the server did not issue is refused with 422",
+            ),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size")] = 50,
     ) -> None:

@@ -53,7 +53,9 @@ def list_workflows(rt: RuntimeDep, principal: PrincipalDep, page: PageDep) -> Pa
     status_code=201,
     summary="Create a workflow or add a version",
     description="Saves the definition as the next version. An unchanged definition returns the "
-    "latest version with status 200 instead of 201.",
+    "latest version with status 200 instead of 201. The definition's `name` may be left out; when "
+    "given it must equal the path's `{name}` (422 `invalid` otherwise). JSON or YAML "
+    "(`Content-Type: application/yaml`, without anchors or aliases).",
     responses={200: {"model": WorkflowVersion, "description": "Unchanged: the latest version"}, **responses()},
     **guard(Role.EDITOR, YAML_BODY),
 )

@@ -25,7 +25,13 @@ class StartExecution(ApiModel):
     workflow: str = Field(pattern=WORKFLOW_NAME_PATTERN, examples=["order-fulfilment"])
     version: int | None = Field(default=None, ge=1, description="Latest version when absent")
     input: dict[str, Any] = Field(default_factory=dict, examples=[{"order_id": "A-1001"}])
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS, examples=[{"team": "shop"}])
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        examples=[{"team": "shop"}],
+        # Keys outside the pattern are refused: say so (patternProperties alone would allow them).
+        json_schema_extra={"additionalProperties": False},
+    )
 
 
 class Signal(ApiModel):
