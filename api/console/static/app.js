@@ -58,6 +58,17 @@ const can = (role) => me !== null && ROLES.indexOf(me.role) >= ROLES.indexOf(rol
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
 const badge = (status) => el("span", { class: `badge s-${String(status).toLowerCase()}` }, status);
 
+// A table with a caption for screen readers, column headers and rows.
+function dataTable(id, caption, headers, rows) {
+  return el(
+    "table",
+    { id },
+    el("caption", { class: "sr-only" }, caption),
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+    rows instanceof Node ? rows : el("tbody", {}, rows),
+  );
+}
+
 // replaceChildren, leaving out the null/false of optional parts (the DOM would print "null").
 function fill(node, ...children) {
   node.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
@@ -144,13 +155,7 @@ function executionsPage(params) {
   });
   const body = el("tbody");
   const message = el("div");
-  const table = el(
-    "table",
-    { id: "executions" },
-    el("caption", { class: "sr-only" }, "Executions, newest first"),
-    el("thead", {}, el("tr", {}, ["Execution", "Workflow", "Status", "Started", "Finished", "Labels"].map((h) => el("th", { scope: "col" }, h)))),
-    body,
-  );
+  const table = dataTable("executions", "Executions, newest first", ["Execution", "Workflow", "Status", "Started", "Finished", "Labels"], body);
   show(el("h1", {}, "Executions"), filters, message, el("div", { class: "scroll" }, table));
 
   async function refresh() {
@@ -308,14 +313,10 @@ function timeline(steps) {
 }
 
 function stepsTable(steps, definition, act) {
-  return el(
-    "table",
-    { id: "steps" },
-    el("caption", { class: "sr-only" }, "Steps and their attempts"),
-    el("thead", {}, el("tr", {}, ["Step", "Status", "Attempt", "Started", "Finished", "Error", ""].map((h) => el("th", { scope: "col" }, h)))),
-    el(
-      "tbody",
-      {},
+  return dataTable(
+    "steps",
+    "Steps and their attempts",
+    ["Step", "Status", "Attempt", "Started", "Finished", "Error", ""],
       steps.map((s) =>
         el(
           "tr",
@@ -329,7 +330,6 @@ function stepsTable(steps, definition, act) {
           el("td", {}, stepActions(s, definition, act)),
         ),
       ),
-    ),
   );
 }
 
@@ -419,14 +419,10 @@ async function workflowsPage(name) {
     const page = await api("/v1/workflows?limit=200");
     fill(
       list,
-      el(
-        "table",
-        { id: "workflows" },
-        el("caption", { class: "sr-only" }, "Workflows, latest version of each"),
-        el("thead", {}, el("tr", {}, ["Workflow", "Latest", "Created", "Archived"].map((h) => el("th", { scope: "col" }, h)))),
-        el(
-          "tbody",
-          {},
+      dataTable(
+        "workflows",
+        "Workflows, latest version of each",
+        ["Workflow", "Latest", "Created", "Archived"],
           page.items.map((w) =>
             el(
               "tr",
@@ -437,7 +433,6 @@ async function workflowsPage(name) {
               el("td", {}, w.archived ? "yes" : ""),
             ),
           ),
-        ),
       ),
     );
     if (!name) return;
@@ -468,14 +463,10 @@ async function triggersPage() {
     const page = await api("/v1/triggers?limit=200");
     fill(
       list,
-      el(
-        "table",
-        { id: "triggers" },
-        el("caption", { class: "sr-only" }, "Schedule and event triggers"),
-        el("thead", {}, el("tr", {}, ["Trigger", "Workflow", "Kind", "Spec", "Enabled", "Next fires", "Fired / missed / skipped / buffered", "Last error"].map((h) => el("th", { scope: "col" }, h)))),
-        el(
-          "tbody",
-          {},
+      dataTable(
+        "triggers",
+        "Schedule and event triggers",
+        ["Trigger", "Workflow", "Kind", "Spec", "Enabled", "Next fires", "Fired / missed / skipped / buffered", "Last error"],
           page.items.map((t) =>
             el(
               "tr",
@@ -490,7 +481,6 @@ async function triggersPage() {
               el("td", {}, t.last_error ? el("span", { class: "error" }, t.last_error) : ""),
             ),
           ),
-        ),
       ),
     );
     if (!page.items.length) fill(message, notice("No triggers yet.", "info"));
