@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field, StringConstraints
 from api.convert import to_datetime
 from api.schemas.common import LABEL_KEY, ApiModel
 from api.visibility import visible_error, visible_event_data
-from engine.orchestration import planner
 from engine.model import STEP_ID_PATTERN, WORKFLOW_NAME_PATTERN
+from engine.orchestration import planner
 from engine.records import EventRecord, ExecutionRecord, StepRecord
 from engine.states import ExecutionStatus, StepStatus
 
