@@ -328,9 +328,10 @@ class SqliteStore:
         """Executions newest first; ``created_after`` is inclusive, ``created_before`` exclusive."""
         last_created, last_id = _decode_cursor(cursor, (float, str))
         after = None if cursor is None else (last_created, last_id)
-        sql, params = sqlite_search.list_query(tenant, where or ExecutionFilter(), after, _fetch_count(limit))
+        fetch = _fetch_count(limit)
 
         def read(conn: sqlite3.Connection) -> list[ExecutionRecord]:
+            sql, params = sqlite_search.list_query(conn, tenant, where or ExecutionFilter(), after, fetch)
             rows = conn.execute(sql, params).fetchall()
             return [_load_execution(conn, row, self._load_input) for row in rows]
 

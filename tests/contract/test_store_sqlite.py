@@ -13,8 +13,8 @@ import pytest
 from engine.adapters import sqlite_search
 from engine.adapters.store_sqlite import SqliteStore
 from engine.errors import StoreUnavailable
-from engine.ports import Transaction
 from engine.migrations import migrate
+from engine.ports import Transaction
 from engine.records import SCHEMA_VERSION, ExecutionRecord, StepRecord
 from engine.search import ExecutionFilter
 from engine.states import ExecutionStatus, StepStatus
@@ -124,8 +124,8 @@ def test_migration_2_indexes_the_labels_of_executions_written_before_it(store: S
     ],
 )
 def test_searches_use_their_index(store: SqliteStore, tmp_path: Path, where: ExecutionFilter, index: str) -> None:
-    sql, params = sqlite_search.list_query(TENANT, where, None, 51)
     with sqlite3.connect(tmp_path / "conveyor.db") as raw:
+        sql, params = sqlite_search.list_query(raw, TENANT, where, None, 51)
         plan = " ".join(row[-1] for row in raw.execute("EXPLAIN QUERY PLAN " + sql, params))
     assert index in plan, plan
     store.close()
