@@ -42,7 +42,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(1, str(BENCH_DIR.parent))
 
-import _support  # noqa: E402
 from _support import Worker, conveyor_config, median  # noqa: E402
 from step_overhead import FAN_ITEMS, LINEAR_STEPS, Conveyor  # noqa: E402
 
@@ -164,7 +163,8 @@ def main() -> int:
             base_wall = median(walls[case, "base"]) / STEPS[case] * 1000 if "base" in variants else wall_ms
             results[f"{case}{variant}"] = {"cpu_ms_per_step": round(cpu_ms, 3), "wall_ms_per_step": round(wall_ms, 3)}
             print(
-                f"{case:8} {variant:14} {cpu_ms:12.3f} {cpu_ms - base_cpu:+8.3f} {wall_ms:13.3f} {wall_ms - base_wall:+8.3f}"
+                f"{case:8} {variant:14} {cpu_ms:12.3f} {cpu_ms - base_cpu:+8.3f} "
+                f"{wall_ms:13.3f} {wall_ms - base_wall:+8.3f}"
             )
     if args.cprofile:
         print_cprofile(profile_dir, sum(STEPS[c] * (args.rounds + args.warmup) for c in cases))
@@ -180,7 +180,7 @@ def with_main_only(worker: Worker) -> None:
     worker.proc.send_signal(signal.SIGTERM)
     try:
         worker.proc.wait(timeout=20)
-    except Exception:  # noqa: BLE001 - stop() kills the group next
+    except Exception:  # stop() kills the group next
         return
 
 
