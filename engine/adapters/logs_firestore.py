@@ -19,7 +19,8 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from engine.adapters.store_firestore import encode_id, translated_errors
+from engine.adapters.store_firestore.errors import translated_errors
+from engine.adapters.store_firestore.layout import encode_id
 from engine.records import StepLogRecord
 
 #: Documents in one batched write at most (Firestore's limit is 500).
