@@ -50,6 +50,7 @@ def build_store(settings: Settings) -> Store:
             project=settings.firestore_project,
             database=settings.firestore_database,
             inline_payload_bytes=settings.inline_payload_bytes,
+            wire=settings.firestore_wire,
         )
     from engine.adapters.store_sqlite import SqliteStore
 

@@ -331,6 +331,12 @@ class Dispatch:
     ``urgent`` messages (steps the reconciler recovers: a lost message, a dead worker's step)
     are served before the others waiting on the same queue, so recovery does not wait for a
     backlog to drain.
+
+    ``epoch`` is the step's ``lease_epoch`` when the message was sent. Every claim raises the
+    epoch, so a copy of a message that arrives after a later claim (the broker delivered it
+    twice) carries a smaller epoch than the step and is known to be stale: it is dropped
+    instead of taken for an early timer message (see ``steps._take``). ``None``: unknown (a
+    message from a publisher that did not say).
     """
 
     tenant: str
@@ -339,6 +345,7 @@ class Dispatch:
     queue: str | None = None
     countdown: float = 0.0
     urgent: bool = False
+    epoch: int | None = None
 
 
 class Dispatcher(Protocol):

@@ -322,7 +322,15 @@ class StepRunner:
             loop = self._loops.loop = asyncio.new_event_loop()
         return loop
 
-    def run(self, tenant: str, execution_id: str, step_key: str, *, first_delivery: bool = False) -> RunReport:
+    def run(
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        *,
+        first_delivery: bool = False,
+        epoch: int | None = None,
+    ) -> RunReport:
         """Run one step message, then each step its completion claimed for this worker.
 
         A chain of steps on one queue thus runs without a claim transaction or a broker round
@@ -333,11 +341,14 @@ class StepRunner:
         may then run before its claim (see the module docstring). A redelivered message
         (its worker died) is claimed first, so a step that kills workers has its attempts
         counted and ends failed.
+
+        ``epoch`` is the one the message was sent with (:attr:`~engine.ports.Dispatch.epoch`),
+        when it says: a stale copy of an earlier message is then dropped, not sent again.
         """
         unclaimed = None
         if first_delivery and self.service.settings.unclaimed_run_seconds > 0:
             unclaimed = self.service.peek(tenant, execution_id, step_key)
-        claimed = unclaimed or self.service.claim(tenant, execution_id, step_key)
+        claimed = unclaimed or self.service.claim(tenant, execution_id, step_key, sent_epoch=epoch)
         if claimed is None:
             return RunReport("ignored", step_key)
         report, follower = self._observed_attempt(claimed, follow=True, unclaimed=unclaimed is not None)

@@ -529,8 +529,13 @@ class Service:
 
     # --- steps (called by workers) ----------------------------------------------------------
 
-    def claim(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
-        return self._run(lambda rec: step_cases.claim(rec, self.workflows, tenant, execution_id, step_key, self.timing))
+    def claim(
+        self, tenant: str, execution_id: str, step_key: str, *, sent_epoch: int | None = None
+    ) -> step_cases.Claimed | None:
+        """Claim a step for its message; ``sent_epoch`` is the epoch the message carries, if any."""
+        return self._run(
+            lambda rec: step_cases.claim(rec, self.workflows, tenant, execution_id, step_key, self.timing, sent_epoch)
+        )
 
     def peek(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
         """The step as a claim would leave it, if it may run before it is claimed (see ``steps.peek``).

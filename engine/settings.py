@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     sqlite_path: Path | None = None
     firestore_project: str = "conveyor-local"
     firestore_database: str = "(default)"
+    firestore_wire: Literal["auto", "raw", "public"] = "auto"
 
     # messaging
     broker_url: str | None = None

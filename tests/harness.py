@@ -7,6 +7,7 @@ countdowns advance the manual clock. Integration tests use real Celery instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,11 @@ class Harness:
             if dispatch.countdown:
                 self.clock.advance(dispatch.countdown)
                 self.dispatcher.sent = [
-                    Dispatch(d.tenant, d.execution_id, d.step_key, d.queue, max(0.0, d.countdown - dispatch.countdown))
-                    for d in self.dispatcher.sent
+                    replace(d, countdown=max(0.0, d.countdown - dispatch.countdown)) for d in self.dispatcher.sent
                 ]
-            self.reports.append(self.runner.run(dispatch.tenant, dispatch.execution_id, dispatch.step_key))
+            self.reports.append(
+                self.runner.run(dispatch.tenant, dispatch.execution_id, dispatch.step_key, epoch=dispatch.epoch)
+            )
         raise AssertionError("drain did not finish")
 
     def execution(self, execution_id: str, tenant: str = "t1") -> Any:
