@@ -21,6 +21,7 @@ from engine.records import (
     ItemChunkRecord,
     Page,
     SignalRecord,
+    StepLogRecord,
     StepRecord,
     TriggerRecord,
     WaiterRecord,
@@ -290,6 +291,35 @@ class Store(Protocol):
     def schema_version(self) -> int: ...
 
     def set_schema_version(self, version: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StepLogStore(Protocol):
+    """Where finished attempts' logs are kept (see :mod:`engine.steplogs`), apart from the store's records.
+
+    Written in batches by one background thread per process, never in a step's transaction;
+    read by the API. Every call names its tenant, and tenants' logs are kept apart.
+    """
+
+    def put_step_logs(self, records: Sequence[StepLogRecord]) -> None:
+        """Create or replace each record (one per tenant, execution, step key, run and attempt)."""
+        ...
+
+    def list_step_logs(
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        *,
+        after: tuple[int, int] | None = None,
+        run: int | None = None,
+        attempt: int | None = None,
+        limit: int = 10,
+    ) -> list[StepLogRecord]:
+        """The step's records ordered by (run, attempt), only those after ``after`` (a (run, attempt)),
+        of ``run`` and of ``attempt`` when given; at most ``limit``."""
+        ...
 
     def close(self) -> None: ...
 
