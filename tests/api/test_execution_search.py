@@ -84,8 +84,8 @@ def test_rest_filters_combine_and_page(api: Api, searchable: dict[str, Any]) -> 
 
     listed = api.call("GET", "/v1/executions", params={"trigger": searchable["trigger"]}).json()["items"]
     assert {e["trigger_id"] for e in listed} == {searchable["trigger"]}
-    middle = api.service.get_execution(TENANT_A, v1[2]).created_at
-    iso = datetime.fromtimestamp(middle, UTC).isoformat()
+    second, third = (api.service.get_execution(TENANT_A, i).created_at for i in v1[1:3])
+    iso = datetime.fromtimestamp((second + third) / 2, UTC).isoformat()  # between them (starts are ms apart)
     before = _ids(api, [("workflow", "hello"), ("version", "1"), ("created_before", iso)])
     after = _ids(api, [("workflow", "hello"), ("version", "1"), ("created_after", iso)])
     assert before == _newest_first(api, v1[:2]) and after == _newest_first(api, v1[2:])
