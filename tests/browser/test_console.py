@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,13 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from engine.adapters.deadletters import RedisDeadLetters
 from engine.adapters.store_sqlite import SqliteStore
 from engine.auth import Role
 from engine.keys import ApiKeys
+from engine.records import DeadLetterRecord
 from engine.service import SystemClock
-from tests.services import free_port, wait_for
+from tests.services import free_port, redis_url, wait_for
 
 pytestmark = pytest.mark.backend
 
@@ -83,7 +86,9 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, dict[tuple[str, Role], str
     port = free_port()
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    # Redis for the live streams and the bridge's dead-letter log (the test writes dead letters there).
     env.update(CONVEYOR_STATE_DIR=str(state), CONVEYOR_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    env.update(CONVEYOR_REDIS_URL=redis_url())
     log = (tmp_path / "dev.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "dev", "--port", str(port)], env=env, cwd=tmp_path, stdout=log, stderr=log
@@ -425,6 +430,22 @@ def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]],
     assert all("Thompson sample" in r.text for r in decided)
     arms = section.find_elements(By.CSS_SELECTOR, "tr[data-route]")
     assert {a.get_attribute("data-route") for a in arms} <= {"fast", "careful"} and arms
+
+    # Dead letters of the bridge, with their reasons: this tenant's only.
+    kept = RedisDeadLetters(redis_url(), size=10)
+    kept.client.delete(kept.key("acme"), kept.key("globex"))
+    for tenant, reason in (("acme", "malformed"), ("acme", "too-large"), ("globex", "unroutable")):
+        kept.record(
+            DeadLetterRecord(
+                tenant, f"{tenant}-{reason}", "orders-sub", reason, f"{reason} detail", time.time(), data="[1]"
+            )
+        )
+    browser.get(f"{base}/ui/#/triggers")
+    dead = until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr"), what="dead letters")
+    assert [r.get_attribute("data-reason") for r in dead] == ["too-large", "malformed"]
+    assert "malformed detail" in dead[1].text and "globex" not in browser.find_element(By.TAG_NAME, "main").text
+    kept.client.delete(kept.key("acme"), kept.key("globex"))
+    kept.close()
 
     # A viewer: no checkboxes or bulk buttons, and the API refuses bulk actions anyway.
     browser.find_element(By.ID, "sign-out").click()
