@@ -54,7 +54,7 @@ class RedisDeadLetters:
             raw = self.client.lrange(self.key(tenant), 0, max(0, min(limit, self.size)) - 1)
         except redis.RedisError as exc:
             raise StoreUnavailable("the dead-letter log is unavailable") from exc
-        return [_decode(item) for item in raw]  # type: ignore[union-attr]
+        return [_decode(item) for item in raw]
 
     def close(self) -> None:
         self.client.close()
