@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from api.auth import Authenticator
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
+from engine.bootstrap import build_dead_letter_log
 from engine.keys import ApiKeys
+from engine.ports import DeadLetterLog
 from engine.router import EventRouter
 from engine.service import Service
 from engine.settings import Settings
@@ -40,6 +42,7 @@ class Runtime:
     limiter: RateLimiter
     metrics: Metrics
     router: EventRouter
+    dead_letters: DeadLetterLog
     streams: StreamOptions = field(default_factory=StreamOptions)
 
     @classmethod
@@ -60,6 +63,7 @@ class Runtime:
             limiter=RateLimiter(settings.rate_limit, settings.tenant_rate_limit, redis_url=settings.redis_url),
             metrics=metrics,
             router=EventRouter(service),
+            dead_letters=build_dead_letter_log(settings),
             streams=streams
             or StreamOptions(
                 heartbeat_seconds=settings.stream_heartbeat_seconds, max_replay=settings.event_stream_maxlen

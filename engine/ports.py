@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from engine.records import (
     ApiKeyRecord,
+    DeadLetterRecord,
     EventRecord,
     ExecutionRecord,
     InboundEventRecord,
     ItemChunkRecord,
     Page,
     SignalRecord,
+    StepLogRecord,
     StepRecord,
     TriggerRecord,
     WaiterRecord,
@@ -294,6 +296,35 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+class StepLogStore(Protocol):
+    """Where finished attempts' logs are kept (see :mod:`engine.steplogs`), apart from the store's records.
+
+    Written in batches by one background thread per process, never in a step's transaction;
+    read by the API. Every call names its tenant, and tenants' logs are kept apart.
+    """
+
+    def put_step_logs(self, records: Sequence[StepLogRecord]) -> None:
+        """Create or replace each record (one per tenant, execution, step key, run and attempt)."""
+        ...
+
+    def list_step_logs(
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        *,
+        after: tuple[int, int] | None = None,
+        run: int | None = None,
+        attempt: int | None = None,
+        limit: int = 10,
+    ) -> list[StepLogRecord]:
+        """The step's records ordered by (run, attempt), only those after ``after`` (a (run, attempt)),
+        of ``run`` and of ``attempt`` when given; at most ``limit``."""
+        ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Dispatch:
     """Ask a worker to run one step; ``countdown`` is only ever a few seconds.
@@ -351,6 +382,18 @@ class Publisher(Protocol):
 
         ``NotFound`` when the topic does not exist, ``StoreUnavailable`` when it cannot be reached.
         """
+        ...
+
+
+class DeadLetterLog(Protocol):
+    """The recent dead letters of each tenant (see :class:`~engine.records.DeadLetterRecord`), bounded."""
+
+    def record(self, entry: DeadLetterRecord) -> None:
+        """Keep ``entry`` as its tenant's most recent; the oldest beyond the bound are forgotten."""
+        ...
+
+    def recent(self, tenant: str, limit: int = 50) -> list[DeadLetterRecord]:
+        """The tenant's most recent dead letters, newest first."""
         ...
 
 
