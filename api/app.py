@@ -12,7 +12,18 @@ from api.bodylimit import BodySizeLimit
 from api.graphql.schema import graphql_router
 from api.hosts import HostAllowList
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import approval_links, decisions, events, executions, health, keys, session, triggers, workflows
+from api.routes import (
+    approval_links,
+    decisions,
+    events,
+    executions,
+    health,
+    keys,
+    prompts,
+    session,
+    triggers,
+    workflows,
+)
 from api.routes import streams as stream_routes
 from api.runtime import Runtime, StreamOptions
 from engine.bootstrap import configure_error_reporting, instrument_api
@@ -70,7 +81,19 @@ def create_app(
         openapi_url="/openapi.json",
     )
     problems.install(app)
-    modules = (workflows, executions, approval_links, decisions, stream_routes, triggers, events, keys, session, health)
+    modules = (
+        workflows,
+        prompts,
+        executions,
+        approval_links,
+        decisions,
+        stream_routes,
+        triggers,
+        events,
+        keys,
+        session,
+        health,
+    )
     for module in modules:
         app.include_router(module.router)
     app.include_router(graphql_router(settings))

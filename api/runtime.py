@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from api.auth import Authenticator
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
+from engine.bootstrap import build_prompt_store
 from engine.keys import ApiKeys
+from engine.prompts import PromptLibrary
 from engine.router import EventRouter
 from engine.service import Service
 from engine.settings import Settings
@@ -40,6 +42,7 @@ class Runtime:
     limiter: RateLimiter
     metrics: Metrics
     router: EventRouter
+    prompts: PromptLibrary
     streams: StreamOptions = field(default_factory=StreamOptions)
 
     @classmethod
@@ -60,6 +63,7 @@ class Runtime:
             limiter=RateLimiter(settings.rate_limit, settings.tenant_rate_limit, redis_url=settings.redis_url),
             metrics=metrics,
             router=EventRouter(service),
+            prompts=PromptLibrary(build_prompt_store(settings, service.store), service.clock),
             streams=streams
             or StreamOptions(
                 heartbeat_seconds=settings.stream_heartbeat_seconds, max_replay=settings.event_stream_maxlen
