@@ -9,6 +9,7 @@ the principal.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from api.schemas.executions import StartExecution
 from api.schemas.triggers import TriggerCreate
 from api.schemas.workflows import ValidationReport
 from engine.auth import Principal
-from engine.errors import DefinitionInvalid, InvalidRequest
+from engine.errors import ConveyorError, DefinitionInvalid, InvalidRequest
 from engine.eventlog import Accepted
 from engine.orchestration.approvals import Decision, LinkClaims
 from engine.records import ExecutionRecord, StepRecord, TriggerRecord
@@ -27,6 +28,8 @@ from engine.trigger_admin import Triggers
 
 MAX_IDEMPOTENCY_KEY = 255
 MAX_APPROVAL_COMMENT = 2000
+#: Most executions one bulk request (REST ``/v1/executions/bulk/*``, GraphQL batch mutations) names.
+MAX_BULK = 100
 
 
 class IdempotencyKeyReused(InvalidRequest):
@@ -156,3 +159,35 @@ def approval_link(
     return rt.service.approval_link(
         principal.tenant, execution_id, step_key, role=str(principal.role), by=recipient, ttl=ttl
     )
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What one id of a bulk request came to: the execution after the action, or the error."""
+
+    id: str
+    execution: ExecutionRecord | None = None
+    error: ConveyorError | None = None
+
+
+def check_bulk(items: Sequence[Any]) -> None:
+    if len(items) > MAX_BULK:
+        raise InvalidRequest(f"a batch holds at most {MAX_BULK} items")
+
+
+def control_many(
+    rt: Runtime, principal: Principal, action: Callable[[str, str], ExecutionRecord], ids: Sequence[str]
+) -> list[BulkOutcome]:
+    """Apply one single-execution use case (``rt.service.cancel``, ``.retry``) to each id, in order.
+
+    Each id succeeds or fails on its own (one refused transition does not stop the others);
+    every call runs in the principal's tenant, so another tenant's id is simply not found.
+    """
+    check_bulk(ids)
+    outcomes = []
+    for execution_id in ids:
+        try:
+            outcomes.append(BulkOutcome(execution_id, execution=action(principal.tenant, execution_id)))
+        except ConveyorError as exc:
+            outcomes.append(BulkOutcome(execution_id, error=exc))
+    return outcomes

@@ -14,6 +14,7 @@ from api.hosts import HostAllowList
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import (
     approval_links,
+    bulk,
     decisions,
     events,
     executions,
@@ -81,9 +82,11 @@ def create_app(
         openapi_url="/openapi.json",
     )
     problems.install(app)
+    # bulk before executions: /v1/executions/bulk/cancel is not the cancel route of an execution "bulk".
     modules = (
         workflows,
         prompts,
+        bulk,
         executions,
         approval_links,
         decisions,

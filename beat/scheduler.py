@@ -10,7 +10,10 @@ behind a backlog (see docs/architecture.md, "The reconciler").
 Several beat instances may run for availability: before each firing the scheduler makes
 sure it holds the Redis lease (:mod:`engine.adapters.lease_redis`); the others stand by.
 Without Redis (embedded mode) there is no lease and the single instance is always active.
-Beat fires one job at a time, so the passes of its reconciler never overlap.
+A job beat runs itself runs on a thread of its own (one per job, one run at a time: a firing
+that finds the previous run still going is skipped), so a reconciler pass (up to
+``reconcile_pass_seconds``) never holds up the schedule poller on beat's own thread, and the
+passes of the reconciler never overlap.
 
 To add a periodic job, append a factory to :data:`JOB_FACTORIES`. Schedule triggers are
 not Celery entries: one :class:`~beat.schedules.SchedulePoller` runs in the beat process
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +133,7 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         self.lease = lease
         self.service = service
         self.run_local = run_local
+        self._running: dict[str, threading.Thread] = {}
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -157,11 +162,37 @@ class LeasedScheduler(Scheduler):  # type: ignore[misc]
         if not self.run_local and self.jobs[entry.name].task is not None:
             return super().apply_async(entry, producer, advance, **kwargs)
         entry = self.reserve(entry) if advance else entry
-        self.jobs[entry.name].run_local(self.service())
+        self._run_in_background(self.jobs[entry.name])
         return None
+
+    def _run_in_background(self, job: PeriodicJob) -> None:
+        """Run a job beat runs itself on its own thread, unless its previous run is still going.
+
+        Beat's thread goes straight back to ticking: the schedule poller keeps firing while a
+        reconciler pass runs (a fire due meanwhile is not delayed by the pass).
+        """
+        running = self._running.get(job.name)
+        if running is not None and running.is_alive():
+            log.debug("previous run still going; this firing is skipped", job=job.name)
+            return
+        thread = threading.Thread(target=self._run_job, args=(job,), name=f"beat-{job.name}", daemon=True)
+        self._running[job.name] = thread
+        thread.start()
+
+    def _run_job(self, job: PeriodicJob) -> None:
+        try:
+            job.run_local(self.service())
+        except Exception:  # beat must outlive one bad run; the next firing tries again
+            log.exception("periodic job failed", job=job.name)
+
+    def wait_for_jobs(self, timeout: float | None = None) -> None:
+        """Wait for the jobs running on their threads to finish (the store is not left mid-transaction)."""
+        for thread in list(self._running.values()):
+            thread.join(timeout)
 
     def close(self) -> None:
         try:
+            self.wait_for_jobs()
             super().close()
         finally:
             if self.lease is not None:

@@ -9,9 +9,10 @@ With ``CONVEYOR_BROKER_URL`` set, the same worker consumes from that broker inst
 
 The reconciler pass that Beat runs in production runs here every
 :data:`RECONCILE_INTERVAL` seconds, so long retry delays, ``wait`` timers, expired leases
-and deadlines progress; for ``conveyor dev`` the same thread fires due schedule triggers
-(Beat's schedule job). With Redis configured it runs only while holding the reconciler
-lease beat uses, so it never overlaps a beat's (or another process's) passes.
+and deadlines progress; for ``conveyor dev`` a second thread runs Beat's schedule job (the
+:class:`~beat.schedules.SchedulePoller`), so a reconciler pass never delays a fire. With
+Redis configured both run only while holding the reconciler lease beat uses, so they never
+overlap a beat's (or another process's) passes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from celery.worker import WorkController, loops
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
 
+from beat.schedules import SchedulePoller
 from engine.adapters.celery_config import make_celery
 from engine.adapters.dispatcher_celery import BROKER_ERRORS
 from engine.adapters.lease_redis import RedisLease
@@ -169,9 +171,10 @@ def _check_broker(app: Celery) -> None:
 class Reconciler:
     """Runs ``service.reconcile()`` every ``interval`` seconds in a background thread.
 
-    With ``schedules``, each pass also fires the schedule triggers that are due. With a
-    ``lease`` (Redis), a pass runs only while this process holds it. Stopping waits for the
-    current pass, which checks the stop request between items: the thread is never left
+    With ``schedules``, a second thread fires the schedule triggers that are due (polling as
+    beat does: every second, sooner when a fire is closer), so a pass never delays a fire.
+    With a ``lease`` (Redis), both run only while this process holds it. Stopping waits for
+    the current pass, which checks the stop request between items: the thread is never left
     inside a store transaction (an abandoned Firestore transaction keeps its locks for a
     minute).
     """
@@ -189,28 +192,46 @@ class Reconciler:
         self.schedules = schedules
         self.lease = lease
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="conveyor-reconciler", daemon=True)
+        self._lease_lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._loop, name="conveyor-reconciler", daemon=True)]
+        if schedules:
+            poller = SchedulePoller(lambda: service, interval=service.settings.schedule_poll_interval)
+            self._threads.append(
+                threading.Thread(target=self._fire_loop, args=(poller,), name="conveyor-schedules", daemon=True)
+            )
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(STOP_TIMEOUT + self.service.settings.reconcile_pass_seconds)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(STOP_TIMEOUT + self.service.settings.reconcile_pass_seconds)
         if self.lease is not None:
             self.lease.release()
 
+    def _holds_lease(self) -> bool:
+        if self.lease is None:
+            return True
+        with self._lease_lock:  # one RedisLease, two threads
+            return self.lease.hold()
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            if self.lease is not None and not self.lease.hold():
+            if not self._holds_lease():
                 continue
             try:
                 self.service.reconcile(should_stop=self._stop.is_set)
-                if self.schedules:
-                    self.service.fire_due_triggers(horizon=0.0)
             except Exception:  # the thread must outlive one bad pass: without it timers never fire
                 log.exception("reconcile pass failed; retrying on the next one")
+
+    def _fire_loop(self, poller: SchedulePoller) -> None:
+        """Beat's schedule job: fire due triggers, then sleep until the next poll (at most 1 s)."""
+        delay = 0.0
+        while not self._stop.wait(delay):
+            delay = poller.tick() if self._holds_lease() else self.interval
 
 
 @contextmanager

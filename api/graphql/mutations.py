@@ -27,8 +27,6 @@ from engine.errors import ConveyorError, InvalidRequest
 
 T = TypeVar("T")
 
-#: Most executions one batch mutation may start or cancel.
-MAX_BATCH = 100
 
 ApplyWorkflowResult = Annotated[AppliedWorkflow | Problem, strawberry.union("ApplyWorkflowResult")]
 StartExecutionResult = Annotated[StartedExecution | Problem, strawberry.union("StartExecutionResult")]
@@ -109,9 +107,21 @@ def _update_trigger(info: Info, trigger_id: str, item: UpdateTriggerInput) -> Tr
     return Trigger.from_record(actions.triggers(ctx.runtime).update(ctx.principal.tenant, trigger_id, body.changes()))
 
 
-def _batch(items: list[Any]) -> None:
-    if len(items) > MAX_BATCH:
-        raise InvalidRequest(f"a batch holds at most {MAX_BATCH} items")
+async def _control_many(info: Info, action: str, ids: list[strawberry.ID]) -> list[ExecutionResult]:
+    """The batch twin of ``POST /v1/executions/bulk/{action}``: one result per id, in order."""
+    ctx = info.context
+    use_case = {"cancel": ctx.runtime.service.cancel, "retry": ctx.runtime.service.retry}[action]
+    outcomes = await run_in_threadpool(
+        actions.control_many, ctx.runtime, ctx.principal, use_case, [str(i) for i in ids]
+    )
+    return [_execution_or_problem(o) for o in outcomes]
+
+
+def _execution_or_problem(outcome: actions.BulkOutcome) -> Execution | Problem:
+    if outcome.error is not None:
+        return Problem.from_error(outcome.error)
+    assert outcome.execution is not None
+    return Execution.from_record(outcome.execution)
 
 
 @strawberry.type
@@ -134,7 +144,7 @@ class Mutation:
 
     @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Start many executions (at most 100)")
     async def start_executions(self, info: Info, inputs: list[StartExecutionInput]) -> list[StartExecutionResult]:
-        _batch(inputs)
+        actions.check_bulk(inputs)
         return [await attempt(partial(_start, info, item)) for item in inputs]
 
     @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Cancel an execution")
@@ -143,13 +153,16 @@ class Mutation:
 
     @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Cancel many executions (at most 100)")
     async def cancel_executions(self, info: Info, ids: list[strawberry.ID]) -> list[ExecutionResult]:
-        _batch(ids)
-        return [await attempt(partial(_cancel, info, str(i))) for i in ids]
+        return await _control_many(info, "cancel", ids)
 
     @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Retry from the failed steps")
     async def retry_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
         ctx = info.context
         return await attempt(lambda: Execution.from_record(ctx.runtime.service.retry(ctx.principal.tenant, str(id))))
+
+    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Retry many executions (at most 100)")
+    async def retry_executions(self, info: Info, ids: list[strawberry.ID]) -> list[ExecutionResult]:
+        return await _control_many(info, "retry", ids)
 
     @strawberry.mutation(
         extensions=requires(Role.VIEWER),

@@ -42,7 +42,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from engine.adapters.store_firestore import Paths, encode_id
+from engine.adapters.store_firestore.layout import Paths, encode_id
 from engine.errors import LeaseLost
 
 #: Largest serialized value kept in its own document; larger ones are split into parts.

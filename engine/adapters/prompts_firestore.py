@@ -12,7 +12,9 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from engine.adapters.store_firestore import MAX_ATTEMPTS, encode_id, translated_errors
+from engine.adapters.store_firestore.errors import translated_errors
+from engine.adapters.store_firestore.layout import encode_id
+from engine.adapters.store_firestore.transaction import MAX_ATTEMPTS
 from engine.prompts import PromptRecord, version_cursor
 from engine.records import Page
 

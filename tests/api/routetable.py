@@ -44,6 +44,7 @@ class RouteCase:
 SAMPLE_BODIES: dict[str, Any] = {
     "StartExecution": {"workflow": "hello", "input": {"who": "b"}},
     "Signal": {"step": "hold", "payload": {"ok": True}},
+    "BulkIds": {"ids": ["e"]},
     "Reward": {"step": "hold", "reward": 1},
     "ApprovalDecision": {"decision": "approve", "comment": "fine"},
     "ApprovalLinkRequest": {"recipient": "alice@example.com"},

@@ -181,6 +181,7 @@ FIELD_CALLS: dict[str, str] = {
     "cancelExecution": 'cancelExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "cancelExecutions": 'cancelExecutions(ids: ["$EXECUTION"]) { __typename ... on Problem { code } }',
     "retryExecution": 'retryExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
+    "retryExecutions": 'retryExecutions(ids: ["$EXECUTION"]) { __typename ... on Problem { code } }',
     "signalExecution": 'signalExecution(id: "$EXECUTION", step: "hold") { __typename ... on Problem { code } }',
     "decideApproval": 'decideApproval(id: "$EXECUTION", step: "hold", decision: APPROVE) { __typename '
     "... on Problem { code } }",

@@ -35,6 +35,8 @@ TWINS: dict[str, str] = {
     "GET /v1/executions/{execution_id}/events": "Subscription.executionEvents",
     "POST /v1/executions/{execution_id}/cancel": "Mutation.cancelExecution",
     "POST /v1/executions/{execution_id}/retry": "Mutation.retryExecution",
+    "POST /v1/executions/bulk/cancel": "Mutation.cancelExecutions",
+    "POST /v1/executions/bulk/retry": "Mutation.retryExecutions",
     "POST /v1/executions/{execution_id}/pause": "Mutation.pauseExecution",
     "POST /v1/executions/{execution_id}/resume": "Mutation.resumeExecution",
     "POST /v1/executions/{execution_id}/signal": "Mutation.signalExecution",
@@ -70,7 +72,6 @@ REST_ONLY: dict[str, str] = {
 #: Root fields with no single REST twin, and why.
 GRAPHQL_ONLY: dict[str, str] = {
     "Mutation.startExecutions": "batch form of POST /v1/executions (up to 100 in one request)",
-    "Mutation.cancelExecutions": "batch form of POST /v1/executions/{id}/cancel",
 }
 
 

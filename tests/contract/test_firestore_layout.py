@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from engine.adapters.store_firestore import BLOB_MARK, CHUNK_BYTES, BlobRef, FirestoreStore, _BlobCache, encode_id
+from engine.adapters.store_firestore import BLOB_MARK, CHUNK_BYTES, BlobCache, BlobRef, FirestoreStore, encode_id
 from engine.ports import Transaction
 from engine.records import (
     ApiKeyRecord,
@@ -399,7 +399,7 @@ def test_an_out_of_line_payload_is_fetched_once_per_process(
 
 
 def test_the_payload_cache_keeps_the_most_recently_used_within_its_bytes() -> None:
-    cache = _BlobCache(max_bytes=25)
+    cache = BlobCache(max_bytes=25)
     refs = [BlobRef(f"b{n}", 1, 10, f"sha{n}") for n in range(3)]
     cache.put(A, refs[0], b"0" * 10)
     cache.put(A, refs[1], b"1" * 10)

@@ -321,7 +321,7 @@ def test_the_raw_codec_matches_the_client_library() -> None:
     from google.cloud.firestore_v1 import _helpers
     from google.cloud.firestore_v1.types import Document
 
-    from engine.adapters.store_firestore import decode_fields, encode_fields
+    from engine.adapters.store_firestore.wire import decode_fields, encode_fields
 
     ours = Document.pb()()
     encode_fields(ours.fields, ODD_VALUES)

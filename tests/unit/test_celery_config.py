@@ -184,3 +184,55 @@ def test_urgent_dispatches_are_published_on_the_lane_workers_drain_first() -> No
     assert URGENT_PRIORITY < NORMAL_PRIORITY
     assert queue_keys("work") == ["work", "work\x06\x169"]
     assert "priority_steps" not in celery_config(Settings(broker_url=None))["broker_transport_options"]
+
+
+class _SlowPassService:
+    """A reconciler pass that lasts until the schedule job has polled (or 10 s went by)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.settings = Settings(broker_url=None, redis_url=None)
+        self.polled = threading.Event()
+        self.pass_started = threading.Event()
+        self.in_pass = False
+        self.polls_during_pass = 0
+
+    def reconcile(self, should_stop: Any = None) -> ReconcileReport:
+        self.in_pass = True
+        self.pass_started.set()
+        self.polled.wait(10)
+        self.in_pass = False
+        return ReconcileReport()
+
+    def fire_due_triggers(self, horizon: float = 1.0) -> float | None:
+        if self.in_pass:
+            self.polls_during_pass += 1
+            self.polled.set()
+        return None
+
+
+def test_a_long_reconciler_pass_does_not_hold_up_the_schedule_job_in_beat() -> None:
+    from beat.schedules import SchedulePoller
+
+    settings = Settings(broker_url=None, redis_url=None, reconcile_interval=0.05, default_queue=_unique_queue())
+    fake = _SlowPassService()
+    scheduler: LeasedScheduler = scheduler_factory(settings)(app=make_celery(settings, "unit-beat"))
+    scheduler.service = lambda: cast(Service, fake)
+    scheduler.schedules = SchedulePoller(lambda: cast(Service, fake), interval=0.05)
+    deadline = time.monotonic() + 10  # generous: the machine may be loaded
+    while not fake.polled.is_set() and time.monotonic() < deadline:
+        time.sleep(max(0.0, min(scheduler.tick(), 0.02)))
+    scheduler.close()
+    assert fake.pass_started.is_set() and fake.polls_during_pass >= 1
+
+
+def test_a_long_reconciler_pass_does_not_hold_up_schedules_in_embedded_mode() -> None:
+    from conveyor.embedded import Reconciler
+
+    fake = _SlowPassService()
+    reconciler = Reconciler(cast(Service, fake), 0.05, schedules=True)
+    reconciler.start()
+    fake.polled.wait(10)
+    reconciler.stop()
+    assert fake.pass_started.is_set() and fake.polls_during_pass >= 1

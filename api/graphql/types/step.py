@@ -23,6 +23,7 @@ class Step:
     run: int
     index: int | None
     item: JSON | None
+    item_count: int | None = strawberry.field(description="How many items an expanded foreach step has")
     output: JSON | None
     error: JSON | None
     wait: JSON | None
