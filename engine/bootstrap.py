@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
@@ -28,6 +29,7 @@ from engine.ports import (
     PromptStore,
     Publisher,
     Resolver,
+    StepLogStore,
     Store,
     Telemetry,
 )
@@ -49,12 +51,32 @@ def build_store(settings: Settings) -> Store:
             project=settings.firestore_project,
             database=settings.firestore_database,
             inline_payload_bytes=settings.inline_payload_bytes,
+            wire=settings.firestore_wire,
         )
     from engine.adapters.store_sqlite import SqliteStore
 
     path = settings.resolved_sqlite_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteStore(path, inline_payload_bytes=settings.inline_payload_bytes)
+
+
+def build_step_log_store(settings: Settings, store: Store) -> StepLogStore:
+    """Where finished attempts' logs go: the store's Firestore database, or a SQLite file beside the store's."""
+    if settings.store == "firestore":
+        from engine.adapters.logs_firestore import FirestoreStepLogs
+        from engine.adapters.store_firestore import FirestoreStore
+
+        if not isinstance(store, FirestoreStore):
+            raise ConveyorError("step logs on Firestore need the Firestore store")
+        return FirestoreStepLogs(store.client)
+    from engine.adapters.logs_sqlite import SqliteStepLogs
+    from engine.adapters.store_sqlite import SqliteStore
+
+    path = settings.resolved_step_logs_path()
+    if settings.step_logs_path is None and isinstance(store, SqliteStore):
+        path = Path(store.path).with_name(f"{Path(store.path).stem}-logs.db")  # beside the store actually used
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteStepLogs(path)
 
 
 def build_event_sink(settings: Settings) -> EventSink:
@@ -185,13 +207,15 @@ def build_service(
     settings = settings or Settings()
     import_modules(settings.imports)
     ledger = build_ledger(settings)
+    store = store or build_store(settings)
     return Service(
-        store=store or build_store(settings),
+        store=store,
         dispatcher=dispatcher or build_dispatcher(settings, ledger),
         events=events or build_event_sink(settings),
         settings=settings,
         ledger=ledger if dispatcher is None else None,
         telemetry=telemetry or build_telemetry(settings),
+        step_logs=build_step_log_store(settings, store),
     )
 
 

@@ -21,6 +21,7 @@ from engine.records import (
     ItemChunkRecord,
     Page,
     SignalRecord,
+    StepLogRecord,
     StepRecord,
     TriggerRecord,
     WaiterRecord,
@@ -295,6 +296,35 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+class StepLogStore(Protocol):
+    """Where finished attempts' logs are kept (see :mod:`engine.steplogs`), apart from the store's records.
+
+    Written in batches by one background thread per process, never in a step's transaction;
+    read by the API. Every call names its tenant, and tenants' logs are kept apart.
+    """
+
+    def put_step_logs(self, records: Sequence[StepLogRecord]) -> None:
+        """Create or replace each record (one per tenant, execution, step key, run and attempt)."""
+        ...
+
+    def list_step_logs(
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        *,
+        after: tuple[int, int] | None = None,
+        run: int | None = None,
+        attempt: int | None = None,
+        limit: int = 10,
+    ) -> list[StepLogRecord]:
+        """The step's records ordered by (run, attempt), only those after ``after`` (a (run, attempt)),
+        of ``run`` and of ``attempt`` when given; at most ``limit``."""
+        ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Dispatch:
     """Ask a worker to run one step; ``countdown`` is only ever a few seconds.
@@ -302,6 +332,12 @@ class Dispatch:
     ``urgent`` messages (steps the reconciler recovers: a lost message, a dead worker's step)
     are served before the others waiting on the same queue, so recovery does not wait for a
     backlog to drain.
+
+    ``epoch`` is the step's ``lease_epoch`` when the message was sent. Every claim raises the
+    epoch, so a copy of a message that arrives after a later claim (the broker delivered it
+    twice) carries a smaller epoch than the step and is known to be stale: it is dropped
+    instead of taken for an early timer message (see ``steps._take``). ``None``: unknown (a
+    message from a publisher that did not say).
     """
 
     tenant: str
@@ -310,6 +346,7 @@ class Dispatch:
     queue: str | None = None
     countdown: float = 0.0
     urgent: bool = False
+    epoch: int | None = None
 
 
 class Dispatcher(Protocol):

@@ -241,6 +241,11 @@ class SqliteStore:
         self._connections = _Connections(self._path)
         self._write(_create_schema)
 
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
     # transactions
 
     def atomic(self, fn: Callable[[Transaction], T]) -> T:

@@ -32,6 +32,7 @@ TWINS: dict[str, str] = {
     "GET /v1/executions/{execution_id}": "Query.execution",
     "GET /v1/executions/{execution_id}/steps": "Execution.steps",
     "GET /v1/executions/{execution_id}/history": "Execution.history",
+    "GET /v1/executions/{execution_id}/steps/{step_key}/logs": "Step.logs",
     "GET /v1/executions/{execution_id}/events": "Subscription.executionEvents",
     "POST /v1/executions/{execution_id}/cancel": "Mutation.cancelExecution",
     "POST /v1/executions/{execution_id}/retry": "Mutation.retryExecution",
