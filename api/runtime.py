@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from api.auth import Authenticator
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
-from engine.bootstrap import build_prompt_store
+from engine.bootstrap import build_dead_letter_log, build_prompt_store
 from engine.keys import ApiKeys
+from engine.ports import DeadLetterLog
 from engine.prompts import PromptLibrary
 from engine.router import EventRouter
 from engine.service import Service
@@ -43,6 +44,7 @@ class Runtime:
     metrics: Metrics
     router: EventRouter
     prompts: PromptLibrary
+    dead_letters: DeadLetterLog
     streams: StreamOptions = field(default_factory=StreamOptions)
 
     @classmethod
@@ -64,6 +66,7 @@ class Runtime:
             metrics=metrics,
             router=EventRouter(service),
             prompts=PromptLibrary(build_prompt_store(settings, service.store), service.clock),
+            dead_letters=build_dead_letter_log(settings),
             streams=streams
             or StreamOptions(
                 heartbeat_seconds=settings.stream_heartbeat_seconds, max_replay=settings.event_stream_maxlen

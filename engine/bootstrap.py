@@ -22,6 +22,7 @@ from engine.errors import ConveyorError
 from engine.functions import import_modules
 from engine.ports import (
     AgentRuntime,
+    DeadLetterLog,
     Dispatcher,
     EventSink,
     HttpClient,
@@ -87,6 +88,15 @@ def build_event_sink(settings: Settings) -> EventSink:
     from engine.adapters.events_memory import MemoryEventLog
 
     return MemoryEventLog.shared(maxlen=settings.event_stream_maxlen)
+
+
+def build_dead_letter_log(settings: Settings) -> DeadLetterLog:
+    """The bridge's recent dead letters: in Redis when there is one (shared with the API), else in memory."""
+    from engine.adapters.deadletters import MemoryDeadLetters, RedisDeadLetters
+
+    if settings.redis_url:
+        return RedisDeadLetters(settings.redis_url, settings.bridge_dead_letters_kept)
+    return MemoryDeadLetters(settings.bridge_dead_letters_kept)
 
 
 def _redis_broker(settings: Settings) -> str | None:
@@ -345,6 +355,7 @@ def build_bridge(settings: Settings, service: Service | None = None) -> Streamin
         max_attempts=settings.bridge_max_attempts,
         max_message_bytes=settings.bridge_max_message_bytes,
         after_commit=after_commit,
+        dead_letter_log=build_dead_letter_log(settings),
     )
     return StreamingBridge(
         bridge,

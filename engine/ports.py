@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from engine.records import (
     ApiKeyRecord,
+    DeadLetterRecord,
     EventRecord,
     ExecutionRecord,
     InboundEventRecord,
@@ -382,6 +383,18 @@ class Publisher(Protocol):
 
         ``NotFound`` when the topic does not exist, ``StoreUnavailable`` when it cannot be reached.
         """
+        ...
+
+
+class DeadLetterLog(Protocol):
+    """The recent dead letters of each tenant (see :class:`~engine.records.DeadLetterRecord`), bounded."""
+
+    def record(self, entry: DeadLetterRecord) -> None:
+        """Keep ``entry`` as its tenant's most recent; the oldest beyond the bound are forgotten."""
+        ...
+
+    def recent(self, tenant: str, limit: int = 50) -> list[DeadLetterRecord]:
+        """The tenant's most recent dead letters, newest first."""
         ...
 
 

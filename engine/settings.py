@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     bridge_subscriptions: list[BridgeSubscription] = Field(default_factory=list)
     #: Topic that receives messages the bridge cannot turn into events, the reason in attributes.
     bridge_dead_letter_topic: str | None = None
+    #: Dead letters kept per tenant for people to look at (the console, GET /v1/events/dead-letters).
+    bridge_dead_letters_kept: int = Field(default=200, ge=1, le=10_000)
     #: Deliveries of a message failing transiently before it is dead-lettered (the native
     #: dead-letter policy set on created subscriptions is this plus 2, a backstop).
     bridge_max_attempts: int = Field(default=5, ge=1, le=98)

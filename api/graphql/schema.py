@@ -17,6 +17,7 @@ from api.bodies import BodyRefused, decode_json
 from api.graphql.ai import AiMutation, AiQuery
 from api.graphql.context import Context, get_context
 from api.graphql.control import ControlMutation
+from api.graphql.deadletters import DeadLetterQuery
 from api.graphql.limits import extensions
 from api.graphql.mutations import Mutation
 from api.graphql.queries import Query
@@ -26,7 +27,7 @@ from engine.settings import Settings
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    query = merge_types("Query", (Query, AiQuery))
+    query = merge_types("Query", (Query, DeadLetterQuery, AiQuery))
     mutation = merge_types("Mutation", (Mutation, ControlMutation, AiMutation))
     return strawberry.Schema(query=query, mutation=mutation, subscription=Subscription, extensions=extensions(settings))
 

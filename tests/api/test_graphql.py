@@ -192,6 +192,7 @@ FIELD_CALLS: dict[str, str] = {
     "keys": "keys { id name role }",
     "decisions": 'decisions(workflow: "hello", step: "hold") { bandit }',
     "whoami": "whoami { tenant role }",
+    "deadLetters": "deadLetters { messageId reason }",
     "pauseExecution": 'pauseExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "resumeExecution": 'resumeExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "archiveWorkflow": 'archiveWorkflow(name: "hello") { __typename ... on Problem { code } }',

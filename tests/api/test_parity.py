@@ -50,6 +50,7 @@ TWINS: dict[str, str] = {
     "POST /v1/triggers/{trigger_id}/enable": "Mutation.enableTrigger",
     "POST /v1/triggers/{trigger_id}/disable": "Mutation.disableTrigger",
     "GET /v1/whoami": "Query.whoami",
+    "GET /v1/events/dead-letters": "Query.deadLetters",
     "GET /v1/keys": "Query.keys",
     "POST /v1/keys": "Mutation.createKey",
     "DELETE /v1/keys/{key_id}": "Mutation.revokeKey",

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
@@ -174,3 +175,12 @@ def test_the_fallback_serves_transactions_end_to_end(
         assert stored is not None and stored.output == {"n": 2} and stored.input == {"order": 1}
     finally:
         store.close()
+
+
+def test_a_failed_begin_on_the_public_path_is_reported_as_itself(firestore_emulator: str) -> None:
+    """The emulator refuses BeginTransaction on a malformed database name; the library then fails
+    to roll back a transaction it never began, and that ValueError must not hide the refusal."""
+    client = firestore.Client(project="conveyor-test-begin", database="bad db!", credentials=AnonymousCredentials())
+    with pytest.raises(gexc.GoogleAPICallError) as refused:
+        wire.PublicAttempt(client).execute(lambda: None)
+    assert not isinstance(refused.value, ValueError)

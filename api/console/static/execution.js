@@ -217,7 +217,7 @@ export function executionPage(id) {
       if (can("operator")) {
         if (execution.status === "RUNNING") actions.push(["pause", "Pause"], ["cancel", "Cancel"]);
         if (execution.status === "PAUSED") actions.push(["resume", "Resume"], ["cancel", "Cancel"]);
-        if (["FAILED", "CANCELLED", "TIMED_OUT"].includes(execution.status)) actions.push(["retry", "Retry"]);
+        if (["FAILED", "TIMED_OUT"].includes(execution.status)) actions.push(["retry", "Retry"]);
       }
       fill(
         header,

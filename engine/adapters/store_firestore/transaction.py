@@ -1,8 +1,9 @@
 """The transaction runner of the Firestore store and the :class:`~engine.ports.Transaction` port.
 
-An attempt begins with its first read and commits every buffered write at once; Firestore
-aborts the losers under contention and the runner retries them with jittered backoff,
-rolling back any attempt that will not commit.
+Writes are buffered here and handed to the attempt at once when ``fn`` returns; the attempt
+(from :mod:`.wire`, raw or public path) reads, commits, and rolls back on any failure.
+Firestore aborts the losers under contention and the runner retries them with jittered
+backoff; an event that already exists reruns the transaction in careful mode.
 """
 
 from __future__ import annotations

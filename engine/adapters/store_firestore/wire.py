@@ -422,7 +422,8 @@ class PublicAttempt:
         ``transactional`` rolls back on any failure and wraps an aborted commit in a
         ``ValueError``; a failing rollback is raised over the error that caused it. What
         escapes here is the error that matters: the body's own, else the ``Aborted`` or
-        ``AlreadyExists`` of the commit, else whatever the library raised.
+        ``AlreadyExists`` of the commit, else the first Google API error in the chain (a
+        failed begin, commit or rollback), else whatever the library raised.
         """
         failure: list[BaseException] = []
 
@@ -439,7 +440,9 @@ class PublicAttempt:
         except BaseException as exc:
             if failure and failure[0] is not exc:
                 raise failure[0] from None
-            vendor = _chained(exc, (gexc.Aborted, gexc.AlreadyExists))
+            # A failed BeginTransaction leaves nothing to roll back, and the library's attempt
+            # to raises a ValueError over the error that matters.
+            vendor = _chained(exc, (gexc.Aborted, gexc.AlreadyExists)) or _chained(exc, (gexc.GoogleAPIError,))
             if vendor is not None and vendor is not exc:
                 raise vendor from exc
             raise
