@@ -105,6 +105,12 @@ def _serve_metrics(**_: Any) -> None:
         serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_address)
 
 
+def _ship_step_logs(**_: Any) -> None:
+    """A worker process stops: store the logs of the attempts it finished (they ship in the background)."""
+    if _runner is not None and _runner.step_logs is not None:
+        _runner.step_logs.flush()
+
+
 def _forget_pool_process(pid: int | None = None, **_: Any) -> None:
     if pid is not None:
         forget_worker_process(pid)
@@ -116,3 +122,5 @@ signals.worker_init.connect(_configure_observability, weak=False)
 signals.task_received.connect(_message_taken, weak=False)
 signals.worker_process_init.connect(_build_runner_in_child, weak=False)
 signals.worker_process_shutdown.connect(_forget_pool_process, weak=False)
+signals.worker_process_shutdown.connect(_ship_step_logs, weak=False)
+signals.worker_shutdown.connect(_ship_step_logs, weak=False)
