@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     # step logs (what step functions log and print, per attempt; see engine/steplogs)
     #: Capture step logs: off, steps log only to the worker's own output as before.
     step_logs_enabled: bool = True
+    #: Lowest level of ``logging`` records captured (whatever CONVEYOR_LOG_LEVEL prints).
+    step_logs_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     #: Lines kept per attempt; later lines are counted as dropped, not stored.
     step_logs_max_lines: int = Field(default=1000, ge=0)
     #: Bytes of messages kept per attempt (one stored record stays under Firestore's 1 MiB).
