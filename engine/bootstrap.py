@@ -22,10 +22,12 @@ from engine.errors import ConveyorError
 from engine.functions import import_modules
 from engine.ports import (
     AgentRuntime,
+    DeadLetterLog,
     Dispatcher,
     EventSink,
     HttpClient,
     ModelTelemetry,
+    PromptStore,
     Publisher,
     Resolver,
     StepLogStore,
@@ -86,6 +88,15 @@ def build_event_sink(settings: Settings) -> EventSink:
     from engine.adapters.events_memory import MemoryEventLog
 
     return MemoryEventLog.shared(maxlen=settings.event_stream_maxlen)
+
+
+def build_dead_letter_log(settings: Settings) -> DeadLetterLog:
+    """The bridge's recent dead letters: in Redis when there is one (shared with the API), else in memory."""
+    from engine.adapters.deadletters import MemoryDeadLetters, RedisDeadLetters
+
+    if settings.redis_url:
+        return RedisDeadLetters(settings.redis_url, settings.bridge_dead_letters_kept)
+    return MemoryDeadLetters(settings.bridge_dead_letters_kept)
 
 
 def _redis_broker(settings: Settings) -> str | None:
@@ -296,6 +307,17 @@ def build_publisher(settings: Settings) -> Publisher | None:
     return PubSubPublisher(settings.pubsub_project)
 
 
+def build_prompt_store(settings: Settings, store: Store) -> PromptStore:
+    """The tenants' stored prompt templates, beside the store (same SQLite file or Firestore database)."""
+    if settings.store == "firestore":
+        from engine.adapters.prompts_firestore import FirestorePromptStore
+
+        return FirestorePromptStore(store.client)  # type: ignore[attr-defined]
+    from engine.adapters.prompts_sqlite import SqlitePromptStore
+
+    return SqlitePromptStore(store)  # type: ignore[arg-type]
+
+
 def build_step_ports(settings: Settings, store: Store) -> StepPorts:
     """The services step types use, from settings and the service's store."""
     return StepPorts(
@@ -304,6 +326,7 @@ def build_step_ports(settings: Settings, store: Store) -> StepPorts:
         publisher=build_publisher(settings),
         http=build_http_client(settings),
         live=build_event_sink(settings),
+        prompts=build_prompt_store(settings, store),
     )
 
 
@@ -332,6 +355,7 @@ def build_bridge(settings: Settings, service: Service | None = None) -> Streamin
         max_attempts=settings.bridge_max_attempts,
         max_message_bytes=settings.bridge_max_message_bytes,
         after_commit=after_commit,
+        dead_letter_log=build_dead_letter_log(settings),
     )
     return StreamingBridge(
         bridge,

@@ -247,6 +247,27 @@ class InboundEventRecord:
 
 
 @dataclass
+class DeadLetterRecord:
+    """A message the Pub/Sub bridge dead-lettered instead of making it an event, and why.
+
+    Kept per tenant, most recent first, for people to look at (the console, ``GET
+    /v1/events/dead-letters``); the durable copy is the message on the dead-letter topic.
+    ``data`` is the message body as text (bytes that are not UTF-8 replaced), cut to a bound;
+    ``data_bytes`` is the body's full size.
+    """
+
+    tenant: str
+    message_id: str
+    subscription: str
+    reason: str
+    detail: str
+    at: float
+    attributes: dict[str, str] = field(default_factory=dict)
+    data: str = ""
+    data_bytes: int = 0
+
+
+@dataclass
 class WaiterRecord:
     """A step WAITING for an external event on ``route``, registered when it started waiting."""
 

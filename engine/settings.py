@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     bridge_subscriptions: list[BridgeSubscription] = Field(default_factory=list)
     #: Topic that receives messages the bridge cannot turn into events, the reason in attributes.
     bridge_dead_letter_topic: str | None = None
+    #: Dead letters kept per tenant for people to look at (the console, GET /v1/events/dead-letters).
+    bridge_dead_letters_kept: int = Field(default=200, ge=1, le=10_000)
     #: Deliveries of a message failing transiently before it is dead-lettered (the native
     #: dead-letter policy set on created subscriptions is this plus 2, a backstop).
     bridge_max_attempts: int = Field(default=5, ge=1, le=98)
@@ -111,6 +113,8 @@ class Settings(BaseSettings):
     # step logs (what step functions log and print, per attempt; see engine/steplogs)
     #: Capture step logs: off, steps log only to the worker's own output as before.
     step_logs_enabled: bool = True
+    #: Lowest level of ``logging`` records captured (whatever CONVEYOR_LOG_LEVEL prints).
+    step_logs_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     #: Lines kept per attempt; later lines are counted as dropped, not stored.
     step_logs_max_lines: int = Field(default=1000, ge=0)
     #: Bytes of messages kept per attempt (one stored record stays under Firestore's 1 MiB).

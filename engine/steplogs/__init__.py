@@ -8,6 +8,7 @@ The runner opens one attempt around each step body with :meth:`StepLogs.attempt`
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ class StepLogs:
         self.settings = settings
         self.redact = Redactor.from_settings(settings)
         self.shipper = LogShipper(store, live)
-        capture.install()
+        capture.install(logging.getLevelNamesMapping()[settings.step_logs_level])
 
     @contextmanager
     def attempt(self, step: StepRecord) -> Iterator[AttemptLog]:

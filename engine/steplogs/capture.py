@@ -11,8 +11,9 @@ asyncio tasks) each get their own lines and nothing else's:
 
 Outside an attempt both hooks cost one context-variable read. A sync step's thread sees the
 attempt because the task step runs it in a copy of the context; a thread the step starts
-itself does not (its lines go to the worker's output only). Lines pass the level the logging
-configuration lets through (``CONVEYOR_LOG_LEVEL`` in Conveyor's processes).
+itself does not (its lines go to the worker's output only). Records at or above
+``CONVEYOR_STEP_LOGS_LEVEL`` are taken, if the logger they are logged to lets them through
+(Conveyor's logging configuration lets that level through the root logger).
 
 Each attempt keeps at most ``max_lines`` lines and ``max_bytes`` bytes of messages; later
 lines are only counted (``dropped``). Kept lines are redacted (:class:`Redactor`) before
@@ -205,7 +206,7 @@ class _CaptureHandler(logging.Handler):
     def handle(self, record: logging.LogRecord) -> bool:
         # No handler lock: an AttemptLog locks itself, and most records belong to no attempt.
         current = _current.get()
-        if current is None:
+        if current is None or record.levelno < self.level:
             last_resort = logging.lastResort
             alone = _ROOT.handlers == [self]
             if alone and last_resort is not None and record.levelno >= last_resort.level and _alone(record.name):
@@ -252,8 +253,10 @@ _HANDLER = _CaptureHandler()
 _install_lock = threading.Lock()
 
 
-def install() -> None:
+def install(level: int | None = None) -> None:
     """Put the hooks in place (again, if a logging configuration or a test removed them)."""
+    if level is not None:
+        _HANDLER.setLevel(level)
     if _HANDLER not in _ROOT.handlers or not isinstance(sys.stdout, _StdoutRouter):
         with _install_lock:
             if _HANDLER not in _ROOT.handlers:

@@ -92,7 +92,11 @@ export function executionsPage(params) {
   const all = el("input", { type: "checkbox", id: "select-all", "aria-label": "Select every execution shown" });
   const headers = [operator ? all : null, "Execution", "Workflow", "Status", "Started", "Finished", "Labels"].filter(Boolean);
   const table = dataTable("executions", "Executions, newest first", headers, body);
-  show(el("h1", {}, "Executions"), filterForm(params), counts, bulk, message, empty, el("div", { class: "scroll" }, table), pager);
+  // On a phone the filters fold away unless some are set.
+  const narrow = window.matchMedia("(max-width: 640px)").matches;
+  const filtering = [...query(params, { cursor: false }).keys()].length > 0;
+  const filters = el("details", { class: "filter-box", open: !narrow || filtering }, el("summary", {}, "Filters"), filterForm(params));
+  show(el("h1", {}, "Executions"), filters, counts, bulk, message, empty, el("div", { class: "scroll" }, table), pager);
   let shown = [];
   let first = true;
 
@@ -169,9 +173,11 @@ export function executionsPage(params) {
     }
   }
 
+  let firstCounts = true;
   async function refreshCounts() {
     try {
       fill(counts, countsView(params, await api(`/v1/executions/counts?${query(params, { status: false, cursor: false })}`)));
+      if (firstCounts) { firstCounts = false; performance.mark("conveyor:counts-rendered"); }
     } catch (error) {
       fill(counts, notice(`Counts: ${error.message}`));
     }

@@ -1,6 +1,6 @@
 // Triggers: schedules with their next fire times and counters; event triggers with the recent
 // events that matched them (each match started an execution whose idempotency key is
-// "<trigger id>:<event id>").
+// "<trigger id>:<event id>"); and the messages the Pub/Sub bridge dead-lettered, with why.
 import { api, badge, dataTable, el, fill, notice, show, when } from "./lib.js";
 
 const RECENT = 5;
@@ -26,11 +26,31 @@ async function recentMatches(t, cell) {
   }
 }
 
+async function deadLetters(box) {
+  try {
+    const items = (await api("/v1/events/dead-letters?limit=50")).items;
+    if (!items.length) return fill(box, el("p", { class: "hint" }, "No dead letters."));
+    fill(box, dataTable("dead-letters", "Dead-lettered messages, most recent first", ["When", "Subscription", "Reason", "Detail", "Message"],
+      items.map((d) => el("tr", { "data-message": d.message_id, "data-reason": d.reason },
+        el("td", {}, when(d.at)),
+        el("td", {}, d.subscription),
+        el("td", {}, el("span", { class: "badge s-failed" }, d.reason)),
+        el("td", { class: "error" }, d.detail),
+        el("td", {}, el("details", {}, el("summary", {}, `${d.message_id} · ${d.data_bytes} bytes`),
+          el("pre", {}, d.data), el("pre", {}, JSON.stringify(d.attributes, null, 2))))))));
+  } catch (error) {
+    fill(box, notice(error.message));
+  }
+}
+
 export async function triggersPage() {
   const message = el("div");
   const schedules = el("div", { class: "scroll" });
   const events = el("div", { class: "scroll" });
-  show(el("h1", {}, "Triggers"), message, el("h2", {}, "Schedules"), schedules, el("h2", {}, "Event triggers"), events);
+  const dead = el("div", { class: "scroll" });
+  show(el("h1", {}, "Triggers"), message, el("h2", {}, "Schedules"), schedules, el("h2", {}, "Event triggers"), events,
+    el("h2", {}, "Dead-lettered events"), el("p", { class: "hint" }, "Messages the Pub/Sub bridge could not turn into events, most recent first."), dead);
+  deadLetters(dead);
   try {
     const items = (await api("/v1/triggers?limit=200")).items;
     const counters = (t) => `${t.fired} / ${t.missed} / ${t.skipped} / ${t.buffered}`;
