@@ -31,9 +31,10 @@ store (``celery -A tasks.app worker --pool prefork``), each on a queue of its ow
 
 Flower sees a step run inline (after the first of a chain, from the same message) through the
 task events the worker sends for it (``CONVEYOR_FLOWER_INLINE_EVENTS``, on by default, so the
-linear case above includes their cost). The run also times those events alone, in this process
-on the same broker, and prints their cost per inline step beside the linear per-step figure
-(``inline_events_ms_per_step`` in the JSON line).
+linear case above includes their cost; a message's inline steps' events are published together
+when it ends). The run also times those events alone, in this process on the same broker
+(messages of 19 inline steps each), and prints their cost per inline step beside the linear
+per-step figure (``inline_events_ms_per_step`` in the JSON line).
 
 ``--profile`` also runs the step hot path in this process (same store, real Redis event
 stream, real Celery publisher) and prints where the time of one step goes: claim
@@ -517,7 +518,8 @@ def main() -> int:
 
 
 def inline_events_cost(broker: str, steps: int = 500) -> float:
-    """Milliseconds the Flower task event of one inline step costs (one publish), on ``broker``."""
+    """Milliseconds the Flower task event of one inline step costs, on ``broker``: messages that
+    each run the linear workflow's inline steps (all but the first), then publish their events."""
     from unittest import mock
 
     from engine.adapters.celery_config import make_celery
@@ -532,10 +534,15 @@ def inline_events_cost(broker: str, steps: int = 500) -> float:
     request = mock.Mock(id="bench-parent", hostname="bench@host")
     with mock.patch("tasks.flower_events.current_task", mock.Mock(request=request)):
         events.step_attempt(attempt)  # connect once, as a worker's pooled connection is
+        events.flush()
+        inline = LINEAR_STEPS - 1
+        messages = max(1, steps // inline)
         started = time.perf_counter()
-        for _ in range(steps):
-            events.step_attempt(attempt)
-        return (time.perf_counter() - started) * 1000 / steps
+        for _ in range(messages):
+            for _ in range(inline):
+                events.step_attempt(attempt)
+            events.flush()  # the message ends (task_postrun)
+        return (time.perf_counter() - started) * 1000 / (messages * inline)
 
 
 def _env_value(value: Any) -> str:

@@ -27,6 +27,7 @@ from engine.ports import (
     EventSink,
     HttpClient,
     ModelTelemetry,
+    PromptStore,
     Publisher,
     Resolver,
     StepLogStore,
@@ -306,6 +307,17 @@ def build_publisher(settings: Settings) -> Publisher | None:
     return PubSubPublisher(settings.pubsub_project)
 
 
+def build_prompt_store(settings: Settings, store: Store) -> PromptStore:
+    """The tenants' stored prompt templates, beside the store (same SQLite file or Firestore database)."""
+    if settings.store == "firestore":
+        from engine.adapters.prompts_firestore import FirestorePromptStore
+
+        return FirestorePromptStore(store.client)  # type: ignore[attr-defined]
+    from engine.adapters.prompts_sqlite import SqlitePromptStore
+
+    return SqlitePromptStore(store)  # type: ignore[arg-type]
+
+
 def build_step_ports(settings: Settings, store: Store) -> StepPorts:
     """The services step types use, from settings and the service's store."""
     return StepPorts(
@@ -314,6 +326,7 @@ def build_step_ports(settings: Settings, store: Store) -> StepPorts:
         publisher=build_publisher(settings),
         http=build_http_client(settings),
         live=build_event_sink(settings),
+        prompts=build_prompt_store(settings, store),
     )
 
 

@@ -32,6 +32,7 @@ from engine.states import ExecutionStatus, StepStatus
 
 if TYPE_CHECKING:
     from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
+    from engine.prompts import PromptRecord
     from engine.steptypes.base import StepContext
 
 T = TypeVar("T")
@@ -448,6 +449,29 @@ class DecisionStats(Protocol):
     def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]: ...
 
     def mark_once(self, tenant: str, execution_id: str, name: str) -> bool: ...
+
+
+class PromptStore(Protocol):
+    """The tenants' named, versioned prompt templates (versions never change once added)."""
+
+    def add_prompt_version(
+        self, tenant: str, name: str, template: str, system: str | None, description: str | None, now: float
+    ) -> tuple[PromptRecord, bool]:
+        """Add the next version of ``name`` (1 for a new prompt), atomically; when the newest
+        version holds the same texts, return it instead. ``True``: a version was added."""
+        ...
+
+    def get_prompt(self, tenant: str, name: str, version: int | None = None) -> PromptRecord | None:
+        """One version, or the newest when ``version`` is ``None``."""
+        ...
+
+    def list_prompts(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
+        """The newest version of each prompt, by name."""
+        ...
+
+    def list_prompt_versions(self, tenant: str, name: str, *, cursor: str | None = None, limit: int = 50) -> Page:
+        """Versions of ``name``, newest first."""
+        ...
 
 
 @dataclass(frozen=True)

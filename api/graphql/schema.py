@@ -14,6 +14,7 @@ from strawberry.types.unset import UnsetType
 
 from api.auth import bearer_token
 from api.bodies import BodyRefused, decode_json
+from api.graphql.ai import AiMutation, AiQuery
 from api.graphql.context import Context, get_context
 from api.graphql.control import ControlMutation
 from api.graphql.deadletters import DeadLetterQuery
@@ -26,8 +27,8 @@ from engine.settings import Settings
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    query = merge_types("Query", (Query, DeadLetterQuery))
-    mutation = merge_types("Mutation", (Mutation, ControlMutation))
+    query = merge_types("Query", (Query, DeadLetterQuery, AiQuery))
+    mutation = merge_types("Mutation", (Mutation, ControlMutation, AiMutation))
     return strawberry.Schema(query=query, mutation=mutation, subscription=Subscription, extensions=extensions(settings))
 
 

@@ -98,6 +98,7 @@ class LogShipper:
         with self._cond:
             self._running[id(attempt)] = attempt
             self._ensure_thread()
+            self._cond.notify_all()  # an idle shipping thread waits for work
 
     def finished(self, attempt: AttemptLog) -> None:
         with self._cond:
@@ -105,6 +106,7 @@ class LogShipper:
             if attempt.lines or attempt.dropped:
                 self._finished.append(attempt)
                 self._ensure_thread()
+                self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Ship every finished attempt now; whether that was done within ``timeout`` seconds."""

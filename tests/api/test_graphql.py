@@ -203,6 +203,11 @@ FIELD_CALLS: dict[str, str] = {
     "deleteTrigger": 'deleteTrigger(id: "$TRIGGER") { __typename ... on Problem { code } }',
     "createKey": 'createKey(input: {name: "g", role: VIEWER}) { __typename ... on Problem { code } }',
     "revokeKey": 'revokeKey(id: "0123456789abcdef") { __typename ... on Problem { code } }',
+    "prompts": "prompts { items { name } }",
+    "prompt": 'prompt(name: "reply") { version }',
+    "promptVersions": 'promptVersions(name: "reply") { items { version } }',
+    "applyPrompt": 'applyPrompt(name: "reply", template: "hi") { __typename ... on Problem { code } }',
+    "rewardDecision": 'rewardDecision(id: "$EXECUTION", step: "hold", reward: 1) { __typename ... on Problem { code } }',
 }
 
 
