@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import functools
 import io
 import json
 import os
@@ -65,6 +66,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(1, str(BENCH_DIR.parent))
 
+import _logs_case  # noqa: E402
 import _support  # noqa: E402
 from _support import NOOP, RAW_DONE, RAW_NOOP, Worker, conveyor_config, median  # noqa: E402
 
@@ -403,7 +405,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--emulator", default=os.environ.get("FIRESTORE_EMULATOR_HOST"))
     parser.add_argument("--profile", action="store_true", help="also profile the step hot path in process")
-    parser.add_argument("--cases", default="linear,foreach,many,foreach10k", help="comma-separated subset to run")
+    parser.add_argument("--cases", default="linear,foreach,many,foreach10k,logs", help="comma-separated subset to run")
     parser.add_argument("--repeat-10k", type=int, default=1, help="measured rounds of the foreach10k case")
     args = parser.parse_args()
     stores = ["sqlite", "firestore"] if args.store == "both" else [args.store]
@@ -457,7 +459,7 @@ def main() -> int:
                     print(f"[firestore] warming up the emulator's JVM ({args.emulator_warmup:g}s) ...", file=sys.stderr)
                     results["emulator_warmup_rounds"] = warm_up(conveyor, args.emulator_warmup)
                 figures: dict[str, Any] = {}
-                for case in cases:
+                for case in [c for c in cases if c != "logs"]:
                     print(f"[{store}] {case} ...", file=sys.stderr, flush=True)
                     unwarmed = case in UNWARMED
                     raw_values, conv_values = measure(
@@ -480,6 +482,15 @@ def main() -> int:
                     )
                 results[store] = summarize(figures, store)
                 worker.stop()
+                if "logs" in cases:  # step logs on vs off (see bench/_logs_case.py)
+                    settings_for = functools.partial(
+                        conveyor_config, store, args.broker, workdir=workdir, project=project, emulator=emulator,
+                        base_env=base_env,
+                    )  # fmt: skip
+                    results[store]["step_logs"] = _logs_case.measure_step_logs(
+                        store, config=settings_for, driver=Conveyor, queue=f"bench-logs-{store}-{run_id}",
+                        workdir=workdir, concurrency=args.concurrency, repeat=10 * args.repeat, warmup=2 * args.warmup,
+                    )  # fmt: skip
                 if args.profile:
                     print(f"[{store}] profiling the hot path in process ...", file=sys.stderr, flush=True)
                     profiles.append(profile_hot_path(options, store))

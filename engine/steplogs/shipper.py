@@ -132,9 +132,12 @@ class LogShipper:
         while True:
             with self._cond:
                 while not self._finished and not self._running:
-                    self._cond.wait()
-                if not self._hurry:
-                    self._cond.wait(self.interval)
+                    self._cond.wait()  # idle: woken when an attempt starts or ends
+                # Then a whole interval, so what ends meanwhile is shipped in one batch;
+                # only a flush cuts it short.
+                wake = time.monotonic() + self.interval
+                while not self._hurry and (left := wake - time.monotonic()) > 0:
+                    self._cond.wait(left)
                 self._hurry = False
                 finished, self._finished = self._finished, []
                 running = list(self._running.values())
