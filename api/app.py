@@ -12,7 +12,19 @@ from api.bodylimit import BodySizeLimit
 from api.graphql.schema import graphql_router
 from api.hosts import HostAllowList
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import approval_links, bulk, decisions, events, executions, health, keys, session, triggers, workflows
+from api.routes import (
+    approval_links,
+    bulk,
+    decisions,
+    events,
+    executions,
+    health,
+    keys,
+    prompts,
+    session,
+    triggers,
+    workflows,
+)
 from api.routes import streams as stream_routes
 from api.runtime import Runtime, StreamOptions
 from engine.bootstrap import configure_error_reporting, instrument_api
@@ -73,6 +85,7 @@ def create_app(
     # bulk before executions: /v1/executions/bulk/cancel is not the cancel route of an execution "bulk".
     modules = (
         workflows,
+        prompts,
         bulk,
         executions,
         approval_links,

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from api.auth import Authenticator
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
+from engine.bootstrap import build_dead_letter_log, build_prompt_store
 from engine.keys import ApiKeys
+from engine.ports import DeadLetterLog
+from engine.prompts import PromptLibrary
 from engine.router import EventRouter
 from engine.service import Service
 from engine.settings import Settings
@@ -40,6 +43,8 @@ class Runtime:
     limiter: RateLimiter
     metrics: Metrics
     router: EventRouter
+    prompts: PromptLibrary
+    dead_letters: DeadLetterLog
     streams: StreamOptions = field(default_factory=StreamOptions)
 
     @classmethod
@@ -60,6 +65,8 @@ class Runtime:
             limiter=RateLimiter(settings.rate_limit, settings.tenant_rate_limit, redis_url=settings.redis_url),
             metrics=metrics,
             router=EventRouter(service),
+            prompts=PromptLibrary(build_prompt_store(settings, service.store), service.clock),
+            dead_letters=build_dead_letter_log(settings),
             streams=streams
             or StreamOptions(
                 heartbeat_seconds=settings.stream_heartbeat_seconds, max_replay=settings.event_stream_maxlen

@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "definitions",
     "run",
     "executions",
+    "logs",
     "worker",
     "beat",
     "migrate",

@@ -145,6 +145,8 @@ class EmbeddedWorker:
         abandoned = 0
         if self._runner is not None and not self._runner.leases.wait_idle(grace):
             abandoned = self._runner.leases.abandon()
+        if self._runner is not None and self._runner.step_logs is not None:
+            self._runner.step_logs.flush()  # the finished attempts' logs are stored before the run ends
 
         # The consumer loop checks this process-wide flag between polls. It is reset once the
         # worker stopped, so a later worker in the same process (tests) can start; a worker

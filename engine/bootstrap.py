@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
@@ -21,12 +22,15 @@ from engine.errors import ConveyorError
 from engine.functions import import_modules
 from engine.ports import (
     AgentRuntime,
+    DeadLetterLog,
     Dispatcher,
     EventSink,
     HttpClient,
     ModelTelemetry,
+    PromptStore,
     Publisher,
     Resolver,
+    StepLogStore,
     Store,
     Telemetry,
 )
@@ -48,12 +52,36 @@ def build_store(settings: Settings) -> Store:
             project=settings.firestore_project,
             database=settings.firestore_database,
             inline_payload_bytes=settings.inline_payload_bytes,
+            wire=settings.firestore_wire,
         )
     from engine.adapters.store_sqlite import SqliteStore
 
     path = settings.resolved_sqlite_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteStore(path, inline_payload_bytes=settings.inline_payload_bytes)
+
+
+def build_step_log_store(settings: Settings, store: Store) -> StepLogStore:
+    """Where finished attempts' logs go: the Firestore store's database, or a SQLite file beside the SQLite store's.
+
+    Chosen by the store given (tests and tools pass one whatever the settings say).
+    """
+    from engine.adapters.store_sqlite import SqliteStore
+
+    client = None if isinstance(store, SqliteStore) else getattr(store, "client", None)
+    if client is not None:
+        from engine.adapters.logs_firestore import FirestoreStepLogs
+
+        return FirestoreStepLogs(client)
+    if settings.store == "firestore":
+        raise ConveyorError("step logs on Firestore need the Firestore store's client")
+    from engine.adapters.logs_sqlite import SqliteStepLogs
+
+    path = settings.resolved_step_logs_path()
+    if settings.step_logs_path is None and isinstance(store, SqliteStore):
+        path = Path(store.path).with_name(f"{Path(store.path).stem}-logs.db")  # beside the store actually used
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteStepLogs(path)
 
 
 def build_event_sink(settings: Settings) -> EventSink:
@@ -64,6 +92,15 @@ def build_event_sink(settings: Settings) -> EventSink:
     from engine.adapters.events_memory import MemoryEventLog
 
     return MemoryEventLog.shared(maxlen=settings.event_stream_maxlen)
+
+
+def build_dead_letter_log(settings: Settings) -> DeadLetterLog:
+    """The bridge's recent dead letters: in Redis when there is one (shared with the API), else in memory."""
+    from engine.adapters.deadletters import MemoryDeadLetters, RedisDeadLetters
+
+    if settings.redis_url:
+        return RedisDeadLetters(settings.redis_url, settings.bridge_dead_letters_kept)
+    return MemoryDeadLetters(settings.bridge_dead_letters_kept)
 
 
 def _redis_broker(settings: Settings) -> str | None:
@@ -184,13 +221,15 @@ def build_service(
     settings = settings or Settings()
     import_modules(settings.imports)
     ledger = build_ledger(settings)
+    store = store or build_store(settings)
     return Service(
-        store=store or build_store(settings),
+        store=store,
         dispatcher=dispatcher or build_dispatcher(settings, ledger),
         events=events or build_event_sink(settings),
         settings=settings,
         ledger=ledger if dispatcher is None else None,
         telemetry=telemetry or build_telemetry(settings),
+        step_logs=build_step_log_store(settings, store),
     )
 
 
@@ -272,6 +311,17 @@ def build_publisher(settings: Settings) -> Publisher | None:
     return PubSubPublisher(settings.pubsub_project)
 
 
+def build_prompt_store(settings: Settings, store: Store) -> PromptStore:
+    """The tenants' stored prompt templates, beside the store (same SQLite file or Firestore database)."""
+    if settings.store == "firestore":
+        from engine.adapters.prompts_firestore import FirestorePromptStore
+
+        return FirestorePromptStore(store.client)  # type: ignore[attr-defined]
+    from engine.adapters.prompts_sqlite import SqlitePromptStore
+
+    return SqlitePromptStore(store)  # type: ignore[arg-type]
+
+
 def build_step_ports(settings: Settings, store: Store) -> StepPorts:
     """The services step types use, from settings and the service's store."""
     return StepPorts(
@@ -280,6 +330,7 @@ def build_step_ports(settings: Settings, store: Store) -> StepPorts:
         publisher=build_publisher(settings),
         http=build_http_client(settings),
         live=build_event_sink(settings),
+        prompts=build_prompt_store(settings, store),
     )
 
 
@@ -308,6 +359,7 @@ def build_bridge(settings: Settings, service: Service | None = None) -> Streamin
         max_attempts=settings.bridge_max_attempts,
         max_message_bytes=settings.bridge_max_message_bytes,
         after_commit=after_commit,
+        dead_letter_log=build_dead_letter_log(settings),
     )
     return StreamingBridge(
         bridge,

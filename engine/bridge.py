@@ -29,8 +29,8 @@ import structlog
 from engine import cloudevents
 from engine.errors import ConveyorError, InvalidRequest, PayloadTooLarge, StoreUnavailable
 from engine.eventlog import Accepted
-from engine.ports import Publisher
-from engine.records import InboundEventRecord
+from engine.ports import DeadLetterLog, Publisher
+from engine.records import DeadLetterRecord, InboundEventRecord
 from engine.router import EventRouter
 from engine.settings import BridgeSubscription
 
@@ -47,6 +47,8 @@ CONTENT_TYPE_ATTRIBUTE = "content-type"
 #: Attributes the bridge adds to a dead-lettered message.
 REASON_ATTRIBUTE = "conveyor_reason"
 DETAIL_ATTRIBUTE = "conveyor_detail"
+#: How much of a dead letter's body its kept copy shows (the topic has all of it).
+KEPT_DATA_BYTES = 4096
 
 Reason = Literal["malformed", "unroutable", "too-large", "attempts-exhausted"]
 
@@ -162,6 +164,7 @@ class Bridge:
         max_attempts: int,
         max_message_bytes: int,
         after_commit: Callable[[Message], None] | None = None,
+        dead_letter_log: DeadLetterLog | None = None,
     ) -> None:
         self.router = router
         self.dead_letters = dead_letters
@@ -171,6 +174,8 @@ class Bridge:
         self.attempts = AttemptCounter()
         #: Called after the event was committed, before the ack (tests kill the process here).
         self.after_commit = after_commit
+        #: Where the recent dead letters are kept for people to look at (the console).
+        self.dead_letter_log = dead_letter_log
 
     def judge(self, message: Message, subscription: BridgeSubscription) -> Verdict:
         """Commit the message's event (if it has one) and say what to answer the broker."""
@@ -301,6 +306,26 @@ class Bridge:
         self.dead_letters.publish(self.dead_letter_topic, message.data, attributes)
         self.attempts.forget(message)
         log.warning("message dead-lettered", message_id=message.message_id, reason=verdict.reason)
+        if self.dead_letter_log is not None:
+            self._keep(self.dead_letter_log, message, subscription, verdict)
+
+    def _keep(self, kept: DeadLetterLog, message: Message, subscription: BridgeSubscription, verdict: Verdict) -> None:
+        """Add the dead letter to the tenant's recent list; the topic holds it already, so a failure only logs."""
+        entry = DeadLetterRecord(
+            tenant=subscription.tenant,
+            message_id=message.message_id,
+            subscription=subscription.subscription,
+            reason=verdict.reason,
+            detail=verdict.detail[:1024],
+            at=self.router.service.clock.now(),
+            attributes=dict(message.attributes),
+            data=message.data[:KEPT_DATA_BYTES].decode("utf-8", "replace"),
+            data_bytes=len(message.data),
+        )
+        try:
+            kept.record(entry)
+        except ConveyorError as exc:
+            log.warning("dead letter not kept for the console", message_id=message.message_id, error=str(exc))
 
 
 #: Batches judged at once: while one waits for its commit, the next one is being built.

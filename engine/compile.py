@@ -40,6 +40,7 @@ from engine import steptypes
 from engine.errors import DefinitionInvalid, ExpressionError, InputInvalid, Problem
 from engine.expressions import Expression, child_path, compile_expression, split_template, template_strings
 from engine.model import StepDef, WorkflowDef, canonical_json, load_definition
+from engine.prompts import definition_problems, pick_version, reference_problems
 from engine.steptypes.base import StepConfig, StepType
 
 _ITEM_VARIABLES = frozenset({"item", "index"})
@@ -135,9 +136,12 @@ class _Checker:
         self.referenced: dict[str, frozenset[str]] = {}
         self.planning: dict[str, frozenset[str]] = {}
         self.validator: Validator | None = None
+        #: Steps using a tenant's stored prompt: its template may read any ancestor.
+        self.reads_any: set[str] = set()
 
     def run(self) -> list[Problem]:
         self._check_inputs()
+        self.problems.extend(definition_problems(self.definition.prompts))
         self._index_steps()
         self._check_needs()
         self._check_cycles()
@@ -221,7 +225,8 @@ class _Checker:
                 planned.append(expression)
         rendered = self._config_expressions(index, step)
         ancestors = self.ancestors.get(step.id, frozenset())
-        self.referenced.setdefault(step.id, _steps_read(rendered, ancestors))
+        reads = ancestors if step.id in self.reads_any else _steps_read(rendered, ancestors)
+        self.referenced.setdefault(step.id, reads)
         self.planning.setdefault(step.id, _steps_read(planned, ancestors) | set(self.needs.get(step.id, ())))
 
     def _check_constant_condition(self, expression: Expression, path: str) -> None:
@@ -258,6 +263,28 @@ class _Checker:
             expression = self._expression(source, f"{path}.{relative}", step, "with", report_syntax=False)
             if expression is not None:
                 found.append(expression)
+        found.extend(self._prompt_expressions(step_type, config, step, path))
+        return found
+
+    def _prompt_expressions(
+        self, step_type: StepType, config: StepConfig, step: StepDef, path: str
+    ) -> list[Expression]:
+        """Check the named prompts a step uses; the templates of the definition's own are checked
+        like the step's templates (the steps they read must be among its needs)."""
+        found: list[Expression] = []
+        for relative, ref in step_type.prompt_refs(config):
+            where = f"{path}.{relative}"
+            versions = self.definition.prompts.get(ref.name)
+            if versions is None:
+                self.reads_any.add(step.id)  # a tenant's stored prompt, looked up when the step runs
+                continue
+            self.problems.extend(reference_problems(ref, self.definition.prompts, where))
+            chosen = pick_version(versions, ref.version)
+            texts = [] if chosen is None else [chosen.template, chosen.system or ""]
+            for _, source in self._template_sources(texts, where):
+                expression = self._expression(source, where, step, "with")
+                if expression is not None:
+                    found.append(expression)
         return found
 
     def _template_sources(self, value: Any, path: str) -> list[tuple[str, str]]:

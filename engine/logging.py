@@ -4,6 +4,10 @@ Log lines carry ``tenant``, ``execution_id`` and ``step_key`` where they are kno
 binds them (structlog context variables) for each step attempt, a step followed inline included,
 and stdlib ``logging`` records (Celery's, libraries', your steps') go through the same processors,
 so they carry them too. ``CONVEYOR_LOG_JSON=true`` emits one JSON object per line for collectors.
+
+What this process prints is filtered at ``CONVEYOR_LOG_LEVEL``; the root logger's own level is
+the lower of that and ``CONVEYOR_STEP_LOGS_LEVEL``, so step logs (:mod:`engine.steplogs`) can
+capture a step's INFO lines even where only warnings are printed (``conveyor run``).
 """
 
 from __future__ import annotations
@@ -55,5 +59,9 @@ def configure_logging(settings: Settings) -> None:
     for old in [h for h in root.handlers if getattr(h, "_conveyor", False)]:
         root.removeHandler(old)
     handler._conveyor = True  # type: ignore[attr-defined]  # ours, replaced when logging is configured again
+    handler.setLevel(level)
     root.addHandler(handler)
-    root.setLevel(level)
+    # Step logs may capture lines below what this process prints (CONVEYOR_STEP_LOGS_LEVEL):
+    # the root logger lets them through, and the handler above filters its output.
+    capture = logging.getLevelNamesMapping().get(settings.step_logs_level.upper(), logging.INFO)
+    root.setLevel(min(level, capture) if settings.step_logs_enabled else level)

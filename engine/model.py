@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from engine.ai import Budget, ScriptedModel
 from engine.durations import parse_duration
 from engine.errors import DefinitionInvalid, Problem
+from engine.prompts import PROMPT_NAME_PATTERN, PromptVersions
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
@@ -67,6 +68,8 @@ class WorkflowDef(Frozen):
     budget: Budget | None = None
     #: Scripted models by name, used by AI steps as ``model: fake:<name>`` (offline runs, tests).
     models: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")], ScriptedModel] = Field(default_factory=dict)
+    #: Named, versioned prompt templates AI steps use as ``prompt: {name, version}``.
+    prompts: dict[Annotated[str, Field(pattern=PROMPT_NAME_PATTERN)], PromptVersions] = Field(default_factory=dict)
 
     def step(self, step_id: str) -> StepDef:
         for step in self.steps:

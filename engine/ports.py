@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from engine.records import (
     ApiKeyRecord,
+    DeadLetterRecord,
     EventRecord,
     ExecutionRecord,
     InboundEventRecord,
     ItemChunkRecord,
     Page,
     SignalRecord,
+    StepLogRecord,
     StepRecord,
     TriggerRecord,
     WaiterRecord,
@@ -30,6 +32,7 @@ from engine.states import ExecutionStatus, StepStatus
 
 if TYPE_CHECKING:
     from engine.ai import AgentOutcome, AgentRequest, Choice, ChoiceRequest
+    from engine.prompts import PromptRecord
     from engine.steptypes.base import StepContext
 
 T = TypeVar("T")
@@ -307,6 +310,35 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+class StepLogStore(Protocol):
+    """Where finished attempts' logs are kept (see :mod:`engine.steplogs`), apart from the store's records.
+
+    Written in batches by one background thread per process, never in a step's transaction;
+    read by the API. Every call names its tenant, and tenants' logs are kept apart.
+    """
+
+    def put_step_logs(self, records: Sequence[StepLogRecord]) -> None:
+        """Create or replace each record (one per tenant, execution, step key, run and attempt)."""
+        ...
+
+    def list_step_logs(
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        *,
+        after: tuple[int, int] | None = None,
+        run: int | None = None,
+        attempt: int | None = None,
+        limit: int = 10,
+    ) -> list[StepLogRecord]:
+        """The step's records ordered by (run, attempt), only those after ``after`` (a (run, attempt)),
+        of ``run`` and of ``attempt`` when given; at most ``limit``."""
+        ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Dispatch:
     """Ask a worker to run one step; ``countdown`` is only ever a few seconds.
@@ -314,6 +346,12 @@ class Dispatch:
     ``urgent`` messages (steps the reconciler recovers: a lost message, a dead worker's step)
     are served before the others waiting on the same queue, so recovery does not wait for a
     backlog to drain.
+
+    ``epoch`` is the step's ``lease_epoch`` when the message was sent. Every claim raises the
+    epoch, so a copy of a message that arrives after a later claim (the broker delivered it
+    twice) carries a smaller epoch than the step and is known to be stale: it is dropped
+    instead of taken for an early timer message (see ``steps._take``). ``None``: unknown (a
+    message from a publisher that did not say).
     """
 
     tenant: str
@@ -322,6 +360,7 @@ class Dispatch:
     queue: str | None = None
     countdown: float = 0.0
     urgent: bool = False
+    epoch: int | None = None
 
 
 class Dispatcher(Protocol):
@@ -357,6 +396,18 @@ class Publisher(Protocol):
 
         ``NotFound`` when the topic does not exist, ``StoreUnavailable`` when it cannot be reached.
         """
+        ...
+
+
+class DeadLetterLog(Protocol):
+    """The recent dead letters of each tenant (see :class:`~engine.records.DeadLetterRecord`), bounded."""
+
+    def record(self, entry: DeadLetterRecord) -> None:
+        """Keep ``entry`` as its tenant's most recent; the oldest beyond the bound are forgotten."""
+        ...
+
+    def recent(self, tenant: str, limit: int = 50) -> list[DeadLetterRecord]:
+        """The tenant's most recent dead letters, newest first."""
         ...
 
 
@@ -411,6 +462,29 @@ class DecisionStats(Protocol):
     def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]: ...
 
     def mark_once(self, tenant: str, execution_id: str, name: str) -> bool: ...
+
+
+class PromptStore(Protocol):
+    """The tenants' named, versioned prompt templates (versions never change once added)."""
+
+    def add_prompt_version(
+        self, tenant: str, name: str, template: str, system: str | None, description: str | None, now: float
+    ) -> tuple[PromptRecord, bool]:
+        """Add the next version of ``name`` (1 for a new prompt), atomically; when the newest
+        version holds the same texts, return it instead. ``True``: a version was added."""
+        ...
+
+    def get_prompt(self, tenant: str, name: str, version: int | None = None) -> PromptRecord | None:
+        """One version, or the newest when ``version`` is ``None``."""
+        ...
+
+    def list_prompts(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
+        """The newest version of each prompt, by name."""
+        ...
+
+    def list_prompt_versions(self, tenant: str, name: str, *, cursor: str | None = None, limit: int = 50) -> Page:
+        """Versions of ``name``, newest first."""
+        ...
 
 
 @dataclass(frozen=True)

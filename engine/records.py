@@ -170,6 +170,29 @@ class EventRecord:
 
 
 @dataclass
+class StepLogRecord:
+    """What one attempt of a step logged (``logging`` records and ``print`` output), bounded.
+
+    ``lines`` holds at most the configured number of lines (and bytes), each
+    ``{"seq", "at", "level", "logger", "message"}`` with ``at`` in epoch seconds; ``dropped``
+    counts the lines over the bound, which are not kept. One record per (run, attempt):
+    ``run`` is the execution's run (an execution retry starts a new one, counting attempts
+    from 1 again).
+    """
+
+    tenant: str
+    execution_id: str
+    step_key: str
+    run: int
+    attempt: int
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    dropped: int = 0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
 class TriggerRecord:
     """A schedule or event trigger that starts a workflow.
 
@@ -220,6 +243,27 @@ class InboundEventRecord:
     route: str = ""
     routed: bool = False
     schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class DeadLetterRecord:
+    """A message the Pub/Sub bridge dead-lettered instead of making it an event, and why.
+
+    Kept per tenant, most recent first, for people to look at (the console, ``GET
+    /v1/events/dead-letters``); the durable copy is the message on the dead-letter topic.
+    ``data`` is the message body as text (bytes that are not UTF-8 replaced), cut to a bound;
+    ``data_bytes`` is the body's full size.
+    """
+
+    tenant: str
+    message_id: str
+    subscription: str
+    reason: str
+    detail: str
+    at: float
+    attributes: dict[str, str] = field(default_factory=dict)
+    data: str = ""
+    data_bytes: int = 0
 
 
 @dataclass

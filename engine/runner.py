@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from engine.orchestration.steps import Claimed, EventWait, Fence, Unclaimed
 from engine.ports import StepAttempt
 from engine.records import Deferred, StepRecord
 from engine.service import Service
+from engine.steplogs import StepLogs
 from engine.steptypes.base import StartChild, StepConfig, StepContext, StepOutcome, StepPorts, Succeeded, Wait
 
 log = structlog.get_logger("conveyor.runner")
@@ -305,6 +306,12 @@ class StepRunner:
         self.ports = ports or StepPorts()
         self.leases = LeaseKeeper(service)
         self._loops = threading.local()
+        #: Captures what each attempt logs and prints (None: not captured, see engine/steplogs).
+        self.step_logs = (
+            StepLogs(service.settings, service.step_logs, service.events)
+            if service.step_logs is not None and service.settings.step_logs_enabled
+            else None
+        )
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         # One event loop per worker thread, reused across steps: creating a loop per step
@@ -315,7 +322,15 @@ class StepRunner:
             loop = self._loops.loop = asyncio.new_event_loop()
         return loop
 
-    def run(self, tenant: str, execution_id: str, step_key: str, *, first_delivery: bool = False) -> RunReport:
+    def run(
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        *,
+        first_delivery: bool = False,
+        epoch: int | None = None,
+    ) -> RunReport:
         """Run one step message, then each step its completion claimed for this worker.
 
         A chain of steps on one queue thus runs without a claim transaction or a broker round
@@ -326,11 +341,14 @@ class StepRunner:
         may then run before its claim (see the module docstring). A redelivered message
         (its worker died) is claimed first, so a step that kills workers has its attempts
         counted and ends failed.
+
+        ``epoch`` is the one the message was sent with (:attr:`~engine.ports.Dispatch.epoch`),
+        when it says: a stale copy of an earlier message is then dropped, not sent again.
         """
         unclaimed = None
         if first_delivery and self.service.settings.unclaimed_run_seconds > 0:
             unclaimed = self.service.peek(tenant, execution_id, step_key)
-        claimed = unclaimed or self.service.claim(tenant, execution_id, step_key)
+        claimed = unclaimed or self.service.claim(tenant, execution_id, step_key, sent_epoch=epoch)
         if claimed is None:
             return RunReport("ignored", step_key)
         report, follower = self._observed_attempt(claimed, follow=True, unclaimed=unclaimed is not None)
@@ -375,7 +393,8 @@ class StepRunner:
         bound = log.bind(execution_id=execution_id, step_key=step_key, attempt=step.attempt)
         with self.leases.hold(step, unclaimed=unclaimed) as lease:
             try:
-                outcome = self._event_loop().run_until_complete(self._handle(claimed, lease))
+                with self.step_logs.attempt(step) if self.step_logs is not None else nullcontext():
+                    outcome = self._event_loop().run_until_complete(self._handle(claimed, lease))
             except LeaseLost:
                 return RunReport("lease-lost", step_key), None
             except asyncio.CancelledError:
@@ -478,12 +497,14 @@ class StepRunner:
             index=step.index,
             now=self.service.clock.now,
             evaluate=lambda source: compile_expression(source).evaluate(variables),
+            render=lambda template: render(template, variables),
             heartbeat=lambda: self.leases.beat(lease),
             lease_epoch=lambda: None if lease.unclaimed else lease.step.lease_epoch,
             cancelled=lease.lost.is_set,
             services=self.services,
             ports=self.ports,
             models=compiled.definition.models,
+            prompts=compiled.definition.prompts,
             workflow=compiled.name,
             execution_budget=compiled.definition.budget,
             execution_spent=usage_total(execution.usage, without=step.key),

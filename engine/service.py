@@ -26,7 +26,7 @@ from engine.orchestration.recorder import Effects, FaninCheck, Recorder
 from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
 from engine.orchestration.snapshot import open_snapshot
 from engine.orchestration.workflows import Workflows
-from engine.ports import Clock, Dispatcher, EventSink, MessageLedger, Store, Telemetry, Transaction
+from engine.ports import Clock, Dispatcher, EventSink, MessageLedger, StepLogStore, Store, Telemetry, Transaction
 from engine.quota import ActiveCounts
 from engine.records import (
     EventRecord,
@@ -40,6 +40,7 @@ from engine.records import (
 from engine.router import EventRouter
 from engine.settings import Settings
 from engine.states import STEP_ACTIVE, StepStatus
+from engine.steplogs.pages import LogPage, read_page
 from engine.telemetry import NoTelemetry
 
 T = TypeVar("T")
@@ -168,8 +169,11 @@ class Service:
         clock: Clock | None = None,
         ledger: MessageLedger | None = None,
         telemetry: Telemetry | None = None,
+        step_logs: StepLogStore | None = None,
     ) -> None:
         self.store = store
+        #: Where finished attempts' logs are kept; None: step logs are not captured.
+        self.step_logs = step_logs
         self.dispatcher = dispatcher
         self.events = events
         #: What the broker still holds; without one, every stale QUEUED step is sent again.
@@ -437,6 +441,27 @@ class Service:
         self.get_execution(tenant, execution_id)
         return self.store.list_steps(tenant, execution_id)
 
+    def step_logs_page(
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        *,
+        run: int | None = None,
+        attempt: int | None = None,
+        cursor: str | None = None,
+        limit: int = 200,
+    ) -> LogPage:
+        """A page of what a step's finished attempts logged (see :mod:`engine.steplogs`)."""
+        self.get_execution(tenant, execution_id)
+        if step_key not in self.store.read(lambda reads: reads.get_steps(tenant, execution_id, [step_key])):
+            raise NotFound(f"step {step_key!r} not found in execution {execution_id!r}")
+        if self.step_logs is None:
+            return LogPage([], [])
+        return read_page(
+            self.step_logs, tenant, execution_id, step_key, run=run, attempt=attempt, cursor=cursor, limit=limit
+        )
+
     def list_events(self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500) -> Page:
         self.get_execution(tenant, execution_id)
         return self.store.list_events(tenant, execution_id, after=after, limit=limit)
@@ -525,8 +550,13 @@ class Service:
 
     # --- steps (called by workers) ----------------------------------------------------------
 
-    def claim(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
-        return self._run(lambda rec: step_cases.claim(rec, self.workflows, tenant, execution_id, step_key, self.timing))
+    def claim(
+        self, tenant: str, execution_id: str, step_key: str, *, sent_epoch: int | None = None
+    ) -> step_cases.Claimed | None:
+        """Claim a step for its message; ``sent_epoch`` is the epoch the message carries, if any."""
+        return self._run(
+            lambda rec: step_cases.claim(rec, self.workflows, tenant, execution_id, step_key, self.timing, sent_epoch)
+        )
 
     def peek(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
         """The step as a claim would leave it, if it may run before it is claimed (see ``steps.peek``).

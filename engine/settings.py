@@ -5,10 +5,11 @@ See the configuration table in README.md; every field here is listed there.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +43,7 @@ class Settings(BaseSettings):
     sqlite_path: Path | None = None
     firestore_project: str = "conveyor-local"
     firestore_database: str = "(default)"
+    firestore_wire: Literal["auto", "raw", "public"] = "auto"
 
     # messaging
     broker_url: str | None = None
@@ -102,6 +104,8 @@ class Settings(BaseSettings):
     bridge_subscriptions: list[BridgeSubscription] = Field(default_factory=list)
     #: Topic that receives messages the bridge cannot turn into events, the reason in attributes.
     bridge_dead_letter_topic: str | None = None
+    #: Dead letters kept per tenant for people to look at (the console, GET /v1/events/dead-letters).
+    bridge_dead_letters_kept: int = Field(default=200, ge=1, le=10_000)
     #: Deliveries of a message failing transiently before it is dead-lettered (the native
     #: dead-letter policy set on created subscriptions is this plus 2, a backstop).
     bridge_max_attempts: int = Field(default=5, ge=1, le=98)
@@ -112,6 +116,24 @@ class Settings(BaseSettings):
     bridge_batch_size: int = Field(default=50, ge=1, le=200)
     #: Larger messages are dead-lettered as too large.
     bridge_max_message_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    # step logs (what step functions log and print, per attempt; see engine/steplogs)
+    #: Capture step logs: off, steps log only to the worker's own output as before.
+    step_logs_enabled: bool = True
+    #: Lowest level of ``logging`` records captured (whatever CONVEYOR_LOG_LEVEL prints).
+    step_logs_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    #: Lines kept per attempt; later lines are counted as dropped, not stored.
+    step_logs_max_lines: int = Field(default=1000, ge=0)
+    #: Bytes of messages kept per attempt (one stored record stays under Firestore's 1 MiB).
+    step_logs_max_bytes: int = Field(default=256 * 1024, ge=1024, le=900 * 1024)
+    #: Longer lines are cut to this many characters.
+    step_logs_max_line_chars: int = Field(default=4000, ge=80)
+    #: Environment variables whose values are replaced by ``***`` in captured lines.
+    step_logs_redact_env: list[str] = Field(default_factory=list)
+    #: Regular expressions whose matches are replaced by ``***`` in captured lines.
+    step_logs_redact_patterns: list[str] = Field(default_factory=list)
+    #: Where the embedded store keeps step logs (default: beside the SQLite store).
+    step_logs_path: Path | None = None
 
     # api
     api_host: str = "127.0.0.1"
@@ -161,6 +183,20 @@ class Settings(BaseSettings):
     def resolved_ai_checkpoint_path(self) -> Path:
         sqlite = self.resolved_sqlite_path()
         return self.ai_checkpoint_path or sqlite.with_name(f"{sqlite.stem}-checkpoints.db")
+
+    def resolved_step_logs_path(self) -> Path:
+        sqlite = self.resolved_sqlite_path()
+        return self.step_logs_path or sqlite.with_name(f"{sqlite.stem}-logs.db")
+
+    @field_validator("step_logs_redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"step_logs_redact_patterns: {pattern!r} is not a regular expression: {exc}") from None
+        return patterns
 
     def introspection_enabled(self) -> bool:
         if self.graphql_introspection is not None:

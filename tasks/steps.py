@@ -13,6 +13,7 @@ import structlog
 from celery import Task, shared_task
 from structlog.contextvars import bound_contextvars
 
+from engine.adapters.dispatcher_celery import EPOCH_HEADER
 from engine.errors import StoreUnavailable
 from tasks.app import runner
 
@@ -32,10 +33,19 @@ def run_step(self: Task, tenant: str, execution_id: str, step_key: str) -> str:
 
     The broker marks a message it delivers again (its worker died holding it) as
     redelivered; only a first delivery, not a retry of this task, may run before its claim.
+    The step's epoch when the message was sent comes in a header (absent from an older
+    publisher's messages); it tells a stale copy from an early timer message.
     """
     delivery = self.request.delivery_info or {}
     first_delivery = not delivery.get("redelivered") and not self.request.retries
+    epoch = self.request.get(EPOCH_HEADER)
     with bound_contextvars(tenant=tenant, execution_id=execution_id, step_key=step_key):
-        report = runner().run(tenant, execution_id, step_key, first_delivery=first_delivery)
+        report = runner().run(
+            tenant,
+            execution_id,
+            step_key,
+            first_delivery=first_delivery,
+            epoch=epoch if isinstance(epoch, int) else None,
+        )
         log.debug("step message handled", outcome=report.outcome)
         return report.outcome

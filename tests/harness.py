@@ -7,10 +7,11 @@ countdowns advance the manual clock. Integration tests use real Celery instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.bootstrap import build_step_ports
+from engine.bootstrap import build_step_log_store, build_step_ports
 from engine.ports import Dispatch, Store
 from engine.records import EventRecord
 from engine.runner import StepRunner
@@ -48,7 +49,9 @@ class CollectingSink:
 class Harness:
     """A Service on SQLite (or Firestore) with a manual clock; ``drain()`` runs every dispatched step."""
 
-    def __init__(self, tmp_path: Path, *, firestore_project: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self, tmp_path: Path, *, firestore_project: str | None = None, step_logs: bool = False, **settings: Any
+    ) -> None:
         self.clock = ManualClock()
         self.dispatcher = CollectingDispatcher()
         self.sink = CollectingSink()
@@ -62,7 +65,9 @@ class Harness:
             from engine.adapters.store_firestore import FirestoreStore
 
             self.store = FirestoreStore(project=firestore_project)
-        self.service = Service(self.store, self.dispatcher, self.sink, self.settings, self.clock)
+        # Step logs are captured only when asked for: their shipping thread outlives the test.
+        logs = build_step_log_store(self.settings, self.store) if step_logs else None
+        self.service = Service(self.store, self.dispatcher, self.sink, self.settings, self.clock, step_logs=logs)
         self.runner = StepRunner(self.service, ports=build_step_ports(self.settings, self.store))
         self.reports: list[Any] = []
 
@@ -82,10 +87,11 @@ class Harness:
             if dispatch.countdown:
                 self.clock.advance(dispatch.countdown)
                 self.dispatcher.sent = [
-                    Dispatch(d.tenant, d.execution_id, d.step_key, d.queue, max(0.0, d.countdown - dispatch.countdown))
-                    for d in self.dispatcher.sent
+                    replace(d, countdown=max(0.0, d.countdown - dispatch.countdown)) for d in self.dispatcher.sent
                 ]
-            self.reports.append(self.runner.run(dispatch.tenant, dispatch.execution_id, dispatch.step_key))
+            self.reports.append(
+                self.runner.run(dispatch.tenant, dispatch.execution_id, dispatch.step_key, epoch=dispatch.epoch)
+            )
         raise AssertionError("drain did not finish")
 
     def execution(self, execution_id: str, tenant: str = "t1") -> Any:

@@ -24,7 +24,7 @@ from engine.auth import Role
 from engine.errors import InvalidRequest, NotFound
 
 
-def _limit(limit: int) -> int:
+def page_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}")
     return limit
@@ -41,7 +41,7 @@ class Query:
     async def workflows(self, info: Info, cursor: str | None = None, limit: int = 50) -> WorkflowPage:
         ctx = info.context
         page = await run_in_threadpool(
-            ctx.runtime.service.list_workflows, ctx.principal.tenant, cursor=cursor, limit=_limit(limit)
+            ctx.runtime.service.list_workflows, ctx.principal.tenant, cursor=cursor, limit=page_limit(limit)
         )
         return WorkflowPage(items=[WorkflowVersion.from_record(r) for r in page.items], next_cursor=page.next_cursor)
 
@@ -61,7 +61,7 @@ class Query:
         ctx = info.context
         page = await run_in_threadpool(
             lambda: ctx.runtime.service.list_workflow_versions(
-                ctx.principal.tenant, name, cursor=cursor, limit=_limit(limit)
+                ctx.principal.tenant, name, cursor=cursor, limit=page_limit(limit)
             )
         )
         return WorkflowPage(items=[WorkflowVersion.from_record(r) for r in page.items], next_cursor=page.next_cursor)
@@ -105,7 +105,7 @@ class Query:
                 created_after=to_timestamp(created_after),
                 created_before=to_timestamp(created_before),
                 cursor=cursor,
-                limit=_limit(limit),
+                limit=page_limit(limit),
             )
         )
         return ExecutionPage(items=[Execution.from_record(r) for r in page.items], next_cursor=page.next_cursor)
@@ -123,7 +123,7 @@ class Query:
     async def triggers(self, info: Info, cursor: str | None = None, limit: int = 50) -> TriggerPage:
         ctx = info.context
         page = await run_in_threadpool(
-            actions.triggers(ctx.runtime).list_page, ctx.principal.tenant, cursor=cursor, limit=_limit(limit)
+            actions.triggers(ctx.runtime).list_page, ctx.principal.tenant, cursor=cursor, limit=page_limit(limit)
         )
         return TriggerPage(items=[Trigger.from_record(r) for r in page.items], next_cursor=page.next_cursor)
 

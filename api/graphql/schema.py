@@ -14,8 +14,10 @@ from strawberry.types.unset import UnsetType
 
 from api.auth import bearer_token
 from api.bodies import BodyRefused, decode_json
+from api.graphql.ai import AiMutation, AiQuery
 from api.graphql.context import Context, get_context
 from api.graphql.control import ControlMutation
+from api.graphql.deadletters import DeadLetterQuery
 from api.graphql.limits import extensions
 from api.graphql.mutations import Mutation
 from api.graphql.queries import Query
@@ -25,8 +27,9 @@ from engine.settings import Settings
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    mutation = merge_types("Mutation", (Mutation, ControlMutation))
-    return strawberry.Schema(query=Query, mutation=mutation, subscription=Subscription, extensions=extensions(settings))
+    query = merge_types("Query", (Query, DeadLetterQuery, AiQuery))
+    mutation = merge_types("Mutation", (Mutation, ControlMutation, AiMutation))
+    return strawberry.Schema(query=query, mutation=mutation, subscription=Subscription, extensions=extensions(settings))
 
 
 def connection_token(params: Any) -> str | None:

@@ -1,6 +1,7 @@
-"""``/v1/events``: publish an external event into the tenant's event log (then routed).
+"""``/v1/events``: publish an external event into the tenant's event log (then routed), and
+list the recent dead letters of the Pub/Sub bridge.
 
-The body is Conveyor's own JSON (:class:`~api.schemas.events.PublishEvent`) or one CloudEvent
+The body of a publish is Conveyor's own JSON (:class:`~api.schemas.events.PublishEvent`) or one CloudEvent
 in structured mode (``Content-Type: application/cloudevents+json``, mapped by
 :mod:`engine.cloudevents`); batched mode is refused with 415.
 """
@@ -9,16 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.types import Message, Receive
 
 from api import actions
 from api.bodies import BodyRefused, StrictRoute, decode_json
 from api.deps import PrincipalDep, RuntimeDep, guard, runtime
 from api.problems import responses
-from api.schemas.events import EventAccepted, PublishEvent
+from api.schemas.events import DeadLetter, DeadLetters, EventAccepted, PublishEvent
 from engine import cloudevents
 from engine.auth import Role
 
@@ -124,3 +125,20 @@ def publish(rt: RuntimeDep, principal: PrincipalDep, body: PublishEvent) -> Even
         correlation_key=body.correlation_key,
     )
     return EventAccepted.from_result(accepted)
+
+
+@router.get(
+    "/dead-letters",
+    response_model=DeadLetters,
+    summary="Recent dead letters of the Pub/Sub bridge",
+    description="Messages of this tenant's bridge subscriptions that could not become events "
+    "(malformed, unroutable, too large, or failing transiently too often), most recent first, with "
+    "the reason. The bridge keeps the last `CONVEYOR_BRIDGE_DEAD_LETTERS_KEPT` per tenant (in Redis); "
+    "the dead-letter topic keeps every one.",
+    responses=responses(),
+    **guard(Role.VIEWER),
+)
+def dead_letters(
+    rt: RuntimeDep, principal: PrincipalDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> DeadLetters:
+    return DeadLetters(items=[DeadLetter.from_record(r) for r in rt.dead_letters.recent(principal.tenant, limit)])

@@ -24,6 +24,7 @@ from api.schemas.executions import (
     StartExecution,
     Step,
 )
+from api.schemas.steplogs import StepLogPage
 from engine.auth import Role
 from engine.model import WORKFLOW_NAME_PATTERN
 from engine.states import ExecutionStatus
@@ -132,6 +133,37 @@ def history(
 ) -> Page[Event]:
     found = rt.service.list_events(principal.tenant, execution_id, after=after, limit=limit)
     return Page(items=[Event.from_record(e) for e in found.items], next_cursor=found.next_cursor)
+
+
+@router.get(
+    "/{execution_id}/steps/{step_key}/logs",
+    response_model=StepLogPage,
+    summary="What a step's finished attempts logged and printed",
+    description=(
+        "Lines in order of run, attempt and `seq`; an attempt's logs are stored when it ends (a running "
+        "attempt's lines arrive as `step.log` events on the execution's live streams). Each attempt keeps "
+        "at most `CONVEYOR_STEP_LOGS_MAX_LINES` lines; `attempts[].dropped` counts the rest."
+    ),
+    responses=responses(404),
+    **guard(Role.VIEWER),
+)
+def step_logs(
+    rt: RuntimeDep,
+    principal: PrincipalDep,
+    execution_id: ExecutionId,
+    step_key: StepKey,
+    run: Annotated[int | None, Query(ge=1, description="Only this run of the execution")] = None,
+    attempt: Annotated[int | None, Query(ge=1, description="Only this attempt (of every run, unless `run`)")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=128, pattern=r"^[A-Za-z0-9_-]+={0,2}$", description="`next_cursor` of the previous page"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Lines per page")] = 200,
+) -> StepLogPage:
+    page = rt.service.step_logs_page(
+        principal.tenant, execution_id, step_key, run=run, attempt=attempt, cursor=cursor, limit=limit
+    )
+    return StepLogPage.build(page)
 
 
 @router.post(

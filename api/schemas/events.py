@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, Field
 from api.convert import to_datetime
 from api.schemas.common import ApiModel
 from engine.eventlog import Accepted
+from engine.records import DeadLetterRecord
 
 
 class PublishEvent(ApiModel):
@@ -44,3 +46,26 @@ class EventAccepted(BaseModel):
             received_at=to_datetime(accepted.event.accepted_at),
             duplicate=accepted.duplicate,
         )
+
+
+class DeadLetter(BaseModel):
+    """A message the Pub/Sub bridge could not turn into an event, and why."""
+
+    message_id: str
+    subscription: str
+    reason: str = Field(examples=["malformed"], description="malformed, unroutable, too-large or attempts-exhausted")
+    detail: str = Field(examples=["the message data is not a JSON object"])
+    at: datetime
+    attributes: dict[str, str]
+    data: str = Field(description="The message body as text, at most its first 4 KiB")
+    data_bytes: int = Field(description="The size of the whole body")
+
+    @classmethod
+    def from_record(cls, record: DeadLetterRecord) -> DeadLetter:
+        fields = dataclasses.asdict(record)
+        fields.pop("tenant")
+        return cls(**{**fields, "at": to_datetime(record.at)})
+
+
+class DeadLetters(BaseModel):
+    items: list[DeadLetter] = Field(description="Most recent first")

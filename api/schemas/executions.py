@@ -11,6 +11,7 @@ from api.convert import to_datetime
 from api.schemas.common import LABEL_KEY, ApiModel
 from api.visibility import visible_error, visible_event_data
 from engine.model import STEP_ID_PATTERN, WORKFLOW_NAME_PATTERN
+from engine.orchestration import planner
 from engine.records import EventRecord, ExecutionRecord, StepRecord
 from engine.states import ExecutionStatus, StepStatus
 
@@ -95,6 +96,7 @@ class Step(BaseModel):
     run: int
     index: int | None = None
     item: Any = None
+    item_count: int | None = Field(default=None, description="How many items an expanded foreach step has")
     output: Any = None
     error: dict[str, Any] | None = None
     wait: dict[str, Any] | None = None
@@ -116,6 +118,7 @@ def step_fields(record: StepRecord) -> dict[str, Any]:
         "run": record.run,
         "index": record.index,
         "item": record.item,
+        "item_count": planner.item_count(record) if record.index is None else None,
         "output": record.output,
         "error": visible_error(record.error),
         "wait": record.wait,

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from google.cloud import firestore
 from google.cloud.firestore_v1 import DocumentReference
@@ -44,6 +44,34 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from engine.adapters.store_firestore.layout import Paths, encode_id
 from engine.errors import LeaseLost
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _in_thread(
+    method: Callable[Concatenate[FirestoreSaver, P], T],
+) -> Callable[Concatenate[FirestoreSaver, P], Coroutine[Any, Any, T]]:
+    """The async twin of a sync method: the same call, run in a worker thread."""
+
+    async def run(self: FirestoreSaver, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(method, self, *args, **kwargs)
+
+    return run
+
+
+def _listed_in_thread(
+    method: Callable[Concatenate[FirestoreSaver, P], Iterator[T]],
+) -> Callable[Concatenate[FirestoreSaver, P], AsyncIterator[T]]:
+    """The async twin of a sync generator: all its items collected in a worker thread."""
+
+    async def run(self: FirestoreSaver, /, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
+        items = await asyncio.to_thread(lambda: builtins.list(method(self, *args, **kwargs)))
+        for item in items:
+            yield item
+
+    return run
+
 
 #: Largest serialized value kept in its own document; larger ones are split into parts.
 PART_BYTES = 512 * 1024
@@ -305,43 +333,12 @@ class FirestoreSaver(BaseCheckpointSaver[str]):
 
     # ------------------------------------------------------------------ async (in threads)
 
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        items = await asyncio.to_thread(
-            lambda: builtins.list(self.list(config, filter=filter, before=before, limit=limit))
-        )
-        for item in items:
-            yield item
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
+    # LangGraph's async methods: the sync ones, run in a thread (same signatures, not restated).
+    aget_tuple = _in_thread(get_tuple)
+    alist = _listed_in_thread(list)
+    aput = _in_thread(put)
+    aput_writes = _in_thread(put_writes)
+    adelete_thread = _in_thread(delete_thread)
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """Versions as LangGraph's own savers make them: a counter plus a random tail."""

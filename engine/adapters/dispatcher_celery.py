@@ -36,6 +36,9 @@ log = structlog.get_logger("conveyor.dispatcher")
 
 #: The task a worker registers for running one step (see ``tasks/steps.py``).
 RUN_STEP_TASK = "conveyor.run_step"
+#: The message header carrying :attr:`~engine.ports.Dispatch.epoch`. A header, not an argument:
+#: a worker of an older version ignores it instead of refusing the message.
+EPOCH_HEADER = "conveyor_epoch"
 
 #: Redis commands one pipeline of a dispatch batch holds at most (a message is one or two).
 PUBLISH_BATCH_COMMANDS = 1000
@@ -103,6 +106,7 @@ class CeleryDispatcher:
             queue=item.queue or self.default_queue,
             countdown=item.countdown if item.countdown > 0 else None,
             priority=URGENT_PRIORITY if item.urgent else NORMAL_PRIORITY,
+            headers={EPOCH_HEADER: item.epoch} if item.epoch is not None else None,
             producer=producer,
         )
 

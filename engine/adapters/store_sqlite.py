@@ -243,6 +243,11 @@ class SqliteStore:
         self._connections = _Connections(self._path)
         self._write(_create_schema)
 
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
     # transactions
 
     def atomic(self, fn: Callable[[Transaction], T]) -> T:
@@ -527,6 +532,15 @@ class SqliteStore:
         self._connections.close()
 
     # plumbing
+
+    def run_write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in a write transaction on this thread's connection, for adapters that
+        keep their own tables in the store's file (prompts, long-term memory)."""
+        return self._write(work)
+
+    def run_read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in a read transaction (one snapshot) on this thread's connection."""
+        return self._read(work)
 
     def _load_input(self, tenant: str, execution_id: str) -> Any:
         """An execution's input, stored beside its header (see :func:`_load_execution`)."""

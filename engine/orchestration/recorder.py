@@ -194,5 +194,13 @@ class Recorder:
         """Send the step after commit; ``dispatched_at`` lets the reconciler resend a lost message."""
         step.dispatched_at = self.now + countdown
         self.effects.dispatches.append(
-            Dispatch(step.tenant, step.execution_id, step.key, queue=step.queue, countdown=countdown, urgent=urgent)
+            Dispatch(
+                step.tenant,
+                step.execution_id,
+                step.key,
+                queue=step.queue,
+                countdown=countdown,
+                urgent=urgent,
+                epoch=step.lease_epoch,
+            )
         )

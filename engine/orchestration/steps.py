@@ -125,11 +125,20 @@ def _open_for_claim(reads: Reads, workflows: Workflows, tenant: str, execution_i
 
 
 def claim(
-    rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, key: str, timing: Timing
+    rec: Recorder,
+    workflows: Workflows,
+    tenant: str,
+    execution_id: str,
+    key: str,
+    timing: Timing,
+    sent_epoch: int | None = None,
 ) -> Claimed | None:
-    """Take a QUEUED step (or a due retry); ``None`` when there is nothing to run."""
+    """Take a QUEUED step (or a due retry); ``None`` when there is nothing to run.
+
+    ``sent_epoch`` is the epoch the step message carries (:attr:`Dispatch.epoch`), if known.
+    """
     snap = _open_for_claim(rec.tx, workflows, tenant, execution_id, key)
-    return None if snap is None else _claim_in(rec, snap, key, timing)
+    return None if snap is None else _claim_in(rec, snap, key, timing, sent_epoch)
 
 
 def peek(
@@ -170,19 +179,28 @@ def _with_context(snap: Snapshot, step: StepRecord) -> Claimed:
     return Claimed(step, snap.execution, snap.compiled, referenced)
 
 
-def _claim_in(rec: Recorder, snap: Snapshot, key: str, timing: Timing) -> Claimed | None:
-    step = _take(rec, snap, key, timing)
+def _claim_in(rec: Recorder, snap: Snapshot, key: str, timing: Timing, sent_epoch: int | None = None) -> Claimed | None:
+    step = _take(rec, snap, key, timing, sent_epoch)
     return None if step is None else _with_context(snap, step)
 
 
-def _take(rec: Recorder, snap: Snapshot, key: str, timing: Timing) -> StepRecord | None:
-    """Claim ``key`` if it is ready to run (QUEUED, or a due retry); wake a due wait instead."""
+def _take(rec: Recorder, snap: Snapshot, key: str, timing: Timing, sent_epoch: int | None = None) -> StepRecord | None:
+    """Claim ``key`` if it is ready to run (QUEUED, or a due retry); wake a due wait instead.
+
+    A message that comes before its step's timer is due is an early timer message, sent
+    again for the rest of the wait, unless it is stale: ``sent_epoch`` (the epoch it was sent
+    with) below the step's means it was sent before the step's latest claim, so it is a
+    second copy of a message that already ran (a failed attempt's, during its retry wait).
+    The step's own timer message carries the current epoch; if that one is lost, the
+    reconciler wakes the step once it is due.
+    """
     step, execution, now = snap.records.get(key), snap.execution, rec.now
     if step is None or execution.status is not ExecutionStatus.RUNNING:
         return None
     if step.status in (StepStatus.RETRY_WAIT, StepStatus.WAITING) and step.wake_at is not None:
         if step.wake_at > now:
-            _early(rec, step, timing)
+            if sent_epoch is None or sent_epoch >= step.lease_epoch:
+                _early(rec, step, timing)
             return None
         if step.status is StepStatus.WAITING:
             wake(rec, snap, key)
@@ -207,7 +225,9 @@ def _early(rec: Recorder, step: StepRecord, timing: Timing) -> None:
     remaining = step.wake_at - rec.now
     if remaining <= timing.short_timer:
         rec.effects.dispatches.append(
-            Dispatch(step.tenant, step.execution_id, step.key, queue=step.queue, countdown=remaining)
+            Dispatch(
+                step.tenant, step.execution_id, step.key, queue=step.queue, countdown=remaining, epoch=step.lease_epoch
+            )
         )
 
 

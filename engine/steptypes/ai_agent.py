@@ -8,7 +8,7 @@
     fallbacks: [anthropic:claude-3-5-haiku-latest]
     settings: {temperature: 0, max_tokens: 800, timeout: 30}
     system: You are a support agent.
-    prompt: "Order ${input.order_id}: ${input.question}"
+    prompt: "Order ${input.order_id}: ${input.question}"   # or a named prompt: {name: reply, version: 2}
     tools: [shop.lookup_order, shop.refund]   # registered @step functions
     http: {methods: [GET]}                    # optional: the SSRF-guarded HTTP tool, http_request
     approve: [shop.refund]                    # these wait for a person (a signal) first
@@ -25,7 +25,7 @@ in WAITING with the request as JSON; a signal answering it (``{"type": "approve"
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -41,6 +41,7 @@ from engine.ai import (
 )
 from engine.errors import StepFailure
 from engine.ports import AgentRuntime
+from engine.prompts import PromptRef, render_prompt
 from engine.steptypes import register
 from engine.steptypes.base import BaseStepType, StepConfig, StepContext, StepOutcome, Succeeded, Wait
 
@@ -62,7 +63,8 @@ class AgentConfig(StepConfig):
     fallbacks: list[str] = Field(default_factory=list)
     settings: ModelSettings = ModelSettings()
     system: str | None = None
-    prompt: str = Field(min_length=1)
+    #: The prompt text (a template), or a named prompt of the workflow or the tenant.
+    prompt: Annotated[str, Field(min_length=1)] | PromptRef
     tools: list[str] = Field(default_factory=list)
     #: Give the agent the SSRF-guarded HTTP tool (``http_request``; the egress policy applies).
     http: HttpToolConfig | None = None
@@ -112,12 +114,17 @@ class AgentStep(BaseStepType):
     Config: ClassVar[type[StepConfig]] = AgentConfig
     may_wait: ClassVar[bool] = True
 
+    def prompt_refs(self, config: StepConfig) -> list[tuple[str, PromptRef]]:
+        assert isinstance(config, AgentConfig)
+        return [("prompt", config.prompt)] if isinstance(config.prompt, PromptRef) else []
+
     async def run(self, ctx: StepContext, config: StepConfig) -> StepOutcome:
         assert isinstance(config, AgentConfig)
+        prompt = render_prompt(ctx, config.prompt, config.system)
         request = AgentRequest(
             model=config.model,
-            prompt=config.prompt,
-            system=config.system,
+            prompt=prompt.text,
+            system=prompt.system,
             fallbacks=tuple(config.fallbacks),
             settings=config.settings,
             tools=tuple(config.tools),
@@ -138,7 +145,7 @@ class AgentStep(BaseStepType):
             usage = outcome.usage.as_dict()
             return Succeeded(
                 {"answer": outcome.answer, "structured": outcome.structured, "usage": usage, "turns": outcome.turns},
-                event={"model": config.model, "usage": usage},
+                event={"model": config.model, "usage": usage, "prompt": prompt.as_dict(), "answer": outcome.answer},
             )
         return Wait(
             interrupt={

@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 from engine.ai import MODEL_SPEC_PATTERN, ChoiceRequest, ModelSettings
 from engine.bandit import thompson
 from engine.errors import ExpressionError, Problem, StepFailure
+from engine.prompts import PromptRef, render_prompt
 from engine.steptypes import register
 from engine.steptypes.ai_agent import runtime_of
 from engine.steptypes.base import BaseStepType, StepConfig, StepContext, StepOutcome, Succeeded, bare_condition_problems
@@ -44,7 +45,8 @@ class RouteConfig(StepConfig):
     fallbacks: list[str] = Field(default_factory=list)
     settings: ModelSettings = ModelSettings()
     system: str | None = None
-    prompt: str | None = None
+    #: The question for strategy ``llm`` (a template), or a named prompt of the workflow or the tenant.
+    prompt: str | PromptRef | None = None
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     #: Name of the statistics a bandit learns from (default: ``<workflow>/<step id>``).
     bandit: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_./-]{1,200}$")
@@ -81,6 +83,10 @@ class RouteStep(BaseStepType):
         assert isinstance(config, RouteConfig)
         return [(f"rules[{index}].when", rule.when) for index, rule in enumerate(config.rules)]
 
+    def prompt_refs(self, config: StepConfig) -> list[tuple[str, PromptRef]]:
+        assert isinstance(config, RouteConfig)
+        return [("prompt", config.prompt)] if isinstance(config.prompt, PromptRef) else []
+
     async def run(self, ctx: StepContext, config: StepConfig) -> StepOutcome:
         assert isinstance(config, RouteConfig)
         if config.strategy == "rules":
@@ -110,13 +116,14 @@ def _by_rules(ctx: StepContext, config: RouteConfig) -> dict[str, Any]:
 
 async def _by_model(ctx: StepContext, config: RouteConfig) -> dict[str, Any]:
     assert config.model is not None and config.prompt is not None and config.default is not None
+    prompt = render_prompt(ctx, config.prompt, config.system)
     request = ChoiceRequest(
         model=config.model,
-        prompt=config.prompt,
+        prompt=prompt.text,
         routes=tuple(config.routes),
         fallbacks=tuple(config.fallbacks),
         settings=config.settings,
-        system=config.system,
+        system=prompt.system,
     )
     choice = await runtime_of(ctx).choose(ctx, request)
     answer = dict(choice.answer) if choice.answer is not None else None
@@ -130,6 +137,7 @@ async def _by_model(ctx: StepContext, config: RouteConfig) -> dict[str, Any]:
             "fallback": True,
             "answer": answer,
             "usage": usage,
+            "prompt": prompt.as_dict(),
         }
     assert answer is not None
     return {
@@ -139,6 +147,7 @@ async def _by_model(ctx: StepContext, config: RouteConfig) -> dict[str, Any]:
         "fallback": False,
         "answer": answer,
         "usage": usage,
+        "prompt": prompt.as_dict(),
     }
 
 

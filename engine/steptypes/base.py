@@ -8,7 +8,7 @@ root (:mod:`engine.bootstrap`) builds from settings.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -20,7 +20,8 @@ from engine.records import DecodedOnUse
 
 if TYPE_CHECKING:
     from engine.ai import Budget, ScriptedModel, Usage
-    from engine.ports import AgentRuntime, DecisionStats, EventSink, HttpClient, Publisher
+    from engine.ports import AgentRuntime, DecisionStats, EventSink, HttpClient, PromptStore, Publisher
+    from engine.prompts import PromptRef, PromptVersion
 
 
 class StepConfig(BaseModel):
@@ -104,6 +105,8 @@ class StepPorts:
     http: HttpClient | None = None
     #: The live event stream (not the store): AI steps with ``stream: true`` send tokens there.
     live: EventSink | None = None
+    #: The tenants' stored prompt templates (AI steps naming a prompt the workflow does not declare).
+    prompts: PromptStore | None = None
 
     def require_http(self) -> HttpClient:
         if self.http is None:
@@ -127,6 +130,8 @@ class StepContext:
     index: int | None = None
     now: Callable[[], float] = lambda: 0.0
     evaluate: Callable[[str], Any] = lambda expression: None
+    #: Render a ``${...}`` template with the step's bound variables (as its config was rendered).
+    render: Callable[[Any], Any] = lambda template: template
     heartbeat: Callable[[], None] = lambda: None
     #: The epoch of the step's lease, ``None`` while it runs unclaimed (a heartbeat claims it).
     lease_epoch: Callable[[], int | None] = lambda: None
@@ -135,6 +140,8 @@ class StepContext:
     ports: StepPorts = field(default_factory=StepPorts)
     #: Scripted models the workflow declares (``models:``), for ``fake:<name>`` model specs.
     models: Mapping[str, ScriptedModel] = field(default_factory=dict)
+    #: Prompt templates the workflow declares (``prompts:``), by name.
+    prompts: Mapping[str, Sequence[PromptVersion]] = field(default_factory=dict)
     #: The workflow's name (bandit statistics are kept per workflow and step).
     workflow: str = ""
     #: The workflow's model budget and what the execution's other AI steps spent of it.
@@ -165,6 +172,10 @@ class StepType(Protocol):
         """Bare CEL sources inside the config, as (relative path, source), checked at save time."""
         ...
 
+    def prompt_refs(self, config: StepConfig) -> list[tuple[str, PromptRef]]:
+        """Named prompts the config uses, as (relative path, reference), checked at save time."""
+        ...
+
     def run(self, ctx: StepContext, config: StepConfig) -> Awaitable[StepOutcome]: ...
 
 
@@ -179,6 +190,9 @@ class BaseStepType:
         return []
 
     def expressions(self, config: StepConfig) -> list[tuple[str, str]]:
+        return []
+
+    def prompt_refs(self, config: StepConfig) -> list[tuple[str, PromptRef]]:
         return []
 
 

@@ -52,6 +52,7 @@ SAMPLE_BODIES: dict[str, Any] = {
     "TriggerUpdate": {"enabled": False},
     "PublishEvent": {"type": "x.y", "data": {}},
     "KeyCreate": {"name": "k", "role": "viewer"},
+    "PromptBody": {"template": "Hello ${input.who}"},
     "definition": HELLO,
 }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.adapters.events_memory import MemoryEventLog
+from engine.adapters.logs_sqlite import SqliteStepLogs
 from engine.adapters.store_sqlite import SqliteStore
 from engine.auth import Role
 from engine.bootstrap import build_step_ports
@@ -102,6 +103,7 @@ def make_service(
         CollectingDispatcher(),
         events or MemoryEventLog(),
         settings,
+        step_logs=SqliteStepLogs(tmp_path / "conveyor-logs.db"),
     )
 
 

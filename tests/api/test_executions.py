@@ -183,3 +183,18 @@ def test_fifty_concurrent_starts_with_one_key_make_one_execution(api: Api) -> No
     assert len(ids) == 1
     listed = api.service.list_executions(TENANT_A).items
     assert [e.id for e in listed] == list(ids)
+
+
+def test_a_foreach_step_says_how_many_items_it_has(api: Api) -> None:
+    fanout = {
+        "name": "fanout",
+        "steps": [{"id": "each", "type": "transform", "foreach": "[1, 2, 3]", "concurrency": 1, "with": {"value": 1}}],
+    }
+    assert api.call("PUT", "/v1/workflows/fanout", json=fanout).status_code == 201
+    execution_id = api.call("POST", "/v1/executions", json={"workflow": "fanout"}).json()["id"]
+    api.driver.run_once()
+    steps = {s["key"]: s for s in api.call("GET", f"/v1/executions/{execution_id}/steps").json()}
+    assert steps["each"]["item_count"] == 3, steps
+    assert all(s["item_count"] is None for key, s in steps.items() if key != "each")
+    gql = api.gql(f'{{ execution(id: "{execution_id}") {{ steps {{ key itemCount }} }} }}')
+    assert {"key": "each", "itemCount": 3} in gql["data"]["execution"]["steps"]

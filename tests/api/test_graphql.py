@@ -192,6 +192,7 @@ FIELD_CALLS: dict[str, str] = {
     "keys": "keys { id name role }",
     "decisions": 'decisions(workflow: "hello", step: "hold") { bandit }',
     "whoami": "whoami { tenant role }",
+    "deadLetters": "deadLetters { messageId reason }",
     "pauseExecution": 'pauseExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "resumeExecution": 'resumeExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "archiveWorkflow": 'archiveWorkflow(name: "hello") { __typename ... on Problem { code } }',
@@ -202,6 +203,11 @@ FIELD_CALLS: dict[str, str] = {
     "deleteTrigger": 'deleteTrigger(id: "$TRIGGER") { __typename ... on Problem { code } }',
     "createKey": 'createKey(input: {name: "g", role: VIEWER}) { __typename ... on Problem { code } }',
     "revokeKey": 'revokeKey(id: "0123456789abcdef") { __typename ... on Problem { code } }',
+    "prompts": "prompts { items { name } }",
+    "prompt": 'prompt(name: "reply") { version }',
+    "promptVersions": 'promptVersions(name: "reply") { items { version } }',
+    "applyPrompt": 'applyPrompt(name: "reply", template: "hi") { __typename ... on Problem { code } }',
+    "rewardDecision": 'rewardDecision(id: "$EXECUTION", step: "hold", reward: 1) { __typename ... on Problem { code } }',
 }
 
 

@@ -32,6 +32,7 @@ TWINS: dict[str, str] = {
     "GET /v1/executions/{execution_id}": "Query.execution",
     "GET /v1/executions/{execution_id}/steps": "Execution.steps",
     "GET /v1/executions/{execution_id}/history": "Execution.history",
+    "GET /v1/executions/{execution_id}/steps/{step_key}/logs": "Step.logs",
     "GET /v1/executions/{execution_id}/events": "Subscription.executionEvents",
     "POST /v1/executions/{execution_id}/cancel": "Mutation.cancelExecution",
     "POST /v1/executions/{execution_id}/retry": "Mutation.retryExecution",
@@ -49,10 +50,17 @@ TWINS: dict[str, str] = {
     "POST /v1/triggers/{trigger_id}/enable": "Mutation.enableTrigger",
     "POST /v1/triggers/{trigger_id}/disable": "Mutation.disableTrigger",
     "GET /v1/whoami": "Query.whoami",
+    "GET /v1/events/dead-letters": "Query.deadLetters",
     "GET /v1/keys": "Query.keys",
     "POST /v1/keys": "Mutation.createKey",
     "DELETE /v1/keys/{key_id}": "Mutation.revokeKey",
     "GET /v1/workflows/{name}/steps/{step_id}/decisions": "Query.decisions",
+    "POST /v1/executions/{execution_id}/rewards": "Mutation.rewardDecision",
+    "GET /v1/prompts": "Query.prompts",
+    "PUT /v1/prompts/{name}": "Mutation.applyPrompt",
+    "GET /v1/prompts/{name}": "Query.prompt",
+    "GET /v1/prompts/{name}/versions": "Query.promptVersions",
+    "GET /v1/prompts/{name}/versions/{version}": "Query.prompt",
 }
 
 #: Operations with no GraphQL twin, and why.
@@ -61,7 +69,6 @@ REST_ONLY: dict[str, str] = {
     "(senders are integrations, not GraphQL clients)",
     "POST /v1/executions/{execution_id}/steps/{step_key}/approval-link": "mints a link for a person outside "
     "the API (mail, chat); the link itself is a plain-HTTP page",
-    "POST /v1/executions/{execution_id}/rewards": "not built in GraphQL yet (ai.route bandit feedback, issue 10)",
 }
 
 #: Root fields with no single REST twin, and why.

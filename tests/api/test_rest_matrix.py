@@ -40,6 +40,7 @@ def seeded(make_api: ApiFactory) -> tuple[Api, dict[str, str]]:
         "POST", "/v1/triggers", json={"workflow": "hello", "kind": "event", "spec": {"type": "a.secret"}}
     ).json()["id"]
     key_id = api.call("POST", "/v1/keys", json={"name": "a-key", "role": "viewer"}).json()["id"]
+    api.call("PUT", "/v1/prompts/waiter", json={"template": "A-only prompt"})
     params = {
         "name": "waiter",
         "version": "1",
@@ -100,5 +101,6 @@ def _tenant_a_state(api: Api) -> str:
         [(e.id, e.status, e.run) for e in service.list_executions(TENANT_A, limit=200).items],
         [(t.id, t.enabled, t.spec) for t in service.store.list_triggers(TENANT_A, limit=200).items],
         [(k.id, k.revoked) for k in service.store.list_api_keys(TENANT_A)],
+        [(p.name, p.version) for p in api.app.state.runtime.prompts.list(TENANT_A, limit=200).items],
     ]
     return json.dumps(parts, default=str)

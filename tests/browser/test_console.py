@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,17 @@ from selenium import webdriver
 from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from engine.adapters.deadletters import RedisDeadLetters
 from engine.adapters.store_sqlite import SqliteStore
 from engine.auth import Role
 from engine.keys import ApiKeys
+from engine.records import DeadLetterRecord
 from engine.service import SystemClock
-from tests.services import free_port, wait_for
+from tests.services import free_port, redis_url, wait_for
 
 pytestmark = pytest.mark.backend
 
@@ -66,6 +70,30 @@ BROKEN: dict[str, Any] = {
         },
     ],
 }
+#: Step functions ``conveyor dev`` imports (CONVEYOR_IMPORTS): one that talks for a few seconds, then fails.
+STEPS_MODULE = """
+import logging
+import time
+
+from conveyor import step
+
+log = logging.getLogger("console.shop")
+log.setLevel(logging.INFO)
+
+
+@step
+def charge(order: str) -> None:
+    for attempt in range(8):
+        log.info("charging %s: try %d", order, attempt)
+        time.sleep(0.4)
+    print("the gateway answered 402")
+    log.warning("the card was declined")
+    raise RuntimeError("card declined")
+"""
+LOGGED: dict[str, Any] = {
+    "name": "console-logged",
+    "steps": [{"id": "charge", "type": "task", "with": {"function": "console_steps.charge", "args": {"order": "A-7"}}}],
+}
 
 
 def browser_binaries() -> tuple[str, str]:
@@ -82,7 +110,11 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, dict[tuple[str, Role], str
     port = free_port()
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    # Redis for the live streams and the bridge's dead-letter log (the test writes dead letters there).
     env.update(CONVEYOR_STATE_DIR=str(state), CONVEYOR_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    env.update(CONVEYOR_REDIS_URL=redis_url())
+    (tmp_path / "console_steps.py").write_text(STEPS_MODULE)
+    env.update(CONVEYOR_IMPORTS='["console_steps"]', PYTHONPATH=str(tmp_path))
     log = (tmp_path / "dev.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "dev", "--port", str(port)], env=env, cwd=tmp_path, stdout=log, stderr=log
@@ -95,7 +127,7 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, dict[tuple[str, Role], str
         tokens = {(t, r): keys.create(t, r, f"{t}-{r}").token for t in ("acme", "globex") for r in Role}
         store.close()
         for tenant in ("acme", "globex"):
-            for definition in (DEMO, BROKEN, REVIEWED):
+            for definition in (DEMO, BROKEN, REVIEWED, LOGGED):
                 response = httpx.put(
                     f"{base}/v1/workflows/{definition['name']}",
                     json=definition,
@@ -210,16 +242,36 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     assert browser.execute_script("return window.notReloaded === true"), "the page was never reloaded"
     assert all(node_status(browser, s["id"]) == "SUCCEEDED" for s in DEMO["steps"])
 
-    # A failed execution: its step's error, then a retry.
+    # A failing step: its logs arrive live while it runs, then its error; then a retry.
     broken = httpx.post(
         f"{base}/v1/executions",
-        json={"workflow": "console-broken"},
+        json={"workflow": "console-logged"},
         headers={"Authorization": f"Bearer {keys[('acme', Role.OPERATOR)]}"},
     ).json()["id"]
     browser.get(f"{base}/ui/#/executions/{broken}")
-    until(browser, lambda d: node_status(d, "refuse") == "FAILED", 60, "the fail step fails")
-    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-step="refuse"]')
-    assert "Declined: card declined" in row.text
+    click(browser, 'button[data-logs="charge"]', "the charge step's logs")
+    until(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#log-lines li") and node_status(d, "charge") == "RUNNING",
+        30,
+        "a log line shown while the step still runs (live)",
+    )
+    until(browser, lambda d: node_status(d, "charge") == "FAILED", 60, "the step fails")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log-lines li")) == 10, 30, "every line")
+    panel = browser.find_element(By.ID, "logs")
+    assert "charging A-7: try 0" in panel.text and "the gateway answered 402" in panel.text, panel.text
+    assert [li.get_attribute("data-seq") for li in panel.find_elements(By.CSS_SELECTOR, "#log-lines li")] == [
+        str(n) for n in range(10)
+    ]
+    assert panel.find_elements(By.CSS_SELECTOR, "#log-lines li.level-warning")
+    error = panel.find_element(By.CSS_SELECTOR, ".log-error")
+    assert "RuntimeError: card declined" in error.text
+    assert error.find_elements(By.CSS_SELECTOR, "pre.traceback"), "an operator sees the traceback"
+    until(browser, lambda d: "Run 1, attempt 1: 10 lines" in d.find_element(By.ID, "logs").text, 30, "stored lines")
+    browser.execute_script("document.getElementById('logs').scrollIntoView()")
+    browser.save_screenshot(str(SCREENSHOTS / "logs.png"))
+    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-step="charge"]')
+    assert "RuntimeError: card declined" in row.text
     click(browser, "button[data-action=retry]", "retry offered")
     until(browser, lambda d: "retry requested" in d.find_element(By.TAG_NAME, "main").text, what="the retry is sent")
     wait_for(lambda: _execution(base, keys, broken)["run"] == 2, 30, "the execution ran again")
@@ -277,6 +329,9 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     browser.get(f"{base}/ui/#/executions/{broken}")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "g.node"), what="the execution as a viewer")
     assert not browser.find_elements(By.CSS_SELECTOR, "[data-action]")
+    click(browser, 'button[data-logs="charge"]', "a viewer opens the logs too")
+    until(browser, lambda d: "RuntimeError: card declined" in d.find_element(By.ID, "logs").text, what="the error")
+    assert not browser.find_elements(By.CSS_SELECTOR, "pre.traceback"), "no traceback for a viewer"
     refused = httpx.post(
         f"{base}/v1/executions/{broken}/retry", headers={"Authorization": f"Bearer {keys[('acme', Role.VIEWER)]}"}
     )
@@ -308,3 +363,144 @@ def test_console_assets_ship_in_the_package_with_a_strict_policy(dev_server: Any
         response = httpx.get(f"{base}/ui/{asset}")
         assert response.status_code == 200 and response.headers["x-content-type-options"] == "nosniff"
     assert "http" not in httpx.get(f"{base}/ui/").text.split("<body>")[0].replace("http-equiv", ""), "no CDN"
+
+
+ROUTED: dict[str, Any] = {
+    "name": "console-routed",
+    "steps": [
+        {"id": "pick", "type": "ai.route", "with": {"strategy": "bandit", "routes": ["fast", "careful"]}},
+        {
+            "id": "learn",
+            "type": "ai.reward",
+            "needs": ["pick"],
+            "with": {"decision": "${steps.pick.output}", "reward": 1},
+        },
+    ],
+}
+
+
+def _call(base: str, key: str, method: str, path: str, body: Any = None) -> httpx.Response:
+    return httpx.request(method, f"{base}{path}", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def rows(driver: WebDriver) -> dict[str, str]:
+    """The executions table as {id: status}."""
+    found = driver.find_elements(By.CSS_SELECTOR, "#executions tbody tr")
+    return {str(r.get_attribute("data-id")): str(r.get_attribute("data-status")) for r in found}
+
+
+def navigation_timing(driver: WebDriver) -> dict[str, float]:
+    """The page's navigation timing and when the executions table first rendered, in ms from navigation start."""
+    return dict(
+        driver.execute_script(
+            """const n = performance.getEntriesByType('navigation')[0];
+               const m = performance.getEntriesByName('conveyor:executions-rendered')[0];
+               return {dom_content_loaded: n.domContentLoadedEventEnd, load: n.loadEventEnd,
+                       executions_rendered: m ? m.startTime : -1};"""
+        )
+    )
+
+
+def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]], browser: WebDriver) -> None:
+    base, keys = dev_server
+    operator, editor = keys[("acme", Role.OPERATOR)], keys[("acme", Role.EDITOR)]
+    held = [
+        _call(base, operator, "POST", "/v1/executions", {"workflow": "console-reviewed"}).json()["id"] for _ in range(3)
+    ]
+
+    # Bulk cancel, then bulk retry, from the executions list.
+    sign_in(browser, base, operator)
+    timing = navigation_timing(browser)
+    print(f"console first load (few executions): {timing}")
+    browser.get(f"{base}/ui/#/executions?workflow=console-reviewed")
+    until(browser, lambda d: set(rows(d)) == set(held), what="the three held executions")
+    for execution_id in held[:2]:
+        click(browser, f'input[data-select="{execution_id}"]', "select a row")
+    until(browser, lambda d: "2 selected" in d.find_element(By.CSS_SELECTOR, ".bulk").text, what="two selected")
+    click(browser, 'button[data-bulk="cancel"]', "bulk cancel")
+    until(browser, lambda d: "Cancelled 2 of 2." in d.find_element(By.TAG_NAME, "main").text, what="the bulk result")
+    until(browser, lambda d: [rows(d).get(i) for i in held] == ["CANCELLED", "CANCELLED", "RUNNING"], what="live rows")
+    # Bulk retry: the failed ones run again; a running one is refused, and says why.
+    failed = [
+        _call(base, operator, "POST", "/v1/executions", {"workflow": "console-broken"}).json()["id"] for _ in range(2)
+    ]
+    wait_for(lambda: all(_execution(base, keys, i)["status"] == "FAILED" for i in failed), 60, "two executions fail")
+    browser.get(f"{base}/ui/#/executions")
+    until(browser, lambda d: all(rows(d).get(i) == "FAILED" for i in failed), what="the failed rows")
+    for execution_id in [*failed, held[2]]:
+        click(browser, f'input[data-select="{execution_id}"]', "select a row to retry")
+    click(browser, 'button[data-bulk="retry"]', "bulk retry")
+    result = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "ul.refused"), what="the retry result")
+    assert "Retried 2 of 3." in browser.find_element(By.TAG_NAME, "main").text
+    assert held[2][:12] in result.text and "cannot move from RUNNING" in result.text, result.text
+    wait_for(lambda: all(_execution(base, keys, i)["run"] == 2 for i in failed), 30, "the failed ones ran again")
+
+    # Keyboard only: tab to a row's checkbox and tick it with the space bar.
+    browser.find_element(By.ID, "select-all").send_keys(Keys.TAB)
+    focused = browser.switch_to.active_element
+    assert focused.get_attribute("data-select"), "the first row's checkbox follows select-all in the tab order"
+    focused.send_keys(Keys.SPACE)
+    until(browser, lambda d: "1 selected" in d.find_element(By.CSS_SELECTOR, ".bulk").text, what="selected by keyboard")
+
+    # A phone: the page does not scroll sideways (wide tables scroll inside their box).
+    browser.set_window_size(390, 844)
+    browser.get(f"{base}/ui/#/executions")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#executions tbody tr"), what="the list on a phone")
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    browser.save_screenshot(str(SCREENSHOTS / "executions-phone.png"))
+    browser.set_window_size(1280, 900)
+
+    # A workflow's second version, compared with the first.
+    changed = {
+        **DEMO,
+        "steps": [*DEMO["steps"], {"id": "audit", "type": "transform", "needs": ["archive"], "with": {"value": 1}}],
+    }
+    assert _call(base, editor, "PUT", "/v1/workflows/console-demo", changed).status_code == 201
+    browser.get(f"{base}/ui/#/workflows/console-demo")
+    diff = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "pre#diff"), what="the diff of v1 and v2")
+    added = [n.text for n in diff.find_elements(By.CSS_SELECTOR, "ins")]
+    assert any('"id": "audit"' in line for line in added) and not diff.find_elements(By.CSS_SELECTOR, "del"), added
+    assert {n.get_attribute("data-step") for n in browser.find_elements(By.CSS_SELECTOR, "g.node")} >= {"audit"}
+    Select(browser.find_element(By.ID, "diff-to")).select_by_value("1")
+    until(browser, lambda d: "same definition" in d.find_element(By.ID, "diff").text, what="v1 against itself")
+
+    # AI decisions: the bandit's choices with their rationale, and what it has learned.
+    assert _call(base, editor, "PUT", "/v1/workflows/console-routed", ROUTED).status_code == 201
+    routed = [
+        _call(base, operator, "POST", "/v1/executions", {"workflow": "console-routed"}).json()["id"] for _ in range(3)
+    ]
+    wait_for(
+        lambda: all(_execution(base, keys, i)["status"] == "SUCCEEDED" for i in routed), 60, "routed executions end"
+    )
+    browser.get(f"{base}/ui/#/decisions")
+    section = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, '[data-route-step="console-routed/pick"]'))
+    decided = section.find_elements(By.CSS_SELECTOR, "tr[data-execution]")
+    assert {r.get_attribute("data-execution") for r in decided} == set(routed)
+    assert all("Thompson sample" in r.text for r in decided)
+    arms = section.find_elements(By.CSS_SELECTOR, "tr[data-route]")
+    assert {a.get_attribute("data-route") for a in arms} <= {"fast", "careful"} and arms
+
+    # Dead letters of the bridge, with their reasons: this tenant's only.
+    kept = RedisDeadLetters(redis_url(), size=10)
+    kept.client.delete(kept.key("acme"), kept.key("globex"))
+    for tenant, reason in (("acme", "malformed"), ("acme", "too-large"), ("globex", "unroutable")):
+        kept.record(
+            DeadLetterRecord(
+                tenant, f"{tenant}-{reason}", "orders-sub", reason, f"{reason} detail", time.time(), data="[1]"
+            )
+        )
+    browser.get(f"{base}/ui/#/triggers")
+    dead = until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr"), what="dead letters")
+    assert [r.get_attribute("data-reason") for r in dead] == ["too-large", "malformed"]
+    assert "malformed detail" in dead[1].text and "globex" not in browser.find_element(By.TAG_NAME, "main").text
+    kept.client.delete(kept.key("acme"), kept.key("globex"))
+    kept.close()
+
+    # A viewer: no checkboxes or bulk buttons, and the API refuses bulk actions anyway.
+    browser.find_element(By.ID, "sign-out").click()
+    sign_in(browser, base, keys[("acme", Role.VIEWER)])
+    until(browser, lambda d: len(rows(d)) >= 3, what="the list as a viewer")
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-select], [data-bulk], #select-all")
+    refused = _call(base, keys[("acme", Role.VIEWER)], "POST", "/v1/executions/bulk/cancel", {"ids": held})
+    assert refused.status_code == 403
+    assert _call(base, operator, "GET", f"/v1/executions/{held[2]}").json()["status"] == "RUNNING"

@@ -1,4 +1,9 @@
-"""The store contract suite runs unchanged against every backend listed here."""
+"""The store contract suite runs unchanged against every backend listed here.
+
+Firestore runs twice: over the raw wire (plain gRPC calls, private names of
+google-cloud-firestore) and over the public client API (the fallback when those names
+change); see ``engine/adapters/store_firestore/wire.py``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import pytest
 from engine.ports import Store
 
 
-@pytest.fixture(params=["sqlite", "firestore"])
+@pytest.fixture(params=["sqlite", "firestore-raw", "firestore-public"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         from engine.adapters.store_sqlite import SqliteStore
@@ -20,6 +25,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         request.getfixturevalue("firestore_emulator")
         from engine.adapters.store_firestore import FirestoreStore
 
-        backend = FirestoreStore(project=request.getfixturevalue("unique_project"))
+        wire = request.param.removeprefix("firestore-")
+        backend = FirestoreStore(project=request.getfixturevalue("unique_project"), wire=wire)
+        assert backend.wire.name == wire, f"asked for the {wire} wire, got {backend.wire.name}"
     yield backend
     backend.close()

@@ -34,7 +34,7 @@ EMULATOR_LOCK_TIMEOUT = 2.0
 
 @pytest.fixture
 def firestore_store(firestore_emulator: str, unique_project: str) -> Iterator[FirestoreStore]:
-    store = FirestoreStore(project=unique_project)
+    store = FirestoreStore(project=unique_project, wire="raw")  # these tests record the raw path's calls
     yield store
     store.close()
 

@@ -49,9 +49,11 @@ class CountingRunner(StepRunner):
         self.errors: list[str] = []
         self._lock = threading.Lock()
 
-    def run(self, tenant: str, execution_id: str, step_key: str, *, first_delivery: bool = False) -> RunReport:
+    def run(
+        self, tenant: str, execution_id: str, step_key: str, *, first_delivery: bool = False, epoch: int | None = None
+    ) -> RunReport:
         try:
-            report = super().run(tenant, execution_id, step_key, first_delivery=first_delivery)
+            report = super().run(tenant, execution_id, step_key, first_delivery=first_delivery, epoch=epoch)
         except Exception as exc:
             with self._lock:
                 self.errors.append(f"{step_key}: {type(exc).__name__}: {exc}")

@@ -70,3 +70,24 @@ def test_transient_failures_are_nacked_then_dead_lettered_counting_attempts_itse
     verdicts = [judge.judge(message({"n": 1}, attempt=0), ORDERS).action for _ in range(3)]
     assert verdicts == ["nack", "nack", "dead-letter"]
     assert judge.judge(message({"n": 1}, message_id="m-9", attempt=7), ORDERS).action == "dead-letter"
+
+
+def test_a_dead_letter_is_kept_for_its_tenant_with_the_reason(tmp_path) -> None:
+    from engine.adapters.deadletters import MemoryDeadLetters
+
+    h = Harness(tmp_path)
+    kept = MemoryDeadLetters(size=10)
+    judge = Bridge(
+        EventRouter(h.service), RecordingPublisher(), "dead", max_attempts=3, max_message_bytes=100, dead_letter_log=kept
+    )
+    for body in (b"[1, 2]", b"x" * 200):
+        pulled = message(body, message_id=f"m-{len(body)}")
+        judge.dead_letter(pulled, ORDERS, judge.judge(pulled, ORDERS))
+    h.store.close()
+    recent = kept.recent("t1")
+    assert [(d.message_id, d.reason, d.subscription) for d in recent] == [
+        ("m-200", "too-large", "orders-sub"),
+        ("m-6", "malformed", "orders-sub"),
+    ]
+    assert recent[0].data_bytes == 200 and recent[1].data == "[1, 2]" and recent[1].detail
+    assert kept.recent("evil") == []

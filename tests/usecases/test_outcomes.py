@@ -132,17 +132,42 @@ def test_a_retry_message_that_arrives_early_does_not_start_the_retry(h):
     assert h.steps(execution_id)["s"].status is StepStatus.RETRY_WAIT
     [retry] = h.dispatcher.sent
     assert retry.countdown == 1.0
+    assert retry.epoch == h.steps(execution_id)["s"].lease_epoch == 1  # the failed attempt's claim
     h.dispatcher.sent.clear()
     h.clock.advance(0.9)  # the broker delivers the countdown message 0.1 s early
-    assert h.runner.run("t1", execution_id, "s").outcome == "ignored"
+    assert h.runner.run("t1", execution_id, "s", epoch=retry.epoch).outcome == "ignored"
     step = h.steps(execution_id)["s"]
     assert (step.status, step.attempt) == (StepStatus.RETRY_WAIT, 1)
     [again] = h.dispatcher.sent  # sent again for the rest of the delay, not left to the reconciler
     assert again.countdown == pytest.approx(0.1)
+    assert again.epoch == retry.epoch
     h.drain()
     step = h.steps(execution_id)["s"]
     assert (step.status, step.attempt) == (StepStatus.SUCCEEDED, 2)
     assert step.started_at - failed_at >= 1.0
+
+
+def test_a_stale_copy_of_a_failed_attempts_message_is_dropped_during_the_retry_wait(h):
+    h.apply({"name": "stale", "steps": [
+        task("s", "raise_once", retry={"max_attempts": 2, "backoff": "fixed", "initial": "1s", "jitter": False},
+             key=uuid.uuid4().hex),
+    ]})
+    execution_id = h.start("stale")
+    [first] = h.dispatcher.sent
+    assert first.epoch == 0
+    h.dispatcher.sent.clear()
+    assert h.runner.run("t1", execution_id, "s", epoch=first.epoch).outcome == "failed"
+    [retry] = h.dispatcher.sent
+    h.dispatcher.sent.clear()
+    # The broker delivers the first message a second time while the step waits for its retry.
+    assert h.runner.run("t1", execution_id, "s", epoch=first.epoch).outcome == "ignored"
+    assert h.dispatcher.sent == []  # recognised as stale: dropped, not sent again as an early timer
+    step = h.steps(execution_id)["s"]
+    assert (step.status, step.attempt) == (StepStatus.RETRY_WAIT, 1)
+    h.clock.advance(1.0)
+    assert h.runner.run("t1", execution_id, "s", epoch=retry.epoch).outcome == "succeeded"
+    step = h.steps(execution_id)["s"]
+    assert (step.status, step.attempt) == (StepStatus.SUCCEEDED, 2)
 
 
 def test_a_when_that_is_not_a_boolean_fails_the_step(h):

@@ -36,7 +36,7 @@ from engine.adapters.store_firestore.codec import (
 from engine.adapters.store_firestore.errors import translated_errors
 from engine.adapters.store_firestore.layout import Paths, encode_id
 from engine.adapters.store_firestore.transaction import MAX_ATTEMPTS, FirestoreTransaction, run_atomic
-from engine.adapters.store_firestore.wire import RawAttempt, RawRpc, make_client
+from engine.adapters.store_firestore.wire import RawRpc, RawWire, Wire, WireMode, make_client, select_wire
 from engine.errors import ConveyorError, InvalidRequest, NotFound
 from engine.ports import DUE_FIELD, Reads, Transaction
 from engine.records import (
@@ -85,11 +85,15 @@ class FirestoreStore:
         database: str = "(default)",
         client: firestore.Client | None = None,
         inline_payload_bytes: int = 256 * 1024,
+        wire: WireMode = "auto",
     ) -> None:
-        self._client = client if client is not None else make_client(project, database)
+        """``wire`` picks how transactions reach Firestore (see :mod:`.wire`): ``raw``, the
+        ``public`` client API only, or ``auto`` (raw when this google-cloud-firestore has what
+        it needs)."""
+        self._client = client if client is not None else make_client(project, database, wire)
+        self._wire = select_wire(self._client, wire)
         self._paths = Paths(self._client)
         self._claim = ClaimCheck(inline_payload_bytes)
-        self._rpc: RawRpc | None = None
         self._blob_cache = BlobCache(BLOB_CACHE_BYTES)
         self._stamp_schema()
 
@@ -114,11 +118,16 @@ class FirestoreStore:
         return self._paths
 
     @property
+    def wire(self) -> Wire:
+        """How transactions reach Firestore: the raw path or the public client API."""
+        return self._wire
+
+    @property
     def rpc(self) -> RawRpc:
-        """The raw calls transactions make (built on first use: the channel opens lazily)."""
-        if self._rpc is None:
-            self._rpc = RawRpc(self._client)
-        return self._rpc
+        """The raw calls of the raw path's transactions (tests record them)."""
+        if not isinstance(self._wire, RawWire):
+            raise ConveyorError("this Firestore store uses the public client API: it makes no raw calls")
+        return self._wire.rpc
 
     @property
     def claim_check(self) -> ClaimCheck:
@@ -248,8 +257,9 @@ class FirestoreStore:
     def atomic(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn`` in a Firestore transaction, retried (with backoff) when Firestore aborts it.
 
-        The transaction begins with its first read (no BeginTransaction round trip), and one
-        that reads nothing commits as a single atomic batch (see :class:`RawAttempt`).
+        On the raw path the transaction begins with its first read (no BeginTransaction round
+        trip), and one that reads nothing commits as a single atomic batch (see
+        :class:`~.wire.RawAttempt`); the public path begins each attempt with BeginTransaction.
 
         Events are created without a prior existence read (one round trip less per
         transition). If the commit then fails because an event already exists, the
@@ -263,7 +273,7 @@ class FirestoreStore:
 
         Each batched read is one consistent snapshot; that is all a peek needs.
         """
-        attempt = RawAttempt(self._client, self.rpc, None, transactional=False)
+        attempt = self._wire.attempt(None, transactional=False)
         reads = FirestoreTransaction(self, attempt, careful_events=False)
         with translated_errors():
             return fn(reads)

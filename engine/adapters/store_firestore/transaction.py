@@ -1,8 +1,9 @@
 """The transaction runner of the Firestore store and the :class:`~engine.ports.Transaction` port.
 
-An attempt begins with its first read and commits every buffered write at once; Firestore
-aborts the losers under contention and the runner retries them with jittered backoff,
-rolling back any attempt that will not commit.
+Writes are buffered here and handed to the attempt at once when ``fn`` returns; the attempt
+(from :mod:`.wire`, raw or public path) reads, commits, and rolls back on any failure.
+Firestore aborts the losers under contention and the runner retries them with jittered
+backoff; an event that already exists reruns the transaction in careful mode.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from engine.adapters.store_firestore.codec import (
     reusable_blob,
 )
 from engine.adapters.store_firestore.errors import translated_errors
-from engine.adapters.store_firestore.wire import RawAttempt
+from engine.adapters.store_firestore.wire import Attempt
 from engine.errors import AlreadyExists, ConveyorError
 from engine.records import (
     EventRecord,
@@ -102,37 +103,35 @@ def _transact(store: FirestoreStore, fn: Callable[[FirestoreTransaction], T], *,
     for number in range(MAX_ATTEMPTS):
         if number:
             _back_off(number)
-        attempt = RawAttempt(store.client, store.rpc, retry_id)
+        attempt = store.wire.attempt(retry_id)
         try:
             return _run_attempt(store, fn, attempt, careful=careful)
         except gexc.Aborted:
             if number == MAX_ATTEMPTS - 1:
                 raise
-            # Naming the aborted transaction keeps the retry's place in Firestore's lock queue.
+            # Naming the aborted transaction keeps the retry's place in Firestore's lock queue
+            # (raw path only: the public API does not expose the id).
             retry_id = attempt.id or retry_id
     raise AssertionError("unreachable")
 
 
 def _run_attempt(
-    store: FirestoreStore, fn: Callable[[FirestoreTransaction], T], attempt: RawAttempt, *, careful: bool
+    store: FirestoreStore, fn: Callable[[FirestoreTransaction], T], attempt: Attempt, *, careful: bool
 ) -> T:
-    """One attempt: run ``fn``, hand its writes over, commit; roll back if anything fails."""
+    """One attempt: run ``fn``, hand its writes over, commit; the wire rolls back if anything fails."""
     tx = FirestoreTransaction(store, attempt, careful_events=careful)
-    try:
+
+    def body() -> T:
         result = fn(tx)
         tx.flush()
-        attempt.commit()
+        return result
+
+    try:
+        return attempt.execute(body)
     except gexc.AlreadyExists as exc:
-        attempt.rollback()
         if not careful and tx.created_events:
             raise _EventCollision from exc
         raise
-    except BaseException:
-        # Also on SystemExit/KeyboardInterrupt: the locks of an abandoned transaction would
-        # block every writer of the documents it read until they expire (60 s idle).
-        attempt.rollback()
-        raise
-    return result
 
 
 class FirestoreTransaction:
@@ -144,7 +143,7 @@ class FirestoreTransaction:
     then a cache of documents already read in this transaction, then Firestore.
     """
 
-    def __init__(self, store: FirestoreStore, attempt: RawAttempt, *, careful_events: bool) -> None:
+    def __init__(self, store: FirestoreStore, attempt: Attempt, *, careful_events: bool) -> None:
         self._store = store
         self._paths = store.paths
         self._attempt = attempt
