@@ -28,6 +28,7 @@ from engine.records import (
     WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.search import ExecutionFilter
 from engine.states import ExecutionStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -52,6 +53,10 @@ class Reads(Protocol):
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None: ...
 
     def find_execution_by_key(self, tenant: str, idempotency_key: str) -> ExecutionRecord | None: ...
+
+    def find_executions_by_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, ExecutionRecord]:
+        """``find_execution_by_key`` for several keys (absent ones left out), in one round trip or two."""
+        ...
 
     def get_steps(self, tenant: str, execution_id: str, keys: Sequence[str]) -> dict[str, StepRecord]:
         """The step records among ``keys`` that exist, by key."""
@@ -109,6 +114,10 @@ class Transaction(Reads, Protocol):
 
     def get_inbound_event(self, tenant: str, event_id: str) -> InboundEventRecord | None:
         """An accepted external event of the tenant's event log, by id."""
+        ...
+
+    def get_inbound_events(self, tenant: str, event_ids: Sequence[str]) -> dict[str, InboundEventRecord]:
+        """The accepted events among ``event_ids`` (by id; absent ids are left out), in one read."""
         ...
 
     def put_inbound_event(self, record: InboundEventRecord) -> None:
@@ -173,17 +182,27 @@ class Store(Protocol):
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None: ...
 
     def list_executions(
-        self,
-        tenant: str,
-        *,
-        status: ExecutionStatus | None = None,
-        workflow: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
+        self, tenant: str, where: ExecutionFilter | None = None, *, cursor: str | None = None, limit: int = 50
     ) -> Page:
-        """Executions newest first, filtered."""
+        """Executions matching every filter of ``where`` (all when None), newest first.
+
+        Ordered by ``created_at`` then id, both descending; a cursor continues the same
+        filtered listing.
+        """
+        ...
+
+    def count_executions(self, tenant: str, where: ExecutionFilter | None = None) -> dict[ExecutionStatus, int]:
+        """How many executions match ``where`` in each status: every status is a key (0 if none).
+
+        ``where.status`` must be None (``InvalidFilter`` otherwise): the counts are per status.
+        """
+        ...
+
+    def backfill_search_fields(self) -> int:
+        """Write the derived search fields of executions stored before they existed (schema 2).
+
+        Idempotent; returns how many executions it updated. Migration 2 runs it.
+        """
         ...
 
     def count_active_executions(self, tenant: str) -> int: ...
@@ -274,6 +293,11 @@ class Store(Protocol):
 
     def due_inbound_events(self, before: float, limit: int = 200) -> list[InboundEventRecord]:
         """Events of every tenant not routed yet, accepted at or before ``before``, oldest first."""
+        ...
+
+    def trim_inbound_events(self, before: float, limit: int = 200) -> int:
+        """Delete up to ``limit`` routed events (every tenant) accepted before ``before``, oldest
+        first; how many were deleted. Unrouted events are never deleted."""
         ...
 
     # API keys

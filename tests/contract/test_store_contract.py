@@ -31,6 +31,7 @@ from engine.records import (
     TriggerRecord,
     WorkflowVersionRecord,
 )
+from engine.search import ExecutionFilter
 from engine.states import STEP_ACTIVE, ExecutionStatus, StepStatus
 
 A, B = "tenant-a", "tenant-b"
@@ -181,6 +182,25 @@ def test_execution_round_trips_with_every_field_set(store: Store) -> None:
     assert loaded is not None and type(loaded.status) is ExecutionStatus
     assert read(store, lambda tx: tx.get_execution(A, "ex-1")) == record
     assert read(store, lambda tx: tx.find_execution_by_key(A, "client-key")) == record
+
+
+def test_executions_are_found_by_several_keys_at_once(store: Store) -> None:
+    first, second = execution("ex-1", idempotency_key="k-1"), execution("ex-2", idempotency_key="k-2")
+    save(store, first)
+    save(store, second)
+    save(store, execution("ex-3", tenant=B, idempotency_key="k-1"))
+
+    def find(tx: Transaction) -> dict[str, ExecutionRecord]:
+        tx.put_execution(execution("ex-4", idempotency_key="k-4"))
+        return tx.find_executions_by_keys(A, ["k-1", "k-2", "k-4", "absent"])
+
+    found = store.atomic(find)
+    assert sorted(found) == ["k-1", "k-2", "k-4"]
+    assert (found["k-1"], found["k-2"], found["k-4"].id) == (first, second, "ex-4")
+    assert {key: e.id for key, e in read(store, lambda tx: tx.find_executions_by_keys(B, ["k-1", "k-2"])).items()} == {
+        "k-1": "ex-3"
+    }
+    assert read(store, lambda tx: tx.find_executions_by_keys(A, [])) == {}
 
 
 def test_execution_round_trips_with_defaults_and_nones(store: Store) -> None:
@@ -656,7 +676,7 @@ def test_list_executions_filters(
     records = _executions_for_listing()
     save(store, *records)
 
-    listed = collect(lambda cursor: store.list_executions(A, cursor=cursor, limit=2, **filters), 2)
+    listed = collect(lambda cursor: store.list_executions(A, ExecutionFilter(**filters), cursor=cursor, limit=2), 2)
     wanted = [r for r in records if expected(r)]
     assert wanted, "the filter case must select something"
     assert sorted(r.id for r in listed) == sorted(r.id for r in wanted)
