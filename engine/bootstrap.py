@@ -372,4 +372,5 @@ def build_bridge(settings: Settings, service: Service | None = None) -> Streamin
         settings.bridge_subscriptions,
         project=settings.pubsub_project,
         max_messages=settings.bridge_max_messages,
+        batch_size=settings.bridge_batch_size,
     )
