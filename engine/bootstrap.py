@@ -312,14 +312,20 @@ def build_publisher(settings: Settings) -> Publisher | None:
 
 
 def build_prompt_store(settings: Settings, store: Store) -> PromptStore:
-    """The tenants' stored prompt templates, beside the store (same SQLite file or Firestore database)."""
-    if settings.store == "firestore":
+    """The tenants' stored prompt templates, beside the store (same SQLite file or Firestore database).
+
+    Chosen by the store given, as the step log store is (tests and tools pass one whatever the
+    settings say).
+    """
+    from engine.adapters.store_sqlite import SqliteStore
+
+    if not isinstance(store, SqliteStore):
         from engine.adapters.prompts_firestore import FirestorePromptStore
 
         return FirestorePromptStore(store.client)  # type: ignore[attr-defined]
     from engine.adapters.prompts_sqlite import SqlitePromptStore
 
-    return SqlitePromptStore(store)  # type: ignore[arg-type]
+    return SqlitePromptStore(store)
 
 
 def build_step_ports(settings: Settings, store: Store) -> StepPorts:
@@ -366,4 +372,5 @@ def build_bridge(settings: Settings, service: Service | None = None) -> Streamin
         settings.bridge_subscriptions,
         project=settings.pubsub_project,
         max_messages=settings.bridge_max_messages,
+        batch_size=settings.bridge_batch_size,
     )
