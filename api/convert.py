@@ -39,3 +39,22 @@ def _iso_only(value: Any) -> Any:
 
 #: A datetime that must be given as an RFC 3339 string.
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
+def search_filters(
+    workflow: str | None,
+    version: int | None,
+    labels: list[str] | None,
+    trigger: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+) -> dict[str, Any]:
+    """Execution search parameters (REST and GraphQL name them alike) as the service takes them."""
+    return {
+        "workflow": workflow,
+        "version": version,
+        "labels": labels or (),
+        "trigger_id": trigger,
+        "created_after": to_timestamp(created_after),
+        "created_before": to_timestamp(created_before),
+    }

@@ -36,7 +36,7 @@ import tasks.steps  # noqa: E402
 
 if "ledger" in OFF:
     conveyor_app.build_ledger = lambda settings: None  # type: ignore[assignment]
-    conveyor_app._ledger.cache_clear()
+    conveyor_app._ledgers.clear()
 if "telemetry" in OFF:
     from engine.telemetry import NoTelemetry
 

@@ -31,9 +31,10 @@ store (``celery -A tasks.app worker --pool prefork``), each on a queue of its ow
 
 Flower sees a step run inline (after the first of a chain, from the same message) through the
 task events the worker sends for it (``CONVEYOR_FLOWER_INLINE_EVENTS``, on by default, so the
-linear case above includes their cost). The run also times those events alone, in this process
-on the same broker, and prints their cost per inline step beside the linear per-step figure
-(``inline_events_ms_per_step`` in the JSON line).
+linear case above includes their cost; a message's inline steps' events are published together
+when it ends). The run also times those events alone, in this process on the same broker
+(messages of 19 inline steps each), and prints their cost per inline step beside the linear
+per-step figure (``inline_events_ms_per_step`` in the JSON line).
 
 ``--profile`` also runs the step hot path in this process (same store, real Redis event
 stream, real Celery publisher) and prints where the time of one step goes: claim
@@ -46,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import functools
 import io
 import json
 import os
@@ -64,6 +66,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(1, str(BENCH_DIR.parent))
 
+import _logs_case  # noqa: E402
 import _support  # noqa: E402
 from _support import NOOP, RAW_DONE, RAW_NOOP, Worker, conveyor_config, median  # noqa: E402
 
@@ -402,7 +405,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--emulator", default=os.environ.get("FIRESTORE_EMULATOR_HOST"))
     parser.add_argument("--profile", action="store_true", help="also profile the step hot path in process")
-    parser.add_argument("--cases", default="linear,foreach,many,foreach10k", help="comma-separated subset to run")
+    parser.add_argument("--cases", default="linear,foreach,many,foreach10k,logs", help="comma-separated subset to run")
     parser.add_argument("--repeat-10k", type=int, default=1, help="measured rounds of the foreach10k case")
     args = parser.parse_args()
     stores = ["sqlite", "firestore"] if args.store == "both" else [args.store]
@@ -456,7 +459,7 @@ def main() -> int:
                     print(f"[firestore] warming up the emulator's JVM ({args.emulator_warmup:g}s) ...", file=sys.stderr)
                     results["emulator_warmup_rounds"] = warm_up(conveyor, args.emulator_warmup)
                 figures: dict[str, Any] = {}
-                for case in cases:
+                for case in [c for c in cases if c != "logs"]:
                     print(f"[{store}] {case} ...", file=sys.stderr, flush=True)
                     unwarmed = case in UNWARMED
                     raw_values, conv_values = measure(
@@ -479,6 +482,15 @@ def main() -> int:
                     )
                 results[store] = summarize(figures, store)
                 worker.stop()
+                if "logs" in cases:  # step logs on vs off (see bench/_logs_case.py)
+                    settings_for = functools.partial(
+                        conveyor_config, store, args.broker, workdir=workdir, project=project, emulator=emulator,
+                        base_env=base_env,
+                    )  # fmt: skip
+                    results[store]["step_logs"] = _logs_case.measure_step_logs(
+                        store, config=settings_for, driver=Conveyor, queue=f"bench-logs-{store}-{run_id}",
+                        workdir=workdir, concurrency=args.concurrency, repeat=10 * args.repeat, warmup=2 * args.warmup,
+                    )  # fmt: skip
                 if args.profile:
                     print(f"[{store}] profiling the hot path in process ...", file=sys.stderr, flush=True)
                     profiles.append(profile_hot_path(options, store))
@@ -506,7 +518,8 @@ def main() -> int:
 
 
 def inline_events_cost(broker: str, steps: int = 500) -> float:
-    """Milliseconds the Flower task event of one inline step costs (one publish), on ``broker``."""
+    """Milliseconds the Flower task event of one inline step costs, on ``broker``: messages that
+    each run the linear workflow's inline steps (all but the first), then publish their events."""
     from unittest import mock
 
     from engine.adapters.celery_config import make_celery
@@ -521,10 +534,15 @@ def inline_events_cost(broker: str, steps: int = 500) -> float:
     request = mock.Mock(id="bench-parent", hostname="bench@host")
     with mock.patch("tasks.flower_events.current_task", mock.Mock(request=request)):
         events.step_attempt(attempt)  # connect once, as a worker's pooled connection is
+        events.flush()
+        inline = LINEAR_STEPS - 1
+        messages = max(1, steps // inline)
         started = time.perf_counter()
-        for _ in range(steps):
-            events.step_attempt(attempt)
-        return (time.perf_counter() - started) * 1000 / steps
+        for _ in range(messages):
+            for _ in range(inline):
+                events.step_attempt(attempt)
+            events.flush()  # the message ends (task_postrun)
+        return (time.perf_counter() - started) * 1000 / (messages * inline)
 
 
 def _env_value(value: Any) -> str:

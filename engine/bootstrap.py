@@ -63,16 +63,20 @@ def build_store(settings: Settings) -> Store:
 
 
 def build_step_log_store(settings: Settings, store: Store) -> StepLogStore:
-    """Where finished attempts' logs go: the store's Firestore database, or a SQLite file beside the store's."""
-    if settings.store == "firestore":
-        from engine.adapters.logs_firestore import FirestoreStepLogs
-        from engine.adapters.store_firestore import FirestoreStore
+    """Where finished attempts' logs go: the Firestore store's database, or a SQLite file beside the SQLite store's.
 
-        if not isinstance(store, FirestoreStore):
-            raise ConveyorError("step logs on Firestore need the Firestore store")
-        return FirestoreStepLogs(store.client)
-    from engine.adapters.logs_sqlite import SqliteStepLogs
+    Chosen by the store given (tests and tools pass one whatever the settings say).
+    """
     from engine.adapters.store_sqlite import SqliteStore
+
+    client = None if isinstance(store, SqliteStore) else getattr(store, "client", None)
+    if client is not None:
+        from engine.adapters.logs_firestore import FirestoreStepLogs
+
+        return FirestoreStepLogs(client)
+    if settings.store == "firestore":
+        raise ConveyorError("step logs on Firestore need the Firestore store's client")
+    from engine.adapters.logs_sqlite import SqliteStepLogs
 
     path = settings.resolved_step_logs_path()
     if settings.step_logs_path is None and isinstance(store, SqliteStore):

@@ -10,7 +10,8 @@ inside adapters. The API maps each class to an RFC 9457 problem in one place usi
     │   ├── DefinitionInvalid          workflow definition problems, every one with its path
     │   ├── InputInvalid               execution input fails the version's JSON Schema
     │   ├── ExpressionError            a CEL expression failed to compile or evaluate
-    │   └── PayloadInvalid             a payload is not plain JSON (a datetime, NaN, a cycle)
+    │   ├── PayloadInvalid             a payload is not plain JSON (a datetime, NaN, a cycle)
+    │   └── InvalidFilter (400)        an execution search that can never match or means nothing
     ├── PayloadTooLarge (413)
     ├── NotFound (404)
     ├── Conflict (409)
@@ -90,6 +91,13 @@ class PayloadInvalid(InvalidRequest):
     """A payload (input, output, signal, event data) is not plain JSON and cannot be stored."""
 
     code = "payload-invalid"
+
+
+class InvalidFilter(InvalidRequest):
+    """A search filter is malformed (a label that is not ``key:value``) or an invalid combination."""
+
+    status = 400
+    code = "invalid-filter"
 
 
 class PayloadTooLarge(ConveyorError):

@@ -33,9 +33,18 @@ def _baseline(store: Store) -> None:
     """Version 1 is the schema the stores create; there is nothing to rewrite."""
 
 
+def _search_fields(store: Store) -> None:
+    """Index executions written before execution search for it (labels, on Firestore also the rest).
+
+    Executions written since carry these fields already; the backfill skips them.
+    """
+    store.backfill_search_fields()
+
+
 #: Every migration, oldest first; the last one's version is ``engine.records.SCHEMA_VERSION``.
 MIGRATIONS: list[Migration] = [
     Migration(1, "baseline: the schema as the stores create it", _baseline),
+    Migration(2, "execution search: index the labels of existing executions", _search_fields),
 ]
 
 

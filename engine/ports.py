@@ -28,6 +28,7 @@ from engine.records import (
     WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.search import ExecutionFilter
 from engine.states import ExecutionStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -173,17 +174,27 @@ class Store(Protocol):
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None: ...
 
     def list_executions(
-        self,
-        tenant: str,
-        *,
-        status: ExecutionStatus | None = None,
-        workflow: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
+        self, tenant: str, where: ExecutionFilter | None = None, *, cursor: str | None = None, limit: int = 50
     ) -> Page:
-        """Executions newest first, filtered."""
+        """Executions matching every filter of ``where`` (all when None), newest first.
+
+        Ordered by ``created_at`` then id, both descending; a cursor continues the same
+        filtered listing.
+        """
+        ...
+
+    def count_executions(self, tenant: str, where: ExecutionFilter | None = None) -> dict[ExecutionStatus, int]:
+        """How many executions match ``where`` in each status: every status is a key (0 if none).
+
+        ``where.status`` must be None (``InvalidFilter`` otherwise): the counts are per status.
+        """
+        ...
+
+    def backfill_search_fields(self) -> int:
+        """Write the derived search fields of executions stored before they existed (schema 2).
+
+        Idempotent; returns how many executions it updated. Migration 2 runs it.
+        """
         ...
 
     def count_active_executions(self, tenant: str) -> int: ...

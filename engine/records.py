@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.states import ExecutionStatus, StepStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -91,7 +91,8 @@ class ExecutionRecord:
     #: For a child execution: ``execution_id`` and ``step_key`` of the parent step, and ``depth``.
     parent: dict[str, Any] | None = None
     labels: dict[str, str] = field(default_factory=dict)
-    #: The schedule trigger that started this execution, if one did (its overlap policy reads it).
+    #: The trigger (schedule or event) that started this execution, if one did: a schedule's
+    #: overlap policy reads it, and executions can be searched by it.
     trigger_id: str | None = None
     #: Model usage of the execution's AI steps, by step key (each over all its attempts).
     usage: dict[str, Any] | None = None

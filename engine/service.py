@@ -19,7 +19,15 @@ import structlog
 from engine import decisions, eventlog, payloads
 from engine.compile import CompiledWorkflow, compile_workflow
 from engine.durations import parse_duration
-from engine.errors import ConveyorError, InputInvalid, InvalidRequest, NotFound, PayloadTooLarge, QuotaExceeded
+from engine.errors import (
+    ConveyorError,
+    InputInvalid,
+    InvalidFilter,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+)
 from engine.model import canonical_json
 from engine.orchestration import approvals, children, control
 from engine.orchestration import steps as step_cases
@@ -48,8 +56,9 @@ from engine.records import (
     WorkflowVersionRecord,
 )
 from engine.router import EventRouter
+from engine.search import ExecutionFilter
 from engine.settings import Settings
-from engine.states import STEP_ACTIVE, StepStatus
+from engine.states import STEP_ACTIVE, ExecutionStatus, StepStatus
 from engine.steplogs.pages import LogPage, read_page
 from engine.telemetry import NoTelemetry
 
@@ -427,8 +436,15 @@ class Service:
             raise NotFound(f"execution {execution_id!r} not found")
         return execution
 
-    def list_executions(self, tenant: str, **filters: Any) -> Page:
-        return self.store.list_executions(tenant, **filters)
+    def list_executions(self, tenant: str, *, cursor: str | None = None, limit: int = 50, **filters: Any) -> Page:
+        """Executions newest first; ``filters`` are those of :meth:`ExecutionFilter.of` (checked there)."""
+        return self.store.list_executions(tenant, ExecutionFilter.of(**filters), cursor=cursor, limit=limit)
+
+    def count_executions(self, tenant: str, **filters: Any) -> dict[ExecutionStatus, int]:
+        """Executions per status matching ``filters`` (those of :meth:`ExecutionFilter.of` but ``status``)."""
+        if filters.get("status") is not None:
+            raise InvalidFilter("counts are taken per status: do not filter them by status")
+        return self.store.count_executions(tenant, ExecutionFilter.of(**filters))
 
     def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
         self.get_execution(tenant, execution_id)

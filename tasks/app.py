@@ -12,7 +12,6 @@ a queue of its own).
 
 from __future__ import annotations
 
-import functools
 import threading
 from typing import Any
 
@@ -43,16 +42,18 @@ liveness.install(app)
 
 _runner: StepRunner | None = None
 _runner_lock = threading.Lock()
+#: The Flower events of inline steps this process sends (``CONVEYOR_FLOWER_INLINE_EVENTS``).
+_inline_events: InlineStepEvents | None = None
 
 
 def runner() -> StepRunner:
     """This process's step runner, built from ``settings`` on first use."""
-    global _runner
+    global _runner, _inline_events
     with _runner_lock:
         if _runner is None:
             telemetry = build_telemetry(settings)
             if settings.flower_inline_events:
-                telemetry = InlineStepEvents(telemetry, app)
+                telemetry = _inline_events = InlineStepEvents(telemetry, app)
             service = build_service(settings, telemetry=telemetry)
             _runner = StepRunner(service, ports=build_step_ports(settings, service.store))
         return _runner
@@ -81,22 +82,43 @@ def _build_runner_in_child(**_: Any) -> None:
     runner()
 
 
-@functools.cache
+#: The message ledger of each broker this process's consumer took messages from.
+_ledgers: dict[str, RedisMessageLedger | None] = {}
+
+
 def _ledger(broker_url: str) -> RedisMessageLedger | None:
-    return build_ledger(Settings(broker_url=broker_url))
+    if broker_url not in _ledgers:
+        _ledgers[broker_url] = build_ledger(Settings(broker_url=broker_url))
+    return _ledgers[broker_url]
 
 
 def _message_taken(sender: Any = None, request: Any = None, **_: Any) -> None:
     """A step message left the broker for this worker: it is no longer held (see the ledger).
 
     Runs in the consumer, when the message arrives, before a pool process runs it: a message
-    this worker holds unstarted when it dies is then seen as lost and sent again.
+    this worker holds unstarted when it dies is then seen as lost and sent again. The removal
+    itself is left to the ledger's thread (see ``RedisMessageLedger.taken_soon``), so the
+    consumer hands the message on without waiting for Redis.
     """
     if request is None or request.name != RUN_STEP_TASK:
         return
     ledger = _ledger(str(sender.app.conf.broker_url))
     if ledger is not None:
-        ledger.taken(*request.args)
+        tenant, execution_id, step_key = request.args[:3]
+        ledger.taken_soon(tenant, execution_id, step_key)
+
+
+def _flush_ledgers(**_: Any) -> None:
+    # A warm shutdown removes what was taken before it (a crash leaves it: see the ledger).
+    for ledger in _ledgers.values():
+        if ledger is not None:
+            ledger.flush(timeout=2.0)
+
+
+def _publish_inline_events(**_: Any) -> None:
+    # After each message, on the thread that ran it: the events of the steps it ran inline.
+    if _inline_events is not None:
+        _inline_events.flush()
 
 
 def _serve_metrics(**_: Any) -> None:
@@ -120,7 +142,9 @@ signals.worker_init.connect(_configure_logging, weak=False)
 signals.worker_init.connect(_serve_metrics, weak=False)
 signals.worker_init.connect(_configure_observability, weak=False)
 signals.task_received.connect(_message_taken, weak=False)
+signals.worker_shutdown.connect(_flush_ledgers, weak=False)
 signals.worker_process_init.connect(_build_runner_in_child, weak=False)
+signals.task_postrun.connect(_publish_inline_events, weak=False)
 signals.worker_process_shutdown.connect(_forget_pool_process, weak=False)
 signals.worker_process_shutdown.connect(_ship_step_logs, weak=False)
 signals.worker_shutdown.connect(_ship_step_logs, weak=False)

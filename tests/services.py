@@ -13,13 +13,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -94,3 +97,38 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
             return value
         time.sleep(interval)
     raise AssertionError(f"not within {timeout}s: {what}")
+
+
+@contextlib.contextmanager
+def conveyor_api(options: dict[str, str], log_path: Path) -> Iterator[str]:
+    """A real ``conveyor api`` process configured by ``CONVEYOR_<OPTION>`` variables only.
+
+    Yields its base URL once ``/healthz`` answers; stopped (SIGTERM, then SIGKILL) on exit.
+    ``options`` should include ``api_port``; the process's output goes to ``log_path``.
+    """
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update({f"CONVEYOR_{k.upper()}": v for k, v in options.items()})
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "api"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{options['api_port']}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            assert proc.poll() is None, f"the API exited: {log_path.read_text(errors='replace')}"
+            assert time.monotonic() < deadline, f"the API did not start: {log_path.read_text(errors='replace')}"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

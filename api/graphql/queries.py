@@ -9,12 +9,12 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.types import Info
 
 from api import actions
-from api.convert import to_timestamp
+from api.convert import search_filters
 from api.deps import MAX_PAGE_SIZE
 from api.graphql.permissions import requires
 from api.graphql.types.decision import BanditEstimates
 from api.graphql.types.enums import ExecutionStatus
-from api.graphql.types.execution import Execution
+from api.graphql.types.execution import Execution, ExecutionCounts
 from api.graphql.types.key import ApiKey
 from api.graphql.types.pages import ExecutionPage, TriggerPage, WorkflowPage
 from api.graphql.types.session import WhoAmI
@@ -85,30 +85,47 @@ class Query:
         records = await run_in_threadpool(ctx.runtime.keys.for_tenant, ctx.principal.tenant)
         return [ApiKey.from_record(r) for r in records]
 
-    @strawberry.field(extensions=requires(Role.VIEWER), description="Executions, newest first")
+    @strawberry.field(
+        extensions=requires(Role.VIEWER),
+        description="Executions, newest first; filters combine with AND (`labels`: `key:value` texts)",
+    )
     async def executions(
         self,
         info: Info,
         status: ExecutionStatus | None = None,
         workflow: str | None = None,
+        version: int | None = None,
+        labels: list[str] | None = None,
+        trigger: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> ExecutionPage:
         ctx = info.context
+        filters = search_filters(workflow, version, labels, trigger, created_after, created_before)
         page = await run_in_threadpool(
             lambda: ctx.runtime.service.list_executions(
-                ctx.principal.tenant,
-                status=status,
-                workflow=workflow,
-                created_after=to_timestamp(created_after),
-                created_before=to_timestamp(created_before),
-                cursor=cursor,
-                limit=page_limit(limit),
+                ctx.principal.tenant, status=status, cursor=cursor, limit=page_limit(limit), **filters
             )
         )
         return ExecutionPage(items=[Execution.from_record(r) for r in page.items], next_cursor=page.next_cursor)
+
+    @strawberry.field(extensions=requires(Role.VIEWER), description="How many executions match the filters, per status")
+    async def execution_counts(
+        self,
+        info: Info,
+        workflow: str | None = None,
+        version: int | None = None,
+        labels: list[str] | None = None,
+        trigger: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> ExecutionCounts:
+        ctx = info.context
+        filters = search_filters(workflow, version, labels, trigger, created_after, created_before)
+        counts = await run_in_threadpool(lambda: ctx.runtime.service.count_executions(ctx.principal.tenant, **filters))
+        return ExecutionCounts.build(counts)
 
     @strawberry.field(extensions=requires(Role.VIEWER), description="One execution, or null")
     async def execution(self, info: Info, id: strawberry.ID) -> Execution | None:

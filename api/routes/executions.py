@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import actions
 from api.bodies import StrictRoute
-from api.convert import IsoDatetime, to_datetime, to_timestamp
+from api.convert import IsoDatetime, search_filters, to_datetime
 from api.deps import PageDep, PrincipalDep, RuntimeDep, guard
 from api.problems import responses
 from api.schemas.common import Page
@@ -19,6 +19,7 @@ from api.schemas.executions import (
     ApprovalLinkRequest,
     Event,
     Execution,
+    ExecutionCounts,
     ExecutionDetail,
     Signal,
     StartExecution,
@@ -27,6 +28,7 @@ from api.schemas.executions import (
 from api.schemas.steplogs import StepLogPage
 from engine.auth import Role
 from engine.model import WORKFLOW_NAME_PATTERN
+from engine.search import MAX_LABELS
 from engine.states import ExecutionStatus
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"], route_class=StrictRoute)
@@ -66,10 +68,38 @@ async def start(
     return Execution.from_record(result.execution)
 
 
+class SearchParams:
+    """The filters of ``GET /v1/executions`` and ``/counts``; every filter given must match (AND)."""
+
+    def __init__(
+        self,
+        workflow: Annotated[str | None, Query(pattern=WORKFLOW_NAME_PATTERN)] = None,
+        version: Annotated[int | None, Query(ge=1, description="A version of `workflow` (requires it)")] = None,
+        label: Annotated[
+            list[str] | None,
+            Query(
+                description="`key:value`, split on the first `:`; repeat it to require several labels "
+                f"(at most {MAX_LABELS})",
+                examples=[["team:shop", "env:prod"]],
+            ),
+        ] = None,
+        trigger: Annotated[
+            str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Started by this trigger (its id)")
+        ] = None,
+        created_after: Annotated[IsoDatetime | None, Query(description="Inclusive")] = None,
+        created_before: Annotated[IsoDatetime | None, Query(description="Exclusive")] = None,
+    ) -> None:
+        self.filters = search_filters(workflow, version, label, trigger, created_after, created_before)
+
+
+SearchDep = Annotated[SearchParams, Depends()]
+
+
 @router.get(
     "",
     response_model=Page[Execution],
     summary="List executions, newest first",
+    description="Filters combine with AND. A malformed label or a `version` without `workflow` is a 400.",
     responses=responses(),
     **guard(Role.VIEWER),
 )
@@ -77,21 +107,25 @@ def list_executions(
     rt: RuntimeDep,
     principal: PrincipalDep,
     page: PageDep,
+    search: SearchDep,
     status: ExecutionStatus | None = None,
-    workflow: Annotated[str | None, Query(pattern=WORKFLOW_NAME_PATTERN)] = None,
-    created_after: Annotated[IsoDatetime | None, Query(description="Inclusive")] = None,
-    created_before: Annotated[IsoDatetime | None, Query(description="Exclusive")] = None,
 ) -> Page[Execution]:
     found = rt.service.list_executions(
-        principal.tenant,
-        status=status,
-        workflow=workflow,
-        created_after=to_timestamp(created_after),
-        created_before=to_timestamp(created_before),
-        cursor=page.cursor,
-        limit=page.limit,
+        principal.tenant, status=status, cursor=page.cursor, limit=page.limit, **search.filters
     )
     return Page(items=[Execution.from_record(r) for r in found.items], next_cursor=found.next_cursor)
+
+
+@router.get(
+    "/counts",
+    response_model=ExecutionCounts,
+    summary="Count executions per status",
+    description="The filters of the listing but `status`; every status is counted, 0 when none.",
+    responses=responses(),
+    **guard(Role.VIEWER),
+)
+def count_executions(rt: RuntimeDep, principal: PrincipalDep, search: SearchDep) -> ExecutionCounts:
+    return ExecutionCounts.build(rt.service.count_executions(principal.tenant, **search.filters))
 
 
 @router.get(

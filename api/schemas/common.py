@@ -6,10 +6,12 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.search import LABEL_KEY_PATTERN
+
 T = TypeVar("T")
 
 #: Labels on executions: bounded so a client cannot attach megabytes to every listing.
-LABEL_KEY = r"^[A-Za-z0-9_.\-/]{1,63}$"
+LABEL_KEY = LABEL_KEY_PATTERN
 
 
 class ApiModel(BaseModel):

@@ -13,11 +13,11 @@ from api.visibility import visible_error, visible_event_data
 from engine.model import STEP_ID_PATTERN, WORKFLOW_NAME_PATTERN
 from engine.orchestration import planner
 from engine.records import EventRecord, ExecutionRecord, StepRecord
+from engine.search import MAX_LABEL_VALUE, MAX_LABELS
 from engine.states import ExecutionStatus, StepStatus
 
-MAX_LABELS = 32
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY)]
-LabelValue = Annotated[str, StringConstraints(max_length=256)]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]
 
 
 class StartExecution(ApiModel):
@@ -56,6 +56,7 @@ class Execution(BaseModel):
     labels: dict[str, str]
     idempotency_key: str | None = None
     parent: dict[str, Any] | None = None
+    trigger_id: str | None = Field(default=None, description="The trigger (schedule or event) that started it")
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
@@ -79,11 +80,23 @@ def execution_fields(record: ExecutionRecord) -> dict[str, Any]:
         "labels": record.labels,
         "idempotency_key": record.idempotency_key,
         "parent": record.parent,
+        "trigger_id": record.trigger_id,
         "created_at": to_datetime(record.created_at),
         "updated_at": to_datetime(record.updated_at),
         "finished_at": to_datetime(record.finished_at),
         "deadline_at": to_datetime(record.deadline_at),
     }
+
+
+class ExecutionCounts(BaseModel):
+    """How many executions match the filters, per status (every status present)."""
+
+    counts: dict[ExecutionStatus, int] = Field(examples=[{"RUNNING": 3, "SUCCEEDED": 40, "FAILED": 2}])
+    total: int
+
+    @classmethod
+    def build(cls, counts: dict[ExecutionStatus, int]) -> ExecutionCounts:
+        return cls(counts=counts, total=sum(counts.values()))
 
 
 class Step(BaseModel):

@@ -1,4 +1,4 @@
-"""``conveyor executions list|show|cancel|retry``: operate executions in the configured store.
+"""``conveyor executions list|counts|show|cancel|retry``: operate executions in the configured store.
 
 The store is the one every other command uses: SQLite under ``--state-dir`` (the embedded
 default, where ``conveyor run`` keeps its executions) or Firestore with
@@ -7,7 +7,8 @@ does: in this process (an embedded worker), unless ``--no-worker`` leaves them t
 ``conveyor worker`` processes through ``CONVEYOR_BROKER_URL``.
 
 Exit codes: 0 done; 1 the execution is not found, the store refused the change (it cannot
-be cancelled or retried in its state), or a retried execution failed again; 2 bad usage.
+be cancelled or retried in its state), or a retried execution failed again; 2 bad usage
+(an invalid filter among them).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from conveyor import exit_codes, progress
 from conveyor.commands.run import NoWorkerOption, QuietOption, TimeoutOption, follow_here
 from engine.adapters.payloads import record_to_dict
 from engine.bootstrap import build_service
-from engine.errors import ConveyorError
+from engine.errors import ConveyorError, InvalidFilter
 from engine.records import ExecutionRecord
 from engine.service import Service
 from engine.settings import Settings
@@ -65,6 +66,9 @@ def _service(state_dir: Path | None) -> Iterator[Service]:
     try:
         service = build_service(_settings(state_dir))
         yield service
+    except InvalidFilter as exc:  # the command line asked for something that means nothing
+        _err().print(f"[red]✗[/red] {escape(exc.message)}")
+        raise typer.Exit(exit_codes.INVALID) from None
     except ConveyorError as exc:
         _err().print(f"[red]✗[/red] {escape(exc.message)}")
         raise typer.Exit(exit_codes.FAILED) from None
@@ -73,27 +77,73 @@ def _service(state_dir: Path | None) -> Iterator[Service]:
             service.store.close()
 
 
+def _moment(value: str | None) -> float | None:
+    """An ISO 8601 date-time (UTC when it names no offset) as epoch seconds."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 date-time such as 2026-05-01T12:00:00Z") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+WorkflowFilter = Annotated[str | None, typer.Option(help="Only executions of this workflow.")]
+VersionFilter = Annotated[int | None, typer.Option(min=1, help="Only this version of --workflow (requires it).")]
+LabelFilter = Annotated[
+    list[str] | None,
+    typer.Option("--label", help="key:value (split on the first ':'); repeat it to require several labels."),
+]
+TriggerFilter = Annotated[str | None, typer.Option(help="Only executions started by this trigger (its id).")]
+Since = Annotated[str | None, typer.Option(help="Created at or after this ISO 8601 date-time (UTC if no offset).")]
+Until = Annotated[str | None, typer.Option(help="Created before this ISO 8601 date-time (UTC if no offset).")]
+
+
+def _filters(
+    workflow: str | None,
+    version: int | None,
+    label: list[str] | None,
+    trigger: str | None,
+    since: str | None,
+    until: str | None,
+) -> dict[str, Any]:
+    return {
+        "workflow": workflow,
+        "version": version,
+        "labels": label or (),
+        "trigger_id": trigger,
+        "created_after": _moment(since),
+        "created_before": _moment(until),
+    }
+
+
 @executions.command("list")
 def list_executions(
     status: Annotated[
         ExecutionStatus | None, typer.Option(case_sensitive=False, help="Only executions in this status.")
     ] = None,
-    workflow: Annotated[str | None, typer.Option(help="Only executions of this workflow.")] = None,
+    workflow: WorkflowFilter = None,
+    version: VersionFilter = None,
+    label: LabelFilter = None,
+    trigger: TriggerFilter = None,
+    since: Since = None,
+    until: Until = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many, newest first.")] = 20,
     tenant: Tenant = "default",
     state_dir: StateDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """List executions, newest first."""
+    """List executions, newest first; every filter given must match."""
+    filters = _filters(workflow, version, label, trigger, since, until)
     with _service(state_dir) as service:
-        page = service.list_executions(tenant, status=status, workflow=workflow, limit=limit)
+        page = service.list_executions(tenant, status=status, limit=limit, **filters)
     found: list[ExecutionRecord] = list(page.items)
     if as_json:
         _print_json([_summary(execution) for execution in found])
         return
     table = Table(title=f"{len(found)} execution{'s' if len(found) != 1 else ''}", title_justify="left")
     table.add_column("id", no_wrap=True)  # ids are copied into other commands: never cut
-    for column in ("workflow", "status", "created", "finished", "error"):
+    for column in ("workflow", "status", "created", "finished", "labels", "error"):
         table.add_column(column)
     for execution in found:
         error = execution.error or {}
@@ -103,8 +153,37 @@ def list_executions(
             str(execution.status),
             _when(execution.created_at),
             _when(execution.finished_at),
+            escape(" ".join(f"{k}:{v}" for k, v in sorted(execution.labels.items()))),
             escape(str(error.get("type") or "")),
         )
+    _out().print(table)
+
+
+@executions.command("counts")
+def counts(
+    workflow: WorkflowFilter = None,
+    version: VersionFilter = None,
+    label: LabelFilter = None,
+    trigger: TriggerFilter = None,
+    since: Since = None,
+    until: Until = None,
+    tenant: Tenant = "default",
+    state_dir: StateDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Count executions per status; every filter given must match."""
+    filters = _filters(workflow, version, label, trigger, since, until)
+    with _service(state_dir) as service:
+        per_status = service.count_executions(tenant, **filters)
+    total = sum(per_status.values())
+    if as_json:
+        _print_json({"counts": {str(status): n for status, n in per_status.items()}, "total": total})
+        return
+    table = Table(title=f"{total} execution{'s' if total != 1 else ''}", title_justify="left")
+    table.add_column("status")
+    table.add_column("count", justify="right")
+    for status, n in per_status.items():
+        table.add_row(str(status), str(n))
     _out().print(table)
 
 
@@ -177,6 +256,8 @@ def _summary(execution: ExecutionRecord) -> dict[str, Any]:
         "workflow": execution.workflow,
         "version": execution.version,
         "status": str(execution.status),
+        "labels": execution.labels,
+        "trigger_id": execution.trigger_id,
         "created_at": execution.created_at,
         "finished_at": execution.finished_at,
         "error": execution.error,

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from engine.adapters import sqlite_search
 from engine.adapters.payloads import record_from_dict, record_to_dict
 from engine.errors import AlreadyExists, ConveyorError, InvalidRequest, NotFound, StoreUnavailable
 from engine.ports import DUE_FIELD, Reads, Transaction
@@ -44,6 +45,7 @@ from engine.records import (
     WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.search import ExecutionFilter
 from engine.states import EXECUTION_ACTIVE, STEP_ACTIVE, ExecutionStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -161,13 +163,6 @@ _UPSERT_ITEM_CHUNK = """
     INSERT INTO item_chunks (tenant, execution_id, step_id, chunk, doc) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (tenant, execution_id, step_id, chunk) DO UPDATE SET doc = excluded.doc"""
 _SELECT_LATEST_VERSION = "SELECT doc FROM workflow_versions WHERE tenant = ? AND name = ? ORDER BY version DESC LIMIT 1"
-_LIST_EXECUTIONS = """
-    SELECT doc, spilled, tenant, id, '' FROM executions
-    WHERE tenant = ?1
-      AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR workflow = ?3)
-      AND (?4 IS NULL OR created_at >= ?4) AND (?5 IS NULL OR created_at < ?5)
-      AND (?6 IS NULL OR created_at < ?6 OR (created_at = ?6 AND id < ?7))
-    ORDER BY created_at DESC, id DESC LIMIT ?8"""
 _LIST_WORKFLOWS = """
     SELECT doc, name FROM workflow_versions AS w
     WHERE tenant = ?1 AND (?2 IS NULL OR name > ?2)
@@ -320,35 +315,28 @@ class SqliteStore:
         return self._read(read)
 
     def list_executions(
-        self,
-        tenant: str,
-        *,
-        status: ExecutionStatus | None = None,
-        workflow: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
+        self, tenant: str, where: ExecutionFilter | None = None, *, cursor: str | None = None, limit: int = 50
     ) -> Page:
         """Executions newest first; ``created_after`` is inclusive, ``created_before`` exclusive."""
         last_created, last_id = _decode_cursor(cursor, (float, str))
-        params = (
-            tenant,
-            status,
-            workflow,
-            created_after,
-            created_before,
-            last_created,
-            last_id,
-            _fetch_count(limit),
-        )
+        after = None if cursor is None else (last_created, last_id)
+        fetch = _fetch_count(limit)
 
         def read(conn: sqlite3.Connection) -> list[ExecutionRecord]:
-            rows = conn.execute(_LIST_EXECUTIONS, params).fetchall()
+            sql, params = sqlite_search.list_query(conn, tenant, where or ExecutionFilter(), after, fetch)
+            rows = conn.execute(sql, params).fetchall()
             return [_load_execution(conn, row, self._load_input) for row in rows]
 
         records = self._read(read)
         return _page(records, limit, lambda r: r, lambda r: [r.created_at, r.id])
+
+    def count_executions(self, tenant: str, where: ExecutionFilter | None = None) -> dict[ExecutionStatus, int]:
+        """One ``GROUP BY status`` over the filtered executions."""
+        return self._read(lambda c: sqlite_search.count(c, tenant, where or ExecutionFilter()))
+
+    def backfill_search_fields(self) -> int:
+        """Fill ``execution_labels`` for executions written before it existed."""
+        return self._write(sqlite_search.backfill_labels)
 
     def count_active_executions(self, tenant: str) -> int:
         row = self._read(
@@ -768,6 +756,7 @@ class _SqliteTransaction:
                 f"idempotency key {data['idempotency_key']!r} is already used by another execution"
             ) from exc
         _write_payloads(self._conn, (tenant, execution_id, ""), spilled)
+        sqlite_search.sync_labels(self._conn, tenant, execution_id, data["labels"])
         if large_input:
             self._conn.execute(_UPSERT_INPUT, (tenant, execution_id, input_text))
 
@@ -876,7 +865,7 @@ def _connect(path: str) -> sqlite3.Connection:
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
-    for statement in _SCHEMA:
+    for statement in (*_SCHEMA, *sqlite_search.SCHEMA):
         conn.execute(statement)
     # A fresh store is created at the current schema; an existing one keeps its version.
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

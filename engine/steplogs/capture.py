@@ -257,12 +257,29 @@ def install(level: int | None = None) -> None:
     """Put the hooks in place (again, if a logging configuration or a test removed them)."""
     if level is not None:
         _HANDLER.setLevel(level)
-    if _HANDLER not in _ROOT.handlers or not isinstance(sys.stdout, _StdoutRouter):
+    if _HANDLER not in _ROOT.handlers or not isinstance(sys.stdout, _StdoutRouter) or _ROOT.level > _HANDLER.level:
         with _install_lock:
             if _HANDLER not in _ROOT.handlers:
                 _ROOT.addHandler(_HANDLER)
             if not isinstance(sys.stdout, _StdoutRouter):
                 sys.stdout = _StdoutRouter(sys.stdout)  # type: ignore[assignment,unused-ignore]
+            if _ROOT.level > _HANDLER.level:
+                _let_through(_HANDLER.level)
+
+
+def _let_through(level: int) -> None:
+    """Lower the root logger to ``level`` without changing what its other handlers print.
+
+    Each of them gets the root's former level (unless its own is higher), so it sees exactly
+    the records it saw before; only the capture handler sees the lower ones. (A process that
+    prints warnings only, as ``celery worker --loglevel WARNING`` or ``conveyor run`` set it
+    up, still captures a step's INFO lines.)
+    """
+    former = _ROOT.level
+    for handler in _ROOT.handlers:
+        if handler is not _HANDLER and handler.level < former:
+            handler.setLevel(former)
+    _ROOT.setLevel(level)
 
 
 def current() -> AttemptLog | None:

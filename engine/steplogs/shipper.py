@@ -98,6 +98,7 @@ class LogShipper:
         with self._cond:
             self._running[id(attempt)] = attempt
             self._ensure_thread()
+            self._cond.notify_all()  # an idle shipping thread waits for work
 
     def finished(self, attempt: AttemptLog) -> None:
         with self._cond:
@@ -105,6 +106,7 @@ class LogShipper:
             if attempt.lines or attempt.dropped:
                 self._finished.append(attempt)
                 self._ensure_thread()
+                self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Ship every finished attempt now; whether that was done within ``timeout`` seconds."""
@@ -130,9 +132,12 @@ class LogShipper:
         while True:
             with self._cond:
                 while not self._finished and not self._running:
-                    self._cond.wait()
-                if not self._hurry:
-                    self._cond.wait(self.interval)
+                    self._cond.wait()  # idle: woken when an attempt starts or ends
+                # Then a whole interval, so what ends meanwhile is shipped in one batch;
+                # only a flush cuts it short.
+                wake = time.monotonic() + self.interval
+                while not self._hurry and (left := wake - time.monotonic()) > 0:
+                    self._cond.wait(left)
                 self._hurry = False
                 finished, self._finished = self._finished, []
                 running = list(self._running.values())

@@ -169,6 +169,7 @@ FIELD_CALLS: dict[str, str] = {
     "workflows": "workflows { items { name } }",
     "workflow": 'workflow(name: "hello") { name }',
     "executions": "executions { items { id } }",
+    "executionCounts": "executionCounts { total counts { status count } }",
     "execution": 'execution(id: "$EXECUTION") { id input }',
     "triggers": "triggers { items { id } }",
     "trigger": 'trigger(id: "$TRIGGER") { id spec }',

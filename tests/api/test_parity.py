@@ -29,6 +29,7 @@ TWINS: dict[str, str] = {
     "POST /v1/workflows/{name}/restore": "Mutation.restoreWorkflow",
     "POST /v1/executions": "Mutation.startExecution",
     "GET /v1/executions": "Query.executions",
+    "GET /v1/executions/counts": "Query.executionCounts",
     "GET /v1/executions/{execution_id}": "Query.execution",
     "GET /v1/executions/{execution_id}/steps": "Execution.steps",
     "GET /v1/executions/{execution_id}/history": "Execution.history",

@@ -70,6 +70,30 @@ BROKEN: dict[str, Any] = {
         },
     ],
 }
+#: Step functions ``conveyor dev`` imports (CONVEYOR_IMPORTS): one that talks for a few seconds, then fails.
+STEPS_MODULE = """
+import logging
+import time
+
+from conveyor import step
+
+log = logging.getLogger("console.shop")
+log.setLevel(logging.INFO)
+
+
+@step
+def charge(order: str) -> None:
+    for attempt in range(8):
+        log.info("charging %s: try %d", order, attempt)
+        time.sleep(0.4)
+    print("the gateway answered 402")
+    log.warning("the card was declined")
+    raise RuntimeError("card declined")
+"""
+LOGGED: dict[str, Any] = {
+    "name": "console-logged",
+    "steps": [{"id": "charge", "type": "task", "with": {"function": "console_steps.charge", "args": {"order": "A-7"}}}],
+}
 
 
 def browser_binaries() -> tuple[str, str]:
@@ -89,6 +113,8 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, dict[tuple[str, Role], str
     # Redis for the live streams and the bridge's dead-letter log (the test writes dead letters there).
     env.update(CONVEYOR_STATE_DIR=str(state), CONVEYOR_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
     env.update(CONVEYOR_REDIS_URL=redis_url())
+    (tmp_path / "console_steps.py").write_text(STEPS_MODULE)
+    env.update(CONVEYOR_IMPORTS='["console_steps"]', PYTHONPATH=str(tmp_path))
     log = (tmp_path / "dev.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "dev", "--port", str(port)], env=env, cwd=tmp_path, stdout=log, stderr=log
@@ -101,7 +127,7 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, dict[tuple[str, Role], str
         tokens = {(t, r): keys.create(t, r, f"{t}-{r}").token for t in ("acme", "globex") for r in Role}
         store.close()
         for tenant in ("acme", "globex"):
-            for definition in (DEMO, BROKEN, REVIEWED):
+            for definition in (DEMO, BROKEN, REVIEWED, LOGGED):
                 response = httpx.put(
                     f"{base}/v1/workflows/{definition['name']}",
                     json=definition,
@@ -216,16 +242,36 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     assert browser.execute_script("return window.notReloaded === true"), "the page was never reloaded"
     assert all(node_status(browser, s["id"]) == "SUCCEEDED" for s in DEMO["steps"])
 
-    # A failed execution: its step's error, then a retry.
+    # A failing step: its logs arrive live while it runs, then its error; then a retry.
     broken = httpx.post(
         f"{base}/v1/executions",
-        json={"workflow": "console-broken"},
+        json={"workflow": "console-logged"},
         headers={"Authorization": f"Bearer {keys[('acme', Role.OPERATOR)]}"},
     ).json()["id"]
     browser.get(f"{base}/ui/#/executions/{broken}")
-    until(browser, lambda d: node_status(d, "refuse") == "FAILED", 60, "the fail step fails")
-    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-step="refuse"]')
-    assert "Declined: card declined" in row.text
+    click(browser, 'button[data-logs="charge"]', "the charge step's logs")
+    until(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#log-lines li") and node_status(d, "charge") == "RUNNING",
+        30,
+        "a log line shown while the step still runs (live)",
+    )
+    until(browser, lambda d: node_status(d, "charge") == "FAILED", 60, "the step fails")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log-lines li")) == 10, 30, "every line")
+    panel = browser.find_element(By.ID, "logs")
+    assert "charging A-7: try 0" in panel.text and "the gateway answered 402" in panel.text, panel.text
+    assert [li.get_attribute("data-seq") for li in panel.find_elements(By.CSS_SELECTOR, "#log-lines li")] == [
+        str(n) for n in range(10)
+    ]
+    assert panel.find_elements(By.CSS_SELECTOR, "#log-lines li.level-warning")
+    error = panel.find_element(By.CSS_SELECTOR, ".log-error")
+    assert "RuntimeError: card declined" in error.text
+    assert error.find_elements(By.CSS_SELECTOR, "pre.traceback"), "an operator sees the traceback"
+    until(browser, lambda d: "Run 1, attempt 1: 10 lines" in d.find_element(By.ID, "logs").text, 30, "stored lines")
+    browser.execute_script("document.getElementById('logs').scrollIntoView()")
+    browser.save_screenshot(str(SCREENSHOTS / "logs.png"))
+    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-step="charge"]')
+    assert "RuntimeError: card declined" in row.text
     click(browser, "button[data-action=retry]", "retry offered")
     until(browser, lambda d: "retry requested" in d.find_element(By.TAG_NAME, "main").text, what="the retry is sent")
     wait_for(lambda: _execution(base, keys, broken)["run"] == 2, 30, "the execution ran again")
@@ -283,6 +329,9 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     browser.get(f"{base}/ui/#/executions/{broken}")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "g.node"), what="the execution as a viewer")
     assert not browser.find_elements(By.CSS_SELECTOR, "[data-action]")
+    click(browser, 'button[data-logs="charge"]', "a viewer opens the logs too")
+    until(browser, lambda d: "RuntimeError: card declined" in d.find_element(By.ID, "logs").text, what="the error")
+    assert not browser.find_elements(By.CSS_SELECTOR, "pre.traceback"), "no traceback for a viewer"
     refused = httpx.post(
         f"{base}/v1/executions/{broken}/retry", headers={"Authorization": f"Bearer {keys[('acme', Role.VIEWER)]}"}
     )

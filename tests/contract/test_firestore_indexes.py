@@ -5,6 +5,10 @@ this test records the queries the adapter really sends (by wrapping the client's
 RunAggregationQuery calls, whatever code path built them) while it runs every listing and
 scan of the Store port, and checks each one against the declared indexes with Firestore's
 matching rules. A new query without its index fails here; so does an index nothing uses.
+
+Index merging is modelled as Firestore documents it: a query with several equality (or
+array-contains) filters and a sort is served by declared indexes that each hold some of its
+equality fields followed by exactly its sort, when together they hold all of them.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from engine.records import (
     WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.search import ExecutionFilter
 from engine.states import ExecutionStatus, StepStatus
 
 INDEX_FILE = Path(__file__).resolve().parents[2] / "firestore.indexes.json"
 A, B = "tenant-a", "tenant-b"
+LABELS = (("n", "1"), ("team", "a"))
 T0 = 1_700_000_000.0
 ASC, DESC = "ASCENDING", "DESCENDING"
 EQUALITY_OPS = {"EQUAL", "IN", "ARRAY_CONTAINS", "ARRAY_CONTAINS_ANY", "IS_NULL", "IS_NAN"}
@@ -104,6 +110,29 @@ def covering_index(shape: QueryShape, spec: dict[str, Any]) -> dict[str, Any] | 
     return None
 
 
+def merged_indexes(shape: QueryShape, spec: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Declared indexes Firestore can merge to serve ``shape``, or None if they cannot cover it."""
+    usable = []
+    for index in spec["indexes"]:
+        if (index["collectionGroup"], index["queryScope"]) != (shape.collection_group, shape.scope):
+            continue
+        fields = [(f["fieldPath"], f.get("order")) for f in index["fields"]]
+        prefix, rest = fields[: len(fields) - len(shape.orders)], fields[len(fields) - len(shape.orders) :]
+        names = {name for name, _ in prefix}
+        if prefix and names <= shape.equality and tuple(rest) == shape.orders:
+            usable.append((names, dict(index)))
+    covered = set().union(*(names for names, _ in usable)) if usable else set()
+    return [index for _, index in usable] if shape.equality and covered == shape.equality else None
+
+
+def serving_indexes(shape: QueryShape, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The declared indexes serving ``shape``: its exact composite index, else those merged."""
+    exact = covering_index(shape, spec)
+    if exact is not None:
+        return [exact]
+    return merged_indexes(shape, spec) or []
+
+
 def exempted(spec: dict[str, Any], collection_group: str, field: str) -> bool:
     """Whether a field override turns off single-field indexing of ``field``."""
     return any(
@@ -117,11 +146,13 @@ def problem(shape: QueryShape, spec: dict[str, Any]) -> str | None:
     off = sorted(f for f in shape.fields() if exempted(spec, shape.collection_group, f))
     if off:
         return f"{shape}: fields {off} are exempted from indexing by a field override"
+    if not shape.fields():  # no filter and no sort but the document name: every scope serves it
+        return None
     automatic = shape.scope == "COLLECTION" and (len(shape.fields()) <= 1 or not shape.orders)
     if automatic:  # one field, or equalities only (single-field indexes merge)
         return None
-    if covering_index(shape, spec) is None:
-        return f"{shape}: no composite index in {INDEX_FILE.name}"
+    if not serving_indexes(shape, spec):
+        return f"{shape}: no composite index in {INDEX_FILE.name} (nor indexes to merge)"
     return None
 
 
@@ -176,7 +207,9 @@ def _step(key: str, status: StepStatus, **fields: Any) -> StepRecord:
 def _seed(store: Store) -> None:
     """A little of everything, so every query returns rows and pages have a next cursor."""
     executions = [
-        _execution(f"ex-{n}", status=status, workflow=wf, created_at=T0 + n, deadline_at=T0 - 1)
+        _execution(
+            f"ex-{n}", status=status, workflow=wf, created_at=T0 + n, deadline_at=T0 - 1, labels={"team": "a", "n": "1"}
+        )
         for n, (status, wf) in enumerate((s, w) for s in ExecutionStatus for w in ("orders", "refunds"))
     ]
     steps = [_step(f"s{n}[{n}]", s, **{f: T0 - 1}) for n, (s, f) in enumerate(DUE_FIELD.items())]
@@ -213,17 +246,28 @@ def _follow(fetch: Callable[[str | None], Any]) -> None:
 def _listings(store: Store) -> dict[str, Callable[[], object]]:
     """One entry per query-issuing operation of the port; each runs its representative variants."""
 
-    def list_executions() -> None:
+    def searches() -> list[ExecutionFilter]:
+        found = []
         for status in (None, ExecutionStatus.RUNNING):
-            for wf in (None, "orders"):
-                for after, before in ((None, None), (T0, None), (None, T0 + 5), (T0, T0 + 5)):
-                    filters: dict[str, Any] = {"status": status, "workflow": wf}
-                    filters |= {"created_after": after, "created_before": before}
+            for scope in ({}, {"workflow": "orders"}, {"workflow": "orders", "version": 1}):
+                for extra in ({}, {"trigger_id": "tr-0"}, {"labels": (("team", "a"),)}, {"labels": LABELS}):
+                    for after, before in ((None, None), (T0, None), (None, T0 + 5), (T0, T0 + 5)):
+                        where = {**scope, **extra, "created_after": after, "created_before": before}
+                        found.append(ExecutionFilter(status=status, **where))  # type: ignore[arg-type]
+        return found
 
-                    def page(cursor: str | None, f: dict[str, Any] = filters) -> Any:
-                        return store.list_executions(A, cursor=cursor, limit=1, **f)
+    def list_executions() -> None:
+        for where in searches():
 
-                    _follow(page)
+            def page(cursor: str | None, w: ExecutionFilter = where) -> Any:
+                return store.list_executions(A, w, cursor=cursor, limit=1)
+
+            _follow(page)
+
+    def count_executions() -> None:
+        for where in searches():
+            if where.status is None:
+                store.count_executions(A, where)
 
     def in_transaction(tx: Transaction) -> None:
         tx.get_steps(A, "ex-0", ["s0[0]"])
@@ -241,6 +285,8 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
         ),
         "set_workflow_archived": lambda: store.set_workflow_archived(A, "orders", True),
         "list_executions": list_executions,
+        "count_executions": count_executions,
+        "backfill_search_fields": store.backfill_search_fields,
         "count_active_executions": lambda: store.count_active_executions(A),
         "count_active_items": lambda: store.count_active_items(A, "ex-0", "s0"),
         "list_steps": lambda: store.list_steps(A, "ex-0"),
@@ -261,7 +307,8 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
 def _query_operations() -> set[str]:
     """Port operations that may query rather than read documents by id."""
     prefixes = ("list_", "due_", "overdue_", "count_")
-    return {name for name in vars(Store) if name.startswith(prefixes)} | {"set_workflow_archived"}
+    others = {"set_workflow_archived", "backfill_search_fields"}
+    return {name for name in vars(Store) if name.startswith(prefixes)} | others
 
 
 # ------------------------------------------------------------------ tests
@@ -275,8 +322,8 @@ def test_index_file_is_in_the_deployable_format() -> None:
         assert index["queryScope"] in {"COLLECTION", "COLLECTION_GROUP"}
         assert len(index["fields"]) >= 2, "a one-field index is automatic and cannot be declared"
         for field in index["fields"]:
-            assert set(field) == {"fieldPath", "order"}
-            assert field["order"] in {ASC, DESC}
+            assert set(field) in ({"fieldPath", "order"}, {"fieldPath", "arrayConfig"})
+            assert field.get("order", ASC) in {ASC, DESC} and field.get("arrayConfig", "CONTAINS") == "CONTAINS"
     for override in spec["fieldOverrides"]:
         assert {"collectionGroup", "fieldPath", "indexes"} <= set(override)
     keys = [json.dumps(i, sort_keys=True) for i in spec["indexes"]]
@@ -301,7 +348,7 @@ def test_every_query_the_adapter_sends_has_its_index(
     problems = sorted(p for s in shapes if (p := problem(s, spec)) is not None)
     assert problems == []
 
-    used = [covering_index(s, spec) for s in shapes]
+    used = [index for s in shapes for index in serving_indexes(s, spec)]
     unused = [i for i in spec["indexes"] if i not in used]
     assert unused == [], "declared indexes no query uses (remove them or exercise their query)"
 
@@ -319,6 +366,15 @@ def test_the_check_rejects_a_query_without_its_index() -> None:
     assert problem(wrong_direction, spec) is not None
     assert problem(group_scan, spec) is not None  # collection-group scans get no automatic index
     assert problem(on_payload, spec) is not None  # payload fields are exempted from indexing
+
+    newest = (("created_at", DESC),)
+    merged = QueryShape("executions", "COLLECTION", frozenset({"status", "trigger_id", "label_pairs"}), newest)
+    unmergeable = QueryShape("executions", "COLLECTION", frozenset({"status", "run"}), newest)
+    version_alone = QueryShape("executions", "COLLECTION", frozenset({"version"}), newest)
+    assert covering_index(merged, spec) is None and len(serving_indexes(merged, spec)) == 3
+    assert problem(merged, spec) is None  # three indexes merged
+    assert problem(unmergeable, spec) is not None  # no index holds `run`
+    assert problem(version_alone, spec) is not None  # version is indexed only after workflow
 
 
 def test_shapes_follow_firestore_normalization() -> None:

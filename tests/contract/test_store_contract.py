@@ -31,6 +31,7 @@ from engine.records import (
     TriggerRecord,
     WorkflowVersionRecord,
 )
+from engine.search import ExecutionFilter
 from engine.states import STEP_ACTIVE, ExecutionStatus, StepStatus
 
 A, B = "tenant-a", "tenant-b"
@@ -656,7 +657,7 @@ def test_list_executions_filters(
     records = _executions_for_listing()
     save(store, *records)
 
-    listed = collect(lambda cursor: store.list_executions(A, cursor=cursor, limit=2, **filters), 2)
+    listed = collect(lambda cursor: store.list_executions(A, ExecutionFilter(**filters), cursor=cursor, limit=2), 2)
     wanted = [r for r in records if expected(r)]
     assert wanted, "the filter case must select something"
     assert sorted(r.id for r in listed) == sorted(r.id for r in wanted)

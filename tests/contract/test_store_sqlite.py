@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 
+from engine.adapters import sqlite_search
 from engine.adapters.store_sqlite import SqliteStore
 from engine.errors import StoreUnavailable
+from engine.migrations import migrate
 from engine.ports import Transaction
-from engine.records import StepRecord
-from engine.states import StepStatus
+from engine.records import SCHEMA_VERSION, ExecutionRecord, StepRecord
+from engine.search import ExecutionFilter
+from engine.states import ExecutionStatus, StepStatus
 
 TENANT = "tenant-a"
 
@@ -74,7 +77,7 @@ def test_large_fields_live_out_of_line(store: SqliteStore, tmp_path: Path) -> No
 def test_writes_cannot_nest_inside_atomic(store: SqliteStore) -> None:
     with pytest.raises(RuntimeError, match=r"inside Store\.atomic"):
         store.atomic(lambda tx: store.set_schema_version(7))
-    assert store.schema_version() == 1
+    assert store.schema_version() == SCHEMA_VERSION
     store.close()
 
 
@@ -87,3 +90,42 @@ def test_a_closed_store_is_unavailable(store: SqliteStore) -> None:
 def test_an_unreachable_path_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable):
         SqliteStore(tmp_path / "missing-dir" / "conveyor.db")
+
+
+def _labelled(n: int) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=f"ex-{n}", tenant=TENANT, workflow="orders", version=1, status=ExecutionStatus.RUNNING, input={},
+        created_at=1_700_000_000.0 + n, updated_at=1_700_000_000.0 + n, labels={"team": "shop", "n": str(n)},
+    )  # fmt: skip
+
+
+def test_migration_2_indexes_the_labels_of_executions_written_before_it(store: SqliteStore, tmp_path: Path) -> None:
+    store.atomic(lambda tx: [tx.put_execution(_labelled(n)) for n in range(3)])
+    with sqlite3.connect(tmp_path / "conveyor.db") as raw:  # as a store from before schema 2 holds them
+        raw.execute("DELETE FROM execution_labels")
+    store.set_schema_version(1)
+    shop = ExecutionFilter(labels=(("team", "shop"),))
+    assert store.list_executions(TENANT, shop).items == []
+
+    assert [m.version for m in migrate(store)] == [2]
+    assert [r.id for r in store.list_executions(TENANT, shop).items] == ["ex-2", "ex-1", "ex-0"]
+    assert store.count_executions(TENANT, shop)[ExecutionStatus.RUNNING] == 3
+    assert store.backfill_search_fields() == 0  # idempotent
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("where", "index"),
+    [
+        (ExecutionFilter(labels=(("team", "shop"),)), "execution_labels_by_pair"),
+        (ExecutionFilter(workflow="orders", version=2), "executions_by_version"),
+        (ExecutionFilter(trigger_id="tr-1"), "executions_by_trigger"),
+        (ExecutionFilter(), "executions_by_created"),
+    ],
+)
+def test_searches_use_their_index(store: SqliteStore, tmp_path: Path, where: ExecutionFilter, index: str) -> None:
+    with sqlite3.connect(tmp_path / "conveyor.db") as raw:
+        sql, params = sqlite_search.list_query(raw, TENANT, where, None, 51)
+        plan = " ".join(row[-1] for row in raw.execute("EXPLAIN QUERY PLAN " + sql, params))
+    assert index in plan, plan
+    store.close()

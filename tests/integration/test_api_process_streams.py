@@ -8,10 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +22,7 @@ from engine.bootstrap import build_service
 from engine.keys import ApiKeys
 from engine.settings import Settings
 from tests.api.support import WAITER
-from tests.services import free_port
+from tests.services import conveyor_api, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "quiet"
@@ -54,32 +50,8 @@ def api_process(
         "profile": "production",
         "api_port": str(port),
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update({f"CONVEYOR_{k.upper()}": v for k, v in options.items()})
-    log_path = tmp_path / "api.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "api"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            assert proc.poll() is None, f"the API exited: {log_path.read_text(errors='replace')}"
-            assert time.monotonic() < deadline, f"the API did not start: {log_path.read_text(errors='replace')}"
-            time.sleep(0.2)
-        settings = Settings(_env_file=None, **options)  # type: ignore[call-arg, arg-type]
-        yield url, settings
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with conveyor_api(options, tmp_path / "api.log") as url:
+        yield url, Settings(_env_file=None, **options)  # type: ignore[call-arg, arg-type]
 
 
 async def _sse(url: str, token: str, kinds: list[str]) -> None:

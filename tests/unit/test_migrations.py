@@ -29,6 +29,10 @@ class VersionOnlyStore:
         self.log.append(("recorded", version))
         self.version = version
 
+    def backfill_search_fields(self) -> int:
+        self.log.append(("backfilled", self.version))
+        return 0
+
 
 def as_store(store: VersionOnlyStore) -> Store:
     return cast(Store, store)
@@ -48,10 +52,11 @@ def test_the_last_migration_produces_the_current_schema_version() -> None:
     assert MIGRATIONS[-1].version == SCHEMA_VERSION
 
 
-def test_an_unversioned_store_gets_the_baseline_once() -> None:
+def test_an_unversioned_store_gets_every_migration_once() -> None:
     store = VersionOnlyStore(0)
-    assert [m.version for m in migrate(as_store(store))] == [1]
-    assert store.version == 1
+    assert [m.version for m in migrate(as_store(store))] == [1, 2]
+    assert store.version == 2
+    assert store.log == [("recorded", 1), ("backfilled", 1), ("recorded", 2)]
     assert migrate(as_store(store)) == []  # idempotent: nothing left to do
 
 
@@ -109,15 +114,15 @@ def test_migrate_command_reports_and_dry_run_changes_nothing(tmp_path: Path, mon
     store.set_schema_version(0)  # as if created before migrations were tracked
     store.close()
     dry = runner.invoke(app, ["migrate", "--dry-run"])
-    assert dry.exit_code == 0 and "would apply" in dry.output and "1 migration(s) pending" in dry.output
+    assert dry.exit_code == 0 and "would apply" in dry.output and "2 migration(s) pending" in dry.output
     store = SqliteStore(db)
     assert store.schema_version() == 0
     store.close()
 
     real = runner.invoke(app, ["migrate"])
-    assert real.exit_code == 0 and "Migrated from schema version 0 to 1" in real.output
+    assert real.exit_code == 0 and "Migrated from schema version 0 to 2" in real.output
     store = SqliteStore(db)
-    assert store.schema_version() == 1
+    assert store.schema_version() == 2
     store.set_schema_version(99)
     store.close()
     newer = runner.invoke(app, ["migrate"])

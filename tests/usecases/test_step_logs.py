@@ -202,3 +202,20 @@ def test_nothing_is_captured_when_step_logs_are_off(make_harness):
     h.drain()
     assert h.service.step_logs_page("t1", execution_id, "quiet").items == []
     assert not log_events(h, "quiet")
+
+
+def test_attempts_after_the_shipper_went_idle_are_shipped_without_a_flush(make_harness):
+    """The shipping thread sleeps when no attempt runs; a later attempt must wake it (no flush here)."""
+    from tests.services import wait_for
+
+    h = make_harness(step_logs=True)
+    definition = {"name": "again", "steps": [task("talk", "chatty", lines=3)]}
+    h.apply(definition)
+    first = h.start("again")
+    h.drain()
+    wait_for(lambda: all_lines(h, first, "talk"), 10, "the first attempt's lines stored")
+    wait_for(lambda: not h.runner.step_logs.shipper._running and not h.runner.step_logs.shipper._busy, 10, "idle")
+    second = h.start("again")
+    h.drain()
+    lines = wait_for(lambda: all_lines(h, second, "talk"), 10, "the second attempt's lines stored, unprompted")
+    assert len(lines) == 3

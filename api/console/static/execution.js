@@ -81,34 +81,59 @@ function stepsTable(steps, definition, act, openLogs, openOutput) {
   );
 }
 
-// The logs of one step: stored lines from the API, then live ``step.log`` events appended.
+// The logs of one step: the stored lines of ended attempts from the API, and the lines of a
+// running attempt as they arrive live (``step.log`` events); merged by (run, attempt, seq).
 function logsPanel(executionId) {
-  const section = el("section", { id: "logs", class: "logs", "aria-label": "Step logs", hidden: true });
+  const section = el("section", { id: "logs", class: "logs", "aria-labelledby": "logs-title", hidden: true });
   let key = null;
-  let seen = new Set();
+  let lines = new Map(); // "run:attempt:seq" -> {run, attempt, line}
+  let stored = new Set(); // "run:attempt" of the attempts whose stored lines were read
   let list = null;
   let summary = null;
   let errorBox = null;
-  const line = (run, attempt, l) =>
+  let retries = [];
+  let waiting = null; // the "run:attempt" whose stored lines are being waited for
+  const order = (a, b) => a.run - b.run || a.attempt - b.attempt || a.line.seq - b.line.seq;
+  const render = ({ run, attempt, line: l }) =>
     el("li", { class: `log level-${String(l.level).toLowerCase()}`, "data-seq": l.seq, "data-attempt": `${run}.${attempt}` },
       el("time", { datetime: l.at }, new Date(l.at).toLocaleTimeString()), " ",
       el("span", { class: "level" }, l.level), " ",
       el("span", { class: "logger" }, l.logger), " ",
       el("span", { class: "message" }, l.message));
-  function add(run, attempt, lines) {
+  function add(run, attempt, found, { sorted = false } = {}) {
     const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
-    for (const l of lines) {
+    let added = false;
+    for (const l of found) {
       const id = `${run}:${attempt}:${l.seq}`;
-      if (seen.has(id)) continue;
-      seen.add(id);
-      list.append(line(run, attempt, l));
+      if (lines.has(id)) continue;
+      lines.set(id, { run, attempt, line: l });
+      if (!sorted) list.append(render(lines.get(id)));
+      added = true;
     }
+    if (sorted && added) list.replaceChildren(...[...lines.values()].sort(order).map(render));
+    if (added) section.querySelector(".empty")?.remove();
     if (atBottom) list.scrollTop = list.scrollHeight;
-    section.querySelector(".empty")?.remove();
+  }
+  async function load(stepKey) {
+    let cursor = null;
+    const attempts = [];
+    for (let page = 0; page < 10; page += 1) {
+      const query = new URLSearchParams({ limit: "1000" });
+      if (cursor) query.set("cursor", cursor);
+      const found = await api(`/v1/executions/${executionId}/steps/${encodeURIComponent(stepKey)}/logs?${query}`);
+      if (key !== stepKey) return;
+      for (const item of found.items) add(item.run, item.attempt, [item], { sorted: true });
+      attempts.push(...found.attempts);
+      cursor = found.next_cursor;
+      if (!cursor) break;
+    }
+    for (const a of attempts) stored.add(`${a.run}:${a.attempt}`);
+    fill(summary, attempts.map((a) => el("li", { "data-run": a.run, "data-attempt": a.attempt },
+      `Run ${a.run}, attempt ${a.attempt}: ${a.lines} lines`, a.dropped ? el("strong", { class: "dropped" }, ` · ${a.dropped} more dropped (over the bound)`) : null)));
   }
   async function open(stepKey, step) {
+    close();
     key = stepKey;
-    seen = new Set();
     list = el("ol", { id: "log-lines", class: "log-lines", tabindex: 0, "aria-label": `Log lines of ${stepKey}` });
     summary = el("ul", { class: "plain attempts" });
     errorBox = el("div", { class: "log-error" }, step && step.error ? errorView(step.error) : null);
@@ -117,30 +142,22 @@ function logsPanel(executionId) {
       section,
       el("div", { class: "logs-head" }, el("h2", { id: "logs-title" }, `Logs · ${stepKey}`),
         el("button", { type: "button", class: "small", "data-close-logs": "", onclick: close }, "Close")),
-      errorBox, summary, el("p", { class: "hint empty" }, "No lines yet (lines of a running attempt arrive live)."), list,
+      errorBox, summary, el("p", { class: "hint empty" }, "No lines yet (the lines of a running attempt arrive live)."), list,
     );
     section.scrollIntoView({ block: "nearest" });
     try {
-      let cursor = null;
-      const attempts = [];
-      for (let page = 0; page < 10; page += 1) {
-        const query = new URLSearchParams({ limit: "1000" });
-        if (cursor) query.set("cursor", cursor);
-        const found = await api(`/v1/executions/${executionId}/steps/${encodeURIComponent(stepKey)}/logs?${query}`);
-        if (key !== stepKey) return;
-        for (const item of found.items) add(item.run, item.attempt, [item]);
-        attempts.push(...found.attempts);
-        cursor = found.next_cursor;
-        if (!cursor) break;
-      }
-      fill(summary, attempts.map((a) => el("li", { "data-run": a.run, "data-attempt": a.attempt },
-        `Run ${a.run}, attempt ${a.attempt}: ${a.lines} lines`, a.dropped ? el("strong", { class: "dropped" }, ` · ${a.dropped} dropped (over the bound)`) : null)));
+      await load(stepKey);
     } catch (error) {
       summary.append(el("li", {}, notice(`Logs: ${error.message}`)));
     }
   }
   function close() {
     key = null;
+    lines = new Map();
+    stored = new Set();
+    retries.forEach(clearTimeout);
+    retries = [];
+    waiting = null;
     section.hidden = true;
     section.replaceChildren();
   }
@@ -153,7 +170,21 @@ function logsPanel(executionId) {
       if (key === null || event.step_key !== key || !event.data) return;
       add(event.data.run || 1, event.attempt, event.data.lines || []);
     },
-    error(step) { if (key !== null && step && errorBox) fill(errorBox, step.error ? errorView(step.error) : null); },
+    // The open step as the page last read it: its error, and once an attempt ended, its stored
+    // lines (written shortly after the outcome, so asked for again a few times until there).
+    update(step) {
+      if (key === null || !step || step.key !== key) return;
+      fill(errorBox, step.error ? errorView(step.error) : null);
+      const ended = !["RUNNING", "QUEUED", "PENDING"].includes(step.status) && step.attempt > 0;
+      const which = `${step.run}:${step.attempt}`;
+      if (!ended || stored.has(which) || waiting === which) return;
+      waiting = which;
+      const stepKey = key;
+      retries.forEach(clearTimeout);
+      retries = [300, 1000, 2500, 5000].map((ms) => setTimeout(() => {
+        if (key === stepKey && !stored.has(`${step.run}:${step.attempt}`)) load(stepKey).catch(() => {});
+      }, ms));
+    },
   };
 }
 
@@ -232,7 +263,7 @@ export function executionPage(id) {
       );
       fill(picture, graph(definition, steps));
       fill(table, stepsTable(steps, definition, act, (key) => logs.open(key, steps.find((s) => s.key === key)), openOutput), timeline(steps));
-      logs.error(steps.find((s) => s.key === logs.key));
+      logs.update(steps.find((s) => s.key === logs.key));
     } catch (error) {
       fill(message, notice(error.message));
     }
@@ -255,7 +286,7 @@ export function executionPage(id) {
       soon();
     });
     socket.addEventListener("close", () => { if (!closed) setTimeout(follow, 2000); });
-    session.leave = () => { closed = true; clearTimeout(pending); socket.close(); };
+    session.leave = () => { closed = true; clearTimeout(pending); logs.close(); socket.close(); };
   }
 
   refresh();

@@ -14,6 +14,7 @@ from api.graphql.types.step import Step
 from api.graphql.types.workflow import WorkflowVersion
 from api.schemas.executions import execution_fields
 from engine.records import ExecutionRecord
+from engine.states import ExecutionStatus
 
 MAX_HISTORY = 500
 
@@ -34,6 +35,7 @@ class Execution:
     labels: JSON
     idempotency_key: str | None
     parent: JSON | None
+    trigger_id: str | None = strawberry.field(description="The trigger (schedule or event) that started it")
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -69,3 +71,24 @@ class StartedExecution:
 
     execution: Execution
     created: bool
+
+
+@strawberry.type
+class StatusCount:
+    status: str = strawberry.field(description="One of the ExecutionStatus values")
+    count: int
+
+
+@strawberry.type
+class ExecutionCounts:
+    """Executions matching a search, per status (every status, in the enum's order)."""
+
+    counts: list[StatusCount]
+    total: int
+
+    @classmethod
+    def build(cls, counts: dict[ExecutionStatus, int]) -> ExecutionCounts:
+        return cls(
+            counts=[StatusCount(status=status.value, count=n) for status, n in counts.items()],
+            total=sum(counts.values()),
+        )

@@ -5,7 +5,8 @@
 * :mod:`.wire`: the gRPC calls and raw protobuf codec, the only module that touches private
   names of google-cloud-firestore;
 * :mod:`.transaction`: the transaction runner and the :class:`~engine.ports.Transaction` port;
-* :mod:`.store`: :class:`FirestoreStore`, the :class:`~engine.ports.Store` port.
+* :mod:`.store`: :class:`FirestoreStore`, the :class:`~engine.ports.Store` port;
+* :mod:`.search`: execution search (filtered listings, counts per status, the label backfill).
 """
 
 from engine.adapters.store_firestore.codec import (

@@ -35,6 +35,7 @@ from engine.records import (
     WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.search import label_token
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -67,6 +68,10 @@ JSON_FIELDS: dict[type[Any], tuple[str, ...]] = {
 #: JSON fields a read record decodes on first use (see :class:`~engine.records.Deferred`): an
 #: execution's input is read by every transaction and looked at by few.
 DEFERRED_FIELDS: dict[type[Any], tuple[str, ...]] = {ExecutionRecord: ("input",)}
+
+#: A derived field of execution documents, written beside the record's own and read only by
+#: queries: each label as ``key=value`` (labels themselves are JSON bytes, not indexed).
+LABEL_PAIRS = "label_pairs"
 
 #: Marker key of a claim-check reference left in place of an out-of-line payload.
 BLOB_MARK = "$blob"
@@ -143,7 +148,14 @@ def encode_record(record: DataclassInstance) -> dict[str, Any]:
     for name in JSON_FIELDS[type(record)]:
         value = fields[name]
         fields[name] = None if value is None else to_json(value).encode("utf-8", "surrogatepass")
+    if isinstance(record, ExecutionRecord):
+        fields[LABEL_PAIRS] = label_pairs(record.labels)
     return fields
+
+
+def label_pairs(labels: Mapping[str, str]) -> list[str]:
+    """The :data:`LABEL_PAIRS` value of an execution with ``labels``."""
+    return sorted(label_token(key, value) for key, value in labels.items())
 
 
 def decode_record(cls: type[R], fields: Mapping[str, Any], blobs: Mapping[str, bytes]) -> R:

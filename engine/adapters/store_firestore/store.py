@@ -20,6 +20,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
+from engine.adapters.store_firestore import search
 from engine.adapters.store_firestore.codec import (
     BLOB_CACHE_BYTES,
     BlobCache,
@@ -50,6 +51,7 @@ from engine.records import (
     WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.search import ExecutionFilter
 from engine.states import EXECUTION_ACTIVE, STEP_ACTIVE, ExecutionStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -231,7 +233,11 @@ class FirestoreStore:
 
     def _run_query(self, cls: type[R], query: Query) -> list[R]:
         with translated_errors():
-            snaps = list(query.stream())
+            return self.records_of(cls, list(query.stream()))
+
+    def records_of(self, cls: type[R], snaps: Sequence[DocumentSnapshot[DocumentReference]]) -> list[R]:
+        """Records of the documents ``snaps`` read (their payloads as of the same read time)."""
+        with translated_errors():
             return self._load(cls, [snapshot_fields(s) for s in snaps], self._snapshot_reader(snaps))
 
     def _page(
@@ -348,45 +354,27 @@ class FirestoreStore:
         return True
 
     def list_executions(
-        self,
-        tenant: str,
-        *,
-        status: ExecutionStatus | None = None,
-        workflow: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
+        self, tenant: str, where: ExecutionFilter | None = None, *, cursor: str | None = None, limit: int = 50
     ) -> Page:
-        """Executions newest first (ties by id), filtered; see ``firestore.indexes.json``."""
-        where: list[tuple[str, str, Any]] = []
-        if status is not None:
-            where.append(("status", "==", ExecutionStatus(status).value))
-        if workflow is not None:
-            where.append(("workflow", "==", workflow))
-        if created_after is not None:
-            where.append(("created_at", ">=", created_after))
-        if created_before is not None:
-            where.append(("created_at", "<", created_before))
-        after = None
-        if cursor:
-            created_at, doc_id = decode_cursor(cursor, [(int, float), str])
-            after = {"created_at": created_at, DOC_ID: doc_id}
-        query = self.query(
-            self._paths.executions(tenant),
-            where=where,
-            order=[("created_at", DESC), (DOC_ID, DESC)],
-            start_after=after,
-        )
-        return self._page(ExecutionRecord, query, limit, lambda r: [r.created_at, encode_id(r.id)])
+        """Executions newest first (ties by id), filtered; see :mod:`.search` and ``firestore.indexes.json``."""
+        _check_limit(limit)
+        return search.list_executions(self, tenant, where or ExecutionFilter(), cursor, limit)
+
+    def count_executions(self, tenant: str, where: ExecutionFilter | None = None) -> dict[ExecutionStatus, int]:
+        """Count aggregations per status (documents are read only for two or more labels)."""
+        return search.count_executions(self, tenant, where or ExecutionFilter())
+
+    def backfill_search_fields(self) -> int:
+        """Write ``label_pairs`` on execution documents written before it existed."""
+        return search.backfill(self)
 
     def count_active_executions(self, tenant: str) -> int:
         """Server-side count aggregation: no documents are transferred."""
         active = sorted(s.value for s in EXECUTION_ACTIVE)
         query = self.query(self._paths.executions(tenant), where=[("status", "in", active)])
-        return self._count(query)
+        return self.count_query(query)
 
-    def _count(self, query: Query) -> int:
+    def count_query(self, query: Query) -> int:
         """Documents matching ``query``, counted server-side."""
         with translated_errors():
             # The client's annotations of count() are wrong; the result is [[AggregationResult]].
@@ -411,7 +399,7 @@ class FirestoreStore:
                 (DOC_ID, "!=", parent),
             ],
         )
-        return self._count(query)
+        return self.count_query(query)
 
     def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
         query = self.query(self._paths.steps(tenant, execution_id), order=[(DOC_ID, ASC)])

@@ -1,0 +1,91 @@
+"""``conveyor executions list`` filters and ``conveyor executions counts``, on a SQLite state dir."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conveyor.cli import app
+from engine.bootstrap import build_store
+from engine.records import ExecutionRecord
+from engine.settings import Settings
+from engine.states import ExecutionStatus
+
+T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
+
+
+def _execution(n: int) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=f"ex-{n}",
+        tenant="default",
+        workflow="orders" if n < 4 else "refunds",
+        version=1 + n % 2,
+        status=ExecutionStatus.SUCCEEDED if n % 3 else ExecutionStatus.FAILED,
+        input={},
+        created_at=T0 + n * 60,
+        updated_at=T0 + n * 60,
+        labels={"team": "shop" if n % 2 else "ops", "url": f"https://x.example:8443/{n}"},
+        trigger_id="tr-1" if n in (2, 5) else None,
+    )
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("CONVEYOR_STATE_DIR", str(tmp_path / "state"))
+    store = build_store(Settings())
+
+    def write(tx):  # type: ignore[no-untyped-def]
+        for n in range(6):
+            tx.put_execution(_execution(n))
+
+    store.atomic(write)
+    store.close()
+    yield
+
+
+def _list(*args: str) -> list[str]:
+    result = CliRunner().invoke(app, ["executions", "list", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return [e["id"] for e in json.loads(result.stdout)]
+
+
+def test_list_filters_combine(state: None) -> None:
+    assert _list() == ["ex-5", "ex-4", "ex-3", "ex-2", "ex-1", "ex-0"]
+    assert _list("--label", "team:shop") == ["ex-5", "ex-3", "ex-1"]
+    assert _list("--label", "team:shop", "--label", "url:https://x.example:8443/3") == ["ex-3"]
+    assert _list("--workflow", "orders", "--version", "2") == ["ex-3", "ex-1"]
+    assert _list("--trigger", "tr-1") == ["ex-5", "ex-2"]
+    assert _list("--since", "2026-05-28T20:28:40Z", "--until", "2026-05-28T20:30:40+00:00") == ["ex-3", "ex-2"]
+    assert _list("--status", "failed", "--label", "team:ops") == ["ex-0"]
+    listed = json.loads(CliRunner().invoke(app, ["executions", "list", "--json", "--trigger", "tr-1"]).stdout)
+    assert listed[0]["labels"] == {"team": "shop", "url": "https://x.example:8443/5"}
+    assert listed[0]["trigger_id"] == "tr-1"
+
+
+def test_counts_per_status(state: None) -> None:
+    result = CliRunner().invoke(app, ["executions", "counts", "--json", "--workflow", "orders"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)
+    assert counts["total"] == 4
+    assert counts["counts"] == {s.value: 0 for s in ExecutionStatus} | {"SUCCEEDED": 2, "FAILED": 2}
+    table = CliRunner().invoke(app, ["executions", "counts", "--label", "team:shop"], env={"COLUMNS": "120"})
+    assert table.exit_code == 0 and "3 executions" in table.stdout and "SUCCEEDED" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--label", "team"], "not key:value"),
+        (["--version", "1"], "give `workflow` too"),
+        (["--since", "yesterday"], "ISO 8601"),
+    ],
+)
+def test_bad_filters_are_usage_errors(state: None, args: list[str], message: str) -> None:
+    for command in ("list", "counts"):
+        result = CliRunner().invoke(app, ["executions", command, *args], env={"COLUMNS": "200"})
+        assert result.exit_code == 2, result.output
+        assert message in result.output
