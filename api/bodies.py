@@ -71,6 +71,8 @@ def _json_loads(raw: str | bytes) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BodyRefused(400, "malformed-json", f"the body is not valid JSON: {exc.msg} at {exc.pos}") from None
+    except UnicodeDecodeError as exc:  # bytes that are no Unicode text at all
+        raise BodyRefused(400, "malformed-json", f"the body is not valid JSON: not UTF-8 text ({exc.reason})") from None
 
 
 def decode_json(raw: str | bytes, max_depth: int) -> Any:

@@ -314,7 +314,11 @@ def build_publisher(settings: Settings) -> Publisher | None:
 
 
 def _sqlite_backed(store: Store) -> bool:
-    """Whether ``store`` is the SQLite store (or wraps it): adapters beside it share its file."""
+    """Whether ``store`` is the SQLite store (or wraps it): adapters beside it share its file.
+
+    Chosen by the store given, as the step log store is (tests and tools pass one whatever the
+    settings say); a wrapper of the SQLite store (tests count its calls) passes its methods on.
+    """
     return callable(getattr(store, "run_write", None))
 
 
@@ -384,4 +388,5 @@ def build_bridge(settings: Settings, service: Service | None = None) -> Streamin
         settings.bridge_subscriptions,
         project=settings.pubsub_project,
         max_messages=settings.bridge_max_messages,
+        batch_size=settings.bridge_batch_size,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from engine import payloads
 from engine.errors import InvalidRequest
@@ -30,6 +30,16 @@ def route_of(event_type: str, correlation_key: str | None) -> str:
     """The route on which events of ``event_type`` with ``correlation_key`` meet their waiters."""
     text = f"{event_type}\x00{'' if correlation_key is None else correlation_key}"
     return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+class EventFields(TypedDict, total=False):
+    """What a source says about an event (see :func:`new_event`); only ``type`` is required."""
+
+    type: Required[str]
+    data: dict[str, Any] | None
+    event_id: str | None
+    source: str | None
+    correlation_key: str | None
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,29 @@ def accept(tx: Transaction, event: InboundEventRecord, *, routed: bool = False) 
     stored = replace(event, routed=routed)
     tx.put_inbound_event(stored)
     return Accepted(stored, duplicate=False)
+
+
+def accept_many(tx: Transaction, events: list[InboundEventRecord]) -> list[Accepted]:
+    """:func:`accept` for each event, in order (a second copy of an id is a duplicate of the first).
+
+    The stored events are read in one batched read per tenant; an event no step can wait for
+    (no correlation key) is stored routed, as its transaction does all its routing.
+    """
+    known: dict[tuple[str, str], InboundEventRecord] = {}
+    for tenant in dict.fromkeys(event.tenant for event in events):
+        ids = list(dict.fromkeys(event.id for event in events if event.tenant == tenant))
+        known.update(((tenant, id_), record) for id_, record in tx.get_inbound_events(tenant, ids).items())
+    accepted = []
+    for event in events:
+        existing = known.get((event.tenant, event.id))
+        if existing is not None:
+            accepted.append(Accepted(existing, duplicate=True))
+            continue
+        stored = replace(event, routed=event.correlation_key is None)
+        tx.put_inbound_event(stored)
+        known[(event.tenant, event.id)] = stored
+        accepted.append(Accepted(stored, duplicate=False))
+    return accepted
 
 
 def mark_routed(tx: Transaction, tenant: str, event_id: str) -> None:

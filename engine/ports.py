@@ -54,6 +54,10 @@ class Reads(Protocol):
 
     def find_execution_by_key(self, tenant: str, idempotency_key: str) -> ExecutionRecord | None: ...
 
+    def find_executions_by_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, ExecutionRecord]:
+        """``find_execution_by_key`` for several keys (absent ones left out), in one round trip or two."""
+        ...
+
     def get_steps(self, tenant: str, execution_id: str, keys: Sequence[str]) -> dict[str, StepRecord]:
         """The step records among ``keys`` that exist, by key."""
         ...
@@ -110,6 +114,10 @@ class Transaction(Reads, Protocol):
 
     def get_inbound_event(self, tenant: str, event_id: str) -> InboundEventRecord | None:
         """An accepted external event of the tenant's event log, by id."""
+        ...
+
+    def get_inbound_events(self, tenant: str, event_ids: Sequence[str]) -> dict[str, InboundEventRecord]:
+        """The accepted events among ``event_ids`` (by id; absent ids are left out), in one read."""
         ...
 
     def put_inbound_event(self, record: InboundEventRecord) -> None:
@@ -272,6 +280,11 @@ class Store(Protocol):
 
     def due_inbound_events(self, before: float, limit: int = 200) -> list[InboundEventRecord]:
         """Events of every tenant not routed yet, accepted at or before ``before``, oldest first."""
+        ...
+
+    def trim_inbound_events(self, before: float, limit: int = 200) -> int:
+        """Delete up to ``limit`` routed events (every tenant) accepted before ``before``, oldest
+        first; how many were deleted. Unrouted events are never deleted."""
         ...
 
     # API keys

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
+from typing_extensions import Unpack
 
 from engine import eventlog
 from engine.errors import ConveyorError, ExpressionError
@@ -45,36 +47,38 @@ class EventRouter:
         self._triggers: dict[str, tuple[float, list[TriggerRecord]]] = {}
         self._lock = threading.Lock()
 
-    def publish(
-        self,
-        tenant: str,
-        *,
-        type: str,
-        data: dict[str, Any] | None = None,
-        event_id: str | None = None,
-        source: str | None = None,
-        correlation_key: str | None = None,
-    ) -> eventlog.Accepted:
+    def publish(self, tenant: str, **fields: Unpack[eventlog.EventFields]) -> eventlog.Accepted:
         """Accept an event (durably, once per id) with its trigger starts, then offer it to waiters.
 
         The event and the executions its triggers start commit in one transaction; an event
         without a correlation key is then routed. One with a key is offered to the steps
         waiting for it after that commit, then marked routed.
         """
-        event = eventlog.new_event(
-            tenant,
-            type=type,
-            accepted_at=self.service.clock.now(),
-            data=data,
-            event_id=event_id,
-            source=source,
-            correlation_key=correlation_key,
-            max_bytes=self.service.settings.max_payload_bytes,
-        )
-        accepted, _ = self.service.accept_event(event, self._starts(event))
-        if not accepted.event.routed:
-            self.route(accepted.event)
-        return accepted
+        return self.publish_events([self.prepare(tenant, **fields)])[0]
+
+    def prepare(self, tenant: str, **fields: Unpack[eventlog.EventFields]) -> InboundEventRecord:
+        """The event to accept; ``InvalidRequest`` or ``PayloadTooLarge`` if it cannot be one."""
+        settings, now = self.service.settings, self.service.clock.now()
+        return eventlog.new_event(tenant, accepted_at=now, max_bytes=settings.max_payload_bytes, **fields)
+
+    def publish_events(
+        self,
+        events: list[InboundEventRecord],
+        committed: Callable[[list[eventlog.Accepted]], None] | None = None,
+    ) -> list[eventlog.Accepted]:
+        """:meth:`publish` for several prepared events, accepted and started in one transaction.
+
+        Either every event of the batch is committed (with its starts) or none is; then
+        ``committed`` is called, before the steps are dispatched and the events routed. Each
+        event still unrouted (one with a correlation key, or an earlier copy whose router
+        died) is then offered to its waiters, one after the other; one whose routing fails is
+        routed by the reconciler.
+        """
+        stored = self.service.accept_events([(event, self._starts(event)) for event in events], committed)
+        unrouted = {(a.event.tenant, a.event.id): a.event for a in stored if not a.event.routed}
+        for event in unrouted.values():
+            self.route(event)
+        return stored
 
     def route(self, event: InboundEventRecord) -> None:
         """Start the event's triggers and offer it to its waiters, then mark it routed.

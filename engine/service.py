@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import structlog
@@ -46,6 +46,7 @@ from engine.ports import (
     Telemetry,
     Transaction,
 )
+from engine.quota import ActiveCounts
 from engine.records import (
     EventRecord,
     ExecutionRecord,
@@ -97,6 +98,9 @@ class ReconcileReport:
     routed_events: int = 0
     #: Steps waiting for an event whose event-log scan was not done after they started waiting.
     scans: int = 0
+    #: Routed external events deleted from the event log, past ``event_retention_seconds``
+    #: (housekeeping, not a repair: not in ``total``).
+    trimmed_events: int = 0
     #: Items that raised (e.g. a Firestore execution whose documents a crashed worker's open
     #: transaction still locks); they are retried by the next pass.
     failed: int = 0
@@ -205,6 +209,7 @@ class Service:
         self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
         self.workflows = Workflows(lambda tenant, name, version: self.get_workflow(tenant, name, version).definition)
         self.schedules = ScheduleRuns(self._start_for_trigger, self.workflows)
+        self.active_counts = ActiveCounts(store.count_active_executions, self.settings.max_concurrent_executions)
         self.links = children.Links(self.workflows)
 
     # --- plumbing -------------------------------------------------------------------------
@@ -261,6 +266,7 @@ class Service:
             self.events.publish(effects.events)
         for execution in effects.started:
             self.telemetry.execution_started(execution.workflow)
+            self.active_counts.started(execution.tenant)
         for execution in effects.settled:
             self.telemetry.execution_settled(
                 execution.workflow, execution.status.value, (execution.finished_at or 0.0) - execution.created_at
@@ -427,8 +433,23 @@ class Service:
     def _start_for_trigger(
         self, rec: Recorder, tenant: str, workflow: str, payload: Any, idempotency_key: str, trigger_id: str
     ) -> ExecutionRecord:
+        """A trigger's start; ``QuotaExceeded`` (nothing written) when it would pass the tenant's quota.
+
+        The quota is checked when the use case set ``rec.start_budget`` for the tenant; a start
+        whose key already has its execution returns that one, whatever the quota.
+        """
         self.check_payload(payload, "trigger input")
-        return self._start_in(rec, tenant, workflow, payload, None, idempotency_key, None, trigger_id)[0]
+        budget = rec.start_budget.get(tenant)
+        if budget is not None and budget <= 0:
+            existing = rec.tx.find_execution_by_key(tenant, idempotency_key)
+            if existing is not None:
+                return existing
+            limit = self.settings.max_concurrent_executions
+            raise QuotaExceeded(f"the tenant has {limit - budget} active executions; the limit is {limit}")
+        execution, created = self._start_in(rec, tenant, workflow, payload, None, idempotency_key, None, trigger_id)
+        if created and budget is not None:
+            rec.start_budget[tenant] = budget - 1
+        return execution
 
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord:
         execution = self.store.get_execution(tenant, execution_id)
@@ -704,24 +725,46 @@ class Service:
 
     # --- external events ----------------------------------------------------------------
 
-    def accept_event(
-        self, event: InboundEventRecord, starts: Sequence[eventlog.TriggerStart]
-    ) -> tuple[eventlog.Accepted, list[ExecutionRecord]]:
-        """Append an event to its tenant's log and start its triggers' executions, in one transaction.
+    def accept_events(
+        self,
+        batch: Sequence[tuple[InboundEventRecord, Sequence[eventlog.TriggerStart]]],
+        committed: Callable[[list[eventlog.Accepted]], None] | None = None,
+    ) -> list[eventlog.Accepted]:
+        """Append events to their tenants' logs and start their triggers' executions, in one transaction.
 
-        An event no step can wait for (it has no correlation key) is routed by this commit;
-        one with a key stays unrouted until the router offered it to the waiters. A start
-        whose workflow is gone or whose mapped input is invalid is logged and left out, as
-        retrying would fail the same way. A duplicate event id starts nothing.
+        One transaction for the whole batch (the bridge hands over the messages it pulled
+        together): each event is accepted once per id (a second copy in the same batch is a
+        duplicate), and a duplicate starts nothing. An event no step can wait for (it has no
+        correlation key) is routed by this commit; one with a key stays unrouted until the
+        router offered it to the waiters. A start whose workflow is gone or whose mapped input
+        is invalid is logged and left out, as retrying would fail the same way; one over the
+        tenant's quota of active executions is skipped and counted on its trigger.
+
+        ``committed`` is called once the transaction committed, before its steps are
+        dispatched (the bridge acks there: a lost dispatch is re-sent by the reconciler).
         """
+        wanted: dict[str, int] = {}
+        for event, starts in batch:
+            wanted[event.tenant] = wanted.get(event.tenant, 0) + len(starts)
+        budgets = self._start_budgets(wanted)
 
-        def use_case(rec: Recorder) -> tuple[eventlog.Accepted, list[ExecutionRecord]]:
-            accepted = eventlog.accept(rec.tx, event, routed=event.correlation_key is None)
-            if accepted.duplicate:
-                return accepted, []
-            return accepted, self._start_all(rec, event.tenant, starts)
+        def use_case(rec: Recorder) -> list[eventlog.Accepted]:
+            rec.start_budget = dict(budgets)
+            stored = eventlog.accept_many(rec.tx, [event for event, _ in batch])
+            fresh = [pair for accepted, pair in zip(stored, batch, strict=True) if not accepted.duplicate]
+            found: dict[str, ExecutionRecord] = {}
+            for tenant in {event.tenant for event, _ in fresh}:  # every start's key, in one read
+                keys = [start.idempotency_key for event, starts in fresh if event.tenant == tenant for start in starts]
+                found.update(rec.tx.find_executions_by_keys(tenant, keys) if keys else {})
+            for event, starts in fresh:
+                self._start_all(rec, event.tenant, [s for s in starts if s.idempotency_key not in found])
+            return stored
 
-        return self._run(use_case)
+        result, effects = self._commit(use_case)
+        if committed is not None:
+            committed(result)
+        self.perform(effects)
+        return result
 
     def start_for_event(
         self, event: InboundEventRecord, starts: Sequence[eventlog.TriggerStart]
@@ -729,7 +772,22 @@ class Service:
         """Start (or find, by their keys) the executions of an event's triggers, in one transaction."""
         if not starts:
             return []
-        return self._run(lambda rec: self._start_all(rec, event.tenant, starts))
+        budgets = self._start_budgets({event.tenant: len(starts)})
+
+        def use_case(rec: Recorder) -> list[ExecutionRecord]:
+            rec.start_budget = dict(budgets)
+            return self._start_all(rec, event.tenant, starts)
+
+        return self._run(use_case)
+
+    def _start_budgets(self, wanted: dict[str, int]) -> dict[str, int]:
+        """How many executions each tenant may still start: its quota less its active executions.
+
+        ``wanted`` is how many starts each tenant's use case may make. Counted before the
+        transaction, as for API starts (``enforce_quota``): a bound, not an exact count under
+        concurrency (see :class:`engine.quota.ActiveCounts`).
+        """
+        return {tenant: self.active_counts.budget(tenant, count) for tenant, count in wanted.items() if count > 0}
 
     def _start_all(self, rec: Recorder, tenant: str, starts: Sequence[eventlog.TriggerStart]) -> list[ExecutionRecord]:
         started = []
@@ -740,10 +798,22 @@ class Service:
                         rec, tenant, start.workflow, start.input, start.idempotency_key, start.trigger_id
                     )
                 )
+            except QuotaExceeded as exc:
+                self._count_quota_skip(rec, tenant, start.trigger_id, start.idempotency_key, exc)
             except (NotFound, InputInvalid, PayloadTooLarge) as exc:
                 # Checked before the start writes anything, so the rest of the transaction stands.
                 log.warning("an event trigger cannot start", trigger_id=start.trigger_id, error=exc.message)
         return started
+
+    @staticmethod
+    def _count_quota_skip(rec: Recorder, tenant: str, trigger_id: str, key: str, exc: QuotaExceeded) -> None:
+        """Count a start refused by the tenant's quota on its trigger (``skipped``, ``last_error``)."""
+        log.warning("a trigger start is over the tenant's quota; skipped", trigger_id=trigger_id, key=key)
+        trigger = rec.tx.get_trigger(tenant, trigger_id)
+        if trigger is not None:
+            trigger.skipped += 1
+            trigger.last_error = f"{key}: skipped: {exc.message}"
+            rec.tx.put_trigger(trigger)
 
     def deliver_event(self, waiter: WaiterRecord, event: InboundEventRecord) -> bool:
         """Offer an event from the log to a waiting step; whether it resumed the step."""
@@ -790,8 +860,18 @@ class Service:
     # --- schedules (called by beat) ---------------------------------------------------------
 
     def fire_trigger(self, tenant: str, trigger_id: str) -> FireReport:
-        """Fire what one schedule trigger owes now, in one transaction (nothing if not due)."""
-        return self._run(lambda rec: self.schedules.fire(rec, tenant, trigger_id))
+        """Fire what one schedule trigger owes now, in one transaction (nothing if not due).
+
+        Its starts count toward the tenant's quota of active executions: a fire over it is
+        counted as skipped on the trigger, the reason in ``last_error``.
+        """
+        budgets = self._start_budgets({tenant: 1})
+
+        def use_case(rec: Recorder) -> FireReport:
+            rec.start_budget = dict(budgets)
+            return self.schedules.fire(rec, tenant, trigger_id)
+
+        return self._run(use_case)
 
     def fire_due_triggers(self, horizon: float = 1.0, limit: int = 200) -> float | None:
         """Fire every schedule trigger due now; the next fire time within ``horizon`` seconds, if any.
@@ -846,7 +926,14 @@ class Service:
             job.run("timed_out", [self._transact(self._time_out(execution)) for execution in overdue])
         if not job.over():
             job.counts["routed_events"] += EventRouter(self).route_due(now - self.settings.event_route_after, batch)
-        report = job.report()
+        trimmed = 0
+        if not job.over():
+            try:
+                trimmed = self.store.trim_inbound_events(now - self.settings.event_retention_seconds, batch)
+            except ConveyorError as exc:  # the next pass trims them
+                log.warning("trimming the event log failed", error=str(exc))
+                job.failed += 1
+        report = replace(job.report(), trimmed_events=trimmed)
         self.telemetry.reconciled({**job.counts, "failed": job.failed})
         return report
 

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     #: An accepted event its router has not finished after this many seconds (it died) is
     #: routed by the reconciler.
     event_route_after: float = Field(default=5.0, ge=0)
+    #: Routed events are deleted from the event log this many seconds after they were accepted
+    #: (by the reconciler). A ``wait_for_event`` step that starts waiting later no longer sees
+    #: them, and a copy of a deleted event published again is accepted anew.
+    event_retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     #: Google Cloud project of the Pub/Sub subscriptions, topics and ``pubsub.publish`` steps.
     pubsub_project: str | None = None
     #: Subscriptions the bridge pulls: ``[{"subscription": "orders", "tenant": "acme", ...}]``
@@ -107,6 +111,9 @@ class Settings(BaseSettings):
     bridge_max_attempts: int = Field(default=5, ge=1, le=98)
     #: Flow control: messages held by the bridge at once.
     bridge_max_messages: int = Field(default=100, ge=1)
+    #: Most messages whose events the bridge accepts in one store transaction (messages
+    #: pulled together are batched; 1 makes one transaction per message).
+    bridge_batch_size: int = Field(default=50, ge=1, le=200)
     #: Larger messages are dead-lettered as too large.
     bridge_max_message_bytes: int = Field(default=1024 * 1024, ge=1)
 

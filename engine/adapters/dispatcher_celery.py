@@ -40,6 +40,8 @@ RUN_STEP_TASK = "conveyor.run_step"
 #: a worker of an older version ignores it instead of refusing the message.
 EPOCH_HEADER = "conveyor_epoch"
 
+#: Redis commands one pipeline of a dispatch batch holds at most (a message is one or two).
+PUBLISH_BATCH_COMMANDS = 1000
 #: What a broker outage looks like from kombu and redis-py.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     kombu.exceptions.OperationalError,
@@ -73,20 +75,27 @@ class CeleryDispatcher:
         if not dispatches:
             return
         sent = 0
+        batched = False
         try:
             if self.ledger is not None:
                 self.ledger.sent(dispatches, time.time())
             with self.app.producer_pool.acquire(block=True) as producer:
-                for item in dispatches:
-                    self._send(item, producer)
-                    sent += 1
+                # On Redis the messages go out in one pipeline when the batch closes (a round
+                # trip for all of them); other transports publish each at once.
+                batched = len(dispatches) > 1 and producer.supports_batch_publish
+                with producer.batch(max_size=PUBLISH_BATCH_COMMANDS):
+                    for item in dispatches:
+                        self._send(item, producer)
+                        sent += 1
         except BROKER_ERRORS as exc:
+            # A failed batch may have sent none of its messages (or only its first pipelines).
+            unsent = dispatches if batched else dispatches[sent:]
             if self.ledger is not None:
-                self.ledger.unsent(dispatches[sent:])
+                self.ledger.unsent(unsent)
             log.warning(
                 "could not publish step messages; the reconciler will send them again",
-                unsent=len(dispatches) - sent,
-                first_execution_id=dispatches[sent].execution_id,
+                unsent=len(unsent),
+                first_execution_id=unsent[0].execution_id,
                 error=str(exc),
             )
 

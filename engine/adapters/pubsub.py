@@ -19,7 +19,7 @@ from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 from google.cloud.pubsub_v1.types import FlowControl
 
-from engine.bridge import Bridge, Message
+from engine.bridge import BatchJudge, Bridge, Message
 from engine.errors import ConveyorError, NotFound, StoreUnavailable
 from engine.settings import BridgeSubscription
 
@@ -31,9 +31,9 @@ PUBLISH_TIMEOUT = 60.0
 #: minimum): the client keeps extending while the bridge works on the message, and a bridge
 #: that died holding messages lets Pub/Sub redeliver them this soon, not after a minute.
 LEASE_EXTENSION_SECONDS = 10
-#: Threads handling messages per subscription: handling waits on the store, so more threads
-#: than cores keep more messages in flight (never more than flow control allows).
-MAX_CALLBACK_THREADS = 32
+#: Threads handing messages over per subscription: each waits for its message's batch to
+#: commit, so there are as many as flow control lets the bridge hold (up to this many).
+MAX_CALLBACK_THREADS = 256
 #: Pub/Sub's bounds of a native dead-letter policy's ``max_delivery_attempts``.
 NATIVE_ATTEMPTS_BOUNDS = (5, 100)
 
@@ -77,6 +77,7 @@ class StreamingBridge:
         *,
         project: str,
         max_messages: int,
+        batch_size: int = 1,
         client: SubscriberClient | None = None,
     ) -> None:
         if not subscriptions:
@@ -85,6 +86,7 @@ class StreamingBridge:
         self.subscriptions = list(subscriptions)
         self.project = project
         self.max_messages = max_messages
+        self.batch_size = batch_size
         self.client = client or SubscriberClient()
 
     def subscription_path(self, subscription: BridgeSubscription) -> str:
@@ -117,12 +119,18 @@ class StreamingBridge:
                 raise StoreUnavailable(f"cannot create subscription {subscription.subscription!r}: {exc}") from None
 
     def run(self, stop: threading.Event) -> None:
-        """Pull until ``stop`` is set, then stop pulling, finish the messages in flight and return."""
+        """Pull until ``stop`` is set, then stop pulling, finish the messages in flight and return.
+
+        Messages pulled together are judged in batches of up to ``batch_size`` (one store
+        transaction each, see :class:`~engine.bridge.BatchJudge`); each is acked by its own
+        callback once its batch committed.
+        """
         flow = FlowControl(max_messages=self.max_messages, max_duration_per_lease_extension=LEASE_EXTENSION_SECONDS)
+        judge = BatchJudge(self.bridge, max_batch=self.batch_size)
         futures = [
             self.client.subscribe(
                 self.subscription_path(sub),
-                callback=self._callback(sub),
+                callback=self._callback(sub, judge),
                 flow_control=flow,
                 scheduler=ThreadScheduler(
                     ThreadPoolExecutor(min(MAX_CALLBACK_THREADS, self.max_messages), thread_name_prefix="bridge")
@@ -147,10 +155,11 @@ class StreamingBridge:
                     future.result(timeout=30)
                 except Exception as exc:
                     log.debug("subscription stream ended", error=str(exc))
+            judge.close()
             self.client.close()
             log.info("bridge stopped")
 
-    def _callback(self, subscription: BridgeSubscription) -> Callable[[Any], None]:
+    def _callback(self, subscription: BridgeSubscription, judge: BatchJudge) -> Callable[[Any], None]:
         def handle(received: Any) -> None:
             message = Message(
                 message_id=str(received.message_id),
@@ -158,7 +167,7 @@ class StreamingBridge:
                 attributes=dict(received.attributes),
                 delivery_attempt=received.delivery_attempt,
             )
-            verdict = self.bridge.judge(message, subscription)
+            verdict = judge.judge(message, subscription)
             if verdict.action == "ack":
                 received.ack()
             elif verdict.action == "nack":

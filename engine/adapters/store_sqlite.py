@@ -117,6 +117,8 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS inbound_events_by_route ON inbound_events (tenant, route, accepted_at, id)",
     """CREATE INDEX IF NOT EXISTS inbound_events_unrouted
         ON inbound_events (accepted_at) WHERE routed = 0""",
+    """CREATE INDEX IF NOT EXISTS inbound_events_routed
+        ON inbound_events (accepted_at) WHERE routed = 1""",
     """CREATE TABLE IF NOT EXISTS waiters (
         tenant TEXT NOT NULL, execution_id TEXT NOT NULL, step_key TEXT NOT NULL, route TEXT NOT NULL,
         doc TEXT NOT NULL, PRIMARY KEY (tenant, execution_id, step_key))""",
@@ -449,6 +451,13 @@ class SqliteStore:
         )
         return [_load(InboundEventRecord, row[0]) for row in rows]
 
+    def trim_inbound_events(self, before: float, limit: int = 200) -> int:
+        delete = (
+            "DELETE FROM inbound_events WHERE rowid IN (SELECT rowid FROM inbound_events"
+            " WHERE routed = 1 AND accepted_at < ? ORDER BY accepted_at LIMIT ?)"
+        )
+        return int(self._write(lambda c: c.execute(delete, (before, limit)).rowcount))
+
     # API keys
 
     def put_api_key(self, record: ApiKeyRecord) -> None:
@@ -571,6 +580,9 @@ class _SqliteTransaction:
             return None
         return _load_execution(self._conn, row, self._load_input)
 
+    def find_executions_by_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, ExecutionRecord]:
+        return {key: record for key in keys if (record := self.find_execution_by_key(tenant, key)) is not None}
+
     def get_steps(self, tenant: str, execution_id: str, keys: Sequence[str]) -> dict[str, StepRecord]:
         found = {
             step.key: step
@@ -644,6 +656,9 @@ class _SqliteTransaction:
             "SELECT doc FROM inbound_events WHERE tenant = ? AND id = ?", (tenant, event_id)
         ).fetchone()
         return None if row is None else _load(InboundEventRecord, row[0])
+
+    def get_inbound_events(self, tenant: str, event_ids: Sequence[str]) -> dict[str, InboundEventRecord]:
+        return {event_id: record for event_id in event_ids if (record := self.get_inbound_event(tenant, event_id))}
 
     def put_inbound_event(self, record: InboundEventRecord) -> None:
         self._inbound[(record.tenant, record.id)] = record_to_dict(record)

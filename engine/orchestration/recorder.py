@@ -103,6 +103,9 @@ class Recorder:
         #: Keeps a schedule trigger's running executions and buffered fires in step
         #: (:meth:`engine.orchestration.schedule_runs.ScheduleRuns.execution_moved`).
         self.schedule_hook = schedule_hook
+        #: Executions each tenant may still start in this transaction, for trigger starts that
+        #: count toward the tenant's quota (set by the use case; a tenant not listed is unchecked).
+        self.start_budget: dict[str, int] = {}
         self.effects = Effects()
 
     def _emit(self, event: EventRecord) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from engine.errors import ConveyorError, NotFound, TransitionRefused
+from engine.errors import ConveyorError, NotFound, QuotaExceeded, TransitionRefused
 from engine.orchestration import control
 from engine.orchestration.recorder import Recorder
 from engine.orchestration.workflows import Workflows
@@ -140,6 +140,14 @@ class ScheduleRuns:
         key = fire_key(trigger.id, moment)
         try:
             execution = self._start(rec, trigger.tenant, trigger.workflow, trigger.input, key, trigger.id)
+        except QuotaExceeded as exc:
+            # Over the tenant's quota of active executions: the fire is skipped, and counted.
+            log.warning("schedule fire over the tenant's quota; skipped", trigger_id=trigger.id, key=key)
+            current = self._reread(rec, trigger)
+            current.skipped += 1
+            current.last_error = f"{key}: skipped: {exc}"
+            rec.tx.put_trigger(current)
+            return None
         except ConveyorError as exc:
             # Refused before anything was written (unknown or archived workflow, input that
             # does not fit its schema): the fire is spent, the reason kept on the trigger.

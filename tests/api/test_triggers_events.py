@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from engine.auth import Role
@@ -200,3 +201,55 @@ def test_graphql_creates_and_updates_a_schedule_showing_its_next_fires(api: Api)
     assert problem["problems"][0]["path"] == "spec" and "5 fields" in problem["problems"][0]["message"]
     denied = api.gql(update, {"id": trigger["id"], "input": {"enabled": True}}, role=Role.VIEWER)
     assert denied["errors"]
+
+
+CE_HEADERS = {"Content-Type": "application/cloudevents+json; charset=utf-8"}
+
+
+def test_a_structured_mode_cloudevent_is_published_like_any_event(api: Api) -> None:
+    envelope = {
+        "specversion": "1.0",
+        "id": "ce-1",
+        "source": "/shop/eu",
+        "type": "order.created",
+        "datacontenttype": "application/json",
+        "time": "2027-01-01T00:00:00Z",
+        "correlationkey": "A-7",
+        "data": {"order": "A-7"},
+    }
+    published = api.call("POST", "/v1/events", role=Role.OPERATOR, content=json.dumps(envelope), headers=CE_HEADERS)
+    assert published.status_code == 202, published.json()
+    assert (published.json()["id"], published.json()["type"], published.json()["duplicate"]) == (
+        "ce-1",
+        "order.created",
+        False,
+    )
+    stored = api.app.state.runtime.service.store.atomic(lambda tx: tx.get_inbound_event(TENANT_A, "ce-1"))
+    assert (stored.source, stored.correlation_key, stored.data) == ("/shop/eu", "A-7", {"order": "A-7"})
+    again = api.call("POST", "/v1/events", content=json.dumps(envelope), headers=CE_HEADERS)
+    assert again.json()["duplicate"] is True
+    plain = api.call("POST", "/v1/events", content=json.dumps(envelope), headers={"Content-Type": "application/json"})
+    assert plain.status_code == 422  # a plain JSON body is Conveyor's own form: the envelope's fields are unknown
+
+
+def test_a_cloudevent_conveyor_cannot_take_is_refused_with_every_problem(api: Api) -> None:
+    bad = {"specversion": "0.3", "id": "", "type": "x", "data": [1], "data_base64": "AA==", "datacontenttype": "text/xml"}
+    refused = api.call("POST", "/v1/events", content=json.dumps(bad), headers=CE_HEADERS)
+    assert refused.status_code == 422
+    assert sorted(p["path"] for p in refused.json()["problems"]) == [
+        "data",
+        "data_base64",
+        "datacontenttype",
+        "id",
+        "source",
+        "specversion",
+    ]
+    batch = api.call(
+        "POST", "/v1/events", content=json.dumps([bad]), headers={"Content-Type": "application/cloudevents-batch+json"}
+    )
+    assert batch.status_code == 415 and batch.json()["code"] == "unsupported-media-type"
+    odd_id = {"specversion": "1.0", "id": "has space", "source": "s", "type": "x"}
+    assert api.call("POST", "/v1/events", content=json.dumps(odd_id), headers=CE_HEADERS).status_code == 422
+    assert api.call("POST", "/v1/events", content=b"{", headers=CE_HEADERS).json()["code"] == "malformed-json"
+    unauthorised = api.client.post("/v1/events", content=json.dumps(odd_id), headers=CE_HEADERS)
+    assert unauthorised.status_code == 401

@@ -405,14 +405,63 @@ def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]],
     base, keys = dev_server
     operator, editor = keys[("acme", Role.OPERATOR)], keys[("acme", Role.EDITOR)]
     held = [
-        _call(base, operator, "POST", "/v1/executions", {"workflow": "console-reviewed"}).json()["id"] for _ in range(3)
+        _call(
+            base, operator, "POST", "/v1/executions", {"workflow": "console-reviewed", "labels": {"team": "shop"}}
+        ).json()["id"]
+        for _ in range(3)
     ]
+    other = _call(base, operator, "POST", "/v1/executions", {"workflow": "console-reviewed", "labels": {"team": "ops"}})
+    sign_in(browser, base, operator)
+
+    # Search: a label typed into the filters; the counts per status follow the same filters.
+    type_into(browser, "input.label-filter", "team:shop")
+    click(browser, ".filters button[type=submit]", "filter")
+    until(browser, lambda d: set(rows(d)) == set(held), what="only the team:shop executions")
+    assert "label=team%3Ashop" in browser.current_url
+    until(
+        browser, lambda d: d.find_element(By.CSS_SELECTOR, '[data-count="RUNNING"]').text.endswith(" 3"), what="3 run"
+    )
+    assert browser.find_element(By.CSS_SELECTOR, '[data-count="ALL"]').text.endswith(" 3")
+    browser.get(f"{base}/ui/#/executions?label=team:ops&label=absent:x")
+    until(browser, lambda d: "No executions match." in d.find_element(By.TAG_NAME, "main").text, what="labels AND")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "input.label-filter")) == 2
+    browser.get(f"{base}/ui/#/executions?label=team:ops")
+    until(browser, lambda d: set(rows(d)) == {other.json()["id"]}, what="the team:ops execution")
+    later = "2999-01-01T00:00:00.000Z"
+    browser.get(f"{base}/ui/#/executions?workflow=console-reviewed&created_after={later}")
+    until(browser, lambda d: "No executions match." in d.find_element(By.TAG_NAME, "main").text, what="time range")
+    assert browser.find_element(By.CSS_SELECTOR, '[data-count="ALL"]').text.endswith(" 0")
+
+    # An event trigger: the event that matched it, and the executions it started, found by trigger.
+    trigger = _call(
+        base,
+        editor,
+        "POST",
+        "/v1/triggers",
+        {
+            "workflow": "console-demo",
+            "kind": "event",
+            "spec": {"type": "order.paid"},
+            "input": {"order": "${event.data.order}"},
+        },
+    ).json()["id"]
+    assert (
+        _call(
+            base, operator, "POST", "/v1/events", {"type": "order.paid", "id": "evt-77", "data": {"order": "E-1"}}
+        ).status_code
+        == 202
+    )
+    browser.get(f"{base}/ui/#/triggers")
+    until(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-trigger="{trigger}"] li[data-event="evt-77"]'),
+        what="the matching event",
+    )
+    browser.get(f"{base}/ui/#/executions?trigger={trigger}")
+    until(browser, lambda d: len(rows(d)) == 1, what="the execution the trigger started")
 
     # Bulk cancel, then bulk retry, from the executions list.
-    sign_in(browser, base, operator)
-    timing = navigation_timing(browser)
-    print(f"console first load (few executions): {timing}")
-    browser.get(f"{base}/ui/#/executions?workflow=console-reviewed")
+    browser.get(f"{base}/ui/#/executions?workflow=console-reviewed&label=team:shop")
     until(browser, lambda d: set(rows(d)) == set(held), what="the three held executions")
     for execution_id in held[:2]:
         click(browser, f'input[data-select="{execution_id}"]', "select a row")

@@ -273,6 +273,8 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
         tx.get_steps(A, "ex-0", ["s0[0]"])
         tx.get_execution_and_steps(A, "ex-0", ["s1[1]"])
         tx.find_execution_by_key(B, "k")
+        tx.find_executions_by_keys(B, ["k"])
+        tx.get_inbound_events(A, ["ev-1"])
         tx.latest_workflow_version(A, "orders")
         tx.put_step(_step("s0[0]", StepStatus.QUEUED))
         tx.put_execution(_execution("ex-1", idempotency_key="fresh"))
@@ -299,6 +301,7 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
         "list_inbound_events": lambda: store.list_inbound_events(A, "r1", since=T0),
         "list_waiters": lambda: store.list_waiters(A, "r1"),
         "due_inbound_events": lambda: store.due_inbound_events(T0),
+        "trim_inbound_events": lambda: store.trim_inbound_events(T0),
         "list_api_keys": lambda: store.list_api_keys(A),
         "transaction": lambda: store.atomic(in_transaction),
     }
@@ -306,7 +309,7 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
 
 def _query_operations() -> set[str]:
     """Port operations that may query rather than read documents by id."""
-    prefixes = ("list_", "due_", "overdue_", "count_")
+    prefixes = ("list_", "due_", "overdue_", "count_", "trim_")
     others = {"set_workflow_archived", "backfill_search_fields"}
     return {name for name in vars(Store) if name.startswith(prefixes)} | others
 

@@ -184,6 +184,25 @@ def test_execution_round_trips_with_every_field_set(store: Store) -> None:
     assert read(store, lambda tx: tx.find_execution_by_key(A, "client-key")) == record
 
 
+def test_executions_are_found_by_several_keys_at_once(store: Store) -> None:
+    first, second = execution("ex-1", idempotency_key="k-1"), execution("ex-2", idempotency_key="k-2")
+    save(store, first)
+    save(store, second)
+    save(store, execution("ex-3", tenant=B, idempotency_key="k-1"))
+
+    def find(tx: Transaction) -> dict[str, ExecutionRecord]:
+        tx.put_execution(execution("ex-4", idempotency_key="k-4"))
+        return tx.find_executions_by_keys(A, ["k-1", "k-2", "k-4", "absent"])
+
+    found = store.atomic(find)
+    assert sorted(found) == ["k-1", "k-2", "k-4"]
+    assert (found["k-1"], found["k-2"], found["k-4"].id) == (first, second, "ex-4")
+    assert {key: e.id for key, e in read(store, lambda tx: tx.find_executions_by_keys(B, ["k-1", "k-2"])).items()} == {
+        "k-1": "ex-3"
+    }
+    assert read(store, lambda tx: tx.find_executions_by_keys(A, [])) == {}
+
+
 def test_execution_round_trips_with_defaults_and_nones(store: Store) -> None:
     record = execution(input=None)
     save(store, record)

@@ -100,3 +100,41 @@ def test_a_kept_signal_is_read_in_its_transaction_and_deleted(store: Store) -> N
 
     assert store.atomic(take) is None
     assert store.atomic(lambda tx: tx.get_signal(A, "ex-1", "hold")) is None
+
+
+def test_inbound_events_are_read_by_ids_in_one_call_buffered_writes_included(store: Store) -> None:
+    store.atomic(lambda tx: [tx.put_inbound_event(inbound(i)) for i in ("e-1", "e-2")])
+    store.atomic(lambda tx: tx.put_inbound_event(inbound("e-1", tenant=B, source="other")))
+
+    def read(tx: Transaction) -> dict[str, InboundEventRecord]:
+        tx.put_inbound_event(inbound("e-3", source="new"))
+        return tx.get_inbound_events(A, ["e-1", "e-3", "e-9", "e-1"])
+
+    found = store.atomic(read)
+    assert sorted(found) == ["e-1", "e-3"]
+    assert found["e-1"] == inbound("e-1") and found["e-3"].source == "new"
+    assert store.atomic(lambda tx: tx.get_inbound_events(B, ["e-1", "e-2"])) == {"e-1": inbound("e-1", B, source="other")}
+    assert store.atomic(lambda tx: tx.get_inbound_events(A, [])) == {}
+
+
+def test_trim_deletes_routed_events_accepted_before_oldest_first_and_never_unrouted_ones(store: Store) -> None:
+    events = [
+        inbound("old-1", accepted_at=T0 - 30, routed=True, data={"big": "x" * 300_000}),  # stored out of line
+        inbound("old-2", tenant=B, accepted_at=T0 - 20, routed=True),
+        inbound("old-3", accepted_at=T0 - 10, routed=True),
+        inbound("unrouted", accepted_at=T0 - 40),
+        inbound("recent", accepted_at=T0, routed=True),
+    ]
+    store.atomic(lambda tx: [tx.put_inbound_event(event) for event in events])
+    assert store.trim_inbound_events(T0, limit=2) == 2
+    assert store.atomic(lambda tx: tx.get_inbound_events(A, ["old-1", "old-3", "unrouted", "recent"])).keys() == {
+        "old-3",
+        "unrouted",
+        "recent",
+    }
+    assert store.atomic(lambda tx: tx.get_inbound_events(B, ["old-2"])) == {}
+    assert store.trim_inbound_events(T0) == 1
+    assert store.trim_inbound_events(T0) == 0
+    remaining = store.atomic(lambda tx: tx.get_inbound_events(A, ["old-3", "unrouted", "recent"]))
+    assert sorted(remaining) == ["recent", "unrouted"]
+    assert [e.id for e in store.due_inbound_events(T0)] == ["unrouted"]

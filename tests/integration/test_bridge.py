@@ -271,3 +271,55 @@ def test_the_bridge_creates_a_missing_subscription_with_the_native_dead_letter_p
         assert created.dead_letter_policy.max_delivery_attempts == 7
     finally:
         topics.subscriber.delete_subscription(request={"subscription": path})
+
+
+def test_batches_and_cloudevents_structured_mode_through_streaming_pull(tmp_path: Path, topics: Topics) -> None:
+    """Messages pulled together commit in batches (of at most 8 here); a structured-mode
+    CloudEvent is an event like any other; batched mode is dead-lettered."""
+    h, trigger_id = prepared(tmp_path)
+    topic, subscription = topics.create("orders")
+    dead_topic, dead_subscription = topics.create("dead")
+    bridge = Bridge(
+        EventRouter(h.service), PubSubPublisher(PROJECT), dead_topic, max_attempts=3, max_message_bytes=1 << 20
+    )
+    streaming = StreamingBridge(
+        bridge,
+        [BridgeSubscription(subscription=subscription, tenant=TENANT)],
+        project=PROJECT,
+        max_messages=20,
+        batch_size=8,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=streaming.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        for n in range(25):
+            topics.publish(topic, json.dumps({"id": f"P-{n}"}).encode(), type="order.created", event_id=f"plain-{n}")
+        envelope = {
+            "specversion": "1.0",
+            "id": "ce-1",
+            "source": "/shop",
+            "type": "order.created",
+            "correlationkey": "K-1",
+            "data": {"id": "CE-1"},
+        }
+        structured = {"content-type": "application/cloudevents+json", "type": "ignored.when.structured"}
+        topics.publish(topic, json.dumps(envelope).encode(), **structured)
+        batch = {"content-type": "application/cloudevents-batch+json"}
+        topics.publish(topic, json.dumps([envelope]).encode(), **batch)
+        dead = topics.pull(dead_subscription, wanted=1)
+        wait_for(lambda: len(h.service.list_executions(TENANT, limit=100).items) >= 26, 120, "26 executions")
+    finally:
+        stop.set()
+        thread.join(60)
+    started = {e.idempotency_key: e.input for e in h.service.list_executions(TENANT, limit=100).items}
+    assert started[f"{trigger_id}:ce-1"] == {"order_id": "CE-1"}
+    assert sorted(v["order_id"] for k, v in started.items() if k != f"{trigger_id}:ce-1") == sorted(
+        f"P-{n}" for n in range(25)
+    )
+    event = h.store.atomic(lambda tx: tx.get_inbound_event(TENANT, "ce-1"))
+    assert (event.type, event.source, event.correlation_key) == ("order.created", "/shop", "K-1")
+    assert [(m.attributes[REASON_ATTRIBUTE], "batched mode" in m.attributes["conveyor_detail"]) for m in dead] == [
+        ("malformed", True)
+    ]
+    h.store.close()

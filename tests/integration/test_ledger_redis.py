@@ -93,3 +93,43 @@ def test_messages_taken_soon_are_removed_together_by_the_ledgers_thread(
         assert down.flush()
     finally:
         redis_client.zrem(LEDGER_KEY, *(member("t", e, "a") for e in ids))
+
+
+def test_a_batch_of_messages_goes_out_in_one_pipeline_to_each_queue_and_priority(
+    redis_server_url: str, redis_client: redis.Redis
+) -> None:
+    import json
+
+    from engine.adapters.celery_config import queue_keys
+
+    queue, other = (f"batch-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    dispatcher = CeleryDispatcher.from_settings(Settings(broker_url=redis_server_url, default_queue=queue))
+    try:
+        dispatcher.dispatch(
+            [
+                Dispatch("t", "e-1", "a"),
+                Dispatch("t", "e-2", "b", queue=other),
+                Dispatch("t", "e-3", "c", urgent=True),
+                Dispatch("t", "e-4", "d"),
+            ]
+        )
+
+        def tasks(key: str) -> list[tuple[str, str]]:
+            headers = [json.loads(raw)["headers"] for raw in redis_client.lrange(key, 0, -1)]
+            return sorted((h["task"], h["argsrepr"]) for h in headers)
+
+        urgent, normal = queue_keys(queue)
+        assert tasks(normal) == [(RUN_STEP_TASK, "['t', 'e-1', 'a']"), (RUN_STEP_TASK, "['t', 'e-4', 'd']")]
+        assert tasks(urgent) == [(RUN_STEP_TASK, "['t', 'e-3', 'c']")]
+        assert tasks(queue_keys(other)[1]) == [(RUN_STEP_TASK, "['t', 'e-2', 'b']")]
+    finally:
+        delete_queue_keys(redis_client, queue)
+        delete_queue_keys(redis_client, other)
+
+
+def test_a_batch_that_could_not_be_published_is_held_by_none_of_its_messages(redis_server_url: str) -> None:
+    ledger = RedisMessageLedger.from_url(redis_server_url)
+    dispatcher = CeleryDispatcher.from_settings(Settings(broker_url="redis://127.0.0.1:1/0"), ledger)
+    ids = [uuid.uuid4().hex for _ in range(3)]
+    dispatcher.dispatch([Dispatch("t", e, "a") for e in ids])  # the broker is down: logged
+    assert ledger.held([_step(e) for e in ids], 0.0) == [False, False, False]

@@ -218,3 +218,28 @@ def test_one_event_id_published_concurrently_is_accepted_and_started_once(h):
         duplicates = list(pool.map(publish, range(6)))
     assert sorted(duplicates) == [False] + [True] * 5
     assert [e.input for e in h.service.list_executions("t1").items] == [{"order_id": "A-1"}]
+
+
+def test_the_reconciler_trims_routed_events_past_their_retention(make_harness):
+    h = make_harness(event_retention_seconds=3600, event_route_after=5000)
+    h.apply(ORDERS)
+    _event_trigger(h)
+    router = EventRouter(h.service)
+    router.publish("t1", type="order.created", data={"id": "A-1"}, event_id="old")
+    dead = EventRouter(h.service)
+    dead.route = lambda event: None  # its router dies: it stays unrouted
+    dead.publish("t1", type="order.created", correlation_key="K", data={"id": "A-2"}, event_id="unrouted")
+    h.clock.advance(1800)
+    router.publish("t1", type="order.created", data={"id": "A-3"}, event_id="recent")
+    h.clock.advance(1800 + 1)
+    report = h.service.reconcile()
+    assert (report.trimmed_events, report.routed_events) == (1, 0)  # past retention, but never while unrouted
+    kept = h.store.atomic(lambda tx: tx.get_inbound_events("t1", ["old", "unrouted", "recent"]))
+    assert sorted(kept) == ["recent", "unrouted"]
+    h.clock.advance(3600)
+    report = h.service.reconcile()
+    assert (report.trimmed_events, report.routed_events) == (2, 1)  # routed by this pass, then trimmed
+    # Executions outlive the log: a copy of a trimmed event is accepted anew but starts nothing twice.
+    router.publish("t1", type="order.created", data={"id": "A-1"}, event_id="old")
+    h.drain()
+    assert sorted(e.input["order_id"] for e in h.service.list_executions("t1").items) == ["A-1", "A-2", "A-3"]

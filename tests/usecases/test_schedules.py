@@ -205,3 +205,21 @@ def test_a_stored_spec_that_is_no_longer_valid_stops_only_its_own_trigger(sleepy
     assert by_key(h, healthy.id, healthy.next_fire_at) is not None
     after = h.triggers.get("t1", broken.id)
     assert after.next_fire_at is None and "5 fields" in after.last_error
+
+
+def test_a_fire_over_the_tenant_quota_is_skipped_and_counted(make_harness):
+    h = make_harness(max_concurrent_executions=1)
+    h.apply(SLEEPY)
+    h.triggers = Triggers(h.store, h.clock)
+    trigger = schedule(h, overlap="allow_all")
+    first = trigger.next_fire_at
+    fire_at(h, first)
+    fire_at(h, first + 60)  # the first fire's execution still runs: the tenant is at its quota
+    assert by_key(h, trigger.id, first) is not None and by_key(h, trigger.id, first + 60) is None
+    stored = h.triggers.get("t1", trigger.id)
+    assert (stored.fired, stored.skipped, stored.next_fire_at) == (1, 1, first + 120)
+    assert "skipped" in stored.last_error and "the limit is 1" in stored.last_error
+    h.service.cancel("t1", by_key(h, trigger.id, first).id)
+    fire_at(h, first + 120)
+    assert by_key(h, trigger.id, first + 120) is not None
+    assert h.triggers.get("t1", trigger.id).fired == 2

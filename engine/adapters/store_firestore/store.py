@@ -522,6 +522,25 @@ class FirestoreStore:
         )
         return self._run_query(InboundEventRecord, query)
 
+    def trim_inbound_events(self, before: float, limit: int = 200) -> int:
+        """Collection-group scan of routed events, deleted (with their out-of-line data) in one transaction."""
+        query = self.query(
+            self._client.collection_group("inbound_events"),
+            where=[("routed", "==", True), ("accepted_at", "<", before)],
+            order=[("accepted_at", ASC)],
+            limit=limit,
+        )
+        with translated_errors():
+            refs = [snap.reference for snap in query.get()]
+        if not refs:
+            return 0
+
+        def delete(tx: FirestoreTransaction) -> int:
+            tx.read_documents(refs)  # one round trip: each delete below frees what it finds
+            return sum(tx.delete(ref) for ref in refs)
+
+        return self._atomic(delete)
+
     # ---------------------------------------------------------------- API keys
 
     def put_api_key(self, record: ApiKeyRecord) -> None:

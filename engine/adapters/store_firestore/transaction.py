@@ -194,6 +194,19 @@ class FirestoreTransaction:
         record = None if doc is None else self.get_execution(tenant, str(doc["execution_id"]))
         return record if record is not None and record.idempotency_key == idempotency_key else None
 
+    def find_executions_by_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, ExecutionRecord]:
+        """The key documents in one batched read, then the headers of their owners in one more."""
+        refs = [self._paths.idempotency(tenant, key) for key in keys]
+        self._read(refs)
+        owners = [
+            self._paths.execution(tenant, str(doc["execution_id"]))
+            for ref in refs
+            if (doc := self._reads[ref.path]) is not None
+        ]
+        self._read([ref for ref in owners if ref.path not in self._writes])
+        # Everything is read now: these only decode.
+        return {key: record for key in keys if (record := self.find_execution_by_key(tenant, key)) is not None}
+
     def get_steps(self, tenant: str, execution_id: str, keys: Sequence[str]) -> dict[str, StepRecord]:
         """The existing steps among ``keys``: one batched read for those not known yet."""
         refs = {key: self._paths.step(tenant, execution_id, key) for key in keys}
@@ -282,6 +295,16 @@ class FirestoreTransaction:
     def get_inbound_event(self, tenant: str, event_id: str) -> InboundEventRecord | None:
         return self._record(InboundEventRecord, self._paths.inbound_event(tenant, event_id))
 
+    def get_inbound_events(self, tenant: str, event_ids: Sequence[str]) -> dict[str, InboundEventRecord]:
+        """One batched read for the events not known in this transaction yet."""
+        refs = {event_id: self._paths.inbound_event(tenant, event_id) for event_id in event_ids}
+        self._read([ref for ref in refs.values() if ref.path not in self._writes])
+        return {
+            event_id: record
+            for event_id, ref in refs.items()
+            if (record := self._record(InboundEventRecord, ref)) is not None
+        }
+
     def put_inbound_event(self, record: InboundEventRecord) -> None:
         self._put(self._paths.inbound_event(record.tenant, record.id), record)
 
@@ -307,6 +330,10 @@ class FirestoreTransaction:
         self._writes[ref.path] = _Write(ref, record.tenant, encode_record(record))
 
     # ---------------------------------------------------------------- adapter-internal
+
+    def read_documents(self, refs: Sequence[DocumentReference]) -> None:
+        """Read documents into this transaction in one round trip (later reads of them are free)."""
+        self._read(refs)
 
     def replace(self, ref: DocumentReference, record: DataclassInstance) -> None:
         """Create or replace a document, reading it first so replaced blobs are freed."""
