@@ -34,7 +34,7 @@ from engine.adapters.store_firestore.codec import (
     encode_record,
 )
 from engine.adapters.store_firestore.errors import translated_errors
-from engine.adapters.store_firestore.layout import Paths, encode_id
+from engine.adapters.store_firestore.layout import Paths
 from engine.adapters.store_firestore.transaction import MAX_ATTEMPTS, FirestoreTransaction, run_atomic
 from engine.adapters.store_firestore.wire import RawRpc, RawWire, Wire, WireMode, make_client, select_wire
 from engine.errors import ConveyorError, InvalidRequest, NotFound
