@@ -65,7 +65,7 @@ class Runtime:
             limiter=RateLimiter(settings.rate_limit, settings.tenant_rate_limit, redis_url=settings.redis_url),
             metrics=metrics,
             router=EventRouter(service),
-            prompts=PromptLibrary(build_prompt_store(settings, service.store), service.clock),
+            prompts=PromptLibrary(build_prompt_store(service.store), service.clock),
             dead_letters=build_dead_letter_log(settings),
             streams=streams
             or StreamOptions(

@@ -4,7 +4,9 @@ Two Conveyor prefork workers on the same store and broker, one with step logs ca
 (``CONVEYOR_STEP_LOGS_ENABLED=true``, the default) and one without, each on a queue of its
 own. Each round runs a 20-step linear workflow whose every step logs two lines and prints one
 (``chatty``) on one side, then on the other, interleaved so load from elsewhere drifts into both
-sides alike; the figure is the ratio of the medians (on / off). A round takes about a tenth of
+sides alike; the figure is the ratio of the medians (on / off), with the CPU time the workers'
+processes spent per step on each side beside it (read from /proc around each round: less
+sensitive to other load on the machine than wall time). A round takes about a tenth of
 a second, so the case runs ten times ``--repeat`` rounds (and twice ``--warmup``) to get medians
 that the machine's noise does not decide. The workers print at WARNING,
 as in the other cases: with logs off the step's INFO lines cost nothing (the logger drops them),
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,19 @@ def workflow() -> dict[str, Any]:
             {"id": f"s{i}", "type": "task", "needs": [f"s{i - 1}"], "with": {"function": CHATTY, "args": args}}
         )
     return {"name": "bench-logs", "steps": steps}
+
+
+def cpu_seconds(worker: Worker) -> float:
+    """User and system CPU seconds of a worker's main process and pool processes so far (Linux /proc)."""
+    total = 0.0
+    pids = [worker.proc.pid] if worker.proc is not None else []
+    for pid in pids + worker.child_pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a pool process replaced meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def measure_step_logs(
@@ -85,19 +101,27 @@ def measure_step_logs(
             service.apply_workflow(f"logs-{side}", workflow())
             sides[side] = driver(service, f"logs-{side}")
         times: dict[str, list[float]] = {"on": [], "off": []}
+        cpu: dict[str, float] = {"on": 0.0, "off": 0.0}
+        pools = dict(zip(("on", "off"), workers, strict=True))
         for round_ in range(warmup + repeat):
             for side in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
+                before = cpu_seconds(pools[side])
                 seconds = sides[side]._one("bench-logs", {})
                 if round_ >= warmup:
                     times[side].append(seconds)
+                    cpu[side] += cpu_seconds(pools[side]) - before
         on, off = median(times["on"]), median(times["off"])
+        cpu_on, cpu_off = (cpu[side] * 1000 / (repeat * STEPS) for side in ("on", "off"))
         print(f"[{store}] step logs on vs off (20-step linear, 3 lines per step): {on:.3f}s vs {off:.3f}s, "
-              f"ratio {on / off:.3f} (target < 1.10)", flush=True)  # fmt: skip
+              f"ratio {on / off:.3f} (target < 1.10); worker CPU per step {cpu_on:.2f} vs {cpu_off:.2f} ms, "
+              f"ratio {cpu_on / cpu_off:.3f}", flush=True)  # fmt: skip
         return {
             "on_s": round(on, 4),
             "off_s": round(off, 4),
             "ratio": round(on / off, 3),
             "ms_per_step_added": round((on - off) * 1000 / STEPS, 3),
+            "worker_cpu_ms_per_step": {"on": round(cpu_on, 3), "off": round(cpu_off, 3)},
+            "cpu_ratio": round(cpu_on / cpu_off, 3),
             "runs": {side: [round(v, 4) for v in values] for side, values in times.items()},
         }
     finally:

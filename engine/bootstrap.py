@@ -23,6 +23,7 @@ from engine.functions import import_modules
 from engine.ports import (
     AgentRuntime,
     DeadLetterLog,
+    DecisionStats,
     Dispatcher,
     EventSink,
     HttpClient,
@@ -230,6 +231,7 @@ def build_service(
         ledger=ledger if dispatcher is None else None,
         telemetry=telemetry or build_telemetry(settings),
         step_logs=build_step_log_store(settings, store),
+        decisions=build_decision_stats(store),
     )
 
 
@@ -311,26 +313,46 @@ def build_publisher(settings: Settings) -> Publisher | None:
     return PubSubPublisher(settings.pubsub_project)
 
 
-def build_prompt_store(settings: Settings, store: Store) -> PromptStore:
+def _sqlite_backed(store: Store) -> bool:
+    """Whether ``store`` is the SQLite store (or wraps it): adapters beside it share its file.
+
+    Chosen by the store given, as the step log store is (tests and tools pass one whatever the
+    settings say); a wrapper of the SQLite store (tests count its calls) passes its methods on.
+    """
+    return callable(getattr(store, "run_write", None))
+
+
+def build_prompt_store(store: Store) -> PromptStore:
     """The tenants' stored prompt templates, beside the store (same SQLite file or Firestore database)."""
-    if settings.store == "firestore":
-        from engine.adapters.prompts_firestore import FirestorePromptStore
+    if _sqlite_backed(store):
+        from engine.adapters.prompts_sqlite import SqlitePromptStore
 
-        return FirestorePromptStore(store.client)  # type: ignore[attr-defined]
-    from engine.adapters.prompts_sqlite import SqlitePromptStore
+        return SqlitePromptStore(store)  # type: ignore[arg-type]
+    from engine.adapters.prompts_firestore import FirestorePromptStore
 
-    return SqlitePromptStore(store)  # type: ignore[arg-type]
+    return FirestorePromptStore(store.client)  # type: ignore[attr-defined]
+
+
+def build_decision_stats(store: Store) -> DecisionStats:
+    """Bandit counts beside the store (same SQLite file or Firestore database)."""
+    if _sqlite_backed(store):
+        from engine.adapters.decisions_sqlite import SqliteDecisionStats
+
+        return SqliteDecisionStats(store)  # type: ignore[arg-type]
+    from engine.adapters.decisions_firestore import FirestoreDecisionStats
+
+    return FirestoreDecisionStats(store)  # type: ignore[arg-type]
 
 
 def build_step_ports(settings: Settings, store: Store) -> StepPorts:
     """The services step types use, from settings and the service's store."""
     return StepPorts(
         ai=build_agent_runtime(settings, store),
-        decisions=store,
+        decisions=build_decision_stats(store),
         publisher=build_publisher(settings),
         http=build_http_client(settings),
         live=build_event_sink(settings),
-        prompts=build_prompt_store(settings, store),
+        prompts=build_prompt_store(store),
     )
 
 

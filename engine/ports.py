@@ -215,19 +215,6 @@ class Store(Protocol):
         """
         ...
 
-    # decision statistics (ai.route strategy: bandit)
-    def add_arm_outcome(self, tenant: str, bandit: str, arm: str, successes: float, failures: float) -> None:
-        """Add to an arm's success and failure counts (pseudo-counts; fractions allowed).
-
-        One atomic increment outside any transaction, spread over shards so concurrent
-        rewards do not contend on one record.
-        """
-        ...
-
-    def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]:
-        """Every arm of ``bandit`` with its (successes, failures) so far; ``{}`` if none."""
-        ...
-
     def count_active_items(self, tenant: str, execution_id: str, step_id: str) -> int:
         """How many foreach items of ``step_id`` are active (``STEP_ACTIVE``).
 
@@ -465,14 +452,45 @@ class AgentRuntime(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ArmOutcome:
+    """How a bandit decision turned out: ``successes`` and ``failures`` (pseudo-counts, fractions
+    allowed) for ``arm`` of ``bandit``, counted once per ``marker`` of the execution, at ``at``;
+    with ``half_life`` (seconds), also into the decayed counts of that half-life."""
+
+    tenant: str
+    execution_id: str
+    marker: str
+    bandit: str
+    arm: str
+    successes: float
+    failures: float
+    at: float
+    half_life: float | None = None
+
+
 class DecisionStats(Protocol):
-    """Success/failure counts of routing alternatives (the :class:`Store` provides them)."""
+    """Success/failure counts of bandit arms (routing alternatives), per tenant and bandit.
 
-    def add_arm_outcome(self, tenant: str, bandit: str, arm: str, successes: float, failures: float) -> None: ...
+    Counts are spread so concurrent rewards do not contend on one record (Firestore: shard
+    documents with server-side increments).
+    """
 
-    def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]: ...
+    def record_outcome(self, outcome: ArmOutcome) -> bool:
+        """Count ``outcome`` at most once per (tenant, execution, marker); ``False``: counted before.
 
-    def mark_once(self, tenant: str, execution_id: str, name: str) -> bool: ...
+        The marker and the counts commit together (one transaction or one atomic batch), so a
+        crash leaves both or neither: calling again after a crash counts it exactly once.
+        """
+        ...
+
+    def arm_counts(
+        self, tenant: str, bandit: str, *, half_life: float | None = None, now: float = 0.0
+    ) -> dict[str, tuple[float, float]]:
+        """Every arm with its (successes, failures); ``{}`` if none. With ``half_life``, the
+        counts recorded with that half-life, each weighed ``2 ** (-(now - at) / half_life)``
+        (see :mod:`engine.bandit`)."""
+        ...
 
 
 class PromptStore(Protocol):

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from engine.errors import InvalidFilter
-from engine.records import ExecutionRecord
 from engine.states import ExecutionStatus
 
 #: Label keys, as a start accepts them; ``:`` and ``=`` are never part of a key.
@@ -67,21 +66,11 @@ class ExecutionFilter:
             created_before=created_before,
         )
 
-    def without_status(self) -> ExecutionFilter:
-        """The same filter over every status (what counts per status are taken over)."""
-        return replace(self, status=None)
-
-    def matches(self, record: ExecutionRecord) -> bool:
-        """Whether ``record`` passes every filter (stores that filter some fields in memory use it)."""
-        return (
-            (self.workflow is None or record.workflow == self.workflow)
-            and (self.version is None or record.version == self.version)
-            and (self.status is None or record.status == self.status)
-            and (self.trigger_id is None or record.trigger_id == self.trigger_id)
-            and (self.created_after is None or record.created_at >= self.created_after)
-            and (self.created_before is None or record.created_at < self.created_before)
-            and all(record.labels.get(key) == value for key, value in self.labels)
-        )
+    def for_counts(self) -> ExecutionFilter:
+        """This filter, checked for counting per status: it must not filter by status."""
+        if self.status is not None:
+            raise InvalidFilter("counts are taken per status: do not filter them by status")
+        return self
 
 
 def parse_label(text: str) -> tuple[str, str]:

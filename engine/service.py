@@ -18,10 +18,10 @@ import structlog
 
 from engine import decisions, eventlog, payloads
 from engine.compile import CompiledWorkflow, compile_workflow
+from engine.durations import parse_duration
 from engine.errors import (
     ConveyorError,
     InputInvalid,
-    InvalidFilter,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
@@ -34,7 +34,17 @@ from engine.orchestration.recorder import Effects, FaninCheck, Recorder
 from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
 from engine.orchestration.snapshot import open_snapshot
 from engine.orchestration.workflows import Workflows
-from engine.ports import Clock, Dispatcher, EventSink, MessageLedger, StepLogStore, Store, Telemetry, Transaction
+from engine.ports import (
+    Clock,
+    DecisionStats,
+    Dispatcher,
+    EventSink,
+    MessageLedger,
+    StepLogStore,
+    Store,
+    Telemetry,
+    Transaction,
+)
 from engine.quota import ActiveCounts
 from engine.records import (
     EventRecord,
@@ -179,8 +189,11 @@ class Service:
         ledger: MessageLedger | None = None,
         telemetry: Telemetry | None = None,
         step_logs: StepLogStore | None = None,
+        decisions: DecisionStats | None = None,
     ) -> None:
         self.store = store
+        #: Bandit counts (rewards, estimates); None: those use cases are refused.
+        self.decisions = decisions
         #: Where finished attempts' logs are kept; None: step logs are not captured.
         self.step_logs = step_logs
         self.dispatcher = dispatcher
@@ -449,9 +462,7 @@ class Service:
 
     def count_executions(self, tenant: str, **filters: Any) -> dict[ExecutionStatus, int]:
         """Executions per status matching ``filters`` (those of :meth:`ExecutionFilter.of` but ``status``)."""
-        if filters.get("status") is not None:
-            raise InvalidFilter("counts are taken per status: do not filter them by status")
-        return self.store.count_executions(tenant, ExecutionFilter.of(**filters))
+        return self.store.count_executions(tenant, ExecutionFilter.of(**filters).for_counts())
 
     def list_steps(self, tenant: str, execution_id: str) -> list[StepRecord]:
         self.get_execution(tenant, execution_id)
@@ -498,24 +509,40 @@ class Service:
         self.check_payload(payload, "signal payload")
         return self._run(lambda rec: step_cases.signal(rec, self.workflows, tenant, execution_id, step_key, payload))
 
-    # --- routing decisions (ai.route, strategy: bandit) ---------------------------------------
+    # --- routing decisions (ai.route and switch, strategy: bandit) ---------------------------
+
+    def _decision_stats(self) -> DecisionStats:
+        if self.decisions is None:
+            raise ConveyorError("no decision statistics are configured in this process")
+        return self.decisions
 
     def reward(self, tenant: str, execution_id: str, step_key: str, reward: float) -> bool:
-        """Count a reward (0..1) for the bandit decision step ``step_key`` made; once per step
-        and execution (``False``: it was counted before)."""
+        """Count a reward (0..1) for the bandit decision step ``step_key`` made; exactly once per
+        step and execution (``False``: it was counted before)."""
         step = self.store.read(lambda reads: reads.get_steps(tenant, execution_id, [step_key])).get(step_key)
         if step is None or step.status is not StepStatus.SUCCEEDED:
             raise NotFound(f"no decision of step {step_key!r} in execution {execution_id!r}")
-        return decisions.reward_decision(self.store, tenant, execution_id, f"reward:{step_key}", step.output, reward)
+        marker = f"reward:{step_key}"
+        stats = self._decision_stats()
+        return decisions.reward_decision(stats, tenant, execution_id, marker, step.output, reward, self.clock.now())
 
     def decision_estimates(self, tenant: str, workflow: str, step_id: str) -> dict[str, Any]:
-        """Counts and posteriors of every route the bandit of ``ai.route`` step ``step_id`` has tried."""
+        """Counts and posteriors of every route (case) the bandit of step ``step_id`` has tried
+        (an ``ai.route`` or ``switch`` step with strategy ``bandit``); decayed to now if it decays."""
         definition = self.get_workflow(tenant, workflow).definition
         step = next((s for s in definition.get("steps", []) if s.get("id") == step_id), None)
-        if step is None or step.get("type") != "ai.route" or step.get("with", {}).get("strategy") != "bandit":
-            raise NotFound(f"workflow {workflow!r} has no ai.route step {step_id!r} with strategy 'bandit'")
-        bandit = step["with"].get("bandit") or f"{workflow}/{step_id}"
-        return decisions.estimates(self.store, tenant, bandit, prior=float(step["with"].get("prior", 1.0)))
+        config = (step or {}).get("with", {})
+        if step is None or step.get("type") not in ("ai.route", "switch") or config.get("strategy") != "bandit":
+            raise NotFound(f"workflow {workflow!r} has no ai.route or switch step {step_id!r} with strategy 'bandit'")
+        half_life = config.get("half_life")
+        return decisions.estimates(
+            self._decision_stats(),
+            tenant,
+            config.get("bandit") or f"{workflow}/{step_id}",
+            prior=float(config.get("prior", 1.0)),
+            half_life=parse_duration(half_life) if half_life is not None else None,
+            now=self.clock.now(),
+        )
 
     # --- approvals ----------------------------------------------------------------------------
 

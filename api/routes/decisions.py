@@ -41,6 +41,9 @@ class ArmEstimate(BaseModel):
 
 class Estimates(BaseModel):
     bandit: str
+    half_life: float | None = Field(
+        default=None, description="Seconds; counts are decayed to now (an outcome this old weighs half)"
+    )
     arms: dict[str, ArmEstimate]
 
 
@@ -60,7 +63,7 @@ def reward(
 @router.get(
     "/v1/workflows/{name}/steps/{step_id}/decisions",
     response_model=Estimates,
-    summary="What a step's bandit has learned",
+    summary="What a step's bandit (ai.route or switch, strategy bandit) has learned",
     responses=responses(404),
     **guard(Role.VIEWER),
 )

@@ -309,19 +309,6 @@ class SqliteStore:
         insert = "INSERT OR IGNORE INTO markers (tenant, execution_id, name) VALUES (?, ?, ?)"
         return bool(self._write(lambda c: c.execute(insert, (tenant, execution_id, name)).rowcount))
 
-    def add_arm_outcome(self, tenant: str, bandit: str, arm: str, successes: float, failures: float) -> None:
-        upsert = (
-            "INSERT INTO arm_counts (tenant, bandit, arm, successes, failures) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (tenant, bandit, arm) DO UPDATE SET "
-            "successes = successes + excluded.successes, failures = failures + excluded.failures"
-        )
-        self._write(lambda c: c.execute(upsert, (tenant, bandit, arm, successes, failures)))
-
-    def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]:
-        select = "SELECT arm, successes, failures FROM arm_counts WHERE tenant = ? AND bandit = ? ORDER BY arm"
-        rows = self._read(lambda c: c.execute(select, (tenant, bandit)).fetchall())
-        return {arm: (successes, failures) for arm, successes, failures in rows}
-
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord | None:
         def read(conn: sqlite3.Connection) -> ExecutionRecord | None:
             row = conn.execute(_SELECT_EXECUTION, (tenant, execution_id)).fetchone()

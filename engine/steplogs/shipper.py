@@ -92,13 +92,15 @@ class LogShipper:
         self._finished: list[AttemptLog] = []
         self._busy = False
         self._hurry = False
+        self._idle = False
         self._thread: threading.Thread | None = None
 
     def started(self, attempt: AttemptLog) -> None:
         with self._cond:
             self._running[id(attempt)] = attempt
             self._ensure_thread()
-            self._cond.notify_all()  # an idle shipping thread waits for work
+            if self._idle:
+                self._cond.notify_all()  # wake the idle thread (not one waiting out its interval)
 
     def finished(self, attempt: AttemptLog) -> None:
         with self._cond:
@@ -106,7 +108,8 @@ class LogShipper:
             if attempt.lines or attempt.dropped:
                 self._finished.append(attempt)
                 self._ensure_thread()
-                self._cond.notify_all()
+                if self._idle:
+                    self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Ship every finished attempt now; whether that was done within ``timeout`` seconds."""
@@ -132,7 +135,9 @@ class LogShipper:
         while True:
             with self._cond:
                 while not self._finished and not self._running:
+                    self._idle = True
                     self._cond.wait()  # idle: woken when an attempt starts or ends
+                self._idle = False
                 # Then a whole interval, so what ends meanwhile is shipped in one batch;
                 # only a flush cuts it short.
                 wake = time.monotonic() + self.interval

@@ -5,13 +5,13 @@
   type: ai.reward
   needs: [ship]
   with:
-    decision: "${steps.route.output}"          # the ai.route (strategy: bandit) decision
+    decision: "${steps.route.output}"          # an ai.route or switch decision (strategy: bandit)
     reward: "${steps.ship.status == 'SUCCEEDED' ? 1.0 : 0.0}"
 ```
 
 ``reward`` is between 0 and 1: it adds ``reward`` successes and ``1 - reward`` failures to the
-chosen route's counts. Counted at most once per step of an execution, however often the
-step runs (a marker is set before the count).
+chosen route's counts. Counted exactly once per step of an execution, however often the
+step runs: its marker and the counts are committed together.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class RewardStep(BaseStepType):
                 f"reward:{ctx.step_key}",
                 config.decision,
                 config.reward,
+                ctx.now(),
             )
         except InvalidRequest as exc:
             raise StepFailure(exc.message, retryable=False, error_type="ConfigInvalid") from None

@@ -8,7 +8,8 @@ Strategies:
   takes the ``default`` route (the model's answer is kept in the decision).
 * ``bandit``: Beta-Bernoulli Thompson sampling over the routes, with counts kept per
   workflow and step (``bandit``); the draw is seeded from the step's idempotency key, so a
-  redelivery picks the same route. Rewards come from an ``ai.reward`` step.
+  redelivery picks the same route. Rewards come from an ``ai.reward`` step. With
+  ``half_life`` (a duration), older outcomes weigh less (see :mod:`engine.bandit`).
 
 The decision (route, strategy, rationale, confidence, samples, posteriors, explored) is the
 step's output and the data of its ``step.succeeded`` event, so a retry or a replay of later
@@ -17,17 +18,21 @@ steps never asks again. Successors branch with ``when: steps.route.output.route 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from engine.ai import MODEL_SPEC_PATTERN, ChoiceRequest, ModelSettings
-from engine.bandit import thompson
+from engine.decisions import decide
+from engine.durations import parse_duration
 from engine.errors import ExpressionError, Problem, StepFailure
 from engine.prompts import PromptRef, render_prompt
 from engine.steptypes import register
 from engine.steptypes.ai_agent import runtime_of
 from engine.steptypes.base import BaseStepType, StepConfig, StepContext, StepOutcome, Succeeded, bare_condition_problems
+
+#: A bandit's half-life: an outcome this old weighs half (at least a second).
+HalfLife = Annotated[float, BeforeValidator(parse_duration), Field(ge=1)]
 
 
 class RouteRule(StepConfig):
@@ -52,6 +57,8 @@ class RouteConfig(StepConfig):
     bandit: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_./-]{1,200}$")
     #: Beta prior pseudo-count for each arm's successes and failures.
     prior: float = Field(default=1.0, gt=0)
+    #: Decay for a bandit: an outcome ``half_life`` old weighs half (none: every outcome counts fully).
+    half_life: HalfLife | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> RouteConfig:
@@ -69,6 +76,8 @@ class RouteConfig(StepConfig):
             raise ValueError("'rules' are only for strategy 'rules'")
         if self.strategy != "llm" and (self.model is not None or self.prompt is not None):
             raise ValueError("'model' and 'prompt' are only for strategy 'llm'")
+        if self.strategy != "bandit" and self.half_life is not None:
+            raise ValueError("'half_life' is only for strategy 'bandit'")
         return self
 
 
@@ -170,18 +179,7 @@ def bandit_name(ctx: StepContext, config: RouteConfig) -> str:
 
 
 def _by_bandit(ctx: StepContext, config: RouteConfig) -> dict[str, Any]:
-    if ctx.ports.decisions is None:
-        raise StepFailure("no decision statistics are configured", retryable=False, error_type="AiUnavailable")
-    bandit = bandit_name(ctx, config)
-    counts = ctx.ports.decisions.arm_counts(ctx.tenant, bandit)
-    draw = thompson(config.routes, counts, ctx.idempotency_key, prior=config.prior)
-    best = "explored" if draw.explored else "the best posterior mean won"
-    return {
-        "route": draw.arm,
-        "rationale": f"Thompson sample {draw.samples[draw.arm]:.3f}: {best}",
-        "bandit": bandit,
-        **draw.as_dict(),
-    }
+    return decide(ctx, config.routes, bandit_name(ctx, config), prior=config.prior, half_life=config.half_life)
 
 
 register(RouteStep())

@@ -13,7 +13,7 @@ from engine.adapters.events_memory import MemoryEventLog
 from engine.adapters.logs_sqlite import SqliteStepLogs
 from engine.adapters.store_sqlite import SqliteStore
 from engine.auth import Role
-from engine.bootstrap import build_step_ports
+from engine.bootstrap import build_decision_stats, build_step_ports
 from engine.keys import ApiKeys
 from engine.ports import Dispatch, EventSink, Store
 from engine.runner import StepRunner
@@ -104,6 +104,7 @@ def make_service(
         events or MemoryEventLog(),
         settings,
         step_logs=SqliteStepLogs(tmp_path / "conveyor-logs.db"),
+        decisions=build_decision_stats(store),
     )
 
 

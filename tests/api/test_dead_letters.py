@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from engine.auth import Role
 from engine.records import DeadLetterRecord
 from tests.api.conftest import Api
@@ -18,7 +20,7 @@ def _keep(api: Api, tenant: str, n: int, reason: str = "malformed") -> None:
             detail=f"{tenant} detail {n}",
             at=1_765_000_000.0 + n,
             attributes={"type": "order.created"},
-            data='{"secret": "%s"}' % tenant,
+            data=json.dumps({"secret": tenant}),
             data_bytes=20,
         )
     )

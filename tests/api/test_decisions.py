@@ -52,3 +52,86 @@ def test_graphql_shows_the_same_estimates(api: Api) -> None:
         "arms": [{"route": chosen, "successes": 0.0, "failures": 1.0, "mean": 1 / 3}],
     }
     assert api.gql(query, {"w": "routed", "s": "nope"})["data"]["decisions"] is None
+
+
+def test_a_switch_bandit_learns_among_the_eligible_cases_and_is_rewarded_like_a_route(api: Api) -> None:
+    switched = {
+        "name": "switched",
+        "steps": [
+            {
+                "id": "pick",
+                "type": "switch",
+                "with": {
+                    "strategy": "bandit",
+                    "half_life": "7d",
+                    "cases": [
+                        {"name": "short", "value": {"words": 20}},
+                        {"name": "long", "value": {"words": 200}},
+                        {"name": "never", "when": "input.vip", "value": {"words": 0}},
+                    ],
+                },
+            },
+            {
+                "id": "learn",
+                "type": "ai.reward",
+                "needs": ["pick"],
+                "with": {
+                    "decision": "${steps.pick.output}",
+                    "reward": "${steps.pick.output.value.words < 100 ? 1.0 : 0.0}",
+                },
+            },
+        ],
+    }
+    assert api.call("PUT", "/v1/workflows/switched", json=switched).status_code == 201
+    chosen = []
+    for _ in range(6):
+        execution_id = api.call(
+            "POST", "/v1/executions", json={"workflow": "switched", "input": {"vip": False}}
+        ).json()["id"]
+        api.driver.run_all()
+        steps = {s.key: s for s in api.service.list_steps(TENANT_A, execution_id)}
+        output = steps["pick"].output
+        assert output["strategy"] == "bandit" and output["bandit"] == "switched/pick" and output["half_life"] == 604800
+        assert output["value"] == switched["steps"][0]["with"]["cases"][output["case"]]["value"]  # type: ignore[index]
+        assert steps["learn"].output["counted"] is True
+        chosen.append(output["route"])
+    assert "never" not in chosen
+    estimates = api.call("GET", "/v1/workflows/switched/steps/pick/decisions").json()
+    assert estimates["half_life"] == 604800
+    assert set(estimates["arms"]) == set(chosen)
+    total = sum(arm["successes"] + arm["failures"] for arm in estimates["arms"].values())
+    assert 5.99 < total <= 6.0  # six outcomes, decayed by the seconds since they were counted
+
+
+def test_switch_strategy_configs_are_checked_when_saved(api: Api) -> None:
+    def switch(**config: object) -> dict[str, object]:
+        return {"name": "bad", "steps": [{"id": "s", "type": "switch", "with": config}]}
+
+    cases = [{"when": "true", "value": 1}]
+    for config in (
+        {"cases": cases, "half_life": "1d"},  # rules do not decay
+        {"strategy": "bandit", "cases": [{"name": "a"}, {"name": "a"}]},
+        {"strategy": "bandit", "cases": [{"name": "a"}], "half_life": "10ms"},
+        {"strategy": "llm", "cases": cases},
+    ):
+        assert api.call("PUT", "/v1/workflows/bad", json=switch(**config)).status_code == 422, config
+
+
+def test_a_decaying_route_records_its_half_life_and_shows_decayed_estimates(api: Api) -> None:
+    decaying = {
+        "name": "decaying",
+        "steps": [
+            {"id": "route", "type": "ai.route", "with": {"strategy": "bandit", "routes": ["a", "b"], "half_life": "1h"}}
+        ],
+    }
+    api.call("PUT", "/v1/workflows/decaying", json=decaying)
+    execution_id = api.call("POST", "/v1/executions", json={"workflow": "decaying"}).json()["id"]
+    api.driver.run_all()
+    decision = api.service.list_steps(TENANT_A, execution_id)[0].output
+    assert decision["half_life"] == 3600
+    assert api.call("POST", f"/v1/executions/{execution_id}/rewards", json={"step": "route", "reward": 1}).json() == {
+        "counted": True
+    }
+    estimates = api.call("GET", "/v1/workflows/decaying/steps/route/decisions").json()
+    arm = estimates["arms"][decision["route"]]
+    assert estimates["half_life"] == 3600 and 0.99 < arm["successes"] <= 1.0 and arm["failures"] == 0

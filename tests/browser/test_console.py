@@ -270,6 +270,7 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     until(browser, lambda d: "Run 1, attempt 1: 10 lines" in d.find_element(By.ID, "logs").text, 30, "stored lines")
     browser.execute_script("document.getElementById('logs').scrollIntoView()")
     browser.save_screenshot(str(SCREENSHOTS / "logs.png"))
+    assert low_contrast(browser) == [], "text below WCAG AA contrast on the execution page"
     row = browser.find_element(By.CSS_SELECTOR, 'tr[data-step="charge"]')
     assert "RuntimeError: card declined" in row.text
     click(browser, "button[data-action=retry]", "retry offered")
@@ -282,6 +283,7 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     ids = {row.get_attribute("data-id") for row in browser.find_elements(By.CSS_SELECTOR, "#executions tbody tr")}
     assert other not in ids and broken in ids
     browser.save_screenshot(str(SCREENSHOTS / "executions.png"))
+    assert low_contrast(browser) == [], "text below WCAG AA contrast on the executions page"
     browser.get(f"{base}/ui/#/executions/{other}")
     until(browser, lambda d: "not found" in d.find_element(By.TAG_NAME, "main").text.lower(), what="a foreign id")
 
@@ -389,6 +391,29 @@ def rows(driver: WebDriver) -> dict[str, str]:
     return {str(r.get_attribute("data-id")): str(r.get_attribute("data-status")) for r in found}
 
 
+#: WCAG 2 contrast of every visible text against its background (disabled controls are exempt).
+LOW_CONTRAST = """
+const lum = (c) => { const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map(Number).map((v) => v / 255)
+  .map((v) => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+const opaque = (c) => { const p = c.match(/[\\d.]+/g); return p && (p.length < 4 || Number(p[3]) === 1); };
+const background = (node) => { for (let n = node; n; n = n.parentElement) { const c = getComputedStyle(n).backgroundColor;
+  if (opaque(c)) return c; } return "rgb(255, 255, 255)"; };
+const low = [];
+for (const node of document.querySelectorAll("main *, header *")) {
+  if (!node.offsetParent || node.closest(":disabled, .sr-only")) continue;
+  if (![...node.childNodes].some((t) => t.nodeType === 3 && t.textContent.trim())) continue;
+  const fg = getComputedStyle(node).color; const bg = background(node);
+  const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x); const ratio = (a + 0.05) / (b + 0.05);
+  if (ratio < 4.5) low.push(`${node.tagName}.${node.className} "${node.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+}
+return low;
+"""
+
+
+def low_contrast(driver: WebDriver) -> list[str]:
+    return list(driver.execute_script(LOW_CONTRAST))
+
+
 def navigation_timing(driver: WebDriver) -> dict[str, float]:
     """The page's navigation timing and when the executions table first rendered, in ms from navigation start."""
     return dict(
@@ -405,14 +430,66 @@ def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]],
     base, keys = dev_server
     operator, editor = keys[("acme", Role.OPERATOR)], keys[("acme", Role.EDITOR)]
     held = [
-        _call(base, operator, "POST", "/v1/executions", {"workflow": "console-reviewed"}).json()["id"] for _ in range(3)
+        _call(
+            base, operator, "POST", "/v1/executions", {"workflow": "console-reviewed", "labels": {"team": "shop"}}
+        ).json()["id"]
+        for _ in range(3)
     ]
+    other = _call(base, operator, "POST", "/v1/executions", {"workflow": "console-reviewed", "labels": {"team": "ops"}})
+    sign_in(browser, base, operator)
+    browser.get(f"{base}/ui/?timing#/executions")  # a fresh navigation, the key already in the tab
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#counts a"), what="the list and its counts")
+    print(f"console first load, few executions (ms from navigation start): {navigation_timing(browser)}")
+
+    # Search: a label typed into the filters; the counts per status follow the same filters.
+    type_into(browser, "input.label-filter", "team:shop")
+    click(browser, ".filters button[type=submit]", "filter")
+    until(browser, lambda d: set(rows(d)) == set(held), what="only the team:shop executions")
+    assert "label=team%3Ashop" in browser.current_url
+    until(
+        browser, lambda d: d.find_element(By.CSS_SELECTOR, '[data-count="RUNNING"]').text.endswith(" 3"), what="3 run"
+    )
+    assert browser.find_element(By.CSS_SELECTOR, '[data-count="ALL"]').text.endswith(" 3")
+    browser.get(f"{base}/ui/#/executions?label=team:ops&label=absent:x")
+    until(browser, lambda d: "No executions match." in d.find_element(By.TAG_NAME, "main").text, what="labels AND")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "input.label-filter")) == 2
+    browser.get(f"{base}/ui/#/executions?label=team:ops")
+    until(browser, lambda d: set(rows(d)) == {other.json()["id"]}, what="the team:ops execution")
+    later = "2999-01-01T00:00:00.000Z"
+    browser.get(f"{base}/ui/#/executions?workflow=console-reviewed&created_after={later}")
+    until(browser, lambda d: "No executions match." in d.find_element(By.TAG_NAME, "main").text, what="time range")
+    assert browser.find_element(By.CSS_SELECTOR, '[data-count="ALL"]').text.endswith(" 0")
+
+    # An event trigger: the event that matched it, and the executions it started, found by trigger.
+    trigger = _call(
+        base,
+        editor,
+        "POST",
+        "/v1/triggers",
+        {
+            "workflow": "console-demo",
+            "kind": "event",
+            "spec": {"type": "order.paid"},
+            "input": {"order": "${event.data.order}"},
+        },
+    ).json()["id"]
+    assert (
+        _call(
+            base, operator, "POST", "/v1/events", {"type": "order.paid", "id": "evt-77", "data": {"order": "E-1"}}
+        ).status_code
+        == 202
+    )
+    browser.get(f"{base}/ui/#/triggers")
+    until(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-trigger="{trigger}"] li[data-event="evt-77"]'),
+        what="the matching event",
+    )
+    browser.get(f"{base}/ui/#/executions?trigger={trigger}")
+    until(browser, lambda d: len(rows(d)) == 1, what="the execution the trigger started")
 
     # Bulk cancel, then bulk retry, from the executions list.
-    sign_in(browser, base, operator)
-    timing = navigation_timing(browser)
-    print(f"console first load (few executions): {timing}")
-    browser.get(f"{base}/ui/#/executions?workflow=console-reviewed")
+    browser.get(f"{base}/ui/#/executions?workflow=console-reviewed&label=team:shop")
     until(browser, lambda d: set(rows(d)) == set(held), what="the three held executions")
     for execution_id in held[:2]:
         click(browser, f'input[data-select="{execution_id}"]', "select a row")

@@ -9,7 +9,6 @@ import pytest
 from engine.bootstrap import build_prompt_store
 from engine.errors import StoreUnavailable
 from engine.ports import PromptStore, Store
-from engine.settings import Settings
 
 A, B = "tenant-a", "tenant-b"
 T0 = 1_700_000_000.0
@@ -17,9 +16,7 @@ T0 = 1_700_000_000.0
 
 @pytest.fixture
 def prompts(store: Store) -> PromptStore:
-    from engine.adapters.store_sqlite import SqliteStore
-
-    return build_prompt_store(Settings(store="sqlite" if isinstance(store, SqliteStore) else "firestore"), store)
+    return build_prompt_store(store)
 
 
 def test_versions_are_numbered_from_one_and_unchanged_texts_add_none(prompts: PromptStore) -> None:

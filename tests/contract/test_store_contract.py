@@ -734,23 +734,6 @@ def test_mark_once_elects_the_first_caller_per_execution_and_tenant(store: Store
     assert store.mark_once(B, "ex-1", "fanin:ship:1") is True
 
 
-def test_arm_outcomes_add_up_per_bandit_and_tenant(store: Store) -> None:
-    assert store.arm_counts(A, "flow/route") == {}
-    store.add_arm_outcome(A, "flow/route", "fast", 1, 0)
-    store.add_arm_outcome(A, "flow/route", "fast", 0.5, 0.5)
-    store.add_arm_outcome(A, "flow/route", "slow", 0, 1)
-    store.add_arm_outcome(A, "flow/other", "fast", 1, 0)
-    store.add_arm_outcome(B, "flow/route", "fast", 0, 3)
-    assert store.arm_counts(A, "flow/route") == {"fast": (1.5, 0.5), "slow": (0.0, 1.0)}
-    assert store.arm_counts(A, "flow/other") == {"fast": (1.0, 0.0)}
-    assert store.arm_counts(B, "flow/route") == {"fast": (0.0, 3.0)}
-
-
-def test_concurrent_arm_outcomes_are_all_counted(store: Store) -> None:
-    assert at_once(8, lambda: store.add_arm_outcome(A, "flow/route", "fast", 1, 2)) == []
-    assert store.arm_counts(A, "flow/route") == {"fast": (8.0, 16.0)}
-
-
 def test_count_active_items_follows_status_changes(store: Store) -> None:
     save(store, step("ship", status=StepStatus.RUNNING), step("ship[0]", index=0), step("ship[1]", index=1))
     assert store.count_active_items(A, "ex-1", "ship") == 2

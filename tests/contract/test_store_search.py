@@ -1,7 +1,7 @@
 """Execution search, part of the Store contract: every filter, their combinations, paging and counts.
 
 Runs against every backend (see conftest.py). Each case states the executions it wants with
-a plain predicate, independent of ``ExecutionFilter.matches``.
+a plain predicate over the records.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import tasks.steps  # noqa: F401  (registers the shared tasks on every app)
 from engine.adapters.celery_config import make_celery
 from engine.adapters.dispatcher_celery import CeleryDispatcher
 from engine.adapters.events_memory import MemoryEventLog
-from engine.bootstrap import build_step_ports, build_store
+from engine.bootstrap import build_decision_stats, build_step_ports, build_store
 from engine.ports import Dispatch, Dispatcher, EventSink
 from engine.records import ExecutionRecord
 from engine.runner import RunReport, StepRunner
@@ -120,7 +120,8 @@ class World:
         self.dispatcher: Any = wrap(self.celery_dispatcher) if wrap else self.celery_dispatcher
         self.store = build_store(settings)
         self.events = events or MemoryEventLog()
-        self.service = Service(self.store, self.dispatcher, self.events, settings)
+        self.decisions = build_decision_stats(self.store)
+        self.service = Service(self.store, self.dispatcher, self.events, settings, decisions=self.decisions)
         self.runner = CountingRunner(self.service)
 
     @contextlib.contextmanager

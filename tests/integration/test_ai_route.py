@@ -101,7 +101,7 @@ def test_a_bandit_decision_is_recorded_and_its_reward_counted_once(make_world: C
     world = make_world()
     with world.worker():
         chosen = [routed(world, BANDIT, None)[1] for _ in range(6)]
-    counts = world.store.arm_counts(TENANT, "route-bandit/route")
+    counts = world.decisions.arm_counts(TENANT, "route-bandit/route")
     careful = sum(1 for d in chosen if d["route"] == "careful")
     assert counts.get("careful", (0.0, 0.0)) == (float(careful), 0.0)
     assert counts.get("fast", (0.0, 0.0)) == (0.0, float(6 - careful))

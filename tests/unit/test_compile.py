@@ -255,8 +255,13 @@ def test_config_unknown_key_lists_allowed_ones() -> None:
 
 
 def test_config_nested_path() -> None:
+    problem = only_problem(workflow({"id": "a", "type": "switch", "with": {"cases": [{"when": "true", "nam": 1}]}}))
+    assert problem.startswith("steps[0].with.cases[0].nam: unknown key")
+
+
+def test_a_rules_switch_needs_when_on_every_case() -> None:
     problem = only_problem(workflow({"id": "a", "type": "switch", "with": {"cases": [{"value": 1}]}}))
-    assert problem == "steps[0].with.cases[0].when: required key is missing"
+    assert problem == "steps[0].with: strategy 'rules' needs 'when' on every case (missing on cases 0)"
 
 
 def test_config_model_level_problem() -> None:

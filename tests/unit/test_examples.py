@@ -110,7 +110,7 @@ def test_support_agent_waits_for_the_refund_approval_then_answers(tmp_path, monk
     assert execution.output["style"] in ("concise", "warm")
     assert "refunded the 42" in execution.output["answer"]
     decision = h.steps(execution_id)["style"].output
-    assert h.store.arm_counts("t1", "support-agent/style") == {decision["route"]: (1.0, 0.0)}
+    assert h.decisions.arm_counts("t1", "support-agent/style") == {decision["route"]: (1.0, 0.0)}
 
 
 def test_invoice_review_runs_from_its_event_trigger_and_its_schedule(tmp_path):

@@ -29,7 +29,7 @@ function signIn(message) {
     { class: "card narrow", "aria-labelledby": "sign-in-title" },
     el("h1", { id: "sign-in-title" }, "Sign in"),
     message ? notice(message) : null,
-    el("label", { for: "key" }, "API key"),
+    el("label", { for: "key" }, "API key or OIDC access token"),
     field,
     el("p", { class: "hint" }, "Create one with ", el("code", {}, "conveyor keys create"), ". It stays in this tab only."),
     el("button", { type: "submit" }, "Sign in"),

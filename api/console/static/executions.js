@@ -124,6 +124,7 @@ export function executionsPage(params) {
       );
       selected.clear();
       refresh();
+      refreshCounts();
     } catch (error) {
       fill(message, notice(error.message));
     }
@@ -183,8 +184,19 @@ export function executionsPage(params) {
     }
   }
 
-  refresh();
-  refreshCounts();
-  const timers = [setInterval(refresh, 2000), setInterval(refreshCounts, 5000)];
-  session.leave = () => timers.forEach(clearInterval);
+  // The table first, then the counts (on a large store counting takes longer than listing the
+  // newest page); each is asked again only after its last answer, so slow answers never pile up.
+  let left = false;
+  const timers = new Set();
+  const again = (work, ms) => {
+    const timer = setTimeout(async () => { timers.delete(timer); await work(); if (!left) again(work, ms); }, ms);
+    timers.add(timer);
+  };
+  refresh().then(async () => {
+    if (left) return;
+    again(refresh, 2000);
+    await refreshCounts();
+    if (!left) again(refreshCounts, 5000);
+  });
+  session.leave = () => { left = true; timers.forEach(clearTimeout); };
 }

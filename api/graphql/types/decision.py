@@ -17,12 +17,13 @@ class ArmEstimate:
     mean: float = strawberry.field(description="Estimated success rate (posterior mean)")
 
 
-@strawberry.type(description="What the bandit of an ai.route step (strategy: bandit) has learned")
+@strawberry.type(description="What the bandit of an ai.route or switch step (strategy: bandit) has learned")
 class BanditEstimates:
     bandit: str
+    half_life: float | None = strawberry.field(description="Seconds; counts are decayed to now when set")
     arms: list[ArmEstimate]
 
     @classmethod
     def from_estimates(cls, found: dict[str, Any]) -> BanditEstimates:
         arms = [ArmEstimate(route=route, **arm) for route, arm in found["arms"].items()]
-        return cls(bandit=found["bandit"], arms=arms)
+        return cls(bandit=found["bandit"], half_life=found.get("half_life"), arms=arms)

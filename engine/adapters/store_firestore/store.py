@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import random
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -35,7 +34,7 @@ from engine.adapters.store_firestore.codec import (
     encode_record,
 )
 from engine.adapters.store_firestore.errors import translated_errors
-from engine.adapters.store_firestore.layout import Paths, encode_id
+from engine.adapters.store_firestore.layout import Paths
 from engine.adapters.store_firestore.transaction import MAX_ATTEMPTS, FirestoreTransaction, run_atomic
 from engine.adapters.store_firestore.wire import RawRpc, RawWire, Wire, WireMode, make_client, select_wire
 from engine.errors import ConveyorError, InvalidRequest, NotFound
@@ -67,8 +66,6 @@ T = TypeVar("T")
 R = TypeVar("R", bound="DataclassInstance")
 #: Timeout of the health check, so ``ping`` answers promptly when Firestore is away.
 PING_TIMEOUT = 5.0
-#: Shards per bandit arm: concurrent rewards of one arm write different documents.
-_ARM_SHARDS = 8
 #: Per-execution step queries ``list_steps_many`` runs at once.
 _STEPS_MANY_CONCURRENCY = 16
 
@@ -355,22 +352,6 @@ class FirestoreStore:
             except gexc.AlreadyExists:
                 return False
         return True
-
-    def add_arm_outcome(self, tenant: str, bandit: str, arm: str, successes: float, failures: float) -> None:
-        """A server-side increment of one of the arm's shards, chosen at random (no transaction)."""
-        shard = f"{encode_id(arm)}.{random.randrange(_ARM_SHARDS)}"  # noqa: S311  (spreading load, not security)
-        fields = {"arm": arm, "successes": firestore.Increment(successes), "failures": firestore.Increment(failures)}
-        with translated_errors():
-            self._paths.arm_shards(tenant, bandit).document(shard).set(fields, merge=True)
-
-    def arm_counts(self, tenant: str, bandit: str) -> dict[str, tuple[float, float]]:
-        totals: dict[str, tuple[float, float]] = {}
-        with translated_errors():
-            for snapshot in self._paths.arm_shards(tenant, bandit).stream():
-                data = snapshot.to_dict() or {}
-                successes, failures = totals.get(data["arm"], (0.0, 0.0))
-                totals[data["arm"]] = (successes + data.get("successes", 0), failures + data.get("failures", 0))
-        return dict(sorted(totals.items()))
 
     def list_executions(
         self, tenant: str, where: ExecutionFilter | None = None, *, cursor: str | None = None, limit: int = 50
