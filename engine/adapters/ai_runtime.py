@@ -39,6 +39,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 
 from engine import functions
 from engine.adapters.ai_models import ModelRegistry
+from engine.adapters.ai_summary import SummarizeOlderTurns, carried_usage, model_turns
 from engine.ai import (
     HTTP_TOOL,
     AgentFinished,
@@ -156,9 +157,13 @@ class _ModelMeter:
 
 
 def usage_of(messages: Sequence[BaseMessage], model: str, prices: Mapping[str, Mapping[str, float]]) -> Usage:
-    """Usage recorded on the AI messages of a conversation (each model call made one)."""
+    """Usage recorded on the AI messages of a conversation (each model call made one), and on
+    the summaries that replaced older ones."""
     total = Usage()
     for message in messages:
+        summarised = carried_usage(message)
+        if summarised is not None:
+            total = total + summarised
         if isinstance(message, AIMessage) and message.usage_metadata:
             tokens_in = message.usage_metadata.get("input_tokens", 0)
             tokens_out = message.usage_metadata.get("output_tokens", 0)
@@ -336,6 +341,10 @@ class LangGraphRuntime:
                     interrupt_mode="per_call",
                 )
             )
+        if request.summarize is not None:
+            summarizer = self.models.chat_model(request.summarize.model or request.model, request.settings, ctx.models)
+            measure = functools.partial(usage_of, model=request.model, prices=self.prices)
+            middleware.append(SummarizeOlderTurns(request.summarize, summarizer, measure))
         if request.fallbacks:
             fallbacks = [self.models.chat_model(spec, request.settings, ctx.models) for spec in request.fallbacks]
             middleware.append(ModelFallbackMiddleware(*fallbacks))
@@ -407,7 +416,7 @@ class LangGraphRuntime:
             answer=last.text if last is not None else "",
             structured=values.get("structured_response"),
             usage=usage_of(messages, request.model, self.prices),
-            turns=sum(1 for m in messages if isinstance(m, AIMessage)),
+            turns=model_turns(messages),
         )
 
     def _interrupted(self, pending: Any, values: Mapping[str, Any], request: AgentRequest) -> AgentInterrupted:

@@ -14,6 +14,7 @@
     approve: [shop.refund]                    # these wait for a person (a signal) first
     output_schema: {type: object, properties: {...}}   # optional structured answer
     budget: {tokens: 20000, cost: 0.05}       # over all attempts and resumes of the step
+    summarize: {after_messages: 30, keep_messages: 8}   # optional: bound the thread's memory
 ```
 
 All attempts of the step share one checkpointed thread: a retry or a redelivery continues
@@ -36,6 +37,7 @@ from engine.ai import (
     AgentRequest,
     Budget,
     ModelSettings,
+    Summarize,
     Usage,
     check_budgets,
 )
@@ -74,6 +76,8 @@ class AgentConfig(StepConfig):
     max_turns: int = Field(default=25, ge=1, le=200)
     #: Send the model's tokens to the live progress stream (never to the store) as they come.
     stream: bool = False
+    #: Bound the thread's memory by summarising older turns (``None``: only ``max_turns`` bounds it).
+    summarize: Summarize | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentConfig:
@@ -135,6 +139,7 @@ class AgentStep(BaseStepType):
             budget=config.budget,
             max_turns=config.max_turns,
             stream=config.stream,
+            summarize=config.summarize,
             execution_budget=ctx.execution_budget,
             execution_spent=ctx.execution_spent or Usage(),
         )
