@@ -573,6 +573,27 @@ def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]],
     kept.client.delete(kept.key("acme"), kept.key("globex"))
     kept.close()
 
+    # A foreach drawn as one group with done/total; a large input fetched and shown only on demand.
+    fanout = {
+        "name": "console-fanout",
+        "steps": [
+            {"id": "each", "type": "transform", "foreach": "input.items", "concurrency": 2, "with": {"value": 1}}
+        ],
+    }
+    assert _call(base, editor, "PUT", "/v1/workflows/console-fanout", fanout).status_code == 201
+    items = [{"n": n, "pad": "x" * 100} for n in range(30)]
+    fanned = _call(base, operator, "POST", "/v1/executions", {"workflow": "console-fanout", "input": {"items": items}})
+    browser.get(f"{base}/ui/#/executions/{fanned.json()['id']}")
+    group = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'g.node.group[data-step="each"][data-total="30"]'))
+    until(browser, lambda d: node_status(d, "each") == "SUCCEEDED", 60, "every item done")
+    group = browser.find_element(By.CSS_SELECTOR, 'g.node.group[data-step="each"]')
+    assert (group.get_attribute("data-done"), group.get_attribute("data-total")) == ("30", "30")
+    assert "30/30 done" in group.text
+    assert not browser.find_elements(By.ID, "input"), "the input is not fetched before it is asked for"
+    click(browser, 'button[data-payload="input"]', "show the input")
+    click(browser, "#input button", "a large input sits behind a button")
+    until(browser, lambda d: '"pad": "xxxx' in d.find_element(By.ID, "input").text, what="the whole input")
+
     # A viewer: no checkboxes or bulk buttons, and the API refuses bulk actions anyway.
     browser.find_element(By.ID, "sign-out").click()
     sign_in(browser, base, keys[("acme", Role.VIEWER)])

@@ -71,10 +71,11 @@ function stepsTable(steps, definition, act, openLogs, openOutput) {
         el("td", {}, s.error ? errorView(s.error) : ""),
         el(
           "td",
-          { class: "row-actions" },
+          {},
+          el("div", { class: "row-actions" },
           el("button", { type: "button", class: "small", "data-logs": s.key, onclick: () => openLogs(s.key), "aria-controls": "logs" }, "Logs"),
           s.status === "SUCCEEDED" ? el("button", { type: "button", class: "small", "data-output": s.key, onclick: () => openOutput(s.key) }, "Output") : null,
-          stepActions(s, definition, act),
+          stepActions(s, definition, act)),
         ),
       ),
     ),
