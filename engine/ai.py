@@ -216,6 +216,8 @@ class AgentRequest:
     stream: bool = False
     #: Summarise older turns to bound the thread (``None``: only ``max_turns`` bounds it).
     summarize: Summarize | None = None
+    #: Long-term memory: the namespace (within the tenant's) of the ``remember``/``recall`` tools.
+    memory: Sequence[str] | None = None
     #: The workflow's ``budget`` and what the execution's other steps spent so far.
     execution_budget: Budget | None = None
     execution_spent: Usage = field(default_factory=lambda: Usage())

@@ -34,10 +34,12 @@ from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
 from langchain_core.tools.base import create_schema_from_function
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphRecursionError
+from langgraph.store.base import BaseStore
 from langgraph.types import Command
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 
 from engine import functions
+from engine.adapters.ai_memory import TenantStore, memory_tools
 from engine.adapters.ai_models import ModelRegistry
 from engine.adapters.ai_summary import SummarizeOlderTurns, carried_usage, model_turns
 from engine.ai import (
@@ -324,8 +326,11 @@ class LangGraphRuntime:
         checkpointer: CheckpointerFactory,
         prices: Mapping[str, Mapping[str, float]] | None = None,
         telemetry: ModelTelemetry | None = None,
+        memory: BaseStore | None = None,
     ) -> None:
         self.models = models
+        #: Agents' long-term memory (every tenant's; each run sees only its own through TenantStore).
+        self.memory = memory
         self.checkpointer = checkpointer
         self.prices = dict(prices or {})
         self.telemetry = telemetry
@@ -355,6 +360,12 @@ class LangGraphRuntime:
         tools = [function_tool(ctx, name) for name in request.tools]
         if request.http_methods:
             tools.append(http_tool(ctx, ctx.ports.require_http(), request.http_methods, request.http_max_chars))
+        store = None
+        if request.memory is not None:
+            if self.memory is None:
+                raise StepFailure("no memory store is configured", retryable=False, error_type="NotConfigured")
+            store = TenantStore(self.memory, ctx.tenant)
+            tools.extend(memory_tools(store, tuple(request.memory)))
         config: dict[str, Any] = {
             "configurable": {"thread_id": thread_id(ctx)},
             "callbacks": [
@@ -370,6 +381,7 @@ class LangGraphRuntime:
                 middleware=self._middleware(ctx, request),
                 response_format=dict(request.output_schema) if request.output_schema is not None else None,
                 checkpointer=saver,
+                store=store,
             )
             state = await graph.aget_state(config)
             graph_input: Any

@@ -15,6 +15,7 @@
     output_schema: {type: object, properties: {...}}   # optional structured answer
     budget: {tokens: 20000, cost: 0.05}       # over all attempts and resumes of the step
     summarize: {after_messages: 30, keep_messages: 8}   # optional: bound the thread's memory
+    memory: {namespace: [customers, "${input.customer}"]}   # optional: remember/recall across runs
 ```
 
 All attempts of the step share one checkpointed thread: a retry or a redelivery continues
@@ -60,6 +61,12 @@ class HttpToolConfig(StepConfig):
     max_chars: int = Field(default=20_000, ge=100, le=1_000_000)
 
 
+class MemoryConfig(StepConfig):
+    """Long-term memory: the agent gets ``remember``/``recall`` over this namespace of its tenant's store."""
+
+    namespace: list[Annotated[str, Field(pattern=r"^[^.]{1,200}$")]] = Field(min_length=1, max_length=10)
+
+
 class AgentConfig(StepConfig):
     model: str = Field(pattern=MODEL_SPEC_PATTERN)
     fallbacks: list[str] = Field(default_factory=list)
@@ -78,6 +85,8 @@ class AgentConfig(StepConfig):
     stream: bool = False
     #: Bound the thread's memory by summarising older turns (``None``: only ``max_turns`` bounds it).
     summarize: Summarize | None = None
+    #: Opt-in long-term memory, kept across executions (per tenant and namespace).
+    memory: MemoryConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentConfig:
@@ -97,6 +106,8 @@ class AgentConfig(StepConfig):
         unknown = sorted(set(self.approve) - available)
         if unknown:
             raise ValueError(f"approve lists tools the agent does not have: {', '.join(unknown)}")
+        if self.memory is not None and {"remember", "recall"} & set(names):
+            raise ValueError("'remember' and 'recall' are the memory tools' names: rename those tools")
         if HTTP_TOOL in names:
             raise ValueError(f"{HTTP_TOOL!r} is the HTTP tool's name: give it with 'http', not in 'tools'")
         return self
@@ -140,6 +151,7 @@ class AgentStep(BaseStepType):
             max_turns=config.max_turns,
             stream=config.stream,
             summarize=config.summarize,
+            memory=tuple(config.memory.namespace) if config.memory is not None else None,
             execution_budget=ctx.execution_budget,
             execution_spent=ctx.execution_spent or Usage(),
         )
