@@ -410,6 +410,15 @@ return low;
 """
 
 
+#: Test instrumentation (not part of the console): remember every WebSocket the page opens.
+WATCH_SOCKETS = """
+const Native = window.WebSocket;
+window.sockets = [];
+window.WebSocket = function (url, protocols) { const s = new Native(url, protocols); window.sockets.push(s); return s; };
+window.WebSocket.prototype = Native.prototype;
+"""
+
+
 def low_contrast(driver: WebDriver) -> list[str]:
     return list(driver.execute_script(LOW_CONTRAST))
 
@@ -593,6 +602,20 @@ def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]],
     click(browser, 'button[data-payload="input"]', "show the input")
     click(browser, "#input button", "a large input sits behind a button")
     until(browser, lambda d: '"pad": "xxxx' in d.find_element(By.ID, "input").text, what="the whole input")
+
+    # A live stream that drops is reopened after the last cursor it saw; no line is shown twice.
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_SOCKETS})
+    talking = _call(base, operator, "POST", "/v1/executions", {"workflow": "console-logged"}).json()["id"]
+    browser.get(f"{base}/ui/?watched#/executions/{talking}")
+    click(browser, 'button[data-logs="charge"]', "open the logs")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log-lines li")) >= 2, 30, "lines arrive live")
+    browser.execute_script("window.sockets[0].close()")
+    reopened = until(browser, lambda d: d.execute_script("return window.sockets.length > 1 && window.sockets[1].url"))
+    assert "after=" in reopened, reopened
+    until(browser, lambda d: node_status(d, "charge") == "FAILED", 60, "the step fails")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log-lines li")) == 10, 30, "every line, once")
+    seqs = [li.get_attribute("data-seq") for li in browser.find_elements(By.CSS_SELECTOR, "#log-lines li")]
+    assert seqs == [str(n) for n in range(10)], seqs
 
     # A viewer: no checkboxes or bulk buttons, and the API refuses bulk actions anyway.
     browser.find_element(By.ID, "sign-out").click()
