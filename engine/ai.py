@@ -218,6 +218,8 @@ class AgentRequest:
     summarize: Summarize | None = None
     #: Long-term memory: the namespace (within the tenant's) of the ``remember``/``recall`` tools.
     memory: Sequence[str] | None = None
+    #: How long a remembered note is kept after it was last written (seconds; ``None``: until replaced).
+    memory_ttl: float | None = None
     #: The workflow's ``budget`` and what the execution's other steps spent so far.
     execution_budget: Budget | None = None
     execution_spent: Usage = field(default_factory=lambda: Usage())

@@ -42,6 +42,7 @@ class TenantStore(BaseStore):
     def __init__(self, inner: BaseStore, tenant: str) -> None:
         self.inner = inner
         self.prefix: tuple[str, ...] = (_ROOT, tenant_label(tenant))
+        self.supports_ttl = inner.supports_ttl
 
     def _in(self, namespace: tuple[str, ...]) -> tuple[str, ...]:
         return self.prefix + tuple(namespace)
@@ -100,12 +101,19 @@ class TenantStore(BaseStore):
         return await asyncio.to_thread(self.batch, list(ops))
 
 
-def memory_tools(store: BaseStore, namespace: tuple[str, ...]) -> list[BaseTool]:
-    """``remember`` (save a note under a key; the same key replaces it) and ``recall`` (the notes
-    saved so far, newest first) over ``namespace`` of a tenant-scoped store."""
+def sweep_expired(store: BaseStore) -> int:
+    """Delete the items whose time to live has passed (every tenant's); how many."""
+    sweep = getattr(store, "sweep_ttl", None)
+    return int(sweep()) if callable(sweep) else 0
+
+
+def memory_tools(store: BaseStore, namespace: tuple[str, ...], ttl: float | None = None) -> list[BaseTool]:
+    """``remember`` (save a note under a key; the same key replaces it; kept ``ttl`` seconds when
+    given) and ``recall`` (the notes saved so far, newest first) over ``namespace`` of a
+    tenant-scoped store."""
 
     async def remember(key: str, note: str) -> str:
-        await store.aput(namespace, key, {"note": note})
+        await store.aput(namespace, key, {"note": note}, ttl=None if ttl is None else ttl / 60)
         return f"remembered {key!r}"
 
     async def recall(limit: int = 20) -> str:
@@ -132,6 +140,6 @@ def sqlite_memory(path: str) -> BaseStore:
 
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
     conn.execute("PRAGMA journal_mode = WAL")
-    store = SqliteStore(conn)
+    store = SqliteStore(conn, ttl={"refresh_on_read": False})  # swept by sweep_expired
     store.setup()
     return store

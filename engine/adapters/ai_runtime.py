@@ -39,7 +39,7 @@ from langgraph.types import Command
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 
 from engine import functions
-from engine.adapters.ai_memory import TenantStore, memory_tools
+from engine.adapters.ai_memory import TenantStore, memory_tools, sweep_expired
 from engine.adapters.ai_models import ModelRegistry
 from engine.adapters.ai_summary import SummarizeOlderTurns, carried_usage, model_turns
 from engine.ai import (
@@ -364,8 +364,9 @@ class LangGraphRuntime:
         if request.memory is not None:
             if self.memory is None:
                 raise StepFailure("no memory store is configured", retryable=False, error_type="NotConfigured")
+            await asyncio.to_thread(sweep_expired, self.memory)  # expired notes are never recalled
             store = TenantStore(self.memory, ctx.tenant)
-            tools.extend(memory_tools(store, tuple(request.memory)))
+            tools.extend(memory_tools(store, tuple(request.memory), request.memory_ttl))
         config: dict[str, Any] = {
             "configurable": {"thread_id": thread_id(ctx)},
             "callbacks": [

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,8 +40,27 @@ def _matches(value: Mapping[str, Any], wanted: Mapping[str, Any] | None) -> bool
 
 
 class FirestoreMemoryStore(BaseStore):
-    def __init__(self, client: firestore.Client) -> None:
+    """``ttl`` (minutes, as LangGraph counts it) sets ``expires_at``; expired items are not read
+    and :meth:`sweep_ttl` deletes them."""
+
+    supports_ttl = True
+
+    def __init__(self, client: firestore.Client, clock: Callable[[], float] = time.time) -> None:
         self._items = client.collection(COLLECTION)
+        self._clock = clock
+
+    def _live(self, data: Mapping[str, Any]) -> bool:
+        expires = data.get("expires_at")
+        return expires is None or expires > self._clock()
+
+    def sweep_ttl(self) -> int:
+        """Delete every expired item; how many."""
+        query = self._items.where(filter=FieldFilter("expires_at", "<=", self._clock()))
+        with translated_errors():
+            expired = [snapshot.reference for snapshot in query.stream()]
+            for ref in expired:
+                ref.delete()
+        return len(expired)
 
     def _ref(self, namespace: tuple[str, ...], key: str) -> Any:
         return self._items.document(encode_id(json.dumps([*namespace, key])))
@@ -50,7 +70,7 @@ class FirestoreMemoryStore(BaseStore):
         query = self._items.where(filter=FieldFilter("ns_path", ">=", start)).where(
             filter=FieldFilter("ns_path", "<", start + "\uffff")
         )
-        return [snapshot.to_dict() or {} for snapshot in query.stream()]
+        return [data for snapshot in query.stream() if self._live(data := snapshot.to_dict() or {})]
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         with translated_errors():
@@ -62,7 +82,8 @@ class FirestoreMemoryStore(BaseStore):
     def _one(self, op: Op) -> Result:
         if isinstance(op, GetOp):
             snapshot = self._ref(op.namespace, op.key).get()
-            return _item(snapshot.to_dict()) if snapshot.exists else None
+            data = snapshot.to_dict() if snapshot.exists else None
+            return _item(data) if data is not None and self._live(data) else None
         if isinstance(op, PutOp):
             self._put(op)
             return None
@@ -81,7 +102,7 @@ class FirestoreMemoryStore(BaseStore):
         if op.value is None:
             ref.delete()
             return
-        now = datetime.now(UTC).timestamp()
+        now = self._clock()
         snapshot = ref.get()
         created = (snapshot.to_dict() or {}).get("created_at", now) if snapshot.exists else now
         ref.set(
@@ -92,6 +113,7 @@ class FirestoreMemoryStore(BaseStore):
                 "value": json.dumps(dict(op.value)),
                 "created_at": created,
                 "updated_at": now,
+                "expires_at": None if op.ttl is None else now + op.ttl * 60,
             }
         )
 

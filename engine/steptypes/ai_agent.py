@@ -15,7 +15,7 @@
     output_schema: {type: object, properties: {...}}   # optional structured answer
     budget: {tokens: 20000, cost: 0.05}       # over all attempts and resumes of the step
     summarize: {after_messages: 30, keep_messages: 8}   # optional: bound the thread's memory
-    memory: {namespace: [customers, "${input.customer}"]}   # optional: remember/recall across runs
+    memory: {namespace: [customers, "${input.customer}"], ttl: 30d}   # optional: remember/recall across runs
 ```
 
 All attempts of the step share one checkpointed thread: a retry or a redelivery continues
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from engine.ai import (
     HTTP_TOOL,
@@ -42,6 +42,7 @@ from engine.ai import (
     Usage,
     check_budgets,
 )
+from engine.durations import parse_duration
 from engine.errors import StepFailure
 from engine.ports import AgentRuntime
 from engine.prompts import PromptRef, render_prompt
@@ -65,6 +66,8 @@ class MemoryConfig(StepConfig):
     """Long-term memory: the agent gets ``remember``/``recall`` over this namespace of its tenant's store."""
 
     namespace: list[Annotated[str, Field(pattern=r"^[^.]{1,200}$")]] = Field(min_length=1, max_length=10)
+    #: Keep a note this long after it was last written (a duration; none: until it is replaced).
+    ttl: Annotated[float, BeforeValidator(parse_duration), Field(ge=1)] | None = None
 
 
 class AgentConfig(StepConfig):
@@ -152,6 +155,7 @@ class AgentStep(BaseStepType):
             stream=config.stream,
             summarize=config.summarize,
             memory=tuple(config.memory.namespace) if config.memory is not None else None,
+            memory_ttl=config.memory.ttl if config.memory is not None else None,
             execution_budget=ctx.execution_budget,
             execution_spent=ctx.execution_spent or Usage(),
         )

@@ -3,12 +3,13 @@ SqliteStore) and Firestore (Conveyor's adapter) behaves the same, and never cros
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from langgraph.store.base import BaseStore
 
-from engine.adapters.ai_memory import TenantStore, sqlite_memory
+from engine.adapters.ai_memory import TenantStore, sqlite_memory, sweep_expired
 from engine.adapters.store_sqlite import SqliteStore
 from engine.ports import Store
 
@@ -67,3 +68,13 @@ def test_tenant_ids_with_dots_are_scoped_too(memory: BaseStore) -> None:
     dotted.put(("notes",), "k", {"note": "x"})
     assert dotted.get(("notes",), "k") is not None
     assert TenantStore(memory, "acme").search(()) == []
+
+
+def test_an_item_past_its_time_to_live_is_swept_and_one_without_is_kept(memory: BaseStore) -> None:
+    a = TenantStore(memory, "tenant-a")
+    a.put(("notes",), "brief", {"note": "gone soon"}, ttl=0.01)  # minutes, as LangGraph counts them
+    a.put(("notes",), "kept", {"note": "no time to live"})
+    time.sleep(1.5)  # the SQLite backend compares with SQLite's own clock: the time must really pass
+    assert sweep_expired(memory) == 1
+    assert a.get(("notes",), "brief") is None
+    assert [item.key for item in a.search(("notes",))] == ["kept"]

@@ -4,13 +4,14 @@ it in the next; another tenant's agent, with the same namespace, recalls nothing
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from engine.states import ExecutionStatus
 from tests.harness import Harness
 
 
-def _workflow() -> dict[str, Any]:
+def _workflow(**memory: Any) -> dict[str, Any]:
     return {
         "name": "remembering",
         "inputs": {"type": "object", "properties": {"mode": {"type": "string"}}},
@@ -30,7 +31,7 @@ def _workflow() -> dict[str, Any]:
                 "with": {
                     "model": "${input.mode == 'write' ? 'fake:writer' : 'fake:reader'}",
                     "prompt": "customer c1",
-                    "memory": {"namespace": ["customers", "c1"]},
+                    "memory": {"namespace": ["customers", "c1"], **memory},
                 },
             }
         ],
@@ -56,3 +57,15 @@ def test_an_agent_recalls_in_one_execution_what_it_remembered_in_another_and_onl
     assert h.execution(read).status is ExecutionStatus.SUCCEEDED, h.execution(read).error
     assert _recalled(h, read) == {"tone": "prefers short answers"}
     assert _recalled(h, elsewhere, tenant="t2") == {}
+
+
+def test_a_note_past_its_time_to_live_is_not_recalled(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    h = Harness(tmp_path)
+    h.apply(_workflow(ttl="1s"))
+    written = h.start("remembering", {"mode": "write"})
+    h.drain()
+    assert h.execution(written).status is ExecutionStatus.SUCCEEDED, h.execution(written).error
+    time.sleep(2.5)  # SQLite's own clock decides expiry: the time must really pass
+    read = h.start("remembering", {"mode": "read"})
+    h.drain()
+    assert _recalled(h, read) == {}
