@@ -38,7 +38,8 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = {"name": "bench-console", "steps": [{"id": "a", "type": "transform", "with": {"value": 1}}]}
+NAME = "bench-console"
+WORKFLOW: dict[str, Any] = {"name": NAME, "steps": [{"id": "a", "type": "transform", "with": {"value": 1}}]}
 STATUSES = ["SUCCEEDED"] * 6 + ["FAILED", "RUNNING", "CANCELLED", "PAUSED"]
 BATCH = 400
 TIMING = """
@@ -137,7 +138,7 @@ def seed(service: Any, tenant: str, count: int) -> None:
                 ExecutionRecord(
                     id=uuid.uuid4().hex,
                     tenant=tenant,
-                    workflow=WORKFLOW["name"],
+                    workflow=NAME,
                     version=version,
                     status=status,
                     created_at=created,

@@ -69,6 +69,30 @@ class ModelSettings(_Frozen):
     timeout: float | None = Field(default=None, gt=0)
 
 
+class Summarize(_Frozen):
+    """Bound a thread's memory: once it holds more than ``after_messages`` messages or about
+    ``after_tokens`` tokens, the older messages are replaced by a summary written by ``model``
+    (default: the step's model), keeping the last ``keep_messages``."""
+
+    model: str | None = Field(default=None, pattern=MODEL_SPEC_PATTERN)
+    after_messages: int | None = Field(default=None, ge=4, le=10_000)
+    after_tokens: int | None = Field(default=None, ge=100)
+    keep_messages: int = Field(default=6, ge=1, le=1_000)
+
+    @model_validator(mode="after")
+    def _triggered(self) -> Summarize:
+        if self.after_messages is None and self.after_tokens is None:
+            raise ValueError("give 'after_messages' or 'after_tokens' (or both)")
+        if self.after_messages is not None and self.keep_messages >= self.after_messages:
+            raise ValueError("'keep_messages' must be below 'after_messages'")
+        return self
+
+
+#: The key, in a summary message's ``additional_kwargs``, of what it replaced: the model turns
+#: (scripted models and ``turns`` count them) and their usage (budgets count it).
+SUMMARY_KEY = "conveyor_summary"
+
+
 class Budget(_Frozen):
     """Limits counted over every attempt and resume of a step (from its checkpointed usage)."""
 
@@ -190,6 +214,12 @@ class AgentRequest:
     max_turns: int = 25
     #: Send the model's tokens to the live progress stream as they come.
     stream: bool = False
+    #: Summarise older turns to bound the thread (``None``: only ``max_turns`` bounds it).
+    summarize: Summarize | None = None
+    #: Long-term memory: the namespace (within the tenant's) of the ``remember``/``recall`` tools.
+    memory: Sequence[str] | None = None
+    #: How long a remembered note is kept after it was last written (seconds; ``None``: until replaced).
+    memory_ttl: float | None = None
     #: The workflow's ``budget`` and what the execution's other steps spent so far.
     execution_budget: Budget | None = None
     execution_spent: Usage = field(default_factory=lambda: Usage())

@@ -276,15 +276,22 @@ def _langgraph_runtime(settings: Settings, store: Store) -> AgentRuntime:
     from engine.adapters.ai_runtime import LangGraphRuntime, firestore_checkpointer, sqlite_checkpointer
 
     if settings.store == "firestore":
+        from engine.adapters.memory_firestore import FirestoreMemoryStore
         from engine.adapters.store_firestore import FirestoreStore
 
         assert isinstance(store, FirestoreStore)
         checkpointer = functools.partial(firestore_checkpointer, store.client)
-        return LangGraphRuntime(ModelRegistry(), checkpointer, settings.ai_prices, _model_telemetry())
+        memory = FirestoreMemoryStore(store.client)
+        return LangGraphRuntime(ModelRegistry(), checkpointer, settings.ai_prices, _model_telemetry(), memory)
+    from engine.adapters.ai_memory import sqlite_memory
+
     path = settings.resolved_ai_checkpoint_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpointer = functools.partial(sqlite_checkpointer, str(path))
-    return LangGraphRuntime(ModelRegistry(), checkpointer, settings.ai_prices, _model_telemetry())
+    memory_path = path.with_name(f"{path.stem}-memory.db")  # agents' long-term memory, beside the checkpoints
+    return LangGraphRuntime(
+        ModelRegistry(), checkpointer, settings.ai_prices, _model_telemetry(), sqlite_memory(str(memory_path))
+    )
 
 
 def _model_telemetry() -> ModelTelemetry:

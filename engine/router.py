@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -79,6 +79,18 @@ class EventRouter:
         for event in unrouted.values():
             self.route(event)
         return stored
+
+    def warm_up(self, tenants: Iterable[str]) -> None:
+        """Load each tenant's event triggers and compile their workflows' latest versions.
+
+        The bridge calls this before it pulls: a store it cannot reach fails it at once, and
+        its first messages do not pay for the loading.
+        """
+        for tenant in tenants:
+            for trigger in self._event_triggers(tenant):
+                latest = self.service.store.get_workflow_version(tenant, trigger.workflow)
+                if latest is not None:
+                    self.service.compiled(tenant, trigger.workflow, latest.version)
 
     def route(self, event: InboundEventRecord) -> None:
         """Start the event's triggers and offer it to its waiters, then mark it routed.

@@ -923,16 +923,28 @@ class Service:
             job.run("timed_out", [self._transact(self._time_out(execution)) for execution in overdue])
         if not job.over():
             job.counts["routed_events"] += EventRouter(self).route_due(now - self.settings.event_route_after, batch)
-        trimmed = 0
-        if not job.over():
+        report = replace(job.report(), trimmed_events=self._trim_event_log(job, now))
+        self.telemetry.reconciled({**job.counts, "failed": job.failed})
+        return report
+
+    def _trim_event_log(self, job: _Pass, now: float) -> int:
+        """Delete routed events past their retention, a batch at a time while the pass has time.
+
+        Batches go on until one comes back short, so trimming keeps up with events arriving
+        faster than one batch per pass; what is left is trimmed by the next pass.
+        """
+        batch, before, trimmed = self.settings.reconcile_batch, now - self.settings.event_retention_seconds, 0
+        while not job.over():
             try:
-                trimmed = self.store.trim_inbound_events(now - self.settings.event_retention_seconds, batch)
+                deleted = self.store.trim_inbound_events(before, batch)
             except ConveyorError as exc:  # the next pass trims them
                 log.warning("trimming the event log failed", error=str(exc))
                 job.failed += 1
-        report = replace(job.report(), trimmed_events=trimmed)
-        self.telemetry.reconciled({**job.counts, "failed": job.failed})
-        return report
+                break
+            trimmed += deleted
+            if deleted < batch:
+                break
+        return trimmed
 
     def _resend_lost(self, job: _Pass, now: float) -> None:
         """Send again up to a batch of QUEUED steps whose message is old and not held by the broker.

@@ -35,7 +35,7 @@ log = structlog.get_logger("conveyor.flower")
 FINAL_EVENT = {"succeeded": "task-succeeded", "waiting": "task-succeeded"}
 #: Seconds the oldest buffered event may wait for the next inline step's before all are published.
 FLUSH_AFTER = 0.5
-#: Events buffered at most; one more publishes them all.
+#: Events buffered at most: the one that fills the buffer publishes them all.
 MAX_BUFFERED = 100
 
 

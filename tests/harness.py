@@ -103,5 +103,21 @@ class Harness:
     def steps(self, execution_id: str, tenant: str = "t1") -> dict[str, Any]:
         return {s.key: s for s in self.service.list_steps(tenant, execution_id)}
 
+    def agent_messages(self, execution_id: str, step_key: str = "agent", tenant: str = "t1") -> list[Any]:
+        """The messages of an ai.agent step's checkpointed thread (embedded SQLite checkpointer)."""
+        import asyncio
+
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        async def read() -> list[Any]:
+            path = str(self.settings.resolved_ai_checkpoint_path())
+            async with AsyncSqliteSaver.from_conn_string(path) as saver:
+                config = {"configurable": {"thread_id": f"{tenant}/{execution_id}/{step_key}"}}
+                saved = await saver.aget_tuple(config)  # type: ignore[arg-type]
+            assert saved is not None, "the step has no checkpointed thread"
+            return list(saved.checkpoint["channel_values"]["messages"])
+
+        return asyncio.run(read())
+
     def history(self, execution_id: str, tenant: str = "t1") -> list[EventRecord]:
         return self.service.events_after(tenant, execution_id, None)

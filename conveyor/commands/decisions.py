@@ -23,10 +23,11 @@ def register(app: typer.Typer) -> None:
 @decisions_app.command("show")
 def show(
     workflow: Annotated[str, typer.Argument(help="Workflow name.")],
-    step: Annotated[str, typer.Argument(help="Id of its ai.route step (strategy: bandit).")],
+    step: Annotated[str, typer.Argument(help="Id of its ai.route or switch step (strategy: bandit).")],
     tenant: Annotated[str, typer.Option(help="Tenant whose statistics to read.")] = "default",
 ) -> None:
-    """Each route's successes, failures and estimated success rate (posterior mean)."""
+    """Each route's successes, failures and estimated success rate (posterior mean); for a
+    bandit with a half-life, the counts decayed to now."""
     from engine.bootstrap import build_service
 
     service = build_service(Settings())
@@ -37,7 +38,8 @@ def show(
         raise typer.Exit(1) from None
     finally:
         service.store.close()
-    table = Table(title=f"bandit {found['bandit']}")
+    decay = f" (half-life {found['half_life']:g} s, decayed to now)" if found.get("half_life") else ""
+    table = Table(title=f"bandit {found['bandit']}{decay}")
     for column in ("route", "successes", "failures", "estimated success rate"):
         table.add_column(column)
     for route, arm in found["arms"].items():
@@ -48,11 +50,11 @@ def show(
 @decisions_app.command("reward")
 def reward(
     execution_id: Annotated[str, typer.Argument(help="Execution whose decision is rewarded.")],
-    step: Annotated[str, typer.Argument(help="Key of the ai.route step that decided.")],
+    step: Annotated[str, typer.Argument(help="Key of the ai.route or switch step that decided.")],
     value: Annotated[float, typer.Argument(help="Reward between 0 (failure) and 1 (success).")],
     tenant: Annotated[str, typer.Option(help="Tenant of the execution.")] = "default",
 ) -> None:
-    """Count how a bandit decision turned out (once per step and execution)."""
+    """Count how a bandit decision turned out (exactly once per step and execution)."""
     from engine.bootstrap import build_service
 
     err = Console(stderr=True, highlight=False)

@@ -23,6 +23,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from engine.adapters.ai_summary import model_turns
 from engine.ai import FAKE_PROVIDER, ModelSettings, ScriptedModel, ScriptTurn
 from engine.errors import StepFailure
 
@@ -64,7 +65,7 @@ class ScriptedChatModel(BaseChatModel):
         return self.bind(tool_names=names, **kwargs)
 
     def _turn(self, messages: list[BaseMessage]) -> tuple[int, ScriptTurn]:
-        index = sum(1 for message in messages if isinstance(message, AIMessage))
+        index = model_turns(messages)  # summaries count the turns they replaced
         with _calls_lock:
             SCRIPTED_CALLS[self.name] += 1
         if index >= len(self.script):

@@ -34,11 +34,14 @@ from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool
 from langchain_core.tools.base import create_schema_from_function
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphRecursionError
+from langgraph.store.base import BaseStore
 from langgraph.types import Command
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 
 from engine import functions
+from engine.adapters.ai_memory import TenantStore, memory_tools, sweep_expired
 from engine.adapters.ai_models import ModelRegistry
+from engine.adapters.ai_summary import SummarizeOlderTurns, carried_usage, model_turns
 from engine.ai import (
     HTTP_TOOL,
     AgentFinished,
@@ -156,9 +159,13 @@ class _ModelMeter:
 
 
 def usage_of(messages: Sequence[BaseMessage], model: str, prices: Mapping[str, Mapping[str, float]]) -> Usage:
-    """Usage recorded on the AI messages of a conversation (each model call made one)."""
+    """Usage recorded on the AI messages of a conversation (each model call made one), and on
+    the summaries that replaced older ones."""
     total = Usage()
     for message in messages:
+        summarised = carried_usage(message)
+        if summarised is not None:
+            total = total + summarised
         if isinstance(message, AIMessage) and message.usage_metadata:
             tokens_in = message.usage_metadata.get("input_tokens", 0)
             tokens_out = message.usage_metadata.get("output_tokens", 0)
@@ -319,8 +326,11 @@ class LangGraphRuntime:
         checkpointer: CheckpointerFactory,
         prices: Mapping[str, Mapping[str, float]] | None = None,
         telemetry: ModelTelemetry | None = None,
+        memory: BaseStore | None = None,
     ) -> None:
         self.models = models
+        #: Agents' long-term memory (every tenant's; each run sees only its own through TenantStore).
+        self.memory = memory
         self.checkpointer = checkpointer
         self.prices = dict(prices or {})
         self.telemetry = telemetry
@@ -336,6 +346,10 @@ class LangGraphRuntime:
                     interrupt_mode="per_call",
                 )
             )
+        if request.summarize is not None:
+            summarizer = self.models.chat_model(request.summarize.model or request.model, request.settings, ctx.models)
+            measure = functools.partial(usage_of, model=request.model, prices=self.prices)
+            middleware.append(SummarizeOlderTurns(request.summarize, summarizer, measure))
         if request.fallbacks:
             fallbacks = [self.models.chat_model(spec, request.settings, ctx.models) for spec in request.fallbacks]
             middleware.append(ModelFallbackMiddleware(*fallbacks))
@@ -346,6 +360,13 @@ class LangGraphRuntime:
         tools = [function_tool(ctx, name) for name in request.tools]
         if request.http_methods:
             tools.append(http_tool(ctx, ctx.ports.require_http(), request.http_methods, request.http_max_chars))
+        store = None
+        if request.memory is not None:
+            if self.memory is None:
+                raise StepFailure("no memory store is configured", retryable=False, error_type="NotConfigured")
+            await asyncio.to_thread(sweep_expired, self.memory)  # expired notes are never recalled
+            store = TenantStore(self.memory, ctx.tenant)
+            tools.extend(memory_tools(store, tuple(request.memory), request.memory_ttl))
         config: dict[str, Any] = {
             "configurable": {"thread_id": thread_id(ctx)},
             "callbacks": [
@@ -361,6 +382,7 @@ class LangGraphRuntime:
                 middleware=self._middleware(ctx, request),
                 response_format=dict(request.output_schema) if request.output_schema is not None else None,
                 checkpointer=saver,
+                store=store,
             )
             state = await graph.aget_state(config)
             graph_input: Any
@@ -407,7 +429,7 @@ class LangGraphRuntime:
             answer=last.text if last is not None else "",
             structured=values.get("structured_response"),
             usage=usage_of(messages, request.model, self.prices),
-            turns=sum(1 for m in messages if isinstance(m, AIMessage)),
+            turns=model_turns(messages),
         )
 
     def _interrupted(self, pending: Any, values: Mapping[str, Any], request: AgentRequest) -> AgentInterrupted:

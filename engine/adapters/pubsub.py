@@ -123,8 +123,14 @@ class StreamingBridge:
 
         Messages pulled together are judged in batches of up to ``batch_size`` (one store
         transaction each, see :class:`~engine.bridge.BatchJudge`); each is acked by its own
-        callback once its batch committed.
+        callback once its batch committed. Before pulling, the subscriptions' tenants' event
+        triggers are loaded (a store that cannot be reached stops the bridge at once).
         """
+        try:
+            self.bridge.router.warm_up({sub.tenant for sub in self.subscriptions})
+        except ConveyorError:
+            self.client.close()
+            raise
         flow = FlowControl(max_messages=self.max_messages, max_duration_per_lease_extension=LEASE_EXTENSION_SECONDS)
         judge = BatchJudge(self.bridge, max_batch=self.batch_size)
         futures = [

@@ -14,6 +14,8 @@
     approve: [shop.refund]                    # these wait for a person (a signal) first
     output_schema: {type: object, properties: {...}}   # optional structured answer
     budget: {tokens: 20000, cost: 0.05}       # over all attempts and resumes of the step
+    summarize: {after_messages: 30, keep_messages: 8}   # optional: bound the thread's memory
+    memory: {namespace: [customers, "${input.customer}"], ttl: 30d}   # optional: remember/recall across runs
 ```
 
 All attempts of the step share one checkpointed thread: a retry or a redelivery continues
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from engine.ai import (
     HTTP_TOOL,
@@ -36,9 +38,11 @@ from engine.ai import (
     AgentRequest,
     Budget,
     ModelSettings,
+    Summarize,
     Usage,
     check_budgets,
 )
+from engine.durations import parse_duration
 from engine.errors import StepFailure
 from engine.ports import AgentRuntime
 from engine.prompts import PromptRef, render_prompt
@@ -58,6 +62,14 @@ class HttpToolConfig(StepConfig):
     max_chars: int = Field(default=20_000, ge=100, le=1_000_000)
 
 
+class MemoryConfig(StepConfig):
+    """Long-term memory: the agent gets ``remember``/``recall`` over this namespace of its tenant's store."""
+
+    namespace: list[Annotated[str, Field(pattern=r"^[^.]{1,200}$")]] = Field(min_length=1, max_length=10)
+    #: Keep a note this long after it was last written (a duration; none: until it is replaced).
+    ttl: Annotated[float, BeforeValidator(parse_duration), Field(ge=1)] | None = None
+
+
 class AgentConfig(StepConfig):
     model: str = Field(pattern=MODEL_SPEC_PATTERN)
     fallbacks: list[str] = Field(default_factory=list)
@@ -74,6 +86,10 @@ class AgentConfig(StepConfig):
     max_turns: int = Field(default=25, ge=1, le=200)
     #: Send the model's tokens to the live progress stream (never to the store) as they come.
     stream: bool = False
+    #: Bound the thread's memory by summarising older turns (``None``: only ``max_turns`` bounds it).
+    summarize: Summarize | None = None
+    #: Opt-in long-term memory, kept across executions (per tenant and namespace).
+    memory: MemoryConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentConfig:
@@ -93,6 +109,8 @@ class AgentConfig(StepConfig):
         unknown = sorted(set(self.approve) - available)
         if unknown:
             raise ValueError(f"approve lists tools the agent does not have: {', '.join(unknown)}")
+        if self.memory is not None and {"remember", "recall"} & set(names):
+            raise ValueError("'remember' and 'recall' are the memory tools' names: rename those tools")
         if HTTP_TOOL in names:
             raise ValueError(f"{HTTP_TOOL!r} is the HTTP tool's name: give it with 'http', not in 'tools'")
         return self
@@ -135,6 +153,9 @@ class AgentStep(BaseStepType):
             budget=config.budget,
             max_turns=config.max_turns,
             stream=config.stream,
+            summarize=config.summarize,
+            memory=tuple(config.memory.namespace) if config.memory is not None else None,
+            memory_ttl=config.memory.ttl if config.memory is not None else None,
             execution_budget=ctx.execution_budget,
             execution_spent=ctx.execution_spent or Usage(),
         )

@@ -11,7 +11,7 @@ import pytest
 from engine.auth import Role
 from engine.functions import import_modules
 from tests.api.conftest import Api
-from tests.api.support import TENANT_B
+from tests.api.support import TENANT_A, TENANT_B
 
 F = "tests.unit.fixtures.logfns"
 import_modules([F])
@@ -119,3 +119,30 @@ def test_graphql_step_logs_match_rest(api: Api) -> None:
     assert [line["seq"] for line in steps["talk"]["items"]] == [0, 1, 2]
     assert steps["talk"]["attempts"][0]["lines"] == 12 and steps["talk"]["nextCursor"] == rest["next_cursor"]
     assert [line["seq"] for line in steps["pay"]["items"]] == [0, 1]
+
+
+@pytest.mark.timeout(60)
+def test_step_log_events_arrive_on_the_graphql_subscription(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/charge", json=FLAKY)
+    execution_id = str(api.call("POST", "/v1/executions", json={"workflow": "charge"}).json()["id"])
+    subscription = """subscription ($id: ID!) { executionEvents(executionId: $id) {
+      __typename ... on ExecutionChange { event { type stepKey attempt data } } } }"""
+    token = api.keys[(TENANT_A, Role.VIEWER)]
+    texts: dict[str, list[str]] = {}
+    ended: set[str] = set()
+    with api.client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_json({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+        assert ws.receive_json() == {"type": "connection_ack"}
+        variables = {"id": execution_id}
+        ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": subscription, "variables": variables}})
+        assert ws.receive_json()["payload"]["data"]["executionEvents"]["__typename"] == "ExecutionSnapshot"
+        api.driver.run_all()  # the steps run now, while the subscription is open
+        while "pay" not in ended:
+            data = ws.receive_json()["payload"]["data"]["executionEvents"]
+            if data["__typename"] == "ExecutionChange" and data["event"]["type"] == "step.log":
+                event = data["event"]
+                texts.setdefault(event["stepKey"], []).extend(line["message"] for line in event["data"]["lines"])
+                if event["data"]["done"]:
+                    ended.add(event["stepKey"])
+    assert texts["talk"][:2] == ["chatty line 0", "chatty line 1"] and len(texts["talk"]) == 12
+    assert texts["pay"][0] == "charging the card"

@@ -270,6 +270,7 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     until(browser, lambda d: "Run 1, attempt 1: 10 lines" in d.find_element(By.ID, "logs").text, 30, "stored lines")
     browser.execute_script("document.getElementById('logs').scrollIntoView()")
     browser.save_screenshot(str(SCREENSHOTS / "logs.png"))
+    assert low_contrast(browser) == [], "text below WCAG AA contrast on the execution page"
     row = browser.find_element(By.CSS_SELECTOR, 'tr[data-step="charge"]')
     assert "RuntimeError: card declined" in row.text
     click(browser, "button[data-action=retry]", "retry offered")
@@ -282,6 +283,7 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     ids = {row.get_attribute("data-id") for row in browser.find_elements(By.CSS_SELECTOR, "#executions tbody tr")}
     assert other not in ids and broken in ids
     browser.save_screenshot(str(SCREENSHOTS / "executions.png"))
+    assert low_contrast(browser) == [], "text below WCAG AA contrast on the executions page"
     browser.get(f"{base}/ui/#/executions/{other}")
     until(browser, lambda d: "not found" in d.find_element(By.TAG_NAME, "main").text.lower(), what="a foreign id")
 
@@ -314,9 +316,13 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     assert trigger.status_code == 201, trigger.text
     browser.get(f"{base}/ui/#/workflows/console-demo")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#versions li"), what="the workflow's versions")
-    assert {n.get_attribute("data-step") for n in browser.find_elements(By.CSS_SELECTOR, "g.node")} == {
-        s["id"] for s in DEMO["steps"]
-    }
+    # the graph is drawn once the compared versions are fetched, after the list of versions
+    drawn = {s["id"] for s in DEMO["steps"]}
+    until(
+        browser,
+        lambda d: {n.get_attribute("data-step") for n in d.find_elements(By.CSS_SELECTOR, "g.node")} == drawn,
+        what="the graph of the latest version, every step",
+    )
     browser.get(f"{base}/ui/#/triggers")
     row = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f'tr[data-trigger="{trigger.json()["id"]}"]'))
     assert row.text.count("AM") + row.text.count("PM") + row.text.count(":00") >= 5, row.text
@@ -389,6 +395,38 @@ def rows(driver: WebDriver) -> dict[str, str]:
     return {str(r.get_attribute("data-id")): str(r.get_attribute("data-status")) for r in found}
 
 
+#: WCAG 2 contrast of every visible text against its background (disabled controls are exempt).
+LOW_CONTRAST = """
+const lum = (c) => { const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map(Number).map((v) => v / 255)
+  .map((v) => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+const opaque = (c) => { const p = c.match(/[\\d.]+/g); return p && (p.length < 4 || Number(p[3]) === 1); };
+const background = (node) => { for (let n = node; n; n = n.parentElement) { const c = getComputedStyle(n).backgroundColor;
+  if (opaque(c)) return c; } return "rgb(255, 255, 255)"; };
+const low = [];
+for (const node of document.querySelectorAll("main *, header *")) {
+  if (!node.offsetParent || node.closest(":disabled, .sr-only")) continue;
+  if (![...node.childNodes].some((t) => t.nodeType === 3 && t.textContent.trim())) continue;
+  const fg = getComputedStyle(node).color; const bg = background(node);
+  const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x); const ratio = (a + 0.05) / (b + 0.05);
+  if (ratio < 4.5) low.push(`${node.tagName}.${node.className} "${node.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+}
+return low;
+"""
+
+
+#: Test instrumentation (not part of the console): remember every WebSocket the page opens.
+WATCH_SOCKETS = """
+const Native = window.WebSocket;
+window.sockets = [];
+window.WebSocket = function (url, protocols) { const s = new Native(url, protocols); window.sockets.push(s); return s; };
+window.WebSocket.prototype = Native.prototype;
+"""
+
+
+def low_contrast(driver: WebDriver) -> list[str]:
+    return list(driver.execute_script(LOW_CONTRAST))
+
+
 def navigation_timing(driver: WebDriver) -> dict[str, float]:
     """The page's navigation timing and when the executions table first rendered, in ms from navigation start."""
     return dict(
@@ -412,6 +450,9 @@ def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]],
     ]
     other = _call(base, operator, "POST", "/v1/executions", {"workflow": "console-reviewed", "labels": {"team": "ops"}})
     sign_in(browser, base, operator)
+    browser.get(f"{base}/ui/?timing#/executions")  # a fresh navigation, the key already in the tab
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#counts a"), what="the list and its counts")
+    print(f"console first load, few executions (ms from navigation start): {navigation_timing(browser)}")
 
     # Search: a label typed into the filters; the counts per status follow the same filters.
     type_into(browser, "input.label-filter", "team:shop")
@@ -430,7 +471,10 @@ def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]],
     later = "2999-01-01T00:00:00.000Z"
     browser.get(f"{base}/ui/#/executions?workflow=console-reviewed&created_after={later}")
     until(browser, lambda d: "No executions match." in d.find_element(By.TAG_NAME, "main").text, what="time range")
-    assert browser.find_element(By.CSS_SELECTOR, '[data-count="ALL"]').text.endswith(" 0")
+    # the counts are asked for once the table has its answer
+    until(
+        browser, lambda d: d.find_element(By.CSS_SELECTOR, '[data-count="ALL"]').text.endswith(" 0"), what="0 counted"
+    )
 
     # An event trigger: the event that matched it, and the executions it started, found by trigger.
     trigger = _call(
@@ -544,6 +588,41 @@ def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]],
     assert "malformed detail" in dead[1].text and "globex" not in browser.find_element(By.TAG_NAME, "main").text
     kept.client.delete(kept.key("acme"), kept.key("globex"))
     kept.close()
+
+    # A foreach drawn as one group with done/total; a large input fetched and shown only on demand.
+    fanout = {
+        "name": "console-fanout",
+        "steps": [
+            {"id": "each", "type": "transform", "foreach": "input.items", "concurrency": 2, "with": {"value": 1}}
+        ],
+    }
+    assert _call(base, editor, "PUT", "/v1/workflows/console-fanout", fanout).status_code == 201
+    items = [{"n": n, "pad": "x" * 100} for n in range(30)]
+    fanned = _call(base, operator, "POST", "/v1/executions", {"workflow": "console-fanout", "input": {"items": items}})
+    browser.get(f"{base}/ui/#/executions/{fanned.json()['id']}")
+    group = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'g.node.group[data-step="each"][data-total="30"]'))
+    until(browser, lambda d: node_status(d, "each") == "SUCCEEDED", 60, "every item done")
+    group = browser.find_element(By.CSS_SELECTOR, 'g.node.group[data-step="each"]')
+    assert (group.get_attribute("data-done"), group.get_attribute("data-total")) == ("30", "30")
+    assert "30/30 done" in group.text
+    assert not browser.find_elements(By.ID, "input"), "the input is not fetched before it is asked for"
+    click(browser, 'button[data-payload="input"]', "show the input")
+    click(browser, "#input button", "a large input sits behind a button")
+    until(browser, lambda d: '"pad": "xxxx' in d.find_element(By.ID, "input").text, what="the whole input")
+
+    # A live stream that drops is reopened after the last cursor it saw; no line is shown twice.
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_SOCKETS})
+    talking = _call(base, operator, "POST", "/v1/executions", {"workflow": "console-logged"}).json()["id"]
+    browser.get(f"{base}/ui/?watched#/executions/{talking}")
+    click(browser, 'button[data-logs="charge"]', "open the logs")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log-lines li")) >= 2, 30, "lines arrive live")
+    browser.execute_script("window.sockets[0].close()")
+    reopened = until(browser, lambda d: d.execute_script("return window.sockets.length > 1 && window.sockets[1].url"))
+    assert "after=" in reopened, reopened
+    until(browser, lambda d: node_status(d, "charge") == "FAILED", 60, "the step fails")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log-lines li")) == 10, 30, "every line, once")
+    seqs = [li.get_attribute("data-seq") for li in browser.find_elements(By.CSS_SELECTOR, "#log-lines li")]
+    assert seqs == [str(n) for n in range(10)], seqs
 
     # A viewer: no checkboxes or bulk buttons, and the API refuses bulk actions anyway.
     browser.find_element(By.ID, "sign-out").click()

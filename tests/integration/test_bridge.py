@@ -323,3 +323,22 @@ def test_batches_and_cloudevents_structured_mode_through_streaming_pull(tmp_path
         ("malformed", True)
     ]
     h.store.close()
+
+
+def test_a_bridge_whose_store_is_unreachable_stops_before_pulling(tmp_path: Path, topics: Topics) -> None:
+    from engine.errors import ConveyorError
+
+    h, _ = prepared(tmp_path)
+    topic, subscription = topics.create("orders")
+    dead_topic, _ = topics.create("dead")
+    topics.publish(topic, json.dumps({"id": "A-1"}).encode(), type="order.created", event_id="kept")
+    bridge = Bridge(
+        EventRouter(h.service), PubSubPublisher(PROJECT), dead_topic, max_attempts=3, max_message_bytes=1 << 20
+    )
+    streaming = StreamingBridge(
+        bridge, [BridgeSubscription(subscription=subscription, tenant=TENANT)], project=PROJECT, max_messages=10
+    )
+    h.store.close()  # the store cannot be reached
+    with pytest.raises(ConveyorError):
+        streaming.run(threading.Event())
+    assert [m.attributes["event_id"] for m in topics.pull(subscription, wanted=1)] == ["kept"]  # nothing pulled

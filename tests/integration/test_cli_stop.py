@@ -15,7 +15,7 @@ from pathlib import Path
 from engine.bootstrap import build_service
 from engine.settings import Settings
 from engine.states import EXECUTION_TERMINAL
-from tests.integration.test_cli_run import conveyor_env
+from tests.integration.test_cli_run import conveyor_env, sigint_as_in_a_terminal
 
 SLEEPER_STEPS = """
 import time
@@ -52,7 +52,8 @@ def start_sleeper(tmp_path: Path, deadline: str = "") -> tuple[subprocess.Popen[
     path.write_text(SLEEPER_WORKFLOW.format(marker=marker, deadline=deadline))
     command = [sys.executable, "-m", "conveyor", "run", str(path), "--state-dir", str(tmp_path / "state")]
     process = subprocess.Popen(command, cwd=tmp_path, env=conveyor_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=sigint_as_in_a_terminal)  # fmt: skip
     deadline_at = time.monotonic() + 60
     while not marker.exists():
         assert process.poll() is None, process.communicate()

@@ -78,15 +78,4 @@ def test_the_http_tool_follows_the_egress_policy_and_keys_its_side_effects(tmp_p
 
 def _tool_results(h: Harness, execution_id: str) -> list[str]:
     """What the tool told the model, read from the agent's checkpointed thread."""
-    import asyncio
-
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-    async def read() -> list[str]:
-        path = str(h.settings.resolved_ai_checkpoint_path())
-        async with AsyncSqliteSaver.from_conn_string(path) as saver:
-            saved = await saver.aget_tuple({"configurable": {"thread_id": f"t1/{execution_id}/agent"}})
-        assert saved is not None
-        return [m.content for m in saved.checkpoint["channel_values"]["messages"] if m.type == "tool"]
-
-    return asyncio.run(read())
+    return [m.content for m in h.agent_messages(execution_id) if m.type == "tool"]

@@ -243,3 +243,16 @@ def test_the_reconciler_trims_routed_events_past_their_retention(make_harness):
     router.publish("t1", type="order.created", data={"id": "A-1"}, event_id="old")
     h.drain()
     assert sorted(e.input["order_id"] for e in h.service.list_executions("t1").items) == ["A-1", "A-2", "A-3"]
+
+
+def test_one_pass_trims_batch_after_batch_until_the_log_is_within_retention(make_harness):
+    h = make_harness(event_retention_seconds=60, reconcile_batch=2)
+    router = EventRouter(h.service)
+    for n in range(5):
+        router.publish("t1", type="tick", data={"n": n}, event_id=f"e-{n}")
+    h.clock.advance(61)
+    router.publish("t1", type="tick", data={"n": 5}, event_id="recent")
+    assert h.service.reconcile().trimmed_events == 5  # three batches of at most 2 in one pass
+    assert sorted(h.store.atomic(lambda tx: tx.get_inbound_events("t1", [f"e-{n}" for n in range(5)] + ["recent"]))) == [
+        "recent"
+    ]

@@ -71,10 +71,11 @@ function stepsTable(steps, definition, act, openLogs, openOutput) {
         el("td", {}, s.error ? errorView(s.error) : ""),
         el(
           "td",
-          { class: "row-actions" },
+          {},
+          el("div", { class: "row-actions" },
           el("button", { type: "button", class: "small", "data-logs": s.key, onclick: () => openLogs(s.key), "aria-controls": "logs" }, "Logs"),
           s.status === "SUCCEEDED" ? el("button", { type: "button", class: "small", "data-output": s.key, onclick: () => openOutput(s.key) }, "Output") : null,
-          stepActions(s, definition, act),
+          stepActions(s, definition, act)),
         ),
       ),
     ),
@@ -273,14 +274,18 @@ export function executionPage(id) {
     if (pending === null) pending = setTimeout(() => { pending = null; refresh(); }, 150);
   }
 
+  let cursor = null; // the last position seen in the execution's live log
   function follow() {
     // The API's live stream (a snapshot, then every event): step.log lines go to the logs
-    // panel; anything else means "look again".
+    // panel; anything else means "look again". A dropped stream is reopened after the last
+    // cursor seen, so the API replays what was missed (or sends a fresh snapshot).
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${location.host}/v1/executions/${id}/events`, ["conveyor.v1", `bearer.${sessionStorage.getItem(KEY)}`]);
+    const after = cursor === null ? "" : `?after=${encodeURIComponent(cursor)}`;
+    const socket = new WebSocket(`${scheme}://${location.host}/v1/executions/${id}/events${after}`, ["conveyor.v1", `bearer.${sessionStorage.getItem(KEY)}`]);
     socket.addEventListener("message", (message) => {
       let data = null;
       try { data = JSON.parse(message.data); } catch (error) { return; }
+      if (typeof data.cursor === "string") cursor = data.cursor;
       if (data.type === "heartbeat") return;
       if (data.type === "event" && data.event && data.event.type === "step.log") return logs.live(data.event);
       soon();

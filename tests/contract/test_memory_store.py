@@ -1,0 +1,80 @@
+"""Agents' long-term memory: the tenant-scoped LangGraph store over SQLite (LangGraph's own
+SqliteStore) and Firestore (Conveyor's adapter) behaves the same, and never crosses tenants."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from langgraph.store.base import BaseStore
+
+from engine.adapters.ai_memory import TenantStore, sqlite_memory, sweep_expired
+from engine.adapters.store_sqlite import SqliteStore
+from engine.ports import Store
+
+
+@pytest.fixture
+def memory(store: Store, tmp_path: Path) -> BaseStore:
+    if isinstance(store, SqliteStore):
+        return sqlite_memory(str(tmp_path / "memory.db"))
+    from engine.adapters.memory_firestore import FirestoreMemoryStore
+
+    return FirestoreMemoryStore(store.client)  # type: ignore[attr-defined]
+
+
+def test_items_are_put_read_searched_and_deleted(memory: BaseStore) -> None:
+    a = TenantStore(memory, "tenant-a")
+    a.put(("customers", "c1"), "tone", {"note": "prefers short answers"})
+    a.put(("customers", "c1"), "refunds", {"note": "one refund in 2025", "kind": "history"})
+    a.put(("customers", "c2"), "tone", {"note": "formal"})
+    item = a.get(("customers", "c1"), "tone")
+    assert item is not None and (item.namespace, item.key, item.value) == (
+        ("customers", "c1"),
+        "tone",
+        {"note": "prefers short answers"},
+    )
+    assert {i.key for i in a.search(("customers", "c1"))} == {"tone", "refunds"}
+    assert {(i.namespace, i.key) for i in a.search(("customers",))} == {
+        (("customers", "c1"), "tone"),
+        (("customers", "c1"), "refunds"),
+        (("customers", "c2"), "tone"),
+    }
+    assert [i.key for i in a.search(("customers",), filter={"kind": "history"})] == ["refunds"]
+    assert sorted(a.list_namespaces(prefix=("customers",))) == [("customers", "c1"), ("customers", "c2")]
+    a.put(("customers", "c1"), "tone", {"note": "changed"})
+    assert a.get(("customers", "c1"), "tone").value == {"note": "changed"}  # type: ignore[union-attr]
+    a.delete(("customers", "c1"), "tone")
+    assert a.get(("customers", "c1"), "tone") is None
+
+
+def test_a_tenant_never_sees_or_touches_another_tenants_memory(memory: BaseStore) -> None:
+    a, b = TenantStore(memory, "tenant-a"), TenantStore(memory, "tenant-b")
+    a.put(("customers", "c1"), "tone", {"note": "secret of a"})
+    assert b.get(("customers", "c1"), "tone") is None
+    assert b.search(("customers",)) == [] and b.search(()) == []
+    assert b.list_namespaces() == []
+    # a namespace that looks like another tenant's scope is still inside the caller's own
+    assert b.get(("tenant", "tenant-a", "customers", "c1"), "tone") is None
+    b.put(("tenant", "tenant-a", "customers", "c1"), "tone", {"note": "b's own"})
+    assert a.get(("customers", "c1"), "tone").value == {"note": "secret of a"}  # type: ignore[union-attr]
+    b.delete(("customers", "c1"), "tone")
+    assert a.get(("customers", "c1"), "tone") is not None
+    assert a.list_namespaces() == [("customers", "c1")]
+
+
+def test_tenant_ids_with_dots_are_scoped_too(memory: BaseStore) -> None:
+    dotted = TenantStore(memory, "acme.eu")
+    dotted.put(("notes",), "k", {"note": "x"})
+    assert dotted.get(("notes",), "k") is not None
+    assert TenantStore(memory, "acme").search(()) == []
+
+
+def test_an_item_past_its_time_to_live_is_swept_and_one_without_is_kept(memory: BaseStore) -> None:
+    a = TenantStore(memory, "tenant-a")
+    a.put(("notes",), "brief", {"note": "gone soon"}, ttl=0.01)  # minutes, as LangGraph counts them
+    a.put(("notes",), "kept", {"note": "no time to live"})
+    time.sleep(1.5)  # the SQLite backend compares with SQLite's own clock: the time must really pass
+    assert sweep_expired(memory) == 1
+    assert a.get(("notes",), "brief") is None
+    assert [item.key for item in a.search(("notes",))] == ["kept"]
