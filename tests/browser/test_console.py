@@ -316,9 +316,13 @@ def test_console_round_trip(dev_server: tuple[str, dict[tuple[str, Role], str]],
     assert trigger.status_code == 201, trigger.text
     browser.get(f"{base}/ui/#/workflows/console-demo")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#versions li"), what="the workflow's versions")
-    assert {n.get_attribute("data-step") for n in browser.find_elements(By.CSS_SELECTOR, "g.node")} == {
-        s["id"] for s in DEMO["steps"]
-    }
+    # the graph is drawn once the compared versions are fetched, after the list of versions
+    drawn = {s["id"] for s in DEMO["steps"]}
+    until(
+        browser,
+        lambda d: {n.get_attribute("data-step") for n in d.find_elements(By.CSS_SELECTOR, "g.node")} == drawn,
+        what="the graph of the latest version, every step",
+    )
     browser.get(f"{base}/ui/#/triggers")
     row = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f'tr[data-trigger="{trigger.json()["id"]}"]'))
     assert row.text.count("AM") + row.text.count("PM") + row.text.count(":00") >= 5, row.text
@@ -467,7 +471,10 @@ def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]],
     later = "2999-01-01T00:00:00.000Z"
     browser.get(f"{base}/ui/#/executions?workflow=console-reviewed&created_after={later}")
     until(browser, lambda d: "No executions match." in d.find_element(By.TAG_NAME, "main").text, what="time range")
-    assert browser.find_element(By.CSS_SELECTOR, '[data-count="ALL"]').text.endswith(" 0")
+    # the counts are asked for once the table has its answer
+    until(
+        browser, lambda d: d.find_element(By.CSS_SELECTOR, '[data-count="ALL"]').text.endswith(" 0"), what="0 counted"
+    )
 
     # An event trigger: the event that matched it, and the executions it started, found by trigger.
     trigger = _call(
