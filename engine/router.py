@@ -75,9 +75,11 @@ class EventRouter:
         routed by the reconciler.
         """
         stored = self.service.accept_events([(event, self._starts(event)) for event in events], committed)
-        unrouted = {(a.event.tenant, a.event.id): a.event for a in stored if not a.event.routed}
-        for event in unrouted.values():
-            self.route(event)
+        unrouted = {(a.event.tenant, a.event.id): a for a in stored if not a.event.routed}
+        for accepted in unrouted.values():
+            # A new event's trigger starts were made by its accepting commit (a start over the
+            # quota counted there): only an earlier copy's may be missing.
+            self.route(accepted.event, start_triggers=accepted.duplicate)
         return stored
 
     def warm_up(self, tenants: Iterable[str]) -> None:
@@ -92,14 +94,16 @@ class EventRouter:
                 if latest is not None:
                     self.service.compiled(tenant, trigger.workflow, latest.version)
 
-    def route(self, event: InboundEventRecord) -> None:
-        """Start the event's triggers and offer it to its waiters, then mark it routed.
+    def route(self, event: InboundEventRecord, *, start_triggers: bool = True) -> None:
+        """Start the event's triggers (unless its accepting commit did) and offer it to its
+        waiters, then mark it routed.
 
         Both are idempotent (trigger starts by their key, resumes by the guarded transition),
         so an event whose first routing was interrupted is simply routed again. A store outage
         propagates: the event stays unrouted and the reconciler retries.
         """
-        self.service.start_for_event(event, self._starts(event))
+        if start_triggers:
+            self.service.start_for_event(event, self._starts(event))
         if event.correlation_key is not None:
             for waiter in self.service.store.list_waiters(event.tenant, event.route):
                 self.service.deliver_event(waiter, event)

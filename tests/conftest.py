@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -31,3 +32,13 @@ def redis_server_url() -> str:
 def unique_project() -> str:
     """A Firestore project id of its own, so tests never see each other's documents."""
     return f"conveyor-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def info_logging() -> Iterator[None]:
+    """Let INFO records through the root logger, as Conveyor's processes do (CONVEYOR_LOG_LEVEL)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    yield
+    root.setLevel(level)

@@ -88,15 +88,23 @@ def redis_url() -> str:
     return url
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned), failing after ``timeout`` s."""
+def poll(predicate: Callable[[], T], timeout: float, interval: float = 0.2) -> T | None:
+    """Poll ``predicate`` until it returns something truthy (returned), or None after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"not within {timeout}s: {what}")
+    return None
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll ``predicate`` until it returns something truthy (returned), failing after ``timeout`` s."""
+    value = poll(predicate, timeout, interval)
+    if value is None:
+        raise AssertionError(f"not within {timeout}s: {what}")
+    return value
 
 
 @contextlib.contextmanager

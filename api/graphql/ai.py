@@ -11,11 +11,11 @@ from strawberry.types import Info
 
 from api.graphql.mutations import attempt
 from api.graphql.permissions import requires
-from api.graphql.queries import page_limit
+from api.graphql.queries import found_or_none, page_limit
 from api.graphql.types.problem import Problem
 from api.graphql.types.prompt import AppliedPrompt, PromptPage, PromptVersion, RewardResult
 from engine.auth import Role
-from engine.errors import InvalidRequest, NotFound
+from engine.errors import InvalidRequest
 
 ApplyPromptResult = Annotated[AppliedPrompt | Problem, strawberry.union("ApplyPromptResult")]
 RewardDecisionResult = Annotated[RewardResult | Problem, strawberry.union("RewardDecisionResult")]
@@ -34,11 +34,8 @@ class AiQuery:
     @strawberry.field(extensions=requires(Role.VIEWER), description="A stored prompt's version (newest by default)")
     async def prompt(self, info: Info, name: str, version: int | None = None) -> PromptVersion | None:
         ctx = info.context
-        try:
-            record = await run_in_threadpool(ctx.runtime.prompts.get, ctx.principal.tenant, name, version)
-        except NotFound:
-            return None
-        return PromptVersion.from_record(record)
+        record = await found_or_none(ctx.runtime.prompts.get, ctx.principal.tenant, name, version)
+        return PromptVersion.from_record(record) if record is not None else None
 
     @strawberry.field(extensions=requires(Role.VIEWER), description="Versions of a stored prompt, newest first")
     async def prompt_versions(self, info: Info, name: str, cursor: str | None = None, limit: int = 50) -> PromptPage:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import ParamSpec, TypeVar
 
 import strawberry
 from starlette.concurrency import run_in_threadpool
@@ -23,11 +25,22 @@ from api.graphql.types.workflow import WorkflowVersion
 from engine.auth import Role
 from engine.errors import InvalidRequest, NotFound
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 def page_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}")
     return limit
+
+
+async def found_or_none(read: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+    """``read`` run in the thread pool, or None if it raises ``NotFound`` (the "one X, or null" fields)."""
+    try:
+        return await run_in_threadpool(read, *args, **kwargs)
+    except NotFound:
+        return None
 
 
 @strawberry.type
@@ -48,11 +61,8 @@ class Query:
     @strawberry.field(extensions=requires(Role.VIEWER), description="A workflow version (latest by default)")
     async def workflow(self, info: Info, name: str, version: int | None = None) -> WorkflowVersion | None:
         ctx = info.context
-        try:
-            record = await run_in_threadpool(ctx.runtime.service.get_workflow, ctx.principal.tenant, name, version)
-        except NotFound:
-            return None
-        return WorkflowVersion.from_record(record)
+        record = await found_or_none(ctx.runtime.service.get_workflow, ctx.principal.tenant, name, version)
+        return WorkflowVersion.from_record(record) if record is not None else None
 
     @strawberry.field(extensions=requires(Role.VIEWER), description="Versions of a workflow, newest first")
     async def workflow_versions(
@@ -71,13 +81,8 @@ class Query:
     )
     async def decisions(self, info: Info, workflow: str, step: str) -> BanditEstimates | None:
         ctx = info.context
-        try:
-            found = await run_in_threadpool(
-                ctx.runtime.service.decision_estimates, ctx.principal.tenant, workflow, step
-            )
-        except NotFound:
-            return None
-        return BanditEstimates.from_estimates(found)
+        found = await found_or_none(ctx.runtime.service.decision_estimates, ctx.principal.tenant, workflow, step)
+        return BanditEstimates.from_estimates(found) if found is not None else None
 
     @strawberry.field(extensions=requires(Role.ADMIN), description="API keys of the caller's tenant (never secrets)")
     async def keys(self, info: Info) -> list[ApiKey]:
@@ -130,11 +135,8 @@ class Query:
     @strawberry.field(extensions=requires(Role.VIEWER), description="One execution, or null")
     async def execution(self, info: Info, id: strawberry.ID) -> Execution | None:
         ctx = info.context
-        try:
-            record = await run_in_threadpool(ctx.runtime.service.get_execution, ctx.principal.tenant, str(id))
-        except NotFound:
-            return None
-        return Execution.from_record(record)
+        record = await found_or_none(ctx.runtime.service.get_execution, ctx.principal.tenant, str(id))
+        return Execution.from_record(record) if record is not None else None
 
     @strawberry.field(extensions=requires(Role.VIEWER), description="Triggers")
     async def triggers(self, info: Info, cursor: str | None = None, limit: int = 50) -> TriggerPage:
@@ -147,8 +149,5 @@ class Query:
     @strawberry.field(extensions=requires(Role.VIEWER), description="One trigger, or null")
     async def trigger(self, info: Info, id: strawberry.ID) -> Trigger | None:
         ctx = info.context
-        try:
-            record = await run_in_threadpool(actions.triggers(ctx.runtime).get, ctx.principal.tenant, str(id))
-        except NotFound:
-            return None
-        return Trigger.from_record(record)
+        record = await found_or_none(actions.triggers(ctx.runtime).get, ctx.principal.tenant, str(id))
+        return Trigger.from_record(record) if record is not None else None

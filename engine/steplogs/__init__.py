@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from engine.ports import EventSink, StepLogStore
 from engine.records import StepRecord
@@ -30,9 +28,9 @@ class StepLogs:
         self.shipper = LogShipper(store, live)
         capture.install(logging.getLevelNamesMapping()[settings.step_logs_level])
 
-    @contextmanager
-    def attempt(self, step: StepRecord) -> Iterator[AttemptLog]:
-        """Capture everything logged in this context (and contexts copied from it) as ``step``'s attempt."""
+    def attempt(self, step: StepRecord) -> _Capturing:
+        """Capture everything logged in this context (and contexts copied from it) as ``step``'s
+        attempt, while the returned context manager is entered (it gives the :class:`AttemptLog`)."""
         settings = self.settings
         attempt = AttemptLog(
             step.tenant,
@@ -46,18 +44,34 @@ class StepLogs:
             redact=self.redact,
             started_at=time.time(),
         )
-        token = capture.enter(attempt)
-        self.shipper.started(attempt)
-        try:
-            yield attempt
-        finally:
-            capture.leave(token)
-            attempt.close(time.time())
-            self.shipper.finished(attempt)
+        return _Capturing(attempt, self.shipper)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Ship every finished attempt now (tests, a process about to exit)."""
         return self.shipper.flush(timeout)
+
+
+class _Capturing:
+    """The context of one attempt: current while entered, handed to the shipper when left.
+
+    A class rather than a generator-based context manager: it runs around every step.
+    """
+
+    __slots__ = ("attempt", "shipper", "token")
+
+    def __init__(self, attempt: AttemptLog, shipper: LogShipper) -> None:
+        self.attempt, self.shipper = attempt, shipper
+        self.token: object = None
+
+    def __enter__(self) -> AttemptLog:
+        self.token = capture.enter(self.attempt)
+        self.shipper.started(self.attempt)
+        return self.attempt
+
+    def __exit__(self, *exc: object) -> None:
+        capture.leave(self.token)
+        self.attempt.close(time.time())
+        self.shipper.finished(self.attempt)
 
 
 __all__ = ["AttemptLog", "Redactor", "StepLogs"]

@@ -123,7 +123,8 @@ class AttemptLog:
         message = self.redact(message)
         if len(message) > self.max_line_chars:
             message = message[: self.max_line_chars] + " [truncated]"
-        size = len(message.encode("utf-8", "replace")) + len(logger) + LINE_OVERHEAD_BYTES
+        encoded = len(message) if message.isascii() else len(message.encode("utf-8", "replace"))
+        size = encoded + len(logger) + LINE_OVERHEAD_BYTES
         with self._lock:
             if self._full or self._bytes + size > self.max_bytes:
                 self._full = True

@@ -15,6 +15,7 @@ first (:meth:`LogShipper.flush`, called at exit and when a worker's pool process
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import threading
 import time
@@ -39,15 +40,37 @@ LINES_PER_EVENT = 200
 
 
 def iso(at: float) -> str:
-    """Epoch seconds as RFC 3339 UTC with microseconds, as the API writes times."""
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Epoch seconds as RFC 3339 UTC with microseconds, as the API writes times.
+
+    The same text as ``datetime.fromtimestamp(at, UTC).isoformat(timespec="microseconds")``
+    with ``Z``, microseconds rounded as ``datetime`` rounds them (half to even), but the
+    date and time of day are formatted once per second: lines of one second share them.
+    """
+    fraction, whole = math.modf(at)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    global _second
+    second, text = _second
+    if second != whole:
+        second, text = _second = (int(whole), datetime.fromtimestamp(int(whole), UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{text}.{micros:06d}Z"
+
+
+#: The last second :func:`iso` formatted and its text (one tuple: replaced whole, never torn).
+_second: tuple[float, str] = (-1.0, "")
 
 
 def live_events(attempt: AttemptLog, lines: Sequence[dict[str, Any]], *, done: bool, at: float) -> list[EventRecord]:
     """``step.log`` events carrying ``lines`` (times as RFC 3339 text); none when there is nothing to say."""
     if not lines and not (done and (attempt.sent or attempt.dropped)):
         return []
-    chunks = [lines[i : i + LINES_PER_EVENT] for i in range(0, len(lines), LINES_PER_EVENT)] or [[]]
+    if len(lines) <= LINES_PER_EVENT:  # nearly always: one event
+        chunks: Sequence[Sequence[dict[str, Any]]] = [lines]
+    else:
+        chunks = [lines[i : i + LINES_PER_EVENT] for i in range(0, len(lines), LINES_PER_EVENT)]
     return [
         EventRecord(
             id=new_event_id(at),

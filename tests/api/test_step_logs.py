@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,13 +28,7 @@ FLAKY: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def info_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.INFO)
-    yield
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("info_logging")  # tests/conftest.py
 
 
 def _run(api: Api) -> str:

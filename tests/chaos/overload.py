@@ -40,6 +40,7 @@ from engine.settings import Settings
 from engine.states import StepStatus
 from tests.chaos import chaos_steps
 from tests.chaos.conftest import WorkerProcess, forget_run, tail, worker_command, worker_env
+from tests.services import poll
 
 #: Seconds of overload (the issue's 90 by default; CI may shorten it, see the chaos test).
 OVERLOAD_SECONDS = float(os.environ.get("CONVEYOR_CHAOS_OVERLOAD_SECONDS", "90"))
@@ -75,16 +76,6 @@ class OverloadReport:
     #: Steps the reconciler re-sent (sum of its log lines): a backlog must not be re-sent.
     redispatched: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-def _wait(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
 
 
 class Overload:
@@ -210,7 +201,7 @@ class Overload:
             step = {s.key: s for s in self.service.list_steps(self.tenant, execution.id)}.get("b")
             return step.started_at if step is not None and step.started_at else None
 
-        started_at = _wait(started, self.report.lost_start_bound + GRACE, 0.2)
+        started_at = poll(started, self.report.lost_start_bound + GRACE, 0.2)
         if started_at is not None:
             self.report.lost_start_run = started_at - execution.created_at
 
@@ -221,7 +212,7 @@ class Overload:
             step = {s.key: s for s in self.service.list_steps(self.tenant, execution_id)}.get("h")
             return step is not None and step.status is StepStatus.RUNNING and step.lease_epoch >= 1
 
-        if not _wait(claimed, 30):
+        if not poll(claimed, 30, 0.1):
             self.report.notes.append("the hang step was never claimed")
             return
         killed_at = time.time()
@@ -238,7 +229,7 @@ class Overload:
                     return event.at
             return None
 
-        requeued_at = _wait(requeued, self.report.requeue_bound + GRACE, 0.2)
+        requeued_at = poll(requeued, self.report.requeue_bound + GRACE, 0.2)
         if requeued_at is not None:
             self.report.killed_step_requeued = requeued_at - killed_at
 
@@ -246,17 +237,17 @@ class Overload:
 
     def run(self) -> OverloadReport:
         hang_id = self.service.start(self.tenant, "hang").execution.id
-        if not _wait(self._hang_started, 60):
+        if not poll(self._hang_started, 60, 0.1):
             raise AssertionError(f"the hang step did not start:\n{self.logs()}")
         _, pgid = self._hang_started() or ("", 0)
         self._start_backlog(self.backlog + 300)
         began = time.monotonic()
         self._feeder.start()
-        _wait(lambda: time.monotonic() - began >= max(REDISPATCH_AFTER + 2, 0.25 * self.overload_seconds), 3600, 0.5)
+        poll(lambda: time.monotonic() - began >= max(REDISPATCH_AFTER + 2, 0.25 * self.overload_seconds), 3600, 0.5)
         self._probe_lost_start()
-        _wait(lambda: time.monotonic() - began >= 0.5 * self.overload_seconds, 3600, 0.5)
+        poll(lambda: time.monotonic() - began >= 0.5 * self.overload_seconds, 3600, 0.5)
         self._probe_killed_worker(hang_id, pgid)
-        _wait(lambda: time.monotonic() - began >= self.overload_seconds, 3600, 0.5)
+        poll(lambda: time.monotonic() - began >= self.overload_seconds, 3600, 0.5)
         self._stop.set()
         self._feeder.join(timeout=30)
         self.report.overload_seconds = time.monotonic() - began

@@ -24,15 +24,13 @@ from engine.records import (
     ApiKeyRecord,
     EventRecord,
     ExecutionRecord,
-    StepRecord,
     TriggerRecord,
     WorkflowVersionRecord,
 )
 from engine.states import ExecutionStatus, StepStatus
 from tests.contract.firestore_rpcs import RpcCounter
+from tests.contract.test_store_contract import T0, A, B, save, step
 
-A, B = "tenant-a", "tenant-b"
-T0 = 1_700_000_000.0
 MIB = 1024 * 1024
 
 
@@ -52,30 +50,8 @@ def execution(execution_id: str = "ex-1", tenant: str = A, **fields: Any) -> Exe
     return ExecutionRecord(id=execution_id, tenant=tenant, **(values | fields))
 
 
-def step(key: str = "fetch", execution_id: str = "ex-1", tenant: str = A, **fields: Any) -> StepRecord:
-    values: dict[str, Any] = {"step_id": key.split("[")[0], "status": StepStatus.QUEUED, "created_at": T0}
-    return StepRecord(execution_id=execution_id, tenant=tenant, key=key, **(values | fields))
-
-
 def event(event_id: str, execution_id: str = "ex-1", tenant: str = A) -> EventRecord:
     return EventRecord(event_id, execution_id, tenant, "step.status", T0, data={"n": 1})
-
-
-def write(store: FirestoreStore, *records: Any) -> None:
-    """Buffer records in one transaction, as the use cases do."""
-
-    def work(tx: Transaction) -> None:
-        for record in records:
-            if isinstance(record, WorkflowVersionRecord):
-                tx.put_workflow_version(record)
-            elif isinstance(record, ExecutionRecord):
-                tx.put_execution(record)
-            elif isinstance(record, StepRecord):
-                tx.put_step(record)
-            else:
-                tx.add_event(record)
-
-    store.atomic(work)
 
 
 # ------------------------------------------------------------------ raw documents
@@ -128,7 +104,7 @@ def blob_paths(documents: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def test_step_documents_live_under_their_execution(firestore_store: FirestoreStore) -> None:
-    write(firestore_store, execution(), step("fetch"), step("ship[3]", index=3), event("e-1"))
+    save(firestore_store, execution(), step("fetch"), step("ship[3]", index=3), event("e-1"))
 
     docs = all_documents(firestore_store.client)
     base = "tenants/tenant-a/executions/ex-1"
@@ -147,7 +123,7 @@ def test_step_documents_live_under_their_execution(firestore_store: FirestoreSto
 
 def test_workflows_keep_versions_under_a_summary_of_the_latest(firestore_store: FirestoreStore) -> None:
     versions = [WorkflowVersionRecord(A, "orders", v, {"v": v}, f"d{v}", T0 + v) for v in (1, 2)]
-    write(firestore_store, *versions)
+    save(firestore_store, *versions)
 
     docs = all_documents(firestore_store.client)
     summary = docs["tenants/tenant-a/workflows/orders"]
@@ -157,7 +133,7 @@ def test_workflows_keep_versions_under_a_summary_of_the_latest(firestore_store: 
 
 
 def test_keys_and_idempotency_are_found_by_hash(firestore_store: FirestoreStore) -> None:
-    write(firestore_store, execution(idempotency_key="client/key 1"))
+    save(firestore_store, execution(idempotency_key="client/key 1"))
     firestore_store.put_api_key(ApiKeyRecord("key-1", A, "admin", "abc123", "ci", T0))
 
     docs = all_documents(firestore_store.client)
@@ -167,7 +143,7 @@ def test_keys_and_idempotency_are_found_by_hash(firestore_store: FirestoreStore)
 
 
 def test_a_key_given_up_is_released_for_another_execution(firestore_store: FirestoreStore) -> None:
-    write(firestore_store, execution(idempotency_key="old"))
+    save(firestore_store, execution(idempotency_key="old"))
 
     def rekey(tx: Transaction) -> None:
         current = tx.get_execution(A, "ex-1")
@@ -178,7 +154,7 @@ def test_a_key_given_up_is_released_for_another_execution(firestore_store: Fires
     old = f"tenants/tenant-a/idempotency/{hashlib.sha256(b'old').hexdigest()}"
     assert old not in all_documents(firestore_store.client)
 
-    write(firestore_store, execution("ex-2", idempotency_key="old"))
+    save(firestore_store, execution("ex-2", idempotency_key="old"))
     found = firestore_store.atomic(lambda tx: tx.find_execution_by_key(A, "old"))
     assert found is not None and found.id == "ex-2"
 
@@ -189,7 +165,7 @@ def test_a_key_given_up_is_released_for_another_execution(firestore_store: Fires
 def test_a_700_kib_output_leaves_no_document_over_1_mib(firestore_store: FirestoreStore) -> None:
     big = {"rows": [{"id": i, "text": "x" * 700} for i in range(1000)]}
     record = step(status=StepStatus.SUCCEEDED, output=big)
-    write(firestore_store, execution(), record)
+    save(firestore_store, execution(), record)
 
     docs = all_documents(firestore_store.client)
     sizes = {path: document_size(path, data) for path, data in docs.items()}
@@ -206,7 +182,7 @@ def test_a_700_kib_output_leaves_no_document_over_1_mib(firestore_store: Firesto
 def test_payloads_just_under_the_threshold_still_fit_one_document(firestore_store: FirestoreStore) -> None:
     near = "y" * (250 * 1024)
     record = step(item=near, items=[near], output=near, error={"m": near}, wait={"w": near})
-    write(firestore_store, record)
+    save(firestore_store, record)
 
     docs = all_documents(firestore_store.client)
     assert max(document_size(path, data) for path, data in docs.items()) < MIB
@@ -214,7 +190,7 @@ def test_payloads_just_under_the_threshold_still_fit_one_document(firestore_stor
 
 
 def test_unchanged_payloads_are_reused_and_replaced_ones_freed(firestore_store: FirestoreStore) -> None:
-    write(firestore_store, step(status=StepStatus.RUNNING, output="z" * 300 * 1024))
+    save(firestore_store, step(status=StepStatus.RUNNING, output="z" * 300 * 1024))
     before = blob_paths(all_documents(firestore_store.client))
 
     def update(**changes: Any) -> Callable[[Transaction], None]:
@@ -237,7 +213,7 @@ def test_unchanged_payloads_are_reused_and_replaced_ones_freed(firestore_store: 
 
 def test_each_tenant_has_its_own_subtree(firestore_store: FirestoreStore) -> None:
     for tenant in (A, B, "odd/tenant.."):
-        write(
+        save(
             firestore_store,
             WorkflowVersionRecord(tenant, "orders", 1, {}, "d", T0),
             execution(tenant=tenant, idempotency_key="k", output="o" * 300 * 1024),
@@ -271,7 +247,7 @@ def test_generated_document_ids_are_random(firestore_emulator: str, unique_proje
     try:
         ids: list[str] = []
         for n in range(10):
-            write(store, step(f"s{n}", output="p" * 100))
+            save(store, step(f"s{n}", output="p" * 100))
             docs = all_documents(store.client)
             new = {p.split("/")[3] for p in blob_paths(docs)} - set(ids)
             assert len(new) == 1
@@ -306,7 +282,7 @@ def test_plain_names_keep_readable_ids() -> None:
 
 def test_odd_names_round_trip(firestore_store: FirestoreStore) -> None:
     record = step("a/../b[0]", "..", tenant="t/1")
-    write(firestore_store, execution("..", tenant="t/1"), record)
+    save(firestore_store, execution("..", tenant="t/1"), record)
     assert firestore_store.list_steps("t/1", "..") == [record]
     loaded = firestore_store.atomic(lambda tx: tx.get_steps("t/1", "..", ["a/../b[0]"]))
     assert loaded == {"a/../b[0]": record}
@@ -377,7 +353,7 @@ def test_an_out_of_line_payload_is_fetched_once_per_process(
     reader = FirestoreStore(project=unique_project, inline_payload_bytes=64)
     try:
         big_input = {"items": list(range(100))}
-        write(writer, execution(input=big_input))
+        save(writer, execution(input=big_input))
         counter = RpcCounter(reader, monkeypatch)
 
         def header(reads: Any) -> ExecutionRecord | None:
@@ -390,7 +366,7 @@ def test_an_out_of_line_payload_is_fetched_once_per_process(
         assert counter.take() == {"batch_get_documents": 2, "commit": 1}, "the header twice, never its blob"
 
         changed = {"items": list(range(200))}
-        write(writer, execution(input=changed))
+        save(writer, execution(input=changed))
         assert reader.read(header) == execution(input=changed), "a new payload is a new blob"
         assert counter.take() == {"batch_get_documents": 2}
     finally:

@@ -9,6 +9,7 @@ from google.cloud import firestore
 
 from engine.adapters.store_firestore import FirestoreStore
 from engine.migrations import migrate
+from engine.ports import Transaction
 from engine.records import ExecutionRecord
 from engine.search import ExecutionFilter
 from engine.states import ExecutionStatus
@@ -41,7 +42,11 @@ def test_execution_documents_carry_their_labels_as_sorted_pairs(firestore_store:
 
 def test_migration_2_backfills_label_pairs_in_every_tenant(firestore_store: FirestoreStore) -> None:
     records = [_execution(n, team="shop" if n % 2 else "ops") for n in range(5)] + [_execution(9, B, team="shop")]
-    firestore_store.atomic(lambda tx: [tx.put_execution(r) for r in records])
+    def write(tx: Transaction) -> None:
+        for record in records:
+            tx.put_execution(record)
+
+    firestore_store.atomic(write)
     unlabelled = _execution(7)  # no labels: gets an empty array, so the backfill skips it next time
     firestore_store.atomic(lambda tx: tx.put_execution(unlabelled))
     for record in [*records, unlabelled]:  # as documents written before schema 2 are

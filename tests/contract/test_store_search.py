@@ -15,7 +15,7 @@ import pytest
 
 from engine.errors import InvalidFilter
 from engine.ports import Store
-from engine.records import ExecutionRecord
+from engine.records import ExecutionRecord, Page
 from engine.search import ExecutionFilter
 from engine.states import ExecutionStatus
 from tests.contract.test_store_contract import T0, A, B, collect, execution, save
@@ -139,7 +139,11 @@ def test_every_filter_lists_what_it_matches_newest_first_across_pages(
     assert expected, "the case must select something"
 
     for limit in (1, 3, 50):
-        listed = collect(lambda cursor, n=limit: store.list_executions(A, where, cursor=cursor, limit=n), limit)
+
+        def page(cursor: str | None, n: int = limit) -> Page:
+            return store.list_executions(A, where, cursor=cursor, limit=n)
+
+        listed = collect(page, limit)
         assert [r.id for r in listed] == [r.id for r in expected], f"limit {limit}"
     assert store.list_executions(A, where, limit=200).items == expected
 

@@ -100,7 +100,11 @@ def _labelled(n: int) -> ExecutionRecord:
 
 
 def test_migration_2_indexes_the_labels_of_executions_written_before_it(store: SqliteStore, tmp_path: Path) -> None:
-    store.atomic(lambda tx: [tx.put_execution(_labelled(n)) for n in range(3)])
+    def write(tx: Transaction) -> None:
+        for n in range(3):
+            tx.put_execution(_labelled(n))
+
+    store.atomic(write)
     with sqlite3.connect(tmp_path / "conveyor.db") as raw:  # as a store from before schema 2 holds them
         raw.execute("DELETE FROM execution_labels")
     store.set_schema_version(1)

@@ -8,6 +8,7 @@ import io
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -15,6 +16,7 @@ from pydantic import SecretStr, ValidationError
 from engine.settings import Settings
 from engine.steplogs import capture
 from engine.steplogs.capture import AttemptLog, Redactor
+from engine.steplogs.shipper import iso
 
 
 def attempt(key: str = "s", *, max_lines: int = 100, redact: Redactor | None = None) -> AttemptLog:
@@ -122,6 +124,30 @@ def test_the_line_bound_keeps_the_first_lines_and_counts_the_rest() -> None:
             logging.getLogger("app").warning("line %d", i)
     assert messages(log) == ["line 0", "line 1", "line 2"] and log.dropped == 7
     assert [line["seq"] for line in log.lines] == [0, 1, 2]
+
+
+def test_the_byte_bound_counts_utf8_bytes_not_characters() -> None:
+    overhead = len("app") + capture.LINE_OVERHEAD_BYTES
+    log = AttemptLog(
+        "t", "e", "s", 1, 1, max_lines=100, max_bytes=2 * (overhead + 20), max_line_chars=200,
+        redact=Redactor(), started_at=0.0,
+    )  # fmt: skip
+    log.add(0.0, "INFO", "app", "é" * 10)  # 10 characters, 20 bytes
+    log.add(0.0, "INFO", "app", "a" * 20)  # 20 bytes: the bound is reached exactly
+    log.add(0.0, "INFO", "app", "é")
+    assert messages(log) == ["é" * 10, "a" * 20] and log.dropped == 1
+
+
+def test_live_event_times_read_as_datetime_writes_them() -> None:
+    """iso() caches the date and time of day per second; its text stays datetime's, rounding included."""
+
+    def expected(at: float) -> str:
+        return datetime.fromtimestamp(at, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+    base = 1_700_000_000.0
+    moments = [base, base + 0.9999995, base + 0.9999996, base + 0.0000005, base + 0.0000015, base + 1.25, 1.5]
+    moments += [base + k / 7 for k in range(50)] + [base + 86_399.9999999, base - 3_600.123456]
+    assert [iso(at) for at in moments] == [expected(at) for at in moments]
 
 
 def test_redaction_covers_named_variables_conveyors_own_secrets_and_patterns() -> None:

@@ -64,7 +64,7 @@ def test_an_event_whose_router_died_is_routed_by_the_reconciler(h):
     execution_id = h.start("payment", {"order_id": "A-9", "amount": 1})
     h.drain()
     router = EventRouter(h.service)
-    router.route = lambda event: None  # the router dies right after the event was accepted
+    router.route = lambda event, **_: None  # the router dies right after the event was accepted
     accepted = router.publish("t1", type="payment.settled", correlation_key="A-9", data={"amount": 3})
     assert accepted.duplicate is False and accepted.event.routed is False
     assert statuses(h, execution_id) == {"paid": "WAITING"}
@@ -227,7 +227,7 @@ def test_the_reconciler_trims_routed_events_past_their_retention(make_harness):
     router = EventRouter(h.service)
     router.publish("t1", type="order.created", data={"id": "A-1"}, event_id="old")
     dead = EventRouter(h.service)
-    dead.route = lambda event: None  # its router dies: it stays unrouted
+    dead.route = lambda event, **_: None  # its router dies: it stays unrouted
     dead.publish("t1", type="order.created", correlation_key="K", data={"id": "A-2"}, event_id="unrouted")
     h.clock.advance(1800)
     router.publish("t1", type="order.created", data={"id": "A-3"}, event_id="recent")
@@ -256,3 +256,17 @@ def test_one_pass_trims_batch_after_batch_until_the_log_is_within_retention(make
     assert sorted(h.store.atomic(lambda tx: tx.get_inbound_events("t1", [f"e-{n}" for n in range(5)] + ["recent"]))) == [
         "recent"
     ]
+
+
+def test_a_keyed_event_over_the_quota_is_counted_once_on_its_trigger(make_harness):
+    """An event with a correlation key is routed after its accepting commit, which made its
+    trigger starts already: the skip over the quota is counted there, not again by the routing."""
+    h = make_harness(max_concurrent_executions=1)
+    h.apply(PAYMENT)
+    h.start("payment", {"order_id": "A-0", "amount": 1})  # the tenant is at its quota
+    h.apply(ORDERS)
+    trigger = _event_trigger(h)
+    EventRouter(h.service).publish("t1", type="order.created", correlation_key="K", data={"id": "A-1"})
+    stored = Triggers(h.store, h.clock).get("t1", trigger.id)
+    assert stored.skipped == 1 and "the limit is 1" in stored.last_error
+    assert [e.workflow for e in h.service.list_executions("t1").items] == ["payment"]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,14 +17,7 @@ F = "tests.unit.fixtures.logfns"
 import_modules([F])
 
 
-@pytest.fixture(autouse=True)
-def info_logging() -> Iterator[None]:
-    """Let INFO records through, as Conveyor's processes do (CONVEYOR_LOG_LEVEL)."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.INFO)
-    yield
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("info_logging")  # tests/conftest.py
 
 
 def task(step_id: str, function: str, needs: list[str] | None = None, **args: Any) -> dict[str, Any]:

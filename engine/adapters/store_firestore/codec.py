@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.adapters.payloads import record_from_dict, record_to_dict, to_json
-from engine.errors import InvalidRequest
+from engine.errors import ConveyorError, InvalidRequest
 from engine.records import (
     ApiKeyRecord,
     Deferred,
@@ -136,6 +136,77 @@ class BlobCache:
             while self._bytes > self._max_bytes:
                 _, evicted = self._entries.popitem(last=False)
                 self._bytes -= len(evicted)
+
+
+#: The chunk documents of an out-of-line payload: ``(tenant, ref) -> refs`` (``Paths.blob_parts``).
+PartsOf = Callable[[str, "BlobRef"], list["DocumentReference"]]
+
+
+class BlobResolver:
+    """Out-of-line payloads of stored documents: from the process's :class:`BlobCache`, else
+    fetched, all of them in one round trip, and checked against their references."""
+
+    def __init__(self, parts_of: PartsOf, cache: BlobCache) -> None:
+        self._parts_of = parts_of
+        self._cache = cache
+
+    def load(
+        self,
+        cls: type[R],
+        docs: Sequence[Mapping[str, Any]],
+        read: Reader,
+        cache: dict[str, bytes] | None = None,
+    ) -> list[R]:
+        """Decode stored documents, fetching every blob they reference in one round trip."""
+        blobs = cache if cache is not None else {}
+        self.resolve(docs, read, blobs)
+        return [decode_record(cls, doc, blobs) for doc in docs]
+
+    def resolve(
+        self,
+        docs: Sequence[Mapping[str, Any]],
+        read: Reader,
+        blobs: dict[str, bytes],
+    ) -> None:
+        """Add to ``blobs`` every payload ``docs`` reference that it lacks: from this process's
+        cache, else fetched in one round trip."""
+        wanted: list[tuple[str, BlobRef]] = []
+        for doc in docs:
+            tenant = str(doc["tenant"])
+            for ref in blob_refs(doc).values():
+                if ref.blob_id in blobs:
+                    continue
+                cached = self._cache.get(tenant, ref)
+                if cached is None:
+                    wanted.append((tenant, ref))
+                else:
+                    blobs[ref.blob_id] = cached
+        if wanted:
+            fetched = self._fetch(wanted, read)
+            for tenant, ref in wanted:
+                self._cache.put(tenant, ref, fetched[ref.blob_id])
+            blobs.update(fetched)
+
+    def _fetch(
+        self,
+        wanted: Sequence[tuple[str, BlobRef]],
+        read: Reader,
+    ) -> dict[str, bytes]:
+        """Fetch and check the chunks of every wanted blob in one batched read."""
+        layout = {ref.blob_id: (ref, self._parts_of(tenant, ref)) for tenant, ref in wanted}
+        refs = [part for _, parts in layout.values() for part in parts]
+        stored = {path: doc["data"] for path, doc in read(refs).items() if doc is not None}
+        found: dict[str, bytes] = {}
+        for blob_id, (ref, parts) in layout.items():
+            # Blobs are written and freed in the transaction that writes their record, so a
+            # missing or mismatching chunk means the store is damaged, not that we raced.
+            if any(part.path not in stored for part in parts):
+                raise ConveyorError(f"payload blob {blob_id} is missing from the store")
+            data = b"".join(stored[part.path] for part in parts)
+            if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
+                raise ConveyorError(f"payload blob {blob_id} does not match its reference")
+            found[blob_id] = data
+        return found
 
 
 def encode_record(record: DataclassInstance) -> dict[str, Any]:

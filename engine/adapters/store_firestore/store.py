@@ -10,7 +10,6 @@ actually issued).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -24,12 +23,10 @@ from engine.adapters.store_firestore import search
 from engine.adapters.store_firestore.codec import (
     BLOB_CACHE_BYTES,
     BlobCache,
-    BlobRef,
+    BlobResolver,
     ClaimCheck,
     Reader,
-    blob_refs,
     decode_cursor,
-    decode_record,
     encode_cursor,
     encode_record,
 )
@@ -93,7 +90,7 @@ class FirestoreStore:
         self._wire = select_wire(self._client, wire)
         self._paths = Paths(self._client)
         self._claim = ClaimCheck(inline_payload_bytes)
-        self._blob_cache = BlobCache(BLOB_CACHE_BYTES)
+        self._blobs = BlobResolver(self._paths.blob_parts, BlobCache(BLOB_CACHE_BYTES))
         self._stamp_schema()
 
     def _stamp_schema(self) -> None:
@@ -132,6 +129,11 @@ class FirestoreStore:
     def claim_check(self) -> ClaimCheck:
         return self._claim
 
+    @property
+    def blobs(self) -> BlobResolver:
+        """Resolves the out-of-line payloads of stored documents (this process's blob cache)."""
+        return self._blobs
+
     def query(
         self,
         source: CollectionReference | CollectionGroup,
@@ -155,64 +157,6 @@ class FirestoreStore:
             raise TypeError("a query needs at least one filter, order or limit")
         return built
 
-    def _load(
-        self,
-        cls: type[R],
-        docs: Sequence[Mapping[str, Any]],
-        read: Reader,
-        cache: dict[str, bytes] | None = None,
-    ) -> list[R]:
-        """Decode stored documents, fetching every blob they reference in one round trip."""
-        blobs = cache if cache is not None else {}
-        self.resolve_blobs(docs, read, blobs)
-        return [decode_record(cls, doc, blobs) for doc in docs]
-
-    def resolve_blobs(
-        self,
-        docs: Sequence[Mapping[str, Any]],
-        read: Reader,
-        blobs: dict[str, bytes],
-    ) -> None:
-        """Add to ``blobs`` every payload ``docs`` reference that it lacks: from this process's
-        cache, else fetched in one round trip."""
-        wanted: list[tuple[str, BlobRef]] = []
-        for doc in docs:
-            tenant = str(doc["tenant"])
-            for ref in blob_refs(doc).values():
-                if ref.blob_id in blobs:
-                    continue
-                cached = self._blob_cache.get(tenant, ref)
-                if cached is None:
-                    wanted.append((tenant, ref))
-                else:
-                    blobs[ref.blob_id] = cached
-        if wanted:
-            fetched = self._fetch_blobs(wanted, read)
-            for tenant, ref in wanted:
-                self._blob_cache.put(tenant, ref, fetched[ref.blob_id])
-            blobs.update(fetched)
-
-    def _fetch_blobs(
-        self,
-        wanted: Sequence[tuple[str, BlobRef]],
-        read: Reader,
-    ) -> dict[str, bytes]:
-        """Fetch and check the chunks of every wanted blob in one batched read."""
-        layout = {ref.blob_id: (ref, self._paths.blob_parts(tenant, ref)) for tenant, ref in wanted}
-        refs = [part for _, parts in layout.values() for part in parts]
-        stored = {path: doc["data"] for path, doc in read(refs).items() if doc is not None}
-        found: dict[str, bytes] = {}
-        for blob_id, (ref, parts) in layout.items():
-            # Blobs are written and freed in the transaction that writes their record, so a
-            # missing or mismatching chunk means the store is damaged, not that we raced.
-            if any(part.path not in stored for part in parts):
-                raise ConveyorError(f"payload blob {blob_id} is missing from the store")
-            data = b"".join(stored[part.path] for part in parts)
-            if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
-                raise ConveyorError(f"payload blob {blob_id} does not match its reference")
-            found[blob_id] = data
-        return found
-
     def _snapshot_reader(self, snaps: Sequence[DocumentSnapshot[DocumentReference]]) -> Reader:
         """Read blobs as of the documents' read time, so a concurrent rewrite that replaced
         (and garbage-collected) a payload cannot leave us holding a dangling reference."""
@@ -229,7 +173,7 @@ class FirestoreStore:
             snap = ref.get()
             if not snap.exists:
                 return None
-            return self._load(cls, [snapshot_fields(snap)], self._snapshot_reader([snap]))[0]
+            return self._blobs.load(cls, [snapshot_fields(snap)], self._snapshot_reader([snap]))[0]
 
     def _run_query(self, cls: type[R], query: Query) -> list[R]:
         with translated_errors():
@@ -238,7 +182,7 @@ class FirestoreStore:
     def records_of(self, cls: type[R], snaps: Sequence[DocumentSnapshot[DocumentReference]]) -> list[R]:
         """Records of the documents ``snaps`` read (their payloads as of the same read time)."""
         with translated_errors():
-            return self._load(cls, [snapshot_fields(s) for s in snaps], self._snapshot_reader(snaps))
+            return self._blobs.load(cls, [snapshot_fields(s) for s in snaps], self._snapshot_reader(snaps))
 
     def _page(
         self,
@@ -296,7 +240,7 @@ class FirestoreStore:
             snap = self._paths.workflow(tenant, name).get()
             if not snap.exists:
                 return None
-            return self._load(WorkflowVersionRecord, [snap.get("record")], self._snapshot_reader([snap]))[0]
+            return self._blobs.load(WorkflowVersionRecord, [snap.get("record")], self._snapshot_reader([snap]))[0]
 
     def list_workflows(self, tenant: str, *, cursor: str | None = None, limit: int = 50) -> Page:
         """Latest version of each workflow, ordered by name (one summary document each)."""
@@ -307,7 +251,7 @@ class FirestoreStore:
         )
         with translated_errors():
             snaps = list(query.stream())
-            records = self._load(
+            records = self._blobs.load(
                 WorkflowVersionRecord, [s.get("record") for s in snaps], self._snapshot_reader(snaps)
             )
         if len(records) <= limit:

@@ -166,7 +166,7 @@ class FirestoreTransaction:
         self._reads.update(self._attempt.get_all(missing))
 
     def _decode(self, cls: type[R], docs: Sequence[Mapping[str, Any]]) -> list[R]:
-        return self._store._load(cls, docs, self._attempt.get_all, self._blobs)
+        return self._store.blobs.load(cls, docs, self._attempt.get_all, self._blobs)
 
     def _record(self, cls: type[R], ref: DocumentReference) -> R | None:
         written = self._writes.get(ref.path)
@@ -235,7 +235,7 @@ class FirestoreTransaction:
         refs = [header, *(self._paths.step(tenant, execution_id, key) for key in keys)]
         self._read([ref for ref in refs if ref.path not in self._writes])
         stored = [doc for ref in refs if ref.path not in self._writes and (doc := self._reads[ref.path])]
-        self._store.resolve_blobs(stored, self._attempt.get_all, self._blobs)
+        self._store.blobs.resolve(stored, self._attempt.get_all, self._blobs)
         # Everything is read and cached now: these only decode.
         return self.get_execution(tenant, execution_id), self.get_steps(tenant, execution_id, keys)
 
