@@ -1,4 +1,4 @@
-"""Conveyor's public SDK: register step functions with :func:`step`; talk to a server with ``Client``."""
+"""Conveyor's public SDK: register step functions with :func:`step` (a ``Client`` is planned, not built)."""
 
 from engine.errors import StepFailure
 from engine.functions import step

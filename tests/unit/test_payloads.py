@@ -7,9 +7,9 @@ import datetime
 import pytest
 
 from engine.adapters.payloads import to_json as adapter_to_json
+from engine.bootstrap import build_service
 from engine.errors import PayloadInvalid, PayloadTooLarge
 from engine.payloads import check_payload, json_size, to_json
-from engine.service import Service
 from engine.settings import Settings
 
 
@@ -20,12 +20,15 @@ def test_size_is_the_utf8_bytes_of_the_compact_json_the_stores_write():
     assert adapter_to_json is to_json  # the adapters store exactly what was measured
 
 
-def test_the_service_measures_the_same_way_as_the_stores():
+def test_the_service_measures_the_same_way_as_the_stores(tmp_path):
     text = "é" * 100  # 202 bytes as compact UTF-8 JSON; 602 as ASCII-escaped JSON
-    service = Service(store=None, dispatcher=None, events=None, settings=Settings(max_payload_bytes=202))  # type: ignore[arg-type]
-    service.check_payload(text, "input")
-    with pytest.raises(PayloadTooLarge, match="input is 203 bytes as JSON; the limit is 202 bytes"):
-        service.check_payload(text + "a", "input")
+    service = build_service(Settings(max_payload_bytes=202, state_dir=tmp_path))
+    try:
+        service.check_payload(text, "input")
+        with pytest.raises(PayloadTooLarge, match="input is 203 bytes as JSON; the limit is 202 bytes"):
+            service.check_payload(text + "a", "input")
+    finally:
+        service.store.close()
 
 
 @pytest.mark.parametrize(
