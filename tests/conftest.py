@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.jwks import Jwks
 from tests.services import emulator, redis_url
 
 
@@ -42,3 +43,12 @@ def info_logging() -> Iterator[None]:
     root.setLevel(logging.INFO)
     yield
     root.setLevel(level)
+
+
+@pytest.fixture
+def jwks() -> Iterator[Jwks]:
+    """The test's own OIDC provider: a JWKS on a local port with one key, ``k1`` (no external IdP)."""
+    server = Jwks()
+    server.add_key("k1")
+    yield server
+    server.close()

@@ -4,7 +4,9 @@ Selenium; nothing is downloaded) against ``conveyor dev`` (API, worker and beat 
 A user signs in with a key, starts an execution from the form, watches its steps turn green on
 the graph without reloading, opens a failed step's error and retries its execution, and sees
 only its own tenant's executions; a viewer sees no action buttons and the API refuses the
-actions anyway. Screenshots of the pages land in ``docs/screenshots/`` (the README shows them).
+actions anyway. The same holds for a pasted OIDC token (signed by the test's own JWKS), and a
+refused or expiring token is answered on the sign-in page with the API's reason. Screenshots of
+the pages land in ``docs/screenshots/`` (the README shows them).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from selenium import webdriver
 from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service as ChromeService
@@ -34,6 +39,7 @@ from engine.auth import Role
 from engine.keys import ApiKeys
 from engine.records import DeadLetterRecord
 from engine.service import SystemClock
+from tests.jwks import AUDIENCE, ISSUER, Jwks
 from tests.services import free_port, redis_url, wait_for
 
 pytestmark = pytest.mark.backend
@@ -107,6 +113,13 @@ def browser_binaries() -> tuple[str, str]:
 @pytest.fixture
 def dev_server(tmp_path: Path) -> Iterator[tuple[str, dict[tuple[str, Role], str]]]:
     """``conveyor dev`` on a free port with keys for two tenants and every role."""
+    with running_dev(tmp_path) as server:
+        yield server
+
+
+@contextmanager
+def running_dev(tmp_path: Path, **settings: str) -> Iterator[tuple[str, dict[tuple[str, Role], str]]]:
+    """``conveyor dev`` with ``settings`` (``CONVEYOR_*`` variables), keys and the demo workflows."""
     port = free_port()
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
@@ -114,7 +127,7 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, dict[tuple[str, Role], str
     env.update(CONVEYOR_STATE_DIR=str(state), CONVEYOR_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
     env.update(CONVEYOR_REDIS_URL=redis_url())
     (tmp_path / "console_steps.py").write_text(STEPS_MODULE)
-    env.update(CONVEYOR_IMPORTS='["console_steps"]', PYTHONPATH=str(tmp_path))
+    env.update(CONVEYOR_IMPORTS='["console_steps"]', PYTHONPATH=str(tmp_path), **settings)
     log = (tmp_path / "dev.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "dev", "--port", str(port)], env=env, cwd=tmp_path, stdout=log, stderr=log
@@ -632,3 +645,81 @@ def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]],
     refused = _call(base, keys[("acme", Role.VIEWER)], "POST", "/v1/executions/bulk/cancel", {"ids": held})
     assert refused.status_code == 403
     assert _call(base, operator, "GET", f"/v1/executions/{held[2]}").json()["status"] == "RUNNING"
+
+
+def refused_sign_in(driver: WebDriver, base: str, token: str) -> str:
+    """Sign in with a token the API refuses: the text of the alert the sign-in form shows."""
+    driver.get(f"{base}/ui/")
+    until(driver, lambda d: d.find_element(By.ID, "key"), what="the sign-in form").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    alert = until(driver, lambda d: d.find_element(By.CSS_SELECTOR, "form [role=alert]"), what="the refusal")
+    assert driver.find_elements(By.ID, "key") and not driver.find_elements(By.ID, "executions")
+    return str(alert.text)
+
+
+def test_console_signs_in_with_an_oidc_access_token(tmp_path: Path, jwks: Jwks, browser: WebDriver) -> None:
+    """A pasted OIDC token (RS256, signed by the test's own JWKS): tenant and role come from its claims."""
+    oidc = {"CONVEYOR_OIDC_JWKS_URL": jwks.url, "CONVEYOR_OIDC_ISSUER": ISSUER, "CONVEYOR_OIDC_AUDIENCE": AUDIENCE}
+    with running_dev(tmp_path, **oidc) as (base, keys):
+        mine = [
+            _call(base, keys[("acme", Role.OPERATOR)], "POST", "/v1/executions", {"workflow": "console-reviewed"})
+            for _ in range(2)
+        ]
+        held, kept = (r.json()["id"] for r in mine)
+        theirs = _call(
+            base, keys[("globex", Role.OPERATOR)], "POST", "/v1/executions", {"workflow": "console-reviewed"}
+        )
+        assert theirs.status_code == 201, theirs.text
+
+        # Refused tokens: the sign-in page says why (the API's problem detail), and nobody is signed in.
+        now = int(time.time())
+        expired = jwks.token(sub="ann", role="operator", exp=now - 3600, iat=now - 7200)
+        assert "Signature has expired" in refused_sign_in(browser, base, expired)
+        impostor = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        forged = jwt.encode(
+            {"iss": ISSUER, "aud": AUDIENCE, "exp": now + 300, "tenant": "acme", "role": "admin"},
+            impostor,
+            algorithm="RS256",
+            headers={"kid": "k1"},
+        )
+        assert "Signature verification failed" in refused_sign_in(browser, base, forged)
+
+        # An operator's token: its tenant's executions only, and the actions.
+        sign_in(browser, base, jwks.token(sub="ann", role="operator"))
+        assert "acme · operator" in browser.find_element(By.ID, "who").text
+        until(browser, lambda d: set(rows(d)) == {held, kept}, what="acme's executions only")
+        assert browser.find_elements(By.CSS_SELECTOR, "[data-select], [data-bulk]"), "an operator gets bulk actions"
+        assert browser.find_element(By.CSS_SELECTOR, 'a[href="#/start"]').is_displayed()
+        browser.get(f"{base}/ui/#/executions/{theirs.json()['id']}")
+        until(browser, lambda d: "not found" in d.find_element(By.TAG_NAME, "main").text.lower(), what="a foreign id")
+        # The live stream takes the token too: an approval given here shows up on the graph without a reload.
+        browser.get(f"{base}/ui/#/executions/{held}")
+        until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-action]"), what="operator actions")
+        click(browser, 'button[data-approve="review"]', "approve")
+        until(browser, lambda d: node_status(d, "ship") == "SUCCEEDED", 60, "the approved execution goes on, live")
+
+        # A viewer's token: no action buttons, and the API refuses the action anyway.
+        browser.find_element(By.ID, "sign-out").click()
+        viewer = jwks.token(sub="vic", role="viewer")
+        sign_in(browser, base, viewer)
+        assert "acme · viewer" in browser.find_element(By.ID, "who").text
+        until(browser, lambda d: set(rows(d)) == {held, kept}, what="the list as a viewer")
+        assert not browser.find_elements(By.CSS_SELECTOR, "[data-select], [data-bulk], #select-all")
+        assert not browser.find_element(By.CSS_SELECTOR, 'a[href="#/start"]').is_displayed()
+        browser.get(f"{base}/ui/#/executions/{kept}")
+        until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "g.node"), what="the execution as a viewer")
+        until(browser, lambda d: node_status(d, "review") == "WAITING", what="the approval waits")
+        assert not browser.find_elements(By.CSS_SELECTOR, "[data-action], [data-approve]")
+        assert _call(base, viewer, "POST", f"/v1/executions/{kept}/cancel").status_code == 403
+        assert _call(base, keys[("acme", Role.VIEWER)], "GET", f"/v1/executions/{kept}").json()["status"] == "RUNNING"
+
+        # A token that expires while the page is open (the API allows 30 s of clock skew): the next
+        # refresh of the list is refused and the sign-in page says why.
+        browser.find_element(By.ID, "sign-out").click()
+        sign_in(browser, base, jwks.token(sub="eve", role="operator", exp=int(time.time()) - 15))
+        alert = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "form [role=alert]"), 60, "signed out")
+        assert "Signature has expired" in alert.text and "Sign in again" in alert.text, alert.text
+        assert (
+            browser.find_element(By.ID, "who").text == ""
+            and browser.find_element(By.ID, "sign-out").is_displayed() is False
+        )

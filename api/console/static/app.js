@@ -13,7 +13,8 @@ function signOut(message) {
   renderWho();
   signIn(message);
 }
-session.onUnauthorized = () => signOut("Your key was refused (expired or revoked?). Sign in again.");
+// The API's reason (e.g. "the token was refused: Signature has expired") is shown on the sign-in page.
+session.onUnauthorized = (reason) => signOut(`Your credentials were refused (${reason}). Sign in again.`);
 
 function renderWho() {
   const me = session.me;
@@ -29,9 +30,15 @@ function signIn(message) {
     { class: "card narrow", "aria-labelledby": "sign-in-title" },
     el("h1", { id: "sign-in-title" }, "Sign in"),
     message ? notice(message) : null,
-    el("label", { for: "key" }, "API key or OIDC access token"),
+    el("label", { for: "key" }, "API key or OIDC token"),
     field,
-    el("p", { class: "hint" }, "Create one with ", el("code", {}, "conveyor keys create"), ". It stays in this tab only."),
+    el(
+      "p",
+      { class: "hint" },
+      "Create a key with ",
+      el("code", {}, "conveyor keys create"),
+      ", or paste a token (JWT) from the identity provider the API trusts. It stays in this tab only.",
+    ),
     el("button", { type: "submit" }, "Sign in"),
   );
   form.addEventListener("submit", async (event) => {

@@ -47,8 +47,9 @@ export async function api(path, { method = "GET", body } = {}) {
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
   if (!response.ok) {
-    if (response.status === 401 && session.me !== null) session.onUnauthorized();
-    throw new ApiError(response.status, data);
+    const error = new ApiError(response.status, data);
+    if (response.status === 401 && session.me !== null) session.onUnauthorized(error.message);
+    throw error;
   }
   return data;
 }
