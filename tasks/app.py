@@ -97,15 +97,22 @@ def _message_taken(sender: Any = None, request: Any = None, **_: Any) -> None:
 
     Runs in the consumer, when the message arrives, before a pool process runs it: a message
     this worker holds unstarted when it dies is then seen as lost and sent again. The removal
-    is done here, before the message is handed on, not left to a thread (see the ledger's
-    module docstring for why).
+    itself is left to the ledger's thread (see ``RedisMessageLedger.taken_soon``), so the
+    consumer hands the message on without waiting for Redis.
     """
     if request is None or request.name != RUN_STEP_TASK:
         return
     ledger = _ledger(str(sender.app.conf.broker_url))
     if ledger is not None:
         tenant, execution_id, step_key = request.args[:3]
-        ledger.taken(tenant, execution_id, step_key)
+        ledger.taken_soon(tenant, execution_id, step_key)
+
+
+def _flush_ledgers(**_: Any) -> None:
+    # A warm shutdown removes what was taken before it (a crash leaves it: see the ledger).
+    for ledger in _ledgers.values():
+        if ledger is not None:
+            ledger.flush(timeout=2.0)
 
 
 def _publish_inline_events(**_: Any) -> None:
@@ -135,6 +142,7 @@ signals.worker_init.connect(_configure_logging, weak=False)
 signals.worker_init.connect(_serve_metrics, weak=False)
 signals.worker_init.connect(_configure_observability, weak=False)
 signals.task_received.connect(_message_taken, weak=False)
+signals.worker_shutdown.connect(_flush_ledgers, weak=False)
 signals.worker_process_init.connect(_build_runner_in_child, weak=False)
 signals.task_postrun.connect(_publish_inline_events, weak=False)
 signals.worker_process_shutdown.connect(_forget_pool_process, weak=False)

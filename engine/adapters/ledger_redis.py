@@ -12,16 +12,21 @@ fails and the clean-up fails with it). Either leftover is outlived by ``since`` 
 The set lives in the broker's Redis on purpose: flushing the broker empties it too, so every
 step whose message was flushed is seen as lost and sent again.
 
-A worker's consumer removes the member when the message arrives, before handing it on, with
-one ``ZREM``. Deferring that removal to a thread of the ledger was tried and reverted: in the
-crash test (``tests/chaos/test_worker_crash.py``) members of messages a SIGKILLed worker had
-received stayed behind (one received 1.1 s before the kill), so the reconciler held those
-steps back for ``redispatch_held_after`` (300 s) instead of ``redispatch_after``.
+A worker's consumer marks messages taken with :meth:`RedisMessageLedger.taken_soon`: a thread
+of the ledger removes the members of every message taken meanwhile in one ``ZREM``, so the
+consumer never waits on Redis between two messages and a busy worker makes one call for many
+messages. Being late is as harmless as failing: a member left a moment longer (or for good,
+if the worker dies first) only makes the reconciler wait ``redispatch_held_after`` instead of
+``redispatch_after`` before it sends that step again, should the step still be QUEUED; one
+removed late, after the same step was sent again, makes the reconciler send it once more (a
+duplicate message, refused by the claim).
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Sequence
 
 import redis
@@ -45,6 +50,10 @@ class RedisMessageLedger:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._pending: list[str] = []  # members of messages taken, not yet removed
+        self._busy = False  # the flusher is removing a batch
+        self._changed = threading.Condition()
+        self._flusher: threading.Thread | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RedisMessageLedger:
@@ -67,6 +76,39 @@ class RedisMessageLedger:
     def taken(self, tenant: str, execution_id: str, step_key: str) -> None:
         """A worker received the message (best effort: a leftover member only delays a re-send)."""
         self._remove([member(tenant, execution_id, step_key)])
+
+    def taken_soon(self, tenant: str, execution_id: str, step_key: str) -> None:
+        """:meth:`taken`, done by the ledger's thread with the other messages taken meanwhile."""
+        with self._changed:
+            self._pending.append(member(tenant, execution_id, step_key))
+            if self._flusher is None or not self._flusher.is_alive():
+                self._flusher = threading.Thread(target=self._flush_loop, name="conveyor-ledger", daemon=True)
+                self._flusher.start()
+            self._changed.notify_all()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every message marked with :meth:`taken_soon` is removed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._pending or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending:
+                    self._changed.wait()
+                batch, self._pending, self._busy = self._pending, [], True
+            try:
+                self._remove(batch)
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
 
     def _remove(self, members: list[str]) -> None:
         try:

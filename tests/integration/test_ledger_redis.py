@@ -15,7 +15,7 @@ from engine.ports import Dispatch
 from engine.records import StepRecord
 from engine.settings import Settings
 from engine.states import StepStatus
-from tasks.app import _message_taken
+from tasks.app import _ledger, _message_taken
 from tests.integration.conftest import delete_queue_keys
 
 pytestmark = pytest.mark.backend
@@ -37,9 +37,12 @@ def test_a_published_message_is_held_until_a_worker_takes_it(redis_server_url: s
         dispatcher.dispatch([Dispatch("t", e, "a") for e in ids])
         steps = [_step(e) for e in ids]
         assert ledger.held(steps, before) == [True, True, True]
-        # What the worker's consumer does when the message arrives:
+        # What the worker's consumer does when the message arrives (the removal follows on the
+        # ledger's thread, with the other messages taken meanwhile):
         request = SimpleNamespace(name=RUN_STEP_TASK, args=["t", ids[1], "a"])
         _message_taken(sender=SimpleNamespace(app=dispatcher.app), request=request)
+        consumer_ledger = _ledger(str(dispatcher.app.conf.broker_url))
+        assert consumer_ledger is not None and consumer_ledger.flush()
         assert ledger.held(steps, before) == [True, False, True]
         # A member older than ``since`` no longer counts (a purged queue), and is dropped.
         assert ledger.held(steps, time.time() + 1) == [False, False, False]
@@ -69,6 +72,27 @@ def test_messages_that_could_not_be_published_are_not_held(redis_server_url: str
     execution_id = uuid.uuid4().hex
     dispatcher.dispatch([Dispatch("t", execution_id, "a")])  # the broker is down: logged
     assert ledger.held([_step(execution_id)], 0.0) == [False]
+
+
+def test_messages_taken_soon_are_removed_together_by_the_ledgers_thread(
+    redis_server_url: str, redis_client: redis.Redis
+) -> None:
+    ledger = RedisMessageLedger.from_url(redis_server_url)
+    ids = [uuid.uuid4().hex for _ in range(50)]
+    try:
+        ledger.sent([Dispatch("t", e, "a") for e in ids], time.time())
+        steps = [_step(e) for e in ids]
+        for execution_id in ids[:40]:
+            ledger.taken_soon("t", execution_id, "a")  # returns at once: no Redis call here
+        assert ledger.flush()
+        assert ledger.held(steps, 0.0) == [False] * 40 + [True] * 10
+        down = RedisMessageLedger.from_url("redis://127.0.0.1:1/0")
+        down.taken_soon("t", ids[0], "a")
+        assert down.flush()  # the failure is logged by the thread, which carries on
+        down.taken_soon("t", ids[1], "a")
+        assert down.flush()
+    finally:
+        redis_client.zrem(LEDGER_KEY, *(member("t", e, "a") for e in ids))
 
 
 def test_a_batch_of_messages_goes_out_in_one_pipeline_to_each_queue_and_priority(
