@@ -78,3 +78,27 @@ def test_an_item_past_its_time_to_live_is_swept_and_one_without_is_kept(memory: 
     assert sweep_expired(memory) == 1
     assert a.get(("notes",), "brief") is None
     assert [item.key for item in a.search(("notes",))] == ["kept"]
+
+
+def test_on_firestore_an_expired_item_is_never_read_even_before_it_is_swept(
+    firestore_emulator: str, unique_project: str
+) -> None:
+    """docs/ai.md says so for Firestore (on SQLite an item that expires is read until swept)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
+    from engine.adapters.memory_firestore import FirestoreMemoryStore
+
+    now = [1_000_000.0]
+    memory = FirestoreMemoryStore(
+        firestore.Client(project=unique_project, credentials=AnonymousCredentials()),  # type: ignore[no-untyped-call]
+        clock=lambda: now[0],
+    )
+    a = TenantStore(memory, "tenant-a")
+    a.put(("notes",), "brief", {"note": "gone soon"}, ttl=1.0)  # one minute
+    a.put(("notes",), "kept", {"note": "no time to live"})
+    assert a.get(("notes",), "brief") is not None
+    now[0] += 61.0
+    assert a.get(("notes",), "brief") is None
+    assert [item.key for item in a.search(("notes",))] == ["kept"]
+    assert sweep_expired(memory) == 1  # it was still stored: reading skipped it
