@@ -685,18 +685,26 @@ def test_console_signs_in_with_an_oidc_access_token(tmp_path: Path, jwks: Jwks, 
         assert "Signature verification failed" in refused_sign_in(browser, base, forged)
 
         # An operator's token: its tenant's executions only, and the actions.
-        sign_in(browser, base, jwks.token(sub="ann", role="operator"))
+        operator = jwks.token(sub="ann", role="operator")
+        sign_in(browser, base, operator)
         assert "acme · operator" in browser.find_element(By.ID, "who").text
         until(browser, lambda d: set(rows(d)) == {held, kept}, what="acme's executions only")
         assert browser.find_elements(By.CSS_SELECTOR, "[data-select], [data-bulk]"), "an operator gets bulk actions"
         assert browser.find_element(By.CSS_SELECTOR, 'a[href="#/start"]').is_displayed()
         browser.get(f"{base}/ui/#/executions/{theirs.json()['id']}")
         until(browser, lambda d: "not found" in d.find_element(By.TAG_NAME, "main").text.lower(), what="a foreign id")
-        # The live stream takes the token too: an approval given here shows up on the graph without a reload.
+        # The live stream takes the token too (the page does not poll): an approval given through the
+        # API with the same token shows up on the graph without a reload.
         browser.get(f"{base}/ui/#/executions/{held}")
         until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-action]"), what="operator actions")
-        click(browser, 'button[data-approve="review"]', "approve")
+        until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, 'button[data-approve="review"]'), what="approve")
+        browser.execute_script("window.notReloaded = true")
+        approved = _call(
+            base, operator, "POST", f"/v1/executions/{held}/steps/review/approval", {"decision": "approve"}
+        )
+        assert approved.status_code < 300, approved.text
         until(browser, lambda d: node_status(d, "ship") == "SUCCEEDED", 60, "the approved execution goes on, live")
+        assert browser.execute_script("return window.notReloaded === true"), "the page was never reloaded"
 
         # A viewer's token: no action buttons, and the API refuses the action anyway.
         browser.find_element(By.ID, "sign-out").click()

@@ -274,6 +274,21 @@ export function executionPage(id) {
     if (pending === null) pending = setTimeout(() => { pending = null; refresh(); }, 150);
   }
 
+  // The stream refused us: credentials refused sign the tab out with the API's reason; a
+  // forbidden or unknown execution stops following with that reason; anything else (a slow
+  // consumer) reconnects when the socket closes.
+  function streamRefused(problem) {
+    const reason = problem.detail || problem.title || "the live stream was refused";
+    if (problem.status === 401) {
+      closed = true;
+      return session.onUnauthorized(reason);
+    }
+    if (problem.status === 403 || problem.status === 404) {
+      closed = true;
+      fill(message, notice(`Live updates stopped: ${reason}`));
+    }
+  }
+
   let cursor = null; // the last position seen in the execution's live log
   function follow() {
     // The API's live stream (a snapshot, then every event): step.log lines go to the logs
@@ -288,6 +303,7 @@ export function executionPage(id) {
       if (typeof data.cursor === "string") cursor = data.cursor;
       if (data.type === "heartbeat") return;
       if (data.type === "event" && data.event && data.event.type === "step.log") return logs.live(data.event);
+      if (data.type === "error") return streamRefused(data.problem || {});
       soon();
     });
     socket.addEventListener("close", () => { if (!closed) setTimeout(follow, 2000); });
