@@ -51,8 +51,17 @@ TENANT = "chaos"
 WORK = f"{chaos_steps.__name__}.work"
 LEASE_SECONDS = 2.0
 # Crashes must not use up a step's attempts: with the default policy (1 attempt + the
-# lost-worker allowance of 2) a step hit three times would fail as WorkerLost.
-RETRY = {"max_attempts": 12, "initial": "100ms", "max": "1s"}
+# lost-worker allowance of 2) a step hit three times would fail as WorkerLost. A recovered
+# step takes the urgent lane, so it is often the first body the next worker runs and the next
+# kill lands in it again: one step can be hit by every kill, so the budget exceeds the kills.
+RETRY = {"max_attempts": min(100, max(KILLS_BY_STORE.values()) + 2), "initial": "100ms", "max": "1s"}
+# A worker killed between receiving a message and removing its ledger member, or between
+# recording a message in the ledger and publishing it, leaves a member that makes the
+# reconciler wait CONVEYOR_REDISPATCH_HELD_AFTER (300 s by default) before it sends that step
+# again (see engine/adapters/ledger_redis.py). Seen here in about half the runs on the SQLite
+# store; the test compresses that wait like the lease and redispatch times, so the documented
+# fallback is exercised within the test's wait instead of outlasting it.
+REDISPATCH_HELD_AFTER = 15.0
 
 
 def _work(step_id: str, needs: tuple[str, ...] = (), **args: Any) -> dict[str, Any]:
@@ -221,6 +230,7 @@ def test_sigkilled_workers_lose_nothing_and_record_each_step_once(
         "default_queue": queue,
         "lease_seconds": LEASE_SECONDS,
         "redispatch_after": 3.0,
+        "redispatch_held_after": REDISPATCH_HELD_AFTER,
         "imports": [chaos_steps.__name__],
     }
     if store == "sqlite":
