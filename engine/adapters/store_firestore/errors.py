@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import google.auth.exceptions
 from google.api_core import exceptions as gexc
 
 from engine.errors import AlreadyExists, Conflict, ConveyorError, StoreUnavailable
 
-if TYPE_CHECKING:
-    pass
 
 @contextlib.contextmanager
 def translated_errors() -> Iterator[None]:
