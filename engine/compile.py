@@ -44,6 +44,9 @@ from engine.prompts import definition_problems, pick_version, reference_problems
 from engine.steptypes.base import StepConfig, StepType
 
 _ITEM_VARIABLES = frozenset({"item", "index"})
+#: The shortest ``retention:`` a definition may ask for (a finished execution deleted sooner
+#: could vanish before its caller has read its result).
+MIN_RETENTION_SECONDS = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,6 +152,7 @@ class _Checker:
         for index, step in enumerate(self.definition.steps):
             self._check_step(index, step)
         self._check_outputs()
+        self._check_retention()
         return sorted(self.problems, key=_problem_order)
 
     def add(self, path: str, message: str) -> None:
@@ -346,6 +350,14 @@ class _Checker:
             if item_variables:
                 self.add(path, _item_message(item_variables[0], "outputs"))
             self.outputs[key] = expression
+
+    def _check_retention(self) -> None:
+        retention = self.definition.retention
+        if retention is not None and 0 < retention < MIN_RETENTION_SECONDS:
+            self.add(
+                "retention",
+                f"retention must be 0 (keep forever) or at least {MIN_RETENTION_SECONDS:g}s, got {retention:g}s",
+            )
 
     # -- result
 

@@ -35,6 +35,7 @@ from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
 from engine.orchestration.snapshot import open_snapshot
 from engine.orchestration.workflows import Workflows
 from engine.ports import (
+    AgentData,
     Clock,
     DecisionStats,
     Dispatcher,
@@ -55,6 +56,7 @@ from engine.records import (
     WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.retention import Purger, RetentionPolicy
 from engine.router import EventRouter
 from engine.search import ExecutionFilter
 from engine.settings import Settings
@@ -100,6 +102,8 @@ class ReconcileReport:
     #: Routed external events deleted from the event log, past ``event_retention_seconds``
     #: (housekeeping, not a repair: not in ``total``).
     trimmed_events: int = 0
+    #: Executions deleted because their retention passed (housekeeping too; engine/retention.py).
+    purged_executions: int = 0
     #: Items that raised (e.g. a Firestore execution whose documents a crashed worker's open
     #: transaction still locks); they are retried by the next pass.
     failed: int = 0
@@ -190,6 +194,7 @@ class Service:
         telemetry: Telemetry | None = None,
         step_logs: StepLogStore | None = None,
         decisions: DecisionStats | None = None,
+        agent_data: AgentData | None = None,
     ) -> None:
         self.store = store
         #: Bandit counts (rewards, estimates); None: those use cases are refused.
@@ -210,6 +215,10 @@ class Service:
         self.schedules = ScheduleRuns(self._start_for_trigger, self.workflows)
         self.active_counts = ActiveCounts(store.count_active_executions, self.settings.max_concurrent_executions)
         self.links = children.Links(self.workflows)
+        self.retention = RetentionPolicy(self.workflows, self.settings.execution_retention_days)
+        self.purger = Purger(
+            store, self.workflows, step_logs=step_logs, agent_data=agent_data, batch=self.settings.reconcile_batch
+        )
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -243,6 +252,7 @@ class Service:
                 fanin_check_seconds=self.settings.lease_seconds,
                 schedule_hook=self.schedules.execution_moved,
                 links=self.links,
+                retention=self.retention,
             )
             recorders.append(rec)  # the store may retry: only the last attempt committed
             return use_case(rec)
@@ -492,6 +502,11 @@ class Service:
     def list_events(self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500) -> Page:
         self.get_execution(tenant, execution_id)
         return self.store.list_events(tenant, execution_id, after=after, limit=limit)
+
+    def delete_execution(self, tenant: str, execution_id: str) -> None:
+        """Delete a finished execution now, with everything derived from it (engine/retention.py)."""
+        self.purger.delete(tenant, execution_id, self.clock.now())
+        self.telemetry.executions_purged(1, "deleted")
 
     def cancel(self, tenant: str, execution_id: str) -> ExecutionRecord:
         return self._run(lambda rec: control.cancel(rec, self.workflows, tenant, execution_id))
@@ -923,8 +938,12 @@ class Service:
             job.run("timed_out", [self._transact(self._time_out(execution)) for execution in overdue])
         if not job.over():
             job.counts["routed_events"] += EventRouter(self).route_due(now - self.settings.event_route_after, batch)
-        report = replace(job.report(), trimmed_events=self._trim_event_log(job, now))
+        trimmed = self._trim_event_log(job, now)
+        purged, failed = self.purger.purge_expired(now, job.over)
+        job.failed += failed
+        report = replace(job.report(), trimmed_events=trimmed, purged_executions=purged)
         self.telemetry.reconciled({**job.counts, "failed": job.failed})
+        self.telemetry.executions_purged(purged, "expired")
         return report
 
     def _trim_event_log(self, job: _Pass, now: float) -> int:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine.adapters import sqlite_search
+from engine.adapters import sqlite_purge, sqlite_search
 from engine.adapters.payloads import record_from_dict, record_to_dict
 from engine.errors import AlreadyExists, ConveyorError, InvalidRequest, NotFound, StoreUnavailable
 from engine.ports import DUE_FIELD, Reads, Transaction
@@ -389,6 +389,15 @@ class SqliteStore:
         return self._read(
             lambda c: [_load_execution(c, row, self._load_input) for row in c.execute(_OVERDUE_EXECUTIONS, params)]
         )
+
+    # retention (engine/adapters/sqlite_purge.py)
+
+    def expired_executions(self, before: float, limit: int = 200) -> list[ExecutionRecord]:
+        query, params = sqlite_purge.EXPIRED_EXECUTIONS, (before, limit)
+        return self._read(lambda c: [_load_execution(c, row, self._load_input) for row in c.execute(query, params)])
+
+    def purge_execution(self, tenant: str, execution_id: str, limit: int = 200) -> bool:
+        return self._write(lambda c: sqlite_purge.purge_batch(c, tenant, execution_id, limit))
 
     # triggers
 
@@ -880,7 +889,7 @@ def _connect(path: str) -> sqlite3.Connection:
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
-    for statement in (*_SCHEMA, *sqlite_search.SCHEMA):
+    for statement in (*_SCHEMA, *sqlite_search.SCHEMA, *sqlite_purge.SCHEMA):
         conn.execute(statement)
     # A fresh store is created at the current schema; an existing one keeps its version.
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
