@@ -74,7 +74,7 @@ class EventRouter:
         died) is then offered to its waiters, one after the other; one whose routing fails is
         routed by the reconciler.
         """
-        stored = self.service.accept_events([(event, self._starts(event)) for event in events], committed)
+        stored = self.service.intake.accept_events([(event, self._starts(event)) for event in events], committed)
         unrouted = {(a.event.tenant, a.event.id): a for a in stored if not a.event.routed}
         for accepted in unrouted.values():
             # A new event's trigger starts were made by its accepting commit (a start over the
@@ -103,7 +103,7 @@ class EventRouter:
         propagates: the event stays unrouted and the reconciler retries.
         """
         if start_triggers:
-            self.service.start_for_event(event, self._starts(event))
+            self.service.intake.start_for_event(event, self._starts(event))
         if event.correlation_key is not None:
             for waiter in self.service.store.list_waiters(event.tenant, event.route):
                 self.service.deliver_event(waiter, event)
