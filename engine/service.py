@@ -417,11 +417,20 @@ class Service:
     # --- steps (called by workers) ----------------------------------------------------------
 
     def claim(
-        self, tenant: str, execution_id: str, step_key: str, *, sent_epoch: int | None = None
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        *,
+        sent_epoch: int | None = None,
+        started_at: float | None = None,
     ) -> step_cases.Claimed | None:
-        """Claim a step for its message; ``sent_epoch`` is the epoch the message carries, if any."""
+        """Claim a step for its message; ``sent_epoch`` is the epoch the message carries, if any.
+        ``started_at``: when the worker started running it unclaimed (kept as the attempt's start)."""
         return self.transact(
-            lambda rec: step_cases.claim(rec, self.workflows, tenant, execution_id, step_key, self.timing, sent_epoch)
+            lambda rec: step_cases.claim(
+                rec, self.workflows, tenant, execution_id, step_key, self.timing, sent_epoch, started_at
+            )
         )
 
     def peek(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
