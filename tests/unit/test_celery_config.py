@@ -23,7 +23,8 @@ from engine.adapters.celery_config import (
 from engine.adapters.dispatcher_celery import EPOCH_HEADER, RUN_STEP_TASK, CeleryDispatcher
 from engine.errors import StoreUnavailable
 from engine.ports import Dispatch
-from engine.service import ReconcileReport, Service
+from engine.reconcile import ReconcileReport
+from engine.service import Service
 from engine.settings import Settings
 
 CLOSED_PORT_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connections are refused
