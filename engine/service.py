@@ -116,7 +116,9 @@ class Service:
         self.workflows = Workflows(lambda tenant, name, version: self.get_workflow(tenant, name, version).definition)
         self.active_counts = ActiveCounts(store.count_active_executions, self.settings.max_concurrent_executions)
         self.trigger_starts = TriggerStarts(self)
-        self.schedules = ScheduleRuns(self.trigger_starts.start, self.workflows)
+        self.schedules = ScheduleRuns(
+            self.trigger_starts.start, self.workflows, lambda tenant: self.active_counts.budget(tenant, 1)
+        )
         #: The use cases behind the event router: events accepted with their trigger starts.
         self.intake = EventIntake(self, self.trigger_starts)
         self.reconciler = Reconciler(self)
