@@ -139,7 +139,8 @@ class _Checker:
         self.referenced: dict[str, frozenset[str]] = {}
         self.planning: dict[str, frozenset[str]] = {}
         self.validator: Validator | None = None
-        #: Steps using a tenant's stored prompt: its template may read any ancestor.
+        #: Steps that may read any ancestor: those using a tenant's stored prompt, and those whose
+        #: config can be checked only once rendered.
         self.reads_any: set[str] = set()
 
     def run(self) -> list[Problem]:
@@ -261,6 +262,9 @@ class _Checker:
             return found
         config = self._validate_config(step_type, step.config, path)
         if config is None:
+            # Checked only once rendered (a template where a typed value goes), so what its
+            # type and named prompts read is not known now: let it read any ancestor.
+            self.reads_any.add(step.id)
             return found
         self.problems.extend(step_type.check(config, path))
         for relative, source in _type_expressions(step_type, config):
