@@ -33,6 +33,7 @@ from engine.orchestration.recorder import Effects, FaninCheck, Recorder
 from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
 from engine.orchestration.workflows import Workflows
 from engine.ports import (
+    AgentData,
     Clock,
     DecisionStats,
     Dispatcher,
@@ -54,6 +55,7 @@ from engine.records import (
     WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.retention import Purger, RetentionPolicy
 from engine.rewards import Rewards
 from engine.search import ExecutionFilter
 from engine.settings import Settings
@@ -99,6 +101,7 @@ class Service:
         telemetry: Telemetry | None = None,
         step_logs: StepLogStore | None = None,
         decisions: DecisionStats | None = None,
+        agent_data: AgentData | None = None,
     ) -> None:
         self.store = store
         #: Bandit counts (rewards, estimates); None: those use cases are refused.
@@ -126,6 +129,10 @@ class Service:
         #: Rewards and estimates of bandit routing decisions (refused without ``decisions``).
         self.rewards = Rewards(self)
         self.links = children.Links(self.workflows)
+        self.retention = RetentionPolicy(self.workflows, self.settings.execution_retention_days)
+        self.purger = Purger(
+            store, self.workflows, step_logs=step_logs, agent_data=agent_data, batch=self.settings.reconcile_batch
+        )
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -159,6 +166,7 @@ class Service:
                 fanin_check_seconds=self.settings.lease_seconds,
                 schedule_hook=self.schedules.execution_moved,
                 links=self.links,
+                retention=self.retention,
             )
             recorders.append(rec)  # the store may retry: only the last attempt committed
             return use_case(rec)
@@ -387,6 +395,11 @@ class Service:
     def list_events(self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500) -> Page:
         self.get_execution(tenant, execution_id)
         return self.store.list_events(tenant, execution_id, after=after, limit=limit)
+
+    def delete_execution(self, tenant: str, execution_id: str) -> None:
+        """Delete a finished execution now, with everything derived from it (engine/retention.py)."""
+        self.purger.delete(tenant, execution_id, self.clock.now())
+        self.telemetry.executions_purged(1, "deleted")
 
     def cancel(self, tenant: str, execution_id: str) -> ExecutionRecord:
         return self.transact(lambda rec: control.cancel(rec, self.workflows, tenant, execution_id))

@@ -18,7 +18,8 @@ The package, by responsibility:
 * :mod:`.codec`: records <-> rows (documents, out-of-line payloads, deferred inputs), page cursors;
 * :mod:`.transaction`: :class:`SqliteTransaction`, the :class:`~engine.ports.Transaction` port;
 * :mod:`.store`: :class:`SqliteStore`, the :class:`~engine.ports.Store` port;
-* :mod:`.search`: execution search (the labels side table, filtered listings, counts per status).
+* :mod:`.search`: execution search (the labels side table, filtered listings, counts per status);
+* :mod:`.purge`: deleting expired executions (retention) and the scan that finds them.
 """
 
 from engine.adapters.store_sqlite.store import SqliteStore

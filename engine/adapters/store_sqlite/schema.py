@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from engine.adapters.store_sqlite import search
+from engine.adapters.store_sqlite import purge, search
 from engine.records import SCHEMA_VERSION
 
 TABLES = (
@@ -91,7 +91,7 @@ UPSERT_TRIGGER = """
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    for statement in (*TABLES, *search.SCHEMA):
+    for statement in (*TABLES, *search.SCHEMA, *purge.SCHEMA):
         conn.execute(statement)
     # A fresh store is created at the current schema; an existing one keeps its version.
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

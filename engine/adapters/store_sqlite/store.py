@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from engine.adapters.payloads import record_to_dict
-from engine.adapters.store_sqlite import search
+from engine.adapters.store_sqlite import purge, search
 from engine.adapters.store_sqlite.codec import (
     DocCodec,
     decode_cursor,
@@ -261,6 +261,15 @@ class SqliteStore:
         return self._read(
             lambda c: [load_execution(c, row, self._load_input) for row in c.execute(_OVERDUE_EXECUTIONS, params)]
         )
+
+    # retention (see .purge)
+
+    def expired_executions(self, before: float, limit: int = 200) -> list[ExecutionRecord]:
+        query, params = purge.EXPIRED_EXECUTIONS, (before, limit)
+        return self._read(lambda c: [load_execution(c, row, self._load_input) for row in c.execute(query, params)])
+
+    def purge_execution(self, tenant: str, execution_id: str, limit: int = 200) -> bool:
+        return self._write(lambda c: purge.purge_batch(c, tenant, execution_id, limit))
 
     # triggers
 
