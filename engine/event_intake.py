@@ -38,16 +38,17 @@ class EventIntake:
         together): each event is accepted once per id (a second copy in the same batch is a
         duplicate), and a duplicate starts nothing. An event no step can wait for (it has no
         correlation key) is routed by this commit; one with a key stays unrouted until the
-        router offered it to the waiters. A start whose workflow is gone or whose mapped input
-        is invalid is logged and left out, as retrying would fail the same way; one over the
-        tenant's quota of active executions is skipped and counted on its trigger.
+        router offered it to the waiters. A start whose workflow is gone, whose match or input
+        mapping failed or whose mapped input is invalid is left out, as retrying would fail the
+        same way, and the reason becomes its trigger's ``last_error``; one over the tenant's
+        quota of active executions is skipped and counted on its trigger.
 
         ``committed`` is called once the transaction committed, before its steps are
         dispatched (the bridge acks there: a lost dispatch is re-sent by the reconciler).
         """
         wanted: dict[str, int] = {}
         for event, starts in batch:
-            wanted[event.tenant] = wanted.get(event.tenant, 0) + len(starts)
+            wanted[event.tenant] = wanted.get(event.tenant, 0) + sum(start.error is None for start in starts)
         budgets = self.starts.budgets(wanted)
 
         def use_case(rec: Recorder) -> list[eventlog.Accepted]:
@@ -74,7 +75,7 @@ class EventIntake:
         """Start (or find, by their keys) the executions of an event's triggers, in one transaction."""
         if not starts:
             return []
-        budgets = self.starts.budgets({event.tenant: len(starts)})
+        budgets = self.starts.budgets({event.tenant: sum(start.error is None for start in starts)})
 
         def use_case(rec: Recorder) -> list[ExecutionRecord]:
             rec.start_budget = dict(budgets)

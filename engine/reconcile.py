@@ -51,6 +51,8 @@ class ReconcileReport:
     #: Routed external events deleted from the event log, past ``event_retention_seconds``
     #: (housekeeping, not a repair: not in ``total``).
     trimmed_events: int = 0
+    #: Executions deleted because their retention passed (housekeeping too; engine/retention.py).
+    purged_executions: int = 0
     #: Items that raised (e.g. a Firestore execution whose documents a crashed worker's open
     #: transaction still locks); they are retried by the next pass.
     failed: int = 0
@@ -147,7 +149,8 @@ class Reconciler:
         self._lost_cursor: StepRecord | None = None
 
     def reconcile(self, should_stop: Callable[[], bool] = lambda: False) -> ReconcileReport:
-        """One pass: expired leases, lost messages, due timers and passed deadlines, in that order.
+        """One pass: expired leases, lost messages, due timers and passed deadlines, in that order;
+        then housekeeping: the event log trimmed, executions past their retention deleted.
 
         Bounded in work (``reconcile_batch`` records of each kind) and in time
         (``reconcile_pass_seconds``, checked between items, as is ``should_stop``): whatever is
@@ -177,8 +180,12 @@ class Reconciler:
             job.run("timed_out", [self._repair_execution(execution) for execution in overdue])
         if not job.over():
             job.counts["routed_events"] += EventRouter(service).route_due(now - settings.event_route_after, batch)
-        report = replace(job.report(), trimmed_events=self._trim_event_log(job, now))
+        trimmed = self._trim_event_log(job, now)
+        purged, failed = service.purger.purge_expired(now, job.over)
+        job.failed += failed
+        report = replace(job.report(), trimmed_events=trimmed, purged_executions=purged)
         service.telemetry.reconciled({**job.counts, "failed": job.failed})
+        service.telemetry.executions_purged(purged, "expired")
         return report
 
     def _trim_event_log(self, job: _Pass, now: float) -> int:

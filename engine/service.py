@@ -33,6 +33,7 @@ from engine.orchestration.recorder import Effects, FaninCheck, Recorder
 from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
 from engine.orchestration.workflows import Workflows
 from engine.ports import (
+    AgentData,
     Clock,
     DecisionStats,
     Dispatcher,
@@ -54,6 +55,7 @@ from engine.records import (
     WaiterRecord,
     WorkflowVersionRecord,
 )
+from engine.retention import Purger, RetentionPolicy
 from engine.rewards import Rewards
 from engine.search import ExecutionFilter
 from engine.settings import Settings
@@ -99,6 +101,7 @@ class Service:
         telemetry: Telemetry | None = None,
         step_logs: StepLogStore | None = None,
         decisions: DecisionStats | None = None,
+        agent_data: AgentData | None = None,
     ) -> None:
         self.store = store
         #: Bandit counts (rewards, estimates); None: those use cases are refused.
@@ -116,7 +119,9 @@ class Service:
         self.workflows = Workflows(lambda tenant, name, version: self.get_workflow(tenant, name, version).definition)
         self.active_counts = ActiveCounts(store.count_active_executions, self.settings.max_concurrent_executions)
         self.trigger_starts = TriggerStarts(self)
-        self.schedules = ScheduleRuns(self.trigger_starts.start, self.workflows)
+        self.schedules = ScheduleRuns(
+            self.trigger_starts.start, self.workflows, lambda tenant: self.active_counts.budget(tenant, 1)
+        )
         #: The use cases behind the event router: events accepted with their trigger starts.
         self.intake = EventIntake(self, self.trigger_starts)
         self.reconciler = Reconciler(self)
@@ -124,6 +129,10 @@ class Service:
         #: Rewards and estimates of bandit routing decisions (refused without ``decisions``).
         self.rewards = Rewards(self)
         self.links = children.Links(self.workflows)
+        self.retention = RetentionPolicy(self.workflows, self.settings.execution_retention_days)
+        self.purger = Purger(
+            store, self.workflows, step_logs=step_logs, agent_data=agent_data, batch=self.settings.reconcile_batch
+        )
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -157,6 +166,7 @@ class Service:
                 fanin_check_seconds=self.settings.lease_seconds,
                 schedule_hook=self.schedules.execution_moved,
                 links=self.links,
+                retention=self.retention,
             )
             recorders.append(rec)  # the store may retry: only the last attempt committed
             return use_case(rec)
@@ -386,6 +396,11 @@ class Service:
         self.get_execution(tenant, execution_id)
         return self.store.list_events(tenant, execution_id, after=after, limit=limit)
 
+    def delete_execution(self, tenant: str, execution_id: str) -> None:
+        """Delete a finished execution now, with everything derived from it (engine/retention.py)."""
+        self.purger.delete(tenant, execution_id, self.clock.now())
+        self.telemetry.executions_purged(1, "deleted")
+
     def cancel(self, tenant: str, execution_id: str) -> ExecutionRecord:
         return self.transact(lambda rec: control.cancel(rec, self.workflows, tenant, execution_id))
 
@@ -417,11 +432,20 @@ class Service:
     # --- steps (called by workers) ----------------------------------------------------------
 
     def claim(
-        self, tenant: str, execution_id: str, step_key: str, *, sent_epoch: int | None = None
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        *,
+        sent_epoch: int | None = None,
+        started_at: float | None = None,
     ) -> step_cases.Claimed | None:
-        """Claim a step for its message; ``sent_epoch`` is the epoch the message carries, if any."""
+        """Claim a step for its message; ``sent_epoch`` is the epoch the message carries, if any.
+        ``started_at``: when the worker started running it unclaimed (kept as the attempt's start)."""
         return self.transact(
-            lambda rec: step_cases.claim(rec, self.workflows, tenant, execution_id, step_key, self.timing, sent_epoch)
+            lambda rec: step_cases.claim(
+                rec, self.workflows, tenant, execution_id, step_key, self.timing, sent_epoch, started_at
+            )
         )
 
     def peek(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:

@@ -64,9 +64,13 @@ class TriggerStarts:
         return execution
 
     def start_all(self, rec: Recorder, tenant: str, starts: Sequence[eventlog.TriggerStart]) -> list[ExecutionRecord]:
-        """Start each of ``starts``; one that cannot start is logged (or counted, if over quota) and left out."""
+        """Start each of ``starts``; one that cannot start is left out, its reason recorded as its
+        trigger's ``last_error`` (and counted in ``skipped`` if over the quota)."""
         started = []
         for start in starts:
+            if start.error is not None:
+                record_start_error(rec, tenant, start.trigger_id, start.idempotency_key, start.error)
+                continue
             try:
                 started.append(
                     self.start(rec, tenant, start.workflow, start.input, start.idempotency_key, start.trigger_id)
@@ -76,14 +80,28 @@ class TriggerStarts:
             except (NotFound, InputInvalid, PayloadTooLarge) as exc:
                 # Checked before the start writes anything, so the rest of the transaction stands.
                 log.warning("an event trigger cannot start", trigger_id=start.trigger_id, error=exc.message)
+                record_start_error(rec, tenant, start.trigger_id, start.idempotency_key, _reason(exc))
         return started
+
+
+def _reason(exc: NotFound | InputInvalid | PayloadTooLarge) -> str:
+    if isinstance(exc, InputInvalid) and exc.problems:
+        return f"{exc.message}: " + "; ".join(f"{p.path}: {p.message}" for p in exc.problems)
+    return exc.message
+
+
+def record_start_error(
+    rec: Recorder, tenant: str, trigger_id: str, key: str, reason: str, *, skipped: bool = False
+) -> None:
+    """Record on the trigger why its start ``key`` started nothing (``last_error``; ``skipped`` counts it)."""
+    trigger = rec.tx.get_trigger(tenant, trigger_id)
+    if trigger is not None:
+        trigger.skipped += 1 if skipped else 0
+        trigger.last_error = f"{key}: {reason}"
+        rec.tx.put_trigger(trigger)
 
 
 def count_quota_skip(rec: Recorder, tenant: str, trigger_id: str, key: str, exc: QuotaExceeded) -> None:
     """Count a start refused by the tenant's quota on its trigger (``skipped``, ``last_error``)."""
     log.warning("a trigger start is over the tenant's quota; skipped", trigger_id=trigger_id, key=key)
-    trigger = rec.tx.get_trigger(tenant, trigger_id)
-    if trigger is not None:
-        trigger.skipped += 1
-        trigger.last_error = f"{key}: skipped: {exc.message}"
-        rec.tx.put_trigger(trigger)
+    record_start_error(rec, tenant, trigger_id, key, f"skipped: {exc.message}", skipped=True)
