@@ -1,4 +1,4 @@
-"""Root mutations that control what exists: pause and resume executions, archive and restore
+"""Root mutations that control what exists: pause, resume and delete executions, archive and restore
 workflows, enable, disable and delete triggers, create and revoke API keys, validate
 definitions. Each is the twin of a REST route (``x-graphql`` in the route table)."""
 
@@ -36,6 +36,14 @@ class DeletedTrigger:
 DeleteTriggerResult = Annotated[DeletedTrigger | Problem, strawberry.union("DeleteTriggerResult")]
 
 
+@strawberry.type
+class DeletedExecution:
+    id: strawberry.ID
+
+
+DeleteExecutionResult = Annotated[DeletedExecution | Problem, strawberry.union("DeleteExecutionResult")]
+
+
 @strawberry.type(description="The result of validating a definition without saving it")
 class WorkflowValidation:
     valid: bool
@@ -62,6 +70,19 @@ class ControlMutation:
     async def resume_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
         ctx = info.context
         return await attempt(lambda: Execution.from_record(ctx.runtime.service.resume(ctx.principal.tenant, str(id))))
+
+    @strawberry.mutation(
+        extensions=requires(Role.OPERATOR),
+        description="Delete a finished execution with everything derived from it (see DELETE /v1/executions/{id})",
+    )
+    async def delete_execution(self, info: Info, id: strawberry.ID) -> DeleteExecutionResult:
+        ctx = info.context
+
+        def delete() -> DeletedExecution:
+            ctx.runtime.service.delete_execution(ctx.principal.tenant, str(id))
+            return DeletedExecution(id=id)
+
+        return await attempt(delete)
 
     @strawberry.mutation(extensions=requires(Role.EDITOR), description="Archive a workflow (no new starts)")
     async def archive_workflow(self, info: Info, name: str) -> WorkflowResult:
