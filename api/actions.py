@@ -156,7 +156,7 @@ def approval_link(
     rt: Runtime, principal: Principal, execution_id: str, step_key: str, recipient: str, ttl: float | None
 ) -> tuple[str, LinkClaims]:
     """A signed single-use link for ``recipient``; only a principal who may decide can issue one."""
-    return rt.service.approval_link(
+    return rt.service.approval_links.issue(
         principal.tenant, execution_id, step_key, role=str(principal.role), by=recipient, ttl=ttl
     )
 

@@ -23,6 +23,11 @@ FAKE_PROVIDER = "fake"
 HTTP_TOOL = "http_request"
 
 
+def agent_thread_id(tenant: str, execution_id: str, step_key: str) -> str:
+    """The LangGraph thread of an ``ai.agent`` step: one per step, shared by all its attempts."""
+    return f"{tenant}/{execution_id}/{step_key}"
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -21,6 +21,7 @@ from engine.egress import EgressPolicy
 from engine.errors import ConveyorError
 from engine.functions import import_modules
 from engine.ports import (
+    AgentData,
     AgentRuntime,
     DeadLetterLog,
     DecisionStats,
@@ -232,6 +233,7 @@ def build_service(
         telemetry=telemetry or build_telemetry(settings),
         step_logs=build_step_log_store(settings, store),
         decisions=build_decision_stats(store),
+        agent_data=build_agent_data(settings, store),
     )
 
 
@@ -288,10 +290,29 @@ def _langgraph_runtime(settings: Settings, store: Store) -> AgentRuntime:
     path = settings.resolved_ai_checkpoint_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpointer = functools.partial(sqlite_checkpointer, str(path))
-    memory_path = path.with_name(f"{path.stem}-memory.db")  # agents' long-term memory, beside the checkpoints
     return LangGraphRuntime(
-        ModelRegistry(), checkpointer, settings.ai_prices, _model_telemetry(), sqlite_memory(str(memory_path))
+        ModelRegistry(), checkpointer, settings.ai_prices, _model_telemetry(), sqlite_memory(str(_memory_path(path)))
     )
+
+
+def _memory_path(checkpoint_path: Path) -> Path:
+    """Agents' long-term memory on the embedded store: a file beside the checkpoints."""
+    return checkpoint_path.with_name(f"{checkpoint_path.stem}-memory.db")
+
+
+def build_agent_data(settings: Settings, store: Store) -> AgentData | None:
+    """What deletes an execution's agent checkpoints and memory notes, beside the store (as
+    the runtime keeps them); ``None`` without the ``conveyor[ai]`` extra (nothing was kept)."""
+    if importlib.util.find_spec("langgraph") is None:
+        return None
+    if settings.store == "firestore":  # chosen as _langgraph_runtime chooses where to keep them
+        from engine.adapters.ai_retention import FirestoreAgentData
+
+        return FirestoreAgentData(store.client)  # type: ignore[attr-defined]
+    from engine.adapters.ai_retention import SqliteAgentData
+
+    path = settings.resolved_ai_checkpoint_path()
+    return SqliteAgentData(path, _memory_path(path))
 
 
 def _model_telemetry() -> ModelTelemetry:

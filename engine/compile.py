@@ -44,6 +44,9 @@ from engine.prompts import definition_problems, pick_version, reference_problems
 from engine.steptypes.base import StepConfig, StepType
 
 _ITEM_VARIABLES = frozenset({"item", "index"})
+#: The shortest ``retention:`` a definition may ask for (a finished execution deleted sooner
+#: could vanish before its caller has read its result).
+MIN_RETENTION_SECONDS = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,7 +139,8 @@ class _Checker:
         self.referenced: dict[str, frozenset[str]] = {}
         self.planning: dict[str, frozenset[str]] = {}
         self.validator: Validator | None = None
-        #: Steps using a tenant's stored prompt: its template may read any ancestor.
+        #: Steps that may read any ancestor: those using a tenant's stored prompt, and those whose
+        #: config can be checked only once rendered.
         self.reads_any: set[str] = set()
 
     def run(self) -> list[Problem]:
@@ -149,6 +153,7 @@ class _Checker:
         for index, step in enumerate(self.definition.steps):
             self._check_step(index, step)
         self._check_outputs()
+        self._check_retention()
         return sorted(self.problems, key=_problem_order)
 
     def add(self, path: str, message: str) -> None:
@@ -257,6 +262,9 @@ class _Checker:
             return found
         config = self._validate_config(step_type, step.config, path)
         if config is None:
+            # Checked only once rendered (a template where a typed value goes), so what its
+            # type and named prompts read is not known now: let it read any ancestor.
+            self.reads_any.add(step.id)
             return found
         self.problems.extend(step_type.check(config, path))
         for relative, source in _type_expressions(step_type, config):
@@ -346,6 +354,14 @@ class _Checker:
             if item_variables:
                 self.add(path, _item_message(item_variables[0], "outputs"))
             self.outputs[key] = expression
+
+    def _check_retention(self) -> None:
+        retention = self.definition.retention
+        if retention is not None and 0 < retention < MIN_RETENTION_SECONDS:
+            self.add(
+                "retention",
+                f"retention must be 0 (keep forever) or at least {MIN_RETENTION_SECONDS:g}s, got {retention:g}s",
+            )
 
     # -- result
 

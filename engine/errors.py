@@ -17,7 +17,8 @@ inside adapters. The API maps each class to an RFC 9457 problem in one place usi
     ├── Conflict (409)
     │   ├── AlreadyExists
     │   ├── TransitionRefused          a state machine refused a transition
-    │   └── LeaseLost                  fencing: the caller's lease epoch is stale
+    │   ├── LeaseLost                  fencing: the caller's lease epoch is stale
+    │   └── ExecutionActive            deleting an execution that is not terminal
     ├── AuthenticationFailed (401)
     ├── PermissionDenied (403)
     ├── RateLimited (429)
@@ -137,6 +138,12 @@ class LeaseLost(Conflict):
     """The caller no longer holds the lease on a step (fencing)."""
 
     code = "lease-lost"
+
+
+class ExecutionActive(Conflict):
+    """An execution cannot be deleted while it is running or paused: only a terminal one can."""
+
+    code = "execution-active"
 
 
 class AuthenticationFailed(ConveyorError):

@@ -44,12 +44,17 @@ class EventFields(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class TriggerStart:
-    """An execution an event trigger starts: its workflow, mapped input and idempotency key."""
+    """An execution an event trigger starts: its workflow, mapped input and idempotency key.
+
+    ``error``: why the trigger cannot start it (its ``match`` or input mapping failed on the
+    event); nothing starts, and the reason becomes the trigger's ``last_error``.
+    """
 
     trigger_id: str
     workflow: str
     input: Any
     idempotency_key: str
+    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,9 @@ class WorkflowDef(Frozen):
     steps: tuple[StepDef, ...]
     outputs: dict[str, str] = Field(default_factory=dict)
     deadline: Duration | None = None
+    #: How long a finished execution is kept (``0``: forever); overrides
+    #: ``CONVEYOR_EXECUTION_RETENTION_DAYS`` for this workflow's executions.
+    retention: Duration | None = None
     #: Model token/cost limits over all AI steps of an execution (each counted over its attempts).
     budget: Budget | None = None
     #: Scripted models by name, used by AI steps as ``model: fake:<name>`` (offline runs, tests).

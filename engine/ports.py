@@ -254,6 +254,25 @@ class Store(Protocol):
         """Active executions whose deadline is not after ``before``."""
         ...
 
+    # retention (see engine/retention.py)
+    def expired_executions(self, before: float, limit: int = 200) -> list[ExecutionRecord]:
+        """Terminal executions whose ``expires_at`` is not after ``before``, soonest first (all tenants)."""
+        ...
+
+    def purge_execution(self, tenant: str, execution_id: str, limit: int = 200) -> bool:
+        """Delete up to ``limit`` records of a terminal execution; ``True`` once none is left.
+
+        Its steps (with their out-of-line payloads), history events, foreach item chunks,
+        markers, signals and waiters go first, a bounded batch per call, each batch committed
+        on its own; once none is left, the header goes with its idempotency key, stored input
+        and search side rows. An unknown execution is done at once. Refused with
+        ``ExecutionActive`` (nothing deleted) while the execution is running or paused.
+
+        Resumable: the header goes last, so what a crash leaves is still reached from it, and
+        the next call (the execution still expired) deletes the rest.
+        """
+        ...
+
     # triggers
     def put_trigger(self, record: TriggerRecord) -> None: ...
 
@@ -334,7 +353,22 @@ class StepLogStore(Protocol):
         of ``run`` and of ``attempt`` when given; at most ``limit``."""
         ...
 
+    def delete_step_logs(self, tenant: str, execution_id: str, step_keys: Sequence[str]) -> None:
+        """Delete every record of the execution (``step_keys``: all its steps); idempotent."""
+        ...
+
     def close(self) -> None: ...
+
+
+class AgentData(Protocol):
+    """What AI steps keep outside the store: agent checkpoints (one LangGraph thread per step,
+    ``<tenant>/<execution>/<step key>``) and long-term memory notes, each recording the
+    execution that wrote it."""
+
+    def forget_execution(self, tenant: str, execution_id: str, agent_step_keys: Sequence[str]) -> None:
+        """Delete the threads of ``agent_step_keys`` and the memory notes ``execution_id`` wrote
+        (a note another execution replaced since stays); idempotent."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -554,6 +588,11 @@ class Telemetry(Protocol):
 
     def reconciled(self, repairs: dict[str, int]) -> None:
         """One reconciler pass's repairs by kind (expired_leases, timers, redispatched, ...)."""
+        ...
+
+    def executions_purged(self, count: int, reason: str) -> None:
+        """``count`` executions were deleted with everything derived from them; ``reason`` is
+        ``expired`` (retention, by the reconciler) or ``deleted`` (asked for through the API)."""
         ...
 
 

@@ -96,6 +96,9 @@ class ExecutionRecord:
     trigger_id: str | None = None
     #: Model usage of the execution's AI steps, by step key (each over all its attempts).
     usage: dict[str, Any] | None = None
+    #: When the execution is due for deletion (see :mod:`engine.retention`): set when it reaches
+    #: a terminal status (``None``: kept forever, or still active).
+    expires_at: float | None = None
     schema_version: int = SCHEMA_VERSION
 
 

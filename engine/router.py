@@ -74,7 +74,7 @@ class EventRouter:
         died) is then offered to its waiters, one after the other; one whose routing fails is
         routed by the reconciler.
         """
-        stored = self.service.accept_events([(event, self._starts(event)) for event in events], committed)
+        stored = self.service.intake.accept_events([(event, self._starts(event)) for event in events], committed)
         unrouted = {(a.event.tenant, a.event.id): a for a in stored if not a.event.routed}
         for accepted in unrouted.values():
             # A new event's trigger starts were made by its accepting commit (a start over the
@@ -103,7 +103,7 @@ class EventRouter:
         propagates: the event stays unrouted and the reconciler retries.
         """
         if start_triggers:
-            self.service.start_for_event(event, self._starts(event))
+            self.service.intake.start_for_event(event, self._starts(event))
         if event.correlation_key is not None:
             for waiter in self.service.store.list_waiters(event.tenant, event.route):
                 self.service.deliver_event(waiter, event)
@@ -120,19 +120,6 @@ class EventRouter:
         return len(events)
 
     # --- triggers -----------------------------------------------------------------------
-
-    def _matching_triggers(self, event: InboundEventRecord) -> list[TriggerRecord]:
-        matching = []
-        for trigger in self._event_triggers(event.tenant):
-            if trigger.spec.get("type") != event.type:
-                continue
-            source = trigger.spec.get("match")
-            try:
-                if not source or compile_expression(source).evaluate({"event": eventlog.event_view(event)}) is True:
-                    matching.append(trigger)
-            except ExpressionError as exc:
-                log.warning("an event trigger's match failed", trigger_id=trigger.id, error=exc.message)
-        return matching
 
     def _event_triggers(self, tenant: str) -> list[TriggerRecord]:
         now = time.monotonic()
@@ -153,13 +140,28 @@ class EventRouter:
         return found
 
     def _starts(self, event: InboundEventRecord) -> list[eventlog.TriggerStart]:
-        """The executions the event's matching triggers start (input mapping rendered)."""
+        """The executions the event's matching triggers start (input mapping rendered).
+
+        A trigger whose ``match`` or input mapping fails on the event gets a start with its
+        ``error`` (nothing starts; the reason is recorded on the trigger).
+        """
         starts = []
-        for trigger in self._matching_triggers(event):
+        for trigger in self._event_triggers(event.tenant):
+            if trigger.spec.get("type") != event.type:
+                continue
+            key, source = f"{trigger.id}:{event.id}", trigger.spec.get("match")
+            try:
+                if source and compile_expression(source).evaluate({"event": eventlog.event_view(event)}) is not True:
+                    continue
+            except ExpressionError as exc:
+                log.warning("an event trigger's match failed", trigger_id=trigger.id, error=exc.message)
+                starts.append(eventlog.TriggerStart(trigger.id, trigger.workflow, None, key, f"match: {exc.message}"))
+                continue
             try:
                 payload = render(trigger.input, {"event": eventlog.event_view(event)})
             except ExpressionError as exc:
                 log.warning("an event trigger's input mapping failed", trigger_id=trigger.id, error=exc.message)
+                starts.append(eventlog.TriggerStart(trigger.id, trigger.workflow, None, key, f"input: {exc.message}"))
                 continue
-            starts.append(eventlog.TriggerStart(trigger.id, trigger.workflow, payload, f"{trigger.id}:{event.id}"))
+            starts.append(eventlog.TriggerStart(trigger.id, trigger.workflow, payload, key))
         return starts

@@ -164,7 +164,7 @@ class LeaseKeeper:
             step = lease.step
             lease.last_beat = lease.last_check = time.monotonic()
             if lease.unclaimed:
-                claimed = self.service.claim(step.tenant, step.execution_id, step.key)
+                claimed = self.service.claim(step.tenant, step.execution_id, step.key, started_at=step.started_at)
                 if claimed is None:
                     lease.lose()  # taken, cancelled or paused meanwhile: its outcome is not wanted
                 else:

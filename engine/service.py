@@ -1,40 +1,39 @@
 """The application service: every use case, wrapped in a transaction, effects performed after commit.
 
-The API, Celery tasks, Beat and the CLI talk to Conveyor only through :class:`Service`.
+The API, Celery tasks, Beat and the CLI talk to Conveyor only through :class:`Service`. The
+larger use cases live in their own modules and are reached through its attributes:
+``reconciler`` (:mod:`engine.reconcile`), ``intake`` (:mod:`engine.event_intake`, with the
+quota-bounded trigger starts of :mod:`engine.trigger_starts`), ``approval_links``
+(:mod:`engine.approval_links`) and ``rewards`` (:mod:`engine.rewards`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
 
-from engine import decisions, eventlog, payloads
+from engine import eventlog, payloads
+from engine.approval_links import ApprovalLinks
 from engine.compile import CompiledWorkflow, compile_workflow
-from engine.durations import parse_duration
 from engine.errors import (
     ConveyorError,
-    InputInvalid,
-    InvalidRequest,
     NotFound,
-    PayloadTooLarge,
     QuotaExceeded,
 )
+from engine.event_intake import EventIntake
 from engine.model import canonical_json
 from engine.orchestration import approvals, children, control
 from engine.orchestration import steps as step_cases
 from engine.orchestration.recorder import Effects, FaninCheck, Recorder
 from engine.orchestration.schedule_runs import FireReport, ScheduleRuns
-from engine.orchestration.snapshot import open_snapshot
 from engine.orchestration.workflows import Workflows
 from engine.ports import (
+    AgentData,
     Clock,
     DecisionStats,
     Dispatcher,
@@ -46,6 +45,7 @@ from engine.ports import (
     Transaction,
 )
 from engine.quota import ActiveCounts
+from engine.reconcile import Reconciler, ReconcileReport
 from engine.records import (
     EventRecord,
     ExecutionRecord,
@@ -55,12 +55,14 @@ from engine.records import (
     WaiterRecord,
     WorkflowVersionRecord,
 )
-from engine.router import EventRouter
+from engine.retention import Purger, RetentionPolicy
+from engine.rewards import Rewards
 from engine.search import ExecutionFilter
 from engine.settings import Settings
-from engine.states import STEP_ACTIVE, ExecutionStatus, StepStatus
+from engine.states import STEP_ACTIVE, ExecutionStatus
 from engine.steplogs.pages import LogPage, read_page
 from engine.telemetry import NoTelemetry
+from engine.trigger_starts import TriggerStarts
 
 T = TypeVar("T")
 log = structlog.get_logger("conveyor.service")
@@ -85,97 +87,6 @@ class ApplyResult:
     created: bool
 
 
-@dataclass(frozen=True)
-class ReconcileReport:
-    """What one reconciler pass did, by kind."""
-
-    expired_leases: int = 0
-    timers: int = 0
-    redispatched: int = 0
-    timed_out: int = 0
-    #: External events routed by this pass because their router did not finish (it died).
-    routed_events: int = 0
-    #: Steps waiting for an event whose event-log scan was not done after they started waiting.
-    scans: int = 0
-    #: Routed external events deleted from the event log, past ``event_retention_seconds``
-    #: (housekeeping, not a repair: not in ``total``).
-    trimmed_events: int = 0
-    #: Items that raised (e.g. a Firestore execution whose documents a crashed worker's open
-    #: transaction still locks); they are retried by the next pass.
-    failed: int = 0
-    #: Stale QUEUED steps left alone because the broker still holds their message.
-    held: int = 0
-    #: False when the pass stopped at its time budget (or was asked to stop) with work left;
-    #: the next pass goes on from there.
-    complete: bool = True
-
-    @property
-    def total(self) -> int:
-        return self.expired_leases + self.timers + self.redispatched + self.timed_out + self.routed_events + self.scans
-
-
-_KINDS = ("expired_leases", "timers", "redispatched", "timed_out", "routed_events", "scans")
-
-
-class _Pass:
-    """The bookkeeping of one reconciler pass: its budget, its counts, its per-item error guard."""
-
-    def __init__(self, service: Service, should_stop: Callable[[], bool]) -> None:
-        self.service = service
-        self.should_stop = should_stop
-        self.ends = time.monotonic() + service.settings.reconcile_pass_seconds
-        self.counts: dict[str, int] = dict.fromkeys(_KINDS, 0)
-        self.failed = 0
-        self.held = 0
-        self.cut_short = False
-        self._lock = threading.Lock()
-
-    def over(self) -> bool:
-        if not self.cut_short and (self.should_stop() or time.monotonic() >= self.ends):
-            self.cut_short = True
-        return self.cut_short
-
-    def run(self, kind: str, actions: list[Callable[[], object]]) -> None:
-        """Run the actions (each one transaction or one scan) until the budget is spent.
-
-        ``reconcile_concurrency`` at a time: items are independent records, and a transaction
-        waits mostly for the store, so a burst of due timers is woken in a fraction of the
-        time. The list (oldest first) is walked from a random place, wrapping around: two
-        reconcilers that did not coordinate (two beats without Redis) then move the same way
-        from different places, one behind the other, and the one behind finds its items done
-        already (a read, no write) instead of both locking the same record at once. An action
-        returning False found nothing to do and is not counted. Every action started is
-        finished before this returns: a pass never leaves a transaction behind.
-        """
-        start = random.randrange(len(actions)) if actions else 0  # noqa: S311  # not a secret
-        actions = actions[start:] + actions[:start]
-        workers = min(len(actions), self.service.settings.reconcile_concurrency)
-        if workers <= 1:
-            for action in actions:
-                self._one(kind, action)
-            return
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="conveyor-reconcile") as pool:
-            list(pool.map(lambda action: self._one(kind, action), actions))
-
-    def _one(self, kind: str, action: Callable[[], object]) -> None:
-        if self.over():
-            return
-        try:
-            done = action() is not False
-        except ConveyorError as exc:
-            # One stuck item must not stop the pass for every other execution and tenant.
-            with self._lock:
-                self.failed += 1
-            log.warning("reconciler item failed; the next pass retries it", kind=kind, error=str(exc))
-            return
-        if done:
-            with self._lock:
-                self.counts[kind] += 1
-
-    def report(self) -> ReconcileReport:
-        return ReconcileReport(**self.counts, failed=self.failed, held=self.held, complete=not self.cut_short)
-
-
 class Service:
     """Conveyor's use cases over a store, a dispatcher and a live event sink."""
 
@@ -190,6 +101,7 @@ class Service:
         telemetry: Telemetry | None = None,
         step_logs: StepLogStore | None = None,
         decisions: DecisionStats | None = None,
+        agent_data: AgentData | None = None,
     ) -> None:
         self.store = store
         #: Bandit counts (rewards, estimates); None: those use cases are refused.
@@ -200,22 +112,33 @@ class Service:
         self.events = events
         #: What the broker still holds; without one, every stale QUEUED step is sent again.
         self.ledger = ledger
-        #: Where the scan for lost messages goes on in the next pass (the last step it looked at).
-        self._lost_cursor: StepRecord | None = None
         self.telemetry: Telemetry = telemetry or NoTelemetry()
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
         self.timing = step_cases.Timing(self.settings.lease_seconds, self.settings.short_timer_threshold)
         self.workflows = Workflows(lambda tenant, name, version: self.get_workflow(tenant, name, version).definition)
-        self.schedules = ScheduleRuns(self._start_for_trigger, self.workflows)
         self.active_counts = ActiveCounts(store.count_active_executions, self.settings.max_concurrent_executions)
+        self.trigger_starts = TriggerStarts(self)
+        self.schedules = ScheduleRuns(
+            self.trigger_starts.start, self.workflows, lambda tenant: self.active_counts.budget(tenant, 1)
+        )
+        #: The use cases behind the event router: events accepted with their trigger starts.
+        self.intake = EventIntake(self, self.trigger_starts)
+        self.reconciler = Reconciler(self)
+        self.approval_links = ApprovalLinks(self)
+        #: Rewards and estimates of bandit routing decisions (refused without ``decisions``).
+        self.rewards = Rewards(self)
         self.links = children.Links(self.workflows)
+        self.retention = RetentionPolicy(self.workflows, self.settings.execution_retention_days)
+        self.purger = Purger(
+            store, self.workflows, step_logs=step_logs, agent_data=agent_data, batch=self.settings.reconcile_batch
+        )
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _run(self, use_case: Callable[[Recorder], T]) -> T:
+    def transact(self, use_case: Callable[[Recorder], T]) -> T:
         """Run a use case in one transaction, then publish its events and dispatch its steps."""
-        result, effects = self._commit(use_case)
+        result, effects = self.commit(use_case)
         self.perform(effects)
         return result
 
@@ -227,11 +150,11 @@ class Service:
         That is the follower the outcome's own transaction claimed, or else (with ``follow``)
         one claimed by the transaction that finished a foreach after this outcome's commit.
         """
-        claimed, effects = self._commit(use_case)
+        claimed, effects = self.commit(use_case)
         finisher = self.perform(effects, follow=follow if claimed is None else None)
         return claimed or finisher
 
-    def _commit(self, use_case: Callable[[Recorder], T]) -> tuple[T, Effects]:
+    def commit(self, use_case: Callable[[Recorder], T]) -> tuple[T, Effects]:
         """Run a use case in one transaction; its result and the effects of the attempt that committed."""
         recorders: list[Recorder] = []
 
@@ -243,6 +166,7 @@ class Service:
                 fanin_check_seconds=self.settings.lease_seconds,
                 schedule_hook=self.schedules.execution_moved,
                 links=self.links,
+                retention=self.retention,
             )
             recorders.append(rec)  # the store may retry: only the last attempt committed
             return use_case(rec)
@@ -399,12 +323,12 @@ class Service:
                     f"tenant has {active} active executions; the limit is {self.settings.max_concurrent_executions}"
                 )
 
-        execution, created = self._run(
-            lambda rec: self._start_in(rec, tenant, workflow, payload, pinned, idempotency_key, labels)
+        execution, created = self.transact(
+            lambda rec: self.start_in(rec, tenant, workflow, payload, pinned, idempotency_key, labels)
         )
         return StartResult(execution, created)
 
-    def _start_in(
+    def start_in(
         self,
         rec: Recorder,
         tenant: str,
@@ -428,27 +352,6 @@ class Service:
             labels=labels,
             trigger_id=trigger_id,
         )
-
-    def _start_for_trigger(
-        self, rec: Recorder, tenant: str, workflow: str, payload: Any, idempotency_key: str, trigger_id: str
-    ) -> ExecutionRecord:
-        """A trigger's start; ``QuotaExceeded`` (nothing written) when it would pass the tenant's quota.
-
-        The quota is checked when the use case set ``rec.start_budget`` for the tenant; a start
-        whose key already has its execution returns that one, whatever the quota.
-        """
-        self.check_payload(payload, "trigger input")
-        budget = rec.start_budget.get(tenant)
-        if budget is not None and budget <= 0:
-            existing = rec.tx.find_execution_by_key(tenant, idempotency_key)
-            if existing is not None:
-                return existing
-            limit = self.settings.max_concurrent_executions
-            raise QuotaExceeded(f"the tenant has {limit - budget} active executions; the limit is {limit}")
-        execution, created = self._start_in(rec, tenant, workflow, payload, None, idempotency_key, None, trigger_id)
-        if created and budget is not None:
-            rec.start_budget[tenant] = budget - 1
-        return execution
 
     def get_execution(self, tenant: str, execution_id: str) -> ExecutionRecord:
         execution = self.store.get_execution(tenant, execution_id)
@@ -493,55 +396,27 @@ class Service:
         self.get_execution(tenant, execution_id)
         return self.store.list_events(tenant, execution_id, after=after, limit=limit)
 
+    def delete_execution(self, tenant: str, execution_id: str) -> None:
+        """Delete a finished execution now, with everything derived from it (engine/retention.py)."""
+        self.purger.delete(tenant, execution_id, self.clock.now())
+        self.telemetry.executions_purged(1, "deleted")
+
     def cancel(self, tenant: str, execution_id: str) -> ExecutionRecord:
-        return self._run(lambda rec: control.cancel(rec, self.workflows, tenant, execution_id))
+        return self.transact(lambda rec: control.cancel(rec, self.workflows, tenant, execution_id))
 
     def retry(self, tenant: str, execution_id: str) -> ExecutionRecord:
-        return self._run(lambda rec: control.retry(rec, self.workflows, tenant, execution_id))
+        return self.transact(lambda rec: control.retry(rec, self.workflows, tenant, execution_id))
 
     def pause(self, tenant: str, execution_id: str) -> ExecutionRecord:
-        return self._run(lambda rec: control.pause(rec, self.workflows, tenant, execution_id))
+        return self.transact(lambda rec: control.pause(rec, self.workflows, tenant, execution_id))
 
     def resume(self, tenant: str, execution_id: str) -> ExecutionRecord:
-        return self._run(lambda rec: control.resume(rec, self.workflows, tenant, execution_id))
+        return self.transact(lambda rec: control.resume(rec, self.workflows, tenant, execution_id))
 
     def signal(self, tenant: str, execution_id: str, step_key: str, payload: Any) -> StepRecord:
         self.check_payload(payload, "signal payload")
-        return self._run(lambda rec: step_cases.signal(rec, self.workflows, tenant, execution_id, step_key, payload))
-
-    # --- routing decisions (ai.route and switch, strategy: bandit) ---------------------------
-
-    def _decision_stats(self) -> DecisionStats:
-        if self.decisions is None:
-            raise ConveyorError("no decision statistics are configured in this process")
-        return self.decisions
-
-    def reward(self, tenant: str, execution_id: str, step_key: str, reward: float) -> bool:
-        """Count a reward (0..1) for the bandit decision step ``step_key`` made; exactly once per
-        step and execution (``False``: it was counted before)."""
-        step = self.store.read(lambda reads: reads.get_steps(tenant, execution_id, [step_key])).get(step_key)
-        if step is None or step.status is not StepStatus.SUCCEEDED:
-            raise NotFound(f"no decision of step {step_key!r} in execution {execution_id!r}")
-        marker = f"reward:{step_key}"
-        stats = self._decision_stats()
-        return decisions.reward_decision(stats, tenant, execution_id, marker, step.output, reward, self.clock.now())
-
-    def decision_estimates(self, tenant: str, workflow: str, step_id: str) -> dict[str, Any]:
-        """Counts and posteriors of every route (case) the bandit of step ``step_id`` has tried
-        (an ``ai.route`` or ``switch`` step with strategy ``bandit``); decayed to now if it decays."""
-        definition = self.get_workflow(tenant, workflow).definition
-        step = next((s for s in definition.get("steps", []) if s.get("id") == step_id), None)
-        config = (step or {}).get("with", {})
-        if step is None or step.get("type") not in ("ai.route", "switch") or config.get("strategy") != "bandit":
-            raise NotFound(f"workflow {workflow!r} has no ai.route or switch step {step_id!r} with strategy 'bandit'")
-        half_life = config.get("half_life")
-        return decisions.estimates(
-            self._decision_stats(),
-            tenant,
-            config.get("bandit") or f"{workflow}/{step_id}",
-            prior=float(config.get("prior", 1.0)),
-            half_life=parse_duration(half_life) if half_life is not None else None,
-            now=self.clock.now(),
+        return self.transact(
+            lambda rec: step_cases.signal(rec, self.workflows, tenant, execution_id, step_key, payload)
         )
 
     # --- approvals ----------------------------------------------------------------------------
@@ -550,55 +425,27 @@ class Service:
         self, tenant: str, execution_id: str, step_key: str, decision: approvals.Decision
     ) -> StepRecord:
         """Approve or reject a waiting approval step; the decider's role must be one the step allows."""
-        return self._run(
+        return self.transact(
             lambda rec: approvals.decide(rec, self.workflows, tenant, execution_id, step_key, decision)
         )
-
-    def approval_link(
-        self, tenant: str, execution_id: str, step_key: str, *, role: str, by: str, ttl: float | None = None
-    ) -> tuple[str, approvals.LinkClaims]:
-        """A signed single-use token that decides ``step_key`` on behalf of ``by`` (and its claims)."""
-        ttl = self.settings.approval_link_ttl if ttl is None else min(ttl, self.settings.approval_link_ttl)
-        now = self.clock.now()
-        claims = self.store.read(
-            lambda reads: approvals.link_claims(
-                open_snapshot(reads, self.workflows, tenant, execution_id, [step_key]),
-                step_key,
-                role=role,
-                by=by,
-                now=now,
-                ttl=ttl,
-            )
-        )
-        return approvals.sign_link(claims, self._link_secret()), claims
-
-    def verify_approval_link(self, token: str) -> approvals.LinkClaims:
-        """The claims of a genuine, unexpired approval link (``AuthenticationFailed`` otherwise)."""
-        return approvals.verify_link(token, self._link_secret(), self.clock.now())
-
-    def decide_by_link(self, token: str, approved: bool, comment: str | None = None) -> StepRecord:
-        """Decide with a signed link: valid once, for the wait it was issued in, until it expires."""
-        claims = self.verify_approval_link(token)
-        decision = approvals.Decision(approved, claims.by, claims.role, comment, via="link")
-        return self._run(
-            lambda rec: approvals.decide(
-                rec, self.workflows, claims.tenant, claims.execution_id, claims.step_key, decision, epoch=claims.epoch
-            )
-        )
-
-    def _link_secret(self) -> bytes:
-        if self.settings.approval_link_secret is None:
-            raise InvalidRequest("approval links are disabled: set CONVEYOR_APPROVAL_LINK_SECRET to enable them")
-        return self.settings.approval_link_secret.get_secret_value().encode()
 
     # --- steps (called by workers) ----------------------------------------------------------
 
     def claim(
-        self, tenant: str, execution_id: str, step_key: str, *, sent_epoch: int | None = None
+        self,
+        tenant: str,
+        execution_id: str,
+        step_key: str,
+        *,
+        sent_epoch: int | None = None,
+        started_at: float | None = None,
     ) -> step_cases.Claimed | None:
-        """Claim a step for its message; ``sent_epoch`` is the epoch the message carries, if any."""
-        return self._run(
-            lambda rec: step_cases.claim(rec, self.workflows, tenant, execution_id, step_key, self.timing, sent_epoch)
+        """Claim a step for its message; ``sent_epoch`` is the epoch the message carries, if any.
+        ``started_at``: when the worker started running it unclaimed (kept as the attempt's start)."""
+        return self.transact(
+            lambda rec: step_cases.claim(
+                rec, self.workflows, tenant, execution_id, step_key, self.timing, sent_epoch, started_at
+            )
         )
 
     def peek(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
@@ -618,7 +465,7 @@ class Service:
         return step_cases.still_owned(steps.get(step_key), fence)
 
     def heartbeat(self, tenant: str, execution_id: str, step_key: str, epoch: int) -> None:
-        self._run(lambda rec: step_cases.heartbeat(rec, tenant, execution_id, step_key, epoch, self.timing))
+        self.transact(lambda rec: step_cases.heartbeat(rec, tenant, execution_id, step_key, epoch, self.timing))
 
     def complete(
         self,
@@ -666,7 +513,7 @@ class Service:
         kind: str = "timer",
         details: dict[str, Any] | None = None,
     ) -> None:
-        self._run(
+        self.transact(
             lambda rec: step_cases.park(
                 rec,
                 self.workflows,
@@ -705,7 +552,7 @@ class Service:
                 return self.compiled(tenant, workflow, version), version
             return self._latest(tx, tenant, workflow)
 
-        self._run(
+        self.transact(
             lambda rec: children.start_child(
                 rec,
                 self.workflows,
@@ -722,96 +569,6 @@ class Service:
 
     # --- external events ----------------------------------------------------------------
 
-    def accept_events(
-        self,
-        batch: Sequence[tuple[InboundEventRecord, Sequence[eventlog.TriggerStart]]],
-        committed: Callable[[list[eventlog.Accepted]], None] | None = None,
-    ) -> list[eventlog.Accepted]:
-        """Append events to their tenants' logs and start their triggers' executions, in one transaction.
-
-        One transaction for the whole batch (the bridge hands over the messages it pulled
-        together): each event is accepted once per id (a second copy in the same batch is a
-        duplicate), and a duplicate starts nothing. An event no step can wait for (it has no
-        correlation key) is routed by this commit; one with a key stays unrouted until the
-        router offered it to the waiters. A start whose workflow is gone or whose mapped input
-        is invalid is logged and left out, as retrying would fail the same way; one over the
-        tenant's quota of active executions is skipped and counted on its trigger.
-
-        ``committed`` is called once the transaction committed, before its steps are
-        dispatched (the bridge acks there: a lost dispatch is re-sent by the reconciler).
-        """
-        wanted: dict[str, int] = {}
-        for event, starts in batch:
-            wanted[event.tenant] = wanted.get(event.tenant, 0) + len(starts)
-        budgets = self._start_budgets(wanted)
-
-        def use_case(rec: Recorder) -> list[eventlog.Accepted]:
-            rec.start_budget = dict(budgets)
-            stored = eventlog.accept_many(rec.tx, [event for event, _ in batch])
-            fresh = [pair for accepted, pair in zip(stored, batch, strict=True) if not accepted.duplicate]
-            found: dict[str, ExecutionRecord] = {}
-            for tenant in {event.tenant for event, _ in fresh}:  # every start's key, in one read
-                keys = [start.idempotency_key for event, starts in fresh if event.tenant == tenant for start in starts]
-                found.update(rec.tx.find_executions_by_keys(tenant, keys) if keys else {})
-            for event, starts in fresh:
-                self._start_all(rec, event.tenant, [s for s in starts if s.idempotency_key not in found])
-            return stored
-
-        result, effects = self._commit(use_case)
-        if committed is not None:
-            committed(result)
-        self.perform(effects)
-        return result
-
-    def start_for_event(
-        self, event: InboundEventRecord, starts: Sequence[eventlog.TriggerStart]
-    ) -> list[ExecutionRecord]:
-        """Start (or find, by their keys) the executions of an event's triggers, in one transaction."""
-        if not starts:
-            return []
-        budgets = self._start_budgets({event.tenant: len(starts)})
-
-        def use_case(rec: Recorder) -> list[ExecutionRecord]:
-            rec.start_budget = dict(budgets)
-            return self._start_all(rec, event.tenant, starts)
-
-        return self._run(use_case)
-
-    def _start_budgets(self, wanted: dict[str, int]) -> dict[str, int]:
-        """How many executions each tenant may still start: its quota less its active executions.
-
-        ``wanted`` is how many starts each tenant's use case may make. Counted before the
-        transaction, as for API starts (``enforce_quota``): a bound, not an exact count under
-        concurrency (see :class:`engine.quota.ActiveCounts`).
-        """
-        return {tenant: self.active_counts.budget(tenant, count) for tenant, count in wanted.items() if count > 0}
-
-    def _start_all(self, rec: Recorder, tenant: str, starts: Sequence[eventlog.TriggerStart]) -> list[ExecutionRecord]:
-        started = []
-        for start in starts:
-            try:
-                started.append(
-                    self._start_for_trigger(
-                        rec, tenant, start.workflow, start.input, start.idempotency_key, start.trigger_id
-                    )
-                )
-            except QuotaExceeded as exc:
-                self._count_quota_skip(rec, tenant, start.trigger_id, start.idempotency_key, exc)
-            except (NotFound, InputInvalid, PayloadTooLarge) as exc:
-                # Checked before the start writes anything, so the rest of the transaction stands.
-                log.warning("an event trigger cannot start", trigger_id=start.trigger_id, error=exc.message)
-        return started
-
-    @staticmethod
-    def _count_quota_skip(rec: Recorder, tenant: str, trigger_id: str, key: str, exc: QuotaExceeded) -> None:
-        """Count a start refused by the tenant's quota on its trigger (``skipped``, ``last_error``)."""
-        log.warning("a trigger start is over the tenant's quota; skipped", trigger_id=trigger_id, key=key)
-        trigger = rec.tx.get_trigger(tenant, trigger_id)
-        if trigger is not None:
-            trigger.skipped += 1
-            trigger.last_error = f"{key}: skipped: {exc.message}"
-            rec.tx.put_trigger(trigger)
-
     def deliver_event(self, waiter: WaiterRecord, event: InboundEventRecord) -> bool:
         """Offer an event from the log to a waiting step; whether it resumed the step."""
         delivery = step_cases.Delivery(
@@ -822,7 +579,7 @@ class Service:
             route=event.route,
             accepted_at=event.accepted_at,
         )
-        return self._run(lambda rec: step_cases.deliver_event(rec, self.workflows, waiter, delivery))
+        return self.transact(lambda rec: step_cases.deliver_event(rec, self.workflows, waiter, delivery))
 
     def scan_events(self, waiter: WaiterRecord) -> bool:
         """Offer a new waiter the events of its route accepted since its execution started.
@@ -833,7 +590,7 @@ class Service:
         for event in self.store.list_inbound_events(waiter.tenant, waiter.route, since=waiter.since):
             if self.deliver_event(waiter, event):
                 return True
-        self._run(
+        self.transact(
             lambda rec: step_cases.finish_scan(rec, waiter.tenant, waiter.execution_id, waiter.step_key, self.timing)
         )
         return False
@@ -848,7 +605,7 @@ class Service:
         *,
         retryable: bool,
     ) -> None:
-        self._run(
+        self.transact(
             lambda rec: step_cases.fail(
                 rec, self.workflows, tenant, execution_id, step_key, fence, error, retryable, self.timing
             )
@@ -862,13 +619,13 @@ class Service:
         Its starts count toward the tenant's quota of active executions: a fire over it is
         counted as skipped on the trigger, the reason in ``last_error``.
         """
-        budgets = self._start_budgets({tenant: 1})
+        budgets = self.trigger_starts.budgets({tenant: 1})
 
         def use_case(rec: Recorder) -> FireReport:
             rec.start_budget = dict(budgets)
             return self.schedules.fire(rec, tenant, trigger_id)
 
-        return self._run(use_case)
+        return self.transact(use_case)
 
     def fire_due_triggers(self, horizon: float = 1.0, limit: int = 200) -> float | None:
         """Fire every schedule trigger due now; the next fire time within ``horizon`` seconds, if any.
@@ -896,100 +653,8 @@ class Service:
     # --- reconciler -------------------------------------------------------------------------
 
     def reconcile(self, should_stop: Callable[[], bool] = lambda: False) -> ReconcileReport:
-        """One pass: expired leases, lost messages, due timers and passed deadlines, in that order.
-
-        Bounded in work (``reconcile_batch`` records of each kind) and in time
-        (``reconcile_pass_seconds``, checked between items, as is ``should_stop``): whatever is
-        left is due still and the next pass finds it. Callers must not overlap passes (see
-        ``docs/architecture.md``); a second, uncoordinated reconciler is harmless but wasteful.
-        """
-        now = self.clock.now()
-        batch = self.settings.reconcile_batch
-        job = _Pass(self, should_stop)
-        expired = self.store.due_steps(StepStatus.RUNNING, now, batch)
-        job.run("expired_leases", [self._transact(self._expire(step)) for step in expired])
-        if not job.over():
-            self._resend_lost(job, now)
-        if not job.over():
-            timers = [
-                *self.store.due_steps(StepStatus.RETRY_WAIT, now, batch),
-                *self.store.due_steps(StepStatus.WAITING, now, batch),
-            ]
-            scans = [step for step in timers if (step.wait or {}).get("scan_pending")]
-            job.run("timers", [self._transact(self._wake(step)) for step in timers if step not in scans])
-            job.run("scans", [self._scan(step) for step in scans])
-        if not job.over():
-            overdue = self.store.overdue_executions(now, batch)
-            job.run("timed_out", [self._transact(self._time_out(execution)) for execution in overdue])
-        if not job.over():
-            job.counts["routed_events"] += EventRouter(self).route_due(now - self.settings.event_route_after, batch)
-        report = replace(job.report(), trimmed_events=self._trim_event_log(job, now))
-        self.telemetry.reconciled({**job.counts, "failed": job.failed})
-        return report
-
-    def _trim_event_log(self, job: _Pass, now: float) -> int:
-        """Delete routed events past their retention, a batch at a time while the pass has time.
-
-        Batches go on until one comes back short, so trimming keeps up with events arriving
-        faster than one batch per pass; what is left is trimmed by the next pass.
-        """
-        batch, before, trimmed = self.settings.reconcile_batch, now - self.settings.event_retention_seconds, 0
-        while not job.over():
-            try:
-                deleted = self.store.trim_inbound_events(before, batch)
-            except ConveyorError as exc:  # the next pass trims them
-                log.warning("trimming the event log failed", error=str(exc))
-                job.failed += 1
-                break
-            trimmed += deleted
-            if deleted < batch:
-                break
-        return trimmed
-
-    def _resend_lost(self, job: _Pass, now: float) -> None:
-        """Send again up to a batch of QUEUED steps whose message is old and not held by the broker.
-
-        Under a backlog most old QUEUED steps are only waiting: the ledger says so, and the
-        scan pages past them (going on where the last pass stopped) to find the lost ones.
-        """
-        batch = self.settings.reconcile_batch
-        stale_before = now - self.settings.redispatch_after
-        held_since = now - self.settings.redispatch_held_after
-        lost: list[StepRecord] = []
-        while len(lost) < batch and not job.over():
-            page = self.store.due_steps(StepStatus.QUEUED, stale_before, batch, after=self._lost_cursor)
-            held = self.ledger.held(page, held_since) if self.ledger is not None else [False] * len(page)
-            lost += [step for step, is_held in zip(page, held, strict=True) if not is_held]
-            job.held += sum(held)
-            self._lost_cursor = page[-1] if len(page) == batch else None
-            if self._lost_cursor is None:
-                break  # the end of the list: the next pass starts from the oldest again
-        job.run("redispatched", [self._transact(self._redispatch(step, stale_before)) for step in lost])
-        if job.over():
-            self._lost_cursor = None  # some found were not sent: look from the oldest again
-
-    def _transact(self, use_case: Callable[[Recorder], object]) -> Callable[[], object]:
-        return lambda: self._run(use_case)
-
-    def _scan(self, step: StepRecord) -> Callable[[], None]:
-        waiter = _waiter_of(step)
-
-        def scan() -> None:  # counted whether or not it found an event
-            self.scan_events(waiter)
-
-        return scan
-
-    def _expire(self, step: StepRecord) -> Callable[[Recorder], None]:
-        return lambda rec: step_cases.expire_lease(rec, self.workflows, step.tenant, step.execution_id, step.key)
-
-    def _redispatch(self, step: StepRecord, stale_before: float) -> Callable[[Recorder], bool]:
-        return lambda rec: step_cases.redispatch(rec, step.tenant, step.execution_id, step.key, stale_before)
-
-    def _time_out(self, execution: ExecutionRecord) -> Callable[[Recorder], None]:
-        return lambda rec: control.time_out(rec, self.workflows, execution.tenant, execution.id)
-
-    def _wake(self, step: StepRecord) -> Callable[[Recorder], None]:
-        return lambda rec: step_cases.wake_timer(rec, self.workflows, step.tenant, step.execution_id, step.key)
+        """One reconciler pass (see :meth:`engine.reconcile.Reconciler.reconcile`)."""
+        return self.reconciler.reconcile(should_stop)
 
     def events_after(self, tenant: str, execution_id: str, after: str | None) -> list[EventRecord]:
         """All history events after ``after`` (used to fill gaps when a live stream resumes)."""
@@ -1001,8 +666,3 @@ class Service:
             if page.next_cursor is None or not page.items:
                 return events
             cursor = page.items[-1].id
-
-
-def _waiter_of(step: StepRecord) -> WaiterRecord:
-    wait = step.wait or {}
-    return WaiterRecord(step.tenant, step.execution_id, step.key, str(wait["route"]), float(wait["since"]))

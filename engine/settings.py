@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     #: (by the reconciler). A ``wait_for_event`` step that starts waiting later no longer sees
     #: them, and a copy of a deleted event published again is accepted anew.
     event_retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    #: Days a finished execution is kept, counted from when it reached a terminal status; then
+    #: the reconciler deletes it with everything derived from it (steps, history, payloads, step
+    #: logs, agent checkpoints and the memory notes it wrote; see engine/retention.py). ``0``
+    #: keeps executions forever. A workflow's ``retention:`` overrides it; a change applies to
+    #: executions that finish afterwards.
+    execution_retention_days: float = Field(default=30.0, ge=0)
     #: Google Cloud project of the Pub/Sub subscriptions, topics and ``pubsub.publish`` steps.
     pubsub_project: str | None = None
     #: Subscriptions the bridge pulls: ``[{"subscription": "orders", "tenant": "acme", ...}]``

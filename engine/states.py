@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
-from engine.errors import TransitionRefused
+from engine.errors import ExecutionActive, TransitionRefused
 
 
 class ExecutionStatus(StrEnum):
@@ -65,6 +65,13 @@ EXECUTION_ACTIVE = frozenset({ExecutionStatus.RUNNING, ExecutionStatus.PAUSED})
 
 STEP_TERMINAL = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
 STEP_ACTIVE = frozenset({StepStatus.QUEUED, StepStatus.RUNNING, StepStatus.RETRY_WAIT, StepStatus.WAITING})
+
+
+def require_terminal(execution_id: str, status: ExecutionStatus) -> None:
+    """Refuse (``ExecutionActive``) to delete an execution that is running or paused."""
+    if status not in EXECUTION_TERMINAL:
+        raise ExecutionActive(f"execution {execution_id} is {status.value}: only a finished execution can be deleted")
+
 
 class Machine(StrEnum):
     """Which transition table a record follows."""

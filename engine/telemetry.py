@@ -19,3 +19,6 @@ class NoTelemetry:
 
     def reconciled(self, repairs: dict[str, int]) -> None:
         return None
+
+    def executions_purged(self, count: int, reason: str) -> None:
+        return None

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.bootstrap import build_decision_stats, build_step_log_store, build_step_ports
+from engine.bootstrap import build_agent_data, build_decision_stats, build_step_log_store, build_step_ports
 from engine.ports import Dispatch, Store
 from engine.records import EventRecord
 from engine.runner import StepRunner
@@ -69,7 +69,14 @@ class Harness:
         logs = build_step_log_store(self.settings, self.store) if step_logs else None
         self.decisions = build_decision_stats(self.store)
         self.service = Service(
-            self.store, self.dispatcher, self.sink, self.settings, self.clock, step_logs=logs, decisions=self.decisions
+            self.store,
+            self.dispatcher,
+            self.sink,
+            self.settings,
+            self.clock,
+            step_logs=logs,
+            decisions=self.decisions,
+            agent_data=build_agent_data(self.settings, self.store),
         )
         self.runner = StepRunner(self.service, ports=build_step_ports(self.settings, self.store))
         self.reports: list[Any] = []

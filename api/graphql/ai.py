@@ -72,6 +72,6 @@ class AiMutation:
         def reward_it() -> RewardResult:
             if not 0 <= reward <= 1:
                 raise InvalidRequest("reward out of range: it is between 0 and 1")
-            return RewardResult(counted=ctx.runtime.service.reward(ctx.principal.tenant, str(id), step, reward))
+            return RewardResult(counted=ctx.runtime.service.rewards.count(ctx.principal.tenant, str(id), step, reward))
 
         return await attempt(reward_it)

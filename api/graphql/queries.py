@@ -81,7 +81,7 @@ class Query:
     )
     async def decisions(self, info: Info, workflow: str, step: str) -> BanditEstimates | None:
         ctx = info.context
-        found = await found_or_none(ctx.runtime.service.decision_estimates, ctx.principal.tenant, workflow, step)
+        found = await found_or_none(ctx.runtime.service.rewards.estimates, ctx.principal.tenant, workflow, step)
         return BanditEstimates.from_estimates(found) if found is not None else None
 
     @strawberry.field(extensions=requires(Role.ADMIN), description="API keys of the caller's tenant (never secrets)")

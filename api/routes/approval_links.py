@@ -24,7 +24,7 @@ Token = Annotated[str, Path(min_length=16, max_length=2048, pattern=r"^[A-Za-z0-
 
 @router.get("/{token}", response_model=ApprovalLinkInfo, summary="What a link decides", responses=responses(401, 422))
 def describe_link(rt: RuntimeDep, token: Token) -> ApprovalLinkInfo:
-    claims = rt.service.verify_approval_link(token)
+    claims = rt.service.approval_links.verify(token)
     return ApprovalLinkInfo(
         execution_id=claims.execution_id,
         step=claims.step_key,
@@ -37,5 +37,5 @@ def describe_link(rt: RuntimeDep, token: Token) -> ApprovalLinkInfo:
     "/{token}", response_model=Step, summary="Decide an approval with a link", responses=responses(401, 409, 422)
 )
 async def decide_by_link(rt: RuntimeDep, token: Token, body: ApprovalDecision) -> Step:
-    record = await run_in_threadpool(rt.service.decide_by_link, token, body.decision == "approve", body.comment)
+    record = await run_in_threadpool(rt.service.approval_links.decide, token, body.decision == "approve", body.comment)
     return Step.from_record(record)

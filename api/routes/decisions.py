@@ -57,7 +57,7 @@ class Estimates(BaseModel):
 def reward(
     rt: RuntimeDep, principal: PrincipalDep, execution_id: Annotated[str, Path(min_length=1)], body: Reward
 ) -> RewardResult:
-    return RewardResult(counted=rt.service.reward(principal.tenant, execution_id, body.step, body.reward))
+    return RewardResult(counted=rt.service.rewards.count(principal.tenant, execution_id, body.step, body.reward))
 
 
 @router.get(
@@ -73,4 +73,4 @@ def estimates(
     name: Annotated[str, Path(pattern=WORKFLOW_NAME_PATTERN)],
     step_id: Annotated[str, Path(pattern=STEP_ID_PATTERN)],
 ) -> Any:
-    return rt.service.decision_estimates(principal.tenant, name, step_id)
+    return rt.service.rewards.estimates(principal.tenant, name, step_id)

@@ -32,7 +32,7 @@ def show(
 
     service = build_service(Settings())
     try:
-        found = service.decision_estimates(tenant, workflow, step)
+        found = service.rewards.estimates(tenant, workflow, step)
     except ConveyorError as exc:
         Console(stderr=True).print(f"[red]✗[/red] {escape(exc.message)}")
         raise typer.Exit(1) from None
@@ -60,7 +60,7 @@ def reward(
     err = Console(stderr=True, highlight=False)
     service = build_service(Settings())
     try:
-        counted = service.reward(tenant, execution_id, step, value)
+        counted = service.rewards.count(tenant, execution_id, step, value)
     except ConveyorError as exc:
         err.print(f"[red]✗[/red] {escape(exc.message)}")
         raise typer.Exit(1) from None

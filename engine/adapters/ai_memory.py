@@ -29,6 +29,11 @@ from langgraph.store.base import (
 )
 
 _ROOT = "tenant"
+#: The value field naming the execution that wrote a note: deleting the execution deletes the
+#: notes it wrote last (:func:`forget_notes`).
+WRITER = "execution_id"
+#: Notes deleted per search when forgetting an execution's notes.
+_FORGET_PAGE = 100
 
 
 def tenant_label(tenant: str) -> str:
@@ -107,13 +112,29 @@ def sweep_expired(store: BaseStore) -> int:
     return int(sweep()) if callable(sweep) else 0
 
 
-def memory_tools(store: BaseStore, namespace: tuple[str, ...], ttl: float | None = None) -> list[BaseTool]:
+def forget_notes(store: BaseStore, tenant: str, execution_id: str) -> int:
+    """Delete the tenant's notes last written by ``execution_id`` (any namespace); how many.
+
+    A note another execution replaced since belongs to that one and stays. Idempotent.
+    """
+    scoped, deleted = TenantStore(store, tenant), 0
+    while found := scoped.search((), filter={WRITER: execution_id}, limit=_FORGET_PAGE):
+        for item in found:
+            scoped.delete(item.namespace, item.key)
+        deleted += len(found)
+    return deleted
+
+
+def memory_tools(
+    store: BaseStore, namespace: tuple[str, ...], ttl: float | None = None, *, execution_id: str
+) -> list[BaseTool]:
     """``remember`` (save a note under a key; the same key replaces it; kept ``ttl`` seconds when
     given) and ``recall`` (the notes saved so far, newest first) over ``namespace`` of a
-    tenant-scoped store."""
+    tenant-scoped store. Each note records ``execution_id`` as its writer (:data:`WRITER`)."""
 
     async def remember(key: str, note: str) -> str:
-        await store.aput(namespace, key, {"note": note}, ttl=None if ttl is None else ttl / 60)
+        value = {"note": note, WRITER: execution_id}
+        await store.aput(namespace, key, value, ttl=None if ttl is None else ttl / 60)
         return f"remembered {key!r}"
 
     async def recall(limit: int = 20) -> str:
@@ -133,13 +154,24 @@ def memory_tools(store: BaseStore, namespace: tuple[str, ...], ttl: float | None
 
 
 def sqlite_memory(path: str) -> BaseStore:
-    """LangGraph's ``SqliteStore`` on its own file (WAL), shared by the threads of a process."""
+    """LangGraph's ``SqliteStore`` on its own file (WAL), shared by the threads of a process.
+
+    It reads expired items until they are swept, so every batch that reads sweeps first (one
+    indexed delete): an expired note is never recalled, even one that expired during a run.
+    """
     import sqlite3
 
     from langgraph.store.sqlite import SqliteStore
 
+    class SweptSqliteStore(SqliteStore):
+        def batch(self, ops: Iterable[Op]) -> list[Result]:
+            ops = list(ops)
+            if any(isinstance(op, GetOp | SearchOp | ListNamespacesOp) for op in ops):
+                self.sweep_ttl()
+            return super().batch(ops)
+
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
     conn.execute("PRAGMA journal_mode = WAL")
-    store = SqliteStore(conn, ttl={"refresh_on_read": False})  # swept by sweep_expired
+    store = SweptSqliteStore(conn, ttl={"refresh_on_read": False})
     store.setup()
     return store

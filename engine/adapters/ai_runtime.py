@@ -51,6 +51,7 @@ from engine.ai import (
     Choice,
     ChoiceRequest,
     Usage,
+    agent_thread_id,
     check_budgets,
     cost_of,
 )
@@ -69,7 +70,7 @@ ACTIVITY_BEAT_SECONDS = 5.0
 
 def thread_id(ctx: StepContext) -> str:
     """The LangGraph thread of a step: one per step, shared by all its attempts."""
-    return f"{ctx.tenant}/{ctx.execution_id}/{ctx.step_key}"
+    return agent_thread_id(ctx.tenant, ctx.execution_id, ctx.step_key)
 
 
 @dataclass
@@ -364,9 +365,9 @@ class LangGraphRuntime:
         if request.memory is not None:
             if self.memory is None:
                 raise StepFailure("no memory store is configured", retryable=False, error_type="NotConfigured")
-            await asyncio.to_thread(sweep_expired, self.memory)  # expired notes are never recalled
+            await asyncio.to_thread(sweep_expired, self.memory)  # housekeeping: reads skip expired notes anyway
             store = TenantStore(self.memory, ctx.tenant)
-            tools.extend(memory_tools(store, tuple(request.memory), request.memory_ttl))
+            tools.extend(memory_tools(store, tuple(request.memory), request.memory_ttl, execution_id=ctx.execution_id))
         config: dict[str, Any] = {
             "configurable": {"thread_id": thread_id(ctx)},
             "callbacks": [

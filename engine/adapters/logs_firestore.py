@@ -81,6 +81,21 @@ class FirestoreStepLogs:
             found = [r for r in found if r.attempt == attempt][:limit]
         return found
 
+    def delete_step_logs(self, tenant: str, execution_id: str, step_keys: Sequence[str]) -> None:
+        """Every attempt's document under each step, a bounded batched write at a time."""
+        for step_key in step_keys:
+            logs = self._logs(tenant, execution_id, step_key)
+            while True:
+                with translated_errors():
+                    refs = [snapshot.reference for snapshot in logs.limit(BATCH).select([]).stream()]
+                if not refs:
+                    break
+                batch = self._client.batch()
+                for ref in refs:
+                    batch.delete(ref)
+                with translated_errors():
+                    batch.commit()
+
     def close(self) -> None:
         """The client belongs to the store, which closes it."""
 

@@ -135,6 +135,11 @@ class SqliteStepLogs:
             for row in rows
         ]
 
+    def delete_step_logs(self, tenant: str, execution_id: str, step_keys: Sequence[str]) -> None:
+        """Every record of the execution (one indexed delete: the keys are not needed here)."""
+        with self._connection() as conn:
+            conn.execute("DELETE FROM step_logs WHERE tenant = ? AND execution_id = ?", (tenant, execution_id))
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

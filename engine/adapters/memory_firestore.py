@@ -3,8 +3,10 @@
 
 One collection, ``agent_memory``; a document per item, its id the encoded namespace and key.
 ``ns_path`` (the namespace's labels joined by U+001F, with a trailing one) serves prefix
-searches as a range query. Values are stored as JSON text. Semantic search (``query``) is not
-offered: a search with one is refused.
+searches as a range query. Values are stored as JSON text; a note's writing execution
+(:data:`~engine.adapters.ai_memory.WRITER`) is also a field of its own, ``writer``, so the
+notes of a deleted execution are found by a query (an index in ``firestore.indexes.json``).
+Semantic search (``query``) is not offered: a search with one is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from langgraph.store.base import BaseStore, GetOp, Item, ListNamespacesOp, Op, PutOp, Result, SearchItem, SearchOp
 
+from engine.adapters.ai_memory import WRITER
 from engine.adapters.store_firestore.errors import translated_errors
 from engine.adapters.store_firestore.layout import encode_id
 
@@ -65,11 +68,13 @@ class FirestoreMemoryStore(BaseStore):
     def _ref(self, namespace: tuple[str, ...], key: str) -> Any:
         return self._items.document(encode_id(json.dumps([*namespace, key])))
 
-    def _in(self, prefix: tuple[str, ...]) -> list[dict[str, Any]]:
+    def _in(self, prefix: tuple[str, ...], writer: Any = None) -> list[dict[str, Any]]:
         start = _path(prefix)
         query = self._items.where(filter=FieldFilter("ns_path", ">=", start)).where(
             filter=FieldFilter("ns_path", "<", start + "\uffff")
         )
+        if writer is not None:
+            query = query.where(filter=FieldFilter("writer", "==", writer))
         return [data for snapshot in query.stream() if self._live(data := snapshot.to_dict() or {})]
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
@@ -90,7 +95,10 @@ class FirestoreMemoryStore(BaseStore):
         if isinstance(op, SearchOp):
             if op.query:
                 raise ValueError("semantic search is not offered by the Firestore memory store")
-            found = [data for data in self._in(op.namespace_prefix) if _matches(json.loads(data["value"]), op.filter)]
+            writer = (op.filter or {}).get(WRITER)
+            found = [
+                data for data in self._in(op.namespace_prefix, writer) if _matches(json.loads(data["value"]), op.filter)
+            ]
             found.sort(key=lambda data: (-data["updated_at"], data["ns_path"], data["key"]))
             return [_search_item(data) for data in found[op.offset : op.offset + op.limit]]
         if isinstance(op, ListNamespacesOp):
@@ -111,6 +119,7 @@ class FirestoreMemoryStore(BaseStore):
                 "ns_path": _path(op.namespace),
                 "key": op.key,
                 "value": json.dumps(dict(op.value)),
+                "writer": op.value.get(WRITER),
                 "created_at": created,
                 "updated_at": now,
                 "expires_at": None if op.ttl is None else now + op.ttl * 60,

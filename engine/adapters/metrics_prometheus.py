@@ -63,6 +63,12 @@ REPAIRS = Counter(
     ["kind"],
 )
 
+PURGED = Counter(
+    "conveyor_executions_purged_total",
+    "Executions deleted with everything derived from them, by reason (expired: retention; deleted: asked for)",
+    ["reason"],
+)
+
 
 MODEL_CALLS = Counter(
     "conveyor_model_calls_total",
@@ -109,6 +115,10 @@ class PrometheusTelemetry:
         for kind, count in repairs.items():
             if count:
                 REPAIRS.labels(kind).inc(count)
+
+    def executions_purged(self, count: int, reason: str) -> None:
+        if count:
+            PURGED.labels(reason).inc(count)
 
     def model_call(self, call: ModelCall) -> None:
         """Also the :class:`~engine.ports.ModelTelemetry` of the AI runtime."""

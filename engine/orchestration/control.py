@@ -115,6 +115,9 @@ def retry(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str) -
     snap = load_whole(rec.tx, workflows, tenant, execution_id)
     execution, records = snap.execution, snap.records
     _refuse_unless(execution, ExecutionStatus.RUNNING, Cause.RETRY)
+    if execution.expires_at is not None and execution.expires_at <= rec.now:
+        # Its retention has passed: the purge may already have deleted some of its records.
+        raise TransitionRefused(f"execution {execution_id} is past its retention and being deleted")
     execution.run += 1
     execution.error = None
     execution.output = None

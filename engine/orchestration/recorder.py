@@ -63,6 +63,9 @@ class Effects:
 
 #: Called in the transaction that moves an execution a schedule trigger started.
 ScheduleHook = Callable[["Recorder", ExecutionRecord], None]
+#: How long an execution that just ended is kept, in seconds (``None``: forever); see
+#: :class:`engine.retention.RetentionPolicy`.
+RetentionOf = Callable[[ExecutionRecord], float | None]
 
 
 class ExecutionLinks(Protocol):
@@ -93,8 +96,11 @@ class Recorder:
         fanin_check_seconds: float = 30.0,
         schedule_hook: ScheduleHook | None = None,
         links: ExecutionLinks | None = None,
+        retention: RetentionOf | None = None,
     ) -> None:
         self.tx = tx
+        #: Sets ``expires_at`` of an execution that ends; without it, executions are kept forever.
+        self.retention = retention
         self.now = now
         self.links = links
         self.max_foreach_items = max_foreach_items
@@ -125,6 +131,8 @@ class Recorder:
         execution.status = target
         execution.updated_at = self.now
         execution.finished_at = self.now if target not in (ExecutionStatus.RUNNING, ExecutionStatus.PAUSED) else None
+        kept = self.retention(execution) if target in EXECUTION_TERMINAL and self.retention is not None else None
+        execution.expires_at = None if kept is None else self.now + kept
         self.tx.put_execution(execution)
         self._emit(execution_event(execution, self.now, data))
         if target in EXECUTION_TERMINAL:

@@ -8,7 +8,8 @@ advanced and owes nothing, and even a start it repeated would find its key taken
 
 :meth:`ScheduleRuns.execution_moved` is the hook :class:`~engine.orchestration.recorder.Recorder`
 calls when an execution a schedule started changes status: when it ends, it leaves the
-trigger's ``running`` list and the oldest buffered fire starts, in that same transaction.
+trigger's ``running`` list and the oldest buffered fire starts, in that same transaction,
+within the tenant's quota of active executions like every trigger start.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ log = structlog.get_logger("conveyor.schedules")
 #: Starts an execution inside ``rec``'s transaction (the engine's start use case):
 #: ``(rec, tenant, workflow, input, idempotency_key, trigger_id) -> execution``.
 StartInTransaction = Callable[[Recorder, str, str, Any, str, str], ExecutionRecord]
+#: How many more executions a tenant may start now (its quota less its active executions).
+StartBudget = Callable[[str], int]
 
 
 @dataclass
@@ -57,9 +60,10 @@ class FireReport:
 class ScheduleRuns:
     """Fires schedule triggers and releases their buffered fires."""
 
-    def __init__(self, start: StartInTransaction, workflows: Workflows) -> None:
+    def __init__(self, start: StartInTransaction, workflows: Workflows, budget: StartBudget) -> None:
         self._start = start
         self._workflows = workflows
+        self._budget = budget
 
     def fire(self, rec: Recorder, tenant: str, trigger_id: str) -> FireReport:
         """Fire what ``trigger_id`` owes at ``rec.now``; nothing if it is not due (any more)."""
@@ -127,7 +131,15 @@ class ScheduleRuns:
         ]
 
     def _release(self, rec: Recorder, trigger: TriggerRecord) -> None:
-        """Start buffered fires while none of the trigger's executions runs."""
+        """Start buffered fires while none of the trigger's executions runs.
+
+        Each start is held to the tenant's quota, as a fire is: one over it is skipped and
+        counted on the trigger. Unless the use case set a budget already, it is counted here;
+        the execution whose end releases the fire is still active in that count (its end is
+        not committed yet), and the released fire takes its place.
+        """
+        if trigger.enabled and not trigger.running and trigger.pending and trigger.tenant not in rec.start_budget:
+            rec.start_budget[trigger.tenant] = self._budget(trigger.tenant) + 1
         while trigger.enabled and not trigger.running and trigger.pending:
             moment, trigger.pending = release_buffered(trigger.pending)
             assert moment is not None

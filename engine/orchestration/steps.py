@@ -132,13 +132,15 @@ def claim(
     key: str,
     timing: Timing,
     sent_epoch: int | None = None,
+    started_at: float | None = None,
 ) -> Claimed | None:
     """Take a QUEUED step (or a due retry); ``None`` when there is nothing to run.
 
     ``sent_epoch`` is the epoch the step message carries (:attr:`Dispatch.epoch`), if known.
+    ``started_at``: the step already runs unclaimed since then (its keeper claims it late).
     """
     snap = _open_for_claim(rec.tx, workflows, tenant, execution_id, key)
-    return None if snap is None else _claim_in(rec, snap, key, timing, sent_epoch)
+    return None if snap is None else _claim_in(rec, snap, key, timing, sent_epoch, started_at)
 
 
 def peek(
@@ -179,12 +181,26 @@ def _with_context(snap: Snapshot, step: StepRecord) -> Claimed:
     return Claimed(step, snap.execution, snap.compiled, referenced)
 
 
-def _claim_in(rec: Recorder, snap: Snapshot, key: str, timing: Timing, sent_epoch: int | None = None) -> Claimed | None:
-    step = _take(rec, snap, key, timing, sent_epoch)
+def _claim_in(
+    rec: Recorder,
+    snap: Snapshot,
+    key: str,
+    timing: Timing,
+    sent_epoch: int | None = None,
+    started_at: float | None = None,
+) -> Claimed | None:
+    step = _take(rec, snap, key, timing, sent_epoch, started_at)
     return None if step is None else _with_context(snap, step)
 
 
-def _take(rec: Recorder, snap: Snapshot, key: str, timing: Timing, sent_epoch: int | None = None) -> StepRecord | None:
+def _take(
+    rec: Recorder,
+    snap: Snapshot,
+    key: str,
+    timing: Timing,
+    sent_epoch: int | None = None,
+    started_at: float | None = None,
+) -> StepRecord | None:
     """Claim ``key`` if it is ready to run (QUEUED, or a due retry); wake a due wait instead.
 
     A message that comes before its step's timer is due is an early timer message, sent
@@ -192,7 +208,8 @@ def _take(rec: Recorder, snap: Snapshot, key: str, timing: Timing, sent_epoch: i
     with) below the step's means it was sent before the step's latest claim, so it is a
     second copy of a message that already ran (a failed attempt's, during its retry wait).
     The step's own timer message carries the current epoch; if that one is lost, the
-    reconciler wakes the step once it is due.
+    reconciler wakes the step once it is due. ``started_at``: the worker has been running the
+    step unclaimed since then (its keeper claims it late); the attempt started then, not now.
     """
     step, execution, now = snap.records.get(key), snap.execution, rec.now
     if step is None or execution.status is not ExecutionStatus.RUNNING:
@@ -211,7 +228,7 @@ def _take(rec: Recorder, snap: Snapshot, key: str, timing: Timing, sent_epoch: i
     step.attempt += 1
     step.lease_epoch += 1
     step.lease_until = now + timing.lease_seconds
-    step.started_at = now
+    step.started_at = now if started_at is None else started_at
     step.error = None
     rec.move_step(step, StepStatus.RUNNING, Cause.CLAIM)
     return step

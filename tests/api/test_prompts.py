@@ -154,3 +154,30 @@ def test_an_unknown_prompt_version_fails_validation_and_an_unknown_stored_prompt
     step = api.service.list_steps(TENANT_A, execution_id)[0]
     assert (step.status.value, step.error["type"]) == ("FAILED", "PromptNotFound")  # type: ignore[index]
     assert "no prompt 'elsewhere' (version 1)" in step.error["message"]  # type: ignore[index]
+
+
+def test_a_stored_prompt_reads_ancestors_even_when_the_step_config_holds_templates(api: Api) -> None:
+    """A config checked only once rendered (here `memory.namespace` holds `${input.customer}`,
+    which the label pattern refuses before rendering) still loads what its named prompts read:
+    the stored prompt failed with "no such key: 'first'" (found from outside)."""
+    api.call("PUT", "/v1/prompts/follow-up", json={"template": "After ${steps.first.output.answer}"})
+    local = {"local": "Local after ${steps.first.output.answer}"}
+    memory = {"namespace": ["customers", "${input.customer}"]}
+    workflow = {
+        "name": "remembering",
+        "models": MODELS,
+        "prompts": local,
+        "steps": [
+            _agent("first", "Hello"),
+            {**_agent("second", {"name": "follow-up"}, memory=memory), "needs": ["first"]},
+            {**_agent("third", {"name": "local"}, memory=memory), "needs": ["first"]},
+        ],
+    }
+    assert api.call("PUT", "/v1/workflows/remembering", json=workflow).status_code == 201
+    started = api.call("POST", "/v1/executions", json={"workflow": "remembering", "input": {"customer": "c1"}})
+    api.driver.run_all()
+    execution = api.call("GET", f"/v1/executions/{started.json()['id']}").json()
+    assert execution["status"] == "SUCCEEDED", [s["error"] for s in execution["steps"]]
+    recorded = {e["step_key"]: e["data"] for e in _history(api, execution["id"]) if e["type"] == "step.succeeded"}
+    assert recorded["second"]["prompt"]["text"] == "After Refund sent."
+    assert recorded["third"]["prompt"]["text"] == "Local after Refund sent."

@@ -243,6 +243,16 @@ def _follow(fetch: Callable[[str | None], Any]) -> None:
         fetch(page.next_cursor)
 
 
+def _forget_notes(store: Store) -> None:
+    """Agents' memory shares the store's database: deleting an execution's notes queries it too."""
+    from engine.adapters.ai_memory import TenantStore, forget_notes
+    from engine.adapters.memory_firestore import FirestoreMemoryStore
+
+    memory = FirestoreMemoryStore(store.client)  # type: ignore[attr-defined]
+    TenantStore(memory, A).put(("notes",), "k", {"note": "x", "execution_id": "ex-3"})
+    assert forget_notes(memory, A, "ex-3") == 1
+
+
 def _listings(store: Store) -> dict[str, Callable[[], object]]:
     """One entry per query-issuing operation of the port; each runs its representative variants."""
 
@@ -296,6 +306,9 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
         "list_events": lambda: _follow(lambda c: store.list_events(A, "ex-0", after=c, limit=1)),
         "due_steps": lambda: [store.due_steps(s, T0) for s in StepStatus],
         "overdue_executions": lambda: store.overdue_executions(T0),
+        "expired_executions": lambda: store.expired_executions(T0),
+        "purge_execution": lambda: store.purge_execution(A, "ex-4"),  # SUCCEEDED
+        "forget_notes": lambda: _forget_notes(store),
         "list_triggers": lambda: _follow(lambda c: store.list_triggers(A, cursor=c, limit=1)),
         "due_triggers": lambda: store.due_triggers(T0),
         "list_inbound_events": lambda: store.list_inbound_events(A, "r1", since=T0),
@@ -309,7 +322,7 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
 
 def _query_operations() -> set[str]:
     """Port operations that may query rather than read documents by id."""
-    prefixes = ("list_", "due_", "overdue_", "count_", "trim_")
+    prefixes = ("list_", "due_", "overdue_", "expired_", "count_", "trim_", "purge_")
     others = {"set_workflow_archived", "backfill_search_fields"}
     return {name for name in vars(Store) if name.startswith(prefixes)} | others
 

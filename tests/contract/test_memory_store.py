@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from langgraph.store.base import BaseStore
 
-from engine.adapters.ai_memory import TenantStore, sqlite_memory, sweep_expired
+from engine.adapters.ai_memory import WRITER, TenantStore, forget_notes, sqlite_memory, sweep_expired
 from engine.adapters.store_sqlite import SqliteStore
 from engine.ports import Store
 
@@ -80,10 +80,35 @@ def test_an_item_past_its_time_to_live_is_swept_and_one_without_is_kept(memory: 
     assert [item.key for item in a.search(("notes",))] == ["kept"]
 
 
+def test_an_expired_item_is_never_read_even_before_the_next_run_sweeps(memory: BaseStore) -> None:
+    a = TenantStore(memory, "tenant-a")
+    a.put(("notes",), "brief", {"note": "gone soon"}, ttl=0.01)  # minutes, as LangGraph counts them
+    a.put(("notes",), "kept", {"note": "no time to live"})
+    assert a.get(("notes",), "brief") is not None
+    time.sleep(1.5)  # the SQLite backend compares with SQLite's own clock: the time must really pass
+    assert a.get(("notes",), "brief") is None
+    assert [item.key for item in a.search(("notes",))] == ["kept"]
+    assert a.list_namespaces() == [("notes",)]
+
+
+def test_forgetting_an_execution_deletes_the_notes_it_wrote_last_in_its_tenant_only(memory: BaseStore) -> None:
+    a, b = TenantStore(memory, "tenant-a"), TenantStore(memory, "tenant-b")
+    a.put(("customers", "c1"), "tone", {"note": "short", WRITER: "ex-1"})
+    a.put(("customers", "c2"), "tone", {"note": "formal", WRITER: "ex-1"})
+    a.put(("customers", "c1"), "refunds", {"note": "one", WRITER: "ex-1"})
+    a.put(("customers", "c1"), "refunds", {"note": "two", WRITER: "ex-2"})  # replaced by a later execution
+    a.put(("notes",), "manual", {"note": "written without an execution"})
+    b.put(("customers", "c1"), "tone", {"note": "b's", WRITER: "ex-1"})
+    assert forget_notes(memory, "tenant-a", "ex-1") == 2
+    assert {(i.namespace, i.key) for i in a.search(())} == {(("customers", "c1"), "refunds"), (("notes",), "manual")}
+    assert b.get(("customers", "c1"), "tone") is not None
+    assert forget_notes(memory, "tenant-a", "ex-1") == 0
+
+
 def test_on_firestore_an_expired_item_is_never_read_even_before_it_is_swept(
     firestore_emulator: str, unique_project: str
 ) -> None:
-    """docs/ai.md says so for Firestore (on SQLite an item that expires is read until swept)."""
+    """With the store's own clock (SQLite's is the real one: see the test above)."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import firestore
 

@@ -91,3 +91,15 @@ def test_a_record_at_the_largest_byte_bound_is_stored(logs: StepLogStore) -> Non
     logs.put_step_logs([big])
     (found,) = logs.list_step_logs("a", "ex-1", "fetch")
     assert found.lines == big.lines
+
+
+def test_deleting_an_executions_logs_leaves_other_executions_and_tenants(logs: StepLogStore) -> None:
+    from dataclasses import replace
+
+    kept_execution = replace(record(1, 1), execution_id="ex-2")
+    logs.put_step_logs([record(1, 1), record(1, 2, key="ship"), record(1, 1, tenant="b"), kept_execution])
+    logs.delete_step_logs("a", "ex-1", ["fetch", "ship"])
+    assert logs.list_step_logs("a", "ex-1", "fetch") == [] and logs.list_step_logs("a", "ex-1", "ship") == []
+    assert keys(logs.list_step_logs("b", "ex-1", "fetch")) == [(1, 1)]
+    assert keys(logs.list_step_logs("a", "ex-2", "fetch")) == [(1, 1)]
+    logs.delete_step_logs("a", "ex-1", ["fetch", "ship"])  # again: nothing left to delete, no error

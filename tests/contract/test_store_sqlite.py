@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from engine.adapters import sqlite_search
 from engine.adapters.store_sqlite import SqliteStore
+from engine.adapters.store_sqlite import search as sqlite_search
 from engine.errors import StoreUnavailable
 from engine.migrations import migrate
 from engine.ports import Transaction

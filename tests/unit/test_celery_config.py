@@ -25,7 +25,8 @@ from engine.adapters.dispatcher_celery import EPOCH_HEADER, RUN_STEP_TASK, Celer
 from engine.adapters.ledger_redis import member
 from engine.errors import StoreUnavailable
 from engine.ports import Dispatch
-from engine.service import ReconcileReport, Service
+from engine.reconcile import ReconcileReport
+from engine.service import Service
 from engine.settings import Settings
 
 CLOSED_PORT_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connections are refused

@@ -477,3 +477,23 @@ def test_error_is_a_definition_invalid_with_a_readable_message() -> None:
         compile_workflow(workflow(transform("a", needs=["a"])))
     assert caught.value.code == "definition-invalid"
     assert caught.value.message == "workflow 'wf' is invalid\n  - steps[0].needs[0]: a step cannot need itself"
+
+
+# --------------------------------------------------------------------------- retention
+
+
+@pytest.mark.parametrize(("declared", "seconds"), [("90d", 90 * 86_400.0), ("1h30m", 5400.0), (0, 0.0), ("1s", 1.0)])
+def test_retention_takes_a_duration_and_zero_means_forever(declared: Any, seconds: float) -> None:
+    assert compile_workflow(workflow(transform("a"), retention=declared)).definition.retention == seconds
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [
+        ("500ms", "retention: retention must be 0 (keep forever) or at least 1s, got 0.5s"),
+        ("soon", "retention: Value error, not a duration: 'soon' (use e.g. 500ms, 30s, 5m, 1h30m, 1d)"),
+        (-5, "retention: Value error, duration must not be negative: -5"),
+    ],
+)
+def test_a_retention_that_is_not_a_usable_duration_is_refused(declared: Any, message: str) -> None:
+    assert only_problem(workflow(transform("a"), retention=declared)) == message

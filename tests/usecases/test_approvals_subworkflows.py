@@ -110,14 +110,14 @@ def test_signed_link_decides_once(make_harness):
     execution_id = h.start("approve")
     waiting(h, execution_id, "review")
     with pytest.raises(PermissionDenied):
-        h.service.approval_link("t1", execution_id, "review", role="operator", by="bob@example.com")
-    token, claims = h.service.approval_link("t1", execution_id, "review", role="admin", by="bob@example.com")
+        h.service.approval_links.issue("t1", execution_id, "review", role="operator", by="bob@example.com")
+    token, claims = h.service.approval_links.issue("t1", execution_id, "review", role="admin", by="bob@example.com")
     assert claims.step_key == "review" and claims.tenant == "t1"
     with pytest.raises(AuthenticationFailed):
-        h.service.decide_by_link(token[:-2] + ("AA" if not token.endswith("AA") else "BB"), True)
-    h.service.decide_by_link(token, True, "via mail")
+        h.service.approval_links.decide(token[:-2] + ("AA" if not token.endswith("AA") else "BB"), True)
+    h.service.approval_links.decide(token, True, "via mail")
     with pytest.raises(TransitionRefused):
-        h.service.decide_by_link(token, False)
+        h.service.approval_links.decide(token, False)
     h.drain()
     review = h.steps(execution_id)["review"]
     assert review.output["by"] == "bob@example.com" and review.output["via"] == "link"
@@ -225,14 +225,14 @@ def test_a_link_issued_before_the_step_ran_again_is_refused(make_harness):
     h.apply(APPROVE)
     execution_id = h.start("approve")
     waiting(h, execution_id, "review")
-    stale, _ = h.service.approval_link("t1", execution_id, "review", role="admin", by="bob@example.com")
+    stale, _ = h.service.approval_links.issue("t1", execution_id, "review", role="admin", by="bob@example.com")
     h.service.decide_approval("t1", execution_id, "review", decision(False))
     h.drain()
     h.service.retry("t1", execution_id)
     waiting(h, execution_id, "review")
     with pytest.raises(TransitionRefused, match="no longer valid"):
-        h.service.decide_by_link(stale, True)
-    fresh, _ = h.service.approval_link("t1", execution_id, "review", role="admin", by="bob@example.com")
-    h.service.decide_by_link(fresh, True)
+        h.service.approval_links.decide(stale, True)
+    fresh, _ = h.service.approval_links.issue("t1", execution_id, "review", role="admin", by="bob@example.com")
+    h.service.approval_links.decide(fresh, True)
     h.drain()
     assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED

@@ -270,3 +270,24 @@ def test_a_keyed_event_over_the_quota_is_counted_once_on_its_trigger(make_harnes
     stored = Triggers(h.store, h.clock).get("t1", trigger.id)
     assert stored.skipped == 1 and "the limit is 1" in stored.last_error
     assert [e.workflow for e in h.service.list_executions("t1").items] == ["payment"]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"total": 120}, "no such key: 'id'"),  # the input mapping fails
+        ({"id": 7}, "input does not match"),  # the mapped input is refused by the workflow's schema
+        ({"id": "A-1", "total": "x"}, "match"),  # the match cannot be evaluated
+    ],
+)
+def test_an_event_trigger_that_cannot_start_says_why_on_the_trigger(h, data, expected):
+    """An accepted event whose trigger starts nothing is not silent: the reason is the trigger's
+    `last_error`, as for a schedule (found from outside: only the bridge's log said it)."""
+    h.apply(ORDERS)
+    trigger = _event_trigger(h, **({"match": "event.data.total > 100"} if "total" in data else {}))
+    EventRouter(h.service).publish("t1", type="order.created", data=data, event_id="evt-1")
+    h.drain()
+    assert h.service.list_executions("t1").items == []
+    stored = Triggers(h.store, h.clock).get("t1", trigger.id)
+    assert stored.last_error is not None and stored.last_error.startswith(f"{trigger.id}:evt-1: "), stored.last_error
+    assert expected in stored.last_error

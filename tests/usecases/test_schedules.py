@@ -223,3 +223,36 @@ def test_a_fire_over_the_tenant_quota_is_skipped_and_counted(make_harness):
     fire_at(h, first + 120)
     assert by_key(h, trigger.id, first + 120) is not None
     assert h.triggers.get("t1", trigger.id).fired == 2
+
+
+def quota_of_one_with_a_buffered_fire(make_harness):
+    """A ``buffer_one`` schedule at a quota of 1: its first fire runs, its second is buffered."""
+    h = make_harness(max_concurrent_executions=1)
+    h.apply(SLEEPY)
+    h.triggers = Triggers(h.store, h.clock)
+    trigger = schedule(h, overlap="buffer_one")
+    first, second = trigger.next_fire_at, trigger.next_fire_at + 60
+    fire_at(h, first)
+    fire_at(h, second)
+    assert h.triggers.get("t1", trigger.id).pending == [second]
+    return h, trigger, first, second
+
+
+def test_a_buffered_fire_over_the_tenant_quota_is_skipped_and_counted(make_harness):
+    h, trigger, first, second = quota_of_one_with_a_buffered_fire(make_harness)
+    other = h.start("sleepy")  # an API start without the quota check: the tenant is now over it
+    h.service.cancel("t1", by_key(h, trigger.id, first).id)  # releases the buffered fire
+    assert by_key(h, trigger.id, second) is None
+    stored = h.triggers.get("t1", trigger.id)
+    assert (stored.fired, stored.skipped, stored.pending, stored.running) == (1, 1, [], [])
+    assert stored.last_error.startswith(fire_key(trigger.id, second)) and "the limit is 1" in stored.last_error
+    assert h.service.get_execution("t1", other).status is ExecutionStatus.RUNNING
+
+
+def test_a_buffered_fire_takes_the_place_of_the_execution_that_ended_within_the_quota(make_harness):
+    h, trigger, first, second = quota_of_one_with_a_buffered_fire(make_harness)
+    h.service.cancel("t1", by_key(h, trigger.id, first).id)  # the tenant was at its quota of 1
+    released = by_key(h, trigger.id, second)
+    assert released is not None and released.status is ExecutionStatus.RUNNING
+    stored = h.triggers.get("t1", trigger.id)
+    assert (stored.fired, stored.skipped, stored.running, stored.last_error) == (2, 0, [released.id], None)

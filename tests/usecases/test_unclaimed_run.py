@@ -209,6 +209,29 @@ def test_a_step_still_running_after_the_unclaimed_time_is_claimed_while_it_runs(
     assert step_history(h, execution_id) == ["QUEUED", "RUNNING", "SUCCEEDED"]
 
 
+def test_a_step_claimed_while_it_runs_keeps_the_time_it_started(make_harness, monkeypatch):
+    """The keeper's late claim must not move the start to the claim's time: a 1.2 s step
+    showed 0.1 s in `conveyor executions show` and the console (found from outside)."""
+    h = make_harness(unclaimed_run_seconds=0.1)
+    execution_id = started(h, {"name": "long", "steps": [task("only", "slow", seconds=0.5)]})
+    real_peek = h.service.peek
+
+    def peek_then_time_passes(*args, **kwargs):
+        peeked = real_peek(*args, **kwargs)
+        h.clock.advance(5.0)  # the step runs 5 s (on the store's clock) before the keeper claims it
+        return peeked
+
+    monkeypatch.setattr(h.service, "peek", peek_then_time_passes)
+    start = h.clock.now()
+    worker, reports = _run_in_background(h, execution_id)
+    worker.join()
+    assert [r.outcome for r in reports] == ["succeeded"]
+    step = h.steps(execution_id)["only"]
+    running = [e for e in h.history(execution_id) if e.step_key == "only" and e.status == "RUNNING"]
+    assert len(running) == 1 and running[0].at > start  # claimed later, while it ran
+    assert step.started_at == start
+
+
 def test_a_step_that_heartbeats_is_claimed_by_its_first_heartbeat(h, monkeypatch):
     execution_id = started(h, {"name": "beating", "steps": [task("only", "beat_then_return")]})
     count = TransactionCount(h, monkeypatch)

@@ -19,7 +19,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from engine.adapters.store_firestore import search
+from engine.adapters.store_firestore import purge, search
 from engine.adapters.store_firestore.codec import (
     BLOB_CACHE_BYTES,
     BlobCache,
@@ -49,7 +49,7 @@ from engine.records import (
     WorkflowVersionRecord,
 )
 from engine.search import ExecutionFilter
-from engine.states import EXECUTION_ACTIVE, STEP_ACTIVE, ExecutionStatus, StepStatus
+from engine.states import EXECUTION_ACTIVE, EXECUTION_TERMINAL, STEP_ACTIVE, ExecutionStatus, StepStatus
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -410,6 +410,22 @@ class FirestoreStore:
             limit=limit,
         )
         return self._run_query(ExecutionRecord, query)
+
+    # ---------------------------------------------------------------- retention (see .purge)
+
+    def expired_executions(self, before: float, limit: int = 200) -> list[ExecutionRecord]:
+        """Terminal executions of every tenant whose ``expires_at`` is not after ``before``."""
+        terminal = sorted(s.value for s in EXECUTION_TERMINAL)
+        query = self.query(
+            self._client.collection_group("executions"),
+            where=[("status", "in", terminal), ("expires_at", "<=", before)],
+            order=[("expires_at", ASC)],
+            limit=limit,
+        )
+        return self._run_query(ExecutionRecord, query)
+
+    def purge_execution(self, tenant: str, execution_id: str, limit: int = 200) -> bool:
+        return purge.purge_batch(self, tenant, execution_id, limit)
 
     # ---------------------------------------------------------------- triggers
 
