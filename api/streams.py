@@ -36,7 +36,7 @@ from api.runtime import Runtime, StreamOptions
 from api.schemas.executions import Event, ExecutionDetail
 from engine.adapters.events_memory import LiveEvent, parse_stream_id
 from engine.auth import Principal
-from engine.errors import InvalidRequest, StoreUnavailable
+from engine.errors import AuthenticationFailed, InvalidRequest, StoreUnavailable
 from engine.records import EventRecord, ExecutionRecord, StepRecord
 
 #: The cursor meaning "from the start of the live log" (used when it was empty at snapshot time).
@@ -106,6 +106,8 @@ class ExecutionFeed:
     def __init__(self, rt: Runtime, principal: Principal, execution_id: str, after: str | None = None) -> None:
         self.rt = rt
         self.tenant = principal.tenant
+        #: When the credential that opened the stream expires (epoch seconds): the stream ends there.
+        self.expires_at = principal.expires_at
         self.execution_id = execution_id
         self.after = after
         self.options: StreamOptions = rt.streams
@@ -129,11 +131,15 @@ class ExecutionFeed:
                 raise InvalidRequest(f"the cursor {self.after!r} is ahead of this execution's newest event")
 
     async def messages(self) -> AsyncIterator[Message]:
-        """Yield messages until the client goes away; raises ``SlowConsumer`` on overflow."""
+        """Yield messages until the client goes away; raises ``SlowConsumer`` on overflow.
+
+        Raises ``AuthenticationFailed`` when the credential that opened the stream expires:
+        a stream must not outlive the token (or API key) that was checked when it opened.
+        """
         producer = asyncio.create_task(self._produce())
         try:
             while True:
-                item = await self._queue.get()
+                item = await self._next()
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -141,6 +147,16 @@ class ExecutionFeed:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await producer
+
+    async def _next(self) -> Message | BaseException:
+        """The next queued item, waiting no later than the credential's expiry."""
+        if self.expires_at is None:
+            return await self._queue.get()
+        left = self.expires_at - self.rt.service.clock.now()
+        try:
+            return await asyncio.wait_for(self._queue.get(), max(left, 0.0))
+        except TimeoutError:
+            raise AuthenticationFailed("the credentials that opened this stream have expired") from None
 
     # --- producing ------------------------------------------------------------------------
 

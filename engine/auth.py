@@ -96,7 +96,9 @@ def principal_from_claims(claims: Mapping[str, Any], *, tenant_claim: str, role_
     except ValueError as exc:
         raise AuthenticationFailed(str(exc)) from None
     subject = str(claims.get("sub") or claims.get("email") or "unknown")
-    return Principal(tenant=tenant, role=role, subject=subject, kind="oidc")
+    expiry = claims.get("exp")
+    expires_at = float(expiry) if isinstance(expiry, int | float) else None
+    return Principal(tenant=tenant, role=role, subject=subject, kind="oidc", expires_at=expires_at)
 
 
 def anonymous_admin(tenant: str = "default") -> Principal:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -22,6 +23,7 @@ from engine.auth import Role
 from engine.records import EventRecord
 from tests.api.conftest import FAST_STREAMS, Api, ApiFactory
 from tests.api.support import HELLO, TENANT_A, TENANT_B, WAITER, bearer
+from tests.jwks import AUDIENCE, ISSUER, Jwks
 from tests.services import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -213,8 +215,9 @@ def test_a_hole_in_the_middle_is_replaced_by_a_fresh_snapshot(make_api: ApiFacto
 # --------------------------------------------------------------------------- SSE over a real server
 
 
-@pytest.fixture
-def server(api: Api) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(api: Api) -> Iterator[str]:
+    """Serve ``api`` with uvicorn on a free port; its base URL."""
     port = free_port()
     config = uvicorn.Config(api.app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     instance = uvicorn.Server(config)
@@ -223,9 +226,17 @@ def server(api: Api) -> Iterator[str]:
     deadline = time.monotonic() + 10
     while not instance.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        instance.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def server(api: Api) -> Iterator[str]:
+    with serving(api) as url:
+        yield url
 
 
 def _sse_messages(response: httpx.Response) -> Iterator[tuple[str | None, str, dict[str, Any]]]:
@@ -281,6 +292,44 @@ def test_sse_requires_credentials_and_hides_other_tenants(api: Api, server: str)
         assert client.get(url, headers=bearer(_token(api, TENANT_B, Role.ADMIN))).status_code == 404
         foreign = client.get(url, headers={"origin": "https://evil.example", **bearer(_token(api))})
         assert foreign.status_code == 403
+
+
+# --------------------------------------------------------------------------- credentials that expire
+
+
+@pytest.fixture
+def oidc_api(make_api: ApiFactory, jwks: Jwks) -> Api:
+    return make_api(oidc_jwks_url=jwks.url, oidc_issuer=ISSUER, oidc_audience=AUDIENCE)
+
+
+def _short_lived(jwks: Jwks) -> str:
+    """A viewer JWT of tenant acme (the tests' tenant A) that expires within two seconds."""
+    return jwks.token(role="viewer", exp=int(time.time()) + 2)
+
+
+def test_a_websocket_is_closed_4401_when_its_token_expires(oidc_api: Api, jwks: Jwks) -> None:
+    execution_id = _start(oidc_api, WAITER)  # waits an hour: nothing else would end the stream
+    url = f"/v1/executions/{execution_id}/events"
+    with oidc_api.client.websocket_connect(url, headers=bearer(_short_lived(jwks))) as ws:
+        assert ws.receive_json()["type"] == "snapshot"
+        message = _ws_next(ws)  # heartbeats until the token expires
+        assert message["type"] == "error" and message["problem"]["status"] == 401
+        assert "expired" in message["problem"]["detail"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 4401
+
+
+def test_an_sse_stream_ends_with_an_error_event_when_its_token_expires(oidc_api: Api, jwks: Jwks) -> None:
+    execution_id = _start(oidc_api, WAITER)
+    with serving(oidc_api) as base, httpx.Client(timeout=10) as client:
+        url = f"{base}/v1/executions/{execution_id}/events"
+        with client.stream("GET", url, headers=bearer(_short_lived(jwks))) as response:
+            assert response.status_code == 200
+            received = [(name, data) for _, name, data in _sse_messages(response)]  # until the server ends it
+    names = [name for name, _ in received]
+    assert names[0] == "snapshot" and set(names[1:-1]) <= {"heartbeat"} and names[-1] == "error"
+    assert received[-1][1]["problem"]["status"] == 401
 
 
 # --------------------------------------------------------------------------- the feed itself
