@@ -22,6 +22,7 @@ from engine.errors import ConveyorError
 from engine.orchestration import control
 from engine.orchestration import steps as step_cases
 from engine.orchestration.recorder import Recorder
+from engine.ports import DUE_FIELD
 from engine.records import ExecutionRecord, StepRecord, WaiterRecord
 from engine.router import EventRouter
 from engine.states import StepStatus
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from engine.service import Service
 
 log = structlog.get_logger("conveyor.service")
+
+#: What a repair returns when another reconciler was elected for it (see :meth:`Reconciler.elected`).
+ELSEWHERE = object()
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,9 @@ class ReconcileReport:
     failed: int = 0
     #: Stale QUEUED steps left alone because the broker still holds their message.
     held: int = 0
+    #: Repairs left to another reconciler that was elected for them first (see
+    #: :meth:`Reconciler.elected`): two reconcilers ran at once.
+    left_to_another: int = 0
     #: False when the pass stopped at its time budget (or was asked to stop) with work left;
     #: the next pass goes on from there.
     complete: bool = True
@@ -76,6 +83,7 @@ class _Pass:
         self.counts: dict[str, int] = dict.fromkeys(_KINDS, 0)
         self.failed = 0
         self.held = 0
+        self.left_to_another = 0
         self.cut_short = False
         self._lock = threading.Lock()
 
@@ -89,12 +97,11 @@ class _Pass:
 
         ``reconcile_concurrency`` at a time: items are independent records, and a transaction
         waits mostly for the store, so a burst of due timers is woken in a fraction of the
-        time. The list (oldest first) is walked from a random place, wrapping around: two
-        reconcilers that did not coordinate (two beats without Redis) then move the same way
-        from different places, one behind the other, and the one behind finds its items done
-        already (a read, no write) instead of both locking the same record at once. An action
-        returning False found nothing to do and is not counted. Every action started is
-        finished before this returns: a pass never leaves a transaction behind.
+        time. The list (oldest first) is walked from a random place, wrapping around, so two
+        reconcilers that did not coordinate (two beats without their lease) mostly work on
+        different records; where they meet, :meth:`Reconciler.elected` lets one of them do the
+        repair. An action returning False found nothing to do and is not counted. Every action
+        started is finished before this returns: a pass never leaves a transaction behind.
         """
         start = random.randrange(len(actions)) if actions else 0  # noqa: S311  # not a secret
         actions = actions[start:] + actions[:start]
@@ -110,19 +117,27 @@ class _Pass:
         if self.over():
             return
         try:
-            done = action() is not False
+            done = action()
         except ConveyorError as exc:
             # One stuck item must not stop the pass for every other execution and tenant.
             with self._lock:
                 self.failed += 1
             log.warning("reconciler item failed; the next pass retries it", kind=kind, error=str(exc))
             return
-        if done:
-            with self._lock:
+        with self._lock:
+            if done is ELSEWHERE:
+                self.left_to_another += 1
+            elif done is not False:
                 self.counts[kind] += 1
 
     def report(self) -> ReconcileReport:
-        return ReconcileReport(**self.counts, failed=self.failed, held=self.held, complete=not self.cut_short)
+        return ReconcileReport(
+            **self.counts,
+            failed=self.failed,
+            held=self.held,
+            left_to_another=self.left_to_another,
+            complete=not self.cut_short,
+        )
 
 
 class Reconciler:
@@ -140,14 +155,15 @@ class Reconciler:
         Bounded in work (``reconcile_batch`` records of each kind) and in time
         (``reconcile_pass_seconds``, checked between items, as is ``should_stop``): whatever is
         left is due still and the next pass finds it. Callers must not overlap passes (see
-        ``docs/architecture.md``); a second, uncoordinated reconciler is harmless but wasteful.
+        ``docs/architecture.md``); a second, uncoordinated reconciler is harmless: each repair
+        is elected to one of them (:meth:`elected`).
         """
         service = self.service
         store, settings, now = service.store, service.settings, service.clock.now()
         batch = settings.reconcile_batch
         job = _Pass(service, should_stop)
         expired = store.due_steps(StepStatus.RUNNING, now, batch)
-        job.run("expired_leases", [self._transact(self._expire(step)) for step in expired])
+        job.run("expired_leases", [self._repair_step("expired_leases", step, self._expire(step)) for step in expired])
         if not job.over():
             self._resend_lost(job, now)
         if not job.over():
@@ -156,11 +172,12 @@ class Reconciler:
                 *store.due_steps(StepStatus.WAITING, now, batch),
             ]
             scans = [step for step in timers if (step.wait or {}).get("scan_pending")]
-            job.run("timers", [self._transact(self._wake(step)) for step in timers if step not in scans])
+            wakes = [self._repair_step("timers", step, self._wake(step)) for step in timers if step not in scans]
+            job.run("timers", wakes)
             job.run("scans", [self._scan(step) for step in scans])
         if not job.over():
             overdue = store.overdue_executions(now, batch)
-            job.run("timed_out", [self._transact(self._time_out(execution)) for execution in overdue])
+            job.run("timed_out", [self._repair_execution(execution) for execution in overdue])
         if not job.over():
             job.counts["routed_events"] += EventRouter(service).route_due(now - settings.event_route_after, batch)
         trimmed = self._trim_event_log(job, now)
@@ -210,12 +227,43 @@ class Reconciler:
             self._lost_cursor = page[-1] if len(page) == batch else None
             if self._lost_cursor is None:
                 break  # the end of the list: the next pass starts from the oldest again
-        job.run("redispatched", [self._transact(self._redispatch(step, stale_before)) for step in lost])
+        resends = [self._repair_step("redispatched", step, self._redispatch(step, stale_before)) for step in lost]
+        job.run("redispatched", resends)
         if job.over():
             self._lost_cursor = None  # some found were not sent: look from the oldest again
 
-    def _transact(self, use_case: Callable[[Recorder], object]) -> Callable[[], object]:
-        return lambda: self.service.transact(use_case)
+    def _repair_step(self, kind: str, step: StepRecord, use_case: Callable[[Recorder], object]) -> Callable[[], object]:
+        due = getattr(step, DUE_FIELD[step.status])
+        return self.elected(f"{kind}:{step.key}:{due!r}", step.tenant, step.execution_id, use_case)
+
+    def _repair_execution(self, execution: ExecutionRecord) -> Callable[[], object]:
+        name = f"timed_out:{execution.deadline_at!r}"
+        return self.elected(name, execution.tenant, execution.id, self._time_out(execution))
+
+    def elected(
+        self, name: str, tenant: str, execution_id: str, use_case: Callable[[Recorder], object]
+    ) -> Callable[[], object]:
+        """The repair's transaction, run only by the reconciler elected for it in this interval.
+
+        Two reconcilers that run at once (two beats without their lease) list the same due
+        records. Both transactions would read a record, then both commit writes to it: on
+        Firestore each commit then waits for the other's read lock, a deadlock the emulator
+        breaks only by a 2 s lock timeout (and real Firestore by aborting one), while the pass
+        waits for its stuck item and every timer due meanwhile waits for the next pass. So
+        first each one writes a marker named after the repair (``Store.mark_once``, one write
+        outside any transaction, no lock held): the one that wrote it transacts, the other
+        leaves the repair (``ELSEWHERE``). The marker names the reconcile interval too, so a
+        repair whose elected reconciler failed or died is elected anew by the next pass.
+        """
+        service = self.service
+
+        def repair() -> object:
+            interval = int(service.clock.now() // service.settings.reconcile_interval)
+            if not service.store.mark_once(tenant, execution_id, f"repair:{name}:{interval}"):
+                return ELSEWHERE
+            return service.transact(use_case)
+
+        return repair
 
     def _scan(self, step: StepRecord) -> Callable[[], None]:
         waiter = _waiter_of(step)

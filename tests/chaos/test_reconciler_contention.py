@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import itertools
+import statistics
 import sys
 import time
 import uuid
@@ -37,6 +38,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.backend, pytest.mark.timeout(300)]
 
 TENANT = "contention"
 BEAT = [sys.executable, "-m", "conveyor", "beat", "--loglevel", "INFO"]
+LONE_RECONCILER = [sys.executable, "-m", "tests.chaos.lone_reconciler"]
 STEPS = chaos_steps.__name__
 
 
@@ -96,7 +98,7 @@ class Deployment:
         for process in self.processes:
             process.start()
         for process in self.processes:
-            if "celery" in process.command:
+            if "celery" in process.command or process.command == LONE_RECONCILER:
                 process.wait_ready()
 
     def logs(self) -> str:
@@ -137,28 +139,22 @@ def _longest_gap(moments: list[float]) -> float:
     return max((b - a for a, b in itertools.pairwise(ordered)), default=0.0)
 
 
-def test_beat_and_a_run_reconciler_on_firestore_fire_timers_and_retries_on_time(
-    tmp_path: Path,
-    redis_server_url: str,
-    request: pytest.FixtureRequest,
-    deployments: list[Deployment],
-) -> None:
+def _firestore_timers(tmp_path: Path, redis_url: str, request: pytest.FixtureRequest) -> Deployment:
     request.getfixturevalue("firestore_emulator")
     store = {"store": "firestore", "firestore_project": request.getfixturevalue("unique_project")}
-    deployment = Deployment(tmp_path, redis_server_url, store, short_timer_threshold=0.5)
-    deployments.append(deployment)
-    deployment.processes.append(WorkerProcess(BEAT, deployment.env, tmp_path / "beat.log"))
-    deployment.start()
-    service = deployment.service()
-    service.apply_workflow(TENANT, TIMERS)
-    run_reconciler = EmbeddedReconciler(deployment.service(), 0.5, lease=reconciler_lease(service.settings))
-    run_reconciler.start()
-    try:
-        ids = [service.start(TENANT, "timers").execution.id for _ in range(50)]
-        _wait_all(service, ids, 150, deployment.logs)
-    finally:
-        run_reconciler.stop()
-    history = _history(service, ids)
+    return Deployment(tmp_path, redis_url, store, short_timer_threshold=0.5)
+
+
+def _run_timers(deployment: Deployment, count: int = 50) -> list[EventRecord]:
+    """Start ``count`` TIMERS executions, wait until all succeed, return their history."""
+    service = deployment.services[0]
+    ids = [service.start(TENANT, "timers").execution.id for _ in range(count)]
+    _wait_all(service, ids, 150, deployment.logs)
+    return _history(service, ids)
+
+
+def _timer_lateness(history: list[EventRecord]) -> list[float]:
+    """Seconds each timer and retry fired after it was due (when its step left the wait)."""
     lateness: list[float] = []
     due: dict[tuple[str, str], float] = {}
     for event in history:
@@ -170,10 +166,58 @@ def test_beat_and_a_run_reconciler_on_firestore_fire_timers_and_retries_on_time(
             due[key] = event.at + float(data["delay"])
         elif key in due and event.status in ("QUEUED", "SUCCEEDED"):
             lateness.append(event.at - due.pop(key))
-    assert len(lateness) == 100, f"expected a timer and a retry per execution, saw {len(lateness)}"
-    print(f"timers/retries late by at most {max(lateness):.2f}s; longest pause {_longest_gap([e.at for e in history]):.2f}s")
-    assert max(lateness) <= 5.0, sorted(lateness)[-5:]
-    assert _longest_gap([e.at for e in history]) <= 5.0
+    return lateness
+
+
+def _check_no_stall(history: list[EventRecord], count: int) -> str:
+    """Assert the issue's bound (no stall over 5 s) and describe the lateness distribution."""
+    lateness = sorted(_timer_lateness(history))
+    assert len(lateness) == 2 * count, f"expected a timer and a retry per execution, saw {len(lateness)}"
+    pause = _longest_gap([e.at for e in history])
+    summary = (
+        f"timers/retries late p50 {statistics.median(lateness):.2f}s, "
+        f"p99 {lateness[int(0.99 * (len(lateness) - 1))]:.2f}s, max {lateness[-1]:.2f}s; longest pause {pause:.2f}s"
+    )
+    print(summary)
+    assert lateness[-1] <= 5.0, summary
+    assert pause <= 5.0, summary
+    return summary
+
+
+def test_beat_and_a_run_reconciler_on_firestore_fire_timers_and_retries_on_time(
+    tmp_path: Path,
+    redis_server_url: str,
+    request: pytest.FixtureRequest,
+    deployments: list[Deployment],
+) -> None:
+    deployment = _firestore_timers(tmp_path, redis_server_url, request)
+    deployments.append(deployment)
+    deployment.processes.append(WorkerProcess(BEAT, deployment.env, tmp_path / "beat.log"))
+    deployment.start()
+    service = deployment.service()
+    service.apply_workflow(TENANT, TIMERS)
+    run_reconciler = EmbeddedReconciler(deployment.service(), 0.5, lease=reconciler_lease(service.settings))
+    run_reconciler.start()
+    try:
+        history = _run_timers(deployment)
+    finally:
+        run_reconciler.stop()
+    _check_no_stall(history, 50)
+
+
+def test_two_reconcilers_without_a_lease_on_firestore_fire_timers_and_retries_on_time(
+    tmp_path: Path,
+    redis_server_url: str,
+    request: pytest.FixtureRequest,
+    deployments: list[Deployment],
+) -> None:
+    deployment = _firestore_timers(tmp_path, redis_server_url, request)
+    deployments.append(deployment)
+    for i in range(2):  # two processes whose passes run at once, as two beats whose lease failed
+        deployment.processes.append(WorkerProcess(LONE_RECONCILER, deployment.env, tmp_path / f"reconciler{i}.log"))
+    deployment.start()
+    deployment.service().apply_workflow(TENANT, TIMERS)
+    _check_no_stall(_run_timers(deployment), 50)
 
 
 def test_a_broker_flush_never_stops_completions_for_more_than_10s(

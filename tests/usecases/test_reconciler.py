@@ -1,10 +1,15 @@
-"""The reconciler pass: recovery goes out urgent, a pass is bounded in work and time, and
-a step whose message the broker still holds is not sent twice (over each real store)."""
+"""The reconciler pass: recovery goes out urgent, a pass is bounded in work and time, a step
+whose message the broker still holds is not sent twice, and of two reconcilers running at once
+one does each repair (over each real store)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
+from engine.errors import StoreUnavailable
+from engine.ports import DUE_FIELD
+from engine.reconcile import Reconciler
 from engine.records import StepRecord
 from engine.states import StepStatus
 
@@ -113,3 +118,62 @@ def test_a_pass_stops_when_asked_and_the_next_one_goes_on(make_harness):
     assert (report.redispatched, report.complete) == (2, True)
     assert sorted(d.execution_id for d in h.dispatcher.sent) == sorted(ids)
     assert all(h.steps(e)["a"].status is StepStatus.QUEUED for e in ids)
+
+
+NAP = {"name": "nap", "steps": [{"id": "nap", "type": "wait", "with": {"duration": "1h"}}]}
+
+
+class _ListedEarlier:
+    """A store whose due lists were taken before another reconciler's pass repaired them:
+    what a reconciler running at the same moment as that pass lists."""
+
+    def __init__(self, store, now: float) -> None:
+        self._store = store
+        self._due = {status: store.due_steps(status, now) for status in DUE_FIELD}
+
+    def due_steps(self, status, before, limit=200, after=None):
+        return [] if after is not None else self._due[status]
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def _second_reconciler(h, **overrides) -> Reconciler:
+    """A reconciler of its own (as in another beat) over the harness's store, listing now."""
+    service = copy.copy(h.service)
+    service.store = _ListedEarlier(h.store, h.clock.now())
+    for name, value in overrides.items():
+        setattr(service, name, value)
+    return Reconciler(service)
+
+
+def _due_nap(h) -> str:
+    h.apply(NAP)
+    execution_id = h.start("nap")
+    h.drain()
+    h.clock.advance(3601)
+    return execution_id
+
+
+def test_two_reconcilers_listing_one_due_timer_wake_it_once(h):
+    execution_id = _due_nap(h)
+    second = _second_reconciler(h)
+    assert h.service.reconcile().timers == 1
+    report = second.reconcile()  # listed the timer before the first pass woke it
+    assert (report.timers, report.left_to_another) == (0, 1)
+    queued = [e for e in h.service.events_after("t1", execution_id, None) if e.status == "QUEUED"]
+    assert len(queued) == 1
+
+
+def test_a_repair_whose_elected_reconciler_failed_is_elected_anew_next_interval(h):
+    execution_id = _due_nap(h)
+
+    def crash(use_case):
+        raise StoreUnavailable("the elected reconciler lost its store mid-repair")
+
+    assert _second_reconciler(h, transact=crash).reconcile().failed == 1
+    report = h.service.reconcile()  # same interval: the marker of the failed one stands
+    assert (report.timers, report.left_to_another) == (0, 1)
+    h.clock.advance(h.settings.reconcile_interval)
+    assert h.service.reconcile().timers == 1
+    assert h.steps(execution_id)["nap"].status is not StepStatus.WAITING
