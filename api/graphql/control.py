@@ -11,6 +11,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from api import actions
+from api.graphql import fields
 from api.graphql.mutations import ExecutionResult, TriggerResult, attempt
 from api.graphql.permissions import requires
 from api.graphql.types.enums import Role as RoleEnum
@@ -61,17 +62,17 @@ class CreateKeyInput:
 
 @strawberry.type
 class ControlMutation:
-    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Pause: no new steps are claimed")
+    @fields.mutation(extensions=requires(Role.OPERATOR), description="Pause: no new steps are claimed")
     async def pause_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
         ctx = info.context
         return await attempt(lambda: Execution.from_record(ctx.runtime.service.pause(ctx.principal.tenant, str(id))))
 
-    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Resume a paused execution")
+    @fields.mutation(extensions=requires(Role.OPERATOR), description="Resume a paused execution")
     async def resume_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
         ctx = info.context
         return await attempt(lambda: Execution.from_record(ctx.runtime.service.resume(ctx.principal.tenant, str(id))))
 
-    @strawberry.mutation(
+    @fields.mutation(
         extensions=requires(Role.OPERATOR),
         description="Delete a finished execution with everything derived from it (see DELETE /v1/executions/{id})",
     )
@@ -84,15 +85,15 @@ class ControlMutation:
 
         return await attempt(delete)
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Archive a workflow (no new starts)")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Archive a workflow (no new starts)")
     async def archive_workflow(self, info: Info, name: str) -> WorkflowResult:
         return await attempt(lambda: _set_archived(info, name, True))
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Restore an archived workflow")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Restore an archived workflow")
     async def restore_workflow(self, info: Info, name: str) -> WorkflowResult:
         return await attempt(lambda: _set_archived(info, name, False))
 
-    @strawberry.mutation(extensions=requires(Role.VIEWER), description="Validate a definition without saving it")
+    @fields.mutation(extensions=requires(Role.VIEWER), description="Validate a definition without saving it")
     async def validate_workflow(self, info: Info, definition: JSON) -> WorkflowValidation:
         if not isinstance(definition, dict):
             return WorkflowValidation(
@@ -102,15 +103,15 @@ class ControlMutation:
         problems = [ProblemDetail(path=p.path, message=p.message) for p in report.problems]
         return WorkflowValidation(valid=report.valid, name=report.name, order=list(report.order), problems=problems)
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Enable a trigger")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Enable a trigger")
     async def enable_trigger(self, info: Info, id: strawberry.ID) -> TriggerResult:
         return await attempt(lambda: _set_enabled(info, str(id), True))
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Disable a trigger")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Disable a trigger")
     async def disable_trigger(self, info: Info, id: strawberry.ID) -> TriggerResult:
         return await attempt(lambda: _set_enabled(info, str(id), False))
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Delete a trigger")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Delete a trigger")
     async def delete_trigger(self, info: Info, id: strawberry.ID) -> DeleteTriggerResult:
         ctx = info.context
 
@@ -120,7 +121,7 @@ class ControlMutation:
 
         return await attempt(delete)
 
-    @strawberry.mutation(extensions=requires(Role.ADMIN), description="Create an API key for the caller's tenant")
+    @fields.mutation(extensions=requires(Role.ADMIN), description="Create an API key for the caller's tenant")
     async def create_key(self, info: Info, input: CreateKeyInput) -> CreatedKeyResult:
         ctx = info.context
 
@@ -131,7 +132,7 @@ class ControlMutation:
 
         return await attempt(create)
 
-    @strawberry.mutation(extensions=requires(Role.ADMIN), description="Revoke an API key")
+    @fields.mutation(extensions=requires(Role.ADMIN), description="Revoke an API key")
     async def revoke_key(self, info: Info, id: strawberry.ID) -> KeyResult:
         ctx = info.context
 
