@@ -150,6 +150,8 @@ class Purger:
         return purged, failed
 
     def _of_type(self, execution: ExecutionRecord, steps: Sequence[StepRecord], step_type: str) -> list[StepRecord]:
+        if not steps:
+            return []  # all deleted already (a purge cut short): the definition is not needed
         compiled = self._workflows.of(execution)
         return [step for step in steps if compiled.step(step.step_id).type == step_type]
 
