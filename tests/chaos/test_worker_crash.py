@@ -192,7 +192,7 @@ class RecoveryWatch:
         self.interval = interval
         self.killed_at = 0.0  # wall clock of the last kill: messages delivered before it died with it
         self.since: dict[tuple[Any, ...], float] = {}  # stranded step -> first seen stranded
-        self.recovered = 0
+        self.recovered: Counter[str] = Counter()  # by the status it was stranded in
         self.worst = 0.0
         self.worst_step: tuple[Any, ...] | None = None
         self.errors: list[str] = []
@@ -232,7 +232,7 @@ class RecoveryWatch:
             self.since.setdefault(step, now)
         for step in [s for s in self.since if s not in stranded]:
             took = now - self.since.pop(step)
-            self.recovered += 1
+            self.recovered[step[2]] += 1
             if took > self.worst:
                 self.worst, self.worst_step = took, step
 
@@ -352,7 +352,7 @@ def test_sigkilled_workers_lose_nothing_and_record_each_step_once(
         gaps = [round(b - a, 1) for a, b in zip([began, *chaos.kill_times], chaos.kill_times, strict=False)]
         print(f"[chaos:{store}] seconds between kills: {gaps}")
         print(
-            f"[chaos:{store}] recovery: {watch.recovered} stranded steps sent again, the slowest in "
+            f"[chaos:{store}] recovery: stranded steps sent again {dict(watch.recovered)}, the slowest in "
             f"{watch.worst:.1f}s ({watch.worst_step}); bound {RECOVERY_BOUND:.1f}s"
         )
         assert chaos.kills >= KILLS_BY_STORE[store]
