@@ -158,9 +158,16 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """Methods the OpenAPI document lists for the path template matching ``path``."""
+    """Methods the OpenAPI document lists for the path template matching ``path``.
+
+    A concrete path (``/v1/executions/counts``) is matched before templated ones
+    (``/v1/executions/{execution_id}``), as OpenAPI specifies.
+    """
+    paths: dict[str, Any] = app.openapi().get("paths", {})
+    if path in paths:
+        return sorted(m.upper() for m in paths[path])
     methods: set[str] = set()
-    for template, operations in app.openapi().get("paths", {}).items():
+    for template, operations in paths.items():
         pattern = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"
         if re.match(pattern, path):
             methods.update(m.upper() for m in operations)

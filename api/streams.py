@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from starlette.concurrency import run_in_threadpool
 
@@ -242,7 +243,7 @@ class ExecutionFeed:
             self._newest = event.id
         return True
 
-    async def _gap(self) -> list[EventRecord] | object:
+    async def _gap(self) -> list[EventRecord] | Literal[_Gap.MIDDLE]:
         """What the live log missed since this connection's first event, according to the store.
 
         Missing events newer than everything delivered (a lost tail, typically the final
@@ -263,7 +264,13 @@ class ExecutionFeed:
         return [e for e in missing if self._remember(e)]
 
 
-_MIDDLE_GAP = object()
+class _Gap(enum.Enum):
+    """A sentinel of its own type, so that ``gap is _MIDDLE_GAP`` narrows ``_gap``'s result."""
+
+    MIDDLE = "middle"
+
+
+_MIDDLE_GAP = _Gap.MIDDLE
 
 
 def _just_before(event_id: str) -> str:

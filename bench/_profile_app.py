@@ -2,7 +2,7 @@
 
 ``BENCH_OFF`` (comma-separated) names what the worker runs without, to measure each part's
 cost by difference: ``ledger`` (the Redis message ledger: the consumer's ``taken`` call and the
-dispatcher's ``sent``), ``telemetry`` (Prometheus per-attempt metrics), ``contextvars`` (the
+ledger's script that pushes each message, kombu's plain ``LPUSH`` instead), ``telemetry`` (Prometheus per-attempt metrics), ``contextvars`` (the
 structlog context bound around each message and attempt). Flower's inline events are switched
 off with ``CONVEYOR_FLOWER_INLINE_EVENTS=false`` (a setting). ``BENCH_PROFILE_DIR`` makes
 every pool process run under cProfile (``BENCH_PROFILE_TIMER=cpu``: process CPU time, steady
@@ -29,7 +29,10 @@ if UNKNOWN:
 import engine.bootstrap  # noqa: E402
 
 if "ledger" in OFF:
+    import engine.adapters.celery_config
+
     engine.bootstrap.build_ledger = lambda settings: None  # type: ignore[assignment]
+    engine.adapters.celery_config.REDIS_TRANSPORT = "redis"  # kombu's own Redis transport
 
 import tasks.app as conveyor_app  # noqa: E402
 import tasks.steps  # noqa: E402

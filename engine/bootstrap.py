@@ -120,10 +120,10 @@ def build_ledger(settings: Settings) -> RedisMessageLedger | None:
     return RedisMessageLedger.from_url(url)
 
 
-def build_dispatcher(settings: Settings, ledger: RedisMessageLedger | None = None) -> Dispatcher:
+def build_dispatcher(settings: Settings) -> Dispatcher:
     from engine.adapters.dispatcher_celery import CeleryDispatcher
 
-    return CeleryDispatcher.from_settings(settings, ledger)
+    return CeleryDispatcher.from_settings(settings)
 
 
 def reconciler_lease(settings: Settings) -> RedisLease | None:
@@ -226,7 +226,7 @@ def build_service(
     store = store or build_store(settings)
     return Service(
         store=store,
-        dispatcher=dispatcher or build_dispatcher(settings, ledger),
+        dispatcher=dispatcher or build_dispatcher(settings),
         events=events or build_event_sink(settings),
         settings=settings,
         ledger=ledger if dispatcher is None else None,

@@ -93,19 +93,21 @@ def _ledger(broker_url: str) -> RedisMessageLedger | None:
 
 
 def _message_taken(sender: Any = None, request: Any = None, **_: Any) -> None:
-    """A step message left the broker for this worker: it is no longer held (see the ledger).
+    """A step message left the broker for this worker: drop its record from the ledger.
 
-    Runs in the consumer, when the message arrives, before a pool process runs it: a message
-    this worker holds unstarted when it dies is then seen as lost and sent again. The removal
-    itself is left to the ledger's thread (see ``RedisMessageLedger.taken_soon``), so the
-    consumer hands the message on without waiting for Redis.
+    Runs in the consumer, when the message arrives, before a pool process runs it. Only
+    housekeeping: the ledger already stops trusting a record once its message left the
+    queue's list (see ``engine/adapters/ledger_redis.py``), so a worker that dies before this
+    runs costs nothing. The removal itself is left to the ledger's thread
+    (``RedisMessageLedger.taken_soon``), so the consumer hands the message on without waiting
+    for Redis.
     """
     if request is None or request.name != RUN_STEP_TASK:
         return
     ledger = _ledger(str(sender.app.conf.broker_url))
     if ledger is not None:
         tenant, execution_id, step_key = request.args[:3]
-        ledger.taken_soon(tenant, execution_id, step_key)
+        ledger.taken_soon(tenant, execution_id, step_key, str(request.id))
 
 
 def _flush_ledgers(**_: Any) -> None:

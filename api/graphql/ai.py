@@ -9,6 +9,7 @@ import strawberry
 from starlette.concurrency import run_in_threadpool
 from strawberry.types import Info
 
+from api.graphql import fields
 from api.graphql.mutations import attempt
 from api.graphql.permissions import requires
 from api.graphql.queries import found_or_none, page_limit
@@ -23,7 +24,7 @@ RewardDecisionResult = Annotated[RewardResult | Problem, strawberry.union("Rewar
 
 @strawberry.type
 class AiQuery:
-    @strawberry.field(extensions=requires(Role.VIEWER), description="Stored prompts (newest version of each)")
+    @fields.field(extensions=requires(Role.VIEWER), description="Stored prompts (newest version of each)")
     async def prompts(self, info: Info, cursor: str | None = None, limit: int = 50) -> PromptPage:
         ctx = info.context
         page = await run_in_threadpool(
@@ -31,13 +32,13 @@ class AiQuery:
         )
         return PromptPage(items=[PromptVersion.from_record(r) for r in page.items], next_cursor=page.next_cursor)
 
-    @strawberry.field(extensions=requires(Role.VIEWER), description="A stored prompt's version (newest by default)")
+    @fields.field(extensions=requires(Role.VIEWER), description="A stored prompt's version (newest by default)")
     async def prompt(self, info: Info, name: str, version: int | None = None) -> PromptVersion | None:
         ctx = info.context
         record = await found_or_none(ctx.runtime.prompts.get, ctx.principal.tenant, name, version)
         return PromptVersion.from_record(record) if record is not None else None
 
-    @strawberry.field(extensions=requires(Role.VIEWER), description="Versions of a stored prompt, newest first")
+    @fields.field(extensions=requires(Role.VIEWER), description="Versions of a stored prompt, newest first")
     async def prompt_versions(self, info: Info, name: str, cursor: str | None = None, limit: int = 50) -> PromptPage:
         ctx = info.context
         page = await run_in_threadpool(
@@ -48,7 +49,7 @@ class AiQuery:
 
 @strawberry.type
 class AiMutation:
-    @strawberry.mutation(
+    @fields.mutation(
         extensions=requires(Role.EDITOR), description="Save a prompt template as its next version (unchanged: none)"
     )
     async def apply_prompt(
@@ -62,7 +63,7 @@ class AiMutation:
 
         return await attempt(apply)
 
-    @strawberry.mutation(
+    @fields.mutation(
         extensions=requires(Role.OPERATOR),
         description="Reward the decision of an ai.route step (strategy bandit): 1 success, 0 failure, or between",
     )

@@ -1,4 +1,4 @@
-"""Root mutations that control what exists: pause and resume executions, archive and restore
+"""Root mutations that control what exists: pause, resume and delete executions, archive and restore
 workflows, enable, disable and delete triggers, create and revoke API keys, validate
 definitions. Each is the twin of a REST route (``x-graphql`` in the route table)."""
 
@@ -11,6 +11,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from api import actions
+from api.graphql import fields
 from api.graphql.mutations import ExecutionResult, TriggerResult, attempt
 from api.graphql.permissions import requires
 from api.graphql.types.enums import Role as RoleEnum
@@ -36,6 +37,14 @@ class DeletedTrigger:
 DeleteTriggerResult = Annotated[DeletedTrigger | Problem, strawberry.union("DeleteTriggerResult")]
 
 
+@strawberry.type
+class DeletedExecution:
+    id: strawberry.ID
+
+
+DeleteExecutionResult = Annotated[DeletedExecution | Problem, strawberry.union("DeleteExecutionResult")]
+
+
 @strawberry.type(description="The result of validating a definition without saving it")
 class WorkflowValidation:
     valid: bool
@@ -53,25 +62,38 @@ class CreateKeyInput:
 
 @strawberry.type
 class ControlMutation:
-    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Pause: no new steps are claimed")
+    @fields.mutation(extensions=requires(Role.OPERATOR), description="Pause: no new steps are claimed")
     async def pause_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
         ctx = info.context
         return await attempt(lambda: Execution.from_record(ctx.runtime.service.pause(ctx.principal.tenant, str(id))))
 
-    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Resume a paused execution")
+    @fields.mutation(extensions=requires(Role.OPERATOR), description="Resume a paused execution")
     async def resume_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
         ctx = info.context
         return await attempt(lambda: Execution.from_record(ctx.runtime.service.resume(ctx.principal.tenant, str(id))))
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Archive a workflow (no new starts)")
+    @fields.mutation(
+        extensions=requires(Role.OPERATOR),
+        description="Delete a finished execution with everything derived from it (see DELETE /v1/executions/{id})",
+    )
+    async def delete_execution(self, info: Info, id: strawberry.ID) -> DeleteExecutionResult:
+        ctx = info.context
+
+        def delete() -> DeletedExecution:
+            ctx.runtime.service.delete_execution(ctx.principal.tenant, str(id))
+            return DeletedExecution(id=id)
+
+        return await attempt(delete)
+
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Archive a workflow (no new starts)")
     async def archive_workflow(self, info: Info, name: str) -> WorkflowResult:
         return await attempt(lambda: _set_archived(info, name, True))
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Restore an archived workflow")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Restore an archived workflow")
     async def restore_workflow(self, info: Info, name: str) -> WorkflowResult:
         return await attempt(lambda: _set_archived(info, name, False))
 
-    @strawberry.mutation(extensions=requires(Role.VIEWER), description="Validate a definition without saving it")
+    @fields.mutation(extensions=requires(Role.VIEWER), description="Validate a definition without saving it")
     async def validate_workflow(self, info: Info, definition: JSON) -> WorkflowValidation:
         if not isinstance(definition, dict):
             return WorkflowValidation(
@@ -81,15 +103,15 @@ class ControlMutation:
         problems = [ProblemDetail(path=p.path, message=p.message) for p in report.problems]
         return WorkflowValidation(valid=report.valid, name=report.name, order=list(report.order), problems=problems)
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Enable a trigger")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Enable a trigger")
     async def enable_trigger(self, info: Info, id: strawberry.ID) -> TriggerResult:
         return await attempt(lambda: _set_enabled(info, str(id), True))
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Disable a trigger")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Disable a trigger")
     async def disable_trigger(self, info: Info, id: strawberry.ID) -> TriggerResult:
         return await attempt(lambda: _set_enabled(info, str(id), False))
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Delete a trigger")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Delete a trigger")
     async def delete_trigger(self, info: Info, id: strawberry.ID) -> DeleteTriggerResult:
         ctx = info.context
 
@@ -99,7 +121,7 @@ class ControlMutation:
 
         return await attempt(delete)
 
-    @strawberry.mutation(extensions=requires(Role.ADMIN), description="Create an API key for the caller's tenant")
+    @fields.mutation(extensions=requires(Role.ADMIN), description="Create an API key for the caller's tenant")
     async def create_key(self, info: Info, input: CreateKeyInput) -> CreatedKeyResult:
         ctx = info.context
 
@@ -110,7 +132,7 @@ class ControlMutation:
 
         return await attempt(create)
 
-    @strawberry.mutation(extensions=requires(Role.ADMIN), description="Revoke an API key")
+    @fields.mutation(extensions=requires(Role.ADMIN), description="Revoke an API key")
     async def revoke_key(self, info: Info, id: strawberry.ID) -> KeyResult:
         ctx = info.context
 

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from api.graphql import fields
 from api.graphql.permissions import requires
 from api.schemas.events import DeadLetter as DeadLetterModel
 from engine.auth import Role
@@ -31,7 +32,7 @@ class DeadLetter:
 
 @strawberry.type
 class DeadLetterQuery:
-    @strawberry.field(extensions=requires(Role.VIEWER), description="Recent dead letters, most recent first")
+    @fields.field(extensions=requires(Role.VIEWER), description="Recent dead letters, most recent first")
     async def dead_letters(self, info: Info, limit: int = 50) -> list[DeadLetter]:
         if not 1 <= limit <= MAX_DEAD_LETTERS:
             raise InvalidRequest(f"limit must be between 1 and {MAX_DEAD_LETTERS}")

@@ -14,6 +14,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from api import actions
+from api.graphql import fields
 from api.graphql.permissions import requires
 from api.graphql.types.execution import Execution, StartedExecution
 from api.graphql.types.problem import Problem
@@ -95,15 +96,15 @@ def _cancel(info: Info, execution_id: str) -> Execution:
 
 def _create_trigger(info: Info, item: CreateTriggerInput) -> Trigger:
     ctx = info.context
-    fields = {"workflow": item.workflow, "kind": item.kind, "spec": item.spec, "input": item.input or {}}
-    body = TriggerCreate.model_validate({**fields, "enabled": item.enabled})
+    values = {"workflow": item.workflow, "kind": item.kind, "spec": item.spec, "input": item.input or {}}
+    body = TriggerCreate.model_validate({**values, "enabled": item.enabled})
     return Trigger.from_record(actions.create_trigger(ctx.runtime, ctx.principal, body))
 
 
 def _update_trigger(info: Info, trigger_id: str, item: UpdateTriggerInput) -> Trigger:
     ctx = info.context
-    fields = {"workflow": item.workflow, "spec": item.spec, "input": item.input, "enabled": item.enabled}
-    body = TriggerUpdate.model_validate({k: v for k, v in fields.items() if v is not None})
+    values = {"workflow": item.workflow, "spec": item.spec, "input": item.input, "enabled": item.enabled}
+    body = TriggerUpdate.model_validate({k: v for k, v in values.items() if v is not None})
     return Trigger.from_record(actions.triggers(ctx.runtime).update(ctx.principal.tenant, trigger_id, body.changes()))
 
 
@@ -126,7 +127,7 @@ def _execution_or_problem(outcome: actions.BulkOutcome) -> Execution | Problem:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Save a definition as the next version")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Save a definition as the next version")
     async def apply_workflow(self, info: Info, definition: JSON) -> ApplyWorkflowResult:
         ctx = info.context
 
@@ -138,33 +139,33 @@ class Mutation:
 
         return await attempt(apply)
 
-    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Start an execution")
+    @fields.mutation(extensions=requires(Role.OPERATOR), description="Start an execution")
     async def start_execution(self, info: Info, input: StartExecutionInput) -> StartExecutionResult:
         return await attempt(partial(_start, info, input))
 
-    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Start many executions (at most 100)")
+    @fields.mutation(extensions=requires(Role.OPERATOR), description="Start many executions (at most 100)")
     async def start_executions(self, info: Info, inputs: list[StartExecutionInput]) -> list[StartExecutionResult]:
         actions.check_bulk(inputs)
         return [await attempt(partial(_start, info, item)) for item in inputs]
 
-    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Cancel an execution")
+    @fields.mutation(extensions=requires(Role.OPERATOR), description="Cancel an execution")
     async def cancel_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
         return await attempt(partial(_cancel, info, str(id)))
 
-    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Cancel many executions (at most 100)")
+    @fields.mutation(extensions=requires(Role.OPERATOR), description="Cancel many executions (at most 100)")
     async def cancel_executions(self, info: Info, ids: list[strawberry.ID]) -> list[ExecutionResult]:
         return await _control_many(info, "cancel", ids)
 
-    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Retry from the failed steps")
+    @fields.mutation(extensions=requires(Role.OPERATOR), description="Retry from the failed steps")
     async def retry_execution(self, info: Info, id: strawberry.ID) -> ExecutionResult:
         ctx = info.context
         return await attempt(lambda: Execution.from_record(ctx.runtime.service.retry(ctx.principal.tenant, str(id))))
 
-    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Retry many executions (at most 100)")
+    @fields.mutation(extensions=requires(Role.OPERATOR), description="Retry many executions (at most 100)")
     async def retry_executions(self, info: Info, ids: list[strawberry.ID]) -> list[ExecutionResult]:
         return await _control_many(info, "retry", ids)
 
-    @strawberry.mutation(
+    @fields.mutation(
         extensions=requires(Role.VIEWER),
         description="Approve or reject a waiting approval step; the step's roles decide who may",
     )
@@ -178,7 +179,7 @@ class Mutation:
             )
         )
 
-    @strawberry.mutation(extensions=requires(Role.OPERATOR), description="Deliver a payload to a waiting step")
+    @fields.mutation(extensions=requires(Role.OPERATOR), description="Deliver a payload to a waiting step")
     async def signal_execution(
         self, info: Info, id: strawberry.ID, step: str, payload: JSON | None = None
     ) -> SignalResult:
@@ -187,10 +188,10 @@ class Mutation:
             lambda: Step.from_record(ctx.runtime.service.signal(ctx.principal.tenant, str(id), step, payload))
         )
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Create a trigger")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Create a trigger")
     async def create_trigger(self, info: Info, input: CreateTriggerInput) -> TriggerResult:
         return await attempt(partial(_create_trigger, info, input))
 
-    @strawberry.mutation(extensions=requires(Role.EDITOR), description="Update a trigger; takes effect within 2 s")
+    @fields.mutation(extensions=requires(Role.EDITOR), description="Update a trigger; takes effect within 2 s")
     async def update_trigger(self, info: Info, id: strawberry.ID, input: UpdateTriggerInput) -> TriggerResult:
         return await attempt(partial(_update_trigger, info, str(id), input))

@@ -13,6 +13,7 @@ from strawberry.types import Info
 from api import actions
 from api.convert import search_filters
 from api.deps import MAX_PAGE_SIZE
+from api.graphql import fields
 from api.graphql.permissions import requires
 from api.graphql.types.decision import BanditEstimates
 from api.graphql.types.enums import ExecutionStatus
@@ -45,12 +46,12 @@ async def found_or_none(read: Callable[P, T], *args: P.args, **kwargs: P.kwargs)
 
 @strawberry.type
 class Query:
-    @strawberry.field(extensions=requires(Role.VIEWER), description="The caller's tenant and role")
+    @fields.field(extensions=requires(Role.VIEWER), description="The caller's tenant and role")
     async def whoami(self, info: Info) -> WhoAmI:
         principal = info.context.principal
         return WhoAmI(tenant=principal.tenant, role=principal.role, subject=principal.subject, kind=principal.kind)
 
-    @strawberry.field(extensions=requires(Role.VIEWER), description="Workflows (latest version of each)")
+    @fields.field(extensions=requires(Role.VIEWER), description="Workflows (latest version of each)")
     async def workflows(self, info: Info, cursor: str | None = None, limit: int = 50) -> WorkflowPage:
         ctx = info.context
         page = await run_in_threadpool(
@@ -58,13 +59,13 @@ class Query:
         )
         return WorkflowPage(items=[WorkflowVersion.from_record(r) for r in page.items], next_cursor=page.next_cursor)
 
-    @strawberry.field(extensions=requires(Role.VIEWER), description="A workflow version (latest by default)")
+    @fields.field(extensions=requires(Role.VIEWER), description="A workflow version (latest by default)")
     async def workflow(self, info: Info, name: str, version: int | None = None) -> WorkflowVersion | None:
         ctx = info.context
         record = await found_or_none(ctx.runtime.service.get_workflow, ctx.principal.tenant, name, version)
         return WorkflowVersion.from_record(record) if record is not None else None
 
-    @strawberry.field(extensions=requires(Role.VIEWER), description="Versions of a workflow, newest first")
+    @fields.field(extensions=requires(Role.VIEWER), description="Versions of a workflow, newest first")
     async def workflow_versions(
         self, info: Info, name: str, cursor: str | None = None, limit: int = 50
     ) -> WorkflowPage:
@@ -76,7 +77,7 @@ class Query:
         )
         return WorkflowPage(items=[WorkflowVersion.from_record(r) for r in page.items], next_cursor=page.next_cursor)
 
-    @strawberry.field(
+    @fields.field(
         extensions=requires(Role.VIEWER), description="What the bandit of an ai.route step has learned, per route"
     )
     async def decisions(self, info: Info, workflow: str, step: str) -> BanditEstimates | None:
@@ -84,13 +85,13 @@ class Query:
         found = await found_or_none(ctx.runtime.service.rewards.estimates, ctx.principal.tenant, workflow, step)
         return BanditEstimates.from_estimates(found) if found is not None else None
 
-    @strawberry.field(extensions=requires(Role.ADMIN), description="API keys of the caller's tenant (never secrets)")
+    @fields.field(extensions=requires(Role.ADMIN), description="API keys of the caller's tenant (never secrets)")
     async def keys(self, info: Info) -> list[ApiKey]:
         ctx = info.context
         records = await run_in_threadpool(ctx.runtime.keys.for_tenant, ctx.principal.tenant)
         return [ApiKey.from_record(r) for r in records]
 
-    @strawberry.field(
+    @fields.field(
         extensions=requires(Role.VIEWER),
         description="Executions, newest first; filters combine with AND (`labels`: `key:value` texts)",
     )
@@ -116,7 +117,7 @@ class Query:
         )
         return ExecutionPage(items=[Execution.from_record(r) for r in page.items], next_cursor=page.next_cursor)
 
-    @strawberry.field(extensions=requires(Role.VIEWER), description="How many executions match the filters, per status")
+    @fields.field(extensions=requires(Role.VIEWER), description="How many executions match the filters, per status")
     async def execution_counts(
         self,
         info: Info,
@@ -132,13 +133,13 @@ class Query:
         counts = await run_in_threadpool(lambda: ctx.runtime.service.count_executions(ctx.principal.tenant, **filters))
         return ExecutionCounts.build(counts)
 
-    @strawberry.field(extensions=requires(Role.VIEWER), description="One execution, or null")
+    @fields.field(extensions=requires(Role.VIEWER), description="One execution, or null")
     async def execution(self, info: Info, id: strawberry.ID) -> Execution | None:
         ctx = info.context
         record = await found_or_none(ctx.runtime.service.get_execution, ctx.principal.tenant, str(id))
         return Execution.from_record(record) if record is not None else None
 
-    @strawberry.field(extensions=requires(Role.VIEWER), description="Triggers")
+    @fields.field(extensions=requires(Role.VIEWER), description="Triggers")
     async def triggers(self, info: Info, cursor: str | None = None, limit: int = 50) -> TriggerPage:
         ctx = info.context
         page = await run_in_threadpool(
@@ -146,7 +147,7 @@ class Query:
         )
         return TriggerPage(items=[Trigger.from_record(r) for r in page.items], next_cursor=page.next_cursor)
 
-    @strawberry.field(extensions=requires(Role.VIEWER), description="One trigger, or null")
+    @fields.field(extensions=requires(Role.VIEWER), description="One trigger, or null")
     async def trigger(self, info: Info, id: strawberry.ID) -> Trigger | None:
         ctx = info.context
         record = await found_or_none(actions.triggers(ctx.runtime).get, ctx.principal.tenant, str(id))

@@ -8,6 +8,7 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
+from api.graphql import fields
 from api.graphql.permissions import requires
 from api.graphql.types.problem import Problem
 from api.graphql.types.stream import ExecutionChange, ExecutionSnapshot, StreamHeartbeat, to_graphql
@@ -22,7 +23,7 @@ StreamMessage = Annotated[
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(
+    @fields.subscription(
         extensions=requires(Role.VIEWER),
         description="A snapshot (unless resuming), then every event; resume with the last `cursor` as `after`",
     )

@@ -1,4 +1,4 @@
-"""``/v1/executions``: start, list, get, history, cancel, retry, pause, resume, signal, approvals."""
+"""``/v1/executions``: start, list, get, history, cancel, delete, retry, pause, resume, signal, approvals."""
 
 from __future__ import annotations
 
@@ -209,6 +209,22 @@ def step_logs(
 )
 def cancel(rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId) -> Execution:
     return Execution.from_record(rt.service.cancel(principal.tenant, execution_id))
+
+
+@router.delete(
+    "/{execution_id}",
+    status_code=204,
+    summary="Delete a finished execution with everything derived from it",
+    description="Steps, history, payloads, step logs, agent checkpoints and the memory notes it wrote go with it, "
+    "and its children (subworkflows) too; its idempotency key is free again. Only a terminal execution can be "
+    "deleted (409 otherwise). Finished executions are also deleted by the reconciler once their retention "
+    "(`CONVEYOR_EXECUTION_RETENTION_DAYS`, or the workflow's `retention:`) has passed.",
+    responses=responses(404, 409),
+    **guard(Role.OPERATOR),
+)
+def delete_execution(rt: RuntimeDep, principal: PrincipalDep, execution_id: ExecutionId) -> Response:
+    rt.service.delete_execution(principal.tenant, execution_id)
+    return Response(status_code=204)
 
 
 @router.post(

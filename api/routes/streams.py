@@ -189,7 +189,9 @@ async def websocket_events(websocket: WebSocket, execution_id: str) -> None:
 
 
 def conveyor_error_body(exc: ConveyorError) -> dict[str, Any]:
-    return json.loads(conveyor_error_response(None, exc).body)
+    """The problem document the REST API answers for ``exc``."""
+    body: dict[str, Any] = json.loads(bytes(conveyor_error_response(None, exc).body))
+    return body
 
 
 async def _pump(websocket: WebSocket, feed: ExecutionFeed, rt: Runtime) -> None:

@@ -1,4 +1,4 @@
-"""``conveyor executions list|counts|show|cancel|retry``: operate executions in the configured store.
+"""``conveyor executions list|counts|show|cancel|delete|retry``: operate executions in the configured store.
 
 The store is the one every other command uses: SQLite under ``--state-dir`` (the embedded
 default, where ``conveyor run`` keeps its executions) or Firestore with
@@ -7,7 +7,8 @@ does: in this process (an embedded worker), unless ``--no-worker`` leaves them t
 ``conveyor worker`` processes through ``CONVEYOR_BROKER_URL``.
 
 Exit codes: 0 done; 1 the execution is not found, the store refused the change (it cannot
-be cancelled or retried in its state), or a retried execution failed again; 2 bad usage
+be cancelled, deleted or retried in its state), a deletion was not confirmed, or a retried
+execution failed again; 2 bad usage
 (an invalid filter among them).
 """
 
@@ -38,7 +39,7 @@ from engine.states import EXECUTION_TERMINAL, ExecutionStatus
 
 executions = typer.Typer(
     name="executions",
-    help="List, inspect, cancel and retry executions in the configured store.",
+    help="List, inspect, cancel, delete and retry executions in the configured store.",
     no_args_is_help=True,
 )
 
@@ -225,6 +226,24 @@ def cancel(
         _print_json(_summary(execution))
         return
     _err().print(f"[green]✓[/green] execution {execution.id} {execution.status}")
+
+
+@executions.command("delete")
+def delete(
+    execution_id: ExecutionId,
+    tenant: Tenant = "default",
+    state_dir: StateDir = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a finished execution now, with its steps, history, payloads, step logs, agent
+    checkpoints, the memory notes it wrote and its child executions. A running or paused
+    execution is refused (exit 1). Finished executions are also deleted once their retention
+    (CONVEYOR_EXECUTION_RETENTION_DAYS or the workflow's retention:) has passed."""
+    if not yes:
+        typer.confirm(f"Delete execution {execution_id} and everything derived from it?", abort=True)
+    with _service(state_dir) as service:
+        service.delete_execution(tenant, execution_id)
+    _err().print(f"[green]✓[/green] execution {execution_id} deleted")
 
 
 @executions.command("retry")

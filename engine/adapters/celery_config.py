@@ -10,8 +10,10 @@ Without ``CONVEYOR_BROKER_URL`` the broker is kombu's in-memory transport (embed
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 
@@ -36,6 +38,11 @@ NORMAL_PRIORITY = 9
 PRIORITY_STEPS = [URGENT_PRIORITY, NORMAL_PRIORITY]
 
 
+#: kombu's Redis transport with the message ledger (``engine/adapters/broker_redis.py``),
+#: named by path so that configuring Celery does not import it.
+REDIS_TRANSPORT = "engine.adapters.broker_redis:Transport"
+
+
 def broker_url(settings: Settings) -> str:
     """The broker to use: ``settings.broker_url`` or the in-memory transport."""
     return settings.broker_url or MEMORY_BROKER
@@ -44,6 +51,22 @@ def broker_url(settings: Settings) -> str:
 def is_embedded(settings: Settings) -> bool:
     """True when messages only travel inside this process (in-memory broker)."""
     return broker_url(settings).startswith(MEMORY_BROKER)
+
+
+def _redis_transport(url: str) -> dict[str, Any]:
+    """On a Redis broker, the transport that records step messages in the ledger as it queues them.
+
+    Naming a transport overrides the URL's scheme, which is also how kombu turns TLS on for
+    ``rediss://``: without ``ssl_*`` options in the URL, kombu's default for that scheme
+    (certificates not checked) is kept by saying it here.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return {}
+    config: dict[str, Any] = {"broker_transport": REDIS_TRANSPORT}
+    if parts.scheme == "rediss" and not any(key.startswith("ssl_") for key in parse_qs(parts.query)):
+        config["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_NONE}
+    return config
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -56,6 +79,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport["priority_steps"] = PRIORITY_STEPS
     return {
         "broker_url": broker_url(settings),
+        **_redis_transport(broker_url(settings)),
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",

@@ -11,14 +11,14 @@ want to know whether the broker is reachable.
 
 Urgent dispatches (steps the reconciler recovers) are published with a higher priority:
 kombu's Redis transport keeps one list per priority step and workers drain the urgent one
-first (see :func:`~engine.adapters.celery_config.celery_config`). With a
-:class:`~engine.adapters.ledger_redis.RedisMessageLedger`, every message is recorded just
-before it is published, so the reconciler can tell a lost message from a queued one.
+first (see :func:`~engine.adapters.celery_config.celery_config`). On Redis every message names
+its step in a header, and the broker transport records it in the message ledger in the same
+script that queues it (:mod:`engine.adapters.broker_redis`), so the reconciler can tell a lost
+message from a queued one.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import kombu.exceptions
@@ -26,8 +26,9 @@ import redis.exceptions
 import structlog
 from celery import Celery
 
+from engine.adapters.broker_redis import STEP_HEADER
 from engine.adapters.celery_config import NORMAL_PRIORITY, URGENT_PRIORITY, make_celery
-from engine.adapters.ledger_redis import RedisMessageLedger
+from engine.adapters.ledger_redis import member
 from engine.errors import StoreUnavailable
 from engine.ports import Dispatch
 from engine.settings import Settings
@@ -55,16 +56,13 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 class CeleryDispatcher:
     """Publishes step messages by task name; the publisher never imports the task code."""
 
-    def __init__(
-        self, app: Celery, default_queue: str | None = None, ledger: RedisMessageLedger | None = None
-    ) -> None:
+    def __init__(self, app: Celery, default_queue: str | None = None) -> None:
         self.app = app
         self.default_queue: str = default_queue or app.conf.task_default_queue
-        self.ledger = ledger
 
     @classmethod
-    def from_settings(cls, settings: Settings, ledger: RedisMessageLedger | None = None) -> CeleryDispatcher:
-        return cls(make_celery(settings, "conveyor-dispatcher"), settings.default_queue, ledger)
+    def from_settings(cls, settings: Settings) -> CeleryDispatcher:
+        return cls(make_celery(settings, "conveyor-dispatcher"), settings.default_queue)
 
     def dispatch(self, dispatches: Sequence[Dispatch]) -> None:
         """Publish one message per dispatch through one pooled producer.
@@ -77,8 +75,6 @@ class CeleryDispatcher:
         sent = 0
         batched = False
         try:
-            if self.ledger is not None:
-                self.ledger.sent(dispatches, time.time())
             with self.app.producer_pool.acquire(block=True) as producer:
                 # On Redis the messages go out in one pipeline when the batch closes (a round
                 # trip for all of them); other transports publish each at once.
@@ -90,8 +86,6 @@ class CeleryDispatcher:
         except BROKER_ERRORS as exc:
             # A failed batch may have sent none of its messages (or only its first pipelines).
             unsent = dispatches if batched else dispatches[sent:]
-            if self.ledger is not None:
-                self.ledger.unsent(unsent)
             log.warning(
                 "could not publish step messages; the reconciler will send them again",
                 unsent=len(unsent),
@@ -110,9 +104,16 @@ class CeleryDispatcher:
             queue=item.queue or self.default_queue,
             countdown=item.countdown if item.countdown > 0 else None,
             priority=URGENT_PRIORITY if item.urgent else NORMAL_PRIORITY,
-            headers={EPOCH_HEADER: item.epoch} if item.epoch is not None else None,
+            headers=self._headers(item),
             producer=producer,
         )
+
+    @staticmethod
+    def _headers(item: Dispatch) -> dict[str, object]:
+        headers: dict[str, object] = {STEP_HEADER: member(item.tenant, item.execution_id, item.step_key)}
+        if item.epoch is not None:
+            headers[EPOCH_HEADER] = item.epoch
+        return headers
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the broker accepts a connection."""

@@ -1,25 +1,44 @@
-"""The MessageLedger port on the broker's Redis: one sorted set of the step messages it holds.
+"""The MessageLedger port on the broker's Redis: where each step's latest message waits.
 
-The dispatcher adds a member per step message just *before* publishing it (score: the time),
-and the worker that receives the message removes it before running the step. A member is
-therefore present while the message waits in the broker. Publishing first would let a fast
-worker remove the member before it was added, leaving a member for a message nobody holds;
-adding first leaves one only if the publisher dies between the two calls (or the publish
-fails and the clean-up fails with it). Either leftover is outlived by ``since`` in
-:meth:`held`: a step whose member is older than ``redispatch_held_after`` is sent again anyway
-(which also covers a purged queue), and the reconciler drops such members.
+For every step message it queues, the broker transport (:mod:`engine.adapters.broker_redis`)
+records in the *same* Lua script that pushes the message onto its Redis list:
+
+* the step in the sorted set ``LEDGER_KEY``, scored by the time of the push;
+* the message's place in ``PLACES_KEY``: its id, the list it went to and its *position*, the
+  number of messages pushed onto that list up to and including it (a counter in
+  ``PUSHED_KEY`` that the same script increments on every push, step message or not).
+
+A message and its record are therefore written together or not at all: a publisher killed
+before the script ran leaves neither, and the step, still QUEUED, is sent again after
+``redispatch_after``.
+
+A worker's consumer may be killed after Redis popped a message for it and before it
+reported the message taken (Redis's ``BRPOP`` reply unread, or read and not yet handed on:
+seen in about half the runs of the SQLite crash test, with windows of seconds on a loaded
+machine). The message is then lost, or stuck in kombu's ``unacked`` hash until the visibility
+timeout, and its record stays. :meth:`RedisMessageLedger.held` does not trust such a record:
+a list is pushed on the left and popped on the right, so every message pushed after ours is
+still in the list while ours is. With ``pushed`` messages counted for the list so far and
+ours at ``position``, a list shorter than ``1 + pushed - position`` no longer holds ours, and
+the step is not held. The check is exact for what this transport pushes, costs two reads per
+list whatever the backlog, and errs only towards "held" for a moment: messages pushed by
+another client, or put back by kombu (a warm shutdown, a visibility timeout), lengthen the
+list until they are consumed in turn.
+
+A record older than ``since`` (``redispatch_held_after``) is not trusted either and is dropped:
+a backstop for what the count cannot see (a record written by an older version without its
+place).
 
 The set lives in the broker's Redis on purpose: flushing the broker empties it too, so every
 step whose message was flushed is seen as lost and sent again.
 
 A worker's consumer marks messages taken with :meth:`RedisMessageLedger.taken_soon`: a thread
-of the ledger removes the members of every message taken meanwhile in one ``ZREM``, so the
-consumer never waits on Redis between two messages and a busy worker makes one call for many
-messages. Being late is as harmless as failing: a member left a moment longer (or for good,
-if the worker dies first) only makes the reconciler wait ``redispatch_held_after`` instead of
-``redispatch_after`` before it sends that step again, should the step still be QUEUED; one
-removed late, after the same step was sent again, makes the reconciler send it once more (a
-duplicate message, refused by the claim).
+of the ledger removes the records of every message taken meanwhile in one script call, so the
+consumer never waits on Redis between two messages. A record is removed only if it is still
+the one of the message taken: a later message of the same step (the reconciler sent it
+again) keeps its own. Being late is harmless: the record of a taken message is no longer
+trusted once the message left its list, so a removal lost with its worker costs nothing but
+the record's room until ``since`` drops it.
 """
 
 from __future__ import annotations
@@ -28,29 +47,98 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import redis
 import structlog
 
-from engine.ports import Dispatch
 from engine.records import StepRecord
 
 log = structlog.get_logger("conveyor.ledger")
 
-#: The sorted set of held step messages (one per broker, whatever the queues).
+#: The sorted set of steps whose latest message may wait in the broker, scored by its push time.
 LEDGER_KEY = "conveyor:held-messages"
+#: Hash: step member -> JSON ``[message id, list key, position]`` of that latest message.
+PLACES_KEY = "conveyor:held-messages:places"
+#: Hash: Redis list key -> how many messages were pushed onto it (the positions above).
+PUSHED_KEY = "conveyor:pushed-messages"
+
+#: Records dropped per call once they are older than ``since`` (Lua ``unpack`` has a limit).
+EXPIRE_BATCH = 1000
+
+#: KEYS: the list, PUSHED_KEY, LEDGER_KEY, PLACES_KEY. ARGV: the message, the step's member
+#: ('' for a message that is not a step's), the push time, the message id.
+PUSH_SCRIPT = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+local position = redis.call('HINCRBY', KEYS[2], KEYS[1], 1)
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+  redis.call('HSET', KEYS[4], ARGV[2], cjson.encode({ARGV[4], KEYS[1], tostring(position)}))
+end
+return position
+"""
+
+#: KEYS: LEDGER_KEY, PLACES_KEY. ARGV: pairs of a step's member and the id of the message taken.
+#: A record without a place is one an older version wrote: it is removed as before.
+TAKEN_SCRIPT = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  local place = redis.call('HGET', KEYS[2], ARGV[i])
+  if not place or cjson.decode(place)[1] == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"""
+
+#: KEYS: LEDGER_KEY, PLACES_KEY. ARGV: the oldest push time still trusted, the batch size.
+EXPIRE_SCRIPT = """
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+if #old > 0 then
+  redis.call('ZREM', KEYS[1], unpack(old))
+  redis.call('HDEL', KEYS[2], unpack(old))
+end
+return #old
+"""
 
 
 def member(tenant: str, execution_id: str, step_key: str) -> str:
     return json.dumps([tenant, execution_id, step_key], separators=(",", ":"))
 
 
+def push_command(list_key: str, message: str, step_member: str, message_id: str, at: float) -> tuple[object, ...]:
+    """The Redis command (``EVAL``) that pushes ``message`` onto ``list_key`` and records it.
+
+    ``step_member`` is '' for a message that is not a step's: it is pushed and counted only.
+    """
+    keys = (list_key, PUSHED_KEY, LEDGER_KEY, PLACES_KEY)
+    return ("eval", PUSH_SCRIPT, len(keys), *keys, message, step_member, repr(at), message_id)
+
+
+class Place(NamedTuple):
+    """Where a step's latest message was pushed: its id, its list and its position there."""
+
+    message_id: str
+    list_key: str
+    position: int
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> Place | None:
+        if raw is None:
+            return None
+        message_id, list_key, position = json.loads(raw)
+        return cls(message_id, list_key, int(position))
+
+
 class RedisMessageLedger:
-    """Members ``[tenant, execution_id, step_key]`` scored by when their message was published."""
+    """Records of the step messages waiting in the broker (written by the broker transport)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._pending: list[str] = []  # members of messages taken, not yet removed
+        self._taken_script = client.register_script(TAKEN_SCRIPT)
+        self._expire_script = client.register_script(EXPIRE_SCRIPT)
+        self._pending: list[str] = []  # member, message id, member, message id, ...: taken, not yet removed
         self._busy = False  # the flusher is removing a batch
         self._changed = threading.Condition()
         self._flusher: threading.Thread | None = None
@@ -59,28 +147,14 @@ class RedisMessageLedger:
     def from_url(cls, url: str) -> RedisMessageLedger:
         return cls(redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5))
 
-    def sent(self, dispatches: Sequence[Dispatch], at: float) -> None:
-        """Record messages about to be published (raises the broker's error if Redis is down)."""
-        if dispatches:
-            self.client.zadd(LEDGER_KEY, {member(d.tenant, d.execution_id, d.step_key): at for d in dispatches})
+    def taken(self, tenant: str, execution_id: str, step_key: str, message_id: str) -> None:
+        """A worker received message ``message_id`` (best effort: see the module docstring)."""
+        self._remove([member(tenant, execution_id, step_key), message_id])
 
-    def unsent(self, dispatches: Sequence[Dispatch]) -> None:
-        """Forget messages that could not be published after all (best effort)."""
-        if not dispatches:
-            return
-        try:
-            self.client.zrem(LEDGER_KEY, *(member(d.tenant, d.execution_id, d.step_key) for d in dispatches))
-        except redis.RedisError as exc:
-            log.warning("could not forget unpublished step messages", error=str(exc))
-
-    def taken(self, tenant: str, execution_id: str, step_key: str) -> None:
-        """A worker received the message (best effort: a leftover member only delays a re-send)."""
-        self._remove([member(tenant, execution_id, step_key)])
-
-    def taken_soon(self, tenant: str, execution_id: str, step_key: str) -> None:
+    def taken_soon(self, tenant: str, execution_id: str, step_key: str, message_id: str) -> None:
         """:meth:`taken`, done by the ledger's thread with the other messages taken meanwhile."""
         with self._changed:
-            self._pending.append(member(tenant, execution_id, step_key))
+            self._pending += (member(tenant, execution_id, step_key), message_id)
             if self._flusher is None or not self._flusher.is_alive():
                 self._flusher = threading.Thread(target=self._flush_loop, name="conveyor-ledger", daemon=True)
                 self._flusher.start()
@@ -110,26 +184,49 @@ class RedisMessageLedger:
                     self._busy = False
                     self._changed.notify_all()
 
-    def _remove(self, members: list[str]) -> None:
+    def _remove(self, pairs: list[str]) -> None:
         try:
-            self.client.zrem(LEDGER_KEY, *members)
+            self._taken_script(keys=[LEDGER_KEY, PLACES_KEY], args=pairs)
         except redis.RedisError as exc:
-            log.warning("could not mark step messages as taken", count=len(members), error=str(exc))
+            log.warning("could not mark step messages as taken", count=len(pairs) // 2, error=str(exc))
 
     def held(self, steps: Sequence[StepRecord], since: float) -> list[bool]:
-        """Whether each step's message is held, published at ``since`` or later; drops older members.
+        """Whether each step's message still waits in its list, pushed at ``since`` or later.
 
-        On a Redis error nothing counts as held: a duplicate message is harmless, a step
-        nobody sends again is not.
+        Drops records older than ``since``. On a Redis error nothing counts as held: a
+        duplicate message is harmless, a step nobody sends again is not.
         """
         if not steps:
             return []
+        members = [member(s.tenant, s.execution_id, s.key) for s in steps]
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.zremrangebyscore(LEDGER_KEY, "-inf", f"({since}")
-            pipe.zmscore(LEDGER_KEY, [member(s.tenant, s.execution_id, s.key) for s in steps])
-            scores = pipe.execute()[1]
+            self._expire_script(keys=[LEDGER_KEY, PLACES_KEY], args=[repr(since), EXPIRE_BATCH], client=pipe)
+            pipe.zmscore(LEDGER_KEY, members)
+            pipe.hmget(PLACES_KEY, members)
+            _, scores, raw_places = pipe.execute()
+            places = [Place.decode(raw) for raw in raw_places]
+            lengths = self._list_lengths(sorted({p.list_key for p in places if p is not None}))
         except redis.RedisError as exc:
             log.warning("message ledger unavailable; re-sending every stale step", error=str(exc))
             return [False] * len(steps)
-        return [score is not None and score >= since for score in scores]
+        return [
+            score is not None and score >= since and (place is None or _still_queued(place, *lengths[place.list_key]))
+            for score, place in zip(scores, places, strict=True)
+        ]
+
+    def _list_lengths(self, list_keys: list[str]) -> dict[str, tuple[int, int]]:
+        """For each list, its length and the messages pushed onto it, read at one moment."""
+        if not list_keys:
+            return {}
+        pipe = self.client.pipeline(transaction=True)
+        for key in list_keys:
+            pipe.llen(key)
+            pipe.hget(PUSHED_KEY, key)
+        values = pipe.execute()
+        return {key: (int(values[2 * i]), int(values[2 * i + 1] or 0)) for i, key in enumerate(list_keys)}
+
+
+def _still_queued(place: Place, length: int, pushed: int) -> bool:
+    # Every message pushed after this one is still in the list while this one is.
+    return length >= 1 + pushed - place.position

@@ -195,6 +195,7 @@ FIELD_CALLS: dict[str, str] = {
     "whoami": "whoami { tenant role }",
     "deadLetters": "deadLetters { messageId reason }",
     "pauseExecution": 'pauseExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
+    "deleteExecution": 'deleteExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "resumeExecution": 'resumeExecution(id: "$EXECUTION") { __typename ... on Problem { code } }',
     "archiveWorkflow": 'archiveWorkflow(name: "hello") { __typename ... on Problem { code } }',
     "restoreWorkflow": 'restoreWorkflow(name: "hello") { __typename ... on Problem { code } }',

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,8 +10,9 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from engine.auth import Role
-from tests.api.conftest import Api
-from tests.api.support import HELLO, TENANT_A, TENANT_B
+from tests.api.conftest import Api, ApiFactory
+from tests.api.support import HELLO, TENANT_A, TENANT_B, WAITER
+from tests.jwks import AUDIENCE, ISSUER, Jwks
 
 PROTOCOL = "graphql-transport-ws"
 SUBSCRIPTION = """subscription ($id: ID!, $after: String) {
@@ -137,3 +139,16 @@ def test_another_tenants_execution_is_not_found(api: Api) -> None:
         _connect(ws, api.keys[(TENANT_B, Role.ADMIN)])
         _subscribe(ws, execution_id)
         assert _next(ws) == {"__typename": "Problem", "code": "not-found"}
+
+
+def test_the_subscription_ends_with_a_problem_when_its_token_expires(make_api: ApiFactory, jwks: Jwks) -> None:
+    api = make_api(oidc_jwks_url=jwks.url, oidc_issuer=ISSUER, oidc_audience=AUDIENCE)
+    api.call("PUT", "/v1/workflows/waiter", json=WAITER)
+    execution_id = api.call("POST", "/v1/executions", json={"workflow": "waiter"}).json()["id"]
+    short_lived = jwks.token(role="viewer", exp=int(time.time()) + 2)  # tenant acme: the tests' tenant A
+    with api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as ws:
+        _connect(ws, short_lived)
+        _subscribe(ws, execution_id)
+        assert _next(ws)["__typename"] == "ExecutionSnapshot"
+        assert _next(ws) == {"__typename": "Problem", "code": "unauthenticated"}  # heartbeats until then
+        assert ws.receive_json() == {"type": "complete", "id": "1"}

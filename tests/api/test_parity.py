@@ -36,6 +36,7 @@ TWINS: dict[str, str] = {
     "GET /v1/executions/{execution_id}/steps/{step_key}/logs": "Step.logs",
     "GET /v1/executions/{execution_id}/events": "Subscription.executionEvents",
     "POST /v1/executions/{execution_id}/cancel": "Mutation.cancelExecution",
+    "DELETE /v1/executions/{execution_id}": "Mutation.deleteExecution",
     "POST /v1/executions/{execution_id}/retry": "Mutation.retryExecution",
     "POST /v1/executions/bulk/cancel": "Mutation.cancelExecutions",
     "POST /v1/executions/bulk/retry": "Mutation.retryExecutions",

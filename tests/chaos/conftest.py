@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from engine.adapters.celery_config import queue_keys
+from engine.adapters.ledger_redis import PUSHED_KEY
 from engine.service import Service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,9 +145,11 @@ def forget_run(client: Any, prefix: str, queue: str) -> None:
 
 
 def purge_broker(client: Any, queue: str) -> None:
-    """Drop ``queue`` and the unacknowledged messages killed workers left for it in kombu's
-    shared ``unacked`` hash, so nothing of this run is restored into Redis later."""
+    """Drop ``queue`` (and the ledger's count of its messages) and the unacknowledged messages
+    killed workers left for it in kombu's shared ``unacked`` hash, so nothing of this run is
+    restored into Redis later."""
     client.delete(*queue_keys(queue))
+    client.hdel(PUSHED_KEY, *queue_keys(queue))
     for tag, payload in client.hscan_iter("unacked"):
         with contextlib.suppress(ValueError, TypeError, IndexError):
             if json.loads(payload)[2] == queue:

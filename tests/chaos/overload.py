@@ -32,7 +32,7 @@ from typing import Any
 import redis
 
 from engine.adapters.celery_config import queue_keys
-from engine.adapters.ledger_redis import LEDGER_KEY
+from engine.adapters.ledger_redis import LEDGER_KEY, PLACES_KEY
 from engine.bootstrap import build_service
 from engine.ports import Dispatch
 from engine.service import Service
@@ -160,6 +160,7 @@ class Overload:
         with contextlib.suppress(redis.RedisError):
             for member, _ in self.redis.zscan_iter(LEDGER_KEY, match=f'["{self.tenant}"*'):
                 self.redis.zrem(LEDGER_KEY, member)
+                self.redis.hdel(PLACES_KEY, member)
         self.service.store.close()
         self.lost_service.store.close()
 

@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from conveyor.embedded import Reconciler as EmbeddedReconciler
-from engine.adapters.ledger_redis import LEDGER_KEY
+from engine.adapters.ledger_redis import LEDGER_KEY, PLACES_KEY
 from engine.bootstrap import build_service, reconciler_lease
 from engine.records import EventRecord
 from engine.service import Service
@@ -236,7 +236,7 @@ def test_a_broker_flush_never_stops_completions_for_more_than_10s(
         time.sleep(0.2)
     flushed_at = time.time()
     purge_broker(deployment.redis, deployment.queue)  # the queues and unacknowledged messages...
-    deployment.redis.delete(LEDGER_KEY)  # ...and the ledger beside them: what FLUSHDB does
+    deployment.redis.delete(LEDGER_KEY, PLACES_KEY)  # ...and the ledger beside them: what FLUSHDB does
     _wait_all(service, ids, 120, deployment.logs)
     completions = [e.at for e in _history(service, ids) if e.status == "SUCCEEDED" and e.step_key]
     after = [t for t in completions if t >= flushed_at - 10]

@@ -21,9 +21,11 @@ such kill costs ~60s, so the Firestore variant kills less often to stay in CI's 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
+import threading
 import time
 import uuid
 from collections import Counter
@@ -33,6 +35,10 @@ from typing import Any
 import pytest
 import redis
 
+from engine.adapters.broker_redis import STEP_HEADER
+from engine.adapters.celery_config import queue_keys
+from engine.adapters.dispatcher_celery import EPOCH_HEADER
+from engine.adapters.ledger_redis import member
 from engine.bootstrap import build_service
 from engine.service import Service
 from engine.settings import Settings
@@ -55,13 +61,13 @@ LEASE_SECONDS = 2.0
 # step takes the urgent lane, so it is often the first body the next worker runs and the next
 # kill lands in it again: one step can be hit by every kill, so the budget exceeds the kills.
 RETRY = {"max_attempts": min(100, max(KILLS_BY_STORE.values()) + 2), "initial": "100ms", "max": "1s"}
-# A worker killed between receiving a message and removing its ledger member, or between
-# recording a message in the ledger and publishing it, leaves a member that makes the
-# reconciler wait CONVEYOR_REDISPATCH_HELD_AFTER (300 s by default) before it sends that step
-# again (see engine/adapters/ledger_redis.py). Seen here in about half the runs on the SQLite
-# store; the test compresses that wait like the lease and redispatch times, so the documented
-# fallback is exercised within the test's wait instead of outlasting it.
-REDISPATCH_HELD_AFTER = 15.0
+REDISPATCH_AFTER = 3.0
+RECONCILE_INTERVAL = 0.3
+#: The issue's bound on recovery (#9): a step whose worker died is sent again within the lease
+#: (a claimed step) or the redispatch time (a step whose message died with its worker) plus
+#: the reconcile interval plus 5 s. ``redispatch_held_after`` keeps its default (300 s): a
+#: message record the ledger trusted while its message was gone would show as a stall here.
+RECOVERY_BOUND = max(LEASE_SECONDS, REDISPATCH_AFTER) + RECONCILE_INTERVAL + 5.0
 
 
 def _work(step_id: str, needs: tuple[str, ...] = (), **args: Any) -> dict[str, Any]:
@@ -117,6 +123,7 @@ class Chaos:
         self.mid_step_kills = 0
         self.interrupted: list[str] = []
         self.kill_times: list[float] = []
+        self.watch: RecoveryWatch | None = None
 
     def start_batch(self) -> None:
         for _ in range(BATCH):
@@ -140,6 +147,8 @@ class Chaos:
         self.worker.kill()
         self.kills += 1
         self.kill_times.append(time.monotonic())
+        if self.watch is not None:
+            self.watch.killed_at = time.time()
         inflight = chaos_steps.inflight_key(self.prefix)
         hit = [m.decode() for m in self.redis.smembers(inflight)]
         if hit:
@@ -168,6 +177,80 @@ class Chaos:
             if time.monotonic() > deadline:
                 raise AssertionError(f"executions still running after {timeout}s: {self.active()}")
             time.sleep(0.2)
+
+
+class RecoveryWatch:
+    """Measures recovery from the outside: how long a step stays *stranded*, i.e. RUNNING past its
+    lease, or QUEUED with no message that will run it -- none waiting in the queue's lists with the
+    step's epoch, none held by the live worker (kombu's ``unacked`` hash, delivered since the last
+    kill). A stranded step is recovered when the reconciler sends it again (or it moves on)."""
+
+    def __init__(self, service: Service, client: redis.Redis, queue: str, interval: float = 0.5) -> None:
+        self.service = service
+        self.redis = client
+        self.queue = queue
+        self.interval = interval
+        self.killed_at = 0.0  # wall clock of the last kill: messages delivered before it died with it
+        self.since: dict[tuple[Any, ...], float] = {}  # stranded step -> first seen stranded
+        self.recovered: Counter[str] = Counter()  # by the status it was stranded in
+        self.worst = 0.0
+        self.worst_step: tuple[Any, ...] | None = None
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chaos-recovery-watch", daemon=True)
+
+    def _live_messages(self) -> set[tuple[str, Any]]:
+        pipe = self.redis.pipeline(transaction=True)
+        for key in queue_keys(self.queue):
+            pipe.lrange(key, 0, -1)
+        pipe.hgetall("unacked")
+        pipe.zrange("unacked_index", 0, -1, withscores=True)
+        *lists, unacked, index = pipe.execute()
+        delivered = dict(index)
+        headers = [json.loads(raw)["headers"] for raw in itertools.chain(*lists)]
+        for tag, payload in unacked.items():
+            message, _, routing_key = json.loads(payload)
+            if routing_key == self.queue and delivered.get(tag, 0.0) >= self.killed_at:
+                headers.append(message["headers"])
+        return {(h.get(STEP_HEADER), h.get(EPOCH_HEADER)) for h in headers}
+
+    def _stranded(self, now: float) -> set[tuple[Any, ...]]:
+        live = self._live_messages()
+        store = self.service.store
+        stranded = set()
+        for step in [*store.due_steps(StepStatus.QUEUED, now, 1000), *store.due_steps(StepStatus.RUNNING, now, 1000)]:
+            name = member(step.tenant, step.execution_id, step.key)
+            if step.status is StepStatus.QUEUED and ((name, step.lease_epoch) in live or (name, None) in live):
+                continue
+            stranded.add((step.execution_id, step.key, step.status.value, step.lease_epoch, step.dispatched_at))
+        return stranded
+
+    def tick(self) -> None:
+        now = time.time()
+        stranded = self._stranded(now)
+        for step in stranded:
+            self.since.setdefault(step, now)
+        for step in [s for s in self.since if s not in stranded]:
+            took = now - self.since.pop(step)
+            self.recovered[step[2]] += 1
+            if took > self.worst:
+                self.worst, self.worst_step = took, step
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick()
+            except Exception as exc:  # keep watching; the test reports what went wrong
+                self.errors.append(repr(exc))
+
+    def __enter__(self) -> RecoveryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.tick()  # what is still stranded now counts from when it was first seen
 
 
 def check_execution(chaos: Chaos, execution_id: str) -> tuple[int, int]:
@@ -229,8 +312,7 @@ def test_sigkilled_workers_lose_nothing_and_record_each_step_once(
         "redis_url": redis_server_url,
         "default_queue": queue,
         "lease_seconds": LEASE_SECONDS,
-        "redispatch_after": 3.0,
-        "redispatch_held_after": REDISPATCH_HELD_AFTER,
+        "redispatch_after": REDISPATCH_AFTER,
         "imports": [chaos_steps.__name__],
     }
     if store == "sqlite":
@@ -249,9 +331,10 @@ def test_sigkilled_workers_lose_nothing_and_record_each_step_once(
     chaos = Chaos(service, worker, client, prefix, STALL_SECONDS[store])
 
     began = time.monotonic()
-    reconciler = Reconciler(service)
+    reconciler = Reconciler(service, interval=RECONCILE_INTERVAL)
+    watch = chaos.watch = RecoveryWatch(service, client, queue)
     try:
-        with reconciler:
+        with reconciler, watch:
             chaos.run(KILLS_BY_STORE[store])
             chaos.wait_all_finished(timeout=60 + 2 * STALL_SECONDS[store])
         results = [check_execution(chaos, e) for e in chaos.executions]
@@ -268,9 +351,16 @@ def test_sigkilled_workers_lose_nothing_and_record_each_step_once(
         )
         gaps = [round(b - a, 1) for a, b in zip([began, *chaos.kill_times], chaos.kill_times, strict=False)]
         print(f"[chaos:{store}] seconds between kills: {gaps}")
+        print(
+            f"[chaos:{store}] recovery: stranded steps sent again {dict(watch.recovered)}, the slowest in "
+            f"{watch.worst:.1f}s ({watch.worst_step}); bound {RECOVERY_BOUND:.1f}s"
+        )
         assert chaos.kills >= KILLS_BY_STORE[store]
         assert chaos.mid_step_kills > 0 and reruns > 0, "no crash hit a step body: the test proved nothing"
         assert not reconciler.errors, reconciler.errors[:5]
+        assert not watch.errors, watch.errors[:5]
+        if store == "sqlite":  # on Firestore a kill inside a transaction locks the execution for ~60 s
+            assert watch.worst <= RECOVERY_BOUND, (watch.worst, watch.worst_step)
     except BaseException:
         print(f"\n--- worker log tail ({log_path}) ---\n{tail(log_path, 120)}")
         print(f"--- reconciler errors: {reconciler.errors[:10]}")

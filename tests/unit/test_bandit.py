@@ -102,10 +102,7 @@ def test_a_decaying_bandit_follows_a_change_that_an_undecayed_one_learns_slowly(
             now = n * 60.0
             if n == 1000:
                 rates = {"a": 0.2, "b": 0.9}  # the world changes
-            if half_life is None:
-                counts = plain
-            else:
-                counts = {arm: decayed(acc[arm], half_life, now) for arm in acc}
+            counts = plain if half_life is None else {arm: decayed(acc[arm], half_life, now) for arm in acc}
             draw = thompson(["a", "b"], counts, seed=f"d-{n}")
             won = world.random() < rates[draw.arm]
             s, f = plain[draw.arm]

@@ -11,6 +11,7 @@ import pytest
 
 from beat.scheduler import LeasedScheduler, beat_lease, lease_key, periodic_jobs, scheduler_factory
 from conveyor.commands.worker import Pool, worker_argv
+from engine.adapters.broker_redis import STEP_HEADER
 from engine.adapters.celery_config import (
     MEMORY_POLLING_INTERVAL,
     NORMAL_PRIORITY,
@@ -21,6 +22,7 @@ from engine.adapters.celery_config import (
     queue_keys,
 )
 from engine.adapters.dispatcher_celery import EPOCH_HEADER, RUN_STEP_TASK, CeleryDispatcher
+from engine.adapters.ledger_redis import member
 from engine.errors import StoreUnavailable
 from engine.ports import Dispatch
 from engine.reconcile import ReconcileReport
@@ -97,6 +99,8 @@ def test_dispatcher_sends_run_step_by_name_to_the_step_queue_with_countdown() ->
     # The step's epoch rides in a header (a worker of an older version ignores it); none if unknown.
     assert [m.headers.get(EPOCH_HEADER) for m in received[default]] == [0, None]
     assert received[gpu][0].headers[EPOCH_HEADER] == 3
+    # ...and the step it runs, for the message ledger (engine/adapters/broker_redis.py).
+    assert [m.headers[STEP_HEADER] for m in received[gpu]] == [member("t1", "e1", "b[0]")]
 
 
 def test_a_broker_outage_is_logged_not_raised_and_ping_reports_it() -> None:
@@ -192,6 +196,25 @@ def test_urgent_dispatches_are_published_on_the_lane_workers_drain_first() -> No
     assert URGENT_PRIORITY < NORMAL_PRIORITY
     assert queue_keys("work") == ["work", "work\x06\x169"]
     assert "priority_steps" not in celery_config(Settings(broker_url=None))["broker_transport_options"]
+
+
+def test_a_redis_broker_queues_through_the_transport_that_records_the_ledger() -> None:
+    import ssl
+
+    from kombu.transport import resolve_transport
+
+    from engine.adapters import broker_redis
+
+    config = celery_config(Settings(broker_url="redis://broker:6379/0"))
+    assert resolve_transport(config["broker_transport"]) is broker_redis.Transport
+    assert "broker_use_ssl" not in config
+    # naming the transport hides the URL's scheme from kombu: rediss:// keeps kombu's default TLS...
+    tls = celery_config(Settings(broker_url="rediss://:pw@broker:6378/0"))
+    assert tls["broker_transport"] == config["broker_transport"]
+    assert tls["broker_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_NONE}
+    # ...and TLS options in the URL still win (kombu reads them from the URL)
+    assert "broker_use_ssl" not in celery_config(Settings(broker_url="rediss://broker:6378/0?ssl_cert_reqs=required"))
+    assert "broker_transport" not in celery_config(Settings(broker_url=None))
 
 
 class _SlowPassService:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,23 @@ def test_bad_filters_are_usage_errors(state: None, args: list[str], message: str
         result = CliRunner().invoke(app, ["executions", command, *args], env={"COLUMNS": "200"})
         assert result.exit_code == 2, result.output
         assert message in result.output
+
+
+def test_delete_removes_a_finished_execution_after_confirmation(state: None) -> None:
+    declined = CliRunner().invoke(app, ["executions", "delete", "ex-1"], input="n\n")
+    assert declined.exit_code == 1 and "ex-1" in _list()
+    confirmed = CliRunner().invoke(app, ["executions", "delete", "ex-1"], input="y\n")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "ex-1 deleted" in confirmed.output
+    assert "ex-1" not in _list()
+    again = CliRunner().invoke(app, ["executions", "delete", "ex-1", "--yes"])
+    assert again.exit_code == 1 and "not found" in again.output
+
+
+def test_delete_refuses_a_running_execution(state: None, tmp_path: Path) -> None:
+    store = build_store(Settings())
+    store.atomic(lambda tx: tx.put_execution(replace(_execution(7), status=ExecutionStatus.RUNNING)))
+    store.close()
+    refused = CliRunner().invoke(app, ["executions", "delete", "ex-7", "-y"])
+    assert refused.exit_code == 1 and "only a finished execution can be deleted" in refused.output
+    assert "ex-7" in _list()

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from api.graphql import fields
 from api.graphql.types.event import Event
 from api.graphql.types.step import Step
 from api.graphql.types.workflow import WorkflowVersion
@@ -45,17 +46,17 @@ class Execution:
     def from_record(cls, record: ExecutionRecord) -> Execution:
         return cls(**execution_fields(record))
 
-    @strawberry.field(description="Steps of the execution (batched across the response)")
+    @fields.field(description="Steps of the execution (batched across the response)")
     async def steps(self, info: Info) -> list[Step]:
         records = await info.context.loader().steps.load(str(self.id))
         return [Step.from_record(r) for r in records]
 
-    @strawberry.field(description="The workflow version this execution runs")
+    @fields.field(description="The workflow version this execution runs")
     async def workflow_version(self, info: Info) -> WorkflowVersion | None:
         record = await info.context.loader().workflow_versions.load((self.workflow, self.version))
         return WorkflowVersion.from_record(record) if record else None
 
-    @strawberry.field(description="History events after the event id `after` (at most 500)")
+    @fields.field(description="History events after the event id `after` (at most 500)")
     async def history(self, info: Info, after: str | None = None, limit: int = 100) -> list[Event]:
         context = info.context
         limit = max(1, min(limit, MAX_HISTORY))

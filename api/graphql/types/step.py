@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from api.graphql import fields
 from api.graphql.types.steplogs import StepLogPage
 from api.schemas.executions import step_fields
 from api.schemas.steplogs import StepLogPage as RestPage
@@ -39,7 +40,7 @@ class Step:
     finished_at: datetime | None
     execution_id: strawberry.Private[str]
 
-    @strawberry.field(
+    @fields.field(
         description="What the step's finished attempts logged, in order of run, attempt and line "
         "(REST: GET /v1/executions/{id}/steps/{key}/logs)"
     )
