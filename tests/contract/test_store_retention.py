@@ -195,3 +195,45 @@ def test_expired_executions_are_terminal_ones_past_their_expiry_of_every_tenant(
     assert [e.id for e in store.expired_executions(T0 + 50, limit=1)] == ["soon"]
     assert store.expired_executions(T0) == []
     assert {e.id for e in store.expired_executions(T0 + 1000)} == {"soon", "late", "later"}
+
+
+def written_before_retention(store: Store, tenant: str, execution_id: str) -> None:
+    """Make a stored header look as written before ``expires_at`` existed (no such field)."""
+    if isinstance(store, SqliteStore):
+        sql = "UPDATE executions SET doc = json_remove(doc, '$.expires_at') WHERE tenant = ? AND id = ?"
+        store.run_write(lambda c: c.execute(sql, (tenant, execution_id)))
+        return
+    from google.cloud import firestore
+
+    store.paths.execution(tenant, execution_id).update({"expires_at": firestore.DELETE_FIELD})  # type: ignore[attr-defined]
+
+
+def test_backfill_gives_executions_ended_before_retention_their_expiry(store: Store) -> None:
+    records = [
+        finished("old", A, expires_at=None, finished_at=T0 + 5),
+        finished("old-b", B, expires_at=None, finished_at=T0 + 6, status=ExecutionStatus.FAILED),
+        finished("child", A, expires_at=None, parent={"execution_id": "old", "step_key": "sub", "depth": 1}),
+        finished("forever", A, expires_at=None),  # written since: its null expiry is a decision
+        finished("set", A, expires_at=T0 + 99),
+        execution("running", A),
+    ]
+
+    def write(tx: Transaction) -> None:
+        for record in records:
+            tx.put_execution(record)
+
+    store.atomic(write)
+    for tenant, execution_id in ((A, "old"), (B, "old-b"), (A, "child"), (A, "set"), (A, "running")):
+        written_before_retention(store, tenant, execution_id)
+    assert store.get_execution(A, "old").expires_at is None  # type: ignore[union-attr]
+
+    def retention(record: ExecutionRecord) -> float | None:
+        return None if record.parent else 100.0
+
+    assert store.backfill_expiry(retention) == 3  # old, old-b and the one whose field was removed
+    expiries = {(t, i): store.get_execution(t, i).expires_at for t, i in [(A, "old"), (B, "old-b"), (A, "child")]}  # type: ignore[union-attr]
+    assert expiries == {(A, "old"): T0 + 105, (B, "old-b"): T0 + 106, (A, "child"): None}
+    assert store.get_execution(A, "forever").expires_at is None  # type: ignore[union-attr]
+    assert store.get_execution(A, "running").expires_at is None  # type: ignore[union-attr]
+    assert store.get_execution(A, "set").expires_at == T0 + 100  # type: ignore[union-attr]
+    assert store.backfill_expiry(retention) == 0  # idempotent
