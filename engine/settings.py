@@ -212,8 +212,8 @@ class Settings(BaseSettings):
         return self.profile != "production"
 
 
-#: Prefixes of variables the test suite and the benchmarks read; they are not settings.
-NOT_SETTINGS = ("CONVEYOR_TEST_", "CONVEYOR_CHAOS_", "CONVEYOR_BENCH_")
+#: Prefixes of variables the test suite, CI (``.ci/``) and the benchmarks read; they are not settings.
+NOT_SETTINGS = ("CONVEYOR_TEST_", "CONVEYOR_CHAOS_", "CONVEYOR_BENCH_", "CONVEYOR_CI_")
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
