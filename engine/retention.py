@@ -33,6 +33,7 @@ runs again.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
@@ -77,13 +78,17 @@ class Purger:
         step_logs: StepLogStore | None = None,
         agent_data: AgentData | None = None,
         batch: int = 200,
+        concurrency: int = 1,
     ) -> None:
         self.store = store
         self._workflows = workflows
         self._step_logs = step_logs
         self._agent_data = agent_data
-        #: Store records deleted per store call (each call one committed batch).
+        #: Store records deleted per store call (each call one committed batch), and expired
+        #: executions found per scan.
         self._batch = batch
+        #: Executions deleted at once by :meth:`purge_expired`.
+        self._concurrency = concurrency
 
     def delete(self, tenant: str, execution_id: str, now: float) -> None:
         """Delete a terminal execution now: ``NotFound`` if unknown, ``ExecutionActive`` unless terminal.
@@ -134,20 +139,36 @@ class Purger:
         ``over()`` or none is left; (how many were deleted, how many failed)."""
         purged = failed = 0
         while not over():
-            expired = self.store.expired_executions(now, self._batch)
-            done_here = 0
-            for execution in expired:
-                if over():
-                    break
-                try:
-                    done_here += self.purge(execution.tenant, execution.id, over)
-                except ConveyorError as exc:  # one stuck execution must not stop the others
-                    failed += 1
-                    log.warning("deleting an expired execution failed", execution_id=execution.id, error=str(exc))
-            purged += done_here
+            try:
+                expired = self.store.expired_executions(now, self._batch)
+            except ConveyorError as exc:  # the store is away, or its index is missing: next pass
+                log.warning("scanning for expired executions failed", error=str(exc))
+                return purged, failed + 1
+            outcomes = self._purge_all(expired, over)
+            done_here = outcomes.count(True)
+            purged, failed = purged + done_here, failed + outcomes.count(None)
             if len(expired) < self._batch or not done_here:
                 break  # none left, or only ones that fail: the next pass tries again
         return purged, failed
+
+    def _purge_all(self, executions: Sequence[ExecutionRecord], over: Callable[[], bool]) -> list[bool | None]:
+        """:meth:`purge` each, ``concurrency`` at a time (each waits mostly for the store); per
+        execution: done, cut short (``False``) or failed (``None``: one stuck execution must not
+        stop the others)."""
+
+        def one(execution: ExecutionRecord) -> bool | None:
+            if over():
+                return False
+            try:
+                return self.purge(execution.tenant, execution.id, over)
+            except ConveyorError as exc:
+                log.warning("deleting an expired execution failed", execution_id=execution.id, error=str(exc))
+                return None
+
+        if self._concurrency <= 1 or len(executions) <= 1:
+            return [one(execution) for execution in executions]
+        with ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="conveyor-purge") as pool:
+            return list(pool.map(one, executions))
 
     def _of_type(self, execution: ExecutionRecord, steps: Sequence[StepRecord], step_type: str) -> list[StepRecord]:
         if not steps:

@@ -131,7 +131,12 @@ class Service:
         self.links = children.Links(self.workflows)
         self.retention = RetentionPolicy(self.workflows, self.settings.execution_retention_days)
         self.purger = Purger(
-            store, self.workflows, step_logs=step_logs, agent_data=agent_data, batch=self.settings.reconcile_batch
+            store,
+            self.workflows,
+            step_logs=step_logs,
+            agent_data=agent_data,
+            batch=self.settings.reconcile_batch,
+            concurrency=self.settings.reconcile_concurrency,
         )
 
     # --- plumbing -------------------------------------------------------------------------

@@ -8,8 +8,8 @@ steps never loads it.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,12 +30,17 @@ class SqliteAgentData:
     def __init__(self, checkpoint_path: Path, memory_path: Path) -> None:
         self._checkpoints = checkpoint_path
         self._memory_path = memory_path
+        self._memory_store: BaseStore | None = None
+        self._lock = threading.Lock()  # the reconciler deletes several executions at once
 
-    @functools.cached_property
+    @property
     def _memory(self) -> BaseStore:
         from engine.adapters.ai_memory import sqlite_memory
 
-        return sqlite_memory(str(self._memory_path))
+        with self._lock:
+            if self._memory_store is None:
+                self._memory_store = sqlite_memory(str(self._memory_path))
+            return self._memory_store
 
     def forget_execution(self, tenant: str, execution_id: str, agent_step_keys: Sequence[str]) -> None:
         from engine.adapters.ai_memory import forget_notes

@@ -466,8 +466,9 @@ class LangGraphRuntime:
             )
         messages: list[BaseMessage] = [SystemMessage(request.system)] if request.system else []
         messages.append(HumanMessage(request.prompt))
-        await _Activity(ctx).touch()
-        result: Any = await chain.ainvoke(messages)
+        # Measured like an agent's calls (each model tried, fallbacks included), and activity.
+        callbacks = _ActivityCallbacks(_Activity(ctx), _ModelMeter(self.telemetry, ctx, request.model, self.prices))
+        result: Any = await chain.ainvoke(messages, {"callbacks": [callbacks]})
         raw = result.get("raw")
         usage = usage_of([raw] if isinstance(raw, AIMessage) else [], request.model, self.prices)
         parsed = result.get("parsed")

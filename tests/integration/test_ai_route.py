@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from engine.states import ExecutionStatus
 from tests.integration.conftest import TENANT, World
@@ -108,3 +109,27 @@ def test_a_bandit_decision_is_recorded_and_its_reward_counted_once(make_world: C
     for decision in chosen:
         assert decision["bandit"] == "route-bandit/route"
         assert set(decision["samples"]) == set(decision["posteriors"]) == {"fast", "careful"}
+
+
+def test_the_model_calls_of_an_llm_route_are_counted_in_prometheus(make_world: Callable[..., World]) -> None:
+    """docs/ai.md: every model call of an AI step is a metric; those of `ai.route` (`llm`)
+    were not counted (found from outside: only `ai.agent` calls showed on a worker's /metrics)."""
+    world = make_world()
+    definition = llm_route("route-metered", {"route": "standard", "rationale": "fine", "confidence": 0.9})
+    definition["models"]["down"] = {"script": [{"error": "503 overloaded"}]}
+    definition["steps"][0]["with"] |= {"model": "fake:down", "fallbacks": ["fake:triage"]}
+    with world.worker():
+        _, decision = routed(world, definition, {"order": "A1"})
+    assert decision["route"] == "standard"
+    labels = {"workflow": "route-metered", "step": "route"}
+    failed = REGISTRY.get_sample_value(
+        "conveyor_model_calls_total", labels | {"model": "fake:down", "outcome": "ScriptedProviderError"}
+    )
+    answered = REGISTRY.get_sample_value(
+        "conveyor_model_calls_total", labels | {"model": "fake:triage", "outcome": "ok"}
+    )
+    tokens = REGISTRY.get_sample_value(
+        "conveyor_model_tokens_total", labels | {"model": "fake:triage", "direction": "input"}
+    )
+    assert (failed, answered) == (1.0, 1.0)
+    assert tokens is not None and tokens > 0

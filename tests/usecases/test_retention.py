@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine.adapters.ai_memory import TenantStore, sqlite_memory
-from engine.errors import ExecutionActive, NotFound, TransitionRefused
+from engine.errors import ExecutionActive, NotFound, StoreUnavailable, TransitionRefused
 from engine.records import StepLogRecord
 from engine.states import ExecutionStatus
 from tests.harness import Harness
@@ -184,3 +184,30 @@ def test_an_expired_agent_execution_loses_its_thread_and_notes_and_another_keeps
         h.agent_messages(first)
     assert h.agent_messages(second)  # the other execution's thread is whole
     assert h.history(second)
+
+
+def test_a_store_failure_while_deleting_is_counted_and_left_to_the_next_pass(make_harness, monkeypatch) -> None:
+    h = make_harness(execution_retention_days=1)
+    h.apply(QUICK)
+    first, second = _run(h, "quick", {"n": 1}), _run(h, "quick", {"n": 2})
+    h.clock.advance(DAY + 1)
+    purge = h.store.purge_execution
+
+    def failing_for_first(tenant: str, execution_id: str, limit: int = 200) -> bool:
+        if execution_id == first:
+            raise StoreUnavailable("the store went away")
+        return purge(tenant, execution_id, limit)
+
+    monkeypatch.setattr(h.store, "purge_execution", failing_for_first)
+    report = h.service.reconcile()
+    assert (report.purged_executions, report.failed) == (1, 1)
+    assert _gone(h, second) and h.store.get_execution("t1", first) is not None
+
+    def unavailable(before: float, limit: int = 200) -> list[Any]:
+        raise StoreUnavailable("the store went away")
+
+    monkeypatch.setattr(h.store, "expired_executions", unavailable)
+    assert (h.service.reconcile().failed, h.store.get_execution("t1", first) is not None) == (1, True)
+    monkeypatch.undo()
+    assert h.service.reconcile().purged_executions == 1
+    assert _gone(h, first)

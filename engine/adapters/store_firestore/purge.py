@@ -6,8 +6,9 @@ are found by query, tenant by tenant (its subcollections under
 :data:`MAX_WRITES` writes, a document counting one write plus one per chunk of each
 out-of-line payload it holds (freed in the same transaction, so nothing is left dangling).
 Each transaction checks again that the execution is terminal. The header (with its
-idempotency key document and payloads) goes last, once a call finds nothing else: what a
-crash leaves is still reached from the header, and the reconciler finds the header again.
+idempotency key document and payloads) goes last: in the transaction of the last batch when a
+call found fewer documents than its limit (all there were), else in a call that finds none.
+What a crash leaves is still reached from the header, and the reconciler finds the header again.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ if TYPE_CHECKING:
 
     from engine.adapters.store_firestore.store import FirestoreStore
     from engine.adapters.store_firestore.transaction import FirestoreTransaction
-    from engine.records import ExecutionRecord
 
 #: Writes in one transaction at most (Firestore's limit per commit is 500).
 MAX_WRITES = 500
+#: Writes kept free in the last batch for the header: itself, its idempotency key document and
+#: the chunks of its out-of-line input, output and error (each at most ``max_payload_bytes``,
+#: 8 MiB, in 500 KiB chunks).
+HEADER_WRITES = 60
 #: The subcollections of an execution header (step logs, under each step, are the step log store's).
 SUBCOLLECTIONS = ("steps", "events", "item_chunks", "markers", "signals")
 
@@ -39,15 +43,15 @@ def purge_batch(store: FirestoreStore, tenant: str, execution_id: str, limit: in
     header = store.get_execution(tenant, execution_id)
     if header is None:
         return True
-    _require_terminal(header)
+    require_terminal(execution_id, header.status)
     found = _derived(store, tenant, execution_id, limit)
-    if not found:
-        run_atomic(store, lambda tx: _delete_header(store, tx, tenant, execution_id))
-        return True
-    for chunk in _chunks(found):
+    complete = len(found) < limit  # every remaining document was found: the header goes too
+    chunks = _chunks(found, reserve=HEADER_WRITES if complete else 0)
+    for position, chunk in enumerate(chunks, start=1):
         refs = [snapshot.reference for snapshot in chunk]
-        run_atomic(store, functools.partial(_delete_documents, tenant=tenant, execution_id=execution_id, refs=refs))
-    return False
+        last = complete and position == len(chunks)
+        run_atomic(store, functools.partial(_delete_documents, store, tenant, execution_id, refs, last))
+    return complete
 
 
 def _derived(
@@ -67,13 +71,17 @@ def _derived(
     return found
 
 
-def _chunks(snapshots: list[DocumentSnapshot[DocumentReference]]) -> list[list[DocumentSnapshot[DocumentReference]]]:
-    """``snapshots`` in groups whose deletes (each document and its blob chunks) fit one commit."""
+def _chunks(
+    snapshots: list[DocumentSnapshot[DocumentReference]], reserve: int
+) -> list[list[DocumentSnapshot[DocumentReference]]]:
+    """``snapshots`` in groups whose deletes (each document and its blob chunks) fit one commit,
+    the last one with ``reserve`` writes to spare; always at least one group (maybe empty)."""
     groups: list[list[DocumentSnapshot[DocumentReference]]] = [[]]
+    costs = [1 + sum(ref.chunks for ref in blob_refs(s.to_dict()).values()) for s in snapshots]
     writes = 0
-    for snapshot in snapshots:
-        cost = 1 + sum(ref.chunks for ref in blob_refs(snapshot.to_dict()).values())
-        if groups[-1] and writes + cost > MAX_WRITES:
+    for position, (snapshot, cost) in enumerate(zip(snapshots, costs, strict=True)):
+        last = position == len(snapshots) - 1
+        if groups[-1] and writes + cost + (reserve if last else 0) > MAX_WRITES:
             groups.append([])
             writes = 0
         groups[-1].append(snapshot)
@@ -81,26 +89,26 @@ def _chunks(snapshots: list[DocumentSnapshot[DocumentReference]]) -> list[list[D
     return groups
 
 
-def _delete_documents(tx: FirestoreTransaction, tenant: str, execution_id: str, refs: list[DocumentReference]) -> None:
+def _delete_documents(
+    store: FirestoreStore,
+    tenant: str,
+    execution_id: str,
+    refs: list[DocumentReference],
+    with_header: bool,
+    tx: FirestoreTransaction,
+) -> None:
+    """Delete ``refs`` (and the header, its idempotency key and payloads ``with_header``)."""
     header = tx.get_execution(tenant, execution_id)
-    if header is not None:  # gone already: only its leftovers remain, deleted all the same
-        _require_terminal(header)
+    if header is None:  # gone already: only its leftovers remain, deleted all the same
+        with_header = False
+    else:
+        require_terminal(execution_id, header.status)
     tx.read_documents(refs)  # one round trip: each delete below frees the blobs it finds
     for ref in refs:
         tx.delete(ref)
-
-
-def _delete_header(store: FirestoreStore, tx: FirestoreTransaction, tenant: str, execution_id: str) -> None:
-    header = tx.get_execution(tenant, execution_id)
-    if header is None:
-        return
-    _require_terminal(header)
-    if header.idempotency_key is not None:
-        owner = tx.find_execution_by_key(tenant, header.idempotency_key)
-        if owner is not None and owner.id == execution_id:
-            tx.delete(store.paths.idempotency(tenant, header.idempotency_key))
-    tx.delete(store.paths.execution(tenant, execution_id))
-
-
-def _require_terminal(execution: ExecutionRecord) -> None:
-    require_terminal(execution.id, execution.status)
+    if header is not None and with_header:
+        if header.idempotency_key is not None:
+            owner = tx.find_execution_by_key(tenant, header.idempotency_key)
+            if owner is not None and owner.id == execution_id:
+                tx.delete(store.paths.idempotency(tenant, header.idempotency_key))
+        tx.delete(store.paths.execution(tenant, execution_id))
