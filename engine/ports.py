@@ -411,8 +411,9 @@ class MessageLedger(Protocol):
     """Which step messages the broker still holds: published, and not yet taken by a worker.
 
     The reconciler re-sends a QUEUED step whose message is old; the ledger tells a message
-    that is lost (never published, flushed with the broker) from one waiting behind a backlog,
-    which must not be sent twice. Kept beside the messages, so losing them loses it too.
+    that is lost (never published, flushed with the broker, taken by a worker that died with
+    it) from one waiting behind a backlog, which must not be sent twice. Kept beside the
+    messages, so losing them loses it too.
     """
 
     def held(self, steps: Sequence[StepRecord], since: float) -> list[bool]:

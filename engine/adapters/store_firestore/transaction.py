@@ -100,15 +100,18 @@ def run_atomic(store: FirestoreStore, fn: Callable[[FirestoreTransaction], T]) -
 def _transact(store: FirestoreStore, fn: Callable[[FirestoreTransaction], T], *, careful: bool) -> T:
     """Run attempts until one commits; the last ``Aborted`` escapes after ``MAX_ATTEMPTS``."""
     retry_id: bytes | None = None
+    waited = 0.0
     for number in range(MAX_ATTEMPTS):
         if number:
-            _back_off(number)
+            _back_off(number, waited)
         attempt = store.wire.attempt(retry_id)
+        started = time.monotonic()
         try:
             return _run_attempt(store, fn, attempt, careful=careful)
         except gexc.Aborted:
             if number == MAX_ATTEMPTS - 1:
                 raise
+            waited = time.monotonic() - started
             # Naming the aborted transaction keeps the retry's place in Firestore's lock queue
             # (raw path only: the public API does not expose the id).
             retry_id = attempt.id or retry_id
@@ -495,15 +498,20 @@ class FirestoreTransaction:
         self._reads[summary_ref.path] = fields  # a second version in this commit compares to it
 
 
-def _back_off(attempt: int) -> None:
-    """Sleep before retrying an aborted transaction.
+def _back_off(attempt: int, waited: float) -> None:
+    """Sleep before retrying an aborted transaction; ``waited``: how long the aborted attempt took.
 
     Retried at once, transactions that collided collide again, so spread them out. (The
     emulator breaks a lock cycle only when a waiting commit hits its 2 s lock timeout, and a
     transaction whose client died keeps its read locks until 60 s after its last request:
-    ``MAX_ATTEMPTS`` against such a lock give up after about 23 s.)
+    ``MAX_ATTEMPTS`` against such a lock give up after about 23 s.) An attempt aborted only
+    after such a wait met contenders that are all retrying now; spread over the usual tens of
+    milliseconds they read together again and deadlock again, round after round (six
+    publishers of one event id under load: up to 37 aborts and 16 s), so the spread is at
+    least as long as that wait (up to ``BACKOFF_CAP``). Real Firestore aborts at once (its
+    wound-wait), so there the usual exponential spread applies.
     """
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
+    ceiling = min(BACKOFF_CAP, max(BACKOFF_BASE * 2**attempt, waited))
     time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not a secret
 
 
