@@ -22,6 +22,8 @@ from engine.search import ExecutionFilter
 from engine.states import ExecutionStatus, StepStatus
 from tests.contract.test_store_contract import T0, A, B, event, execution, step
 
+#: Every read of :func:`leftovers` that finds a populated execution.
+EVERY_READ = {"header", "steps", "events", "by_key", "chunk", "signal", "waiters", "listed", "labelled"}
 #: Large enough to be stored out of line by every backend (both keep 256 KiB inline at most).
 BIG = "x" * (300 * 1024)
 
@@ -94,17 +96,7 @@ def purge_all(store: Store, tenant: str, execution_id: str, limit: int = 200) ->
 def test_a_purged_execution_is_gone_from_every_read(store: Store) -> None:
     populate(store, finished("ex-1", idempotency_key="key-ex-1"))
     populate(store, finished("ex-2", idempotency_key="key-ex-2"))
-    assert set(leftovers(store, A, "ex-1")) == {
-        "header",
-        "steps",
-        "events",
-        "by_key",
-        "chunk",
-        "signal",
-        "waiters",
-        "listed",
-        "labelled",
-    }
+    assert set(leftovers(store, A, "ex-1")) == EVERY_READ
     payloads_of_two = stored_payloads(store, A)
     assert payloads_of_two >= 4  # each execution: the header's output and one step's output
     counted = store.count_executions(A)[ExecutionStatus.SUCCEEDED]
@@ -120,17 +112,7 @@ def test_a_purged_execution_is_gone_from_every_read(store: Store) -> None:
     kept = store.get_execution(A, "ex-2")
     assert kept is not None and kept.output == {"report": BIG}
     assert store.list_steps(A, "ex-2")[0].output == {"blob": BIG}
-    assert set(leftovers(store, A, "ex-2")) == {
-        "header",
-        "steps",
-        "events",
-        "by_key",
-        "chunk",
-        "signal",
-        "waiters",
-        "listed",
-        "labelled",
-    }
+    assert set(leftovers(store, A, "ex-2")) == EVERY_READ
     assert not store.mark_once(A, "ex-2", "fanin:s1:1")
 
 
