@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
+import structlog
 import typer
 
 from conveyor.process import run_app
 from engine.logging import configure_logging
-from engine.settings import Settings
+from engine.settings import Settings, unknown_variables
 
 app = typer.Typer(
     name="conveyor",
@@ -18,7 +20,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-
 
 
 @app.callback()
@@ -30,6 +31,11 @@ def root() -> None:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     configure_logging(Settings())
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        structlog.get_logger("conveyor").warning(
+            "these CONVEYOR_ variables name no setting and are ignored", variables=unknown
+        )
 
 
 #: Command modules under conveyor.commands; each exposes register(app).

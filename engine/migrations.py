@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from engine.errors import Conflict
+from engine.errors import Conflict, NotFound
+from engine.orchestration.workflows import Workflows
 from engine.ports import Store
+from engine.retention import RetentionPolicy
+from engine.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,28 @@ def _search_fields(store: Store) -> None:
     store.backfill_search_fields()
 
 
+def _expiry(store: Store) -> None:
+    """Executions that ended before execution retention existed get their ``expires_at`` too, by
+    today's policy (``CONVEYOR_EXECUTION_RETENTION_DAYS`` of the environment ``conveyor migrate``
+    runs in, or their workflow's ``retention:``), counted from when they ended: the reconciler
+    then deletes them like any other. Run with ``CONVEYOR_EXECUTION_RETENTION_DAYS=0`` to keep
+    them (a workflow's own ``retention:`` still applies)."""
+    workflows = Workflows(lambda tenant, name, version: _definition(store, tenant, name, version))
+    store.backfill_expiry(RetentionPolicy(workflows, Settings().execution_retention_days))
+
+
+def _definition(store: Store, tenant: str, name: str, version: int) -> dict[str, Any]:
+    found = store.get_workflow_version(tenant, name, version)
+    if found is None:
+        raise NotFound(f"version {version} of workflow {name!r} not found")
+    return found.definition
+
+
 #: Every migration, oldest first; the last one's version is ``engine.records.SCHEMA_VERSION``.
 MIGRATIONS: list[Migration] = [
     Migration(1, "baseline: the schema as the stores create it", _baseline),
     Migration(2, "execution search: index the labels of existing executions", _search_fields),
+    Migration(3, "execution retention: the expiry of executions that ended before it", _expiry),
 ]
 
 

@@ -259,6 +259,12 @@ class Store(Protocol):
         """Terminal executions whose ``expires_at`` is not after ``before``, soonest first (all tenants)."""
         ...
 
+    def backfill_expiry(self, retention: Callable[[ExecutionRecord], float | None]) -> int:
+        """Give terminal executions that have no ``expires_at`` (they ended before retention
+        existed) ``finished_at + retention(execution)``; ``None`` leaves one without. Every
+        tenant; idempotent; how many it updated. Migration 3 runs it."""
+        ...
+
     def purge_execution(self, tenant: str, execution_id: str, limit: int = 200) -> bool:
         """Delete up to ``limit`` records of a terminal execution; ``True`` once none is left.
 
@@ -405,8 +411,9 @@ class MessageLedger(Protocol):
     """Which step messages the broker still holds: published, and not yet taken by a worker.
 
     The reconciler re-sends a QUEUED step whose message is old; the ledger tells a message
-    that is lost (never published, flushed with the broker) from one waiting behind a backlog,
-    which must not be sent twice. Kept beside the messages, so losing them loses it too.
+    that is lost (never published, flushed with the broker, taken by a worker that died with
+    it) from one waiting behind a backlog, which must not be sent twice. Kept beside the
+    messages, so losing them loses it too.
     """
 
     def held(self, steps: Sequence[StepRecord], since: float) -> list[bool]:

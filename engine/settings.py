@@ -5,7 +5,9 @@ See the configuration table in README.md; every field here is listed there.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -208,3 +210,26 @@ class Settings(BaseSettings):
         if self.graphql_introspection is not None:
             return self.graphql_introspection
         return self.profile != "production"
+
+
+#: Prefixes of variables the test suite, CI (``.ci/``) and the benchmarks read; they are not settings.
+NOT_SETTINGS = ("CONVEYOR_TEST_", "CONVEYOR_CHAOS_", "CONVEYOR_BENCH_", "CONVEYOR_CI_")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``CONVEYOR_*`` variables in ``environ`` that name no setting, each with the setting it
+    most resembles (``CONVEYOR_LEASE_SECNDS (did you mean CONVEYOR_LEASE_SECONDS?)``).
+
+    Settings ignore them, so a misspelt setting would otherwise do nothing without a word.
+    Names are compared as settings read them: regardless of case.
+    """
+    fields = [name.upper() for name in Settings.model_fields]
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        field = upper.removeprefix("CONVEYOR_")
+        if field == upper or field in fields or upper.startswith(NOT_SETTINGS):
+            continue
+        close = difflib.get_close_matches(field, fields, n=1)  # on the field: every name shares the prefix
+        found.append(f"{name} (did you mean CONVEYOR_{close[0]}?)" if close else name)
+    return found

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -157,37 +157,50 @@ def purge_broker(client: Any, queue: str) -> None:
                 client.zrem("unacked_index", tag)
 
 
-class Reconciler:
-    """The reconciler (beat's job) in a thread of the test process: one pass every ``interval``."""
+class Periodic:
+    """A job (:meth:`tick`) run every ``interval`` on a thread of the test process, as a context
+    manager; what it raises is collected in ``errors`` and the job goes on."""
 
-    def __init__(self, service: Service, interval: float = 0.3) -> None:
-        self.service = service
+    def __init__(self, interval: float, name: str) -> None:
         self.interval = interval
-        self.passes = 0
-        self.expired = 0
-        self.redispatched = 0
         self.errors: list[str] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="chaos-reconciler", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def tick(self) -> None:
+        raise NotImplementedError
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                report = self.service.reconcile()
-            except Exception as exc:  # keep reconciling; the test reports what went wrong
+                self.tick()
+            except Exception as exc:  # keep going; the test reports what went wrong
                 self.errors.append(repr(exc))
-                continue
-            self.passes += 1
-            self.expired += report.expired_leases
-            self.redispatched += report.redispatched
 
-    def __enter__(self) -> Reconciler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+class Reconciler(Periodic):
+    """The reconciler (beat's job) in a thread of the test process: one pass every ``interval``."""
+
+    def __init__(self, service: Service, interval: float = 0.3) -> None:
+        super().__init__(interval, "chaos-reconciler")
+        self.service = service
+        self.passes = 0
+        self.expired = 0
+        self.redispatched = 0
+
+    def tick(self) -> None:
+        report = self.service.reconcile()
+        self.passes += 1
+        self.expired += report.expired_leases
+        self.redispatched += report.redispatched
 
 
 @dataclass

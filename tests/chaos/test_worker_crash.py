@@ -25,7 +25,6 @@ import itertools
 import json
 import os
 import random
-import threading
 import time
 import uuid
 from collections import Counter
@@ -44,7 +43,7 @@ from engine.service import Service
 from engine.settings import Settings
 from engine.states import ExecutionStatus, StepStatus
 from tests.chaos import chaos_steps
-from tests.chaos.conftest import Reconciler, WorkerProcess, forget_run, tail, worker_command, worker_env
+from tests.chaos.conftest import Periodic, Reconciler, WorkerProcess, forget_run, tail, worker_command, worker_env
 
 KILLS = int(os.environ.get("CONVEYOR_CHAOS_KILLS") or os.environ.get("CONVEYOR_CHAOS_ROUNDS") or 20)
 KILLS_BY_STORE = {
@@ -179,25 +178,22 @@ class Chaos:
             time.sleep(0.2)
 
 
-class RecoveryWatch:
+class RecoveryWatch(Periodic):
     """Measures recovery from the outside: how long a step stays *stranded*, i.e. RUNNING past its
     lease, or QUEUED with no message that will run it -- none waiting in the queue's lists with the
     step's epoch, none held by the live worker (kombu's ``unacked`` hash, delivered since the last
     kill). A stranded step is recovered when the reconciler sends it again (or it moves on)."""
 
     def __init__(self, service: Service, client: redis.Redis, queue: str, interval: float = 0.5) -> None:
+        super().__init__(interval, "chaos-recovery-watch")
         self.service = service
         self.redis = client
         self.queue = queue
-        self.interval = interval
         self.killed_at = 0.0  # wall clock of the last kill: messages delivered before it died with it
         self.since: dict[tuple[Any, ...], float] = {}  # stranded step -> first seen stranded
         self.recovered: Counter[str] = Counter()  # by the status it was stranded in
         self.worst = 0.0
         self.worst_step: tuple[Any, ...] | None = None
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="chaos-recovery-watch", daemon=True)
 
     def _live_messages(self) -> set[tuple[str, Any]]:
         pipe = self.redis.pipeline(transaction=True)
@@ -236,20 +232,8 @@ class RecoveryWatch:
             if took > self.worst:
                 self.worst, self.worst_step = took, step
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.tick()
-            except Exception as exc:  # keep watching; the test reports what went wrong
-                self.errors.append(repr(exc))
-
-    def __enter__(self) -> RecoveryWatch:
-        self._thread.start()
-        return self
-
     def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+        super().__exit__(*exc_info)
         self.tick()  # what is still stranded now counts from when it was first seen
 
 

@@ -131,3 +131,23 @@ def test_graph_of_invalid_file(files: dict[str, Path]) -> None:
     assert result.exit_code == 2  # the code `conveyor run` exits with for an invalid file
     assert result.stdout == ""
     assert "steps[1].needs[0]: unknown step 'fetc'" in result.stderr
+
+
+def test_a_misspelt_setting_is_named_with_the_setting_it_resembles(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``CONVEYOR_*`` variable that names no setting was ignored without a word (found from
+    outside: ``CONVEYOR_LEASE_SECNDS=5`` left the lease at 30 s); every command warns now."""
+    monkeypatch.setenv("CONVEYOR_LEASE_SECNDS", "5")
+    monkeypatch.setenv("CONVEYOR_TEST_REDIS_URL", "redis://x")  # the test suite's own knob: not a setting
+    result = runner.invoke(app, ["validate", str(files["valid"])])
+    assert result.exit_code == 0, result.output
+    assert "CONVEYOR_LEASE_SECNDS (did you mean CONVEYOR_LEASE_SECONDS?)" in result.output
+    assert "CONVEYOR_TEST_REDIS_URL" not in result.output
+
+
+def test_unknown_variables_are_found_case_insensitively_like_settings() -> None:
+    from engine.settings import unknown_variables
+
+    environ = {"conveyor_lease_seconds": "5", "CONVEYOR_STORE": "sqlite", "CONVEYOR_FROBNICATE": "1", "HOME": "/"}
+    assert unknown_variables(environ) == ["CONVEYOR_FROBNICATE"]

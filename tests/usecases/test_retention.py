@@ -11,8 +11,10 @@ import pytest
 
 from engine.adapters.ai_memory import TenantStore, sqlite_memory
 from engine.errors import ExecutionActive, NotFound, StoreUnavailable, TransitionRefused
+from engine.migrations import migrate
 from engine.records import StepLogRecord
 from engine.states import ExecutionStatus
+from tests.contract.test_store_retention import written_before_retention
 from tests.harness import Harness
 
 DAY = 86_400.0
@@ -211,3 +213,20 @@ def test_a_store_failure_while_deleting_is_counted_and_left_to_the_next_pass(mak
     monkeypatch.undo()
     assert h.service.reconcile().purged_executions == 1
     assert _gone(h, first)
+
+
+def test_migration_3_gives_executions_that_ended_before_retention_their_expiry(make_harness, monkeypatch) -> None:
+    h = make_harness()
+    h.apply(QUICK)
+    h.apply({**QUICK, "name": "brief", "retention": "2h"})
+    old, brief = _run(h, "quick"), _run(h, "brief")
+    for execution_id in (old, brief):
+        written_before_retention(h.store, "t1", execution_id)
+    h.store.set_schema_version(2)
+    monkeypatch.setenv("CONVEYOR_EXECUTION_RETENTION_DAYS", "10")  # as `conveyor migrate` runs with
+    assert [m.version for m in migrate(h.store)] == [3]
+    ended = h.execution(old).finished_at
+    assert (h.execution(old).expires_at, h.execution(brief).expires_at) == (ended + 10 * DAY, ended + 7200)
+    h.clock.advance(7201)
+    assert h.service.reconcile().purged_executions == 1
+    assert _gone(h, brief) and h.store.get_execution("t1", old) is not None
