@@ -13,11 +13,17 @@ records (or does nothing when reading both shapes is enough).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from engine.errors import Conflict
+from engine.errors import Conflict, NotFound
+from engine.orchestration.workflows import Workflows
 from engine.ports import Store
+from engine.records import ExecutionRecord
+from engine.retention import RetentionPolicy
+from engine.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,39 @@ def _search_fields(store: Store) -> None:
     store.backfill_search_fields()
 
 
+def _expiry(store: Store) -> None:
+    """Executions that ended before execution retention existed get their ``expires_at`` too, by
+    today's policy (``CONVEYOR_EXECUTION_RETENTION_DAYS`` of the environment ``conveyor migrate``
+    runs in, or their workflow's ``retention:``), counted from when they ended **or from the
+    upgrade, whichever is later**: an upgrade never deletes history at once, so an operator has
+    one whole retention period to notice the new default and keep what they need. Run with
+    ``CONVEYOR_EXECUTION_RETENTION_DAYS=0`` to keep them for good (a workflow's own
+    ``retention:`` still applies)."""
+    workflows = Workflows(lambda tenant, name, version: _definition(store, tenant, name, version))
+    policy = RetentionPolicy(workflows, Settings().execution_retention_days)
+    migrated_at = time.time()
+
+    def from_upgrade(execution: ExecutionRecord) -> float | None:
+        kept = policy(execution)
+        if kept is None or execution.finished_at is None:
+            return kept
+        return kept + max(0.0, migrated_at - execution.finished_at)
+
+    store.backfill_expiry(from_upgrade)
+
+
+def _definition(store: Store, tenant: str, name: str, version: int) -> dict[str, Any]:
+    found = store.get_workflow_version(tenant, name, version)
+    if found is None:
+        raise NotFound(f"version {version} of workflow {name!r} not found")
+    return found.definition
+
+
 #: Every migration, oldest first; the last one's version is ``engine.records.SCHEMA_VERSION``.
 MIGRATIONS: list[Migration] = [
     Migration(1, "baseline: the schema as the stores create it", _baseline),
     Migration(2, "execution search: index the labels of existing executions", _search_fields),
+    Migration(3, "execution retention: the expiry of executions that ended before it", _expiry),
 ]
 
 

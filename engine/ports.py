@@ -259,6 +259,12 @@ class Store(Protocol):
         """Terminal executions whose ``expires_at`` is not after ``before``, soonest first (all tenants)."""
         ...
 
+    def backfill_expiry(self, retention: Callable[[ExecutionRecord], float | None]) -> int:
+        """Give terminal executions that have no ``expires_at`` (they ended before retention
+        existed) ``finished_at + retention(execution)``; ``None`` leaves one without. Every
+        tenant; idempotent; how many it updated. Migration 3 runs it."""
+        ...
+
     def purge_execution(self, tenant: str, execution_id: str, limit: int = 200) -> bool:
         """Delete up to ``limit`` records of a terminal execution; ``True`` once none is left.
 

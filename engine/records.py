@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.states import ExecutionStatus, StepStatus
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass

@@ -92,6 +92,9 @@ class InlineStepEvents:
     def reconciled(self, repairs: dict[str, int]) -> None:
         self.inner.reconciled(repairs)
 
+    def executions_purged(self, count: int, reason: str) -> None:
+        self.inner.executions_purged(count, reason)
+
     def _send(self, attempt: StepAttempt, parent_id: str, hostname: str | None) -> None:
         # One event carries the whole task (monitors merge every event's fields into the task's
         # record): name, args and parent as task-received would, the start time as task-started

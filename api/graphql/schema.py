@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
+import structlog
 from cross_web import HTTPException
+from graphql import GraphQLError
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 from strawberry.types.unset import UnsetType
+from strawberry.utils.logging import StrawberryLogger
 
 from api.auth import bearer_token
 from api.bodies import BodyRefused, decode_json
@@ -27,11 +31,31 @@ from api.graphql.subscriptions import Subscription
 from engine.errors import AuthenticationFailed, ConveyorError
 from engine.settings import Settings
 
+log = structlog.get_logger("conveyor.api")
+
+
+class ConveyorSchema(strawberry.Schema):
+    """Strawberry's schema, logging a refused request as the client's mistake, not a server error.
+
+    A document that does not parse or validate, or that a limit refuses, is a
+    ``GraphQLError`` with no original error, and so is a Conveyor error a resolver raised:
+    both go to the client and are logged at INFO. Strawberry logs every error at ERROR,
+    which error trackers (Sentry's logging integration) report as events. Any other
+    exception a resolver raised is still logged as an error.
+    """
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        for error in errors:
+            if error.original_error is None or isinstance(error.original_error, ConveyorError):
+                log.info("graphql request refused", error=error.message)
+            else:
+                StrawberryLogger.error(error, execution_context)
+
 
 def build_schema(settings: Settings) -> strawberry.Schema:
     query = merge_types("Query", (Query, DeadLetterQuery, AiQuery))
     mutation = merge_types("Mutation", (Mutation, ControlMutation, AiMutation))
-    return strawberry.Schema(query=query, mutation=mutation, subscription=Subscription, extensions=extensions(settings))
+    return ConveyorSchema(query=query, mutation=mutation, subscription=Subscription, extensions=extensions(settings))
 
 
 def connection_token(params: Any) -> str | None:

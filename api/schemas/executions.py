@@ -61,6 +61,11 @@ class Execution(BaseModel):
     updated_at: datetime
     finished_at: datetime | None = None
     deadline_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        default=None,
+        description="When the reconciler deletes this finished execution (its retention); "
+        "null while it is active or when it is kept forever",
+    )
 
     @classmethod
     def from_record(cls, record: ExecutionRecord) -> Execution:
@@ -85,6 +90,7 @@ def execution_fields(record: ExecutionRecord) -> dict[str, Any]:
         "updated_at": to_datetime(record.updated_at),
         "finished_at": to_datetime(record.finished_at),
         "deadline_at": to_datetime(record.deadline_at),
+        "expires_at": to_datetime(record.expires_at),
     }
 
 

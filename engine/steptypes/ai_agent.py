@@ -169,6 +169,7 @@ class AgentStep(BaseStepType):
                 event={"model": config.model, "usage": usage, "prompt": prompt.as_dict(), "answer": outcome.answer},
             )
         return Wait(
+            kind="interrupt",
             interrupt={
                 "id": outcome.interrupt_id,
                 "request": outcome.request,

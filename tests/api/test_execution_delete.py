@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from engine.auth import Role
 from tests.api.conftest import Api
 from tests.api.support import HELLO, TENANT_B, WAITER
@@ -74,3 +76,14 @@ def test_graphql_delete_execution_answers_like_the_route(api: Api) -> None:
     forbidden = api.gql(DELETE_MUTATION, {"id": waiting}, role=Role.VIEWER)
     assert forbidden["data"] is None or forbidden["data"]["deleteExecution"] is None
     assert forbidden["errors"]
+
+
+def test_an_execution_shows_when_it_will_be_deleted(api: Api) -> None:
+    waiting = _waiting(api)
+    assert api.call("GET", f"/v1/executions/{waiting}").json()["expires_at"] is None
+    execution_id = _finished(api)
+    shown = api.call("GET", f"/v1/executions/{execution_id}").json()
+    finished, expires = datetime.fromisoformat(shown["finished_at"]), datetime.fromisoformat(shown["expires_at"])
+    assert expires - finished == timedelta(days=30)  # CONVEYOR_EXECUTION_RETENTION_DAYS's default
+    found = api.gql("query ($id: ID!) { execution(id: $id) { expiresAt } }", {"id": execution_id})
+    assert datetime.fromisoformat(found["data"]["execution"]["expiresAt"]) == expires

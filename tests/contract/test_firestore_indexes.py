@@ -308,6 +308,7 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
         "overdue_executions": lambda: store.overdue_executions(T0),
         "expired_executions": lambda: store.expired_executions(T0),
         "purge_execution": lambda: store.purge_execution(A, "ex-4"),  # SUCCEEDED
+        "backfill_expiry": lambda: store.backfill_expiry(lambda record: 1.0),
         "forget_notes": lambda: _forget_notes(store),
         "list_triggers": lambda: _follow(lambda c: store.list_triggers(A, cursor=c, limit=1)),
         "due_triggers": lambda: store.due_triggers(T0),
@@ -323,7 +324,7 @@ def _listings(store: Store) -> dict[str, Callable[[], object]]:
 def _query_operations() -> set[str]:
     """Port operations that may query rather than read documents by id."""
     prefixes = ("list_", "due_", "overdue_", "expired_", "count_", "trim_", "purge_")
-    others = {"set_workflow_archived", "backfill_search_fields"}
+    others = {"set_workflow_archived", "backfill_search_fields", "backfill_expiry"}
     return {name for name in vars(Store) if name.startswith(prefixes)} | others
 
 

@@ -55,7 +55,7 @@ def test_migration_2_backfills_label_pairs_in_every_tenant(firestore_store: Fire
     shop = ExecutionFilter(labels=(("team", "shop"),))
     assert firestore_store.list_executions(A, shop).items == []
 
-    assert [m.version for m in migrate(firestore_store)] == [2]
+    assert [m.version for m in migrate(firestore_store)] == [2, 3]
     assert [r.id for r in firestore_store.list_executions(A, shop).items] == ["ex/3", "ex/1"]
     assert [r.id for r in firestore_store.list_executions(B, shop).items] == ["ex/9"]
     assert firestore_store.count_executions(A, shop)[ExecutionStatus.RUNNING] == 2

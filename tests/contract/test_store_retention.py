@@ -22,6 +22,8 @@ from engine.search import ExecutionFilter
 from engine.states import ExecutionStatus, StepStatus
 from tests.contract.test_store_contract import T0, A, B, event, execution, step
 
+#: Every read of :func:`leftovers` that finds a populated execution.
+EVERY_READ = {"header", "steps", "events", "by_key", "chunk", "signal", "waiters", "listed", "labelled"}
 #: Large enough to be stored out of line by every backend (both keep 256 KiB inline at most).
 BIG = "x" * (300 * 1024)
 
@@ -94,17 +96,7 @@ def purge_all(store: Store, tenant: str, execution_id: str, limit: int = 200) ->
 def test_a_purged_execution_is_gone_from_every_read(store: Store) -> None:
     populate(store, finished("ex-1", idempotency_key="key-ex-1"))
     populate(store, finished("ex-2", idempotency_key="key-ex-2"))
-    assert set(leftovers(store, A, "ex-1")) == {
-        "header",
-        "steps",
-        "events",
-        "by_key",
-        "chunk",
-        "signal",
-        "waiters",
-        "listed",
-        "labelled",
-    }
+    assert set(leftovers(store, A, "ex-1")) == EVERY_READ
     payloads_of_two = stored_payloads(store, A)
     assert payloads_of_two >= 4  # each execution: the header's output and one step's output
     counted = store.count_executions(A)[ExecutionStatus.SUCCEEDED]
@@ -120,17 +112,7 @@ def test_a_purged_execution_is_gone_from_every_read(store: Store) -> None:
     kept = store.get_execution(A, "ex-2")
     assert kept is not None and kept.output == {"report": BIG}
     assert store.list_steps(A, "ex-2")[0].output == {"blob": BIG}
-    assert set(leftovers(store, A, "ex-2")) == {
-        "header",
-        "steps",
-        "events",
-        "by_key",
-        "chunk",
-        "signal",
-        "waiters",
-        "listed",
-        "labelled",
-    }
+    assert set(leftovers(store, A, "ex-2")) == EVERY_READ
     assert not store.mark_once(A, "ex-2", "fanin:s1:1")
 
 
@@ -195,3 +177,45 @@ def test_expired_executions_are_terminal_ones_past_their_expiry_of_every_tenant(
     assert [e.id for e in store.expired_executions(T0 + 50, limit=1)] == ["soon"]
     assert store.expired_executions(T0) == []
     assert {e.id for e in store.expired_executions(T0 + 1000)} == {"soon", "late", "later"}
+
+
+def written_before_retention(store: Store, tenant: str, execution_id: str) -> None:
+    """Make a stored header look as written before ``expires_at`` existed (no such field)."""
+    if isinstance(store, SqliteStore):
+        sql = "UPDATE executions SET doc = json_remove(doc, '$.expires_at') WHERE tenant = ? AND id = ?"
+        store.run_write(lambda c: c.execute(sql, (tenant, execution_id)))
+        return
+    from google.cloud import firestore
+
+    store.paths.execution(tenant, execution_id).update({"expires_at": firestore.DELETE_FIELD})  # type: ignore[attr-defined]
+
+
+def test_backfill_gives_executions_ended_before_retention_their_expiry(store: Store) -> None:
+    records = [
+        finished("old", A, expires_at=None, finished_at=T0 + 5),
+        finished("old-b", B, expires_at=None, finished_at=T0 + 6, status=ExecutionStatus.FAILED),
+        finished("child", A, expires_at=None, parent={"execution_id": "old", "step_key": "sub", "depth": 1}),
+        finished("forever", A, expires_at=None),  # written since: its null expiry is a decision
+        finished("set", A, expires_at=T0 + 99),
+        execution("running", A),
+    ]
+
+    def write(tx: Transaction) -> None:
+        for record in records:
+            tx.put_execution(record)
+
+    store.atomic(write)
+    for tenant, execution_id in ((A, "old"), (B, "old-b"), (A, "child"), (A, "set"), (A, "running")):
+        written_before_retention(store, tenant, execution_id)
+    assert store.get_execution(A, "old").expires_at is None  # type: ignore[union-attr]
+
+    def retention(record: ExecutionRecord) -> float | None:
+        return None if record.parent else 100.0
+
+    assert store.backfill_expiry(retention) == 3  # old, old-b and the one whose field was removed
+    expiries = {(t, i): store.get_execution(t, i).expires_at for t, i in [(A, "old"), (B, "old-b"), (A, "child")]}  # type: ignore[union-attr]
+    assert expiries == {(A, "old"): T0 + 105, (B, "old-b"): T0 + 106, (A, "child"): None}
+    assert store.get_execution(A, "forever").expires_at is None  # type: ignore[union-attr]
+    assert store.get_execution(A, "running").expires_at is None  # type: ignore[union-attr]
+    assert store.get_execution(A, "set").expires_at == T0 + 100  # type: ignore[union-attr]
+    assert store.backfill_expiry(retention) == 0  # idempotent

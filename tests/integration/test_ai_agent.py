@@ -102,6 +102,7 @@ def test_a_tool_needing_approval_waits_and_resumes_on_a_signal(
         executions.append(execution_id)
         step = _wait_step(world, execution_id, StepStatus.WAITING)
         interrupt = step.wait["interrupt"]
+        assert step.wait["kind"] == "interrupt"  # what it waits for, like "approval" or "event" (was "timer")
         assert interrupt["request"]["name"] == "refund"
         assert interrupt["request"]["args"] == {"order_id": "A1", "amount": 42}
         assert ai_tools.calls(execution_id, "refund") == 0, "nothing is refunded before the approval"

@@ -33,6 +33,10 @@ class VersionOnlyStore:
         self.log.append(("backfilled", self.version))
         return 0
 
+    def backfill_expiry(self, retention: Any) -> int:
+        self.log.append(("expiry", self.version))
+        return 0
+
 
 def as_store(store: VersionOnlyStore) -> Store:
     return cast(Store, store)
@@ -54,9 +58,9 @@ def test_the_last_migration_produces_the_current_schema_version() -> None:
 
 def test_an_unversioned_store_gets_every_migration_once() -> None:
     store = VersionOnlyStore(0)
-    assert [m.version for m in migrate(as_store(store))] == [1, 2]
-    assert store.version == 2
-    assert store.log == [("recorded", 1), ("backfilled", 1), ("recorded", 2)]
+    assert [m.version for m in migrate(as_store(store))] == [1, 2, 3]
+    assert store.version == 3
+    assert store.log == [("recorded", 1), ("backfilled", 1), ("recorded", 2), ("expiry", 2), ("recorded", 3)]
     assert migrate(as_store(store)) == []  # idempotent: nothing left to do
 
 
@@ -114,15 +118,15 @@ def test_migrate_command_reports_and_dry_run_changes_nothing(tmp_path: Path, mon
     store.set_schema_version(0)  # as if created before migrations were tracked
     store.close()
     dry = runner.invoke(app, ["migrate", "--dry-run"])
-    assert dry.exit_code == 0 and "would apply" in dry.output and "2 migration(s) pending" in dry.output
+    assert dry.exit_code == 0 and "would apply" in dry.output and "3 migration(s) pending" in dry.output
     store = SqliteStore(db)
     assert store.schema_version() == 0
     store.close()
 
     real = runner.invoke(app, ["migrate"])
-    assert real.exit_code == 0 and "Migrated from schema version 0 to 2" in real.output
+    assert real.exit_code == 0 and "Migrated from schema version 0 to 3" in real.output
     store = SqliteStore(db)
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
     store.set_schema_version(99)
     store.close()
     newer = runner.invoke(app, ["migrate"])

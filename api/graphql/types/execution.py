@@ -41,6 +41,10 @@ class Execution:
     updated_at: datetime
     finished_at: datetime | None
     deadline_at: datetime | None
+    expires_at: datetime | None = strawberry.field(
+        description="When the reconciler deletes this finished execution (its retention); "
+        "null while it is active or when it is kept forever"
+    )
 
     @classmethod
     def from_record(cls, record: ExecutionRecord) -> Execution:

@@ -14,12 +14,14 @@ What a crash leaves is still reached from the header, and the reconciler finds t
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from engine.adapters.store_firestore.codec import blob_refs
 from engine.adapters.store_firestore.errors import translated_errors
 from engine.adapters.store_firestore.transaction import run_atomic
-from engine.states import require_terminal
+from engine.records import ExecutionRecord
+from engine.states import EXECUTION_TERMINAL, require_terminal
 
 if TYPE_CHECKING:
     from google.cloud.firestore_v1.base_document import DocumentSnapshot
@@ -112,3 +114,28 @@ def _delete_documents(
             if owner is not None and owner.id == execution_id:
                 tx.delete(store.paths.idempotency(tenant, header.idempotency_key))
         tx.delete(store.paths.execution(tenant, execution_id))
+
+
+def backfill_expiry(store: FirestoreStore, retention: Callable[[ExecutionRecord], float | None]) -> int:
+    """Tenant by tenant, terminal executions without ``expires_at`` get one (batched writes)."""
+    terminal = sorted(status.value for status in EXECUTION_TERMINAL)
+    updated = 0
+    with translated_errors():
+        tenants = list(store.client.collection("tenants").list_documents())
+    for tenant in tenants:
+        query = store.query(tenant.collection("executions"), where=[("status", "in", terminal)])
+        with translated_errors():
+            lacking = [s for s in query.stream() if "expires_at" not in (s.to_dict() or {})]
+        writes = []
+        for snapshot, execution in zip(lacking, store.records_of(ExecutionRecord, lacking), strict=True):
+            kept = retention(execution)
+            if kept is not None and execution.finished_at is not None:
+                writes.append((snapshot.reference, execution.finished_at + kept))
+        for start in range(0, len(writes), MAX_WRITES):
+            batch = store.client.batch()
+            for ref, expires_at in writes[start : start + MAX_WRITES]:
+                batch.update(ref, {"expires_at": expires_at})
+            with translated_errors():
+                batch.commit()
+        updated += len(writes)
+    return updated

@@ -427,6 +427,9 @@ class FirestoreStore:
     def purge_execution(self, tenant: str, execution_id: str, limit: int = 200) -> bool:
         return purge.purge_batch(self, tenant, execution_id, limit)
 
+    def backfill_expiry(self, retention: Callable[[ExecutionRecord], float | None]) -> int:
+        return purge.backfill_expiry(self, retention)
+
     # ---------------------------------------------------------------- triggers
 
     def put_trigger(self, record: TriggerRecord) -> None:

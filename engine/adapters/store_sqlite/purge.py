@@ -27,6 +27,15 @@ EXPIRED_EXECUTIONS = f"""
     WHERE status IN ({_TERMINAL}) AND {_EXPIRES} <= ?
     ORDER BY {_EXPIRES} LIMIT ?"""  # noqa: S608  # constants only
 
+#: A page of terminal executions written before ``expires_at`` existed (no such key; a JSON
+#: null is an expiry decided: never), by rowid; and one header's expiry set.
+UNEXPIRED_PAGE = f"""
+    SELECT rowid FROM executions WHERE rowid > ? AND status IN ({_TERMINAL})
+      AND json_type(doc, '$.expires_at') IS NULL
+    ORDER BY rowid LIMIT ?"""  # noqa: S608  # constants only
+SELECT_BY_ROWID = "SELECT doc, spilled, tenant, id, '' FROM executions WHERE rowid IN (SELECT value FROM json_each(?))"
+SET_EXPIRY = "UPDATE executions SET doc = json_set(doc, '$.expires_at', ?) WHERE tenant = ? AND id = ?"
+
 #: An execution's records besides steps, deleted a batch at a time before the header.
 _DELETE_DERIVED = (
     "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE tenant = ? AND execution_id = ? LIMIT ?)",

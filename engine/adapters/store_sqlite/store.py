@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -41,6 +42,8 @@ from engine.search import ExecutionFilter
 from engine.states import EXECUTION_ACTIVE, STEP_ACTIVE, ExecutionStatus, StepStatus
 
 T = TypeVar("T")
+#: Executions read per page by ``backfill_expiry``.
+_BACKFILL_PAGE = 500
 
 _SELECT_STEPS = (
     "SELECT doc, spilled, tenant, execution_id, key FROM steps WHERE tenant = ? AND execution_id = ? ORDER BY key"
@@ -271,6 +274,28 @@ class SqliteStore:
     def purge_execution(self, tenant: str, execution_id: str, limit: int = 200) -> bool:
         return self._write(lambda c: purge.purge_batch(c, tenant, execution_id, limit))
 
+    def backfill_expiry(self, retention: Callable[[ExecutionRecord], float | None]) -> int:
+        updated, after = 0, 0
+        while True:
+
+            def page(c: sqlite3.Connection, after: int = after) -> tuple[list[int], list[ExecutionRecord]]:
+                ids = [row[0] for row in c.execute(purge.UNEXPIRED_PAGE, (after, _BACKFILL_PAGE))]
+                rows = c.execute(purge.SELECT_BY_ROWID, (json.dumps(ids),))
+                return ids, [load_execution(c, row, self._load_input) for row in rows]
+
+            ids, found = self._read(page)
+            expiries = [
+                (e.finished_at + kept, e.tenant, e.id)
+                for e in found
+                if e.finished_at is not None and (kept := retention(e)) is not None
+            ]
+            if expiries:
+                self._write(functools.partial(_set_expiries, expiries))
+            updated += len(expiries)
+            if len(ids) < _BACKFILL_PAGE:
+                return updated
+            after = ids[-1]
+
     # triggers
 
     def put_trigger(self, record: TriggerRecord) -> None:
@@ -422,3 +447,7 @@ class SqliteStore:
                 raise translate(exc) from exc
         # A deferred transaction gives multi-statement reads (a row and its payloads) one snapshot.
         return run_transaction(conn, "BEGIN", work)
+
+
+def _set_expiries(expiries: list[tuple[float, str, str]], conn: sqlite3.Connection) -> None:
+    conn.executemany(purge.SET_EXPIRY, expiries)
