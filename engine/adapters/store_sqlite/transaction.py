@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from engine.adapters.payloads import record_to_dict
+from engine.adapters.payloads import record_from_dict, record_to_dict
 from engine.adapters.store_sqlite import search
 from engine.adapters.store_sqlite.codec import (
     DocCodec,
@@ -137,11 +137,13 @@ class SqliteTransaction:
 
     def latest_workflow_version(self, tenant: str, name: str) -> WorkflowVersionRecord | None:
         row = self._conn.execute(SELECT_LATEST_VERSION, (tenant, name)).fetchone()
-        candidates = [data for data in self._versions if (data["tenant"], data["name"]) == (tenant, name)]
-        if row is not None:
-            candidates.append(json.loads(row[0]))
-        if not candidates:
-            return None
+        buffered = [data for data in self._versions if (data["tenant"], data["name"]) == (tenant, name)]
+        stored = None if row is None else json.loads(row[0])
+        if not buffered:
+            # Every start asks for the latest version: a row just decoded shares nothing, so it
+            # needs no copy (a buffered one does, see ``fresh``).
+            return None if stored is None else record_from_dict(WorkflowVersionRecord, stored)
+        candidates = buffered if stored is None else [*buffered, stored]
         return fresh(WorkflowVersionRecord, max(candidates, key=lambda data: int(data["version"])))
 
     def get_item_chunk(self, tenant: str, execution_id: str, step_id: str, chunk: int) -> ItemChunkRecord | None:
