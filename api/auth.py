@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +22,10 @@ from engine.settings import Settings
 #: within this delay (at once in the process that revoked it); it spares one store read per
 #: request on hot paths. An expiring key is trusted at most until it expires.
 KEY_CACHE_SECONDS = 5.0
+#: How often an open progress stream opened with an API key checks the key again
+#: (:meth:`Authenticator.recheck`): with the cache, a revoked key's streams end within
+#: ``KEY_CACHE_SECONDS + RECHECK_SECONDS``.
+RECHECK_SECONDS = 5.0
 _KEY_CACHE_SIZE = 4096
 
 
@@ -32,6 +37,23 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A presented bearer token and the principal it authenticated.
+
+    Long-lived connections (progress streams, GraphQL WebSockets) keep it, to check it again
+    with :meth:`Authenticator.recheck` while they stay open.
+    """
+
+    principal: Principal
+    token: str | None = None
+
+    @property
+    def revocable(self) -> bool:
+        """True for an API key: it can stop being valid before it expires."""
+        return self.principal.kind == "key" and self.token is not None
 
 
 class Authenticator:
@@ -68,6 +90,26 @@ class Authenticator:
         if self.oidc is not None:
             return await self.oidc.verify(token)
         raise AuthenticationFailed("invalid bearer token")
+
+    async def login(self, token: str | None) -> Credential:
+        """:meth:`authenticate`, keeping the token for later re-checks."""
+        return Credential(await self.authenticate(token), token)
+
+    async def recheck(self, credential: Credential) -> None:
+        """Raise ``AuthenticationFailed`` when a credential accepted earlier is no longer valid.
+
+        It has expired (a JWT's ``exp``, an API key's expiry), or it is an API key that was
+        revoked since: the key is looked up again through the request cache, so at most one
+        store read per key every ``KEY_CACHE_SECONDS``. A JWT cannot be revoked before its ``exp``.
+        """
+        expires_at = credential.principal.expires_at
+        if expires_at is not None and expires_at <= self.keys.clock.now():
+            raise AuthenticationFailed("the credentials that opened this connection have expired")
+        if credential.revocable and credential.token is not None:
+            try:
+                await self._api_key(credential.token)
+            except AuthenticationFailed:
+                raise AuthenticationFailed("the API key that opened this connection was revoked") from None
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the cache (after revocation, so it stops working here at once)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from api.auth import Authenticator
+from api.auth import RECHECK_SECONDS, Authenticator
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
 from engine.bootstrap import build_dead_letter_log, build_prompt_store
@@ -30,6 +30,8 @@ class StreamOptions:
     max_replay: int = 10_000
     #: How long a WebSocket client may take to send its auth message.
     auth_timeout_seconds: float = 10.0
+    #: How often a stream opened with an API key checks that the key was not revoked.
+    recheck_seconds: float = RECHECK_SECONDS
 
 
 @dataclass

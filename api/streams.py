@@ -33,11 +33,11 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import Credential
 from api.runtime import Runtime, StreamOptions
 from api.schemas.executions import Event, ExecutionDetail
 from engine.adapters.events_memory import LiveEvent, parse_stream_id
-from engine.auth import Principal
-from engine.errors import AuthenticationFailed, InvalidRequest, StoreUnavailable
+from engine.errors import InvalidRequest, StoreUnavailable
 from engine.records import EventRecord, ExecutionRecord, StepRecord
 
 #: The cursor meaning "from the start of the live log" (used when it was empty at snapshot time).
@@ -104,14 +104,15 @@ def live_log(rt: Runtime) -> LiveLog:
 class ExecutionFeed:
     """The messages of one stream connection, produced into a bounded queue."""
 
-    def __init__(self, rt: Runtime, principal: Principal, execution_id: str, after: str | None = None) -> None:
+    def __init__(self, rt: Runtime, credential: Credential, execution_id: str, after: str | None = None) -> None:
         self.rt = rt
-        self.tenant = principal.tenant
-        #: When the credential that opened the stream expires (epoch seconds): the stream ends there.
-        self.expires_at = principal.expires_at
+        self.tenant = credential.principal.tenant
+        #: What opened the stream: it ends when that expires or (an API key) is revoked.
+        self.credential = credential
         self.execution_id = execution_id
         self.after = after
         self.options: StreamOptions = rt.streams
+        self._recheck_at = time.monotonic() + self.options.recheck_seconds
         self.log = live_log(rt)
         self._queue: asyncio.Queue[Message | BaseException] = asyncio.Queue(self.options.buffer_size)
         self._delivered: OrderedDict[str, None] = OrderedDict()
@@ -134,8 +135,9 @@ class ExecutionFeed:
     async def messages(self) -> AsyncIterator[Message]:
         """Yield messages until the client goes away; raises ``SlowConsumer`` on overflow.
 
-        Raises ``AuthenticationFailed`` when the credential that opened the stream expires:
-        a stream must not outlive the token (or API key) that was checked when it opened.
+        Raises ``AuthenticationFailed`` when the credential that opened the stream expires or,
+        an API key, is revoked: a stream must not outlive the token (or API key) that was
+        checked when it opened.
         """
         producer = asyncio.create_task(self._produce())
         try:
@@ -150,14 +152,28 @@ class ExecutionFeed:
                 await producer
 
     async def _next(self) -> Message | BaseException:
-        """The next queued item, waiting no later than the credential's expiry."""
-        if self.expires_at is None:
-            return await self._queue.get()
-        left = self.expires_at - self.rt.service.clock.now()
-        try:
-            return await asyncio.wait_for(self._queue.get(), max(left, 0.0))
-        except TimeoutError:
-            raise AuthenticationFailed("the credentials that opened this stream have expired") from None
+        """The next queued item; the credential is checked again at its expiry and, for an
+        API key, every ``recheck_seconds`` even while messages keep coming
+        (``AuthenticationFailed`` ends the stream)."""
+        while True:
+            patience = self._patience()
+            if patience is None:
+                return await self._queue.get()
+            try:
+                return await asyncio.wait_for(self._queue.get(), patience)
+            except TimeoutError:
+                await self.rt.auth.recheck(self.credential)
+                self._recheck_at = time.monotonic() + self.options.recheck_seconds
+
+    def _patience(self) -> float | None:
+        """How long to wait for a message before checking the credential again (None: never)."""
+        waits = []
+        if self.credential.revocable:
+            waits.append(self._recheck_at - time.monotonic())
+        expires_at = self.credential.principal.expires_at
+        if expires_at is not None:
+            waits.append(expires_at - self.rt.service.clock.now())
+        return max(min(waits), 0.0) if waits else None
 
     # --- producing ------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ records (or does nothing when reading both shapes is enough).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from engine.errors import Conflict, NotFound
 from engine.orchestration.workflows import Workflows
 from engine.ports import Store
+from engine.records import ExecutionRecord
 from engine.retention import RetentionPolicy
 from engine.settings import Settings
 
@@ -48,11 +50,22 @@ def _search_fields(store: Store) -> None:
 def _expiry(store: Store) -> None:
     """Executions that ended before execution retention existed get their ``expires_at`` too, by
     today's policy (``CONVEYOR_EXECUTION_RETENTION_DAYS`` of the environment ``conveyor migrate``
-    runs in, or their workflow's ``retention:``), counted from when they ended: the reconciler
-    then deletes them like any other. Run with ``CONVEYOR_EXECUTION_RETENTION_DAYS=0`` to keep
-    them (a workflow's own ``retention:`` still applies)."""
+    runs in, or their workflow's ``retention:``), counted from when they ended **or from the
+    upgrade, whichever is later**: an upgrade never deletes history at once, so an operator has
+    one whole retention period to notice the new default and keep what they need. Run with
+    ``CONVEYOR_EXECUTION_RETENTION_DAYS=0`` to keep them for good (a workflow's own
+    ``retention:`` still applies)."""
     workflows = Workflows(lambda tenant, name, version: _definition(store, tenant, name, version))
-    store.backfill_expiry(RetentionPolicy(workflows, Settings().execution_retention_days))
+    policy = RetentionPolicy(workflows, Settings().execution_retention_days)
+    migrated_at = time.time()
+
+    def from_upgrade(execution: ExecutionRecord) -> float | None:
+        kept = policy(execution)
+        if kept is None or execution.finished_at is None:
+            return kept
+        return kept + max(0.0, migrated_at - execution.finished_at)
+
+    store.backfill_expiry(from_upgrade)
 
 
 def _definition(store: Store, tenant: str, name: str, version: int) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 HTTP requests authenticate from the ``Authorization`` header when the context is built (a
 failure is a 401 problem, like REST). WebSocket connections authenticate from the
 ``connection_init`` payload instead (see :mod:`api.graphql.schema`), so the token never
-appears in a URL.
+appears in a URL; the connection keeps the credential and checks it again before every
+operation it starts.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from starlette.requests import HTTPConnection
 from strawberry.fastapi import BaseContext
 
-from api.auth import bearer_token
+from api.auth import Credential, bearer_token
 from api.deps import runtime
 from api.graphql.loaders import Loaders, current_loaders
 from api.runtime import Runtime
@@ -23,24 +24,29 @@ from engine.errors import AuthenticationFailed
 class Context(BaseContext):
     """What every resolver may use."""
 
-    def __init__(self, rt: Runtime, principal: Principal | None) -> None:
+    def __init__(self, rt: Runtime, credential: Credential | None) -> None:
         super().__init__()
         self.runtime = rt
-        self._principal = principal
+        self._credential = credential
+
+    @property
+    def credential(self) -> Credential:
+        """What authenticated the request or connection (streams check it again while open)."""
+        if self._credential is None:
+            raise AuthenticationFailed("the connection is not authenticated")
+        return self._credential
 
     @property
     def principal(self) -> Principal:
-        if self._principal is None:
-            raise AuthenticationFailed("the connection is not authenticated")
-        return self._principal
+        return self.credential.principal
 
     @property
     def authenticated(self) -> bool:
-        return self._principal is not None
+        return self._credential is not None
 
-    def authenticate(self, principal: Principal) -> None:
-        self._principal = principal
-        note_caller(principal)
+    def authenticate(self, credential: Credential) -> None:
+        self._credential = credential
+        note_caller(credential.principal)
 
     def loader(self) -> Loaders:
         """The operation's DataLoaders (scoped to the principal's tenant)."""
@@ -54,7 +60,7 @@ async def get_context(connection: HTTPConnection) -> Context:
     # are refused): a browser opening /graphql gets the IDE, where the key goes in Headers.
     if connection.scope["type"] == "websocket" or connection.scope.get("method") == "GET":
         return Context(rt, None)
-    principal = await rt.auth.authenticate(bearer_token(connection.headers.get("authorization")))
-    await rt.limiter.hit(principal)
-    note_caller(principal)
-    return Context(rt, principal)
+    credential = await rt.auth.login(bearer_token(connection.headers.get("authorization")))
+    await rt.limiter.hit(credential.principal)
+    note_caller(credential.principal)
+    return Context(rt, credential)

@@ -5,12 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
+import structlog
 from cross_web import HTTPException
+from graphql import GraphQLError
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 from strawberry.types.unset import UnsetType
+from strawberry.utils.logging import StrawberryLogger
 
 from api.auth import bearer_token
 from api.bodies import BodyRefused, decode_json
@@ -22,14 +28,34 @@ from api.graphql.limits import extensions
 from api.graphql.mutations import Mutation
 from api.graphql.queries import Query
 from api.graphql.subscriptions import Subscription
-from engine.errors import ConveyorError
+from engine.errors import AuthenticationFailed, ConveyorError
 from engine.settings import Settings
+
+log = structlog.get_logger("conveyor.api")
+
+
+class ConveyorSchema(strawberry.Schema):
+    """Strawberry's schema, logging a refused request as the client's mistake, not a server error.
+
+    A document that does not parse or validate, or that a limit refuses, is a
+    ``GraphQLError`` with no original error, and so is a Conveyor error a resolver raised:
+    both go to the client and are logged at INFO. Strawberry logs every error at ERROR,
+    which error trackers (Sentry's logging integration) report as events. Any other
+    exception a resolver raised is still logged as an error.
+    """
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        for error in errors:
+            if error.original_error is None or isinstance(error.original_error, ConveyorError):
+                log.info("graphql request refused", error=error.message)
+            else:
+                StrawberryLogger.error(error, execution_context)
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
     query = merge_types("Query", (Query, DeadLetterQuery, AiQuery))
     mutation = merge_types("Mutation", (Mutation, ControlMutation, AiMutation))
-    return strawberry.Schema(query=query, mutation=mutation, subscription=Subscription, extensions=extensions(settings))
+    return ConveyorSchema(query=query, mutation=mutation, subscription=Subscription, extensions=extensions(settings))
 
 
 def connection_token(params: Any) -> str | None:
@@ -47,9 +73,42 @@ def connection_token(params: Any) -> str | None:
 KEY_HINT = '{"Authorization": "Bearer <your API key: conveyor keys create>"}'
 
 
+#: Close codes: graphql-transport-ws's for an unauthorized subscribe, and RFC 6455's "try again later".
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TRY_AGAIN = 1013
+#: A close frame's reason is limited to 123 bytes.
+_MAX_REASON = 100
+
+
+class CredentialCheckingHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, checking the connection's credential again before every operation.
+
+    A connection authenticates once, at ``connection_init``; without this, it could start
+    queries, mutations and subscriptions long after its token expired or its API key was
+    revoked. Each ``subscribe`` message is refused instead, by closing the socket with 4401
+    (the protocol's code for an unauthorized ``subscribe``); the client reconnects with a
+    fresh token. A revoked key is noticed within ``api.auth.KEY_CACHE_SECONDS``.
+    """
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged:  # before that, Strawberry itself closes with 4401
+            try:
+                await self.context.runtime.auth.recheck(self.context.credential)
+            except AuthenticationFailed as exc:
+                await self.websocket.close(code=CLOSE_UNAUTHORIZED, reason=f"Unauthorized: {exc.message}")
+                return
+            except ConveyorError as exc:  # the key could not be looked up: no operation runs unchecked
+                await self.websocket.close(code=CLOSE_TRY_AGAIN, reason=exc.message[:_MAX_REASON])
+                return
+        await super().handle_subscribe(message)
+
+
 class ConveyorGraphQLRouter(GraphQLRouter[Context, None]):
-    """Strawberry's router, authenticating WebSocket connections at ``connection_init`` and
-    decoding bodies and messages like REST does (strict JSON, nesting-limited)."""
+    """Strawberry's router, authenticating WebSocket connections at ``connection_init`` (and
+    again before each operation they start) and decoding bodies and messages like REST does
+    (strict JSON, nesting-limited)."""
+
+    graphql_transport_ws_handler_class = CredentialCheckingHandler
 
     def __init__(self, schema: strawberry.Schema, settings: Settings, **options: Any) -> None:
         super().__init__(schema, **options)
@@ -70,11 +129,11 @@ class ConveyorGraphQLRouter(GraphQLRouter[Context, None]):
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         rt = context.runtime
         try:
-            principal = await rt.auth.authenticate(connection_token(context.connection_params))
-            await rt.limiter.hit(principal)
+            credential = await rt.auth.login(connection_token(context.connection_params))
+            await rt.limiter.hit(credential.principal)
         except ConveyorError:
             raise ConnectionRejectionError({"message": "authentication failed"}) from None
-        context.authenticate(principal)
+        context.authenticate(credential)
         return await super().on_ws_connect(context)
 
 

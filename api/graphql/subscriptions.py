@@ -31,7 +31,7 @@ class Subscription:
         self, info: Info, execution_id: strawberry.ID, after: str | None = None
     ) -> AsyncGenerator[StreamMessage, None]:
         ctx = info.context
-        feed = ExecutionFeed(ctx.runtime, ctx.principal, str(execution_id), after)
+        feed = ExecutionFeed(ctx.runtime, ctx.credential, str(execution_id), after)
         metrics = ctx.runtime.metrics
         metrics.streams.labels("graphql").inc()
         try:

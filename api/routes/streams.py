@@ -27,7 +27,7 @@ from starlette.types import Message as AsgiMessage
 from starlette.types import Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from api.auth import bearer_token
+from api.auth import Credential, bearer_token
 from api.bodies import StrictRoute
 from api.deps import PrincipalDep, RuntimeDep, guard, runtime
 from api.hosts import origin_allowed
@@ -35,7 +35,7 @@ from api.problems import conveyor_error_response, problem_body, responses
 from api.runtime import Runtime
 from api.streams import ExecutionFeed, SlowConsumer, message_body
 from api.visibility import note_caller
-from engine.auth import Principal, Role
+from engine.auth import Role
 from engine.errors import AuthenticationFailed, ConveyorError, PermissionDenied
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"], route_class=StrictRoute)
@@ -125,7 +125,8 @@ async def sse(
 ) -> StreamingResponse:
     if not origin_allowed(rt.settings, request.headers.get("origin"), request.headers.get("host")):
         raise PermissionDenied("this origin is not allowed")
-    feed = ExecutionFeed(rt, principal, execution_id, last_event_id or after)
+    credential = Credential(principal, bearer_token(request.headers.get("authorization")))
+    feed = ExecutionFeed(rt, credential, execution_id, last_event_id or after)
     await feed.check()  # 404 / 422 as a problem response, before the stream starts
     return EventStreamResponse(_sse_body(feed, rt), SEND_TIMEOUT_SECONDS)
 
@@ -150,8 +151,8 @@ async def _close(websocket: WebSocket, code: int, problem: dict[str, Any] | None
     await websocket.close(code)
 
 
-async def _authenticate(websocket: WebSocket, rt: Runtime, token: str | None) -> tuple[Principal, str | None]:
-    """The principal (and a cursor sent with the auth message); the socket is accepted by now."""
+async def _authenticate(websocket: WebSocket, rt: Runtime, token: str | None) -> tuple[Credential, str | None]:
+    """The credential (and a cursor sent with the auth message); the socket is accepted by now."""
     after = websocket.query_params.get("after")
     if token is None:
         try:
@@ -162,11 +163,11 @@ async def _authenticate(websocket: WebSocket, rt: Runtime, token: str | None) ->
             raise AuthenticationFailed('send {"type": "auth", "token": …} first')
         token = first["token"]
         after = first.get("after") if isinstance(first.get("after"), str) else after
-    principal = await rt.auth.authenticate(token)
-    await rt.limiter.hit(principal)
-    principal.require(Role.VIEWER)
-    note_caller(principal)
-    return principal, after
+    credential = await rt.auth.login(token)
+    await rt.limiter.hit(credential.principal)
+    credential.principal.require(Role.VIEWER)
+    note_caller(credential.principal)
+    return credential, after
 
 
 @router.websocket("/{execution_id}/events")
@@ -176,8 +177,8 @@ async def websocket_events(websocket: WebSocket, execution_id: str) -> None:
     token, subprotocol = _offered_token(websocket)
     await websocket.accept(subprotocol=subprotocol)
     try:
-        principal, after = await _authenticate(websocket, rt, token)
-        feed = ExecutionFeed(rt, principal, execution_id, after)
+        credential, after = await _authenticate(websocket, rt, token)
+        feed = ExecutionFeed(rt, credential, execution_id, after)
         await feed.check()
     except ConveyorError as exc:
         code = {401: CLOSE_UNAUTHENTICATED, 403: CLOSE_FORBIDDEN, 404: CLOSE_NOT_FOUND}.get(

@@ -213,6 +213,8 @@ def show(
         where = f" at step {execution.error['step']}" if execution.error.get("step") else ""
         out.print(f"{escape(str(execution.error.get('type', 'Error')))}{escape(where)}: "
                   f"{escape(str(execution.error.get('message', '')))}")  # fmt: skip
+    if execution.expires_at is not None:
+        out.print(f"[dim]kept until {_when(execution.expires_at)} UTC (retention), then deleted[/dim]")
 
 
 @executions.command("cancel")
@@ -279,6 +281,7 @@ def _summary(execution: ExecutionRecord) -> dict[str, Any]:
         "trigger_id": execution.trigger_id,
         "created_at": execution.created_at,
         "finished_at": execution.finished_at,
+        "expires_at": execution.expires_at,
         "error": execution.error,
     }
 

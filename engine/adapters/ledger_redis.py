@@ -6,7 +6,8 @@ records in the *same* Lua script that pushes the message onto its Redis list:
 * the step in the sorted set ``LEDGER_KEY``, scored by the time of the push;
 * the message's place in ``PLACES_KEY``: its id, the list it went to and its *position*, the
   number of messages pushed onto that list up to and including it (a counter in
-  ``PUSHED_KEY`` that the same script increments on every push, step message or not).
+  ``PUSHED_KEY`` that the same script increments on every push, step message or not, once a
+  step message went to the list: other lists, such as Celery's control replies, get none).
 
 A message and its record are therefore written together or not at all: a publisher killed
 before the script ran leaves neither, and the step, still QUEUED, is sent again after
@@ -67,9 +68,13 @@ PUSHED_KEY = "conveyor:pushed-messages"
 EXPIRE_BATCH = 1000
 
 #: KEYS: the list, PUSHED_KEY, LEDGER_KEY, PLACES_KEY. ARGV: the message, the step's member
-#: ('' for a message that is not a step's), the push time, the message id.
+#: ('' for a message that is not a step's), the push time, the message id. Returns the
+#: message's position (0: not counted, no step message went to that list yet).
 PUSH_SCRIPT = """
 redis.call('LPUSH', KEYS[1], ARGV[1])
+if ARGV[2] == '' and redis.call('HEXISTS', KEYS[2], KEYS[1]) == 0 then
+  return 0
+end
 local position = redis.call('HINCRBY', KEYS[2], KEYS[1], 1)
 if ARGV[2] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
@@ -110,7 +115,8 @@ def member(tenant: str, execution_id: str, step_key: str) -> str:
 def push_command(list_key: str, message: str, step_member: str, message_id: str, at: float) -> tuple[object, ...]:
     """The Redis command (``EVAL``) that pushes ``message`` onto ``list_key`` and records it.
 
-    ``step_member`` is '' for a message that is not a step's: it is pushed and counted only.
+    ``step_member`` is '' for a message that is not a step's: it is pushed (and counted, on a
+    list that step messages go to) but not recorded.
     """
     keys = (list_key, PUSHED_KEY, LEDGER_KEY, PLACES_KEY)
     return ("eval", PUSH_SCRIPT, len(keys), *keys, message, step_member, repr(at), message_id)

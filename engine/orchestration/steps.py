@@ -672,9 +672,25 @@ def signal(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str, 
         raise TransitionRefused(f"step {key!r} is a {step_type} step, which never waits; it cannot take a signal")
     if rec.tx.get_signal(tenant, execution_id, key) is not None:
         raise TransitionRefused(f"a signal is already kept for step {key!r} until it waits")
+    if not _may_match(snap, step_id, Delivery("signal", f"signal:{rec.now!r}", payload)):
+        raise TransitionRefused(f"the signal does not satisfy the match of step {key!r}")
     rec.tx.put_signal(SignalRecord(tenant, execution_id, key, payload, rec.now))
     shown = step or StepRecord(execution_id, tenant, key, step_id, StepStatus.QUEUED)
     return replace(shown, wait={**(shown.wait or {}), "signal_kept": True})
+
+
+def _may_match(snap: Snapshot, step_id: str, delivery: Delivery) -> bool:
+    """Whether a signal kept for a step not waiting yet can satisfy its ``match`` once it waits.
+
+    The match reads only the signal, the input and the execution's identity, all known now,
+    so a signal it refuses is refused at once (as for a waiting step) instead of being kept
+    and dropped when the step waits. A match given as a template is only known then.
+    """
+    config = snap.compiled.step(step_id).config
+    match = config.get("match")
+    if not isinstance(match, str) or "${" in match:
+        return True
+    return _satisfies({"match": match, "event": config.get("type")}, delivery, snap.execution)
 
 
 def _check_answer(interrupt: dict[str, Any], payload: Any) -> None:

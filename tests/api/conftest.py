@@ -51,7 +51,9 @@ class Api:
 ApiFactory = Callable[..., Api]
 
 #: Streams that heartbeat and check for gaps quickly, so tests do not wait.
-FAST_STREAMS = StreamOptions(heartbeat_seconds=0.3, block_ms=100, buffer_size=64, auth_timeout_seconds=1.0)
+FAST_STREAMS = StreamOptions(
+    heartbeat_seconds=0.3, block_ms=100, buffer_size=64, auth_timeout_seconds=1.0, recheck_seconds=0.3
+)
 
 
 @pytest.fixture

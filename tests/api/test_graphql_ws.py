@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -9,7 +10,9 @@ import pytest
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
+from api.auth import KEY_CACHE_SECONDS
 from engine.auth import Role
+from engine.keys import ApiKeys, parse_token
 from tests.api.conftest import Api, ApiFactory
 from tests.api.support import HELLO, TENANT_A, TENANT_B, WAITER
 from tests.jwks import AUDIENCE, ISSUER, Jwks
@@ -150,5 +153,108 @@ def test_the_subscription_ends_with_a_problem_when_its_token_expires(make_api: A
         _connect(ws, short_lived)
         _subscribe(ws, execution_id)
         assert _next(ws)["__typename"] == "ExecutionSnapshot"
+        assert _next(ws) == {"__typename": "Problem", "code": "unauthenticated"}  # heartbeats until then
+        assert ws.receive_json() == {"type": "complete", "id": "1"}
+
+
+# --------------------------------------------------------------------------- credentials checked per operation
+
+QUERY = "{ workflows { items { name } } }"
+START = 'mutation { startExecution(input: {workflow: "hello", input: {who: "late"}}) { __typename } }'
+OPERATIONS = {"query": QUERY, "mutation": START, "subscription": SUBSCRIPTION}
+
+
+def _operate(ws: WebSocketTestSession, op_id: str, query: str, variables: dict[str, Any] | None = None) -> None:
+    ws.send_json({"id": op_id, "type": "subscribe", "payload": {"query": query, "variables": variables or {}}})
+
+
+def _query_result(ws: WebSocketTestSession, op_id: str) -> dict[str, Any]:
+    """The data of a query run over the socket, which then completes."""
+    message = ws.receive_json()
+    assert message["type"] == "next" and message["id"] == op_id, message
+    assert ws.receive_json() == {"type": "complete", "id": op_id}
+    data: dict[str, Any] = message["payload"]["data"]
+    return data
+
+
+def _closed(ws: WebSocketTestSession) -> WebSocketDisconnect:
+    with pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_json()
+    return closed.value
+
+
+def _execution_count(api: Api) -> int:
+    return len(api.call("GET", "/v1/executions").json()["items"])
+
+
+def test_after_its_token_expires_a_connection_starts_no_operation(make_api: ApiFactory, jwks: Jwks) -> None:
+    api = make_api(oidc_jwks_url=jwks.url, oidc_issuer=ISSUER, oidc_audience=AUDIENCE)
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    expires = int(time.time()) + 4
+    short_lived = jwks.token(role="operator", exp=expires)  # tenant acme: the tests' tenant A
+    closed = {}
+    with contextlib.ExitStack() as stack:
+        sockets = {
+            kind: stack.enter_context(api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL]))
+            for kind in OPERATIONS
+        }
+        for ws in sockets.values():  # while the token is valid, operations run
+            _connect(ws, short_lived)
+            _operate(ws, "1", QUERY)
+            assert _query_result(ws, "1") == {"workflows": {"items": [{"name": "hello"}]}}
+        while time.time() <= expires:
+            time.sleep(0.05)
+        for kind, ws in sockets.items():  # one refused operation of each kind, each on its own socket
+            _operate(ws, "2", OPERATIONS[kind], {"id": "anything"} if kind == "subscription" else None)
+            closed[kind] = _closed(ws)
+    assert {kind: (c.code, "expired" in c.reason) for kind, c in closed.items()} == dict.fromkeys(
+        OPERATIONS, (4401, True)
+    )
+    assert _execution_count(api) == 0, "the refused mutation must not have run"
+
+
+def test_a_revoked_key_starts_no_operation_and_other_keys_are_unaffected(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    revoked, other = api.keys[(TENANT_A, Role.OPERATOR)], api.keys[(TENANT_A, Role.EDITOR)]
+    with (
+        api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as ws,
+        api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as unaffected,
+    ):
+        _connect(ws, revoked)
+        _connect(unaffected, other)
+        body = api.gql("mutation ($id: ID!) { revokeKey(id: $id) { __typename } }", {"id": parse_token(revoked)})
+        assert body["data"]["revokeKey"]["__typename"] == "ApiKey"
+        _operate(ws, "1", START)
+        closed = _closed(ws)
+        _operate(unaffected, "1", QUERY)
+        assert _query_result(unaffected, "1") == {"workflows": {"items": [{"name": "hello"}]}}
+    assert closed.code == 4401 and "revoked" in closed.reason
+    assert _execution_count(api) == 0
+
+
+def test_a_key_revoked_by_another_process_starts_no_operation_after_the_cache_lapses(api: Api) -> None:
+    """``conveyor keys revoke`` writes the store only: an API process trusts its cached check of
+    the key for at most KEY_CACHE_SECONDS (docs/api.md), after which no operation starts."""
+    token = api.keys[(TENANT_A, Role.VIEWER)]
+    with api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as ws:
+        _connect(ws, token)
+        _operate(ws, "1", QUERY)
+        assert _query_result(ws, "1") == {"workflows": {"items": []}}  # the key is cached by now
+        ApiKeys(api.service.store, api.service.clock).revoke(TENANT_A, parse_token(token) or "")
+        time.sleep(KEY_CACHE_SECONDS)  # the documented bound: waited out, not asserted
+        _operate(ws, "2", QUERY)
+        closed = _closed(ws)
+    assert closed.code == 4401 and "revoked" in closed.reason
+
+
+def test_the_subscription_ends_with_a_problem_when_its_key_is_revoked(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/waiter", json=WAITER)
+    execution_id = api.call("POST", "/v1/executions", json={"workflow": "waiter"}).json()["id"]
+    token = api.keys[(TENANT_A, Role.VIEWER)]
+    with api.client.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as ws:
+        _connect(ws, token)
+        _subscribe(ws, execution_id)
+        assert _next(ws)["__typename"] == "ExecutionSnapshot"
+        assert api.call("DELETE", f"/v1/keys/{parse_token(token)}").status_code == 200
         assert _next(ws) == {"__typename": "Problem", "code": "unauthenticated"}  # heartbeats until then
         assert ws.receive_json() == {"type": "complete", "id": "1"}

@@ -20,6 +20,7 @@ from api.runtime import StreamOptions
 from api.streams import Change, ExecutionFeed, SlowConsumer, Snapshot
 from engine.adapters.events_memory import MemoryEventLog
 from engine.auth import Role
+from engine.keys import ApiKeys, parse_token
 from engine.records import EventRecord
 from tests.api.conftest import FAST_STREAMS, Api, ApiFactory
 from tests.api.support import HELLO, TENANT_A, TENANT_B, WAITER, bearer
@@ -332,6 +333,50 @@ def test_an_sse_stream_ends_with_an_error_event_when_its_token_expires(oidc_api:
     assert received[-1][1]["problem"]["status"] == 401
 
 
+# --------------------------------------------------------------------------- API keys revoked while streaming
+
+
+def test_a_websocket_is_closed_4401_when_its_api_key_is_revoked(make_api: ApiFactory) -> None:
+    # Heartbeats come more often than the key is checked: a busy stream is checked all the same.
+    api = make_api(streams=StreamOptions(heartbeat_seconds=0.05, block_ms=50, recheck_seconds=0.5))
+    execution_id = _start(api, WAITER)
+    token = _token(api)
+    with api.client.websocket_connect(f"/v1/executions/{execution_id}/events", headers=bearer(token)) as ws:
+        assert ws.receive_json()["type"] == "snapshot"
+        assert api.call("DELETE", f"/v1/keys/{parse_token(token)}").status_code == 200
+        message = _ws_next(ws)  # heartbeats until the next check of the key
+        assert message["type"] == "error" and message["problem"]["status"] == 401
+        assert "revoked" in message["problem"]["detail"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 4401
+
+
+def test_an_sse_stream_ends_when_its_api_key_is_revoked_by_another_process(api: Api) -> None:
+    """Revoked in the store only (as by ``conveyor keys revoke``), so this API process learns it
+    when its key cache lapses: the stream ends within KEY_CACHE_SECONDS + recheck_seconds."""
+    execution_id = _start(api, WAITER)
+    token = _token(api)
+    with serving(api) as base, httpx.Client(timeout=30) as client:
+        url = f"{base}/v1/executions/{execution_id}/events"
+        with client.stream("GET", url, headers=bearer(token)) as response:
+            messages = _sse_messages(response)
+            assert next(messages)[1] == "snapshot"
+            ApiKeys(api.service.store, api.service.clock).revoke(TENANT_A, parse_token(token) or "")
+            names = [name for _, name, _ in messages]  # until the server ends the response
+    assert set(names[:-1]) <= {"heartbeat"} and names[-1] == "error"
+
+
+def test_a_stream_opened_with_another_key_is_unaffected_by_a_revocation(api: Api) -> None:
+    execution_id = _start(api)
+    url = f"/v1/executions/{execution_id}/events"
+    with api.client.websocket_connect(url, headers=bearer(_token(api, role=Role.OPERATOR))) as ws:
+        assert ws.receive_json()["type"] == "snapshot"
+        assert api.call("DELETE", f"/v1/keys/{parse_token(_token(api))}").status_code == 200
+        api.driver.run_all()
+        assert _ws_until_done(ws)[-1]["event"]["type"] == "execution.succeeded"
+
+
 # --------------------------------------------------------------------------- the feed itself
 
 
@@ -339,8 +384,7 @@ async def test_a_client_that_falls_behind_is_disconnected(api: Api) -> None:
     execution_id = _start(api, WAITER)
     runtime = api.app.state.runtime
     runtime.streams = StreamOptions(heartbeat_seconds=10, block_ms=50, buffer_size=4)
-    principal = await runtime.auth.authenticate(_token(api))
-    feed = ExecutionFeed(runtime, principal, execution_id)
+    feed = ExecutionFeed(runtime, await runtime.auth.login(_token(api)), execution_id)
     messages = feed.messages()
     assert isinstance(await anext(messages), Snapshot)
     log = api.service.events

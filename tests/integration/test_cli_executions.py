@@ -80,6 +80,8 @@ def test_a_failed_run_is_listed_shown_and_retried_to_success(tmp_path):
     shown = in_process(tmp_path, "executions", "show", execution_id)
     assert shown.exit_code == 0, shown.output
     assert execution_id in shown.stdout and "RuntimeError at step check: the marker file is missing" in shown.stdout
+    assert "(retention), then deleted" in shown.stdout  # a finished execution says when it goes
+    assert summary["expires_at"] == summary["finished_at"] + 30 * 86_400  # the default retention
 
     marker.write_text("now it exists")
     retried = cli(tmp_path, "executions", "retry", execution_id, "--quiet")

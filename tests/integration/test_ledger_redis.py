@@ -140,6 +140,22 @@ def test_messages_pushed_by_another_client_only_delay_the_verdict(broker: Broker
     assert broker.ledger.held([_step(execution_id)], before) == [False]
 
 
+def test_only_lists_that_step_messages_go_to_are_counted(broker: Broker, redis_client: redis.Redis) -> None:
+    """Every push onto a step queue counts once a step message went there; other lists (Celery's
+    control replies, say) get no count, so the counts do not grow with every reply queue."""
+    normal = queue_keys(broker.queue)[1]
+
+    def other_message() -> None:
+        broker.dispatcher.app.send_task("not.a.step", queue=broker.queue, priority=9)
+
+    other_message()
+    assert redis_client.hget(PUSHED_KEY, normal) is None
+    broker.dispatch(1)
+    other_message()
+    assert int(redis_client.hget(PUSHED_KEY, normal) or 0) == 2
+    assert redis_client.llen(normal) == 3
+
+
 def test_a_flushed_broker_holds_nothing_and_an_unreachable_ledger_holds_nothing(
     broker: Broker, redis_client: redis.Redis
 ) -> None:

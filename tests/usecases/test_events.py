@@ -188,6 +188,24 @@ def test_a_wait_match_is_checked_for_every_signal(h):
         h.apply({"name": "gate2", "steps": [{"id": "w", "type": "wait", "with": {"duration": "1s", "match": "ev.x"}}]})
 
 
+def test_an_early_signal_the_match_refuses_is_refused_at_once_not_kept_and_dropped(h):
+    """Found from outside: a signal sent before its step waited was kept without checking the
+    step's `match`, then dropped silently when the step waited, while the right signal sent
+    meanwhile had been refused because one was already kept. Now it is refused like a signal
+    to the waiting step (409), and the right one is kept and delivered."""
+    h.apply({"name": "early-gate", "steps": [
+        task("first", "echo", value=1),
+        {"id": "hold", "type": "wait", "needs": ["first"], "with": {"duration": "1d", "match": "signal.ok == true"}},
+    ]})
+    execution_id = h.start("early-gate")
+    with pytest.raises(TransitionRefused, match="does not satisfy"):
+        h.service.signal("t1", execution_id, "hold", {"ok": False})
+    assert h.service.signal("t1", execution_id, "hold", {"ok": True}).wait == {"signal_kept": True}
+    h.drain()
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
+    assert h.steps(execution_id)["hold"].output == {"ok": True}
+
+
 def test_pubsub_publish_without_pubsub_configured_fails_clearly(h):
     h.apply({"name": "notify", "steps": [{"id": "announce", "type": "pubsub.publish", "with": {"topic": "t"}}]})
     execution_id = h.start("notify")

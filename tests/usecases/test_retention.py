@@ -5,6 +5,7 @@ checkpoints and memory notes), and explicit deletion."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -224,9 +225,30 @@ def test_migration_3_gives_executions_that_ended_before_retention_their_expiry(m
         written_before_retention(h.store, "t1", execution_id)
     h.store.set_schema_version(2)
     monkeypatch.setenv("CONVEYOR_EXECUTION_RETENTION_DAYS", "10")  # as `conveyor migrate` runs with
+    # The harness clock is in 2023: both executions ended years before this upgrade, so their
+    # retention counts from the upgrade (nothing is deleted at once), not from when they ended.
+    before = time.time()
     assert [m.version for m in migrate(h.store)] == [3]
-    ended = h.execution(old).finished_at
-    assert (h.execution(old).expires_at, h.execution(brief).expires_at) == (ended + 10 * DAY, ended + 7200)
-    h.clock.advance(7201)
+    after = time.time()
+    expiries = h.execution(old).expires_at, h.execution(brief).expires_at
+    assert before + 10 * DAY <= expiries[0] <= after + 10 * DAY
+    assert before + 7200 <= expiries[1] <= after + 7200
+    h.clock.value = before  # the first pass after the upgrade deletes nothing
+    assert h.service.reconcile().purged_executions == 0
+    h.clock.value = after + 7201
     assert h.service.reconcile().purged_executions == 1
     assert _gone(h, brief) and h.store.get_execution("t1", old) is not None
+
+
+def test_migration_3_counts_from_the_end_of_an_execution_that_ended_after_the_upgrade_began(
+    make_harness, monkeypatch
+) -> None:
+    h = make_harness()
+    h.clock.value = time.time() + 3600  # ended "later" than the migration's own clock reading
+    h.apply(QUICK)
+    recent = _run(h, "quick")
+    written_before_retention(h.store, "t1", recent)
+    h.store.set_schema_version(2)
+    monkeypatch.setenv("CONVEYOR_EXECUTION_RETENTION_DAYS", "10")
+    assert [m.version for m in migrate(h.store)] == [3]
+    assert h.execution(recent).expires_at == pytest.approx(h.execution(recent).finished_at + 10 * DAY)
