@@ -177,6 +177,9 @@ ensure_browser() {
   fi
   ci_log "installing chromium and chromium-driver (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null || ci_die "apt-get update failed"
-  apt-get install -y -qq chromium chromium-driver >/dev/null || ci_die "apt-get install chromium chromium-driver failed"
+  # Wait for another apt/dpkg run (unattended upgrades, a parallel job) instead of failing on its lock.
+  local lock_wait=(-o DPkg::Lock::Timeout=600)
+  apt-get "${lock_wait[@]}" update -qq >/dev/null || ci_die "apt-get update failed"
+  apt-get "${lock_wait[@]}" install -y -qq chromium chromium-driver >/dev/null ||
+    ci_die "apt-get install chromium chromium-driver failed"
 }

@@ -158,7 +158,8 @@ class Overload:
         forget_run(self.redis, self.prefix, self.queue)
         self.redis.delete(f"conveyor:beat:lease:{self.queue}")
         with contextlib.suppress(redis.RedisError):
-            for member, _ in self.redis.zscan_iter(LEDGER_KEY, match=f'["{self.tenant}"*'):
+            # "[" would open a character class in Redis's glob: escaped, the members of this tenant
+            for member, _ in self.redis.zscan_iter(LEDGER_KEY, match=f'\\["{self.tenant}"*'):
                 self.redis.zrem(LEDGER_KEY, member)
                 self.redis.hdel(PLACES_KEY, member)
         self.service.store.close()
