@@ -74,6 +74,38 @@ def test_large_fields_live_out_of_line(store: SqliteStore, tmp_path: Path) -> No
     store.close()
 
 
+def test_a_field_back_inline_leaves_no_payload_and_inline_rewrites_skip_the_payload_table(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """Rewriting a step read in the same transaction touches ``payloads`` only when the row had
+    or gets out-of-line fields: a step's usual write (small fields) costs no delete there."""
+
+    def rewrite(output: Any) -> list[str]:
+        statements: list[str] = []
+
+        def work(tx: Transaction) -> None:
+            current = tx.get_steps(TENANT, "ex-1", ["fetch", "absent"])["fetch"]
+            tx.put_step(replace(current, output=output))
+            tx.put_step(replace(_step(), key="absent", step_id="absent"))
+
+        conn = store._connections.get()
+        conn.set_trace_callback(statements.append)
+        try:
+            store.atomic(work)
+        finally:
+            conn.set_trace_callback(None)
+        return [s for s in statements if "payloads" in s and not s.startswith("SELECT")]
+
+    store.atomic(lambda tx: tx.put_step(_step(output="x" * 4096)))
+    assert len(rewrite("small")) == 1, "the row had a payload: it is deleted"
+    with sqlite3.connect(tmp_path / "conveyor.db") as raw:
+        assert raw.execute("SELECT COUNT(*) FROM payloads").fetchone() == (0,)
+    assert rewrite("still small") == [], "no payload before or after: the table is not touched"
+    assert len(rewrite("y" * 4096)) == 2, "a field goes out of line: old payloads deleted, the new one inserted"
+    assert {s.key: s.output for s in store.list_steps(TENANT, "ex-1")}["fetch"] == "y" * 4096
+    store.close()
+
+
 def test_writes_cannot_nest_inside_atomic(store: SqliteStore) -> None:
     with pytest.raises(RuntimeError, match=r"inside Store\.atomic"):
         store.atomic(lambda tx: store.set_schema_version(7))

@@ -220,3 +220,24 @@ def test_a_real_run_streams_exactly_its_history_in_order(
     finally:
         redis_client.delete(log.key(TENANT, execution_id))
         log.close()
+
+
+def test_one_publish_spans_streams_in_order_and_sets_each_expiry(
+    tenant: str, redis_server_url: str, redis_client: redis.Redis
+) -> None:
+    """A publish is one script call: events of several executions go each to its own stream,
+    in order, and every stream they went to gets its expiry."""
+    log = RedisEventLog(redis_server_url, ttl_seconds=600)
+    try:
+        first = [*events(tenant, "a", 2), *events(tenant, "b", 1, start=2), *events(tenant, "a", 1, start=3)]
+        log.publish(first)
+        later = events(tenant, "b", 2, start=4)
+        log.publish(later)
+        assert [live.event for live in log.read(tenant, "a")] == [first[0], first[1], first[3]]
+        assert [live.event for live in log.read(tenant, "b")] == [first[2], *later]
+        for execution_id in ("a", "b"):
+            assert 0 < redis_client.ttl(log.key(tenant, execution_id)) <= 600
+    finally:
+        for key in redis_client.scan_iter(match=f"conveyor:events:{tenant}:*"):
+            redis_client.delete(key)
+        log.close()

@@ -179,3 +179,54 @@ def test_a_when_that_is_not_a_boolean_fails_the_step(h):
     assert step.status is StepStatus.FAILED
     assert step.error["message"] == "expression 'input.flag' must be a boolean but returned a string"
     assert h.execution(execution_id).status is ExecutionStatus.FAILED
+
+
+def _no_backoff(monkeypatch):
+    """The backoffs the runner asks for while recording an outcome, not waited for."""
+    from engine import runner as runner_module
+
+    waits: list[float] = []
+    backoff = runner_module.record_backoff
+
+    def recorded(failed):
+        waits.append(backoff(failed))
+        return 0.0
+
+    monkeypatch.setattr(runner_module, "record_backoff", recorded)
+    return waits
+
+
+def test_an_outcome_is_recorded_after_the_store_was_briefly_unavailable(h, monkeypatch):
+    """Recording retries while the store is unavailable (fenced, so never twice), with backoff."""
+    from engine.errors import StoreUnavailable
+
+    waits = _no_backoff(monkeypatch)
+    real_complete, failures = h.service.complete, iter([StoreUnavailable("store away")] * 2)
+
+    def flaky_complete(*args, **kwargs):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_complete(*args, **kwargs)
+
+    monkeypatch.setattr(h.service, "complete", flaky_complete)
+    step, execution = run_one(h, task("s", "returns_float", value="1.5"))
+    assert (step.status, step.attempt, execution.status) == (StepStatus.SUCCEEDED, 1, ExecutionStatus.SUCCEEDED)
+    assert waits == [0.1, 0.2]
+
+
+def test_an_outcome_the_store_never_takes_escapes_after_the_last_try(h, monkeypatch):
+    from engine.errors import StoreUnavailable
+
+    waits = _no_backoff(monkeypatch)
+
+    def unavailable(*args, **kwargs):
+        raise StoreUnavailable("store away")
+
+    monkeypatch.setattr(h.service, "complete", unavailable)
+    h.apply({"name": "one", "steps": [task("s", "returns_float", value="1.5")]})
+    execution_id = h.start("one")
+    with pytest.raises(StoreUnavailable):
+        h.drain()
+    assert waits == [0.1, 0.2, 0.4, 0.8]
+    assert h.steps(execution_id)["s"].status is not StepStatus.SUCCEEDED
