@@ -39,7 +39,7 @@ PRIORITY_STEPS = [URGENT_PRIORITY, NORMAL_PRIORITY]
 
 
 #: kombu's Redis transport with the message ledger (``engine/adapters/broker_redis.py``),
-#: named by path so that configuring Celery does not import it.
+#: named by path: Celery imports it, and this module only for a Redis broker URL.
 REDIS_TRANSPORT = "engine.adapters.broker_redis:Transport"
 
 
@@ -58,10 +58,15 @@ def _redis_transport(url: str) -> dict[str, Any]:
 
     Naming a transport overrides the URL's scheme, which is also how kombu turns TLS on for
     ``rediss://``: without ``ssl_*`` options in the URL, kombu's default for that scheme
-    (certificates not checked) is kept by saying it here.
+    (certificates not checked) is kept by saying it here. Without the kombu private names that
+    transport relies on, none is named: kombu's stock one serves (see ``broker_redis``).
     """
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
+        return {}
+    from engine.adapters.broker_redis import ledger_transport_usable
+
+    if not ledger_transport_usable():
         return {}
     config: dict[str, Any] = {"broker_transport": REDIS_TRANSPORT}
     if parts.scheme == "rediss" and not any(key.startswith("ssl_") for key in parse_qs(parts.query)):
