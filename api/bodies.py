@@ -16,8 +16,9 @@ the same way before any model or use case sees it:
   ``unsupported-media-type`` problem, not a 422 about a missing body: JSON is
   ``application/json`` or any ``application/*+json``; no ``Content-Type`` is read as JSON.
 
-REST routes get this through :class:`StrictRoute` (the routers' ``route_class``); GraphQL
-through :func:`decode_json` in its router.
+REST routes get this through :class:`StrictRoute` (the routers' ``route_class``; the approval
+links and decisions routers only the 415, :class:`JsonBodyRoute`); GraphQL through
+:func:`decode_json` in its router.
 """
 
 from __future__ import annotations
@@ -141,15 +142,36 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-class StrictRoute(APIRoute):
+def _accepts_yaml(route: APIRoute) -> bool:
+    content = (route.openapi_extra or {}).get("requestBody", {}).get("content", {})
+    return any(media in YAML_MEDIA_TYPES for media in content)
+
+
+class JsonBodyRoute(APIRoute):
+    """A route whose body must be JSON (YAML too where it lists it): any other media type is a
+    415 (FastAPI would pass such a body on undecoded and answer 422 about a missing body)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        takes_body = self.body_field is not None
+        accepted = "JSON or YAML" if _accepts_yaml(self) else "JSON (application/json)"
+
+        async def route_handler(request: Request) -> Response:
+            media_type = _media_type(request)  # a YAML body reaches here as JSON (StrictRoute)
+            if takes_body and media_type and not is_json_media_type(media_type):
+                raise unsupported_media_type(media_type, accepted)
+            return await handler(request)
+
+        return route_handler
+
+
+class StrictRoute(JsonBodyRoute):
     """A route refusing undeclared query parameters, its body decoded by :func:`decode_json`."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        content = (self.openapi_extra or {}).get("requestBody", {}).get("content", {})
-        accepts_yaml = any(media in YAML_MEDIA_TYPES for media in content)
+        accepts_yaml = _accepts_yaml(self)
         known = frozenset(_query_names(self.dependant))
-        takes_body = self.body_field is not None
 
         async def route_handler(request: Request) -> Response:
             unknown = sorted(set(request.query_params) - known)
@@ -158,12 +180,8 @@ class StrictRoute(APIRoute):
                 raise BodyRefused(
                     400, "unknown-parameter", f"unknown query parameter(s) {', '.join(unknown)} (expected: {expected})"
                 )
-            media_type = _media_type(request)
-            yaml_body = accepts_yaml and media_type in YAML_MEDIA_TYPES
-            if takes_body and media_type and not yaml_body and not is_json_media_type(media_type):
-                raise unsupported_media_type(media_type, "JSON or YAML" if accepts_yaml else "JSON (application/json)")
             checked = _CheckedRequest(request.scope, request.receive)
-            if yaml_body:
+            if accepts_yaml and _media_type(request) in YAML_MEDIA_TYPES:
                 value = decode_yaml(await request.body(), runtime(request).settings.max_json_depth)
                 # Hand the route JSON: FastAPI decodes only JSON media types into models.
                 scope = dict(request.scope)

@@ -12,12 +12,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
+from api.bodies import JsonBodyRoute
 from api.convert import to_datetime
 from api.deps import RuntimeDep
 from api.problems import responses
 from api.schemas.executions import ApprovalDecision, ApprovalLinkInfo, Step
 
-router = APIRouter(prefix="/approval-links", tags=["approvals"])
+router = APIRouter(prefix="/approval-links", tags=["approvals"], route_class=JsonBodyRoute)
 
 Token = Annotated[str, Path(min_length=16, max_length=2048, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")]
 

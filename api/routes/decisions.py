@@ -12,12 +12,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from api.bodies import JsonBodyRoute
 from api.deps import PrincipalDep, RuntimeDep, guard
 from api.problems import responses
 from engine.auth import Role
 from engine.model import STEP_ID_PATTERN, WORKFLOW_NAME_PATTERN
 
-router = APIRouter(tags=["decisions"])
+router = APIRouter(tags=["decisions"], route_class=JsonBodyRoute)
 
 
 class Reward(BaseModel):

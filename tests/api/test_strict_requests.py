@@ -95,6 +95,8 @@ def test_a_body_of_another_media_type_is_a_415_problem(api: Api) -> None:
         ("/v1/executions", start, "application/x-www-form-urlencoded"),  # what `curl -d` sends
         ("/v1/executions", start, "application/yaml"),  # YAML only where a route lists it
         ("/v1/workflows:validate", json.dumps(HELLO), "text/csv"),
+        ("/v1/executions/x/rewards", json.dumps({"step": "route", "reward": 1}), "text/plain"),
+        ("/approval-links/some-token", json.dumps({"decision": "approve"}), "text/plain"),
     ):
         problem = _post(api, path, body, media)
         assert (problem["status"], problem["code"]) == (415, "unsupported-media-type"), (path, media, problem)
