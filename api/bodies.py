@@ -122,9 +122,9 @@ def is_json_media_type(media_type: str) -> bool:
     return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-def _unsupported(media_type: str, accepts_yaml: bool) -> BodyRefused:
-    accepted = "JSON or YAML" if accepts_yaml else "JSON (application/json)"
-    return BodyRefused(415, "unsupported-media-type", f"the body must be {accepted}, not {media_type}")
+def unsupported_media_type(media_type: str, accepted: str = "JSON (application/json)") -> BodyRefused:
+    """The 415 for a body sent as ``media_type`` where only ``accepted`` is read."""
+    return BodyRefused(415, "unsupported-media-type", f"the body must be {accepted}, not {media_type or 'untyped'}")
 
 
 class _CheckedRequest(Request):
@@ -161,7 +161,7 @@ class StrictRoute(APIRoute):
             media_type = _media_type(request)
             yaml_body = accepts_yaml and media_type in YAML_MEDIA_TYPES
             if takes_body and media_type and not yaml_body and not is_json_media_type(media_type):
-                raise _unsupported(media_type, accepts_yaml)
+                raise unsupported_media_type(media_type, "JSON or YAML" if accepts_yaml else "JSON (application/json)")
             checked = _CheckedRequest(request.scope, request.receive)
             if yaml_body:
                 value = decode_yaml(await request.body(), runtime(request).settings.max_json_depth)

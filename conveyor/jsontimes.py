@@ -17,9 +17,14 @@ from api.convert import to_datetime
 _DATETIME = TypeAdapter(datetime)
 
 
-def api_time(at: float | None) -> str | None:
-    """Epoch seconds as the API's RFC 3339 text (``2026-01-02T03:04:05.5Z``); None stays None."""
-    return None if at is None else _DATETIME.dump_python(to_datetime(at), mode="json")
+def api_time(at: float | str | None) -> str | None:
+    """Epoch seconds (or an ISO 8601 text, as step log lines keep it) as the API's RFC 3339
+    text (``2026-01-02T03:04:05.500000Z``, no fraction on a whole second); None stays None."""
+    if at is None:
+        return None
+    moment = datetime.fromisoformat(at) if isinstance(at, str) else to_datetime(at)
+    text: str = _DATETIME.dump_python(moment, mode="json")
+    return text
 
 
 def with_api_times(fields: dict[str, Any]) -> dict[str, Any]:

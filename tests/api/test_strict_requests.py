@@ -102,6 +102,11 @@ def test_a_body_of_another_media_type_is_a_415_problem(api: Api) -> None:
     response = api.call("PUT", "/v1/workflows/hello", content="name: hello", headers={"content-type": "text/plain"})
     assert response.status_code == 415 and "JSON or YAML" in response.json()["detail"]
     assert api.call("GET", "/v1/executions").json()["items"] == []  # nothing was started
+    # GraphQL too (Strawberry itself would answer 400); its body errors are plain text, as before.
+    query = json.dumps({"query": "{ __typename }"})
+    graphql = api.call("POST", "/graphql", content=query, headers={"content-type": "text/plain"})
+    assert graphql.status_code == 415 and "not text/plain" in graphql.text
+    assert api.call("POST", "/graphql", content=query, headers={"content-type": "application/json"}).status_code == 200
 
 
 def test_json_media_types_are_still_accepted(api: Api) -> None:

@@ -36,6 +36,8 @@ def test_api_time_is_the_apis_rendering() -> None:
     assert api_time(None) is None
     assert api_time(T0) == "2026-05-28T20:26:40.250000Z"
     assert api_time(1_780_000_000.0) == "2026-05-28T20:26:40Z"
+    assert api_time("2026-05-28T20:26:40.000000Z") == "2026-05-28T20:26:40Z"  # a stored log line's time
+    assert api_time("2026-05-28T20:26:40.250000Z") == "2026-05-28T20:26:40.250000Z"
     assert with_api_times({"created_at": T0, "lease_until": T0, "attempt": 2, "finished_at": None, "ok": True}) == {
         "created_at": "2026-05-28T20:26:40.250000Z",
         "lease_until": "2026-05-28T20:26:40.250000Z",
