@@ -11,7 +11,10 @@ the same way before any model or use case sees it:
 - a body nested deeper than ``settings.max_json_depth`` is a 422 ``nested-too-deeply`` problem
   (deep nesting otherwise ends in a ``RecursionError`` somewhere in validation, a 500);
 - a route that lists ``application/yaml`` in its OpenAPI ``requestBody`` also accepts YAML
-  (safe subset, no aliases), checked the same way and handed on as JSON.
+  (safe subset, no aliases), checked the same way and handed on as JSON;
+- a body sent as any other media type (``text/plain``, a form) is a 415
+  ``unsupported-media-type`` problem, not a 422 about a missing body: JSON is
+  ``application/json`` or any ``application/*+json``; no ``Content-Type`` is read as JSON.
 
 REST routes get this through :class:`StrictRoute` (the routers' ``route_class``); GraphQL
 through :func:`decode_json` in its router.
@@ -113,6 +116,17 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+def is_json_media_type(media_type: str) -> bool:
+    """``application/json`` or a structured ``application/*+json`` (what FastAPI decodes as JSON)."""
+    kind, _, subtype = media_type.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def unsupported_media_type(media_type: str, accepted: str = "JSON (application/json)") -> BodyRefused:
+    """The 415 for a body sent as ``media_type`` where only ``accepted`` is read."""
+    return BodyRefused(415, "unsupported-media-type", f"the body must be {accepted}, not {media_type or 'untyped'}")
+
+
 class _CheckedRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -135,6 +149,7 @@ class StrictRoute(APIRoute):
         content = (self.openapi_extra or {}).get("requestBody", {}).get("content", {})
         accepts_yaml = any(media in YAML_MEDIA_TYPES for media in content)
         known = frozenset(_query_names(self.dependant))
+        takes_body = self.body_field is not None
 
         async def route_handler(request: Request) -> Response:
             unknown = sorted(set(request.query_params) - known)
@@ -143,8 +158,12 @@ class StrictRoute(APIRoute):
                 raise BodyRefused(
                     400, "unknown-parameter", f"unknown query parameter(s) {', '.join(unknown)} (expected: {expected})"
                 )
+            media_type = _media_type(request)
+            yaml_body = accepts_yaml and media_type in YAML_MEDIA_TYPES
+            if takes_body and media_type and not yaml_body and not is_json_media_type(media_type):
+                raise unsupported_media_type(media_type, "JSON or YAML" if accepts_yaml else "JSON (application/json)")
             checked = _CheckedRequest(request.scope, request.receive)
-            if accepts_yaml and _media_type(request) in YAML_MEDIA_TYPES:
+            if yaml_body:
                 value = decode_yaml(await request.body(), runtime(request).settings.max_json_depth)
                 # Hand the route JSON: FastAPI decodes only JSON media types into models.
                 scope = dict(request.scope)

@@ -206,7 +206,8 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def document_openapi(app: FastAPI) -> None:
-    """List problem answers only as ``application/problem+json`` in the OpenAPI document.
+    """List problem answers only as ``application/problem+json`` in the OpenAPI document,
+    and the 415 every operation taking a body may answer.
 
     FastAPI also files a response ``model`` under ``application/json``; problems are never
     sent with that media type, so that entry would tell clients (and Schemathesis) a lie.
@@ -218,6 +219,10 @@ def document_openapi(app: FastAPI) -> None:
             schema = build()
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
+                    if "requestBody" in operation:  # a body of another media type: 415 (api/bodies.py)
+                        operation.setdefault("responses", {}).setdefault(
+                            "415", {"description": HTTPStatus(415).phrase, "content": _problem_content()}
+                        )
                     for response in operation.get("responses", {}).values():
                         content = response.get("content", {})
                         if PROBLEM_MEDIA_TYPE in content:

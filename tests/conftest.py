@@ -52,3 +52,17 @@ def jwks() -> Iterator[Jwks]:
     server.add_key("k1")
     yield server
     server.close()
+
+
+@pytest.fixture
+def kombu_without_a_private_name(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """kombu as a future version lacking one private name the ledger's transport uses."""
+    from kombu.transport import redis as kombu_redis
+
+    from engine.adapters import broker_redis
+
+    gone = (kombu_redis.Channel, "_gone_in_a_future_kombu", None)
+    monkeypatch.setattr(broker_redis, "PRIVATE_NAMES", (*broker_redis.PRIVATE_NAMES, gone))
+    broker_redis.ledger_transport_usable.cache_clear()
+    yield
+    broker_redis.ledger_transport_usable.cache_clear()

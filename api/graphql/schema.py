@@ -6,10 +6,11 @@ from typing import Any
 
 import strawberry
 import structlog
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
+from strawberry.http import GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
@@ -19,7 +20,7 @@ from strawberry.types.unset import UnsetType
 from strawberry.utils.logging import StrawberryLogger
 
 from api.auth import bearer_token
-from api.bodies import BodyRefused, decode_json
+from api.bodies import BodyRefused, decode_json, unsupported_media_type
 from api.graphql.ai import AiMutation, AiQuery
 from api.graphql.context import Context, get_context
 from api.graphql.control import ControlMutation
@@ -125,6 +126,14 @@ class ConveyorGraphQLRouter(GraphQLRouter[Context, None]):
             return decode_json(data, self.max_json_depth)
         except BodyRefused as exc:
             raise HTTPException(exc.status_code, exc.detail) from None
+
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData | list[GraphQLRequestData]:
+        # Strawberry answers any body but JSON with a 400; it is a 415, as on REST.
+        media_type = (request.content_type or "").split(";", 1)[0].strip().lower()
+        if request.method != "GET" and media_type != "application/json":
+            refused = unsupported_media_type(media_type)
+            raise HTTPException(refused.status_code, refused.detail)
+        return await super().parse_http_body(request)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         rt = context.runtime

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from conveyor.jsontimes import api_time
 from engine.auth import Role, parse_role
 from engine.errors import ConveyorError
 from engine.keys import ApiKeys
@@ -132,8 +133,8 @@ def keys_list(
                 "id": r.id,
                 "name": r.name,
                 "role": r.role,
-                "created_at": r.created_at,
-                "expires_at": r.expires_at,
+                "created_at": api_time(r.created_at),
+                "expires_at": api_time(r.expires_at),
                 "revoked": r.revoked,
             }
             for r in records

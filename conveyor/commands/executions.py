@@ -29,6 +29,7 @@ from rich.table import Table
 
 from conveyor import exit_codes, progress
 from conveyor.commands.run import NoWorkerOption, QuietOption, TimeoutOption, follow_here
+from conveyor.jsontimes import api_time, with_api_times
 from engine.adapters.payloads import record_to_dict
 from engine.bootstrap import build_service
 from engine.errors import ConveyorError, InvalidFilter
@@ -199,7 +200,10 @@ def show(
         order = list(service.compiled(tenant, execution.workflow, execution.version).order)
         # Built while the store is open: a record reads its payloads only when first asked
         # (this reads them all, so the table below needs the store no more).
-        document = {**record_to_dict(execution), "steps": [record_to_dict(step) for step in steps]}
+        document = {
+            **with_api_times(record_to_dict(execution)),
+            "steps": [with_api_times(record_to_dict(step)) for step in steps],
+        }
     if as_json:
         _print_json(document)
         return
@@ -279,9 +283,9 @@ def _summary(execution: ExecutionRecord) -> dict[str, Any]:
         "status": str(execution.status),
         "labels": execution.labels,
         "trigger_id": execution.trigger_id,
-        "created_at": execution.created_at,
-        "finished_at": execution.finished_at,
-        "expires_at": execution.expires_at,
+        "created_at": api_time(execution.created_at),
+        "finished_at": api_time(execution.finished_at),
+        "expires_at": api_time(execution.expires_at),
         "error": execution.error,
     }
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from conveyor.commands.executions import AsJson, ExecutionId, StateDir, Tenant, _service
+from conveyor.jsontimes import api_time
 from engine.errors import NotFound
 from engine.records import StepRecord
 from engine.service import Service
@@ -76,7 +77,7 @@ class _Printer:
         step_key, run, attempt = key
         at = line["at"] if isinstance(line["at"], str) else iso(line["at"])
         if self.as_json:
-            typer.echo(json.dumps({"step": step_key, "run": run, "attempt": attempt, **line, "at": at}))
+            typer.echo(json.dumps({"step": step_key, "run": run, "attempt": attempt, **line, "at": api_time(at)}))
             return
         where = f"{step_key} " if self.with_step else ""
         where += f"#{attempt}" if run == 1 else f"run {run} #{attempt}"

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from conveyor.jsontimes import api_time
 from engine.errors import ConveyorError
 from engine.settings import Settings
 
@@ -48,7 +49,7 @@ def triggers_next(
         raise typer.Exit(2)
     fires = next_fires(record, count)
     if as_json:
-        typer.echo(json.dumps([{"at": _iso(fire.at), "note": fire.note} for fire in fires]))
+        typer.echo(json.dumps([{"at": api_time(fire.at), "note": fire.note} for fire in fires]))
         return
     if not fires:
         err.print(f"trigger {trigger_id} is disabled: it does not fire")

@@ -83,3 +83,48 @@ def test_a_workflow_can_be_put_as_yaml(api: Api) -> None:
     for body, code in ((bomb, "malformed-yaml"), ("name: [unclosed", "malformed-yaml")):
         refused = api.call("PUT", "/v1/workflows/hello", content=body, headers={"content-type": "application/yaml"})
         assert (refused.status_code, refused.json()["code"]) == (400, code), refused.text
+
+
+def test_a_body_of_another_media_type_is_a_415_problem(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    event = json.dumps({"type": "order.paid", "id": "evt-1", "data": {}})
+    start = json.dumps({"workflow": "hello", "input": {"who": "x"}})
+    for path, body, media in (
+        ("/v1/events", event, "text/plain"),
+        ("/v1/events", event, "text/plain; charset=utf-8"),
+        ("/v1/executions", start, "application/x-www-form-urlencoded"),  # what `curl -d` sends
+        ("/v1/executions", start, "application/yaml"),  # YAML only where a route lists it
+        ("/v1/workflows:validate", json.dumps(HELLO), "text/csv"),
+    ):
+        problem = _post(api, path, body, media)
+        assert (problem["status"], problem["code"]) == (415, "unsupported-media-type"), (path, media, problem)
+        assert problem["type"].endswith("/unsupported-media-type") and media.split(";")[0] in problem["detail"]
+    response = api.call("PUT", "/v1/workflows/hello", content="name: hello", headers={"content-type": "text/plain"})
+    assert response.status_code == 415 and "JSON or YAML" in response.json()["detail"]
+    assert api.call("GET", "/v1/executions").json()["items"] == []  # nothing was started
+    # GraphQL too (Strawberry itself would answer 400); its body errors are plain text, as before.
+    query = json.dumps({"query": "{ __typename }"})
+    graphql = api.call("POST", "/graphql", content=query, headers={"content-type": "text/plain"})
+    assert graphql.status_code == 415 and "not text/plain" in graphql.text
+    assert api.call("POST", "/graphql", content=query, headers={"content-type": "application/json"}).status_code == 200
+
+
+def test_json_media_types_are_still_accepted(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    start = json.dumps({"workflow": "hello", "input": {"who": "x"}})
+    for media in ("application/json", "application/json; charset=utf-8", "application/vnd.acme+json"):
+        response = api.call("POST", "/v1/executions", content=start, headers={"content-type": media})
+        assert response.status_code == 201, (media, response.text)
+    structured = {"specversion": "1.0", "id": "ce-1", "source": "shop", "type": "order.paid", "data": {}}
+    headers = {"content-type": "application/cloudevents+json"}
+    assert api.call("POST", "/v1/events", content=json.dumps(structured), headers=headers).status_code == 202
+    batch = {"content-type": "application/cloudevents-batch+json"}
+    refused = api.call("POST", "/v1/events", content=json.dumps([structured]), headers=batch).json()
+    assert refused["status"] == 415 and "batched mode" in refused["detail"]
+
+
+def test_the_openapi_document_lists_415_where_a_body_is_taken(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    assert "415" in paths["/v1/executions"]["post"]["responses"]
+    assert "415" in paths["/v1/events"]["post"]["responses"]
+    assert "415" not in paths["/v1/executions/{execution_id}"]["delete"]["responses"]

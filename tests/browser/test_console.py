@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -731,3 +732,68 @@ def test_console_signs_in_with_an_oidc_access_token(tmp_path: Path, jwks: Jwks, 
             browser.find_element(By.ID, "who").text == ""
             and browser.find_element(By.ID, "sign-out").is_displayed() is False
         )
+
+
+KEPT: dict[str, Any] = {
+    "name": "console-kept",
+    "retention": 0,
+    "steps": [{"id": "note", "type": "transform", "with": {"value": "kept"}}],
+}
+
+
+def test_console_shows_retention_and_deletes_a_finished_execution(
+    dev_server: tuple[str, dict[tuple[str, Role], str]], browser: WebDriver
+) -> None:
+    base, keys = dev_server
+    operator, viewer = keys[("acme", Role.OPERATOR)], keys[("acme", Role.VIEWER)]
+    assert _call(base, keys[("acme", Role.EDITOR)], "PUT", "/v1/workflows/console-kept", KEPT).status_code in (200, 201)
+    failed, gone, forever, active = (
+        _call(base, operator, "POST", "/v1/executions", {"workflow": name}).json()["id"]
+        for name in ("console-broken", "console-broken", "console-kept", "console-reviewed")
+    )
+    wait_for(lambda: _call(base, operator, "GET", f"/v1/executions/{failed}").json()["status"] == "FAILED", 60, "fail")
+    expires_at = _call(base, operator, "GET", f"/v1/executions/{failed}").json()["expires_at"]
+    assert expires_at is not None
+
+    # A viewer sees when it goes, but is offered no Delete.
+    sign_in(browser, base, viewer)
+    browser.get(f"{base}/ui/#/executions/{failed}")
+    shown = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "[data-expires]"), what="its expiry")
+    assert datetime.fromisoformat(str(shown.get_attribute("data-expires"))) == datetime.fromisoformat(expires_at)
+    assert "deleted after" in shown.text
+    assert not browser.find_elements(By.CSS_SELECTOR, "button[data-action=delete]")
+
+    browser.find_element(By.ID, "sign-out").click()
+    sign_in(browser, base, operator)
+    # Kept forever (its workflow's retention is 0); an active execution shows no expiry and no Delete.
+    browser.get(f"{base}/ui/#/executions/{forever}")
+    until(browser, lambda d: "kept forever" in d.find_element(By.CSS_SELECTOR, '[data-expires="never"]').text)
+    browser.get(f"{base}/ui/#/executions/{active}")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "button[data-action=cancel]"), what="the active page")
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-expires]")
+    assert not browser.find_elements(By.CSS_SELECTOR, "button[data-action=delete]")
+
+    # Delete asks first; Keep backs out and nothing is deleted.
+    browser.get(f"{base}/ui/#/executions/{failed}")
+    click(browser, "button[data-action=delete]", "Delete offered")
+    click(browser, "button[data-keep]", "Keep")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "button[data-action=delete]"), what="Delete again")
+    assert _call(base, operator, "GET", f"/v1/executions/{failed}").status_code == 200
+    # Confirmed: gone, and the console is back on the list.
+    click(browser, "button[data-action=delete]", "Delete offered")
+    click(browser, "button[data-confirm-delete]", "Delete permanently")
+    until(browser, lambda d: d.current_url.endswith("#/executions"), what="back on the list")
+    until(browser, lambda d: d.find_elements(By.ID, "executions"), what="the list")
+    assert _call(base, operator, "GET", f"/v1/executions/{failed}").status_code == 404
+
+    # A refusal (deleted meanwhile by someone else) shows the API's problem, like the other actions.
+    wait_for(lambda: _call(base, operator, "GET", f"/v1/executions/{gone}").json()["status"] == "FAILED", 60, "fail")
+    browser.get(f"{base}/ui/#/executions/{gone}")
+    click(browser, "button[data-action=delete]", "Delete offered")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "button[data-confirm-delete]"), what="the confirm step")
+    assert _call(base, operator, "DELETE", f"/v1/executions/{gone}").status_code == 204
+    click(browser, "button[data-confirm-delete]", "Delete permanently")
+    alert = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "main .notice.error"), what="the refusal")
+    problem = _call(base, operator, "DELETE", f"/v1/executions/{gone}").json()
+    assert alert.text == problem["detail"]
+    assert browser.current_url.endswith(f"#/executions/{gone}")

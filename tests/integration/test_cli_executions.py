@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -81,7 +82,8 @@ def test_a_failed_run_is_listed_shown_and_retried_to_success(tmp_path):
     assert shown.exit_code == 0, shown.output
     assert execution_id in shown.stdout and "RuntimeError at step check: the marker file is missing" in shown.stdout
     assert "(retention), then deleted" in shown.stdout  # a finished execution says when it goes
-    assert summary["expires_at"] == summary["finished_at"] + 30 * 86_400  # the default retention
+    finished, expires = (datetime.fromisoformat(summary[name]) for name in ("finished_at", "expires_at"))
+    assert expires - finished == timedelta(days=30)  # the default retention; RFC 3339, as the API writes times
 
     marker.write_text("now it exists")
     retried = cli(tmp_path, "executions", "retry", execution_id, "--quiet")
@@ -89,6 +91,7 @@ def test_a_failed_run_is_listed_shown_and_retried_to_success(tmp_path):
     detail = json.loads(in_process(tmp_path, "executions", "show", execution_id, "--json").stdout)
     assert detail["status"] == "SUCCEEDED" and detail["run"] == 2
     assert {step["key"]: step["output"] for step in detail["steps"]} == {"first": 1, "check": "found it"}
+    assert all(isinstance(step["started_at"], str) for step in detail["steps"]) and detail["created_at"].endswith("Z")
 
     refused = in_process(tmp_path, "executions", "cancel", execution_id)
     assert refused.exit_code == 1

@@ -3,6 +3,7 @@ the worker command line and the beat schedule."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any, cast
@@ -15,6 +16,7 @@ from engine.adapters.broker_redis import STEP_HEADER
 from engine.adapters.celery_config import (
     MEMORY_POLLING_INTERVAL,
     NORMAL_PRIORITY,
+    REDIS_TRANSPORT,
     URGENT_PRIORITY,
     celery_config,
     is_embedded,
@@ -23,7 +25,7 @@ from engine.adapters.celery_config import (
 )
 from engine.adapters.dispatcher_celery import EPOCH_HEADER, RUN_STEP_TASK, CeleryDispatcher
 from engine.adapters.ledger_redis import member
-from engine.errors import StoreUnavailable
+from engine.errors import ConveyorError, StoreUnavailable
 from engine.ports import Dispatch
 from engine.reconcile import ReconcileReport
 from engine.service import Service
@@ -205,6 +207,7 @@ def test_a_redis_broker_queues_through_the_transport_that_records_the_ledger() -
 
     from engine.adapters import broker_redis
 
+    assert broker_redis.missing_private_names() == []
     config = celery_config(Settings(broker_url="redis://broker:6379/0"))
     assert resolve_transport(config["broker_transport"]) is broker_redis.Transport
     assert "broker_use_ssl" not in config
@@ -267,3 +270,33 @@ def test_a_long_reconciler_pass_does_not_hold_up_schedules_in_embedded_mode() ->
     fake.polled.wait(10)
     reconciler.stop()
     assert fake.pass_started.is_set() and fake.polls_during_pass >= 1
+
+
+def test_without_kombus_private_names_a_redis_broker_keeps_kombus_stock_transport_and_warns_once(
+    kombu_without_a_private_name: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="engine.adapters.broker_redis"):
+        config = celery_config(Settings(broker_url="rediss://broker:6378/0"))
+        celery_config(Settings(broker_url="redis://broker:6379/0"))
+    assert "broker_transport" not in config and "broker_use_ssl" not in config  # kombu's, by the URL's scheme
+    warnings = [r.getMessage() for r in caplog.records if r.name == "engine.adapters.broker_redis"]
+    assert len(warnings) == 1
+    assert "Channel._gone_in_a_future_kombu" in warnings[0] and "stock Redis transport" in warnings[0]
+
+
+def test_broker_transport_stock_keeps_kombus_own_and_ledger_refuses_to_go_without_its_private_names(
+    kombu_without_a_private_name: None,
+) -> None:
+    from engine.adapters import broker_redis
+
+    assert "broker_transport" not in celery_config(Settings(broker_url="redis://b:6379/0", broker_transport="stock"))
+    with pytest.raises(ConveyorError, match=r"broker_transport=ledger.*Channel\._gone_in_a_future_kombu"):
+        celery_config(Settings(broker_url="redis://b:6379/0", broker_transport="ledger"))
+    # in-memory: no Redis transport to choose, whatever the setting
+    assert "broker_transport" not in celery_config(Settings(broker_url=None, broker_transport="ledger"))
+    assert broker_redis.ledger_transport_usable.cache_info().currsize == 0  # stock never looked
+
+
+def test_broker_transport_ledger_names_the_ledgers_transport_when_kombu_has_its_private_names() -> None:
+    config = celery_config(Settings(broker_url="redis://b:6379/0", broker_transport="ledger"))
+    assert config["broker_transport"] == REDIS_TRANSPORT

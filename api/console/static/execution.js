@@ -2,10 +2,10 @@
 // step, errors (tracebacks only reach operators: the API strips them for viewers) and the
 // execution's actions. The live view is one GraphQL read without payloads; inputs and outputs
 // are fetched when asked for.
-import { KEY, api, badge, can, dataTable, el, fill, graphql, notice, payload, session, show, when } from "./lib.js";
+import { FINAL, KEY, api, badge, can, dataTable, el, fill, graphql, notice, payload, session, show, when } from "./lib.js";
 import { graph, timeline } from "./graph.js";
 
-const VIEW = `query ($id: ID!) { execution(id: $id) { id workflow version status run error createdAt finishedAt labels
+const VIEW = `query ($id: ID!) { execution(id: $id) { id workflow version status run error createdAt finishedAt expiresAt labels
   steps { key stepId status attempt run index itemCount error wait startedAt finishedAt } } }`;
 
 const snake = (s) => ({ key: s.key, step_id: s.stepId, status: s.status, attempt: s.attempt, run: s.run, index: s.index, item_count: s.itemCount, error: s.error, wait: s.wait, started_at: s.startedAt, finished_at: s.finishedAt });
@@ -189,6 +189,34 @@ function logsPanel(executionId) {
   };
 }
 
+// When the reconciler deletes a finished execution (its retention); nothing while it is active.
+function retention(execution) {
+  if (!FINAL.has(execution.status)) return null;
+  return el("span", { "data-expires": execution.expiresAt || "never" },
+    execution.expiresAt ? ` · deleted after ${when(execution.expiresAt)}` : " · kept forever");
+}
+
+// Delete for a finished execution (operators): a confirm step first, since it cannot be undone;
+// deleted, the page goes back to the list; a refusal shows the API's problem like other actions.
+function deleteControl(id, message) {
+  const box = el("span", { class: "delete" });
+  const ask = () => fill(box,
+    el("span", {}, "Delete this execution and its steps for good? "),
+    el("button", { type: "button", class: "danger", "data-confirm-delete": "", onclick: remove }, "Delete permanently"),
+    el("button", { type: "button", class: "secondary", "data-keep": "", onclick: reset }, "Keep"));
+  const reset = () => fill(box, el("button", { type: "button", class: "secondary", "data-action": "delete", onclick: ask }, "Delete"));
+  async function remove() {
+    try {
+      await api(`/v1/executions/${id}`, { method: "DELETE" });
+      location.hash = "#/executions";
+    } catch (error) {
+      reset();
+      fill(message, notice(error.message));
+    }
+  }
+  return reset();
+}
+
 export function executionPage(id) {
   const header = el("div");
   const message = el("div", { "aria-live": "polite" });
@@ -201,6 +229,7 @@ export function executionPage(id) {
   let steps = [];
   let closed = false;
   let pending = null;
+  let deletion = null; // the Delete control, kept across live re-renders (its confirm step too)
 
   async function act(action, body) {
     try {
@@ -255,11 +284,12 @@ export function executionPage(id) {
         header,
         el("h1", {}, `${execution.workflow} v${execution.version} `, badge(execution.status)),
         el("p", { class: "hint" }, `Execution ${execution.id} · run ${execution.run} · started ${when(execution.createdAt)}${execution.finishedAt ? ` · finished ${when(execution.finishedAt)}` : ""}`,
-          Object.entries(execution.labels || {}).map(([k, v]) => el("span", { class: "label" }, `${k}:${v}`))),
+          retention(execution), " ", Object.entries(execution.labels || {}).map(([k, v]) => el("span", { class: "label" }, `${k}:${v}`))),
         el("div", { class: "actions" },
           actions.map(([action, label]) => el("button", { type: "button", "data-action": action, onclick: () => act(action) }, label)),
           el("button", { type: "button", class: "secondary", "data-payload": "input", onclick: () => openPayload("input") }, "Input"),
-          execution.status === "SUCCEEDED" ? el("button", { type: "button", class: "secondary", "data-payload": "output", onclick: () => openPayload("output") }, "Output") : null),
+          execution.status === "SUCCEEDED" ? el("button", { type: "button", class: "secondary", "data-payload": "output", onclick: () => openPayload("output") }, "Output") : null,
+          FINAL.has(execution.status) && can("operator") ? (deletion ||= deleteControl(id, message)) : null),
         execution.error ? errorView(execution.error) : null,
       );
       fill(picture, graph(definition, steps));
