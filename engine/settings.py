@@ -49,6 +49,7 @@ class Settings(BaseSettings):
 
     # messaging
     broker_url: str | None = None
+    broker_transport: Literal["auto", "ledger", "stock"] = "auto"
     redis_url: str | None = None
     visibility_timeout: int = 3600
     default_queue: str = "conveyor"

@@ -15,7 +15,8 @@ This is the only module that touches private names of kombu (:data:`PRIVATE_NAME
 pins them and what kombu's own ``_put`` does with them; ``pyproject.toml`` bounds kombu to the
 versions that test passed on. Should an installed kombu lack one or call it differently anyway,
 :func:`ledger_transport_usable` says so (with a warning, once) and Celery keeps kombu's stock
-Redis transport: messages are then queued without a ledger record, and the reconciler sends
+Redis transport (setting ``broker_transport``: ``auto``; ``stock`` always keeps it, ``ledger``
+refuses to start without those names): messages are then queued without a ledger record, and the reconciler sends
 again every step still QUEUED after ``redispatch_after`` (a duplicate message is harmless).
 """
 
@@ -72,7 +73,7 @@ def ledger_transport_usable() -> bool:
         log.warning(
             "kombu %s lacks or changed %s: Celery uses kombu's stock Redis transport, step messages are "
             "not recorded in the message ledger and every step still queued after redispatch_after "
-            "is sent again",
+            "is sent again (set CONVEYOR_BROKER_TRANSPORT=stock to silence this)",
             getattr(kombu, "__version__", "?"),
             ", ".join(missing),
         )

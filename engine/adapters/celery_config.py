@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 
+from engine.errors import ConveyorError
 from engine.settings import Settings
 
 MEMORY_BROKER = "memory://"
@@ -53,19 +54,25 @@ def is_embedded(settings: Settings) -> bool:
     return broker_url(settings).startswith(MEMORY_BROKER)
 
 
-def _redis_transport(url: str) -> dict[str, Any]:
+def _redis_transport(url: str, mode: str) -> dict[str, Any]:
     """On a Redis broker, the transport that records step messages in the ledger as it queues them.
 
     Naming a transport overrides the URL's scheme, which is also how kombu turns TLS on for
     ``rediss://``: without ``ssl_*`` options in the URL, kombu's default for that scheme
-    (certificates not checked) is kept by saying it here. Without the kombu private names that
-    transport relies on, none is named: kombu's stock one serves (see ``broker_redis``).
+    (certificates not checked) is kept by saying it here. ``mode`` is ``broker_transport``:
+    ``stock`` names none (kombu's own serves), ``auto`` too when this kombu lacks the private
+    names that transport relies on (see ``broker_redis``), ``ledger`` refuses to go without them.
     """
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
+    if parts.scheme not in ("redis", "rediss") or mode == "stock":
         return {}
-    from engine.adapters.broker_redis import ledger_transport_usable
+    from engine.adapters.broker_redis import ledger_transport_usable, missing_private_names
 
+    if mode == "ledger" and missing_private_names():
+        raise ConveyorError(
+            f"broker_transport=ledger, but this kombu lacks or changed {', '.join(missing_private_names())}; "
+            "set broker_transport to auto or stock"
+        )
     if not ledger_transport_usable():
         return {}
     config: dict[str, Any] = {"broker_transport": REDIS_TRANSPORT}
@@ -84,7 +91,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport["priority_steps"] = PRIORITY_STEPS
     return {
         "broker_url": broker_url(settings),
-        **_redis_transport(broker_url(settings)),
+        **_redis_transport(broker_url(settings), settings.broker_transport),
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",

@@ -16,6 +16,7 @@ from engine.adapters.broker_redis import STEP_HEADER
 from engine.adapters.celery_config import (
     MEMORY_POLLING_INTERVAL,
     NORMAL_PRIORITY,
+    REDIS_TRANSPORT,
     URGENT_PRIORITY,
     celery_config,
     is_embedded,
@@ -24,7 +25,7 @@ from engine.adapters.celery_config import (
 )
 from engine.adapters.dispatcher_celery import EPOCH_HEADER, RUN_STEP_TASK, CeleryDispatcher
 from engine.adapters.ledger_redis import member
-from engine.errors import StoreUnavailable
+from engine.errors import ConveyorError, StoreUnavailable
 from engine.ports import Dispatch
 from engine.reconcile import ReconcileReport
 from engine.service import Service
@@ -281,3 +282,21 @@ def test_without_kombus_private_names_a_redis_broker_keeps_kombus_stock_transpor
     warnings = [r.getMessage() for r in caplog.records if r.name == "engine.adapters.broker_redis"]
     assert len(warnings) == 1
     assert "Channel._gone_in_a_future_kombu" in warnings[0] and "stock Redis transport" in warnings[0]
+
+
+def test_broker_transport_stock_keeps_kombus_own_and_ledger_refuses_to_go_without_its_private_names(
+    kombu_without_a_private_name: None,
+) -> None:
+    from engine.adapters import broker_redis
+
+    assert "broker_transport" not in celery_config(Settings(broker_url="redis://b:6379/0", broker_transport="stock"))
+    with pytest.raises(ConveyorError, match=r"broker_transport=ledger.*Channel\._gone_in_a_future_kombu"):
+        celery_config(Settings(broker_url="redis://b:6379/0", broker_transport="ledger"))
+    # in-memory: no Redis transport to choose, whatever the setting
+    assert "broker_transport" not in celery_config(Settings(broker_url=None, broker_transport="ledger"))
+    assert broker_redis.ledger_transport_usable.cache_info().currsize == 0  # stock never looked
+
+
+def test_broker_transport_ledger_names_the_ledgers_transport_when_kombu_has_its_private_names() -> None:
+    config = celery_config(Settings(broker_url="redis://b:6379/0", broker_transport="ledger"))
+    assert config["broker_transport"] == REDIS_TRANSPORT
