@@ -7,12 +7,10 @@ every ``--json`` command renders its times through :func:`api_time`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import TypeAdapter
-
-from api.convert import to_datetime
 
 _DATETIME = TypeAdapter(datetime)
 
@@ -22,7 +20,10 @@ def api_time(at: float | str | None) -> str | None:
     text (``2026-01-02T03:04:05.500000Z``, no fraction on a whole second); None stays None."""
     if at is None:
         return None
-    moment = datetime.fromisoformat(at) if isinstance(at, str) else to_datetime(at)
+    # Not api.convert.to_datetime: importing the api package loads prometheus_client, which
+    # must not happen before `conveyor worker --metrics-port` has switched it to multiprocess
+    # mode (tests/unit/test_cli_imports.py).
+    moment = datetime.fromisoformat(at) if isinstance(at, str) else datetime.fromtimestamp(at, UTC)
     text: str = _DATETIME.dump_python(moment, mode="json")
     return text
 
