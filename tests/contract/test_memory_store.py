@@ -74,7 +74,10 @@ def test_an_item_past_its_time_to_live_is_swept_and_one_without_is_kept(memory: 
     a = TenantStore(memory, "tenant-a")
     a.put(("notes",), "brief", {"note": "gone soon"}, ttl=0.01)  # minutes, as LangGraph counts them
     a.put(("notes",), "kept", {"note": "no time to live"})
-    time.sleep(1.5)  # the SQLite backend compares with SQLite's own clock: the time must really pass
+    # The SQLite backend compares with SQLite's own clock, CURRENT_TIMESTAMP, which has whole
+    # seconds: an item is past it once the clock's second is past the expiry's, up to 1 s after
+    # its 0.6 s. The time must really pass: 0.6 s + 1 s + a margin.
+    time.sleep(2.0)
     assert sweep_expired(memory) == 1
     assert a.get(("notes",), "brief") is None
     assert [item.key for item in a.search(("notes",))] == ["kept"]
@@ -85,7 +88,10 @@ def test_an_expired_item_is_never_read_even_before_the_next_run_sweeps(memory: B
     a.put(("notes",), "brief", {"note": "gone soon"}, ttl=0.01)  # minutes, as LangGraph counts them
     a.put(("notes",), "kept", {"note": "no time to live"})
     assert a.get(("notes",), "brief") is not None
-    time.sleep(1.5)  # the SQLite backend compares with SQLite's own clock: the time must really pass
+    # The SQLite backend compares with SQLite's own clock, CURRENT_TIMESTAMP, which has whole
+    # seconds: an item is past it once the clock's second is past the expiry's, up to 1 s after
+    # its 0.6 s. The time must really pass: 0.6 s + 1 s + a margin.
+    time.sleep(2.0)
     assert a.get(("notes",), "brief") is None
     assert [item.key for item in a.search(("notes",))] == ["kept"]
     assert a.list_namespaces() == [("notes",)]
