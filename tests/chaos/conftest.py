@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import os
@@ -157,7 +158,7 @@ def purge_broker(client: Any, queue: str) -> None:
                 client.zrem("unacked_index", tag)
 
 
-class Periodic:
+class Periodic(abc.ABC):
     """A job (:meth:`tick`) run every ``interval`` on a thread of the test process, as a context
     manager; what it raises is collected in ``errors`` and the job goes on."""
 
@@ -167,8 +168,9 @@ class Periodic:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
+    @abc.abstractmethod
     def tick(self) -> None:
-        raise NotImplementedError
+        """One run of the job."""
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
