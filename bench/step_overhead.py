@@ -240,11 +240,8 @@ class Conveyor:
             ids = list(
                 pool.map(lambda i: self.service.start(self.tenant, "bench-single", {"x": i}).execution.id, range(MANY))
             )
-        deadline = time.monotonic() + 600
-        while self.service.store.count_active_executions(self.tenant) > 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("500 one-step executions did not finish within 600s")
-            time.sleep(0.1)
+        # Each waited for on its own live stream, as the raw side waits on each result (an
+        # execution that already ended is one short read); no polling of the measured store.
         return max(float(self._wait(e).finished_at) for e in ids) - t0
 
 
