@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis
@@ -195,13 +196,20 @@ def test_messages_taken_soon_are_removed_together_by_the_ledgers_thread(broker: 
     assert down.flush()
 
 
-def test_messages_taken_one_by_one_are_removed_by_one_call_without_a_flush(broker: Broker) -> None:
+def test_messages_taken_one_by_one_are_removed_by_one_call_without_a_flush(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The thread lingers after the first message taken, so the others join its script call."""
     ids = broker.dispatch(20)
     steps = [_step(e) for e in ids]
     calls: list[int] = []
     remove = broker.ledger._taken_script
-    broker.ledger._taken_script = lambda **call: calls.append(len(call["args"]) // 2) or remove(**call)
+
+    def counted(**call: Any) -> Any:
+        calls.append(len(call["args"]) // 2)
+        return remove(**call)
+
+    monkeypatch.setattr(broker.ledger, "_taken_script", counted)
     for execution_id in ids:
         broker.ledger.taken_soon("t", execution_id, "a", broker.message_id(execution_id))
     deadline = time.monotonic() + 10
