@@ -195,11 +195,29 @@ def conveyor_error_body(exc: ConveyorError) -> dict[str, Any]:
     return body
 
 
+async def _send_all(websocket: WebSocket, feed: ExecutionFeed) -> None:
+    async for message in feed.messages():
+        await asyncio.wait_for(websocket.send_json(message_body(message)), SEND_TIMEOUT_SECONDS)
+
+
+async def _until_disconnected(websocket: WebSocket) -> None:
+    """Return once the client closed the socket (or the server is shutting down); whatever the
+    client sends after authenticating is ignored."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
 async def _pump(websocket: WebSocket, feed: ExecutionFeed, rt: Runtime) -> None:
+    """Send the feed until it ends or the client goes away. The socket is watched while the
+    feed is quiet: otherwise a gone client's feed (and its blocked Redis read) would live on
+    until its next heartbeat, and a server shutting down would wait for that."""
     rt.metrics.streams.labels("websocket").inc()
+    sending = asyncio.ensure_future(_send_all(websocket, feed))
+    watching = asyncio.ensure_future(_until_disconnected(websocket))
     try:
-        async for message in feed.messages():
-            await asyncio.wait_for(websocket.send_json(message_body(message)), SEND_TIMEOUT_SECONDS)
+        await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if sending.done():
+            sending.result()  # how the feed ended: the cases below
     except (SlowConsumer, TimeoutError) as exc:
         rt.metrics.slow_consumers.labels("websocket").inc()
         await _close(websocket, CLOSE_SLOW_CONSUMER, problem_body(429, "slow-consumer", str(exc) or "too slow"))
@@ -209,3 +227,6 @@ async def _pump(websocket: WebSocket, feed: ExecutionFeed, rt: Runtime) -> None:
         await _close(websocket, 4000 + exc.status, conveyor_error_body(exc))
     finally:
         rt.metrics.streams.labels("websocket").dec()
+        for task in (sending, watching):
+            task.cancel()
+        await asyncio.wait({sending, watching})  # the feed's producer is cancelled with it

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+import websockets
+import websockets.sync.client
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
@@ -25,7 +27,7 @@ from engine.records import EventRecord
 from tests.api.conftest import FAST_STREAMS, Api, ApiFactory
 from tests.api.support import HELLO, TENANT_A, TENANT_B, WAITER, bearer
 from tests.jwks import AUDIENCE, ISSUER, Jwks
-from tests.services import free_port
+from tests.services import free_port, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -375,6 +377,25 @@ def test_a_stream_opened_with_another_key_is_unaffected_by_a_revocation(api: Api
         assert api.call("DELETE", f"/v1/keys/{parse_token(_token(api))}").status_code == 200
         api.driver.run_all()
         assert _ws_until_done(ws)[-1]["event"]["type"] == "execution.succeeded"
+
+
+def test_a_websocket_stream_ends_as_soon_as_its_client_goes_away(make_api: ApiFactory) -> None:
+    """Not at its next heartbeat: until then a gone client's feed would hold a Redis read, and a
+    server shutting down would wait for it."""
+    api = make_api(streams=StreamOptions(heartbeat_seconds=3600, block_ms=50))
+    execution_id = _start(api, WAITER)  # quiet: nothing to send after the snapshot
+    registry = api.app.state.runtime.metrics.registry
+
+    def open_streams() -> float:
+        return float(registry.get_sample_value("conveyor_api_open_streams", {"transport": "websocket"}) or 0)
+
+    with serving(api) as url:
+        events = f"{url.replace('http', 'ws', 1)}/v1/executions/{execution_id}/events"
+        protocols = [websockets.Subprotocol("conveyor.v1"), websockets.Subprotocol(f"bearer.{_token(api)}")]
+        with websockets.sync.client.connect(events, subprotocols=protocols) as ws:
+            assert json.loads(ws.recv())["type"] == "snapshot"
+            assert open_streams() == 1
+        wait_for(lambda: open_streams() == 0, 10, "the stream of the gone client ended")
 
 
 # --------------------------------------------------------------------------- the feed itself

@@ -59,6 +59,22 @@ def tail(path: Path, lines: int = 80) -> str:
     return "\n".join(text[-lines:])
 
 
+def group_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs. Exited members count as gone: the pool
+    children of a killed worker are orphans, left as zombies until the machine's init reaps
+    them (on some machines once a second), and a zombie runs no step and holds no lock."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it exited meanwhile
+            continue
+        # after "pid (comm) ": state, ppid, pgrp, ...; comm may contain spaces and parentheses
+        state, _, pgrp = text[text.rindex(")") + 2 :].split()[:3]
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            return True
+    return False
+
+
 class WorkerProcess:
     """One worker at a time, in its own process group so SIGKILL takes the pool children too."""
 
@@ -108,11 +124,7 @@ class WorkerProcess:
             os.killpg(pgid, signal.SIGKILL)
         self.proc.wait(timeout=30)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                break
+        while time.monotonic() < deadline and group_running(pgid):
             time.sleep(0.02)
         with self.log_path.open("ab") as log:
             log.write(f"===== SIGKILL at {time.time():.3f} =====\n".encode())

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import websockets
 
+from engine.adapters.events_redis import MAX_BLOCK_MS, SOCKET_TIMEOUT_SECONDS
 from engine.auth import Role
 from engine.bootstrap import build_service
 from engine.keys import ApiKeys
@@ -26,10 +27,13 @@ from tests.services import conveyor_api, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "quiet"
-#: How long each stream must stay open, and the heartbeat interval the API is started with
-#: (longer than the old 5 s socket timeout, so a blocked read of the idle stream must survive).
-QUIET_SECONDS = 60.0
-HEARTBEAT_SECONDS = 10.0
+#: The heartbeat interval the API is started with: the longest ``XREAD BLOCK`` (5 s, also the
+#: old socket timeout), so every read of the idle stream blocks for the whole block time -- the
+#: read the old 5 s socket timeout cut. (A heartbeat goes out after the read that reaches its
+#: interval, so a longer one would only space the heartbeats out to the next multiple of 5 s.)
+HEARTBEAT_SECONDS = MAX_BLOCK_MS / 1000
+#: How long each stream must stay open: well past the socket timeout, five heartbeats.
+QUIET_SECONDS = SOCKET_TIMEOUT_SECONDS + 12.0
 
 pytestmark = [pytest.mark.backend, pytest.mark.timeout(180)]
 
