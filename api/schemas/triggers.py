@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.convert import to_datetime
 from api.schemas.common import ApiModel
 from engine.model import WORKFLOW_NAME_PATTERN
 from engine.records import TriggerRecord
+from engine.times import to_datetime
 from engine.trigger_admin import TriggerChanges, TriggerKind, next_fires
 
 SPEC_EXAMPLES: list[dict[str, Any]] = [{"cron": "*/5 * * * *", "timezone": "UTC"}, {"type": "order.created"}]
