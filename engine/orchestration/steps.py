@@ -387,6 +387,10 @@ def park(
         rec.tx.delete_signal(tenant, execution_id, key)
         data["kept_signal_refused"] = refused
         kept = None
+    if kept is not None and snap.execution.status is not ExecutionStatus.RUNNING:
+        # Paused while the step ran: the signal stays kept until the execution resumes.
+        step.wait["signal_kept"] = True
+        kept = None
     rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, data)
     if kept is not None and _take_kept_signal(rec, snap, step, kept):
         return
@@ -411,6 +415,17 @@ def _kept_signal_refused(step: StepRecord, kept: SignalRecord) -> dict[str, Any]
         problems = [{"path": problem.path, "message": problem.message} for problem in exc.problems]
         return {"signal_at": kept.at, "reason": exc.message, "problems": problems}
     return None
+
+
+def deliver_kept_signal(rec: Recorder, snap: Snapshot, step: StepRecord) -> None:
+    """Deliver the signal kept for ``step``, which began waiting while its execution was paused.
+
+    Called when the execution resumes, for a step whose ``wait`` says a signal is kept.
+    """
+    step.wait = {name: value for name, value in (step.wait or {}).items() if name != "signal_kept"}
+    kept = rec.tx.get_signal(step.tenant, step.execution_id, step.key)
+    if kept is None or not _take_kept_signal(rec, snap, step, kept):
+        rec.tx.put_step(step)
 
 
 def _take_kept_signal(rec: Recorder, snap: Snapshot, step: StepRecord, kept: SignalRecord) -> bool:
