@@ -574,7 +574,17 @@ def test_events_are_ordered_by_id_and_paged_after_an_id(store: Store) -> None:
 # listings
 
 
-@pytest.mark.parametrize("cursor", ["not a cursor", "e30=", "W251bGwsbnVsbCxudWxsXQ=="])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not a cursor",
+        "e30=",
+        "W251bGwsbnVsbCxudWxsXQ==",
+        "W05hTiwgIngiXQ==",  # [NaN, "x"]: an execution cursor's shape with a time that is no number
+        "WzFlOTk5LCAieCJd",  # [1e999, "x"]: infinity
+        "Wy1JbmZpbml0eSwgIngiXQ==",  # [-Infinity, "x"]
+    ],
+)
 def test_an_invalid_cursor_is_an_invalid_request(store: Store, cursor: str) -> None:
     save(store, workflow(), execution(), trigger())
 

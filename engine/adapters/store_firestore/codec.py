@@ -14,6 +14,7 @@ import binascii
 import functools
 import hashlib
 import json
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -318,5 +319,7 @@ def decode_cursor(cursor: str, types: Sequence[type | tuple[type, ...]]) -> list
         raise InvalidRequest(f"invalid cursor {cursor!r}")
     for value, kind in zip(values, types, strict=True):
         if isinstance(value, bool) or not isinstance(value, kind):
+            raise InvalidRequest(f"invalid cursor {cursor!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # JSON's ``NaN``, ``1e999``: no sort key we hand out
             raise InvalidRequest(f"invalid cursor {cursor!r}")
     return list(values)

@@ -11,6 +11,7 @@ import base64
 import binascii
 import functools
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -129,6 +130,16 @@ def _encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(dumps(values).encode()).decode()
 
 
+def _fits(value: Any, kind: type) -> bool:
+    """A cursor value of its sort key's type; never a boolean, NaN or an infinity (JSON's ``NaN``,
+    ``1e999``), which would page from nowhere instead of being refused."""
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
 def decode_cursor(cursor: str | None, types: tuple[type, ...]) -> list[Any]:
     """The sort key a cursor carries, or Nones for the first page."""
     if cursor is None:
@@ -140,7 +151,7 @@ def decode_cursor(cursor: str | None, types: tuple[type, ...]) -> list[Any]:
     valid = (
         isinstance(values, list)
         and len(values) == len(types)
-        and all(isinstance(v, t) or (t is float and isinstance(v, int)) for v, t in zip(values, types, strict=True))
+        and all(_fits(v, t) for v, t in zip(values, types, strict=True))
     )
     if not valid:
         raise InvalidRequest("the cursor is not valid")
