@@ -261,9 +261,10 @@ def retry(
     quiet: QuietOption = False,
     no_worker: NoWorkerOption = False,
 ) -> None:
-    """Retry a failed, cancelled or timed-out execution from its failed steps and follow it to its end.
+    """Retry a failed or timed-out execution from its failed steps and follow it to its end.
 
-    Successful steps keep their outputs; the failed and cancelled ones run again. As with
+    Successful steps keep their outputs; the failed and cancelled ones (a deadline cancels the
+    steps still active) run again. A cancelled execution stays cancelled (exit 1). As with
     ``conveyor run``, steps run in this process unless ``--no-worker``; the step modules must
     be importable from the current folder or ``CONVEYOR_IMPORTS``. Exits 0 if it succeeds.
     """

@@ -101,10 +101,12 @@ def test_cancel_then_cancel_again_is_a_conflict(api: Api) -> None:
     again = api.call("POST", f"/v1/executions/{execution_id}/cancel", role=Role.OPERATOR)
     assert again.status_code == 409
     assert again.json()["code"] == "transition-refused"
+    retried = api.call("POST", f"/v1/executions/{execution_id}/retry", role=Role.OPERATOR)
+    assert retried.status_code == 409 and retried.json()["code"] == "transition-refused"  # cancelling is final
     assert api.call("POST", "/v1/executions/unknown/cancel").status_code == 404
 
 
-def test_retry_resumes_a_cancelled_execution_and_refuses_a_running_one(api: Api) -> None:
+def test_retry_resumes_a_failed_execution_and_refuses_a_running_one(api: Api) -> None:
     api.call("PUT", "/v1/workflows/waiter", json=WAITER)
     execution_id = api.call("POST", "/v1/executions", json={"workflow": "waiter"}).json()["id"]
     assert api.call("POST", f"/v1/executions/{execution_id}/retry").status_code == 409
