@@ -7,16 +7,31 @@ Event ids sort by time (microseconds, then a per-process sequence), so history l
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 from typing import Any
 
+from engine.errors import InvalidRequest
 from engine.records import EventRecord, ExecutionRecord, StepRecord
 
 _sequence = itertools.count()
 
+#: What :func:`new_event_id` makes: 16 hex digits of microseconds, 4 of sequence, 6 random.
+_EVENT_ID = re.compile(r"[0-9a-f]{26}")
+
 
 def new_event_id(at: float) -> str:
     return f"{int(at * 1_000_000):016x}{next(_sequence) % 0x10000:04x}{secrets.token_hex(3)}"
+
+
+def check_history_cursor(after: str) -> None:
+    """Refuse an ``after`` cursor that is no event id (``InvalidRequest``, a 422).
+
+    History pages by event id, so any string would page *somewhere* (``zzz`` sorts after every
+    id: an empty page); a cursor this API never handed out is the client's mistake, not the end.
+    """
+    if not _EVENT_ID.fullmatch(after):
+        raise InvalidRequest(f"invalid history cursor {after!r}: expected an event id from the history (26 hex digits)")
 
 
 def token_event(tenant: str, execution_id: str, step_key: str, attempt: int, at: float, text: str) -> EventRecord:

@@ -26,6 +26,7 @@ from engine.errors import (
     QuotaExceeded,
 )
 from engine.event_intake import EventIntake
+from engine.events import check_history_cursor
 from engine.model import canonical_json
 from engine.orchestration import approvals, children, control
 from engine.orchestration import steps as step_cases
@@ -398,7 +399,10 @@ class Service:
         )
 
     def list_events(self, tenant: str, execution_id: str, *, after: str | None = None, limit: int = 500) -> Page:
+        """A page of the execution's history after the event id ``after`` (one that is no event id: 422)."""
         self.get_execution(tenant, execution_id)
+        if after is not None:
+            check_history_cursor(after)
         return self.store.list_events(tenant, execution_id, after=after, limit=limit)
 
     def delete_execution(self, tenant: str, execution_id: str) -> None:

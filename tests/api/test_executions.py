@@ -54,6 +54,23 @@ def test_history_lists_every_transition_in_order_with_pagination(api: Api) -> No
     assert [e["id"] for e in paged] == [e["id"] for e in full["items"]]
 
 
+def test_a_history_cursor_that_is_no_event_id_is_refused(api: Api) -> None:
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    execution_id = _start(api).json()["id"]
+    api.driver.run_all()
+    history = f"/v1/executions/{execution_id}/history"
+    for forged in ["zzz", "e-0003", "000662038B16825B000470B6E9"]:  # 'zzz' sorted after every id: an empty page
+        refused = api.call("GET", history, params={"after": forged}, role=Role.VIEWER)
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid", forged
+        assert "invalid history cursor" in refused.json()["detail"]
+    first = api.call("GET", history, params={"limit": 1}).json()["items"][0]["id"]
+    rest = api.call("GET", history, params={"after": first}).json()["items"]
+    assert rest and all(e["id"] > first for e in rest)
+    query = 'query($id: ID!) { execution(id: $id) { ... on Execution { history(after: "zzz") { id } } } }'
+    answer = api.call("POST", "/graphql", json={"query": query, "variables": {"id": execution_id}}).json()
+    assert "invalid history cursor" in answer["errors"][0]["message"], answer
+
+
 def test_input_is_validated_against_the_version_schema(api: Api) -> None:
     api.call("PUT", "/v1/workflows/hello", json=HELLO)
     response = api.call("POST", "/v1/executions", json={"workflow": "hello", "input": {"who": 3}})
