@@ -21,12 +21,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from engine.compile import compile_workflow
 from engine.errors import ExpressionError, InvalidRequest, NotFound, Problem
 from engine.expressions import compile_expression, split_template, template_strings
 from engine.model import WORKFLOW_NAME_PATTERN
 from engine.payloads import to_json
 from engine.ports import Clock, Store, Transaction
-from engine.records import Page, TriggerRecord
+from engine.records import Page, TriggerRecord, WorkflowVersionRecord
 from engine.schedules import FirePreview, ScheduleSpec, preview
 
 TriggerKind = Literal["schedule", "event"]
@@ -99,6 +100,15 @@ def check_input_mapping(kind: str, input: dict[str, Any]) -> None:
         raise InvalidRequest("the trigger input mapping is invalid", problems)
 
 
+def check_schedule_input(latest: WorkflowVersionRecord, input: dict[str, Any]) -> None:
+    """A schedule's input is fixed, so it is checked now against the workflow's latest version
+    (``InputInvalid``, every problem with its path) instead of failing every fire later.
+
+    A fire still records why it started nothing (``last_error``) when a newer version refuses it.
+    """
+    compile_workflow(latest.definition).validate_input(input)
+
+
 @dataclass(frozen=True)
 class TriggerChanges:
     """Fields of an update; ``None`` leaves a field as it is."""
@@ -127,11 +137,13 @@ class Triggers:
         enabled: bool = True,
     ) -> TriggerRecord:
         """Validate and store a new trigger for an existing workflow."""
-        self._check_workflow(tenant, workflow)
+        latest = self._check_workflow(tenant, workflow)
         to_json(spec, "trigger spec")  # plain JSON only: NaN or Infinity would be stored as null
         to_json(input or {}, "trigger input")
         parse_spec(kind, spec)
         check_input_mapping(kind, input or {})
+        if kind == "schedule":
+            check_schedule_input(latest, input or {})
         now = self.clock.now()
         record = TriggerRecord(
             id=uuid.uuid4().hex,
@@ -163,8 +175,7 @@ class Triggers:
         One transaction, so an update never undoes what a fire committed meanwhile (its
         counters, ``next_fire_at``, running executions).
         """
-        if changes.workflow is not None:
-            self._check_workflow(tenant, changes.workflow)
+        latest = self._check_workflow(tenant, changes.workflow) if changes.workflow is not None else None
         to_json(changes.spec, "trigger spec")
         to_json(changes.input, "trigger input")
         now = self.clock.now()
@@ -181,6 +192,8 @@ class Triggers:
             if changes.input is not None:
                 check_input_mapping(record.kind, changes.input)
                 record.input = dict(changes.input)
+            if record.kind == "schedule" and (changes.workflow is not None or changes.input is not None):
+                check_schedule_input(latest or self._check_workflow(tenant, record.workflow), record.input)
             if changes.enabled is not None:
                 record.enabled = changes.enabled
             record.updated_at = now
@@ -198,11 +211,14 @@ class Triggers:
         if not self.store.delete_trigger(tenant, trigger_id):
             raise NotFound(f"trigger {trigger_id!r} not found")
 
-    def _check_workflow(self, tenant: str, workflow: str) -> None:
+    def _check_workflow(self, tenant: str, workflow: str) -> WorkflowVersionRecord:
+        """The latest version of ``workflow`` (``NotFound`` if it has none)."""
         if not re.match(WORKFLOW_NAME_PATTERN, workflow):
             raise InvalidRequest(f"invalid workflow name {workflow!r}")
-        if self.store.get_workflow_version(tenant, workflow) is None:
+        latest = self.store.get_workflow_version(tenant, workflow)
+        if latest is None:
             raise NotFound(f"workflow {workflow!r} not found")
+        return latest
 
     @staticmethod
     def _schedule(record: TriggerRecord, now: float) -> None:

@@ -186,7 +186,7 @@ FIELD_CALLS: dict[str, str] = {
     "signalExecution": 'signalExecution(id: "$EXECUTION", step: "hold") { __typename ... on Problem { code } }',
     "decideApproval": 'decideApproval(id: "$EXECUTION", step: "hold", decision: APPROVE) { __typename '
     "... on Problem { code } }",
-    "createTrigger": 'createTrigger(input: {workflow: "hello", kind: "schedule", spec: {every: "1h"}}) '
+    "createTrigger": 'createTrigger(input: {workflow: "hello", kind: "schedule", spec: {every: "1h"}, input: {who: "x"}}) '
     "{ __typename ... on Problem { code } }",
     "updateTrigger": 'updateTrigger(id: "$TRIGGER", input: {enabled: false}) { __typename ... on Problem { code } }',
     "workflowVersions": 'workflowVersions(name: "hello") { items { name version } }',

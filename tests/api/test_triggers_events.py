@@ -12,7 +12,13 @@ from tests.harness import ManualClock
 
 
 def _trigger(api: Api, **body: object) -> dict:
-    payload = {"workflow": "hello", "kind": "schedule", "spec": {"cron": "*/5 * * * *"}, **body}
+    payload = {
+        "workflow": "hello",
+        "kind": "schedule",
+        "spec": {"cron": "*/5 * * * *"},
+        "input": {"who": "cron"},
+        **body,
+    }
     response = api.call("POST", "/v1/triggers", role=Role.EDITOR, json=payload)
     assert response.status_code == 201, response.json()
     return response.json()
@@ -70,6 +76,27 @@ def test_invalid_triggers_are_refused(api: Api) -> None:
     trigger_id = _trigger(api)["id"]
     assert api.call("PATCH", f"/v1/triggers/{trigger_id}", json={"spec": {"cron": "bad"}}).status_code == 422
     assert api.call("PATCH", f"/v1/triggers/{trigger_id}", json={"workflow": "missing"}).status_code == 404
+
+
+def test_a_schedule_whose_input_its_workflow_refuses_is_refused(api: Api) -> None:
+    """A schedule's input is fixed: one the workflow's schema refuses would fail every fire."""
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    body = {"workflow": "hello", "kind": "schedule", "spec": {"every": "1m"}, "input": {"who": 3}}
+    refused = api.call("POST", "/v1/triggers", role=Role.EDITOR, json=body)
+    assert refused.status_code == 422 and refused.json()["code"] == "input-invalid"
+    assert refused.json()["problems"] == [{"path": "input.who", "message": "3 is not of type 'string'"}]
+    assert api.call("POST", "/v1/triggers", json={**body, "input": {}}).json()["code"] == "input-invalid"
+    trigger_id = _trigger(api)["id"]
+    patched = api.call("PATCH", f"/v1/triggers/{trigger_id}", role=Role.EDITOR, json={"input": {"who": 3}})
+    assert patched.status_code == 422 and patched.json()["code"] == "input-invalid"
+    assert api.call("GET", f"/v1/triggers/{trigger_id}").json()["input"] == {"who": "cron"}
+    api.call(
+        "PUT", "/v1/workflows/other", json={**HELLO, "name": "other", "inputs": {"type": "object", "required": ["n"]}}
+    )
+    moved = api.call("PATCH", f"/v1/triggers/{trigger_id}", role=Role.EDITOR, json={"workflow": "other"})
+    assert moved.status_code == 422 and moved.json()["problems"][0]["message"] == "'n' is a required property"
+    event = {"workflow": "hello", "kind": "event", "spec": {"type": "x"}, "input": {"who": "${event.data.who}"}}
+    assert api.call("POST", "/v1/triggers", json=event).status_code == 201  # mapped per event: checked at each start
 
 
 def test_trigger_list_pages(api: Api) -> None:
@@ -202,7 +229,8 @@ def test_graphql_creates_and_updates_a_schedule_showing_its_next_fires(api: Api)
       }
     }"""
     spec = {"cron": "30 1 7 11 *", "timezone": "America/New_York"}
-    created = api.gql(create, {"input": {"workflow": "hello", "kind": "schedule", "spec": spec}}, role=Role.EDITOR)
+    body = {"workflow": "hello", "kind": "schedule", "spec": spec, "input": {"who": "cron"}}
+    created = api.gql(create, {"input": body}, role=Role.EDITOR)
     trigger = created["data"]["createTrigger"]
     assert trigger["nextFires"][0]["at"].startswith("2027-11-07T05:30:00")  # 01:30 EDT, the first of two
     assert "occurs twice" in trigger["nextFires"][0]["note"]
@@ -251,7 +279,14 @@ def test_a_structured_mode_cloudevent_is_published_like_any_event(api: Api) -> N
 
 
 def test_a_cloudevent_conveyor_cannot_take_is_refused_with_every_problem(api: Api) -> None:
-    bad = {"specversion": "0.3", "id": "", "type": "x", "data": [1], "data_base64": "AA==", "datacontenttype": "text/xml"}
+    bad = {
+        "specversion": "0.3",
+        "id": "",
+        "type": "x",
+        "data": [1],
+        "data_base64": "AA==",
+        "datacontenttype": "text/xml",
+    }
     refused = api.call("POST", "/v1/events", content=json.dumps(bad), headers=CE_HEADERS)
     assert refused.status_code == 422
     assert sorted(p["path"] for p in refused.json()["problems"]) == [
