@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, overload
+from typing import Annotated, Any
 
 from pydantic import BeforeValidator
-
-
-@overload
-def to_datetime(timestamp: float) -> datetime: ...
-
-
-@overload
-def to_datetime(timestamp: float | None) -> datetime | None: ...
-
-
-def to_datetime(timestamp: float | None) -> datetime | None:
-    """Epoch seconds (how records keep time) as an aware UTC datetime."""
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 def to_timestamp(value: datetime | None) -> float | None:

@@ -2,15 +2,20 @@
 
 Records keep time as epoch seconds; the REST API answers RFC 3339 UTC strings (pydantic's
 rendering of an aware ``datetime``). Scripts that read both must not meet two formats, so
-every ``--json`` command renders its times through :func:`api_time`.
+every ``--json`` command renders its times through :func:`api_time`. The conversion is
+:func:`engine.times.to_datetime`, the API's own, imported from the engine: importing the
+``api`` package loads prometheus_client, which must not happen before ``conveyor worker
+--metrics-port`` has switched it to multiprocess mode (tests/unit/test_cli_imports.py).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
+
+from engine.times import to_datetime
 
 _DATETIME = TypeAdapter(datetime)
 
@@ -20,10 +25,7 @@ def api_time(at: float | str | None) -> str | None:
     text (``2026-01-02T03:04:05.500000Z``, no fraction on a whole second); None stays None."""
     if at is None:
         return None
-    # Not api.convert.to_datetime: importing the api package loads prometheus_client, which
-    # must not happen before `conveyor worker --metrics-port` has switched it to multiprocess
-    # mode (tests/unit/test_cli_imports.py).
-    moment = datetime.fromisoformat(at) if isinstance(at, str) else datetime.fromtimestamp(at, UTC)
+    moment = datetime.fromisoformat(at) if isinstance(at, str) else to_datetime(at)
     text: str = _DATETIME.dump_python(moment, mode="json")
     return text
 

@@ -203,7 +203,9 @@ class TriggerRecord:
     For a schedule, the fields after ``next_fire_at`` are its runtime state, written in the
     transactions that fire it and that end the executions it started: the counters, the
     active executions it started (``running``, what its overlap policy looks at) and the
-    fire times buffered until they end (``pending``).
+    fire times buffered until they end (``pending``). An event trigger's starts are not
+    counted here (every event's transaction would write this record): only those its tenant's
+    quota skipped (``skipped``) and why the last one started nothing (``last_error``).
     """
 
     id: str

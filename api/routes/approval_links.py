@@ -13,10 +13,10 @@ from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
 from api.bodies import JsonBodyRoute
-from api.convert import to_datetime
 from api.deps import RuntimeDep
 from api.problems import responses
 from api.schemas.executions import ApprovalDecision, ApprovalLinkInfo, Step
+from engine.times import to_datetime
 
 router = APIRouter(prefix="/approval-links", tags=["approvals"], route_class=JsonBodyRoute)
 

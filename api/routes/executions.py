@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import actions
 from api.bodies import StrictRoute
-from api.convert import IsoDatetime, search_filters, to_datetime
+from api.convert import IsoDatetime, search_filters
 from api.deps import PageDep, PrincipalDep, RuntimeDep, guard
 from api.problems import responses
 from api.schemas.common import Page
@@ -30,6 +30,7 @@ from engine.auth import Role
 from engine.model import WORKFLOW_NAME_PATTERN
 from engine.search import MAX_LABELS
 from engine.states import ExecutionStatus
+from engine.times import to_datetime
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"], route_class=StrictRoute)
 

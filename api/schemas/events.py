@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.convert import to_datetime
 from api.schemas.common import ApiModel
 from engine.eventlog import Accepted
 from engine.records import DeadLetterRecord
+from engine.times import to_datetime
 
 
 class PublishEvent(ApiModel):

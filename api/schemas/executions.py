@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from api.convert import to_datetime
 from api.schemas.common import LABEL_KEY, ApiModel
 from api.visibility import visible_error, visible_event_data
 from engine.model import STEP_ID_PATTERN, WORKFLOW_NAME_PATTERN
@@ -15,6 +14,7 @@ from engine.orchestration import planner
 from engine.records import EventRecord, ExecutionRecord, StepRecord
 from engine.search import MAX_LABEL_VALUE, MAX_LABELS
 from engine.states import ExecutionStatus, StepStatus
+from engine.times import to_datetime
 
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY)]
 LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]

@@ -6,10 +6,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from api.convert import to_datetime
 from api.schemas.common import ApiModel
 from engine.auth import Role
 from engine.records import ApiKeyRecord
+from engine.times import to_datetime
 
 
 class KeyCreate(ApiModel):

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.convert import to_datetime
 from api.schemas.common import ApiModel
 from engine.prompts import MAX_TEMPLATE_CHARS, PromptRecord
+from engine.times import to_datetime
 
 
 class PromptBody(ApiModel):

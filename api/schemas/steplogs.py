@@ -6,8 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from api.convert import to_datetime
 from engine.steplogs.pages import AttemptSummary, LogLine, LogPage
+from engine.times import to_datetime
 
 
 class StepLogLine(BaseModel):

@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.convert import to_datetime
 from api.schemas.common import ApiModel
 from engine.model import WORKFLOW_NAME_PATTERN
 from engine.records import TriggerRecord
+from engine.times import to_datetime
 from engine.trigger_admin import TriggerChanges, TriggerKind, next_fires
 
 SPEC_EXAMPLES: list[dict[str, Any]] = [{"cron": "*/5 * * * *", "timezone": "UTC"}, {"type": "order.created"}]
@@ -58,9 +58,20 @@ class Trigger(BaseModel):
     updated_at: datetime
     next_fire_at: datetime | None = None
     next_fires: list[FireTime] = Field(default_factory=list, description="The next 5 fire times (schedules).")
-    fired: int = Field(0, description="Fire times that started an execution.")
+    fired: int | None = Field(
+        0,
+        description=(
+            "Fire times that started an execution (schedules). Null for an event trigger: its starts are"
+            " not counted on the trigger, which would make every event's transaction write this one"
+            " document; list them with `GET /v1/executions?trigger=<id>`, count them with"
+            " `GET /v1/executions/counts?trigger=<id>`."
+        ),
+    )
     missed: int = Field(0, description="Fire times not started: too late (catch-up window, or `catchup: latest`).")
-    skipped: int = Field(0, description="Fire times dropped by the overlap policy.")
+    skipped: int = Field(
+        0,
+        description="Fire times dropped by the overlap policy or the tenant's quota (event triggers: starts).",
+    )
     buffered: int = Field(0, description="Fire times kept to start when the running execution ends.")
     last_fire_at: datetime | None = None
     last_error: str | None = Field(None, description="Why the last fire started nothing, if it did not.")
@@ -84,7 +95,7 @@ def trigger_fields(record: TriggerRecord) -> dict[str, Any]:
         "updated_at": to_datetime(record.updated_at),
         "next_fire_at": to_datetime(record.next_fire_at),
         "next_fires": [{"at": to_datetime(fire.at), "note": fire.note} for fire in next_fires(record)],
-        "fired": record.fired,
+        "fired": record.fired if record.kind == "schedule" else None,
         "missed": record.missed,
         "skipped": record.skipped,
         "buffered": record.buffered,

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.convert import to_datetime
 from api.problems import ProblemDetail
 from engine.records import WorkflowVersionRecord
+from engine.times import to_datetime
 
 DEFINITION_EXAMPLE: dict[str, Any] = {
     "name": "hello",

@@ -34,8 +34,9 @@ The set lives in the broker's Redis on purpose: flushing the broker empties it t
 step whose message was flushed is seen as lost and sent again.
 
 A worker's consumer marks messages taken with :meth:`RedisMessageLedger.taken_soon`: a thread
-of the ledger removes the records of every message taken meanwhile in one script call, so the
-consumer never waits on Redis between two messages. A record is removed only if it is still
+of the ledger removes the records of every message taken within ``TAKEN_LINGER`` in one script
+call, so the consumer never waits on Redis between two messages and a busy one pays one call
+for many messages. A record is removed only if it is still
 the one of the message taken: a later message of the same step (the reconciler sent it
 again) keeps its own. Being late is harmless: the record of a taken message is no longer
 trusted once the message left its list, so a removal lost with its worker costs nothing but
@@ -66,6 +67,12 @@ PUSHED_KEY = "conveyor:pushed-messages"
 
 #: Records dropped per call once they are older than ``since`` (Lua ``unpack`` has a limit).
 EXPIRE_BATCH = 1000
+#: Seconds the ledger's thread lets taken messages gather before it removes their records in
+#: one script call (sooner once ``TAKEN_BATCH`` gathered, or when :meth:`flush` asks): one call
+#: per message would cost a worker's consumer a thread switch and a Redis call per step.
+TAKEN_LINGER = 0.2
+#: Taken messages removed per script call at most.
+TAKEN_BATCH = 500
 
 #: KEYS: the list, PUSHED_KEY, LEDGER_KEY, PLACES_KEY. ARGV: the message, the step's member
 #: ('' for a message that is not a step's), the push time, the message id. Returns the
@@ -146,6 +153,7 @@ class RedisMessageLedger:
         self._expire_script = client.register_script(EXPIRE_SCRIPT)
         self._pending: list[str] = []  # member, message id, member, message id, ...: taken, not yet removed
         self._busy = False  # the flusher is removing a batch
+        self._hurry = False  # flush() waits: remove what is pending without lingering
         self._changed = threading.Condition()
         self._flusher: threading.Thread | None = None
 
@@ -160,16 +168,20 @@ class RedisMessageLedger:
     def taken_soon(self, tenant: str, execution_id: str, step_key: str, message_id: str) -> None:
         """:meth:`taken`, done by the ledger's thread with the other messages taken meanwhile."""
         with self._changed:
+            first = not self._pending
             self._pending += (member(tenant, execution_id, step_key), message_id)
             if self._flusher is None or not self._flusher.is_alive():
                 self._flusher = threading.Thread(target=self._flush_loop, name="conveyor-ledger", daemon=True)
                 self._flusher.start()
-            self._changed.notify_all()
+            if first or len(self._pending) >= 2 * TAKEN_BATCH:
+                self._changed.notify_all()  # otherwise the thread lingers undisturbed (TAKEN_LINGER)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every message marked with :meth:`taken_soon` is removed; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._changed:
+            self._hurry = True
+            self._changed.notify_all()
             while self._pending or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -181,8 +193,16 @@ class RedisMessageLedger:
         while True:
             with self._changed:
                 while not self._pending:
+                    self._hurry = False
                     self._changed.wait()
-                batch, self._pending, self._busy = self._pending, [], True
+                linger_until = time.monotonic() + TAKEN_LINGER
+                while not self._hurry and len(self._pending) < 2 * TAKEN_BATCH:
+                    remaining = linger_until - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._changed.wait(remaining)
+                batch, self._pending = self._pending[: 2 * TAKEN_BATCH], self._pending[2 * TAKEN_BATCH :]
+                self._busy = True
             try:
                 self._remove(batch)
             finally:

@@ -31,7 +31,13 @@ def record_to_dict(record: DataclassInstance) -> dict[str, Any]:
     Nested dicts and lists are copied, so later changes to the record do not reach the
     dict (the adapters buffer this dict as the written version).
     """
-    return {name: _plain(getattr(record, name)) for name in _field_names(type(record))}
+    # A loop with the scalar test inline, not a comprehension calling _plain per field: nearly
+    # every field is a scalar, and this runs for each record written (several per step).
+    fields: dict[str, Any] = {}
+    for name in _field_names(type(record)):
+        value = getattr(record, name)
+        fields[name] = value if type(value) in _SCALARS else _plain(value)
+    return fields
 
 
 def record_from_dict(cls: type[R], data: Mapping[str, Any]) -> R:

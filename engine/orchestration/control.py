@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.compile import CompiledWorkflow
 from engine.errors import TransitionRefused
-from engine.orchestration import planner, progress
+from engine.orchestration import planner, progress, steps
 from engine.orchestration.recorder import Recorder
 from engine.orchestration.snapshot import Snapshot, load_whole
 from engine.orchestration.workflows import Workflows
@@ -106,6 +106,8 @@ def resume(rec: Recorder, workflows: Workflows, tenant: str, execution_id: str) 
         if record.status is StepStatus.QUEUED:
             rec.queue_dispatch(record)
             rec.tx.put_step(record)
+    for record in [r for r in records.values() if r.status is StepStatus.WAITING and (r.wait or {}).get("signal_kept")]:
+        steps.deliver_kept_signal(rec, snap, record)
     progress.advance(rec, snap)
     return execution
 

@@ -382,6 +382,15 @@ def park(
         }
         step.wake_at = rec.now + timing.lease_seconds
         rec.watch(WaiterRecord(tenant, execution_id, key, event.route, since))
+    refused = None if kept is None else _kept_signal_refused(step, kept)
+    if refused is not None:
+        rec.tx.delete_signal(tenant, execution_id, key)
+        data["kept_signal_refused"] = refused
+        kept = None
+    if kept is not None and snap.execution.status is not ExecutionStatus.RUNNING:
+        # Paused while the step ran: the signal stays kept until the execution resumes.
+        step.wait["signal_kept"] = True
+        kept = None
     rec.move_step(step, StepStatus.WAITING, Cause.COMPLETE, data)
     if kept is not None and _take_kept_signal(rec, snap, step, kept):
         return
@@ -389,13 +398,40 @@ def park(
         rec.queue_dispatch(step, countdown=max(0.0, step.wake_at - rec.now))
 
 
-def _take_kept_signal(rec: Recorder, snap: Snapshot, step: StepRecord, kept: SignalRecord) -> bool:
-    """Deliver the signal kept for a step that now waits; a signal the wait refuses is dropped."""
-    rec.tx.delete_signal(step.tenant, step.execution_id, step.key)
+def _kept_signal_refused(step: StepRecord, kept: SignalRecord) -> dict[str, Any] | None:
+    """Why the interrupt ``step`` waits on refuses the answer kept for it, or None if it takes it.
+
+    An agent's interrupt and its schema exist only once the agent asks, so an answer sent
+    before is kept unchecked (its ``match`` was checked then, see :func:`_may_match`). The
+    refusal goes into the history event of the wait (the sender was told the answer was kept:
+    it must not vanish without a trace), and the step waits for an answer that fits.
+    """
+    interrupt = (step.wait or {}).get("interrupt")
+    if interrupt is None:
+        return None
     try:
-        return resume(rec, snap, step, Delivery("signal", f"signal:{kept.at!r}", kept.payload))
-    except InputInvalid:
-        return False
+        _check_answer(interrupt, kept.payload)
+    except InputInvalid as exc:
+        problems = [{"path": problem.path, "message": problem.message} for problem in exc.problems]
+        return {"signal_at": kept.at, "reason": exc.message, "problems": problems}
+    return None
+
+
+def deliver_kept_signal(rec: Recorder, snap: Snapshot, step: StepRecord) -> None:
+    """Deliver the signal kept for ``step``, which began waiting while its execution was paused.
+
+    Called when the execution resumes, for a step whose ``wait`` says a signal is kept.
+    """
+    step.wait = {name: value for name, value in (step.wait or {}).items() if name != "signal_kept"}
+    kept = rec.tx.get_signal(step.tenant, step.execution_id, step.key)
+    if kept is None or not _take_kept_signal(rec, snap, step, kept):
+        rec.tx.put_step(step)
+
+
+def _take_kept_signal(rec: Recorder, snap: Snapshot, step: StepRecord, kept: SignalRecord) -> bool:
+    """Deliver the signal kept for a step that now waits (one it refuses was taken out before)."""
+    rec.tx.delete_signal(step.tenant, step.execution_id, step.key)
+    return resume(rec, snap, step, Delivery("signal", f"signal:{kept.at!r}", kept.payload))
 
 
 @dataclass(frozen=True)

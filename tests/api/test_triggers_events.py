@@ -129,6 +129,24 @@ def test_a_published_event_starts_its_event_trigger_with_the_mapped_input(api: A
     assert api.call("POST", "/v1/events", json={"type": "x", "correlation_key": ""}).status_code == 422
 
 
+def test_an_event_trigger_claims_no_fired_count_and_its_starts_are_found_by_trigger(api: Api) -> None:
+    """Event-trigger starts are not counted on the trigger: ``fired`` is null (REST and GraphQL),
+    never a 0 that events do not move; the executions search finds and counts them."""
+    api.call("PUT", "/v1/workflows/hello", json=HELLO)
+    trigger = _trigger(api, kind="event", spec={"type": "order.created"}, input={"who": "${event.data.who}"})
+    for event_id in ("o-1", "o-2"):
+        api.call("POST", "/v1/events", json={"type": "order.created", "id": event_id, "data": {"who": event_id}})
+    assert api.call("GET", f"/v1/triggers/{trigger['id']}", role=Role.VIEWER).json()["fired"] is None
+    listed = api.call("GET", "/v1/triggers", role=Role.VIEWER).json()["items"]
+    assert [t["fired"] for t in listed] == [None]
+    query = "query($id: ID!) { trigger(id: $id) { fired } }"
+    assert api.gql(query, {"id": trigger["id"]}, role=Role.VIEWER)["data"]["trigger"] == {"fired": None}
+    found = api.call("GET", f"/v1/executions?trigger={trigger['id']}", role=Role.VIEWER).json()["items"]
+    assert len(found) == 2
+    counts = api.call("GET", f"/v1/executions/counts?trigger={trigger['id']}", role=Role.VIEWER).json()
+    assert counts["total"] == 2
+
+
 def _berlin_dst_day(api: Api) -> None:
     """Put the service clock on 2027-01-01 (UTC), before the 2027 daylight-saving days."""
     api.service.clock = ManualClock(datetime(2027, 1, 1, tzinfo=UTC).timestamp())

@@ -515,7 +515,7 @@ def test_console_operations(dev_server: tuple[str, dict[tuple[str, Role], str]],
         lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-trigger="{trigger}"] li[data-event="evt-77"]'),
         what="the matching event",
     )
-    browser.get(f"{base}/ui/#/executions?trigger={trigger}")
+    click(browser, f'tr[data-trigger="{trigger}"] a.started', "all the executions the trigger started")
     until(browser, lambda d: len(rows(d)) == 1, what="the execution the trigger started")
 
     # Bulk cancel, then bulk retry, from the executions list.

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis
@@ -193,6 +194,30 @@ def test_messages_taken_soon_are_removed_together_by_the_ledgers_thread(broker: 
     assert down.flush()  # the failure is logged by the thread, which carries on
     down.taken_soon("t", ids[1], "a", "some-id")
     assert down.flush()
+
+
+def test_messages_taken_one_by_one_are_removed_by_one_call_without_a_flush(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread lingers after the first message taken, so the others join its script call."""
+    ids = broker.dispatch(20)
+    steps = [_step(e) for e in ids]
+    calls: list[int] = []
+    remove = broker.ledger._taken_script
+
+    def counted(**call: Any) -> Any:
+        calls.append(len(call["args"]) // 2)
+        return remove(**call)
+
+    monkeypatch.setattr(broker.ledger, "_taken_script", counted)
+    for execution_id in ids:
+        broker.ledger.taken_soon("t", execution_id, "a", broker.message_id(execution_id))
+    deadline = time.monotonic() + 10
+    while any(broker.ledger.held(steps, 0.0)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert broker.ledger.held(steps, 0.0) == [False] * 20
+    assert sum(calls) == 20
+    assert len(calls) < 20  # taken within the linger: removed together (one call on any quiet machine)
 
 
 def test_a_batch_of_messages_goes_out_in_one_pipeline_to_each_queue_and_priority(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine import steptypes
 from engine.errors import DefinitionInvalid, TransitionRefused
 from engine.router import EventRouter
 from engine.states import ExecutionStatus, StepStatus
@@ -171,6 +172,36 @@ def test_a_signal_sent_before_its_step_waits_is_kept_and_delivered_when_it_waits
     assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
     assert h.steps(execution_id)["after"].output == "early"
 
+
+def test_a_signal_kept_for_a_step_that_waits_while_its_execution_is_paused_is_delivered_on_resume(h, monkeypatch):
+    """Found in review: a step that began waiting while its execution was paused (a pause
+    lets running steps finish) had its kept signal deleted without delivering it, and waited
+    out its whole timer after the resume. Now the signal stays kept until the resume."""
+    h.apply({"name": "early", "steps": [
+        task("first", "echo", value=1),
+        {"id": "hold", "type": "wait", "needs": ["first"], "with": {"duration": "1d"}},
+        task("after", "echo", ["hold"], value="${steps.hold.output.ok}"),
+    ]})
+    execution_id = h.start("early")
+    h.service.signal("t1", execution_id, "hold", {"ok": "early"})
+    wait_type = steptypes.get("wait")
+    assert wait_type is not None
+    run = wait_type.run
+
+    async def paused_while_running(ctx, config):
+        h.service.pause("t1", execution_id)
+        return await run(ctx, config)
+
+    monkeypatch.setattr(wait_type, "run", paused_while_running)
+    h.drain()
+    monkeypatch.setattr(wait_type, "run", run)
+    hold = h.steps(execution_id)["hold"]
+    assert h.execution(execution_id).status is ExecutionStatus.PAUSED
+    assert hold.status is StepStatus.WAITING and hold.wait["signal_kept"] is True
+    h.service.resume("t1", execution_id)
+    h.drain()
+    assert h.execution(execution_id).status is ExecutionStatus.SUCCEEDED
+    assert h.steps(execution_id)["after"].output == "early"
 
 def test_a_wait_match_is_checked_for_every_signal(h):
     h.apply({"name": "gate", "steps": [

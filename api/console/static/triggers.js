@@ -9,6 +9,12 @@ function nextFires(t) {
   return el("ul", { class: "plain" }, (t.next_fires || []).map((f) => el("li", {}, when(f.at), f.note ? el("span", { class: "hint" }, ` (${f.note})`) : null)));
 }
 
+// An event trigger's starts are not counted on the trigger (every event's transaction would write
+// it): the executions list, filtered by the trigger, lists and counts them.
+function startedLink(t) {
+  return el("a", { class: "started", href: `#/executions?trigger=${encodeURIComponent(t.id)}` }, "all executions");
+}
+
 async function recentMatches(t, cell) {
   try {
     const page = await api(`/v1/executions?trigger=${encodeURIComponent(t.id)}&limit=${RECENT}`);
@@ -66,8 +72,8 @@ export async function triggersPage() {
       timed.map((t) => el("tr", { "data-trigger": t.id }, common(t), el("td", {}, nextFires(t)), el("td", {}, counters(t)),
         el("td", {}, t.last_error ? el("span", { class: "error" }, t.last_error) : "")))) : el("p", { class: "hint" }, "No schedules."));
     const cells = evented.map((t) => [t, el("td", { class: "matches-cell" }, el("span", { class: "hint" }, "…"))]);
-    fill(events, evented.length ? dataTable("event-triggers", "Event triggers", ["Trigger", "Workflow", "Spec", "Enabled", "Fired", `Recent matching events (last ${RECENT})`, "Last error"],
-      cells.map(([t, cell]) => el("tr", { "data-trigger": t.id }, common(t), el("td", {}, t.fired), cell,
+    fill(events, evented.length ? dataTable("event-triggers", "Event triggers", ["Trigger", "Workflow", "Spec", "Enabled", "Started", `Recent matching events (last ${RECENT})`, "Last error"],
+      cells.map(([t, cell]) => el("tr", { "data-trigger": t.id }, common(t), el("td", {}, startedLink(t)), cell,
         el("td", {}, t.last_error ? el("span", { class: "error" }, t.last_error) : "")))) : el("p", { class: "hint" }, "No event triggers."));
     cells.forEach(([t, cell]) => recentMatches(t, cell));
   } catch (error) {

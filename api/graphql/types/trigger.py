@@ -29,7 +29,10 @@ class Trigger:
     updated_at: datetime
     next_fire_at: datetime | None
     next_fires: list[FireTime]
-    fired: int
+    fired: int | None = strawberry.field(
+        description="Fire times that started an execution (schedules); null for an event trigger, whose starts"
+        " are not counted on it: find them with executions(trigger: id) and executionCounts(trigger: id)"
+    )
     missed: int
     skipped: int
     buffered: int
