@@ -722,10 +722,11 @@ def test_console_signs_in_with_an_oidc_access_token(tmp_path: Path, jwks: Jwks, 
         assert _call(base, viewer, "POST", f"/v1/executions/{kept}/cancel").status_code == 403
         assert _call(base, keys[("acme", Role.VIEWER)], "GET", f"/v1/executions/{kept}").json()["status"] == "RUNNING"
 
-        # A token that expires while the page is open (the API allows 30 s of clock skew): the next
-        # refresh of the list is refused and the sign-in page says why.
+        # A token that expires while the page is open (the API allows 30 s of clock skew, so it is
+        # accepted for 7-8 s more: time enough to sign in): the next refresh of the list is
+        # refused and the sign-in page says why.
         browser.find_element(By.ID, "sign-out").click()
-        sign_in(browser, base, jwks.token(sub="eve", role="operator", exp=int(time.time()) - 15))
+        sign_in(browser, base, jwks.token(sub="eve", role="operator", exp=int(time.time()) - 22))
         alert = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "form [role=alert]"), 60, "signed out")
         assert "Signature has expired" in alert.text and "Sign in again" in alert.text, alert.text
         assert (

@@ -39,7 +39,7 @@ from engine.service import Service
 from engine.settings import Settings
 from engine.states import StepStatus
 from tests.chaos import chaos_steps
-from tests.chaos.conftest import WorkerProcess, forget_run, tail, worker_command, worker_env
+from tests.chaos.conftest import WorkerProcess, forget_run, stop_all, tail, worker_command, worker_env
 from tests.services import poll
 
 #: Seconds of overload (the issue's 90 by default; CI may shorten it, see the chaos test).
@@ -153,8 +153,7 @@ class Overload:
         self._stop.set()
         if self._feeder.is_alive():
             self._feeder.join(timeout=30)
-        for process in (self.beat, *self.workers):
-            process.stop()
+        stop_all([self.beat, *self.workers])
         forget_run(self.redis, self.prefix, self.queue)
         self.redis.delete(f"conveyor:beat:lease:{self.queue}")
         with contextlib.suppress(redis.RedisError):

@@ -32,7 +32,7 @@ from engine.service import Service
 from engine.settings import Settings
 from engine.states import ExecutionStatus
 from tests.chaos import chaos_steps
-from tests.chaos.conftest import WorkerProcess, forget_run, purge_broker, tail, worker_command, worker_env
+from tests.chaos.conftest import WorkerProcess, forget_run, purge_broker, stop_all, tail, worker_command, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.backend, pytest.mark.timeout(300)]
 
@@ -105,8 +105,7 @@ class Deployment:
         return "\n".join(f"--- {p.log_path.name} ---\n{tail(p.log_path, 30)}" for p in self.processes)
 
     def close(self) -> None:
-        for process in self.processes:
-            process.stop()
+        stop_all(self.processes)
         forget_run(self.redis, self.prefix, self.queue)
         self.redis.delete(f"conveyor:beat:lease:{self.queue}")
         for service in self.services:
