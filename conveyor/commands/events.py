@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from engine.errors import ConveyorError
+from conveyor import exit_codes
+from engine.errors import ConveyorError, InvalidRequest
 from engine.settings import Settings
 
 events_app = typer.Typer(help="External events: publish one to event triggers and waiting steps.", no_args_is_help=True)
@@ -25,7 +26,7 @@ def publish(
     key: Annotated[
         str | None, typer.Option("--key", "-k", help="Correlation key: resumes wait_for_event steps waiting for it.")
     ] = None,
-    data: Annotated[str | None, typer.Option("--data", "-d", help="Event data: a JSON object.")] = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Event data: a JSON object, or @file.json.")] = None,
     event_id: Annotated[str | None, typer.Option("--id", help="Event id (an id sent again is ignored).")] = None,
     tenant: Annotated[str, typer.Option(help="Tenant of the event.")] = "default",
 ) -> None:
@@ -33,7 +34,8 @@ def publish(
 
     With a broker configured (CONVEYOR_BROKER_URL) it is routed here at once. On the embedded
     defaults it is stored in the local store, and the running `conveyor run` routes it within
-    CONVEYOR_EVENT_ROUTE_AFTER seconds (steps only run in that process).
+    CONVEYOR_EVENT_ROUTE_AFTER seconds (steps only run in that process). Exit 0 accepted (or
+    already published), 2 the event is invalid (nothing stored), 1 the store refused or failed.
     """
     from conveyor.commands.run import parse_input
     from engine import eventlog
@@ -45,7 +47,7 @@ def publish(
     settings = Settings()
     service = build_service(settings)
     try:
-        payload = parse_input(data)
+        payload = parse_input(data, "--data")
         if is_embedded(settings):
             event = eventlog.new_event(
                 tenant,
@@ -62,9 +64,12 @@ def publish(
             accepted = EventRouter(service).publish(
                 tenant, type=type, data=payload, event_id=event_id, source="cli", correlation_key=key
             )
+    except InvalidRequest as exc:  # the command line's fault: nothing was stored
+        err.print(f"[red]✗[/red] {escape(exc.message)}")
+        raise typer.Exit(exit_codes.INVALID) from None
     except ConveyorError as exc:
         err.print(f"[red]✗[/red] {escape(exc.message)}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(exit_codes.FAILED) from None
     finally:
         service.store.close()
     note = " (already published)" if accepted.duplicate else ""

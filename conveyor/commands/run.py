@@ -51,6 +51,7 @@ from engine.states import EXECUTION_TERMINAL, ExecutionStatus, StepStatus
 #: Seconds between refreshes of the table (the store is read each time).
 REFRESH_INTERVAL = 0.1
 
+
 @dataclass(frozen=True)
 class RunOutcome:
     """How a watched execution ended; ``reason`` says why this command cancelled it, if it did."""
@@ -219,11 +220,15 @@ def _load_definition(file: Path) -> dict[str, Any]:
     return parse_definition_text(text, source=str(file))
 
 
-def parse_input(value: str | None) -> Any:
-    """The execution input from ``--input``: JSON text, ``@file.json``, or ``{}`` when absent."""
+def parse_input(value: str | None, option: str = "--input") -> Any:
+    """A JSON value given to ``option``: JSON text, ``@file.json``, or ``{}`` when absent.
+
+    Problems name ``option`` (or the file), so ``conveyor events publish --data`` does not
+    report a ``--input`` it was never given.
+    """
     if value is None:
         return {}
-    where = _input_source(value)
+    where = _input_source(value, option)
     if value.startswith("@"):
         try:
             value = Path(where).read_text(encoding="utf-8")
@@ -234,7 +239,7 @@ def parse_input(value: str | None) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as exc:
         problem = Problem(where, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
-        raise InvalidRequest("the input is not valid JSON", [problem]) from None
+        raise InvalidRequest(f"{option} is not valid JSON", [problem]) from None
 
 
 def check_approval_answers(compiled: CompiledWorkflow, answers: dict[str, Any]) -> None:
@@ -255,12 +260,12 @@ def parse_signals(values: list[str]) -> dict[str, Any]:
         key, separator, payload = value.partition("=")
         if not separator or not key:
             raise InvalidRequest("a --signal is STEP=JSON", [Problem(value, "expected STEP=JSON or STEP=@file.json")])
-        answers[key] = parse_input(payload)
+        answers[key] = parse_input(payload, "--signal")
     return answers
 
 
-def _input_source(value: str | None) -> str:
-    return value[1:] if value is not None and value.startswith("@") else "--input"
+def _input_source(value: str | None, option: str = "--input") -> str:
+    return value[1:] if value is not None and value.startswith("@") else option
 
 
 def _quiet_logging(settings: Settings) -> None:

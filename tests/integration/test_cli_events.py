@@ -42,3 +42,20 @@ def test_run_tells_how_to_send_the_awaited_event_and_the_cli_event_resumes_it(tm
     assert "waits for event payment.settled with correlation key A-7" in stderr
     assert "conveyor events publish payment.settled --key A-7" in stderr
     assert '"amount": 42' in stdout
+
+
+def test_publish_names_the_data_option_and_exits_2_for_invalid_data(tmp_path: Path) -> None:
+    env = {**conveyor_env(), "CONVEYOR_STATE_DIR": str(tmp_path / "state")}
+
+    def publish(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "conveyor", "events", "publish", "payment.settled", *args]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+
+    broken = publish("--data", "{bad")
+    assert broken.returncode == 2 and "--data is not valid JSON" in broken.stderr, broken.stderr
+    assert "--input" not in broken.stderr
+    not_an_object = publish("--data", "[1]")
+    assert not_an_object.returncode == 2 and "event data must be a JSON object" in not_an_object.stderr
+    (tmp_path / "event.json").write_text('{"amount": 42}')
+    accepted = publish("--data", "@event.json", "--id", "pay-2")
+    assert accepted.returncode == 0 and "event pay-2 accepted" in accepted.stderr, accepted.stderr
