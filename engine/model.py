@@ -118,7 +118,10 @@ def load_definition(data: dict[str, Any] | str) -> WorkflowDef:
     try:
         return WorkflowDef.model_validate(document)
     except ValidationError as exc:
-        problems = [Problem(_path(err["loc"], document), err["msg"]) for err in exc.errors()]
+        # Pydantic prefixes a validator's own message with "Value error, ": the reader needs only the message.
+        problems = [
+            Problem(_path(err["loc"], document), err["msg"].removeprefix("Value error, ")) for err in exc.errors()
+        ]
         raise DefinitionInvalid("workflow definition is invalid", problems) from None
 
 

@@ -300,7 +300,7 @@ def test_concurrency_without_foreach() -> None:
 
 def test_shape_problems_come_from_the_model() -> None:
     problem = only_problem(workflow(transform("a", timeout="soon")))
-    assert problem.startswith("steps[0].timeout: Value error, not a duration: 'soon'")
+    assert problem.startswith("steps[0].timeout: not a duration: 'soon'")
 
 
 def test_malformed_yaml_reports_line_and_column() -> None:
@@ -491,8 +491,8 @@ def test_retention_takes_a_duration_and_zero_means_forever(declared: Any, second
     ("declared", "message"),
     [
         ("500ms", "retention: retention must be 0 (keep forever) or at least 1s, got 0.5s"),
-        ("soon", "retention: Value error, not a duration: 'soon' (use e.g. 500ms, 30s, 5m, 1h30m, 1d)"),
-        (-5, "retention: Value error, duration must not be negative: -5"),
+        ("soon", "retention: not a duration: 'soon' (use e.g. 500ms, 30s, 5m, 1h30m, 1d)"),
+        (-5, "retention: duration must not be negative: -5"),
     ],
 )
 def test_a_retention_that_is_not_a_usable_duration_is_refused(declared: Any, message: str) -> None:
