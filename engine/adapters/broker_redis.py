@@ -32,7 +32,7 @@ import kombu
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
-from engine.adapters.ledger_redis import push_command
+from engine.adapters.ledger_redis import PUSH_SCRIPT, push
 
 #: The message header naming the step a message runs: the ledger's member for it.
 STEP_HEADER = "conveyor_step"
@@ -87,7 +87,7 @@ class Channel(kombu_redis.Channel):
         priority = self._get_message_priority(message, reverse=False)  # type: ignore[no-untyped-call]
         headers = message.get("headers") or {}
         step = headers.get(STEP_HEADER)
-        command = push_command(
+        pushing = push(
             self._list(queue, priority),
             dumps(message),  # type: ignore[no-untyped-call]
             step if isinstance(step, str) else "",
@@ -102,13 +102,19 @@ class Channel(kombu_redis.Channel):
         )
         batch = kwargs.pop("_publish_batch", None)
         if batch is not None:  # the producer's batch sends it with the others in one pipeline
-            for name, *args in (command, *expiry):
+            for name, *args in (pushing.command(), *expiry):
                 batch.add(name, *args)
             return
-        with self.conn_or_acquire() as client, client.pipeline() as pipe:
-            for name, *args in (command, *expiry):
-                getattr(pipe, str(name))(*args)
-            pipe.execute()
+        with self.conn_or_acquire() as client:
+            if not expiry:
+                # One script call, as kombu's one LPUSH: no MULTI/EXEC pipeline around it, and
+                # EVALSHA (redis-py loads the script once per server) rather than the whole script.
+                client.register_script(PUSH_SCRIPT)(keys=pushing.keys, args=pushing.args)
+                return
+            with client.pipeline() as pipe:
+                for name, *args in (pushing.command(), *expiry):
+                    getattr(pipe, str(name))(*args)
+                pipe.execute()
 
     def _list(self, queue: str, priority: int) -> str:
         """The Redis list of ``queue`` holding messages of ``priority`` (kombu's naming)."""

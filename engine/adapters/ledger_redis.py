@@ -119,14 +119,24 @@ def member(tenant: str, execution_id: str, step_key: str) -> str:
     return json.dumps([tenant, execution_id, step_key], separators=(",", ":"))
 
 
-def push_command(list_key: str, message: str, step_member: str, message_id: str, at: float) -> tuple[object, ...]:
-    """The Redis command (``EVAL``) that pushes ``message`` onto ``list_key`` and records it.
+class Push(NamedTuple):
+    """The keys and arguments of :data:`PUSH_SCRIPT` that push one message and record it."""
+
+    keys: list[str]
+    args: list[str]
+
+    def command(self) -> tuple[object, ...]:
+        """The script as one ``EVAL`` command (for a pipeline, where EVALSHA's fallback cannot run)."""
+        return ("eval", PUSH_SCRIPT, len(self.keys), *self.keys, *self.args)
+
+
+def push(list_key: str, message: str, step_member: str, message_id: str, at: float) -> Push:
+    """What pushes ``message`` onto ``list_key`` and records it.
 
     ``step_member`` is '' for a message that is not a step's: it is pushed (and counted, on a
     list that step messages go to) but not recorded.
     """
-    keys = (list_key, PUSHED_KEY, LEDGER_KEY, PLACES_KEY)
-    return ("eval", PUSH_SCRIPT, len(keys), *keys, message, step_member, repr(at), message_id)
+    return Push([list_key, PUSHED_KEY, LEDGER_KEY, PLACES_KEY], [message, step_member, repr(at), message_id])
 
 
 class Place(NamedTuple):

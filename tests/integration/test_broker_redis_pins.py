@@ -106,10 +106,13 @@ def test_kombus_own_put_pushes_on_the_left_of_its_prioritys_list_and_refreshes_a
     assert 0 < client.pttl(normal) <= EXPIRES_MS and 0 < client.pttl(urgent) <= EXPIRES_MS, changed + ": PEXPIRE"
 
 
-def _queued(url: str, client: redis.Redis, transport: type[kombu_redis.Transport], queue: str, *, batched: bool) -> Any:
-    """What ``transport`` leaves in Redis for three messages to ``queue``: per list, bodies and expiry."""
+def _queued(
+    url: str, client: redis.Redis, transport: type[kombu_redis.Transport], queue: str, *, batched: bool, expiring: bool
+) -> Any:
+    """What ``transport`` leaves in Redis for three messages to ``queue`` (declared with an
+    expiry or not, as step queues are): per list, bodies and whether it expires."""
     channel = _channel(url, transport)
-    channel.queue_declare(queue, arguments={"x-expires": EXPIRES_MS})
+    channel.queue_declare(queue, arguments={"x-expires": EXPIRES_MS} if expiring else None)
     producer = kombu.Producer(channel)
     sends = [(NORMAL_PRIORITY, {broker_redis.STEP_HEADER: member("t", queue, "a")}), (URGENT_PRIORITY, {}), (9, {})]
     with producer.batch(max_size=10) if batched else contextlib.nullcontext():
@@ -119,14 +122,15 @@ def _queued(url: str, client: redis.Redis, transport: type[kombu_redis.Transport
     return [([json.loads(m)["body"] for m in client.lrange(key, 0, -1)], client.pttl(key) > 0) for key in lists]
 
 
+@pytest.mark.parametrize("expiring", [True, False], ids=["expiring-queue", "lasting-queue"])
 @pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batched"])
 def test_the_ledger_transport_queues_exactly_what_kombus_own_queues(
-    redis_server_url: str, client: redis.Redis, queues: list[str], batched: bool
+    redis_server_url: str, client: redis.Redis, queues: list[str], batched: bool, expiring: bool
 ) -> None:
     queues += [f"pins-{uuid.uuid4().hex[:8]}", f"pins-{uuid.uuid4().hex[:8]}"]
-    stock = _queued(redis_server_url, client, kombu_redis.Transport, queues[0], batched=batched)
-    ours = _queued(redis_server_url, client, broker_redis.Transport, queues[1], batched=batched)
-    assert ours == stock and all(expiring for _, expiring in stock)
+    stock = _queued(redis_server_url, client, kombu_redis.Transport, queues[0], batched=batched, expiring=expiring)
+    ours = _queued(redis_server_url, client, broker_redis.Transport, queues[1], batched=batched, expiring=expiring)
+    assert ours == stock and all(expires is expiring for _, expires in stock)
     assert client.zscore(LEDGER_KEY, member("t", queues[1], "a")) is not None  # ...and records the step message
 
 
