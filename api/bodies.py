@@ -34,6 +34,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from api.deps import runtime
+from engine.model import UniqueKeyLoader
 
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
 
@@ -70,9 +71,25 @@ def _decoded(decode: Callable[[], Any], max_depth: int) -> Any:
     return value
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different: JSON parsers keep the last of repeated ones silently."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
 def _json_loads(raw: str | bytes) -> Any:
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise BodyRefused(400, "malformed-json", f"the body is not valid JSON: duplicate key {exc.args[0]!r}") from None
     except json.JSONDecodeError as exc:
         raise BodyRefused(400, "malformed-json", f"the body is not valid JSON: {exc.msg} at {exc.pos}") from None
     except UnicodeDecodeError as exc:  # bytes that are no Unicode text at all
@@ -84,7 +101,7 @@ def decode_json(raw: str | bytes, max_depth: int) -> Any:
     return _decoded(lambda: _json_loads(raw), max_depth)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
+class _NoAliasLoader(UniqueKeyLoader):
     """YAML without anchors and aliases (a few aliases can stand for a huge document)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:

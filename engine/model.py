@@ -85,10 +85,35 @@ class WorkflowDef(Frozen):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a mapping naming one key twice.
+
+    PyYAML keeps the last value of a repeated key without a word, so a second ``with:`` or
+    ``needs:`` in a step would silently replace the first.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def parse_definition_text(text: str, *, source: str = "definition") -> dict[str, Any]:
     """Parse YAML (a superset of JSON) into a mapping, reporting syntax errors with line numbers."""
+    loader = UniqueKeyLoader(text)
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else source
@@ -97,6 +122,8 @@ def parse_definition_text(text: str, *, source: str = "definition") -> dict[str,
         ) from None
     except yaml.YAMLError as exc:
         raise DefinitionInvalid(f"{source} is not valid YAML/JSON", [Problem("", str(exc))]) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise DefinitionInvalid(f"{source} must be a mapping", [Problem("", "expected a mapping at the top level")])
     return data

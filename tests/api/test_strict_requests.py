@@ -85,6 +85,20 @@ def test_a_workflow_can_be_put_as_yaml(api: Api) -> None:
         assert (refused.status_code, refused.json()["code"]) == (400, code), refused.text
 
 
+def test_a_key_given_twice_is_refused_in_json_and_yaml_bodies(api: Api) -> None:
+    """A parser keeps the last of repeated keys without a word: a second `with:` would replace the first."""
+    started = _post(api, "/v1/executions", '{"workflow": "hello", "workflow": "other", "input": {}}')
+    assert (started["status"], started["code"]) == (400, "malformed-json")
+    assert started["detail"] == "the body is not valid JSON: duplicate key 'workflow'"
+    nested = _post(api, "/v1/events", '{"type": "a", "data": {"k": 1, "k": 2}}')
+    assert (nested["status"], nested["detail"]) == (400, "the body is not valid JSON: duplicate key 'k'")
+    text = "name: hello\nsteps:\n  - id: a\n    type: transform\n    with: {value: 1}\n    with: {value: 2}\n"
+    for method, path in (("PUT", "/v1/workflows/hello"), ("POST", "/v1/workflows:validate")):
+        refused = api.call(method, path, content=text, headers={"content-type": "application/yaml"})
+        assert (refused.status_code, refused.json()["code"]) == (400, "malformed-yaml"), refused.text
+        assert "duplicate key 'with'" in refused.json()["detail"]
+
+
 def test_a_body_of_another_media_type_is_a_415_problem(api: Api) -> None:
     api.call("PUT", "/v1/workflows/hello", json=HELLO)
     event = json.dumps({"type": "order.paid", "id": "evt-1", "data": {}})

@@ -308,6 +308,12 @@ def test_malformed_yaml_reports_line_and_column() -> None:
     assert problem == "line 4, column 24: expected ',' or ']', but got '}'"
 
 
+def test_a_key_given_twice_is_refused_not_replaced_by_the_last() -> None:
+    text = "name: x\nsteps:\n  - id: a\n    type: transform\n    with: {value: 1}\n    with: {value: 2}\n"
+    assert only_problem(text) == "line 6, column 5: duplicate key 'with'"
+    assert only_problem('{"name": "x", "name": "y", "steps": []}') == "line 1, column 15: duplicate key 'name'"
+
+
 # --------------------------------------------------------------------------- expressions
 
 
