@@ -9,7 +9,7 @@ does: in this process (an embedded worker), unless ``--no-worker`` leaves them t
 Exit codes: 0 done; 1 the execution is not found, the store refused the change (it cannot
 be cancelled, deleted or retried in its state), a deletion was not confirmed, or a retried
 execution failed again; 2 bad usage
-(an invalid filter among them).
+(an invalid filter or cursor among them).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from conveyor.commands.run import NoWorkerOption, QuietOption, TimeoutOption, fo
 from conveyor.jsontimes import api_time, with_api_times
 from engine.adapters.payloads import record_to_dict
 from engine.bootstrap import build_service
-from engine.errors import ConveyorError, InvalidFilter
+from engine.errors import ConveyorError, InvalidRequest
 from engine.records import ExecutionRecord
 from engine.service import Service
 from engine.settings import Settings
@@ -68,7 +68,7 @@ def _service(state_dir: Path | None) -> Iterator[Service]:
     try:
         service = build_service(_settings(state_dir))
         yield service
-    except InvalidFilter as exc:  # the command line asked for something that means nothing
+    except InvalidRequest as exc:  # the command line asked for something that means nothing (a filter, a cursor)
         _err().print(f"[red]✗[/red] {escape(exc.message)}")
         raise typer.Exit(exit_codes.INVALID) from None
     except ConveyorError as exc:
@@ -109,13 +109,17 @@ def _filters(
     since: str | None,
     until: str | None,
 ) -> dict[str, Any]:
+    created_after, created_before = _moment(since), _moment(until)
+    if created_after is not None and created_before is not None and created_after >= created_before:
+        # Said here in the command's own words (the search would name its REST parameters).
+        raise typer.BadParameter(f"--since {since} is not before --until {until}: no execution can match")
     return {
         "workflow": workflow,
         "version": version,
         "labels": label or (),
         "trigger_id": trigger,
-        "created_after": _moment(since),
-        "created_before": _moment(until),
+        "created_after": created_after,
+        "created_before": created_before,
     }
 
 
@@ -131,17 +135,27 @@ def list_executions(
     since: Since = None,
     until: Until = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many, newest first.")] = 20,
+    cursor: Annotated[
+        str | None, typer.Option(help="Continue a listing after its last page: the cursor that page printed.")
+    ] = None,
     tenant: Tenant = "default",
     state_dir: StateDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """List executions, newest first; every filter given must match."""
+    """List executions, newest first; every filter given must match.
+
+    When more match than ``--limit``, the command says so and prints the ``--cursor`` that lists
+    the next page (on stderr with ``--json``, so standard output stays one JSON list).
+    """
     filters = _filters(workflow, version, label, trigger, since, until)
     with _service(state_dir) as service:
-        page = service.list_executions(tenant, status=status, limit=limit, **filters)
+        page = service.list_executions(tenant, cursor=cursor, status=status, limit=limit, **filters)
     found: list[ExecutionRecord] = list(page.items)
+    more = f"more executions match: add --cursor {page.next_cursor} for the next page" if page.next_cursor else None
     if as_json:
         _print_json([_summary(execution) for execution in found])
+        if more:
+            _err().print(more, soft_wrap=True)
         return
     table = Table(title=f"{len(found)} execution{'s' if len(found) != 1 else ''}", title_justify="left")
     table.add_column("id", no_wrap=True)  # ids are copied into other commands: never cut
@@ -159,6 +173,8 @@ def list_executions(
             escape(str(error.get("type") or "")),
         )
     _out().print(table)
+    if more:
+        _out().print(more, soft_wrap=True)
 
 
 @executions.command("counts")

@@ -83,13 +83,29 @@ def test_counts_per_status(state: None) -> None:
         (["--label", "team"], "not key:value"),
         (["--version", "1"], "give `workflow` too"),
         (["--since", "yesterday"], "ISO 8601"),
+        (["--since", "2026-05-28T20:30:00Z", "--until", "2026-05-28T20:00:00Z"], "is not before --until"),
+        (["--cursor", "not-a-cursor"], "cursor is not valid"),
     ],
 )
 def test_bad_filters_are_usage_errors(state: None, args: list[str], message: str) -> None:
-    for command in ("list", "counts"):
+    for command in ("list", "counts") if "--cursor" not in args else ("list",):
         result = CliRunner().invoke(app, ["executions", command, *args], env={"COLUMNS": "200"})
         assert result.exit_code == 2, result.output
         assert message in result.output
+
+
+def test_a_long_listing_says_how_to_page_on_and_the_cursor_lists_the_rest(state: None) -> None:
+    first = CliRunner().invoke(app, ["executions", "list", "--json", "--limit", "4"])
+    assert first.exit_code == 0, first.output
+    assert [e["id"] for e in json.loads(first.stdout)] == ["ex-5", "ex-4", "ex-3", "ex-2"]
+    assert "more executions match" in first.stderr
+    cursor = first.stderr.split("--cursor ", 1)[1].split()[0]
+    rest = CliRunner().invoke(app, ["executions", "list", "--json", "--limit", "4", "--cursor", cursor])
+    assert rest.exit_code == 0, rest.output
+    assert [e["id"] for e in json.loads(rest.stdout)] == ["ex-1", "ex-0"]
+    assert "more executions match" not in rest.stderr
+    table = CliRunner().invoke(app, ["executions", "list", "--limit", "2"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and f"--cursor {cursor}" not in table.stdout and "--cursor " in table.stdout
 
 
 def test_delete_removes_a_finished_execution_after_confirmation(state: None) -> None:
