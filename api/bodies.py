@@ -72,7 +72,7 @@ def _decoded(decode: Callable[[], Any], max_depth: int) -> Any:
 
 
 class _DuplicateKey(ValueError):
-    pass
+    """A JSON object names a key twice (its one argument); refused as malformed JSON."""
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

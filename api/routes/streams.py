@@ -203,8 +203,10 @@ async def _send_all(websocket: WebSocket, feed: ExecutionFeed) -> None:
 async def _until_disconnected(websocket: WebSocket) -> None:
     """Return once the client closed the socket (or the server is shutting down); whatever the
     client sends after authenticating is ignored."""
-    while (await websocket.receive())["type"] != "websocket.disconnect":
-        pass
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
 
 
 async def _pump(websocket: WebSocket, feed: ExecutionFeed, rt: Runtime) -> None:

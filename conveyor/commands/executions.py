@@ -155,7 +155,7 @@ def list_executions(
     if as_json:
         _print_json([_summary(execution) for execution in found])
         if more:
-            _err().print(more, soft_wrap=True)
+            _err().print(more)
         return
     table = Table(title=f"{len(found)} execution{'s' if len(found) != 1 else ''}", title_justify="left")
     table.add_column("id", no_wrap=True)  # ids are copied into other commands: never cut
@@ -174,7 +174,7 @@ def list_executions(
         )
     _out().print(table)
     if more:
-        _out().print(more, soft_wrap=True)
+        _out().print(more)
 
 
 @executions.command("counts")

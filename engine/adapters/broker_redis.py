@@ -109,12 +109,19 @@ class Channel(kombu_redis.Channel):
             if not expiry:
                 # One script call, as kombu's one LPUSH: no MULTI/EXEC pipeline around it, and
                 # EVALSHA (redis-py loads the script once per server) rather than the whole script.
-                client.register_script(PUSH_SCRIPT)(keys=pushing.keys, args=pushing.args)
+                self._push_script(client)(keys=pushing.keys, args=pushing.args, client=client)
                 return
             with client.pipeline() as pipe:
                 for name, *args in (pushing.command(), *expiry):
                     getattr(pipe, str(name))(*args)
                 pipe.execute()
+
+    def _push_script(self, client: Any) -> Any:
+        """The ledger's push script, made once per channel (redis-py computes its SHA1 then)."""
+        script = self.__dict__.get("_ledger_push_script")
+        if script is None:
+            script = self.__dict__["_ledger_push_script"] = client.register_script(PUSH_SCRIPT)
+        return script
 
     def _list(self, queue: str, priority: int) -> str:
         """The Redis list of ``queue`` holding messages of ``priority`` (kombu's naming)."""
