@@ -144,8 +144,19 @@ class Transaction(Reads, Protocol):
 class Store(Protocol):
     """The persistence port: one transaction entry point plus read-only listings."""
 
-    def atomic(self, fn: Callable[[Transaction], T]) -> T:
-        """Run ``fn`` in a serializable transaction and commit; retried on contention."""
+    def atomic(self, fn: Callable[[Transaction], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in a serializable transaction and commit; retried on contention.
+
+        The commit survives a power loss once this returns. With ``durable=False`` it
+        survives a crash of the process but may not yet survive a power loss: only for the
+        engine's own progress (a claim, a step's outcome), which recovery redoes like that of a
+        crashed worker, never for a change someone outside is told about. :meth:`sync` makes
+        it durable later.
+        """
+        ...
+
+    def sync(self) -> None:
+        """Make every transaction committed so far survive a power loss."""
         ...
 
     def read(self, fn: Callable[[Reads], T]) -> T:

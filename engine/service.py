@@ -142,9 +142,11 @@ class Service:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def transact(self, use_case: Callable[[Recorder], T]) -> T:
-        """Run a use case in one transaction, then publish its events and dispatch its steps."""
-        result, effects = self.commit(use_case)
+    def transact(self, use_case: Callable[[Recorder], T], *, durable: bool = True) -> T:
+        """Run a use case in one transaction, then publish its events and dispatch its steps.
+
+        ``durable=False`` is for the engine's own progress (see :meth:`commit`)."""
+        result, effects = self.commit(use_case, durable=durable)
         self.perform(effects)
         return result
 
@@ -156,12 +158,18 @@ class Service:
         That is the follower the outcome's own transaction claimed, or else (with ``follow``)
         one claimed by the transaction that finished a foreach after this outcome's commit.
         """
-        claimed, effects = self.commit(use_case)
+        claimed, effects = self.commit(use_case, durable=False)
         finisher = self.perform(effects, follow=follow if claimed is None else None)
         return claimed or finisher
 
-    def commit(self, use_case: Callable[[Recorder], T]) -> tuple[T, Effects]:
-        """Run a use case in one transaction; its result and the effects of the attempt that committed."""
+    def commit(self, use_case: Callable[[Recorder], T], *, durable: bool = True) -> tuple[T, Effects]:
+        """Run a use case in one transaction; its result and the effects of the attempt that committed.
+
+        The commit is on disk before this returns (it survives a power loss), unless
+        ``durable=False``: that is for the engine's own progress (claims and step outcomes),
+        which a power loss may take back like a worker crash does, to be redone by recovery.
+        Even then, a commit that ends an execution is made durable before anyone is told.
+        """
         recorders: list[Recorder] = []
 
         def body(tx: Transaction) -> T:
@@ -177,8 +185,11 @@ class Service:
             recorders.append(rec)  # the store may retry: only the last attempt committed
             return use_case(rec)
 
-        result = self.store.atomic(body)
-        return result, recorders[-1].effects
+        result = self.store.atomic(body, durable=durable)
+        effects = recorders[-1].effects
+        if not durable and effects.settled:
+            self.store.sync()
+        return result, effects
 
     def perform(self, effects: Effects, *, follow: step_cases.Timing | None = None) -> step_cases.Claimed | None:
         """Dispatch first: a step message matters more than live fan-out (history is in the store).
@@ -454,7 +465,8 @@ class Service:
         return self.transact(
             lambda rec: step_cases.claim(
                 rec, self.workflows, tenant, execution_id, step_key, self.timing, sent_epoch, started_at
-            )
+            ),
+            durable=False,
         )
 
     def peek(self, tenant: str, execution_id: str, step_key: str) -> step_cases.Claimed | None:
@@ -474,7 +486,9 @@ class Service:
         return step_cases.still_owned(steps.get(step_key), fence)
 
     def heartbeat(self, tenant: str, execution_id: str, step_key: str, epoch: int) -> None:
-        self.transact(lambda rec: step_cases.heartbeat(rec, tenant, execution_id, step_key, epoch, self.timing))
+        self.transact(
+            lambda rec: step_cases.heartbeat(rec, tenant, execution_id, step_key, epoch, self.timing), durable=False
+        )
 
     def complete(
         self,
@@ -617,7 +631,8 @@ class Service:
         self.transact(
             lambda rec: step_cases.fail(
                 rec, self.workflows, tenant, execution_id, step_key, fence, error, retryable, self.timing
-            )
+            ),
+            durable=False,
         )
 
     # --- schedules (called by beat) ---------------------------------------------------------

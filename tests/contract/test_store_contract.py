@@ -995,3 +995,11 @@ def test_a_fresh_store_is_at_the_current_schema_version(store: Store) -> None:
 
     store.set_schema_version(SCHEMA_VERSION + 1)
     assert store.schema_version() == SCHEMA_VERSION + 1
+
+
+def test_a_commit_that_does_not_wait_for_the_disk_is_committed_all_the_same(store: Store) -> None:
+    # durable=False only spares waiting for the disk: readers see the commit at once.
+    store.atomic(lambda tx: tx.put_execution(execution("ex-progress")), durable=False)
+
+    assert store.read(lambda reads: reads.get_execution(A, "ex-progress")) is not None
+    store.sync()  # makes it durable; nothing to do where commits always are

@@ -165,3 +165,46 @@ def test_searches_use_their_index(store: SqliteStore, tmp_path: Path, where: Exe
         plan = " ".join(row[-1] for row in raw.execute("EXPLAIN QUERY PLAN " + sql, params))
     assert index in plan, plan
     store.close()
+
+
+def test_commits_wait_for_the_disk_after_the_write_lock_is_released(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pins what sync_to_disk relies on: connections commit with synchronous = NORMAL (no fsync
+    # under the lock), and the write-ahead log is the file "<database>-wal".
+    from engine.adapters.store_sqlite import connection
+
+    synced: list[tuple[str, bool]] = []
+
+    def record(fd: int) -> None:
+        other = sqlite3.connect(store.path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # fails with "database is locked" under the lock
+            other.execute("ROLLBACK")
+            lock_free = True
+        except sqlite3.OperationalError:
+            lock_free = False
+        finally:
+            other.close()
+        synced.append((str(Path(f"/proc/self/fd/{fd}").readlink()), lock_free))
+
+    monkeypatch.setattr(connection, "_sync_data", record)
+    assert store.run_read(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]) == 1  # NORMAL
+
+    store.atomic(lambda tx: tx.put_step(_step()))
+    assert synced == [(str(Path(store.path).resolve()) + "-wal", True)]
+
+    synced.clear()
+    store.atomic(_bump, durable=False)
+    assert synced == []
+    assert store.list_steps(TENANT, "ex-1")[0].lease_epoch == 1  # committed all the same
+    store.sync()
+    assert [path for path, _ in synced] == [str(Path(store.path).resolve()) + "-wal"]
+    store.close()
+
+
+def test_sync_without_a_write_ahead_log_has_nothing_to_do(tmp_path: Path) -> None:
+    # SQLite removes the log once the last connection has checkpointed everything into the file.
+    from engine.adapters.store_sqlite.connection import sync_to_disk
+
+    sync_to_disk(str(tmp_path / "never-opened.db"))

@@ -82,7 +82,9 @@ def install(monkeypatch, h) -> Reads:
             log.decoded += len(text)
         return real_loads(text, *args, **kwargs)
 
-    monkeypatch.setattr(h.store, "atomic", lambda fn: real_atomic(lambda tx: fn(_LoggingReads(tx, log))))
+    monkeypatch.setattr(
+        h.store, "atomic", lambda fn, **options: real_atomic(lambda tx: fn(_LoggingReads(tx, log)), **options)
+    )
     monkeypatch.setattr(h.store, "read", lambda fn: real_read(lambda reads: fn(_LoggingReads(reads, log))))
     monkeypatch.setattr(json, "loads", loads)
     return log

@@ -46,13 +46,13 @@ class ReadLog:
     def install(self, monkeypatch, harness):
         real_atomic = self.store.atomic
 
-        def atomic(fn):
+        def atomic(fn, **options):
             def body(tx):
                 keys: list[str] = []
                 self.reads.append(keys)
                 return fn(_LoggingTx(tx, keys))
 
-            return real_atomic(body)
+            return real_atomic(body, **options)
 
         monkeypatch.setattr(harness.store, "atomic", atomic)
 

@@ -28,9 +28,9 @@ class TransactionCount:
         self.atomic = self.read = 0
         real_atomic, real_read = harness.store.atomic, harness.store.read
 
-        def atomic(fn):
+        def atomic(fn, **options):
             self.atomic += 1
-            return real_atomic(fn)
+            return real_atomic(fn, **options)
 
         def read(fn):
             self.read += 1

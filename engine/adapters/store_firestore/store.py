@@ -201,8 +201,10 @@ class FirestoreStore:
 
     # ---------------------------------------------------------------- transactions
 
-    def atomic(self, fn: Callable[[Transaction], T]) -> T:
+    def atomic(self, fn: Callable[[Transaction], T], *, durable: bool = True) -> T:
         """Run ``fn`` in a Firestore transaction, retried (with backoff) when Firestore aborts it.
+
+        Firestore acknowledges a commit once it is durable, so ``durable`` changes nothing.
 
         On the raw path the transaction begins with its first read (no BeginTransaction round
         trip), and one that reads nothing commits as a single atomic batch (see
@@ -214,6 +216,9 @@ class FirestoreStore:
         those present; any other ``AlreadyExists`` is the caller's.
         """
         return self._atomic(fn)
+
+    def sync(self) -> None:
+        """Nothing to do: every commit Firestore acknowledged is durable."""
 
     def read(self, fn: Callable[[Reads], T]) -> T:
         """Run ``fn`` with plain (non-transactional) reads: no locks, no commit.

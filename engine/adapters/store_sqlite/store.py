@@ -22,7 +22,7 @@ from engine.adapters.store_sqlite.codec import (
     make_page,
     trigger_row,
 )
-from engine.adapters.store_sqlite.connection import Connections, run_transaction, translate
+from engine.adapters.store_sqlite.connection import Connections, run_transaction, sync_to_disk, translate
 from engine.adapters.store_sqlite.schema import SELECT_EXECUTION, SELECT_LATEST_VERSION, UPSERT_TRIGGER, create_schema
 from engine.adapters.store_sqlite.transaction import SqliteTransaction
 from engine.errors import AlreadyExists, ConveyorError, NotFound
@@ -120,8 +120,12 @@ class SqliteStore:
 
     # transactions
 
-    def atomic(self, fn: Callable[[Transaction], T]) -> T:
-        """Run ``fn`` under the database write lock and commit its buffered writes."""
+    def atomic(self, fn: Callable[[Transaction], T], *, durable: bool = True) -> T:
+        """Run ``fn`` under the database write lock and commit its buffered writes.
+
+        The commit is synced to disk after the lock is released, before this returns; with
+        ``durable=False`` it is not (see :meth:`sync`).
+        """
 
         def run(conn: sqlite3.Connection) -> T:
             tx = SqliteTransaction(conn, self._codec, self._load_input)
@@ -129,7 +133,11 @@ class SqliteStore:
             tx.apply()
             return result
 
-        return self._write(run)
+        return self._write(run, durable=durable)
+
+    def sync(self) -> None:
+        """Make every transaction committed so far survive a power loss."""
+        sync_to_disk(self._path)
 
     def read(self, fn: Callable[[Reads], T]) -> T:
         """Run ``fn`` in a read transaction: one snapshot of the database, and no write lock."""
@@ -430,12 +438,15 @@ class SqliteStore:
             raise ConveyorError(f"the input of execution {execution_id!r} is missing from the store")
         return json.loads(row[0])
 
-    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         conn = self._connections.get()
         if conn.in_transaction:
             # A nested write would silently join (and commit or roll back with) the outer one.
             raise RuntimeError("store writes cannot run inside Store.atomic; use its Transaction")
-        return run_transaction(conn, "BEGIN IMMEDIATE", work)
+        result = run_transaction(conn, "BEGIN IMMEDIATE", work)
+        if durable:
+            sync_to_disk(self._path)
+        return result
 
     def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._connections.get()
