@@ -12,6 +12,7 @@ a queue of its own).
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
@@ -80,6 +81,18 @@ def _build_runner_in_child(**_: Any) -> None:
     # Build eagerly in each pool process: user modules (CONVEYOR_IMPORTS) load and a broken
     # configuration shows up at start, not on the first message.
     runner()
+    _freeze_startup_objects()
+
+
+def _freeze_startup_objects(**_: Any) -> None:
+    """Leave the objects made at start (modules, app, runner, clients) out of garbage collection.
+
+    They live as long as the process, yet each full collection walked all of them again: a few
+    percent of a short step's CPU in a pool process. Frozen before the pool forks, the parent's
+    objects are not written to by the children's collections either, so their memory pages stay
+    shared (the use ``gc.freeze`` is documented for).
+    """
+    gc.freeze()
 
 
 #: The message ledger of each broker this process's consumer took messages from.
@@ -143,6 +156,7 @@ def _forget_pool_process(pid: int | None = None, **_: Any) -> None:
 signals.worker_init.connect(_configure_logging, weak=False)
 signals.worker_init.connect(_serve_metrics, weak=False)
 signals.worker_init.connect(_configure_observability, weak=False)
+signals.worker_init.connect(_freeze_startup_objects, weak=False)  # last: after what they build
 signals.task_received.connect(_message_taken, weak=False)
 signals.worker_shutdown.connect(_flush_ledgers, weak=False)
 signals.worker_process_init.connect(_build_runner_in_child, weak=False)
