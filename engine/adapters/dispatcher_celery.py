@@ -20,6 +20,7 @@ message from a queued one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import kombu.exceptions
 import redis.exceptions
@@ -77,9 +78,11 @@ class CeleryDispatcher:
         try:
             with self.app.producer_pool.acquire(block=True) as producer:
                 # On Redis the messages go out in one pipeline when the batch closes (a round
-                # trip for all of them); other transports publish each at once.
+                # trip for all of them); other transports publish each at once. A lone message
+                # skips the batch: sent at once, its ledger push is an EVALSHA, not a pipeline's
+                # EVAL of the whole script.
                 batched = len(dispatches) > 1 and producer.supports_batch_publish
-                with producer.batch(max_size=PUBLISH_BATCH_COMMANDS):
+                with producer.batch(max_size=PUBLISH_BATCH_COMMANDS) if batched else nullcontext():
                     for item in dispatches:
                         self._send(item, producer)
                         sent += 1

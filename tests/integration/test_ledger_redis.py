@@ -250,3 +250,36 @@ def test_a_batch_of_messages_goes_out_in_one_pipeline_to_each_queue_and_priority
         members = [member(d.tenant, d.execution_id, d.step_key) for d in dispatches]
         redis_client.zrem(LEDGER_KEY, *members)
         redis_client.hdel(PLACES_KEY, *members)
+
+
+def test_a_lone_message_is_pushed_at_once_and_a_batch_in_one_pipeline(
+    redis_server_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lone message skips kombu's batch (its push is then one EVALSHA, see broker_redis);
+    # two or more share a pipeline. Both are recorded in the ledger.
+    from kombu.transport import redis as kombu_redis
+
+    batched: list[str] = []
+    real_add = kombu_redis.PublishBatch.add
+    monkeypatch.setattr(
+        kombu_redis.PublishBatch, "add", lambda self, name, *args: (batched.append(name), real_add(self, name, *args))
+    )
+    queue = f"lone-{uuid.uuid4().hex[:8]}"
+    dispatcher = CeleryDispatcher.from_settings(Settings(broker_url=redis_server_url, default_queue=queue))
+    dispatches = [Dispatch("t", "lone-1", "a"), Dispatch("t", "pair-1", "a"), Dispatch("t", "pair-2", "a")]
+    members = [member(d.tenant, d.execution_id, d.step_key) for d in dispatches]
+    try:
+        dispatcher.dispatch(dispatches[:1])
+        assert batched == []
+        dispatcher.dispatch(dispatches[1:])
+        assert batched == ["eval", "eval"]
+
+        normal = queue_keys(queue)[1]
+        assert redis_client.llen(normal) == 3
+        assert int(redis_client.hget(PUSHED_KEY, normal) or 0) == 3
+        assert all(redis_client.hexists(PLACES_KEY, m) for m in members)
+    finally:
+        delete_queue_keys(redis_client, queue)
+        redis_client.hdel(PUSHED_KEY, *queue_keys(queue))
+        redis_client.zrem(LEDGER_KEY, *members)
+        redis_client.hdel(PLACES_KEY, *members)
